@@ -1,0 +1,282 @@
+//! The basket: which SKUs in which quantities. A basket holds no prices; it is priced on every
+//! read by [`crate::pricing::price_basket`] from the current catalog, so a client can never set a
+//! price and a price change reaches every open basket.
+
+use crate::codec::Stored;
+use crate::ids::{BasketId, CustomerId, Sku};
+use crate::money::Currency;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The largest quantity of one SKU on one basket line.
+pub const MAX_LINE_QUANTITY: u32 = 999;
+
+/// Who a basket belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+pub enum BasketOwner {
+    Customer(CustomerId),
+    /// Reachable only with the basket's own secret token.
+    Anonymous,
+}
+
+/// One line: a SKU and how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasketLine {
+    pub sku: Sku,
+    pub quantity: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub added_at: OffsetDateTime,
+}
+
+/// Why a basket change was refused. A refused change leaves the basket as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BasketError {
+    #[error("quantity {requested} is out of range: a line holds 1 to {max} units", max = MAX_LINE_QUANTITY)]
+    QuantityOutOfRange { requested: i64 },
+    #[error("only {available} of {sku} available, {requested} requested")]
+    InsufficientStock { sku: Sku, available: i64, requested: i64 },
+    #[error("the basket has no line for {0}")]
+    LineNotFound(Sku),
+    #[error("this basket was merged into the customer's basket")]
+    Merged,
+}
+
+/// A basket of one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Basket {
+    pub id: BasketId,
+    pub owner: BasketOwner,
+    pub currency: Currency,
+    pub lines: Vec<BasketLine>,
+    /// Grows by one with every change; clients use it to order live updates.
+    pub version: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Set once an anonymous basket has been merged into a customer's basket; it is then closed.
+    #[serde(default)]
+    pub merged_into: Option<BasketId>,
+}
+
+fn check_quantity(requested: i64) -> Result<u32, BasketError> {
+    if (1..=MAX_LINE_QUANTITY as i64).contains(&requested) {
+        Ok(requested as u32)
+    } else {
+        Err(BasketError::QuantityOutOfRange { requested })
+    }
+}
+
+impl Basket {
+    pub fn new(id: BasketId, owner: BasketOwner, currency: Currency, now: OffsetDateTime) -> Basket {
+        Basket { id, owner, currency, lines: Vec::new(), version: 0, created_at: now, updated_at: now, merged_into: None }
+    }
+
+    /// The quantity of `sku` in the basket (0 if none).
+    pub fn quantity_of(&self, sku: &Sku) -> u32 {
+        self.lines.iter().find(|l| &l.sku == sku).map_or(0, |l| l.quantity)
+    }
+
+    /// Units over all lines.
+    pub fn item_count(&self) -> u64 {
+        self.lines.iter().map(|l| u64::from(l.quantity)).sum()
+    }
+
+    fn open(&self) -> Result<(), BasketError> {
+        match self.merged_into {
+            Some(_) => Err(BasketError::Merged),
+            None => Ok(()),
+        }
+    }
+
+    fn touch(&mut self, now: OffsetDateTime) {
+        self.version += 1;
+        self.updated_at = now;
+    }
+
+    /// Adds `quantity` units of `sku` (to its line, if any); the line's new quantity must stay
+    /// within 1..=999 and within `available`. Returns the line's new quantity.
+    pub fn add(&mut self, sku: Sku, quantity: i64, available: i64, now: OffsetDateTime) -> Result<u32, BasketError> {
+        self.open()?;
+        let quantity = check_quantity(quantity)?;
+        let current = self.quantity_of(&sku);
+        let wanted = check_quantity(i64::from(current) + i64::from(quantity))?;
+        if i64::from(wanted) > available {
+            return Err(BasketError::InsufficientStock { sku, available: available.max(0), requested: wanted.into() });
+        }
+        match self.lines.iter_mut().find(|l| l.sku == sku) {
+            Some(line) => line.quantity = wanted,
+            None => self.lines.push(BasketLine { sku, quantity: wanted, added_at: now }),
+        }
+        self.touch(now);
+        Ok(wanted)
+    }
+
+    /// Sets the quantity of an existing line (1..=999, within `available`).
+    pub fn set_quantity(&mut self, sku: &Sku, quantity: i64, available: i64, now: OffsetDateTime) -> Result<(), BasketError> {
+        self.open()?;
+        let quantity = check_quantity(quantity)?;
+        if self.quantity_of(sku) == 0 {
+            return Err(BasketError::LineNotFound(sku.clone()));
+        }
+        if i64::from(quantity) > available {
+            return Err(BasketError::InsufficientStock { sku: sku.clone(), available: available.max(0), requested: quantity.into() });
+        }
+        if let Some(line) = self.lines.iter_mut().find(|l| &l.sku == sku) {
+            line.quantity = quantity;
+        }
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Removes a line.
+    pub fn remove(&mut self, sku: &Sku, now: OffsetDateTime) -> Result<(), BasketError> {
+        self.open()?;
+        let before = self.lines.len();
+        self.lines.retain(|l| &l.sku != sku);
+        if self.lines.len() == before {
+            return Err(BasketError::LineNotFound(sku.clone()));
+        }
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Removes every line.
+    pub fn clear(&mut self, now: OffsetDateTime) -> Result<(), BasketError> {
+        self.open()?;
+        self.lines.clear();
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Adds the lines of another basket (quantities added, each capped by `available` for its SKU
+    /// and by 999). Returns what was moved per SKU; units that did not fit are left out.
+    pub fn absorb(&mut self, other: &[BasketLine], available: impl Fn(&Sku) -> i64, now: OffsetDateTime) -> Result<Vec<(Sku, u32)>, BasketError> {
+        self.open()?;
+        let mut moved = Vec::new();
+        for line in other {
+            let current = i64::from(self.quantity_of(&line.sku));
+            let cap = available(&line.sku).min(i64::from(MAX_LINE_QUANTITY));
+            let room = (cap - current).max(0);
+            let take = room.min(i64::from(line.quantity));
+            if take > 0 {
+                self.add(line.sku.clone(), take, cap, now)?;
+                moved.push((line.sku.clone(), take as u32));
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Closes an anonymous basket after its lines went into `into`.
+    pub fn mark_merged(&mut self, into: BasketId, now: OffsetDateTime) {
+        self.lines.clear();
+        self.merged_into = Some(into);
+        self.touch(now);
+    }
+}
+
+impl Stored for Basket {
+    const KIND: &'static str = "basket";
+    const VERSION: u16 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    //! Model-based test: random operation sequences against a plain map of quantities.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(usize, i64),
+        Set(usize, i64),
+        Remove(usize),
+        Clear,
+    }
+
+    const SKUS: [&str; 4] = ["A", "B", "C", "D"];
+    const STOCK: [i64; 4] = [0, 5, 50, 5000];
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..4usize, -2i64..1100).prop_map(|(s, q)| Op::Add(s, q)),
+            2 => (0..4usize, -2i64..1100).prop_map(|(s, q)| Op::Set(s, q)),
+            1 => (0..4usize).prop_map(Op::Remove),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    fn sku(i: usize) -> Sku {
+        Sku::parse(SKUS[i]).expect("valid sku")
+    }
+
+    proptest! {
+        #[test]
+        fn basket_matches_a_simple_model(ops in proptest::collection::vec(op(), 0..60)) {
+            let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
+            let mut basket = Basket::new(BasketId::new(), BasketOwner::Anonymous, Currency::EUR, now);
+            let mut model: BTreeMap<usize, i64> = BTreeMap::new();
+            for op in ops {
+                let before = basket.clone();
+                let ok = match op {
+                    Op::Add(s, q) => {
+                        let new = model.get(&s).copied().unwrap_or(0) + q;
+                        let valid = (1..=999).contains(&q) && new <= 999 && new <= STOCK[s];
+                        if valid { model.insert(s, new); }
+                        prop_assert_eq!(basket.add(sku(s), q, STOCK[s], now).is_ok(), valid);
+                        valid
+                    }
+                    Op::Set(s, q) => {
+                        let valid = model.contains_key(&s) && (1..=999).contains(&q) && q <= STOCK[s];
+                        if valid { model.insert(s, q); }
+                        prop_assert_eq!(basket.set_quantity(&sku(s), q, STOCK[s], now).is_ok(), valid);
+                        valid
+                    }
+                    Op::Remove(s) => {
+                        let valid = model.remove(&s).is_some();
+                        prop_assert_eq!(basket.remove(&sku(s), now).is_ok(), valid);
+                        valid
+                    }
+                    Op::Clear => {
+                        model.clear();
+                        prop_assert!(basket.clear(now).is_ok());
+                        true
+                    }
+                };
+                if ok {
+                    prop_assert_eq!(basket.version, before.version + 1);
+                } else {
+                    prop_assert_eq!(&basket, &before, "a refused change must change nothing");
+                }
+                let actual: BTreeMap<usize, i64> = basket.lines.iter()
+                    .map(|l| (SKUS.iter().position(|s| *s == l.sku.as_str()).expect("known sku"), i64::from(l.quantity)))
+                    .collect();
+                prop_assert_eq!(&actual, &model);
+                prop_assert_eq!(basket.lines.len(), model.len(), "one line per SKU");
+            }
+        }
+
+        #[test]
+        fn absorb_adds_quantities_capped_by_stock(a in 0u32..20, b in 1u32..20, stock in 0i64..30) {
+            let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
+            let s = Sku::parse("X").expect("valid sku");
+            let mut mine = Basket::new(BasketId::new(), BasketOwner::Anonymous, Currency::EUR, now);
+            if a > 0 && i64::from(a) <= stock { mine.add(s.clone(), a.into(), stock, now).expect("adds"); }
+            let start = i64::from(mine.quantity_of(&s));
+            let theirs = [BasketLine { sku: s.clone(), quantity: b, added_at: now }];
+            mine.absorb(&theirs, |_| stock, now).expect("open basket");
+            let expected = (start + i64::from(b)).min(stock.max(start));
+            prop_assert_eq!(i64::from(mine.quantity_of(&s)), expected);
+        }
+    }
+
+    #[test]
+    fn merged_basket_is_closed() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
+        let mut b = Basket::new(BasketId::new(), BasketOwner::Anonymous, Currency::EUR, now);
+        b.mark_merged(BasketId::new(), now);
+        assert_eq!(b.add(sku(2), 1, 10, now), Err(BasketError::Merged));
+    }
+}

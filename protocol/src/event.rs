@@ -1,0 +1,84 @@
+//! Interaction events: every view, search, basket change and sign-in on every channel, recorded
+//! for the digital experience platform (profiles, analytics, personalization, automation).
+
+use crate::channel::Channel;
+use crate::codec::Stored;
+use crate::ids::{AnonymousId, CustomerId, EventId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// Who acted: a known customer, or an anonymous shopper (browser or app install).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+pub enum Subject {
+    Customer(CustomerId),
+    Anonymous(AnonymousId),
+}
+
+/// What happened. Newer versions may add kinds; an unknown one reads as [`EventKind::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    PageView,
+    ProductView,
+    Search,
+    BasketLineAdded,
+    BasketLineChanged,
+    BasketLineRemoved,
+    BasketCleared,
+    BasketMerged,
+    Registered,
+    SignedIn,
+    SignedOut,
+    #[serde(other)]
+    Unknown,
+}
+
+/// One interaction. `payload` holds the kind's details as text (e.g. `sku`, `quantity`,
+/// `query`, `results`, `path`), so new details need no schema change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub subject: Subject,
+    pub channel: Channel,
+    pub kind: EventKind,
+    #[serde(default)]
+    pub payload: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// A new event now-ish: the caller passes the time.
+    pub fn new(at: OffsetDateTime, subject: Subject, channel: Channel, kind: EventKind) -> Event {
+        Event { id: EventId::new(), at, subject, channel, kind, payload: BTreeMap::new() }
+    }
+
+    /// Adds a payload entry.
+    pub fn with(mut self, key: &str, value: impl ToString) -> Event {
+        self.payload.insert(key.to_string(), value.to_string());
+        self
+    }
+}
+
+impl Stored for Event {
+    const KIND: &'static str = "event";
+    const VERSION: u16 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    #[test]
+    fn events_round_trip_and_tolerate_new_kinds() {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
+        let e = Event::new(at, Subject::Customer(CustomerId::new()), Channel::Web, EventKind::Search)
+            .with("query", "coffee")
+            .with("results", 12);
+        assert_eq!(decode::<Event>(&encode(&e).expect("encodes")), Ok(e));
+        assert_eq!(serde_json::from_str::<EventKind>("\"hologram_wave\"").ok(), Some(EventKind::Unknown));
+    }
+}
