@@ -19,7 +19,7 @@ pub mod pricing;
 pub mod stock;
 
 pub use basket::{Basket, BasketError, BasketLine, BasketOwner, MAX_LINE_QUANTITY};
-pub use catalog::{Category, CategoryId, Product, Variant};
+pub use catalog::{CatalogPage, CatalogQuery, CatalogSnapshot, Category, CategoryId, CursorError, Product, Sort, Variant};
 pub use channel::Channel;
 pub use codec::{decode, encode, CodecError, Stored};
 pub use customer::CustomerRecord;

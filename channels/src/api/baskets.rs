@@ -1,0 +1,94 @@
+//! Basket routes. A basket is reachable by its owner only: the signed-in customer, or whoever
+//! holds the anonymous basket's token (`X-Basket-Token` header or the basket cookie, never the
+//! URL). Anyone else gets 404, not 403, so ids reveal nothing.
+
+use crate::backend::BasketCommand;
+use crate::context::{ChannelState, RequestContext, BASKET_COOKIE};
+use crate::error::ApiError;
+use actix_web::{web, HttpResponse};
+use protocol::{BasketId, Sku};
+use serde::Deserialize;
+
+/// Body of `POST /baskets/{id}/lines`. There is no price field: the hub prices every line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddLine {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// Body of `PATCH /baskets/{id}/lines/{sku}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuantity {
+    pub quantity: i64,
+}
+
+pub fn parse_basket_id(text: &str) -> Result<BasketId, ApiError> {
+    text.parse().map_err(|_| ApiError::not_found("basket"))
+}
+
+pub fn parse_sku(text: &str) -> Result<Sku, ApiError> {
+    Sku::parse(text).map_err(|e| ApiError::unprocessable("invalid_sku", e.to_string()))
+}
+
+/// `GET /basket`: the shopper's current basket, or 404 if they have none yet.
+pub async fn current(state: web::Data<ChannelState>, ctx: RequestContext) -> Result<HttpResponse, ApiError> {
+    match state.backend.current_basket(&ctx.shopper).await? {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        None => Err(ApiError::not_found("basket")),
+    }
+}
+
+/// `POST /baskets`: a signed-in customer gets their one basket (200 if it existed, 201 if new);
+/// an anonymous shopper gets a new basket and its token (in the body and as a cookie).
+pub async fn create(state: web::Data<ChannelState>, ctx: RequestContext) -> Result<HttpResponse, ApiError> {
+    if ctx.shopper.customer.is_none() {
+        if let Some(existing) = state.backend.current_basket(&ctx.shopper).await? {
+            return Ok(HttpResponse::Ok().json(existing));
+        }
+    }
+    let created = state.backend.create_basket(&ctx.shopper).await?;
+    let mut res = HttpResponse::Created();
+    match created.token {
+        Some(token) => {
+            res.cookie(state.cookie(BASKET_COOKIE, token.clone(), 30));
+            let mut body = serde_json::to_value(&created.basket).map_err(|_| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))?;
+            if let Some(obj) = body.as_object_mut() {
+                obj.insert("token".into(), serde_json::Value::String(token));
+            }
+            Ok(res.json(body))
+        }
+        None => Ok(res.json(created.basket)),
+    }
+}
+
+pub async fn read(state: web::Data<ChannelState>, ctx: RequestContext, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_basket_id(&id)?;
+    Ok(HttpResponse::Ok().json(state.backend.basket(&ctx.shopper, id).await?))
+}
+
+async fn change(state: &ChannelState, ctx: &RequestContext, id: &str, command: BasketCommand) -> Result<HttpResponse, ApiError> {
+    let id = parse_basket_id(id)?;
+    let view = state.backend.change_basket(&ctx.shopper, id, command, ctx.channel).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+pub async fn add_line(state: web::Data<ChannelState>, ctx: RequestContext, id: web::Path<String>, body: web::Json<AddLine>) -> Result<HttpResponse, ApiError> {
+    let sku = parse_sku(&body.sku)?;
+    change(&state, &ctx, &id, BasketCommand::Add { sku, quantity: body.quantity }).await
+}
+
+pub async fn set_quantity(state: web::Data<ChannelState>, ctx: RequestContext, path: web::Path<(String, String)>, body: web::Json<SetQuantity>) -> Result<HttpResponse, ApiError> {
+    let sku = parse_sku(&path.1)?;
+    change(&state, &ctx, &path.0, BasketCommand::SetQuantity { sku, quantity: body.quantity }).await
+}
+
+pub async fn remove_line(state: web::Data<ChannelState>, ctx: RequestContext, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let sku = parse_sku(&path.1)?;
+    change(&state, &ctx, &path.0, BasketCommand::Remove { sku }).await
+}
+
+pub async fn clear(state: web::Data<ChannelState>, ctx: RequestContext, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    change(&state, &ctx, &id, BasketCommand::Clear).await
+}

@@ -1,0 +1,35 @@
+//! The JSON API for web and mobile apps, under `/api/v1`. Every error is
+//! `{"error": {"code", "message"}}` (see [`crate::error`]).
+
+mod catalog;
+mod customers;
+mod openapi;
+
+pub mod baskets;
+
+use actix_web::web;
+
+/// Registers the API routes and the JSON 404 for unknown API routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/openapi.json", web::get().to(openapi::document))
+            .route("/categories", web::get().to(catalog::categories))
+            .route("/products", web::get().to(catalog::list))
+            .route("/products/{slug}", web::get().to(catalog::detail))
+            .route("/basket", web::get().to(baskets::current))
+            .route("/baskets", web::post().to(baskets::create))
+            .route("/baskets/{id}", web::get().to(baskets::read))
+            .route("/baskets/{id}/lines", web::post().to(baskets::add_line))
+            .route("/baskets/{id}/lines", web::delete().to(baskets::clear))
+            .route("/baskets/{id}/lines/{sku}", web::patch().to(baskets::set_quantity))
+            .route("/baskets/{id}/lines/{sku}", web::delete().to(baskets::remove_line))
+            .route("/baskets/{id}/live", web::get().to(crate::live::basket_socket))
+            .route("/customers", web::post().to(customers::register))
+            .route("/customers/me", web::get().to(customers::me))
+            .route("/customers/me/events", web::get().to(customers::events))
+            .route("/sessions", web::post().to(customers::sign_in))
+            .route("/sessions/current", web::delete().to(customers::sign_out))
+            .default_service(web::to(crate::error::api_not_found)),
+    );
+}

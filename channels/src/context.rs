@@ -1,0 +1,225 @@
+//! Who is asking and from where: the request context every handler starts from, the channel's
+//! settings, the sign-in rate limiter and the session/basket cookies.
+
+use crate::backend::{Backend, Shopper};
+use crate::error::ApiError;
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use governor::{clock::DefaultClock, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use protocol::{AnonymousId, Channel};
+use serde::Deserialize;
+use std::future::Future;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub const SESSION_COOKIE: &str = "omnihub_session";
+pub const BASKET_COOKIE: &str = "omnihub_basket";
+pub const ANON_COOKIE: &str = "omnihub_anon";
+pub const CSRF_COOKIE: &str = "omnihub_csrf";
+pub const BASKET_HEADER: &str = "x-basket-token";
+pub const CHANNEL_HEADER: &str = "x-channel";
+/// An app's anonymous install id (a ULID), for its events before sign-in.
+pub const ANON_HEADER: &str = "x-anonymous-id";
+
+/// Settings of the channel layer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// Mark cookies `Secure` (on whenever the site is served over HTTPS).
+    pub secure_cookies: bool,
+    /// Proxies whose `X-Forwarded-For` is believed; from anyone else it is ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Sign-in attempts allowed per account per minute.
+    pub sign_in_per_account_per_minute: u32,
+    /// Sign-in attempts allowed per client address per minute.
+    pub sign_in_per_address_per_minute: u32,
+    /// Origins allowed to open a live-basket WebSocket with cookies, e.g. `http://127.0.0.1:8080`.
+    /// The hub's own origin (from the `Host` header) is always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Session lifetime in days (cookie max-age).
+    pub session_days: i64,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        ChannelSettings {
+            secure_cookies: false,
+            trusted_proxies: Vec::new(),
+            sign_in_per_account_per_minute: 10,
+            sign_in_per_address_per_minute: 30,
+            allowed_origins: Vec::new(),
+            session_days: 30,
+        }
+    }
+}
+
+/// Sign-in attempts per account and per client address.
+pub struct SignInLimiter {
+    per_account: DefaultKeyedRateLimiter<String>,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl SignInLimiter {
+    pub fn new(per_account_per_minute: u32, per_address_per_minute: u32) -> SignInLimiter {
+        let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+        SignInLimiter { per_account: RateLimiter::keyed(quota(per_account_per_minute)), per_address: RateLimiter::keyed(quota(per_address_per_minute)) }
+    }
+
+    /// Counts one attempt; `Err(seconds)` when over either limit.
+    pub fn check(&self, account: &str, address: IpAddr) -> Result<(), u64> {
+        let clock = DefaultClock::default();
+        let wait = |r: Result<(), governor::NotUntil<_>>| r.err().map(|n| n.wait_time_from(governor::clock::Clock::now(&clock)).as_secs() + 1);
+        if let Some(s) = wait(self.per_address.check_key(&address)) {
+            return Err(s);
+        }
+        if let Some(s) = wait(self.per_account.check_key(&protocol::customer::normalize_email(account))) {
+            return Err(s);
+        }
+        Ok(())
+    }
+}
+
+/// Shared state of the channel layer.
+pub struct ChannelState {
+    pub backend: Arc<dyn Backend>,
+    pub settings: ChannelSettings,
+    pub limiter: SignInLimiter,
+    pub templates: crate::web::Templates,
+}
+
+impl ChannelState {
+    pub fn new(backend: Arc<dyn Backend>, settings: ChannelSettings) -> ChannelState {
+        let limiter = SignInLimiter::new(settings.sign_in_per_account_per_minute, settings.sign_in_per_address_per_minute);
+        ChannelState { backend, settings, limiter, templates: crate::web::Templates::new() }
+    }
+
+    /// A cookie with the house flags: HttpOnly, SameSite=Lax, path `/`, Secure when configured.
+    pub fn cookie(&self, name: &'static str, value: String, max_age_days: i64) -> Cookie<'static> {
+        Cookie::build(name, value)
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(self.settings.secure_cookies)
+            .max_age(CookieDuration::days(max_age_days))
+            .finish()
+    }
+
+    /// A cookie that removes `name`.
+    pub fn removal(&self, name: &'static str) -> Cookie<'static> {
+        let mut c = self.cookie(name, String::new(), 0);
+        c.make_removal();
+        c
+    }
+}
+
+/// The client's address: the peer, or the first address left of the trusted proxies in
+/// `X-Forwarded-For` when the peer is a trusted proxy.
+pub fn client_address(req: &HttpRequest, trusted: &[IpAddr]) -> IpAddr {
+    let peer = req.peer_addr().map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).filter_map(|s| s.trim().parse::<IpAddr>().ok()).collect::<Vec<_>>();
+    forwarded.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer)
+}
+
+/// The request's context: the shopper, how they authenticated, which channel.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub shopper: Shopper,
+    /// The session token presented (cookie or bearer), if any and live.
+    pub session_token: Option<String>,
+    /// Authenticated by `Authorization: Bearer` (an app), not a cookie.
+    pub bearer: bool,
+    pub channel: Channel,
+    pub client: IpAddr,
+}
+
+impl RequestContext {
+    /// Who an event is about: the customer, else the anonymous id (a fresh one if the client
+    /// sent none).
+    pub fn subject(&self) -> protocol::Subject {
+        match (self.shopper.customer, self.shopper.anonymous) {
+            (Some(c), _) => protocol::Subject::Customer(c),
+            (None, Some(a)) => protocol::Subject::Anonymous(a),
+            (None, None) => protocol::Subject::Anonymous(AnonymousId::new()),
+        }
+    }
+
+    /// The signed-in customer, or 401.
+    pub fn customer(&self) -> Result<protocol::CustomerId, ApiError> {
+        self.shopper.customer.ok_or_else(ApiError::unauthorized)
+    }
+
+    async fn from_request_parts(req: HttpRequest) -> Result<RequestContext, ApiError> {
+        let state = req.app_data::<web::Data<ChannelState>>().ok_or_else(|| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))?.clone();
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(|t| t.trim().to_string());
+        let is_bearer = bearer.is_some();
+        let presented = bearer.or_else(|| req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()));
+        let mut customer = None;
+        let mut session_token = None;
+        if let Some(token) = presented.filter(|t| !t.is_empty() && t.len() <= 256) {
+            customer = state.backend.session(&token).await;
+            if customer.is_some() {
+                session_token = Some(token);
+            } else if is_bearer {
+                return Err(ApiError::new(actix_web::http::StatusCode::UNAUTHORIZED, "invalid_token", "the bearer token is unknown or expired: sign in again"));
+            }
+        }
+        let basket_token = req
+            .headers()
+            .get(BASKET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.cookie(BASKET_COOKIE).map(|c| c.value().to_string()))
+            .filter(|t| !t.is_empty() && t.len() <= 128);
+        let anonymous = req
+            .headers()
+            .get(ANON_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.cookie(ANON_COOKIE).map(|c| c.value().to_string()))
+            .and_then(|v| v.parse::<AnonymousId>().ok());
+        let channel = match req.headers().get(CHANNEL_HEADER).and_then(|v| v.to_str().ok()) {
+            Some(name) => serde_json::from_value(serde_json::Value::String(name.to_ascii_lowercase())).unwrap_or(Channel::Unknown),
+            None if is_bearer || req.headers().contains_key(BASKET_HEADER) => Channel::Mobile,
+            None => Channel::Web,
+        };
+        Ok(RequestContext {
+            shopper: crate::backend::Shopper { customer, basket_token, anonymous },
+            session_token,
+            bearer: is_bearer,
+            channel,
+            client: client_address(&req, &state.settings.trusted_proxies),
+        })
+    }
+}
+
+impl FromRequest for RequestContext {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        Box::pin(RequestContext::from_request_parts(req.clone()))
+    }
+}
+
+/// 128 random bits, hex (for CSRF tokens). Fails only when the OS has no entropy source, and
+/// then the request must not go on.
+pub fn random_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        tracing::error!(error = %e, "the operating system's random source failed");
+        ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable: retry shortly")
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
