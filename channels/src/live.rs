@@ -40,7 +40,7 @@ pub async fn basket_socket(state: web::Data<ChannelState>, ctx: RequestContext, 
     let (response, mut session, mut stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request("not_a_websocket", format!("open this URL as a WebSocket: {e}")))?;
     actix_web::rt::spawn(async move {
-        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         let send = |view: &crate::backend::BasketView| serde_json::to_string(view).unwrap_or_default();
         if session.text(send(&first)).await.is_err() {
             return;

@@ -15,6 +15,7 @@ pub mod customer;
 pub mod event;
 pub mod ids;
 pub mod money;
+pub mod outbox;
 pub mod pricing;
 pub mod stock;
 
@@ -22,9 +23,10 @@ pub use basket::{Basket, BasketError, BasketLine, BasketOwner, MAX_LINE_QUANTITY
 pub use catalog::{CatalogPage, CatalogQuery, CatalogSnapshot, Category, CategoryId, CursorError, Product, Sort, Variant};
 pub use channel::Channel;
 pub use codec::{decode, encode, CodecError, Stored};
-pub use customer::CustomerRecord;
+pub use customer::{CustomerRecord, SessionRecord};
 pub use event::{Event, EventKind, Subject};
 pub use ids::{AnonymousId, BasketId, CustomerId, EventId, LocationId, ProductId, Sku, SkuError};
 pub use money::{Currency, Money, MoneyError};
+pub use outbox::OutboxMessage;
 pub use pricing::{PricedBasket, PricedLine, TaxLine};
 pub use stock::StockLevel;

@@ -1,0 +1,301 @@
+//! The basket actor: one per basket, the only writer of its basket. Every change is checked
+//! (quantity, stock), committed durably, and only then applied, answered and pushed to every
+//! live watcher — web, mobile, POS — as a freshly priced view.
+
+use super::directory::{Deregister, Directory};
+use super::{idle_expired, Deps};
+use crate::storage::{Change, StorageError, UnitOfWork};
+use actix::prelude::*;
+use channels::{BasketCommand, BasketView};
+use protocol::{Basket, BasketError, BasketLine, BasketOwner, Channel, CustomerId, Event, EventKind, LocationId, Money, Subject};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+/// The basket actor's state.
+pub struct BasketActor {
+    basket: Basket,
+    deps: Deps,
+    directory: Addr<Directory>,
+    watchers: broadcast::Sender<BasketView>,
+    last_active: OffsetDateTime,
+}
+
+/// Who is asking, as checked by the hub before the message was sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    /// The signed-in customer.
+    pub customer: Option<CustomerId>,
+    /// The request carried this basket's anonymous token.
+    pub holds_token: bool,
+}
+
+impl Access {
+    fn allows(self, basket: &Basket) -> bool {
+        match basket.owner {
+            BasketOwner::Customer(c) => self.customer == Some(c),
+            BasketOwner::Anonymous => self.holds_token,
+        }
+    }
+}
+
+/// Why a basket message failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BasketFailure {
+    /// Unknown or not the asker's.
+    #[error("basket not found")]
+    NotFound,
+    #[error(transparent)]
+    Rejected(#[from] BasketError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("inventory unavailable")]
+    Inventory,
+    /// The SKU is not in the catalog.
+    #[error("unknown SKU")]
+    UnknownSku,
+}
+
+/// Reads the priced basket.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<BasketView, BasketFailure>")]
+pub struct GetView(pub Access);
+
+/// Applies a shopper's change.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<BasketView, BasketFailure>")]
+pub struct ApplyCommand {
+    pub access: Access,
+    pub command: BasketCommand,
+    pub channel: Channel,
+    pub subject: Subject,
+}
+
+/// Subscribes to every later change.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(BasketView, broadcast::Receiver<BasketView>), BasketFailure>")]
+pub struct Watch(pub Access);
+
+/// Merges this (anonymous) basket into the customer's basket actor `into`, then closes it.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<BasketView, BasketFailure>")]
+pub struct MergeInto {
+    pub access: Access,
+    pub into: Addr<BasketActor>,
+    pub into_id: protocol::BasketId,
+    pub channel: Channel,
+    pub subject: Subject,
+}
+
+/// Absorbs the lines of `source` (capped by stock) and stores the closed `source` in the same
+/// unit of work, so a merge happens exactly once.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<BasketView, BasketFailure>")]
+pub struct Absorb {
+    pub lines: Vec<BasketLine>,
+    pub closed_source: Basket,
+}
+
+impl BasketActor {
+    pub fn new(basket: Basket, deps: Deps, directory: Addr<Directory>) -> BasketActor {
+        let (watchers, _) = broadcast::channel(64);
+        let last_active = deps.clock.now();
+        BasketActor { basket, deps, directory, watchers, last_active }
+    }
+
+    /// The basket priced from the current catalog.
+    fn view(&self) -> BasketView {
+        view_of(&self.basket, &self.deps)
+    }
+
+    fn touch(&mut self) {
+        self.last_active = self.deps.clock.now();
+    }
+
+    /// Adopts a committed state and tells every watcher.
+    fn adopt(&mut self, next: Basket) -> BasketView {
+        self.basket = next;
+        let view = self.view();
+        let _ = self.watchers.send(view.clone());
+        view
+    }
+}
+
+/// Prices a basket with the current catalog (the one pricing function every channel uses).
+pub fn view_of(basket: &Basket, deps: &Deps) -> BasketView {
+    let catalog = deps.catalog.load();
+    let priced = protocol::pricing::price_basket(basket, |sku| catalog.product_by_sku(sku), Money::zero(basket.currency))
+        .unwrap_or_else(|e| {
+            tracing::error!(basket = %basket.id, error = %e, "pricing failed; showing the basket without lines");
+            protocol::pricing::PricedBasket {
+                currency: basket.currency,
+                lines: Vec::new(),
+                unavailable: basket.lines.iter().map(|l| l.sku.clone()).collect(),
+                item_count: 0,
+                subtotal: Money::zero(basket.currency),
+                discount: Money::zero(basket.currency),
+                total: Money::zero(basket.currency),
+                taxes: Vec::new(),
+            }
+        });
+    let owner = match basket.owner {
+        BasketOwner::Customer(_) => "customer",
+        BasketOwner::Anonymous => "anonymous",
+    };
+    BasketView { id: basket.id, version: basket.version, owner, priced }
+}
+
+impl Actor for BasketActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let lifecycle = self.deps.lifecycle;
+        ctx.run_interval(lifecycle.check_every, move |act, ctx| {
+            let idle = idle_expired(act.deps.clock.as_ref(), act.last_active, lifecycle.passivate_after);
+            if idle && act.watchers.receiver_count() == 0 {
+                // Every change is already durable when acknowledged: nothing left to flush.
+                act.directory.do_send(Deregister::Basket(act.basket.id, ctx.address()));
+                ctx.stop();
+            }
+        });
+    }
+}
+
+impl Handler<GetView> for BasketActor {
+    type Result = Result<BasketView, BasketFailure>;
+
+    fn handle(&mut self, msg: GetView, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        if !msg.0.allows(&self.basket) {
+            return Err(BasketFailure::NotFound);
+        }
+        Ok(self.view())
+    }
+}
+
+impl Handler<Watch> for BasketActor {
+    type Result = Result<(BasketView, broadcast::Receiver<BasketView>), BasketFailure>;
+
+    fn handle(&mut self, msg: Watch, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        if !msg.0.allows(&self.basket) {
+            return Err(BasketFailure::NotFound);
+        }
+        Ok((self.view(), self.watchers.subscribe()))
+    }
+}
+
+fn event_for(command: &BasketCommand, basket: &Basket, channel: Channel, subject: Subject, at: OffsetDateTime) -> Event {
+    let (kind, sku, quantity) = match command {
+        BasketCommand::Add { sku, quantity } => (EventKind::BasketLineAdded, Some(sku), Some(*quantity)),
+        BasketCommand::SetQuantity { sku, quantity } => (EventKind::BasketLineChanged, Some(sku), Some(*quantity)),
+        BasketCommand::Remove { sku } => (EventKind::BasketLineRemoved, Some(sku), None),
+        BasketCommand::Clear => (EventKind::BasketCleared, None, None),
+    };
+    let mut e = Event::new(at, subject, channel, kind).with("basket", basket.id);
+    if let Some(sku) = sku {
+        e = e.with("sku", sku);
+    }
+    if let Some(q) = quantity {
+        e = e.with("quantity", q);
+    }
+    e
+}
+
+/// Checks and applies a command to a copy of the basket, then commits it.
+async fn apply(deps: Deps, mut basket: Basket, command: BasketCommand) -> Result<Basket, BasketFailure> {
+    let now = deps.clock.now();
+    let available = |sku: &protocol::Sku| {
+        let inventory = deps.inventory.clone();
+        let sku = sku.clone();
+        async move { inventory.available(&LocationId::online(), &[sku]).await.map_err(|_| BasketFailure::Inventory).map(|v| v.first().copied().unwrap_or(0)) }
+    };
+    if let BasketCommand::Add { sku, .. } = &command {
+        if deps.catalog.load().product_by_sku(sku).is_none() {
+            return Err(BasketFailure::UnknownSku);
+        }
+    }
+    match &command {
+        BasketCommand::Add { sku, quantity } => {
+            basket.add(sku.clone(), *quantity, available(sku).await?, now)?;
+        }
+        BasketCommand::SetQuantity { sku, quantity } => {
+            basket.set_quantity(sku, *quantity, available(sku).await?, now)?;
+        }
+        BasketCommand::Remove { sku } => basket.remove(sku, now)?,
+        BasketCommand::Clear => basket.clear(now)?,
+    }
+    deps.storage.commit(UnitOfWork::new().with(Change::PutBasket(basket.clone()))).await?;
+    Ok(basket)
+}
+
+impl Handler<ApplyCommand> for BasketActor {
+    type Result = AtomicResponse<Self, Result<BasketView, BasketFailure>>;
+
+    fn handle(&mut self, msg: ApplyCommand, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        if !msg.access.allows(&self.basket) {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(BasketFailure::NotFound))));
+        }
+        let deps = self.deps.clone();
+        let current = self.basket.clone();
+        let ApplyCommand { command, channel, subject, .. } = msg;
+        AtomicResponse::new(Box::pin(async move { apply(deps, current, command.clone()).await.map(|b| (b, command)) }.into_actor(self).map(move |res, act, _| {
+            let (next, command) = res?;
+            let event = event_for(&command, &next, channel, subject, act.deps.clock.now());
+            act.deps.recorder.do_send(super::recorder::Record(event));
+            Ok(act.adopt(next))
+        })))
+    }
+}
+
+impl Handler<Absorb> for BasketActor {
+    type Result = AtomicResponse<Self, Result<BasketView, BasketFailure>>;
+
+    fn handle(&mut self, msg: Absorb, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let deps = self.deps.clone();
+        let mut next = self.basket.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let skus: Vec<protocol::Sku> = msg.lines.iter().map(|l| l.sku.clone()).collect();
+                let stock = deps.inventory.available(&LocationId::online(), &skus).await.map_err(|_| BasketFailure::Inventory)?;
+                let now = deps.clock.now();
+                next.absorb(&msg.lines, |sku| skus.iter().position(|s| s == sku).map_or(0, |i| stock[i]), now)?;
+                let unit = UnitOfWork::new().with(Change::PutBasket(next.clone())).with(Change::PutBasket(msg.closed_source));
+                deps.storage.commit(unit).await?;
+                Ok(next)
+            }
+            .into_actor(self)
+            .map(|res: Result<Basket, BasketFailure>, act, _| Ok(act.adopt(res?))),
+        ))
+    }
+}
+
+impl Handler<MergeInto> for BasketActor {
+    type Result = AtomicResponse<Self, Result<BasketView, BasketFailure>>;
+
+    fn handle(&mut self, msg: MergeInto, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        if !msg.access.allows(&self.basket) || self.basket.merged_into.is_some() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(BasketFailure::NotFound))));
+        }
+        let now = self.deps.clock.now();
+        let lines = self.basket.lines.clone();
+        let mut closed = self.basket.clone();
+        closed.mark_merged(msg.into_id, now);
+        let MergeInto { into, channel, subject, .. } = msg;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let view = into.send(Absorb { lines, closed_source: closed.clone() }).await.map_err(|_| BasketFailure::Storage(StorageError::Closed))??;
+                Ok((view, closed))
+            }
+            .into_actor(self)
+            .map(move |res: Result<(BasketView, Basket), BasketFailure>, act, _| {
+                let (view, closed) = res?;
+                act.adopt(closed);
+                act.deps.recorder.do_send(super::recorder::Record(Event::new(now, subject, channel, EventKind::BasketMerged).with("into", view.id).with("from", act.basket.id)));
+                Ok(view)
+            }),
+        ))
+    }
+}

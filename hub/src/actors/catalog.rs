@@ -1,0 +1,61 @@
+//! The catalog actor: the single writer of the catalog. Readers never talk to it; they load the
+//! current [`CatalogSnapshot`] from the shared `ArcSwap`, which the actor replaces atomically
+//! after each durable change.
+
+use crate::storage::{Change, Storage, StorageError, UnitOfWork};
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use protocol::{CatalogSnapshot, Category, Product};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+pub struct CatalogActor {
+    storage: Arc<dyn Storage>,
+    snapshot: Arc<ArcSwap<CatalogSnapshot>>,
+}
+
+/// Upserts categories and products (by id), durably, then publishes a new snapshot.
+#[derive(Message)]
+#[rtype(result = "Result<u64, StorageError>")]
+pub struct Upsert {
+    pub categories: Vec<Category>,
+    pub products: Vec<Product>,
+}
+
+impl CatalogActor {
+    /// Loads the stored catalog into a first snapshot and starts the actor.
+    pub async fn start(storage: Arc<dyn Storage>) -> Result<(Addr<CatalogActor>, Arc<ArcSwap<CatalogSnapshot>>), StorageError> {
+        let (categories, products) = storage.catalog().await?;
+        let snapshot = Arc::new(ArcSwap::from_pointee(CatalogSnapshot::new(1, categories, products)));
+        let addr = CatalogActor { storage, snapshot: snapshot.clone() }.start();
+        Ok((addr, snapshot))
+    }
+}
+
+impl Actor for CatalogActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Upsert> for CatalogActor {
+    type Result = AtomicResponse<Self, Result<u64, StorageError>>;
+
+    fn handle(&mut self, msg: Upsert, _ctx: &mut Context<Self>) -> Self::Result {
+        let storage = self.storage.clone();
+        let mut unit = UnitOfWork::new();
+        unit.changes.extend(msg.categories.iter().cloned().map(Change::PutCategory));
+        unit.changes.extend(msg.products.iter().cloned().map(Change::PutProduct));
+        AtomicResponse::new(Box::pin(async move { storage.commit(unit).await }.into_actor(self).map(move |res, act, _| {
+            res?;
+            let current = act.snapshot.load();
+            let new_categories: HashSet<&protocol::CategoryId> = msg.categories.iter().map(|c| &c.id).collect();
+            let new_products: HashSet<protocol::ProductId> = msg.products.iter().map(|p| p.id).collect();
+            let mut categories: Vec<Category> = current.categories().iter().filter(|c| !new_categories.contains(&c.id)).cloned().collect();
+            categories.extend(msg.categories);
+            let mut products: Vec<Product> = current.products().iter().filter(|p| !new_products.contains(&p.id)).cloned().collect();
+            products.extend(msg.products);
+            let version = current.version + 1;
+            act.snapshot.store(Arc::new(CatalogSnapshot::new(version, categories, products)));
+            Ok(version)
+        })))
+    }
+}

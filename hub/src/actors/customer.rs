@@ -1,0 +1,80 @@
+//! The customer actor: one per customer, on every channel. It holds the customer's record and
+//! the id of their one basket, so web, mobile, POS and boards all reach the same basket.
+
+use super::directory::{Deregister, Directory};
+use super::{idle_expired, Deps};
+use crate::storage::{Change, StorageError, UnitOfWork};
+use actix::prelude::*;
+use protocol::{Basket, BasketId, BasketOwner, Currency, CustomerRecord};
+use time::OffsetDateTime;
+
+/// The customer actor's state.
+pub struct CustomerActor {
+    customer: CustomerRecord,
+    deps: Deps,
+    directory: Addr<Directory>,
+    last_active: OffsetDateTime,
+}
+
+/// Reads the customer's record.
+#[derive(Message, Clone)]
+#[rtype(result = "CustomerRecord")]
+pub struct GetCustomer;
+
+/// The customer's basket id, creating the basket (durably) if they have none. Answers the new
+/// basket when one was made, so the caller can activate its actor without a read.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(BasketId, Option<Basket>), StorageError>")]
+pub struct EnsureBasket;
+
+impl CustomerActor {
+    pub fn new(customer: CustomerRecord, deps: Deps, directory: Addr<Directory>) -> CustomerActor {
+        let last_active = deps.clock.now();
+        CustomerActor { customer, deps, directory, last_active }
+    }
+}
+
+impl Actor for CustomerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let lifecycle = self.deps.lifecycle;
+        ctx.run_interval(lifecycle.check_every, move |act, ctx| {
+            if idle_expired(act.deps.clock.as_ref(), act.last_active, lifecycle.passivate_after) {
+                act.directory.do_send(Deregister::Customer(act.customer.id, ctx.address()));
+                ctx.stop();
+            }
+        });
+    }
+}
+
+impl Handler<GetCustomer> for CustomerActor {
+    type Result = MessageResult<GetCustomer>;
+
+    fn handle(&mut self, _msg: GetCustomer, _ctx: &mut Context<Self>) -> Self::Result {
+        self.last_active = self.deps.clock.now();
+        MessageResult(self.customer.clone())
+    }
+}
+
+impl Handler<EnsureBasket> for CustomerActor {
+    type Result = AtomicResponse<Self, Result<(BasketId, Option<Basket>), StorageError>>;
+
+    fn handle(&mut self, _msg: EnsureBasket, _ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.deps.clock.now();
+        self.last_active = now;
+        if let Some(id) = self.customer.basket {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok((id, None)))));
+        }
+        let basket = Basket::new(BasketId::new(), BasketOwner::Customer(self.customer.id), Currency::EUR, now);
+        let mut customer = self.customer.clone();
+        customer.basket = Some(basket.id);
+        let storage = self.deps.storage.clone();
+        let unit = UnitOfWork::new().with(Change::PutBasket(basket.clone())).with(Change::PutCustomer(customer.clone()));
+        AtomicResponse::new(Box::pin(async move { storage.commit(unit).await }.into_actor(self).map(move |res, act, _| {
+            res?;
+            act.customer = customer;
+            Ok((basket.id, Some(basket)))
+        })))
+    }
+}

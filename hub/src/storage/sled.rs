@@ -1,0 +1,358 @@
+//! The embedded default: sled, one directory, no server.
+//!
+//! Writes go to one writer thread that **group-commits**: it takes every unit of work waiting in
+//! its queue, applies them as one atomic batch per tree, flushes once, and only then acknowledges
+//! each. Under load one fsync covers many requests; alone, a request pays one fsync.
+//!
+//! Point reads (a basket, a session) are direct sled lookups, served from sled's page cache;
+//! scans run on the blocking pool.
+
+use super::{BasketStore, CatalogStore, Change, Committer, CustomerStore, EventLog, InventoryStore, Outbox, Result, Storage, StorageError, UnitOfWork};
+use async_trait::async_trait;
+use protocol::{codec, Basket, BasketId, Category, CustomerId, CustomerRecord, Event, EventId, OutboxMessage, Product, SessionRecord, StockLevel, Stored};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use tokio::sync::oneshot;
+
+/// Largest number of queued units folded into one group commit.
+const MAX_GROUP: usize = 1024;
+
+enum Job {
+    Commit(UnitOfWork, oneshot::Sender<Result<()>>),
+    Append(Vec<Event>, oneshot::Sender<Result<()>>),
+}
+
+/// Sled storage with a group-committing writer.
+pub struct SledStorage {
+    db: sled::Db,
+    entities: sled::Tree,
+    events: sled::Tree,
+    writer: mpsc::Sender<Job>,
+    running: Arc<AtomicBool>,
+}
+
+fn io(e: sled::Error) -> StorageError {
+    StorageError::Io(e.to_string())
+}
+
+fn key(prefix: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 1 + rest.len());
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(rest);
+    k
+}
+
+fn stock_key(level: &StockLevel) -> Vec<u8> {
+    let mut rest = level.location.0.as_bytes().to_vec();
+    rest.push(0);
+    rest.extend_from_slice(level.sku.as_str().as_bytes());
+    key("stock", &rest)
+}
+
+fn outbox_key(destination: &str, id: ulid::Ulid) -> Vec<u8> {
+    let mut rest = destination.as_bytes().to_vec();
+    rest.push(0);
+    rest.extend_from_slice(&id.0.to_be_bytes());
+    key("outbox", &rest)
+}
+
+fn timeline_key(customer: CustomerId, event: EventId) -> Vec<u8> {
+    let mut rest = customer.to_bytes().to_vec();
+    rest.extend_from_slice(&event.to_bytes());
+    key("t", &rest)
+}
+
+fn decode_opt<T: Stored>(value: Option<sled::IVec>) -> Result<Option<T>> {
+    value.map(|v| codec::decode::<T>(&v)).transpose().map_err(StorageError::from)
+}
+
+impl SledStorage {
+    /// Opens (or creates) the database in `dir`. `cache_mb` bounds sled's page cache.
+    pub fn open(dir: &Path, cache_mb: u64) -> Result<Arc<SledStorage>> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let db = sled::Config::new().path(dir).cache_capacity(cache_mb * 1024 * 1024).open().map_err(io)?;
+        let entities = db.open_tree("entities").map_err(io)?;
+        let events = db.open_tree("events").map_err(io)?;
+        let (tx, rx) = mpsc::channel();
+        let running = Arc::new(AtomicBool::new(true));
+        let writer = Writer { db: db.clone(), entities: entities.clone(), events: events.clone() };
+        let flag = running.clone();
+        std::thread::Builder::new()
+            .name("sled-writer".into())
+            .spawn(move || {
+                writer.run(rx);
+                flag.store(false, Ordering::SeqCst);
+            })
+            .map_err(|e| StorageError::Io(format!("cannot start the writer thread: {e}")))?;
+        Ok(Arc::new(SledStorage { db, entities, events, writer: tx, running }))
+    }
+
+    /// Flushes everything to disk (on shutdown).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(io)
+    }
+
+    fn get<T: Stored>(&self, k: &[u8]) -> Result<Option<T>> {
+        decode_opt(self.entities.get(k).map_err(io)?)
+    }
+
+    async fn submit(&self, make: impl FnOnce(oneshot::Sender<Result<()>>) -> Job) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(make(tx)).map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    async fn scan<T: Stored + Send + 'static>(&self, prefix: &'static str) -> Result<Vec<T>> {
+        let tree = self.entities.clone();
+        tokio::task::spawn_blocking(move || {
+            tree.scan_prefix(key(prefix, &[]))
+                .map(|kv| kv.map_err(io).and_then(|(_, v)| codec::decode::<T>(&v).map_err(StorageError::from)))
+                .collect()
+        })
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+}
+
+struct Writer {
+    db: sled::Db,
+    entities: sled::Tree,
+    events: sled::Tree,
+}
+
+impl Writer {
+    fn run(&self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    /// Applies a group as one batch per tree, flushes once, then answers every job.
+    fn commit_group(&self, group: Vec<Job>) {
+        let mut entity_batch = sled::Batch::default();
+        let mut event_batch = sled::Batch::default();
+        let mut claimed: HashSet<Vec<u8>> = HashSet::new();
+        let mut answers: Vec<(oneshot::Sender<Result<()>>, Result<()>)> = Vec::with_capacity(group.len());
+        for job in group {
+            match job {
+                Job::Commit(unit, reply) => {
+                    let staged = self.stage_unit(&unit, &mut claimed);
+                    if let Ok(ops) = &staged {
+                        for (k, v) in ops {
+                            match v {
+                                Some(v) => entity_batch.insert(k.clone(), v.clone()),
+                                None => entity_batch.remove(k.clone()),
+                            }
+                        }
+                    }
+                    answers.push((reply, staged.map(|_| ())));
+                }
+                Job::Append(events, reply) => {
+                    let staged = stage_events(&events);
+                    if let Ok(ops) = &staged {
+                        for (k, v) in ops {
+                            event_batch.insert(k.clone(), v.clone());
+                        }
+                    }
+                    answers.push((reply, staged.map(|_| ())));
+                }
+            }
+        }
+        let written = self
+            .entities
+            .apply_batch(entity_batch)
+            .and_then(|_| self.events.apply_batch(event_batch))
+            .and_then(|_| self.db.flush().map(|_| ()))
+            .map_err(io);
+        for (reply, staged) in answers {
+            let outcome = match (&written, staged) {
+                (_, Err(e)) => Err(e),
+                (Err(e), Ok(())) => Err(e.clone()),
+                (Ok(()), Ok(())) => Ok(()),
+            };
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Encodes a unit's changes into key/value operations after checking its preconditions;
+    /// nothing of a unit that fails is staged.
+    fn stage_unit(&self, unit: &UnitOfWork, claimed: &mut HashSet<Vec<u8>>) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        let mut ops = Vec::with_capacity(unit.changes.len() + unit.outbox.len());
+        let mut new_claims = Vec::new();
+        for change in &unit.changes {
+            let op = match change {
+                Change::PutBasket(b) => (key("basket", &b.id.to_bytes()), Some(codec::encode(b)?)),
+                Change::PutBasketToken { token_hash, basket } => (key("btoken", token_hash), Some(basket.to_bytes().to_vec())),
+                Change::PutCustomer(c) => (key("customer", &c.id.to_bytes()), Some(codec::encode(c)?)),
+                Change::ClaimEmail { email, customer } => {
+                    let k = key("email", email.as_bytes());
+                    let taken = claimed.contains(&k) || self.entities.contains_key(&k).map_err(io)?;
+                    if taken {
+                        return Err(StorageError::Conflict(format!("email {email} is already registered")));
+                    }
+                    new_claims.push(k.clone());
+                    (k, Some(customer.to_bytes().to_vec()))
+                }
+                Change::PutSession { token_hash, session } => (key("session", token_hash), Some(codec::encode(session)?)),
+                Change::DeleteSession { token_hash } => (key("session", token_hash), None),
+                Change::PutStock(level) => (stock_key(level), Some(codec::encode(level)?)),
+                Change::PutCategory(c) => (key("category", c.id.0.as_bytes()), Some(codec::encode(c)?)),
+                Change::PutProduct(p) => (key("product", &p.id.to_bytes()), Some(codec::encode(p)?)),
+            };
+            ops.push(op);
+        }
+        for message in &unit.outbox {
+            ops.push((outbox_key(&message.destination, message.id), Some(codec::encode(message)?)));
+        }
+        claimed.extend(new_claims);
+        Ok(ops)
+    }
+}
+
+fn stage_events(events: &[Event]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut ops = Vec::with_capacity(events.len() * 2);
+    for e in events {
+        ops.push((key("e", &e.id.to_bytes()), codec::encode(e)?));
+        if let protocol::Subject::Customer(c) = e.subject {
+            ops.push((timeline_key(c, e.id), Vec::new()));
+        }
+    }
+    Ok(ops)
+}
+
+#[async_trait]
+impl Committer for SledStorage {
+    async fn commit(&self, unit: UnitOfWork) -> Result<()> {
+        self.submit(|tx| Job::Commit(unit, tx)).await
+    }
+}
+
+#[async_trait]
+impl BasketStore for SledStorage {
+    async fn basket(&self, id: BasketId) -> Result<Option<Basket>> {
+        self.get(&key("basket", &id.to_bytes()))
+    }
+
+    async fn basket_for_token(&self, token_hash: [u8; 32]) -> Result<Option<BasketId>> {
+        let raw = self.entities.get(key("btoken", &token_hash)).map_err(io)?;
+        Ok(raw.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()).map(|b| BasketId(ulid::Ulid(u128::from_be_bytes(b)))))
+    }
+}
+
+#[async_trait]
+impl CustomerStore for SledStorage {
+    async fn customer(&self, id: CustomerId) -> Result<Option<CustomerRecord>> {
+        self.get(&key("customer", &id.to_bytes()))
+    }
+
+    async fn customer_by_email(&self, email: &str) -> Result<Option<CustomerRecord>> {
+        let raw = self.entities.get(key("email", email.as_bytes())).map_err(io)?;
+        match raw.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()) {
+            Some(b) => self.customer(CustomerId(ulid::Ulid(u128::from_be_bytes(b)))).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn session(&self, token_hash: [u8; 32]) -> Result<Option<SessionRecord>> {
+        self.get(&key("session", &token_hash))
+    }
+}
+
+#[async_trait]
+impl CatalogStore for SledStorage {
+    async fn catalog(&self) -> Result<(Vec<Category>, Vec<Product>)> {
+        Ok((self.scan("category").await?, self.scan("product").await?))
+    }
+}
+
+#[async_trait]
+impl InventoryStore for SledStorage {
+    async fn stock_levels(&self) -> Result<Vec<StockLevel>> {
+        self.scan("stock").await
+    }
+}
+
+#[async_trait]
+impl EventLog for SledStorage {
+    async fn append(&self, events: Vec<Event>) -> Result<()> {
+        self.submit(|tx| Job::Append(events, tx)).await
+    }
+
+    async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>> {
+        let tree = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let prefix = key("t", &customer.to_bytes());
+            let mut out = Vec::new();
+            for kv in tree.scan_prefix(&prefix).rev().take(limit) {
+                let (k, _) = kv.map_err(io)?;
+                let event_id = &k[prefix.len()..];
+                if let Some(v) = tree.get(key("e", event_id)).map_err(io)? {
+                    out.push(codec::decode::<Event>(&v)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+
+    async fn read_after(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
+        let tree = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let start = match after {
+                Some(id) => {
+                    let mut k = key("e", &id.to_bytes());
+                    k.push(0);
+                    k
+                }
+                None => key("e", &[]),
+            };
+            let end = key("e", &[0xff; 17]);
+            tree.range(start..end).take(limit).map(|kv| kv.map_err(io).and_then(|(_, v)| codec::decode::<Event>(&v).map_err(StorageError::from))).collect()
+        })
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl Outbox for SledStorage {
+    async fn pending(&self, destination: &str, limit: usize) -> Result<Vec<OutboxMessage>> {
+        let tree = self.entities.clone();
+        let mut prefix = key("outbox", destination.as_bytes());
+        prefix.push(0);
+        tokio::task::spawn_blocking(move || tree.scan_prefix(prefix).take(limit).map(|kv| kv.map_err(io).and_then(|(_, v)| codec::decode(&v).map_err(StorageError::from))).collect())
+            .await
+            .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+
+    async fn acknowledge(&self, destination: &str, id: ulid::Ulid) -> Result<()> {
+        let tree = self.entities.clone();
+        let k = outbox_key(destination, id);
+        tokio::task::spawn_blocking(move || {
+            tree.remove(k).map_err(io)?;
+            tree.flush().map(|_| ()).map_err(io)
+        })
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+}
+
+impl Storage for SledStorage {
+    fn healthy(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+}

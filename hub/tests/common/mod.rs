@@ -1,0 +1,101 @@
+//! Shared helpers: a real hub on port 0 in a temp dir with a small known catalog.
+
+#![allow(dead_code)]
+
+use hub::clock::{Clock, SystemClock};
+use hub::{Application, HubHandle, HubSettings};
+use protocol::{Category, CategoryId, Currency, Money, Product, ProductId, Sku, Variant};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestHub {
+    pub addr: SocketAddr,
+    pub handle: HubHandle,
+    pub server: actix_web::dev::ServerHandle,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHub {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+pub fn settings(dir: &std::path::Path) -> HubSettings {
+    let mut s = HubSettings { listen: "127.0.0.1:0".parse().expect("valid addr"), data_dir: dir.to_path_buf(), cache_mb: 8, workers: 2, actor_threads: 2, ..HubSettings::default() };
+    s.channels.sign_in_per_account_per_minute = 1000;
+    s.channels.sign_in_per_address_per_minute = 1000;
+    s
+}
+
+pub fn product(name: &str, sku: &str, price: i64, category: &str) -> Product {
+    Product {
+        id: ProductId::new(),
+        slug: name.to_lowercase().replace(' ', "-"),
+        name: name.into(),
+        brand: "Test Roasters".into(),
+        description: format!("{name}, freshly made."),
+        category: CategoryId(category.into()),
+        tax_rate_bp: 700,
+        image: format!("/images/{}.svg", name.to_lowercase().replace(' ', "-")),
+        variants: vec![Variant { sku: Sku::parse(sku).expect("valid sku"), title: "500 g".into(), price: Money::new(price, Currency::EUR), compare_at: None, barcode: None }],
+        attributes: Default::default(),
+    }
+}
+
+/// The test catalog: SKU `BEANS` (stock 100), `TEA` (stock 5), `CUPS` (stock 0), plus 30
+/// filler products for paging.
+pub async fn seed(handle: &HubHandle) {
+    let categories = vec![
+        Category { id: CategoryId("coffee".into()), name: "Coffee".into(), description: "Beans".into(), position: 1 },
+        Category { id: CategoryId("tea".into()), name: "Tea".into(), description: "Leaves".into(), position: 2 },
+    ];
+    let mut products = vec![product("House Beans", "BEANS", 1299, "coffee"), product("Green Tea", "TEA", 450, "tea"), product("Espresso Cups", "CUPS", 2500, "coffee")];
+    let mut stock = vec![(Sku::parse("BEANS").expect("sku"), 100), (Sku::parse("TEA").expect("sku"), 5), (Sku::parse("CUPS").expect("sku"), 0)];
+    for i in 0..30 {
+        let sku = format!("FILL-{i:02}");
+        products.push(product(&format!("Filler Blend {i:02}"), &sku, 500 + i, "coffee"));
+        stock.push((Sku::parse(&sku).expect("sku"), 50));
+    }
+    handle.upsert_catalog(categories, products).await.expect("catalog stored");
+    handle.set_online_stock(stock).await.expect("stock stored");
+}
+
+pub async fn spawn_with(dir: tempfile::TempDir, settings: HubSettings, clock: Arc<dyn Clock>, seed_catalog: bool) -> TestHub {
+    let app = Application::build(settings, clock).await.expect("hub builds");
+    let addr = app.address();
+    let handle = app.handle();
+    let server = app.server_handle();
+    actix_web::rt::spawn(app.run());
+    if seed_catalog {
+        seed(&handle).await;
+    }
+    TestHub { addr, handle, server, dir }
+}
+
+pub async fn spawn() -> TestHub {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = settings(dir.path());
+    spawn_with(dir, s, Arc::new(SystemClock), true).await
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "condition not met within {timeout:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
