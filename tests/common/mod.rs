@@ -1,0 +1,64 @@
+//! Helpers for the end-to-end suites: start the real `omnihub` binary as a process.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `omnihub hub` process; killed when dropped.
+pub struct HubProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `omnihub hub` on port 0 with its data in `data`, and waits (with a deadline) for the
+/// line that tells its address.
+pub fn start_hub(data: &Path, extra_env: &[(&str, &str)]) -> HubProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_omnihub"));
+    cmd.arg("hub")
+        .env("OMNIHUB_HUB_LISTEN", "127.0.0.1:0")
+        .env("OMNIHUB_HUB_DATA_DIR", data)
+        .env("OMNIHUB_HUB_DEMO_DATA", "true")
+        .env("OMNIHUB_HUB_CACHE_MB", "16")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("omnihub starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("omnihub hub listening on ") {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(120)).expect("the hub reports its address");
+    let hub = HubProcess { child, base };
+    wait_ready(&hub.base);
+    hub
+}
+
+fn wait_ready(base: &str) {
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if client.get(format!("{base}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("hub at {base} not ready within 60 s");
+}
