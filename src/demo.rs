@@ -43,17 +43,29 @@ impl Drop for Supervised {
 }
 
 fn wait_ready(url: &str, child: &mut Supervised, timeout: Duration) -> anyhow::Result<()> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.child.try_wait()? {
-            bail!("{} exited during start-up ({status}); see its log above", child.name);
+            bail!(
+                "{} exited during start-up ({status}); see its log above",
+                child.name
+            );
         }
-        if client.get(url).send().is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(url)
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{} did not become ready at {url} within {timeout:?}", child.name);
+            bail!(
+                "{} did not become ready at {url} within {timeout:?}",
+                child.name
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -61,9 +73,11 @@ fn wait_ready(url: &str, child: &mut Supervised, timeout: Duration) -> anyhow::R
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.fresh && args.data.exists() {
-        std::fs::remove_dir_all(&args.data).with_context(|| format!("removing {}", args.data.display()))?;
+        std::fs::remove_dir_all(&args.data)
+            .with_context(|| format!("removing {}", args.data.display()))?;
     }
-    std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating {}", args.data.display()))?;
     let exe = std::env::current_exe().context("finding the omnihub binary")?;
     let hub_url = format!("http://127.0.0.1:{}", args.hub_port);
     let child = Command::new(&exe)
@@ -77,7 +91,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut hub = Supervised { name: "hub", child };
     catch_ctrl_c();
     println!("Starting Omnihub (first start loads the demo catalog)…");
-    wait_ready(&format!("{hub_url}/readyz"), &mut hub, Duration::from_secs(120))?;
+    wait_ready(
+        &format!("{hub_url}/readyz"),
+        &mut hub,
+        Duration::from_secs(120),
+    )?;
     println!(
         "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
         hub::app::DEMO_EMAIL,
@@ -95,7 +113,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// themselves, and the supervisor waits for them instead of dying first.
 fn catch_ctrl_c() {
     std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
         rt.block_on(async {
             while tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("stopping…");

@@ -41,8 +41,11 @@ fn run_hub(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = hub::HubSettings::load(config.as_deref()).context("reading the hub settings")?;
     hub::telemetry::init(settings.log_json);
     actix_web::rt::System::new().block_on(async move {
-        let app = hub::Application::build(settings, std::sync::Arc::new(hub::clock::SystemClock)).await?;
+        let app =
+            hub::Application::build(settings, std::sync::Arc::new(hub::clock::SystemClock)).await?;
         tracing::info!(address = %app.address(), "hub listening");
+        // A plain line for supervisors and tests that started the hub on port 0.
+        println!("omnihub hub listening on http://{}", app.address());
         let server = app.server_handle();
         actix_web::rt::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -54,7 +57,9 @@ fn run_hub(config: Option<PathBuf>) -> anyhow::Result<()> {
         {
             let server = app.server_handle();
             actix_web::rt::spawn(async move {
-                if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                if let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
                     term.recv().await;
                     server.stop(true).await;
                 }

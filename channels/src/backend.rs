@@ -105,8 +105,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Online availability of these SKUs, in the same order.
     async fn availability(&self, skus: &[Sku]) -> Result<Vec<Availability>, BackendError>;
 
-    async fn register(&self, registration: Registration, shopper: &Shopper, channel: Channel) -> Result<SignedIn, BackendError>;
-    async fn sign_in(&self, email: &str, password: &str, shopper: &Shopper, channel: Channel) -> Result<SignedIn, BackendError>;
+    async fn register(
+        &self,
+        registration: Registration,
+        shopper: &Shopper,
+        channel: Channel,
+    ) -> Result<SignedIn, BackendError>;
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        shopper: &Shopper,
+        channel: Channel,
+    ) -> Result<SignedIn, BackendError>;
     async fn sign_out(&self, session_token: &str, shopper: &Shopper, channel: Channel);
     /// The customer a session token belongs to, if it is live.
     async fn session(&self, session_token: &str) -> Option<CustomerId>;
@@ -120,14 +131,28 @@ pub trait Backend: Send + Sync + 'static {
     /// A basket the shopper may see; `NotFound` otherwise.
     async fn basket(&self, shopper: &Shopper, id: BasketId) -> Result<BasketView, BackendError>;
     /// Applies a change; acknowledged only once durable.
-    async fn change_basket(&self, shopper: &Shopper, id: BasketId, command: BasketCommand, channel: Channel) -> Result<BasketView, BackendError>;
+    async fn change_basket(
+        &self,
+        shopper: &Shopper,
+        id: BasketId,
+        command: BasketCommand,
+        channel: Channel,
+    ) -> Result<BasketView, BackendError>;
     /// Every later change of the basket, as it happens.
-    async fn watch_basket(&self, shopper: &Shopper, id: BasketId) -> Result<(BasketView, broadcast::Receiver<BasketView>), BackendError>;
+    async fn watch_basket(
+        &self,
+        shopper: &Shopper,
+        id: BasketId,
+    ) -> Result<(BasketView, broadcast::Receiver<BasketView>), BackendError>;
 
     /// Records an interaction (off the request's hot path).
     fn record(&self, event: Event);
     /// The customer's own events, newest first.
-    async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>, BackendError>;
+    async fn timeline(
+        &self,
+        customer: CustomerId,
+        limit: usize,
+    ) -> Result<Vec<Event>, BackendError>;
 
     /// Whether storage is open and workers run.
     async fn ready(&self) -> bool;

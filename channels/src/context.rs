@@ -65,18 +65,31 @@ pub struct SignInLimiter {
 
 impl SignInLimiter {
     pub fn new(per_account_per_minute: u32, per_address_per_minute: u32) -> SignInLimiter {
-        let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
-        SignInLimiter { per_account: RateLimiter::keyed(quota(per_account_per_minute)), per_address: RateLimiter::keyed(quota(per_address_per_minute)) }
+        let quota =
+            |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+        SignInLimiter {
+            per_account: RateLimiter::keyed(quota(per_account_per_minute)),
+            per_address: RateLimiter::keyed(quota(per_address_per_minute)),
+        }
     }
 
     /// Counts one attempt; `Err(seconds)` when over either limit.
     pub fn check(&self, account: &str, address: IpAddr) -> Result<(), u64> {
         let clock = DefaultClock::default();
-        let wait = |r: Result<(), governor::NotUntil<_>>| r.err().map(|n| n.wait_time_from(governor::clock::Clock::now(&clock)).as_secs() + 1);
+        let wait = |r: Result<(), governor::NotUntil<_>>| {
+            r.err().map(|n| {
+                n.wait_time_from(governor::clock::Clock::now(&clock))
+                    .as_secs()
+                    + 1
+            })
+        };
         if let Some(s) = wait(self.per_address.check_key(&address)) {
             return Err(s);
         }
-        if let Some(s) = wait(self.per_account.check_key(&protocol::customer::normalize_email(account))) {
+        if let Some(s) = wait(
+            self.per_account
+                .check_key(&protocol::customer::normalize_email(account)),
+        ) {
             return Err(s);
         }
         Ok(())
@@ -93,8 +106,16 @@ pub struct ChannelState {
 
 impl ChannelState {
     pub fn new(backend: Arc<dyn Backend>, settings: ChannelSettings) -> ChannelState {
-        let limiter = SignInLimiter::new(settings.sign_in_per_account_per_minute, settings.sign_in_per_address_per_minute);
-        ChannelState { backend, settings, limiter, templates: crate::web::Templates::new() }
+        let limiter = SignInLimiter::new(
+            settings.sign_in_per_account_per_minute,
+            settings.sign_in_per_address_per_minute,
+        );
+        ChannelState {
+            backend,
+            settings,
+            limiter,
+            templates: crate::web::Templates::new(),
+        }
     }
 
     /// A cookie with the house flags: HttpOnly, SameSite=Lax, path `/`, Secure when configured.
@@ -119,12 +140,24 @@ impl ChannelState {
 /// The client's address: the peer, or the first address left of the trusted proxies in
 /// `X-Forwarded-For` when the peer is a trusted proxy.
 pub fn client_address(req: &HttpRequest, trusted: &[IpAddr]) -> IpAddr {
-    let peer = req.peer_addr().map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
     if !trusted.contains(&peer) {
         return peer;
     }
-    let forwarded = req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).filter_map(|s| s.trim().parse::<IpAddr>().ok()).collect::<Vec<_>>();
-    forwarded.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer)
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
 }
 
 /// The request's context: the shopper, how they authenticated, which channel.
@@ -156,15 +189,28 @@ impl RequestContext {
     }
 
     async fn from_request_parts(req: HttpRequest) -> Result<RequestContext, ApiError> {
-        let state = req.app_data::<web::Data<ChannelState>>().ok_or_else(|| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))?.clone();
+        let state = req
+            .app_data::<web::Data<ChannelState>>()
+            .ok_or_else(|| {
+                ApiError::new(
+                    actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            })?
+            .clone();
         let bearer = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(|t| t.trim().to_string());
         let is_bearer = bearer.is_some();
-        let presented = bearer.or_else(|| req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()));
+        let presented =
+            bearer.or_else(|| req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()));
         let mut customer = None;
         let mut session_token = None;
         if let Some(token) = presented.filter(|t| !t.is_empty() && t.len() <= 256) {
@@ -172,7 +218,11 @@ impl RequestContext {
             if customer.is_some() {
                 session_token = Some(token);
             } else if is_bearer {
-                return Err(ApiError::new(actix_web::http::StatusCode::UNAUTHORIZED, "invalid_token", "the bearer token is unknown or expired: sign in again"));
+                return Err(ApiError::new(
+                    actix_web::http::StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the bearer token is unknown or expired: sign in again",
+                ));
             }
         }
         let basket_token = req
@@ -189,13 +239,24 @@ impl RequestContext {
             .map(str::to_string)
             .or_else(|| req.cookie(ANON_COOKIE).map(|c| c.value().to_string()))
             .and_then(|v| v.parse::<AnonymousId>().ok());
-        let channel = match req.headers().get(CHANNEL_HEADER).and_then(|v| v.to_str().ok()) {
-            Some(name) => serde_json::from_value(serde_json::Value::String(name.to_ascii_lowercase())).unwrap_or(Channel::Unknown),
+        let channel = match req
+            .headers()
+            .get(CHANNEL_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(name) => {
+                serde_json::from_value(serde_json::Value::String(name.to_ascii_lowercase()))
+                    .unwrap_or(Channel::Unknown)
+            }
             None if is_bearer || req.headers().contains_key(BASKET_HEADER) => Channel::Mobile,
             None => Channel::Web,
         };
         Ok(RequestContext {
-            shopper: crate::backend::Shopper { customer, basket_token, anonymous },
+            shopper: crate::backend::Shopper {
+                customer,
+                basket_token,
+                anonymous,
+            },
             session_token,
             bearer: is_bearer,
             channel,
@@ -219,7 +280,11 @@ pub fn random_token() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes).map_err(|e| {
         tracing::error!(error = %e, "the operating system's random source failed");
-        ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable: retry shortly")
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is temporarily unavailable: retry shortly",
+        )
     })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

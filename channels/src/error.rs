@@ -19,7 +19,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -31,21 +36,45 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in first: send the session cookie or an Authorization: Bearer token")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "sign in first: send the session cookie or an Authorization: Bearer token",
+        )
     }
 
     pub fn too_many(retry_after: u64) -> ApiError {
-        ApiError { retry_after: Some(retry_after.max(1)), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("too many sign-in attempts: try again in {} s", retry_after.max(1))) }
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many sign-in attempts: try again in {} s",
+                    retry_after.max(1)
+                ),
+            )
+        }
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -70,7 +99,12 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        res.json(Body { error: Inner { code: self.code, message: &self.message } })
+        res.json(Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+            },
+        })
     }
 }
 
@@ -79,12 +113,20 @@ impl From<BackendError> for ApiError {
         match e {
             BackendError::NotFound(what) => ApiError::not_found(what),
             BackendError::Unprocessable { code, message } => ApiError::unprocessable(code, message),
-            BackendError::BadCredentials => ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string()),
-            BackendError::EmailTaken => ApiError::new(StatusCode::CONFLICT, "email_taken", e.to_string()),
+            BackendError::BadCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string())
+            }
+            BackendError::EmailTaken => {
+                ApiError::new(StatusCode::CONFLICT, "email_taken", e.to_string())
+            }
             BackendError::Unauthenticated => ApiError::unauthorized(),
             BackendError::Unavailable(detail) => {
                 tracing::error!(%detail, "backend unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable: retry shortly")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the service is temporarily unavailable: retry shortly",
+                )
             }
         }
     }
@@ -95,34 +137,55 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// JSON extractor settings: 64 KiB, errors as JSON (400 malformed, 413 too large, 415 wrong type).
 pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|err, _req| {
-        use actix_web::error::JsonPayloadError as E;
-        let api = match &err {
-            E::OverflowKnownLength { .. } | E::Overflow { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024))
-            }
-            E::ContentType => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as JSON with Content-Type: application/json"),
-            E::Deserialize(inner) if inner.is_data() => ApiError::unprocessable("invalid_field", format!("invalid body: {inner}")),
-            E::Deserialize(inner) => ApiError::bad_request("malformed_json", format!("malformed JSON: {inner}")),
-            other => ApiError::bad_request("bad_body", format!("could not read the body: {other}")),
-        };
-        api.into()
-    })
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as E;
+            let api = match &err {
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+                ),
+                E::ContentType => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as JSON with Content-Type: application/json",
+                ),
+                E::Deserialize(inner) if inner.is_data() => {
+                    ApiError::unprocessable("invalid_field", format!("invalid body: {inner}"))
+                }
+                E::Deserialize(inner) => {
+                    ApiError::bad_request("malformed_json", format!("malformed JSON: {inner}"))
+                }
+                other => {
+                    ApiError::bad_request("bad_body", format!("could not read the body: {other}"))
+                }
+            };
+            api.into()
+        })
 }
 
 /// Form extractor settings (storefront pages): 64 KiB.
 pub fn form_config() -> web::FormConfig {
-    web::FormConfig::default().limit(MAX_BODY_BYTES).error_handler(|err, _req| ApiError::bad_request("bad_form", format!("could not read the form: {err}")).into())
+    web::FormConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _req| {
+            ApiError::bad_request("bad_form", format!("could not read the form: {err}")).into()
+        })
 }
 
 /// Query-string extractor settings: errors as JSON 400.
 pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err, _req| ApiError::bad_request("bad_query", format!("invalid query string: {err}")).into())
+    web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::bad_request("bad_query", format!("invalid query string: {err}")).into()
+    })
 }
 
 /// Path extractor settings: a path segment that does not parse is a 404.
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|_err, req| ApiError::not_found(&format!("resource {}", req.path())).into())
+    web::PathConfig::default()
+        .error_handler(|_err, req| ApiError::not_found(&format!("resource {}", req.path())).into())
 }
 
 /// Raw body settings: 64 KiB, errors as JSON.
@@ -132,5 +195,14 @@ pub fn payload_config() -> web::PayloadConfig {
 
 /// The default service under `/api`: an unknown route is a JSON 404.
 pub async fn api_not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no API route {} {}: see /api/v1/openapi.json", req.method(), req.path())).error_response()
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!(
+            "no API route {} {}: see /api/v1/openapi.json",
+            req.method(),
+            req.path()
+        ),
+    )
+    .error_response()
 }

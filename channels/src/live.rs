@@ -31,17 +31,33 @@ fn origin_allowed(req: &HttpRequest, ctx: &RequestContext, allowed: &[String]) -
     same_site || allowed.iter().any(|a| a == origin)
 }
 
-pub async fn basket_socket(state: web::Data<ChannelState>, ctx: RequestContext, req: HttpRequest, id: web::Path<String>, body: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn basket_socket(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     if !origin_allowed(&req, &ctx, &state.settings.allowed_origins) {
-        return Err(ApiError::new(actix_web::http::StatusCode::FORBIDDEN, "origin_not_allowed", "this origin may not open a live basket"));
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this origin may not open a live basket",
+        ));
     }
     let id = parse_basket_id(&id)?;
     let (first, mut updates) = state.backend.watch_basket(&ctx.shopper, id).await?;
-    let (response, mut session, mut stream) =
-        actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request("not_a_websocket", format!("open this URL as a WebSocket: {e}")))?;
+    let (response, mut session, mut stream) = actix_ws::handle(&req, body).map_err(|e| {
+        ApiError::bad_request(
+            "not_a_websocket",
+            format!("open this URL as a WebSocket: {e}"),
+        )
+    })?;
     actix_web::rt::spawn(async move {
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-        let send = |view: &crate::backend::BasketView| serde_json::to_string(view).unwrap_or_default();
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+        let send =
+            |view: &crate::backend::BasketView| serde_json::to_string(view).unwrap_or_default();
         if session.text(send(&first)).await.is_err() {
             return;
         }

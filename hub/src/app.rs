@@ -24,7 +24,10 @@ pub enum HubError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Server(#[from] std::io::Error),
     #[error("demo data: {0}")]
@@ -49,13 +52,38 @@ impl HubHandle {
     }
 
     /// Upserts categories and products, durably.
-    pub async fn upsert_catalog(&self, categories: Vec<Category>, products: Vec<Product>) -> Result<u64, StorageError> {
-        self.catalog.send(Upsert { categories, products }).await.map_err(|_| StorageError::Closed)?
+    pub async fn upsert_catalog(
+        &self,
+        categories: Vec<Category>,
+        products: Vec<Product>,
+    ) -> Result<u64, StorageError> {
+        self.catalog
+            .send(Upsert {
+                categories,
+                products,
+            })
+            .await
+            .map_err(|_| StorageError::Closed)?
     }
 
     /// Sets the online stock of SKUs, durably.
-    pub async fn set_online_stock(&self, stock: Vec<(protocol::Sku, i64)>) -> Result<(), StorageError> {
-        self.inventory.set(stock.into_iter().map(|(sku, on_hand)| StockLevel { sku, location: LocationId::online(), on_hand, held: 0 }).collect()).await
+    pub async fn set_online_stock(
+        &self,
+        stock: Vec<(protocol::Sku, i64)>,
+    ) -> Result<(), StorageError> {
+        self.inventory
+            .set(
+                stock
+                    .into_iter()
+                    .map(|(sku, on_hand)| StockLevel {
+                        sku,
+                        location: LocationId::online(),
+                        on_hand,
+                        held: 0,
+                    })
+                    .collect(),
+            )
+            .await
     }
 
     /// Appends every buffered event now (shutdown, tests).
@@ -78,19 +106,48 @@ pub const DEMO_PASSWORD: &str = "omnihub-demo";
 
 impl Application {
     /// Opens storage, starts the actors and binds the listener. Must run inside an actix System.
-    pub async fn build(settings: HubSettings, clock: Arc<dyn Clock>) -> Result<Application, HubError> {
+    pub async fn build(
+        settings: HubSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, HubError> {
         let storage = SledStorage::open(&settings.data_dir, settings.cache_mb)?;
         let dyn_storage: Arc<dyn Storage> = storage.clone();
         let (catalog, snapshot) = CatalogActor::start(dyn_storage.clone()).await?;
         let inventory = Inventory::start(dyn_storage.clone(), settings.inventory_shards).await?;
         let recorder = Recorder::new(dyn_storage.clone()).start();
-        let threads = if settings.actor_threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { settings.actor_threads };
+        let threads = if settings.actor_threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            settings.actor_threads
+        };
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-        let lifecycle = Lifecycle { passivate_after: settings.passivate_after, check_every: settings.idle_check_every };
-        let deps = Deps { storage: dyn_storage, clock, catalog: snapshot, inventory: inventory.clone(), recorder: recorder.clone(), lifecycle };
-        let directory = Directory::new(deps.clone(), arbiters.iter().map(Arbiter::handle).collect()).start();
-        let backend = Arc::new(HubBackend::new(deps, directory.clone(), settings.channels.session_days));
-        let handle = HubHandle { backend: backend.clone(), directory, catalog, inventory, recorder, storage };
+        let lifecycle = Lifecycle {
+            passivate_after: settings.passivate_after,
+            check_every: settings.idle_check_every,
+        };
+        let deps = Deps {
+            storage: dyn_storage,
+            clock,
+            catalog: snapshot,
+            inventory: inventory.clone(),
+            recorder: recorder.clone(),
+            lifecycle,
+        };
+        let directory =
+            Directory::new(deps.clone(), arbiters.iter().map(Arbiter::handle).collect()).start();
+        let backend = Arc::new(HubBackend::new(
+            deps,
+            directory.clone(),
+            settings.channels.session_days,
+        ));
+        let handle = HubHandle {
+            backend: backend.clone(),
+            directory,
+            catalog,
+            inventory,
+            recorder,
+            storage,
+        };
         if settings.demo_data {
             seed_demo(&handle).await?;
         }
@@ -113,9 +170,19 @@ impl Application {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        let server = server.bind(settings.listen).map_err(|source| HubError::Bind { addr: settings.listen, source })?;
+        let server = server
+            .bind(settings.listen)
+            .map_err(|source| HubError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
         let address = server.addrs().first().copied().unwrap_or(settings.listen);
-        Ok(Application { server: server.run(), address, handle, _arbiters: arbiters })
+        Ok(Application {
+            server: server.run(),
+            address,
+            handle,
+            _arbiters: arbiters,
+        })
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -147,11 +214,29 @@ pub async fn seed_demo(handle: &HubHandle) -> Result<(), HubError> {
         return Ok(());
     }
     let demo = crate::demo::demo_catalog();
-    tracing::info!(products = demo.products.len(), categories = demo.categories.len(), "loading the demo catalog");
-    handle.upsert_catalog(demo.categories, demo.products).await?;
+    tracing::info!(
+        products = demo.products.len(),
+        categories = demo.categories.len(),
+        "loading the demo catalog"
+    );
+    handle
+        .upsert_catalog(demo.categories, demo.products)
+        .await?;
     handle.set_online_stock(demo.stock).await?;
-    let registration = channels::backend::Registration { email: DEMO_EMAIL.into(), name: "Demo Shopper".into(), password: DEMO_PASSWORD.into() };
-    match handle.backend.register(registration, &channels::Shopper::default(), protocol::Channel::Web).await {
+    let registration = channels::backend::Registration {
+        email: DEMO_EMAIL.into(),
+        name: "Demo Shopper".into(),
+        password: DEMO_PASSWORD.into(),
+    };
+    match handle
+        .backend
+        .register(
+            registration,
+            &channels::Shopper::default(),
+            protocol::Channel::Web,
+        )
+        .await
+    {
         Ok(_) | Err(BackendError::EmailTaken) => Ok(()),
         Err(e) => Err(HubError::Demo(e.to_string())),
     }
@@ -165,7 +250,8 @@ async fn readyz(handle: web::Data<HubHandle>) -> HttpResponse {
     if handle.backend.ready().await {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not ready", "storage": handle.storage.healthy()}))
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "not ready", "storage": handle.storage.healthy()}))
     }
 }
 
@@ -187,24 +273,36 @@ async fn metrics(handle: web::Data<HubHandle>) -> HttpResponse {
     if let Some(s) = handle.stats().await {
         out.push_str("# HELP omnihub_active_actors Entity actors active now.\n# TYPE omnihub_active_actors gauge\n");
         out.push_str(&format!("omnihub_active_actors{{kind=\"basket\"}} {}\nomnihub_active_actors{{kind=\"customer\"}} {}\n", s.active_baskets, s.active_customers));
-        out.push_str(&format!("# TYPE omnihub_actor_activations_total counter\nomnihub_actor_activations_total {}\n", s.activations));
+        out.push_str(&format!(
+            "# TYPE omnihub_actor_activations_total counter\nomnihub_actor_activations_total {}\n",
+            s.activations
+        ));
         out.push_str(&format!("# TYPE omnihub_actor_passivations_total counter\nomnihub_actor_passivations_total {}\n", s.passivations));
     }
     if let Some(rss) = resident_bytes() {
-        out.push_str(&format!("# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"));
+        out.push_str(&format!(
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
+        ));
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
 }
 
 fn svg(body: String) -> HttpResponse {
-    HttpResponse::Ok().content_type("image/svg+xml").insert_header(("cache-control", "public, max-age=86400")).body(body)
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header(("cache-control", "public, max-age=86400"))
+        .body(body)
 }
 
 async fn product_image(handle: web::Data<HubHandle>, slug: web::Path<String>) -> HttpResponse {
     let catalog = handle.backend.catalog();
     match catalog.product_by_slug(&slug) {
         Some(p) => {
-            let category = catalog.category(&p.category).map_or("", |c| c.name.as_str());
+            let category = catalog
+                .category(&p.category)
+                .map_or("", |c| c.name.as_str());
             svg(crate::demo::product_image_svg(p, category))
         }
         None => HttpResponse::NotFound().finish(),

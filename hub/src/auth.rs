@@ -27,12 +27,19 @@ pub fn hash_password(password: &str) -> Result<String, RandomError> {
     let mut salt = [0u8; 16];
     getrandom::getrandom(&mut salt).map_err(|_| RandomError)?;
     let salt = SaltString::encode_b64(&salt).map_err(|_| RandomError)?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|_| RandomError)
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| RandomError)
 }
 
 /// Whether `password` matches the stored PHC string (constant-time inside argon2).
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// A PHC string of a password nobody has, to verify against when an email is unknown, so the

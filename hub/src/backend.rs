@@ -1,9 +1,13 @@
 //! The hub's implementation of the channels' [`Backend`]: it resolves who may reach what, finds
 //! or activates the right actor, and turns actor and storage failures into channel errors.
 
-use crate::actors::basket::{Access, ApplyCommand, BasketActor, BasketFailure, GetView, MergeInto, Watch};
+use crate::actors::basket::{
+    Access, ApplyCommand, BasketActor, BasketFailure, GetView, MergeInto, Watch,
+};
 use crate::actors::customer::{CustomerActor, EnsureBasket, GetCustomer};
-use crate::actors::directory::{ActivateBasket, ActivateCustomer, Deregister, Directory, FindBasket, FindCustomer};
+use crate::actors::directory::{
+    ActivateBasket, ActivateCustomer, Deregister, Directory, FindBasket, FindCustomer,
+};
 use crate::actors::recorder::Record;
 use crate::actors::Deps;
 use crate::auth;
@@ -14,7 +18,10 @@ use async_trait::async_trait;
 use channels::backend::{Availability, CustomerView, NewBasket, Registration, SignedIn};
 use channels::{Backend, BackendError, BasketCommand, BasketView, Shopper};
 use protocol::customer::{is_plausible_email, normalize_email};
-use protocol::{AnonymousId, Basket, BasketError, BasketId, BasketOwner, CatalogSnapshot, Channel, Currency, CustomerId, CustomerRecord, Event, EventKind, LocationId, SessionRecord, Sku, Subject};
+use protocol::{
+    AnonymousId, Basket, BasketError, BasketId, BasketOwner, CatalogSnapshot, Channel, Currency,
+    CustomerId, CustomerRecord, Event, EventKind, LocationId, SessionRecord, Sku, Subject,
+};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -41,7 +48,10 @@ impl From<BasketFailure> for BackendError {
                     BasketError::LineNotFound(_) => return BackendError::NotFound("basket line"),
                     BasketError::Merged => "basket_closed",
                 };
-                BackendError::Unprocessable { code, message: e.to_string() }
+                BackendError::Unprocessable {
+                    code,
+                    message: e.to_string(),
+                }
             }
             BasketFailure::Storage(e) => unavailable(e),
             BasketFailure::Inventory => unavailable("inventory"),
@@ -51,25 +61,53 @@ impl From<BasketFailure> for BackendError {
 
 impl HubBackend {
     pub fn new(deps: Deps, directory: Addr<Directory>, session_days: i64) -> HubBackend {
-        HubBackend { deps, directory, session_days }
+        HubBackend {
+            deps,
+            directory,
+            session_days,
+        }
     }
 
     async fn basket_actor(&self, id: BasketId) -> Result<Option<Addr<BasketActor>>, BackendError> {
-        if let Some(addr) = self.directory.send(FindBasket(id)).await.map_err(unavailable)? {
+        if let Some(addr) = self
+            .directory
+            .send(FindBasket(id))
+            .await
+            .map_err(unavailable)?
+        {
             return Ok(Some(addr));
         }
         match self.deps.storage.basket(id).await.map_err(unavailable)? {
-            Some(basket) => Ok(Some(self.directory.send(ActivateBasket(basket)).await.map_err(unavailable)?)),
+            Some(basket) => Ok(Some(
+                self.directory
+                    .send(ActivateBasket(basket))
+                    .await
+                    .map_err(unavailable)?,
+            )),
             None => Ok(None),
         }
     }
 
     async fn customer_actor(&self, id: CustomerId) -> Result<Addr<CustomerActor>, BackendError> {
-        if let Some(addr) = self.directory.send(FindCustomer(id)).await.map_err(unavailable)? {
+        if let Some(addr) = self
+            .directory
+            .send(FindCustomer(id))
+            .await
+            .map_err(unavailable)?
+        {
             return Ok(addr);
         }
-        let record = self.deps.storage.customer(id).await.map_err(unavailable)?.ok_or(BackendError::NotFound("customer"))?;
-        self.directory.send(ActivateCustomer(record)).await.map_err(unavailable)
+        let record = self
+            .deps
+            .storage
+            .customer(id)
+            .await
+            .map_err(unavailable)?
+            .ok_or(BackendError::NotFound("customer"))?;
+        self.directory
+            .send(ActivateCustomer(record))
+            .await
+            .map_err(unavailable)
     }
 
     /// Sends to a basket's actor; if the actor stopped (passivated or panicked) between lookup
@@ -82,10 +120,15 @@ impl HubBackend {
         <BasketActor as Actor>::Context: ToEnvelope<BasketActor, M>,
     {
         for attempt in 0..2 {
-            let addr = self.basket_actor(id).await?.ok_or(BackendError::NotFound("basket"))?;
+            let addr = self
+                .basket_actor(id)
+                .await?
+                .ok_or(BackendError::NotFound("basket"))?;
             match addr.send(msg.clone()).await {
                 Ok(answer) => return answer.map_err(BackendError::from),
-                Err(MailboxError::Closed) if attempt == 0 => self.directory.do_send(Deregister::Basket(id, addr)),
+                Err(MailboxError::Closed) if attempt == 0 => {
+                    self.directory.do_send(Deregister::Basket(id, addr))
+                }
                 Err(e) => return Err(unavailable(e)),
             }
         }
@@ -103,7 +146,9 @@ impl HubBackend {
             let addr = self.customer_actor(id).await?;
             match addr.send(msg.clone()).await {
                 Ok(answer) => return Ok(answer),
-                Err(MailboxError::Closed) if attempt == 0 => self.directory.do_send(Deregister::Customer(id, addr)),
+                Err(MailboxError::Closed) if attempt == 0 => {
+                    self.directory.do_send(Deregister::Customer(id, addr))
+                }
                 Err(e) => return Err(unavailable(e)),
             }
         }
@@ -113,21 +158,35 @@ impl HubBackend {
     /// The anonymous basket the shopper's token reaches, if any.
     async fn token_basket(&self, shopper: &Shopper) -> Result<Option<BasketId>, BackendError> {
         match &shopper.basket_token {
-            Some(token) => self.deps.storage.basket_for_token(auth::token_hash(token)).await.map_err(unavailable),
+            Some(token) => self
+                .deps
+                .storage
+                .basket_for_token(auth::token_hash(token))
+                .await
+                .map_err(unavailable),
             None => Ok(None),
         }
     }
 
     async fn access(&self, shopper: &Shopper, id: BasketId) -> Result<Access, BackendError> {
         let holds_token = self.token_basket(shopper).await? == Some(id);
-        Ok(Access { customer: shopper.customer, holds_token })
+        Ok(Access {
+            customer: shopper.customer,
+            holds_token,
+        })
     }
 
     /// The customer's basket id, created if they have none.
     async fn customer_basket(&self, customer: CustomerId) -> Result<BasketId, BackendError> {
-        let (id, created) = self.ask_customer(customer, EnsureBasket).await?.map_err(unavailable)?;
+        let (id, created) = self
+            .ask_customer(customer, EnsureBasket)
+            .await?
+            .map_err(unavailable)?;
         if let Some(basket) = created {
-            self.directory.send(ActivateBasket(basket)).await.map_err(unavailable)?;
+            self.directory
+                .send(ActivateBasket(basket))
+                .await
+                .map_err(unavailable)?;
         }
         Ok(id)
     }
@@ -141,21 +200,66 @@ impl HubBackend {
     }
 
     fn event(&self, customer: CustomerId, channel: Channel, kind: EventKind) -> Event {
-        Event::new(self.deps.clock.now(), Subject::Customer(customer), channel, kind)
+        Event::new(
+            self.deps.clock.now(),
+            Subject::Customer(customer),
+            channel,
+            kind,
+        )
     }
 
     /// Starts a session for the customer, merges the shopper's anonymous basket into theirs, and
     /// answers what a signed-in client needs.
-    async fn open_session(&self, customer: CustomerRecord, shopper: &Shopper, channel: Channel) -> Result<SignedIn, BackendError> {
+    async fn open_session(
+        &self,
+        customer: CustomerRecord,
+        shopper: &Shopper,
+        channel: Channel,
+    ) -> Result<SignedIn, BackendError> {
         let token = auth::random_token(32).map_err(unavailable)?;
         let now = self.deps.clock.now();
-        let session = SessionRecord { customer: customer.id, created_at: now, expires_at: now + time::Duration::days(self.session_days) };
-        self.deps.storage.commit(UnitOfWork::new().with(Change::PutSession { token_hash: auth::token_hash(&token), session })).await.map_err(unavailable)?;
+        let session = SessionRecord {
+            customer: customer.id,
+            created_at: now,
+            expires_at: now + time::Duration::days(self.session_days),
+        };
+        self.deps
+            .storage
+            .commit(UnitOfWork::new().with(Change::PutSession {
+                token_hash: auth::token_hash(&token),
+                session,
+            }))
+            .await
+            .map_err(unavailable)?;
         let basket_id = self.customer_basket(customer.id).await?;
-        let mut basket = self.ask_basket(basket_id, GetView(Access { customer: Some(customer.id), holds_token: false })).await?;
-        if let Some(anonymous) = self.token_basket(shopper).await?.filter(|id| *id != basket_id) {
-            let into = self.basket_actor(basket_id).await?.ok_or(BackendError::NotFound("basket"))?;
-            let merge = MergeInto { access: Access { customer: None, holds_token: true }, into, into_id: basket_id, channel, subject: Subject::Customer(customer.id) };
+        let mut basket = self
+            .ask_basket(
+                basket_id,
+                GetView(Access {
+                    customer: Some(customer.id),
+                    holds_token: false,
+                }),
+            )
+            .await?;
+        if let Some(anonymous) = self
+            .token_basket(shopper)
+            .await?
+            .filter(|id| *id != basket_id)
+        {
+            let into = self
+                .basket_actor(basket_id)
+                .await?
+                .ok_or(BackendError::NotFound("basket"))?;
+            let merge = MergeInto {
+                access: Access {
+                    customer: None,
+                    holds_token: true,
+                },
+                into,
+                into_id: basket_id,
+                channel,
+                subject: Subject::Customer(customer.id),
+            };
             match self.ask_basket(anonymous, merge).await {
                 Ok(view) => basket = view,
                 // Already merged or closed: nothing to bring over.
@@ -163,26 +267,47 @@ impl HubBackend {
                 Err(e) => return Err(e),
             }
         }
-        let view = CustomerView { id: customer.id, email: customer.email, name: customer.name, basket_id: Some(basket_id) };
-        Ok(SignedIn { session_token: token, customer: view, basket })
+        let view = CustomerView {
+            id: customer.id,
+            email: customer.email,
+            name: customer.name,
+            basket_id: Some(basket_id),
+        };
+        Ok(SignedIn {
+            session_token: token,
+            customer: view,
+            basket,
+        })
     }
 }
 
 fn unprocessable(code: &'static str, message: &str) -> BackendError {
-    BackendError::Unprocessable { code, message: message.to_string() }
+    BackendError::Unprocessable {
+        code,
+        message: message.to_string(),
+    }
 }
 
 fn validate_registration(r: &Registration) -> Result<(), BackendError> {
     if !is_plausible_email(r.email.trim()) {
-        return Err(unprocessable("invalid_email", "enter a valid email address, like name@example.com"));
+        return Err(unprocessable(
+            "invalid_email",
+            "enter a valid email address, like name@example.com",
+        ));
     }
     let name = r.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(unprocessable("invalid_name", "enter your name (1 to 100 characters)"));
+        return Err(unprocessable(
+            "invalid_name",
+            "enter your name (1 to 100 characters)",
+        ));
     }
     let len = r.password.chars().count();
     if !(10..=128).contains(&len) {
-        return Err(unprocessable("weak_password", "choose a password of 10 to 128 characters"));
+        return Err(unprocessable(
+            "weak_password",
+            "choose a password of 10 to 128 characters",
+        ));
     }
     Ok(())
 }
@@ -194,20 +319,54 @@ impl Backend for HubBackend {
     }
 
     async fn availability(&self, skus: &[Sku]) -> Result<Vec<Availability>, BackendError> {
-        let units = self.deps.inventory.available(&LocationId::online(), skus).await.map_err(unavailable)?;
-        Ok(units.into_iter().map(|available| Availability { available }).collect())
+        let units = self
+            .deps
+            .inventory
+            .available(&LocationId::online(), skus)
+            .await
+            .map_err(unavailable)?;
+        Ok(units
+            .into_iter()
+            .map(|available| Availability { available })
+            .collect())
     }
 
-    async fn register(&self, registration: Registration, shopper: &Shopper, channel: Channel) -> Result<SignedIn, BackendError> {
+    async fn register(
+        &self,
+        registration: Registration,
+        shopper: &Shopper,
+        channel: Channel,
+    ) -> Result<SignedIn, BackendError> {
         validate_registration(&registration)?;
         let email = normalize_email(&registration.email);
         let password = registration.password;
-        let password_hash = tokio::task::spawn_blocking(move || auth::hash_password(&password)).await.map_err(unavailable)?.map_err(unavailable)?;
+        let password_hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
         let now = self.deps.clock.now();
         let id = CustomerId::new();
-        let basket = Basket::new(BasketId::new(), BasketOwner::Customer(id), Currency::EUR, now);
-        let customer = CustomerRecord { id, email: email.clone(), name: registration.name.trim().to_string(), password_hash, created_at: now, basket: Some(basket.id) };
-        let unit = UnitOfWork::new().with(Change::ClaimEmail { email, customer: id }).with(Change::PutCustomer(customer.clone())).with(Change::PutBasket(basket));
+        let basket = Basket::new(
+            BasketId::new(),
+            BasketOwner::Customer(id),
+            Currency::EUR,
+            now,
+        );
+        let customer = CustomerRecord {
+            id,
+            email: email.clone(),
+            name: registration.name.trim().to_string(),
+            password_hash,
+            created_at: now,
+            basket: Some(basket.id),
+        };
+        let unit = UnitOfWork::new()
+            .with(Change::ClaimEmail {
+                email,
+                customer: id,
+            })
+            .with(Change::PutCustomer(customer.clone()))
+            .with(Change::PutBasket(basket));
         match self.deps.storage.commit(unit).await {
             Ok(()) => {}
             Err(StorageError::Conflict(_)) => return Err(BackendError::EmailTaken),
@@ -221,11 +380,27 @@ impl Backend for HubBackend {
         self.open_session(customer, shopper, channel).await
     }
 
-    async fn sign_in(&self, email: &str, password: &str, shopper: &Shopper, channel: Channel) -> Result<SignedIn, BackendError> {
-        let record = self.deps.storage.customer_by_email(&normalize_email(email)).await.map_err(unavailable)?;
-        let phc = record.as_ref().map_or_else(|| auth::decoy_hash().to_string(), |c| c.password_hash.clone());
+    async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        shopper: &Shopper,
+        channel: Channel,
+    ) -> Result<SignedIn, BackendError> {
+        let record = self
+            .deps
+            .storage
+            .customer_by_email(&normalize_email(email))
+            .await
+            .map_err(unavailable)?;
+        let phc = record.as_ref().map_or_else(
+            || auth::decoy_hash().to_string(),
+            |c| c.password_hash.clone(),
+        );
         let password = password.to_string();
-        let matches = tokio::task::spawn_blocking(move || auth::verify_password(&password, &phc)).await.map_err(unavailable)?;
+        let matches = tokio::task::spawn_blocking(move || auth::verify_password(&password, &phc))
+            .await
+            .map_err(unavailable)?;
         let customer = match record {
             Some(c) if matches => c,
             _ => return Err(BackendError::BadCredentials),
@@ -239,32 +414,65 @@ impl Backend for HubBackend {
     }
 
     async fn sign_out(&self, session_token: &str, shopper: &Shopper, channel: Channel) {
-        let unit = UnitOfWork::new().with(Change::DeleteSession { token_hash: auth::token_hash(session_token) });
+        let unit = UnitOfWork::new().with(Change::DeleteSession {
+            token_hash: auth::token_hash(session_token),
+        });
         if let Err(e) = self.deps.storage.commit(unit).await {
             tracing::error!(error = %e, "could not delete a session");
         }
         if let Some(customer) = shopper.customer {
-            self.deps.recorder.do_send(Record(self.event(customer, channel, EventKind::SignedOut)));
+            self.deps
+                .recorder
+                .do_send(Record(self.event(customer, channel, EventKind::SignedOut)));
         }
     }
 
     async fn session(&self, session_token: &str) -> Option<CustomerId> {
-        let session = self.deps.storage.session(auth::token_hash(session_token)).await.ok().flatten()?;
+        let session = self
+            .deps
+            .storage
+            .session(auth::token_hash(session_token))
+            .await
+            .ok()
+            .flatten()?;
         (session.expires_at > self.deps.clock.now()).then_some(session.customer)
     }
 
     async fn customer(&self, id: CustomerId) -> Result<CustomerView, BackendError> {
         let c = self.ask_customer(id, GetCustomer).await?;
-        Ok(CustomerView { id: c.id, email: c.email, name: c.name, basket_id: c.basket })
+        Ok(CustomerView {
+            id: c.id,
+            email: c.email,
+            name: c.name,
+            basket_id: c.basket,
+        })
     }
 
     async fn current_basket(&self, shopper: &Shopper) -> Result<Option<BasketView>, BackendError> {
         if let Some(customer) = shopper.customer {
             let id = self.customer_basket(customer).await?;
-            return self.ask_basket(id, GetView(Access { customer: Some(customer), holds_token: false })).await.map(Some);
+            return self
+                .ask_basket(
+                    id,
+                    GetView(Access {
+                        customer: Some(customer),
+                        holds_token: false,
+                    }),
+                )
+                .await
+                .map(Some);
         }
         match self.token_basket(shopper).await? {
-            Some(id) => match self.ask_basket(id, GetView(Access { customer: None, holds_token: true })).await {
+            Some(id) => match self
+                .ask_basket(
+                    id,
+                    GetView(Access {
+                        customer: None,
+                        holds_token: true,
+                    }),
+                )
+                .await
+            {
                 Ok(view) => Ok(Some(view)),
                 Err(BackendError::NotFound(_)) => Ok(None),
                 Err(e) => Err(e),
@@ -276,16 +484,43 @@ impl Backend for HubBackend {
     async fn create_basket(&self, shopper: &Shopper) -> Result<NewBasket, BackendError> {
         if let Some(customer) = shopper.customer {
             let id = self.customer_basket(customer).await?;
-            let basket = self.ask_basket(id, GetView(Access { customer: Some(customer), holds_token: false })).await?;
-            return Ok(NewBasket { basket, token: None });
+            let basket = self
+                .ask_basket(
+                    id,
+                    GetView(Access {
+                        customer: Some(customer),
+                        holds_token: false,
+                    }),
+                )
+                .await?;
+            return Ok(NewBasket {
+                basket,
+                token: None,
+            });
         }
         let token = auth::random_token(16).map_err(unavailable)?;
-        let basket = Basket::new(BasketId::new(), BasketOwner::Anonymous, Currency::EUR, self.deps.clock.now());
-        let unit = UnitOfWork::new().with(Change::PutBasket(basket.clone())).with(Change::PutBasketToken { token_hash: auth::token_hash(&token), basket: basket.id });
+        let basket = Basket::new(
+            BasketId::new(),
+            BasketOwner::Anonymous,
+            Currency::EUR,
+            self.deps.clock.now(),
+        );
+        let unit = UnitOfWork::new()
+            .with(Change::PutBasket(basket.clone()))
+            .with(Change::PutBasketToken {
+                token_hash: auth::token_hash(&token),
+                basket: basket.id,
+            });
         self.deps.storage.commit(unit).await.map_err(unavailable)?;
         let view = crate::actors::basket::view_of(&basket, &self.deps);
-        self.directory.send(ActivateBasket(basket)).await.map_err(unavailable)?;
-        Ok(NewBasket { basket: view, token: Some(token) })
+        self.directory
+            .send(ActivateBasket(basket))
+            .await
+            .map_err(unavailable)?;
+        Ok(NewBasket {
+            basket: view,
+            token: Some(token),
+        })
     }
 
     async fn basket(&self, shopper: &Shopper, id: BasketId) -> Result<BasketView, BackendError> {
@@ -293,12 +528,31 @@ impl Backend for HubBackend {
         self.ask_basket(id, GetView(access)).await
     }
 
-    async fn change_basket(&self, shopper: &Shopper, id: BasketId, command: BasketCommand, channel: Channel) -> Result<BasketView, BackendError> {
+    async fn change_basket(
+        &self,
+        shopper: &Shopper,
+        id: BasketId,
+        command: BasketCommand,
+        channel: Channel,
+    ) -> Result<BasketView, BackendError> {
         let access = self.access(shopper, id).await?;
-        self.ask_basket(id, ApplyCommand { access, command, channel, subject: Self::subject(shopper) }).await
+        self.ask_basket(
+            id,
+            ApplyCommand {
+                access,
+                command,
+                channel,
+                subject: Self::subject(shopper),
+            },
+        )
+        .await
     }
 
-    async fn watch_basket(&self, shopper: &Shopper, id: BasketId) -> Result<(BasketView, broadcast::Receiver<BasketView>), BackendError> {
+    async fn watch_basket(
+        &self,
+        shopper: &Shopper,
+        id: BasketId,
+    ) -> Result<(BasketView, broadcast::Receiver<BasketView>), BackendError> {
         let access = self.access(shopper, id).await?;
         self.ask_basket(id, Watch(access)).await
     }
@@ -307,8 +561,16 @@ impl Backend for HubBackend {
         self.deps.recorder.do_send(Record(event));
     }
 
-    async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>, BackendError> {
-        self.deps.storage.timeline(customer, limit).await.map_err(unavailable)
+    async fn timeline(
+        &self,
+        customer: CustomerId,
+        limit: usize,
+    ) -> Result<Vec<Event>, BackendError> {
+        self.deps
+            .storage
+            .timeline(customer, limit)
+            .await
+            .map_err(unavailable)
     }
 
     async fn ready(&self) -> bool {

@@ -26,7 +26,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: OffsetDateTime) -> ManualClock {
-        ManualClock { nanos: Arc::new(AtomicI64::new((start.unix_timestamp_nanos()) as i64)) }
+        ManualClock {
+            nanos: Arc::new(AtomicI64::new((start.unix_timestamp_nanos()) as i64)),
+        }
     }
 
     pub fn advance(&self, by: std::time::Duration) {
@@ -36,6 +38,7 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.nanos.load(Ordering::SeqCst))).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.nanos.load(Ordering::SeqCst)))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 }

@@ -35,7 +35,11 @@ pub enum BasketError {
     #[error("quantity {requested} is out of range: a line holds 1 to {max} units", max = MAX_LINE_QUANTITY)]
     QuantityOutOfRange { requested: i64 },
     #[error("only {available} of {sku} available, {requested} requested")]
-    InsufficientStock { sku: Sku, available: i64, requested: i64 },
+    InsufficientStock {
+        sku: Sku,
+        available: i64,
+        requested: i64,
+    },
     #[error("the basket has no line for {0}")]
     LineNotFound(Sku),
     #[error("this basket was merged into the customer's basket")]
@@ -69,13 +73,30 @@ fn check_quantity(requested: i64) -> Result<u32, BasketError> {
 }
 
 impl Basket {
-    pub fn new(id: BasketId, owner: BasketOwner, currency: Currency, now: OffsetDateTime) -> Basket {
-        Basket { id, owner, currency, lines: Vec::new(), version: 0, created_at: now, updated_at: now, merged_into: None }
+    pub fn new(
+        id: BasketId,
+        owner: BasketOwner,
+        currency: Currency,
+        now: OffsetDateTime,
+    ) -> Basket {
+        Basket {
+            id,
+            owner,
+            currency,
+            lines: Vec::new(),
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            merged_into: None,
+        }
     }
 
     /// The quantity of `sku` in the basket (0 if none).
     pub fn quantity_of(&self, sku: &Sku) -> u32 {
-        self.lines.iter().find(|l| &l.sku == sku).map_or(0, |l| l.quantity)
+        self.lines
+            .iter()
+            .find(|l| &l.sku == sku)
+            .map_or(0, |l| l.quantity)
     }
 
     /// Units over all lines.
@@ -97,31 +118,55 @@ impl Basket {
 
     /// Adds `quantity` units of `sku` (to its line, if any); the line's new quantity must stay
     /// within 1..=999 and within `available`. Returns the line's new quantity.
-    pub fn add(&mut self, sku: Sku, quantity: i64, available: i64, now: OffsetDateTime) -> Result<u32, BasketError> {
+    pub fn add(
+        &mut self,
+        sku: Sku,
+        quantity: i64,
+        available: i64,
+        now: OffsetDateTime,
+    ) -> Result<u32, BasketError> {
         self.open()?;
         let quantity = check_quantity(quantity)?;
         let current = self.quantity_of(&sku);
         let wanted = check_quantity(i64::from(current) + i64::from(quantity))?;
         if i64::from(wanted) > available {
-            return Err(BasketError::InsufficientStock { sku, available: available.max(0), requested: wanted.into() });
+            return Err(BasketError::InsufficientStock {
+                sku,
+                available: available.max(0),
+                requested: wanted.into(),
+            });
         }
         match self.lines.iter_mut().find(|l| l.sku == sku) {
             Some(line) => line.quantity = wanted,
-            None => self.lines.push(BasketLine { sku, quantity: wanted, added_at: now }),
+            None => self.lines.push(BasketLine {
+                sku,
+                quantity: wanted,
+                added_at: now,
+            }),
         }
         self.touch(now);
         Ok(wanted)
     }
 
     /// Sets the quantity of an existing line (1..=999, within `available`).
-    pub fn set_quantity(&mut self, sku: &Sku, quantity: i64, available: i64, now: OffsetDateTime) -> Result<(), BasketError> {
+    pub fn set_quantity(
+        &mut self,
+        sku: &Sku,
+        quantity: i64,
+        available: i64,
+        now: OffsetDateTime,
+    ) -> Result<(), BasketError> {
         self.open()?;
         let quantity = check_quantity(quantity)?;
         if self.quantity_of(sku) == 0 {
             return Err(BasketError::LineNotFound(sku.clone()));
         }
         if i64::from(quantity) > available {
-            return Err(BasketError::InsufficientStock { sku: sku.clone(), available: available.max(0), requested: quantity.into() });
+            return Err(BasketError::InsufficientStock {
+                sku: sku.clone(),
+                available: available.max(0),
+                requested: quantity.into(),
+            });
         }
         if let Some(line) = self.lines.iter_mut().find(|l| &l.sku == sku) {
             line.quantity = quantity;
@@ -152,7 +197,12 @@ impl Basket {
 
     /// Adds the lines of another basket (quantities added, each capped by `available` for its SKU
     /// and by 999). Returns what was moved per SKU; units that did not fit are left out.
-    pub fn absorb(&mut self, other: &[BasketLine], available: impl Fn(&Sku) -> i64, now: OffsetDateTime) -> Result<Vec<(Sku, u32)>, BasketError> {
+    pub fn absorb(
+        &mut self,
+        other: &[BasketLine],
+        available: impl Fn(&Sku) -> i64,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(Sku, u32)>, BasketError> {
         self.open()?;
         let mut moved = Vec::new();
         for line in other {

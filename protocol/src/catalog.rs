@@ -70,7 +70,10 @@ impl Product {
 
     /// The lowest price among the variants ("from EUR 4.99").
     pub fn from_price(&self) -> Option<Money> {
-        self.variants.iter().map(|v| v.price).min_by_key(|m| m.minor)
+        self.variants
+            .iter()
+            .map(|v| v.price)
+            .min_by_key(|m| m.minor)
     }
 }
 
@@ -163,7 +166,10 @@ pub struct CatalogSnapshot {
 }
 
 fn tokens(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Sort key of a listing cursor: the position after which the next page starts.
@@ -175,9 +181,18 @@ enum CursorKey {
 }
 
 impl CatalogSnapshot {
-    pub fn new(version: u64, mut categories: Vec<Category>, mut products: Vec<Product>) -> CatalogSnapshot {
+    pub fn new(
+        version: u64,
+        mut categories: Vec<Category>,
+        mut products: Vec<Product>,
+    ) -> CatalogSnapshot {
         categories.sort_by(|a, b| a.position.cmp(&b.position).then(a.name.cmp(&b.name)));
-        products.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()).then(a.id.cmp(&b.id)));
+        products.sort_by(|a, b| {
+            a.name
+                .to_lowercase()
+                .cmp(&b.name.to_lowercase())
+                .then(a.id.cmp(&b.id))
+        });
         let mut by_sku = std::collections::HashMap::new();
         let mut by_slug = std::collections::HashMap::new();
         let mut by_id = std::collections::HashMap::new();
@@ -188,10 +203,26 @@ impl CatalogSnapshot {
             }
             by_slug.insert(p.slug.clone(), i);
             by_id.insert(p.id, i);
-            let category_name = categories.iter().find(|c| c.id == p.category).map_or("", |c| c.name.as_str());
-            index.push(Indexed { name: tokens(&p.name), brand: tokens(&p.brand), category: tokens(category_name), description: tokens(&p.description) });
+            let category_name = categories
+                .iter()
+                .find(|c| c.id == p.category)
+                .map_or("", |c| c.name.as_str());
+            index.push(Indexed {
+                name: tokens(&p.name),
+                brand: tokens(&p.brand),
+                category: tokens(category_name),
+                description: tokens(&p.description),
+            });
         }
-        CatalogSnapshot { version, categories, products, by_sku, by_slug, by_id, index }
+        CatalogSnapshot {
+            version,
+            categories,
+            products,
+            by_sku,
+            by_slug,
+            by_id,
+            index,
+        }
     }
 
     pub fn empty() -> CatalogSnapshot {
@@ -229,7 +260,10 @@ impl CatalogSnapshot {
         let hit = |words: &[String], term: &str| words.iter().any(|w| w.starts_with(term));
         let mut score = 0;
         for term in terms {
-            let s = 8 * u32::from(hit(&ix.name, term)) + 4 * u32::from(hit(&ix.brand, term)) + 4 * u32::from(hit(&ix.category, term)) + u32::from(hit(&ix.description, term));
+            let s = 8 * u32::from(hit(&ix.name, term))
+                + 4 * u32::from(hit(&ix.brand, term))
+                + 4 * u32::from(hit(&ix.category, term))
+                + u32::from(hit(&ix.description, term));
             if s == 0 {
                 return None;
             }
@@ -248,7 +282,9 @@ impl CatalogSnapshot {
             if query.category.as_ref().is_some_and(|c| &p.category != c) {
                 continue;
             }
-            let Some(score) = self.score(i, &terms) else { continue };
+            let Some(score) = self.score(i, &terms) else {
+                continue;
+            };
             let price = p.from_price().map_or(0, |m| m.minor);
             let key = match query.sort {
                 Sort::Relevance => CursorKey::Score(u32::MAX - score, p.name.to_lowercase(), p.id),
@@ -261,19 +297,32 @@ impl CatalogSnapshot {
         hits.sort_by(|a, b| cmp_key(&a.0, &b.0));
         let total = hits.len();
         let start = match &after {
-            Some(k) => hits.partition_point(|(key, _)| cmp_key(key, k) != std::cmp::Ordering::Greater),
+            Some(k) => {
+                hits.partition_point(|(key, _)| cmp_key(key, k) != std::cmp::Ordering::Greater)
+            }
             None => 0,
         };
         let limit = query.limit.clamp(1, 100);
-        let page: Vec<&(CursorKey, &Product)> = hits[start.min(total)..].iter().take(limit).collect();
-        let next_cursor = if start + page.len() < total { page.last().map(|(k, _)| encode_cursor(k)) } else { None };
-        Ok(CatalogPage { items: page.iter().map(|(_, p)| *p).collect(), next_cursor, total })
+        let page: Vec<&(CursorKey, &Product)> =
+            hits[start.min(total)..].iter().take(limit).collect();
+        let next_cursor = if start + page.len() < total {
+            page.last().map(|(k, _)| encode_cursor(k))
+        } else {
+            None
+        };
+        Ok(CatalogPage {
+            items: page.iter().map(|(_, p)| *p).collect(),
+            next_cursor,
+            total,
+        })
     }
 }
 
 fn cmp_key(a: &CursorKey, b: &CursorKey) -> std::cmp::Ordering {
     match (a, b) {
-        (CursorKey::Score(s1, n1, i1), CursorKey::Score(s2, n2, i2)) => (s1, n1, i1).cmp(&(s2, n2, i2)),
+        (CursorKey::Score(s1, n1, i1), CursorKey::Score(s2, n2, i2)) => {
+            (s1, n1, i1).cmp(&(s2, n2, i2))
+        }
         (CursorKey::Name(n1, i1), CursorKey::Name(n2, i2)) => (n1, i1).cmp(&(n2, i2)),
         (CursorKey::Price(p1, i1), CursorKey::Price(p2, i2)) => (p1, i1).cmp(&(p2, i2)),
         // A cursor of another sort order: start from the beginning.
@@ -291,10 +340,13 @@ fn encode_cursor(key: &CursorKey) -> String {
 }
 
 fn decode_cursor(text: &str) -> Result<CursorKey, CursorError> {
-    if text.len() % 2 != 0 || text.len() > 1024 {
+    if !text.len().is_multiple_of(2) || text.len() > 1024 {
         return Err(CursorError);
     }
-    let bytes: Result<Vec<u8>, _> = (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16)).collect();
+    let bytes: Result<Vec<u8>, _> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect();
     let raw = String::from_utf8(bytes.map_err(|_| CursorError)?).map_err(|_| CursorError)?;
     let mut parts = raw.splitn(4, '~');
     let (kind, num, id, name) = (parts.next(), parts.next(), parts.next(), parts.next());
@@ -302,7 +354,11 @@ fn decode_cursor(text: &str) -> Result<CursorKey, CursorError> {
     let name = name.ok_or(CursorError)?.to_string();
     let num = num.ok_or(CursorError)?;
     match kind {
-        Some("s") => Ok(CursorKey::Score(num.parse().map_err(|_| CursorError)?, name, id)),
+        Some("s") => Ok(CursorKey::Score(
+            num.parse().map_err(|_| CursorError)?,
+            name,
+            id,
+        )),
         Some("n") => Ok(CursorKey::Name(name, id)),
         Some("p") => Ok(CursorKey::Price(num.parse().map_err(|_| CursorError)?, id)),
         _ => Err(CursorError),
@@ -324,19 +380,39 @@ mod tests {
             category: CategoryId(cat.into()),
             tax_rate_bp: 1900,
             image: String::new(),
-            variants: vec![Variant { sku: Sku::parse(&name.replace(' ', "-")).expect("valid sku"), title: "Default".into(), price: Money::new(price, Currency::EUR), compare_at: None, barcode: None }],
+            variants: vec![Variant {
+                sku: Sku::parse(&name.replace(' ', "-")).expect("valid sku"),
+                title: "Default".into(),
+                price: Money::new(price, Currency::EUR),
+                compare_at: None,
+                barcode: None,
+            }],
             attributes: BTreeMap::new(),
         }
     }
 
     fn snapshot() -> CatalogSnapshot {
         let cats = vec![
-            Category { id: CategoryId("coffee".into()), name: "Coffee".into(), description: String::new(), position: 1 },
-            Category { id: CategoryId("tea".into()), name: "Tea".into(), description: String::new(), position: 2 },
+            Category {
+                id: CategoryId("coffee".into()),
+                name: "Coffee".into(),
+                description: String::new(),
+                position: 1,
+            },
+            Category {
+                id: CategoryId("tea".into()),
+                name: "Tea".into(),
+                description: String::new(),
+                position: 2,
+            },
         ];
         let mut products = Vec::new();
         for i in 0..25 {
-            products.push(product(&format!("Coffee Beans {i:02}"), "coffee", 1000 + i * 10));
+            products.push(product(
+                &format!("Coffee Beans {i:02}"),
+                "coffee",
+                1000 + i * 10,
+            ));
             products.push(product(&format!("Green Tea {i:02}"), "tea", 500 + i * 7));
         }
         CatalogSnapshot::new(1, cats, products)
@@ -345,11 +421,24 @@ mod tests {
     #[test]
     fn pages_cover_every_match_once() {
         let snap = snapshot();
-        for sort in [Sort::Relevance, Sort::NameAsc, Sort::PriceAsc, Sort::PriceDesc] {
+        for sort in [
+            Sort::Relevance,
+            Sort::NameAsc,
+            Sort::PriceAsc,
+            Sort::PriceDesc,
+        ] {
             let mut seen = Vec::new();
             let mut cursor = None;
             loop {
-                let page = snap.query(&CatalogQuery { text: None, category: Some(CategoryId("tea".into())), sort, cursor: cursor.clone(), limit: 7 }).expect("valid cursor");
+                let page = snap
+                    .query(&CatalogQuery {
+                        text: None,
+                        category: Some(CategoryId("tea".into())),
+                        sort,
+                        cursor: cursor.clone(),
+                        limit: 7,
+                    })
+                    .expect("valid cursor");
                 assert_eq!(page.total, 25);
                 seen.extend(page.items.iter().map(|p| p.id));
                 match page.next_cursor {
@@ -367,15 +456,53 @@ mod tests {
     #[test]
     fn price_sorts_and_search() {
         let snap = snapshot();
-        let page = snap.query(&CatalogQuery { sort: Sort::PriceDesc, limit: 3, ..Default::default() }).expect("ok");
-        let prices: Vec<i64> = page.items.iter().filter_map(|p| p.from_price()).map(|m| m.minor).collect();
+        let page = snap
+            .query(&CatalogQuery {
+                sort: Sort::PriceDesc,
+                limit: 3,
+                ..Default::default()
+            })
+            .expect("ok");
+        let prices: Vec<i64> = page
+            .items
+            .iter()
+            .filter_map(|p| p.from_price())
+            .map(|m| m.minor)
+            .collect();
         assert_eq!(prices, vec![1240, 1230, 1220]);
-        let page = snap.query(&CatalogQuery { text: Some("green te".into()), limit: 100, ..Default::default() }).expect("ok");
+        let page = snap
+            .query(&CatalogQuery {
+                text: Some("green te".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .expect("ok");
         assert_eq!(page.total, 25);
-        let page = snap.query(&CatalogQuery { text: Some("coffee".into()), limit: 100, ..Default::default() }).expect("ok");
-        assert_eq!(page.total, 25, "category name and product name both match coffee, description too");
-        let page = snap.query(&CatalogQuery { text: Some("nothing-like-it".into()), limit: 10, ..Default::default() }).expect("ok");
+        let page = snap
+            .query(&CatalogQuery {
+                text: Some("coffee".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .expect("ok");
+        assert_eq!(
+            page.total, 25,
+            "category name and product name both match coffee, description too"
+        );
+        let page = snap
+            .query(&CatalogQuery {
+                text: Some("nothing-like-it".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .expect("ok");
         assert_eq!(page.total, 0);
-        assert!(snap.query(&CatalogQuery { cursor: Some("zz".into()), limit: 10, ..Default::default() }).is_err());
+        assert!(snap
+            .query(&CatalogQuery {
+                cursor: Some("zz".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .is_err());
     }
 }

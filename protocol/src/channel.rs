@@ -37,8 +37,17 @@ mod tests {
 
     #[test]
     fn unknown_channels_read_as_unknown() {
-        assert_eq!(serde_json::from_str::<Channel>("\"pos\"").ok(), Some(Channel::Pos));
-        assert_eq!(serde_json::from_str::<Channel>("\"hologram\"").ok(), Some(Channel::Unknown));
-        assert_eq!(serde_json::to_string(&Channel::Mobile).ok().as_deref(), Some("\"mobile\""));
+        assert_eq!(
+            serde_json::from_str::<Channel>("\"pos\"").ok(),
+            Some(Channel::Pos)
+        );
+        assert_eq!(
+            serde_json::from_str::<Channel>("\"hologram\"").ok(),
+            Some(Channel::Unknown)
+        );
+        assert_eq!(
+            serde_json::to_string(&Channel::Mobile).ok().as_deref(),
+            Some("\"mobile\"")
+        );
     }
 }

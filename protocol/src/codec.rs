@@ -20,9 +20,16 @@ pub trait Stored: Serialize + DeserializeOwned {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     #[error("stored {kind} has schema version {found}, this build reads version {supported}; upgrade the hub or migrate the data")]
-    UnknownVersion { kind: &'static str, found: u16, supported: u16 },
+    UnknownVersion {
+        kind: &'static str,
+        found: u16,
+        supported: u16,
+    },
     #[error("expected a stored {expected}, found a stored {found}")]
-    WrongKind { expected: &'static str, found: String },
+    WrongKind {
+        expected: &'static str,
+        found: String,
+    },
     #[error("stored {kind} is malformed: {reason}")]
     Malformed { kind: &'static str, reason: String },
     #[error("cannot encode {kind}: {reason}")]
@@ -49,19 +56,36 @@ struct Body<T> {
 
 /// Encodes a value in its versioned envelope.
 pub fn encode<T: Stored>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let envelope = EnvelopeOut { v: T::VERSION, k: T::KIND, b: value };
-    rmp_serde::to_vec_named(&envelope).map_err(|e| CodecError::Encode { kind: T::KIND, reason: e.to_string() })
+    let envelope = EnvelopeOut {
+        v: T::VERSION,
+        k: T::KIND,
+        b: value,
+    };
+    rmp_serde::to_vec_named(&envelope).map_err(|e| CodecError::Encode {
+        kind: T::KIND,
+        reason: e.to_string(),
+    })
 }
 
 /// Decodes a value, checking its kind and version first.
 pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, CodecError> {
-    let malformed = |e: rmp_serde::decode::Error| CodecError::Malformed { kind: T::KIND, reason: e.to_string() };
+    let malformed = |e: rmp_serde::decode::Error| CodecError::Malformed {
+        kind: T::KIND,
+        reason: e.to_string(),
+    };
     let header: Header = rmp_serde::from_slice(bytes).map_err(malformed)?;
     if header.k != T::KIND {
-        return Err(CodecError::WrongKind { expected: T::KIND, found: header.k });
+        return Err(CodecError::WrongKind {
+            expected: T::KIND,
+            found: header.k,
+        });
     }
     if header.v != T::VERSION {
-        return Err(CodecError::UnknownVersion { kind: T::KIND, found: header.v, supported: T::VERSION });
+        return Err(CodecError::UnknownVersion {
+            kind: T::KIND,
+            found: header.v,
+            supported: T::VERSION,
+        });
     }
     let body: Body<T> = rmp_serde::from_slice(bytes).map_err(malformed)?;
     Ok(body.b)
@@ -116,27 +140,58 @@ mod tests {
 
     #[test]
     fn added_fields_read_both_ways() {
-        let old = encode(&V1 { name: "a".into(), count: 2 }).expect("encodes");
+        let old = encode(&V1 {
+            name: "a".into(),
+            count: 2,
+        })
+        .expect("encodes");
         let new: V1WithMore = decode(&old).expect("old bytes read by the new struct");
         assert_eq!(new.colour, None);
-        let newer = encode(&V1WithMore { name: "b".into(), count: 3, colour: Some("red".into()) }).expect("encodes");
-        assert_eq!(decode::<V1>(&newer), Ok(V1 { name: "b".into(), count: 3 }));
+        let newer = encode(&V1WithMore {
+            name: "b".into(),
+            count: 3,
+            colour: Some("red".into()),
+        })
+        .expect("encodes");
+        assert_eq!(
+            decode::<V1>(&newer),
+            Ok(V1 {
+                name: "b".into(),
+                count: 3
+            })
+        );
     }
 
     #[test]
     fn unknown_version_is_refused_not_misread() {
         let v2 = encode(&V2 { title: "x".into() }).expect("encodes");
         let err = decode::<V1>(&v2).expect_err("must refuse");
-        assert_eq!(err, CodecError::UnknownVersion { kind: "sample", found: 2, supported: 1 });
+        assert_eq!(
+            err,
+            CodecError::UnknownVersion {
+                kind: "sample",
+                found: 2,
+                supported: 1
+            }
+        );
         assert!(err.to_string().contains("version 2"));
     }
 
     #[test]
     fn wrong_kind_and_garbage_are_refused() {
         let other = encode(&Other { name: "x".into() }).expect("encodes");
-        assert!(matches!(decode::<V1>(&other), Err(CodecError::WrongKind { .. })));
-        assert!(matches!(decode::<V1>(&[0xc1, 0x00]), Err(CodecError::Malformed { .. })));
-        assert!(matches!(decode::<V1>(&[]), Err(CodecError::Malformed { .. })));
+        assert!(matches!(
+            decode::<V1>(&other),
+            Err(CodecError::WrongKind { .. })
+        ));
+        assert!(matches!(
+            decode::<V1>(&[0xc1, 0x00]),
+            Err(CodecError::Malformed { .. })
+        ));
+        assert!(matches!(
+            decode::<V1>(&[]),
+            Err(CodecError::Malformed { .. })
+        ));
     }
 
     proptest! {

@@ -79,7 +79,9 @@ mod tests {
         for good in ["a@b.co", "ada.lovelace@example.com"] {
             assert!(is_plausible_email(good), "{good}");
         }
-        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a b@c.de", "a@b.co.", "a@b@c.de"] {
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@.co", "a b@c.de", "a@b.co.", "a@b@c.de",
+        ] {
             assert!(!is_plausible_email(bad), "{bad}");
         }
         assert_eq!(normalize_email("  Ada@Example.COM "), "ada@example.com");

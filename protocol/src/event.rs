@@ -52,7 +52,14 @@ pub struct Event {
 impl Event {
     /// A new event now-ish: the caller passes the time.
     pub fn new(at: OffsetDateTime, subject: Subject, channel: Channel, kind: EventKind) -> Event {
-        Event { id: EventId::new(), at, subject, channel, kind, payload: BTreeMap::new() }
+        Event {
+            id: EventId::new(),
+            at,
+            subject,
+            channel,
+            kind,
+            payload: BTreeMap::new(),
+        }
     }
 
     /// Adds a payload entry.
@@ -75,10 +82,18 @@ mod tests {
     #[test]
     fn events_round_trip_and_tolerate_new_kinds() {
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
-        let e = Event::new(at, Subject::Customer(CustomerId::new()), Channel::Web, EventKind::Search)
-            .with("query", "coffee")
-            .with("results", 12);
+        let e = Event::new(
+            at,
+            Subject::Customer(CustomerId::new()),
+            Channel::Web,
+            EventKind::Search,
+        )
+        .with("query", "coffee")
+        .with("results", 12);
         assert_eq!(decode::<Event>(&encode(&e).expect("encodes")), Ok(e));
-        assert_eq!(serde_json::from_str::<EventKind>("\"hologram_wave\"").ok(), Some(EventKind::Unknown));
+        assert_eq!(
+            serde_json::from_str::<EventKind>("\"hologram_wave\"").ok(),
+            Some(EventKind::Unknown)
+        );
     }
 }

@@ -79,7 +79,9 @@ pub struct Sku(String);
 impl Sku {
     pub fn parse(text: &str) -> Result<Sku, SkuError> {
         let ok = (1..=64).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if ok {
             Ok(Sku(text.to_string()))
         } else {

@@ -20,7 +20,10 @@ pub mod pricing;
 pub mod stock;
 
 pub use basket::{Basket, BasketError, BasketLine, BasketOwner, MAX_LINE_QUANTITY};
-pub use catalog::{CatalogPage, CatalogQuery, CatalogSnapshot, Category, CategoryId, CursorError, Product, Sort, Variant};
+pub use catalog::{
+    CatalogPage, CatalogQuery, CatalogSnapshot, Category, CategoryId, CursorError, Product, Sort,
+    Variant,
+};
 pub use channel::Channel;
 pub use codec::{decode, encode, CodecError, Stored};
 pub use customer::{CustomerRecord, SessionRecord};

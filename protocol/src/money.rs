@@ -129,25 +129,39 @@ impl Money {
 
     pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let minor = self.minor.checked_add(other.minor).ok_or(MoneyError::Overflow)?;
+        let minor = self
+            .minor
+            .checked_add(other.minor)
+            .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(minor, self.currency))
     }
 
     pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let minor = self.minor.checked_sub(other.minor).ok_or(MoneyError::Overflow)?;
+        let minor = self
+            .minor
+            .checked_sub(other.minor)
+            .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(minor, self.currency))
     }
 
     /// The amount times a whole quantity.
     pub fn checked_mul(self, quantity: i64) -> Result<Money, MoneyError> {
-        let minor = self.minor.checked_mul(quantity).ok_or(MoneyError::Overflow)?;
+        let minor = self
+            .minor
+            .checked_mul(quantity)
+            .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(minor, self.currency))
     }
 
     /// Sums amounts of one currency; an empty sum is zero in `currency`.
-    pub fn sum<I: IntoIterator<Item = Money>>(currency: Currency, items: I) -> Result<Money, MoneyError> {
-        items.into_iter().try_fold(Money::zero(currency), Money::checked_add)
+    pub fn sum<I: IntoIterator<Item = Money>>(
+        currency: Currency,
+        items: I,
+    ) -> Result<Money, MoneyError> {
+        items
+            .into_iter()
+            .try_fold(Money::zero(currency), Money::checked_add)
     }
 
     /// Parses a decimal amount such as `"12.50"` in the currency's minor unit; more decimals
@@ -188,7 +202,12 @@ impl Money {
             return format!("{sign}{abs}");
         }
         let unit = 10u64.pow(exp);
-        format!("{sign}{}.{:0width$}", abs / unit, abs % unit, width = exp as usize)
+        format!(
+            "{sign}{}.{:0width$}",
+            abs / unit,
+            abs % unit,
+            width = exp as usize
+        )
     }
 }
 
@@ -217,14 +236,20 @@ mod tests {
         assert_eq!(Currency::USD.code(), "USD");
         assert_eq!(Currency::GBP.code(), "GBP");
         assert_eq!(Currency::JPY.code(), "JPY");
-        assert!(matches!(Currency::parse("XYZ"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(
+            Currency::parse("XYZ"),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
     }
 
     #[test]
     fn mixing_currencies_is_an_error() {
         let e = Money::new(100, Currency::EUR);
         let u = Money::new(100, Currency::USD);
-        assert_eq!(e.checked_add(u), Err(MoneyError::CurrencyMismatch(Currency::EUR, Currency::USD)));
+        assert_eq!(
+            e.checked_add(u),
+            Err(MoneyError::CurrencyMismatch(Currency::EUR, Currency::USD))
+        );
         assert!(e.checked_sub(u).is_err());
     }
 

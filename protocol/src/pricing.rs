@@ -18,7 +18,11 @@ use std::collections::BTreeMap;
 
 /// `numerator / denominator` rounded half away from zero. `denominator` must not be zero.
 pub fn round_div(numerator: i128, denominator: i128) -> i128 {
-    let (n, d) = if denominator < 0 { (-numerator, -denominator) } else { (numerator, denominator) };
+    let (n, d) = if denominator < 0 {
+        (-numerator, -denominator)
+    } else {
+        (numerator, denominator)
+    };
     let q = n / d;
     let r = n % d;
     if 2 * r.abs() >= d {
@@ -36,7 +40,11 @@ pub fn allocate(total: i64, weights: &[i64]) -> Vec<i64> {
     if weights.is_empty() {
         return parts;
     }
-    let sum: i128 = weights.iter().filter(|w| **w > 0).map(|w| i128::from(*w)).sum();
+    let sum: i128 = weights
+        .iter()
+        .filter(|w| **w > 0)
+        .map(|w| i128::from(*w))
+        .sum();
     if sum == 0 {
         parts[0] = total;
         return parts;
@@ -125,7 +133,11 @@ pub enum PricingError {
 
 /// Prices a basket from the current catalog: `lookup` gives the product for a SKU (or `None` if
 /// the SKU is no longer sold); `discount` is a basket-level discount (zero for none).
-pub fn price_basket<'a>(basket: &Basket, lookup: impl Fn(&Sku) -> Option<&'a Product>, discount: Money) -> Result<PricedBasket, PricingError> {
+pub fn price_basket<'a>(
+    basket: &Basket,
+    lookup: impl Fn(&Sku) -> Option<&'a Product>,
+    discount: Money,
+) -> Result<PricedBasket, PricingError> {
     let currency = basket.currency;
     let mut lines = Vec::with_capacity(basket.lines.len());
     let mut unavailable = Vec::new();
@@ -167,7 +179,11 @@ pub fn price_basket<'a>(basket: &Basket, lookup: impl Fn(&Sku) -> Option<&'a Pro
     }
     let taxes = by_rate
         .into_iter()
-        .map(|(rate_bp, gross)| TaxLine { rate_bp, gross: Money::new(gross, currency), tax: Money::new(included_tax(gross, rate_bp), currency) })
+        .map(|(rate_bp, gross)| TaxLine {
+            rate_bp,
+            gross: Money::new(gross, currency),
+            tax: Money::new(included_tax(gross, rate_bp), currency),
+        })
         .collect();
     Ok(PricedBasket {
         currency,
@@ -193,7 +209,19 @@ mod tests {
     #[test]
     fn rounding_table() {
         // (numerator, denominator, expected): half away from zero.
-        let cases = [(5, 2, 3), (-5, 2, -3), (4, 2, 2), (7, 3, 2), (8, 3, 3), (-8, 3, -3), (1, 2, 1), (-1, 2, -1), (1, 3, 0), (0, 5, 0), (5, -2, -3)];
+        let cases = [
+            (5, 2, 3),
+            (-5, 2, -3),
+            (4, 2, 2),
+            (7, 3, 2),
+            (8, 3, 3),
+            (-8, 3, -3),
+            (1, 2, 1),
+            (-1, 2, -1),
+            (1, 3, 0),
+            (0, 5, 0),
+            (5, -2, -3),
+        ];
         for (n, d, want) in cases {
             assert_eq!(round_div(n, d), want, "{n}/{d}");
         }
@@ -202,7 +230,14 @@ mod tests {
     #[test]
     fn tax_table() {
         // (gross, rate_bp, tax): 19 % of 119.00 inclusive is 19.00; 7 % of 1.07 is 0.07.
-        let cases = [(11900, 1900, 1900), (107, 700, 7), (100, 1900, 16), (0, 1900, 0), (999, 2000, 167), (-11900, 1900, -1900)];
+        let cases = [
+            (11900, 1900, 1900),
+            (107, 700, 7),
+            (100, 1900, 16),
+            (0, 1900, 0),
+            (999, 2000, 167),
+            (-11900, 1900, -1900),
+        ];
         for (gross, rate, tax) in cases {
             assert_eq!(included_tax(gross, rate), tax, "{gross} at {rate}");
         }
@@ -227,7 +262,13 @@ mod tests {
             category: CategoryId("c".into()),
             tax_rate_bp: rate,
             image: String::new(),
-            variants: vec![Variant { sku: Sku::parse(sku).expect("valid sku"), title: "Default".into(), price: Money::new(price, Currency::EUR), compare_at: None, barcode: None }],
+            variants: vec![Variant {
+                sku: Sku::parse(sku).expect("valid sku"),
+                title: "Default".into(),
+                price: Money::new(price, Currency::EUR),
+                compare_at: None,
+                barcode: None,
+            }],
             attributes: Default::default(),
         }
     }
@@ -235,12 +276,21 @@ mod tests {
     #[test]
     fn tax_is_per_rate_on_summed_lines() {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
-        let products = [product("A", 105, 700), product("B", 105, 700), product("C", 1190, 1900)];
+        let products = [
+            product("A", 105, 700),
+            product("B", 105, 700),
+            product("C", 1190, 1900),
+        ];
         let mut b = Basket::new(BasketId::new(), BasketOwner::Anonymous, Currency::EUR, now);
         for p in &products {
             b.add(p.variants[0].sku.clone(), 1, 10, now).expect("adds");
         }
-        let priced = price_basket(&b, |s| products.iter().find(|p| p.variant(s).is_some()), Money::zero(Currency::EUR)).expect("prices");
+        let priced = price_basket(
+            &b,
+            |s| products.iter().find(|p| p.variant(s).is_some()),
+            Money::zero(Currency::EUR),
+        )
+        .expect("prices");
         // Per line 105 at 7 % would be 6.87 → 7 each (14); on the sum 210 it is 13.74 → 14.
         assert_eq!(priced.taxes[0].tax.minor, included_tax(210, 700));
         assert_eq!(priced.taxes[1].tax.minor, 190);

@@ -45,7 +45,9 @@ pub fn start_hub(data: &Path, extra_env: &[(&str, &str)]) -> HubProcess {
             }
         }
     });
-    let base = rx.recv_timeout(Duration::from_secs(120)).expect("the hub reports its address");
+    let base = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the hub reports its address");
     let hub = HubProcess { child, base };
     wait_ready(&hub.base);
     hub
@@ -55,7 +57,11 @@ fn wait_ready(base: &str) {
     let client = reqwest::blocking::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if client.get(format!("{base}/readyz")).send().is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -33,16 +33,23 @@ pub fn parse_sku(text: &str) -> Result<Sku, ApiError> {
 }
 
 /// `GET /basket`: the shopper's current basket, or 404 if they have none yet.
-pub async fn current(state: web::Data<ChannelState>, ctx: RequestContext) -> Result<HttpResponse, ApiError> {
+pub async fn current(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, ApiError> {
     match state.backend.current_basket(&ctx.shopper).await? {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
         None => Err(ApiError::not_found("basket")),
     }
 }
 
-/// `POST /baskets`: a signed-in customer gets their one basket (200 if it existed, 201 if new);
-/// an anonymous shopper gets a new basket and its token (in the body and as a cookie).
-pub async fn create(state: web::Data<ChannelState>, ctx: RequestContext) -> Result<HttpResponse, ApiError> {
+/// `POST /baskets`: a signed-in customer gets their one basket (201, whether it was just made or
+/// not: there is only ever one); an anonymous shopper who already holds a basket token gets that
+/// basket (200), anyone else a new basket and its token (201, in the body and as a cookie).
+pub async fn create(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, ApiError> {
     if ctx.shopper.customer.is_none() {
         if let Some(existing) = state.backend.current_basket(&ctx.shopper).await? {
             return Ok(HttpResponse::Ok().json(existing));
@@ -53,7 +60,13 @@ pub async fn create(state: web::Data<ChannelState>, ctx: RequestContext) -> Resu
     match created.token {
         Some(token) => {
             res.cookie(state.cookie(BASKET_COOKIE, token.clone(), 30));
-            let mut body = serde_json::to_value(&created.basket).map_err(|_| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))?;
+            let mut body = serde_json::to_value(&created.basket).map_err(|_| {
+                ApiError::new(
+                    actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            })?;
             if let Some(obj) = body.as_object_mut() {
                 obj.insert("token".into(), serde_json::Value::String(token));
             }
@@ -63,32 +76,80 @@ pub async fn create(state: web::Data<ChannelState>, ctx: RequestContext) -> Resu
     }
 }
 
-pub async fn read(state: web::Data<ChannelState>, ctx: RequestContext, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn read(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_basket_id(&id)?;
     Ok(HttpResponse::Ok().json(state.backend.basket(&ctx.shopper, id).await?))
 }
 
-async fn change(state: &ChannelState, ctx: &RequestContext, id: &str, command: BasketCommand) -> Result<HttpResponse, ApiError> {
+async fn change(
+    state: &ChannelState,
+    ctx: &RequestContext,
+    id: &str,
+    command: BasketCommand,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_basket_id(id)?;
-    let view = state.backend.change_basket(&ctx.shopper, id, command, ctx.channel).await?;
+    let view = state
+        .backend
+        .change_basket(&ctx.shopper, id, command, ctx.channel)
+        .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
-pub async fn add_line(state: web::Data<ChannelState>, ctx: RequestContext, id: web::Path<String>, body: web::Json<AddLine>) -> Result<HttpResponse, ApiError> {
+pub async fn add_line(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    id: web::Path<String>,
+    body: web::Json<AddLine>,
+) -> Result<HttpResponse, ApiError> {
     let sku = parse_sku(&body.sku)?;
-    change(&state, &ctx, &id, BasketCommand::Add { sku, quantity: body.quantity }).await
+    change(
+        &state,
+        &ctx,
+        &id,
+        BasketCommand::Add {
+            sku,
+            quantity: body.quantity,
+        },
+    )
+    .await
 }
 
-pub async fn set_quantity(state: web::Data<ChannelState>, ctx: RequestContext, path: web::Path<(String, String)>, body: web::Json<SetQuantity>) -> Result<HttpResponse, ApiError> {
+pub async fn set_quantity(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    path: web::Path<(String, String)>,
+    body: web::Json<SetQuantity>,
+) -> Result<HttpResponse, ApiError> {
     let sku = parse_sku(&path.1)?;
-    change(&state, &ctx, &path.0, BasketCommand::SetQuantity { sku, quantity: body.quantity }).await
+    change(
+        &state,
+        &ctx,
+        &path.0,
+        BasketCommand::SetQuantity {
+            sku,
+            quantity: body.quantity,
+        },
+    )
+    .await
 }
 
-pub async fn remove_line(state: web::Data<ChannelState>, ctx: RequestContext, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn remove_line(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let sku = parse_sku(&path.1)?;
     change(&state, &ctx, &path.0, BasketCommand::Remove { sku }).await
 }
 
-pub async fn clear(state: web::Data<ChannelState>, ctx: RequestContext, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn clear(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     change(&state, &ctx, &id, BasketCommand::Clear).await
 }

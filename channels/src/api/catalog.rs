@@ -37,7 +37,15 @@ pub struct ProductSummary<'a> {
 
 impl<'a> From<&'a Product> for ProductSummary<'a> {
     fn from(p: &'a Product) -> Self {
-        ProductSummary { id: p.id.to_string(), slug: &p.slug, name: &p.name, brand: &p.brand, category: &p.category, image: &p.image, from_price: p.from_price() }
+        ProductSummary {
+            id: p.id.to_string(),
+            slug: &p.slug,
+            name: &p.name,
+            brand: &p.brand,
+            category: &p.category,
+            image: &p.image,
+            from_price: p.from_price(),
+        }
     }
 }
 
@@ -54,42 +62,95 @@ pub async fn categories(state: web::Data<ChannelState>) -> HttpResponse {
     struct Body<'a> {
         items: &'a [Category],
     }
-    HttpResponse::Ok().json(Body { items: catalog.categories() })
+    HttpResponse::Ok().json(Body {
+        items: catalog.categories(),
+    })
 }
 
 /// Parses listing parameters into a catalog query; bad values are a 400 that says what to fix.
-pub fn parse_query(params: &ListParams, known_category: impl Fn(&CategoryId) -> bool) -> Result<CatalogQuery, ApiError> {
+pub fn parse_query(
+    params: &ListParams,
+    known_category: impl Fn(&CategoryId) -> bool,
+) -> Result<CatalogQuery, ApiError> {
     let sort = match params.sort.as_deref() {
         None => Sort::default(),
-        Some(s) => Sort::parse(s).ok_or_else(|| ApiError::bad_request("bad_sort", format!("unknown sort '{s}': use relevance, name_asc, price_asc or price_desc")))?,
+        Some(s) => Sort::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_sort",
+                format!("unknown sort '{s}': use relevance, name_asc, price_asc or price_desc"),
+            )
+        })?,
     };
     let limit = params.limit.unwrap_or(24);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request("bad_limit", "limit must be between 1 and 100"));
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            "limit must be between 1 and 100",
+        ));
     }
-    let category = params.category.as_ref().filter(|c| !c.is_empty()).map(|c| CategoryId(c.clone()));
+    let category = params
+        .category
+        .as_ref()
+        .filter(|c| !c.is_empty())
+        .map(|c| CategoryId(c.clone()));
     if let Some(c) = &category {
         if !known_category(c) {
             return Err(ApiError::not_found(&format!("category '{c}'")));
         }
     }
-    let text = params.q.as_ref().map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
+    let text = params
+        .q
+        .as_ref()
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty());
     if text.as_ref().is_some_and(|q| q.len() > 200) {
-        return Err(ApiError::bad_request("query_too_long", "a search query is at most 200 characters"));
+        return Err(ApiError::bad_request(
+            "query_too_long",
+            "a search query is at most 200 characters",
+        ));
     }
-    Ok(CatalogQuery { text, category, sort, cursor: params.cursor.clone(), limit })
+    Ok(CatalogQuery {
+        text,
+        category,
+        sort,
+        cursor: params.cursor.clone(),
+        limit,
+    })
 }
 
-pub async fn list(state: web::Data<ChannelState>, ctx: RequestContext, params: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
     let catalog = state.backend.catalog();
     let query = parse_query(&params, |c| catalog.category(c).is_some())?;
-    let page = catalog.query(&query).map_err(|e| ApiError::bad_request("bad_cursor", e.to_string()))?;
+    let page = catalog
+        .query(&query)
+        .map_err(|e| ApiError::bad_request("bad_cursor", e.to_string()))?;
     if let Some(text) = &query.text {
         if query.cursor.is_none() {
-            state.backend.record(Event::new(OffsetDateTime::now_utc(), ctx.subject(), ctx.channel, EventKind::Search).with("query", text).with("results", page.total));
+            state.backend.record(
+                Event::new(
+                    OffsetDateTime::now_utc(),
+                    ctx.subject(),
+                    ctx.channel,
+                    EventKind::Search,
+                )
+                .with("query", text)
+                .with("results", page.total),
+            );
         }
     }
-    Ok(HttpResponse::Ok().json(ListBody { items: page.items.iter().map(|p| ProductSummary::from(*p)).collect(), total: page.total, next_cursor: page.next_cursor }))
+    Ok(HttpResponse::Ok().json(ListBody {
+        items: page
+            .items
+            .iter()
+            .map(|p| ProductSummary::from(*p))
+            .collect(),
+        total: page.total,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Serialize)]
@@ -116,7 +177,11 @@ struct DetailBody<'a> {
 }
 
 /// Product detail by slug or by product id.
-pub async fn detail(state: web::Data<ChannelState>, ctx: RequestContext, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn detail(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let catalog = state.backend.catalog();
     let product = catalog
         .product_by_slug(&slug)
@@ -124,12 +189,26 @@ pub async fn detail(state: web::Data<ChannelState>, ctx: RequestContext, slug: w
         .ok_or_else(|| ApiError::not_found(&format!("product '{}'", slug.as_str())))?;
     let skus: Vec<protocol::Sku> = product.variants.iter().map(|v| v.sku.clone()).collect();
     let availability = state.backend.availability(&skus).await?;
-    state.backend.record(Event::new(OffsetDateTime::now_utc(), ctx.subject(), ctx.channel, EventKind::ProductView).with("slug", &product.slug));
+    state.backend.record(
+        Event::new(
+            OffsetDateTime::now_utc(),
+            ctx.subject(),
+            ctx.channel,
+            EventKind::ProductView,
+        )
+        .with("slug", &product.slug),
+    );
     let variants = product
         .variants
         .iter()
         .zip(availability)
-        .map(|(v, a)| VariantBody { sku: &v.sku, title: &v.title, price: v.price, compare_at: v.compare_at, available: a.available })
+        .map(|(v, a)| VariantBody {
+            sku: &v.sku,
+            title: &v.title,
+            price: v.price,
+            compare_at: v.compare_at,
+            available: a.available,
+        })
         .collect();
     Ok(HttpResponse::Ok().json(DetailBody {
         id: product.id.to_string(),

@@ -34,32 +34,82 @@ struct SessionBody<'a> {
 /// Answers a sign-in: the token in the body (apps) and as an HttpOnly cookie (browsers); the
 /// anonymous basket cookie goes, since its basket was merged.
 fn signed_in(state: &ChannelState, mut res: HttpResponseBuilder, s: &SignedIn) -> HttpResponse {
-    res.cookie(state.cookie(SESSION_COOKIE, s.session_token.clone(), state.settings.session_days));
+    res.cookie(state.cookie(
+        SESSION_COOKIE,
+        s.session_token.clone(),
+        state.settings.session_days,
+    ));
     res.cookie(state.removal(BASKET_COOKIE));
     res.insert_header(("cache-control", "no-store"));
-    res.json(SessionBody { session_token: &s.session_token, customer: &s.customer, basket: &s.basket })
+    res.json(SessionBody {
+        session_token: &s.session_token,
+        customer: &s.customer,
+        basket: &s.basket,
+    })
 }
 
-pub async fn register(state: web::Data<ChannelState>, ctx: RequestContext, body: web::Json<RegisterBody>) -> Result<HttpResponse, ApiError> {
+pub async fn register(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    body: web::Json<RegisterBody>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    state.limiter.check(&body.email, ctx.client).map_err(ApiError::too_many)?;
-    let s = state.backend.register(Registration { email: body.email, name: body.name, password: body.password }, &ctx.shopper, ctx.channel).await?;
+    state
+        .limiter
+        .check(&body.email, ctx.client)
+        .map_err(ApiError::too_many)?;
+    let s = state
+        .backend
+        .register(
+            Registration {
+                email: body.email,
+                name: body.name,
+                password: body.password,
+            },
+            &ctx.shopper,
+            ctx.channel,
+        )
+        .await?;
     Ok(signed_in(&state, HttpResponse::Created(), &s))
 }
 
-pub async fn sign_in(state: web::Data<ChannelState>, ctx: RequestContext, body: web::Json<SignInBody>) -> Result<HttpResponse, ApiError> {
-    state.limiter.check(&body.email, ctx.client).map_err(ApiError::too_many)?;
-    let s = state.backend.sign_in(&body.email, &body.password, &ctx.shopper, ctx.channel).await?;
+pub async fn sign_in(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    body: web::Json<SignInBody>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .limiter
+        .check(&body.email, ctx.client)
+        .map_err(ApiError::too_many)?;
+    let s = state
+        .backend
+        .sign_in(&body.email, &body.password, &ctx.shopper, ctx.channel)
+        .await?;
     Ok(signed_in(&state, HttpResponse::Ok(), &s))
 }
 
-pub async fn sign_out(state: web::Data<ChannelState>, ctx: RequestContext) -> Result<HttpResponse, ApiError> {
-    let token = ctx.session_token.as_deref().ok_or_else(ApiError::unauthorized)?;
-    state.backend.sign_out(token, &ctx.shopper, ctx.channel).await;
-    Ok(HttpResponse::NoContent().cookie(state.removal(SESSION_COOKIE)).finish())
+pub async fn sign_out(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, ApiError> {
+    let token = ctx
+        .session_token
+        .as_deref()
+        .ok_or_else(ApiError::unauthorized)?;
+    state
+        .backend
+        .sign_out(token, &ctx.shopper, ctx.channel)
+        .await;
+    Ok(HttpResponse::NoContent()
+        .cookie(state.removal(SESSION_COOKIE))
+        .finish())
 }
 
-pub async fn me(state: web::Data<ChannelState>, ctx: RequestContext) -> Result<HttpResponse, ApiError> {
+pub async fn me(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, ApiError> {
     let id = ctx.customer()?;
     Ok(HttpResponse::Ok().json(state.backend.customer(id).await?))
 }
@@ -71,15 +121,24 @@ pub struct EventsParams {
     pub limit: Option<usize>,
 }
 
-pub async fn events(state: web::Data<ChannelState>, ctx: RequestContext, params: web::Query<EventsParams>) -> Result<HttpResponse, ApiError> {
+pub async fn events(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    params: web::Query<EventsParams>,
+) -> Result<HttpResponse, ApiError> {
     let id = ctx.customer()?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("bad_limit", "limit must be between 1 and 500"));
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            "limit must be between 1 and 500",
+        ));
     }
     #[derive(Serialize)]
     struct Body {
         items: Vec<protocol::Event>,
     }
-    Ok(HttpResponse::Ok().json(Body { items: state.backend.timeline(id, limit).await? }))
+    Ok(HttpResponse::Ok().json(Body {
+        items: state.backend.timeline(id, limit).await?,
+    }))
 }

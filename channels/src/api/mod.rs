@@ -22,9 +22,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/baskets/{id}", web::get().to(baskets::read))
             .route("/baskets/{id}/lines", web::post().to(baskets::add_line))
             .route("/baskets/{id}/lines", web::delete().to(baskets::clear))
-            .route("/baskets/{id}/lines/{sku}", web::patch().to(baskets::set_quantity))
-            .route("/baskets/{id}/lines/{sku}", web::delete().to(baskets::remove_line))
-            .route("/baskets/{id}/live", web::get().to(crate::live::basket_socket))
+            .route(
+                "/baskets/{id}/lines/{sku}",
+                web::patch().to(baskets::set_quantity),
+            )
+            .route(
+                "/baskets/{id}/lines/{sku}",
+                web::delete().to(baskets::remove_line),
+            )
+            .route(
+                "/baskets/{id}/live",
+                web::get().to(crate::live::basket_socket),
+            )
             .route("/customers", web::post().to(customers::register))
             .route("/customers/me", web::get().to(customers::me))
             .route("/customers/me/events", web::get().to(customers::events))

@@ -7,7 +7,10 @@ use super::{idle_expired, Deps};
 use crate::storage::{Change, StorageError, UnitOfWork};
 use actix::prelude::*;
 use channels::{BasketCommand, BasketView};
-use protocol::{Basket, BasketError, BasketLine, BasketOwner, Channel, CustomerId, Event, EventKind, LocationId, Money, Subject};
+use protocol::{
+    Basket, BasketError, BasketLine, BasketOwner, Channel, CustomerId, Event, EventKind,
+    LocationId, Money, Subject,
+};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
@@ -99,7 +102,13 @@ impl BasketActor {
     pub fn new(basket: Basket, deps: Deps, directory: Addr<Directory>) -> BasketActor {
         let (watchers, _) = broadcast::channel(64);
         let last_active = deps.clock.now();
-        BasketActor { basket, deps, directory, watchers, last_active }
+        BasketActor {
+            basket,
+            deps,
+            directory,
+            watchers,
+            last_active,
+        }
     }
 
     /// The basket priced from the current catalog.
@@ -141,7 +150,12 @@ pub fn view_of(basket: &Basket, deps: &Deps) -> BasketView {
         BasketOwner::Customer(_) => "customer",
         BasketOwner::Anonymous => "anonymous",
     };
-    BasketView { id: basket.id, version: basket.version, owner, priced }
+    BasketView {
+        id: basket.id,
+        version: basket.version,
+        owner,
+        priced,
+    }
 }
 
 impl Actor for BasketActor {
@@ -150,10 +164,15 @@ impl Actor for BasketActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let lifecycle = self.deps.lifecycle;
         ctx.run_interval(lifecycle.check_every, move |act, ctx| {
-            let idle = idle_expired(act.deps.clock.as_ref(), act.last_active, lifecycle.passivate_after);
+            let idle = idle_expired(
+                act.deps.clock.as_ref(),
+                act.last_active,
+                lifecycle.passivate_after,
+            );
             if idle && act.watchers.receiver_count() == 0 {
                 // Every change is already durable when acknowledged: nothing left to flush.
-                act.directory.do_send(Deregister::Basket(act.basket.id, ctx.address()));
+                act.directory
+                    .do_send(Deregister::Basket(act.basket.id, ctx.address()));
                 ctx.stop();
             }
         });
@@ -184,10 +203,20 @@ impl Handler<Watch> for BasketActor {
     }
 }
 
-fn event_for(command: &BasketCommand, basket: &Basket, channel: Channel, subject: Subject, at: OffsetDateTime) -> Event {
+fn event_for(
+    command: &BasketCommand,
+    basket: &Basket,
+    channel: Channel,
+    subject: Subject,
+    at: OffsetDateTime,
+) -> Event {
     let (kind, sku, quantity) = match command {
-        BasketCommand::Add { sku, quantity } => (EventKind::BasketLineAdded, Some(sku), Some(*quantity)),
-        BasketCommand::SetQuantity { sku, quantity } => (EventKind::BasketLineChanged, Some(sku), Some(*quantity)),
+        BasketCommand::Add { sku, quantity } => {
+            (EventKind::BasketLineAdded, Some(sku), Some(*quantity))
+        }
+        BasketCommand::SetQuantity { sku, quantity } => {
+            (EventKind::BasketLineChanged, Some(sku), Some(*quantity))
+        }
         BasketCommand::Remove { sku } => (EventKind::BasketLineRemoved, Some(sku), None),
         BasketCommand::Clear => (EventKind::BasketCleared, None, None),
     };
@@ -202,12 +231,22 @@ fn event_for(command: &BasketCommand, basket: &Basket, channel: Channel, subject
 }
 
 /// Checks and applies a command to a copy of the basket, then commits it.
-async fn apply(deps: Deps, mut basket: Basket, command: BasketCommand) -> Result<Basket, BasketFailure> {
+async fn apply(
+    deps: Deps,
+    mut basket: Basket,
+    command: BasketCommand,
+) -> Result<Basket, BasketFailure> {
     let now = deps.clock.now();
     let available = |sku: &protocol::Sku| {
         let inventory = deps.inventory.clone();
         let sku = sku.clone();
-        async move { inventory.available(&LocationId::online(), &[sku]).await.map_err(|_| BasketFailure::Inventory).map(|v| v.first().copied().unwrap_or(0)) }
+        async move {
+            inventory
+                .available(&LocationId::online(), &[sku])
+                .await
+                .map_err(|_| BasketFailure::Inventory)
+                .map(|v| v.first().copied().unwrap_or(0))
+        }
     };
     if let BasketCommand::Add { sku, .. } = &command {
         if deps.catalog.load().product_by_sku(sku).is_none() {
@@ -224,7 +263,9 @@ async fn apply(deps: Deps, mut basket: Basket, command: BasketCommand) -> Result
         BasketCommand::Remove { sku } => basket.remove(sku, now)?,
         BasketCommand::Clear => basket.clear(now)?,
     }
-    deps.storage.commit(UnitOfWork::new().with(Change::PutBasket(basket.clone()))).await?;
+    deps.storage
+        .commit(UnitOfWork::new().with(Change::PutBasket(basket.clone())))
+        .await?;
     Ok(basket)
 }
 
@@ -238,13 +279,26 @@ impl Handler<ApplyCommand> for BasketActor {
         }
         let deps = self.deps.clone();
         let current = self.basket.clone();
-        let ApplyCommand { command, channel, subject, .. } = msg;
-        AtomicResponse::new(Box::pin(async move { apply(deps, current, command.clone()).await.map(|b| (b, command)) }.into_actor(self).map(move |res, act, _| {
-            let (next, command) = res?;
-            let event = event_for(&command, &next, channel, subject, act.deps.clock.now());
-            act.deps.recorder.do_send(super::recorder::Record(event));
-            Ok(act.adopt(next))
-        })))
+        let ApplyCommand {
+            command,
+            channel,
+            subject,
+            ..
+        } = msg;
+        AtomicResponse::new(Box::pin(
+            async move {
+                apply(deps, current, command.clone())
+                    .await
+                    .map(|b| (b, command))
+            }
+            .into_actor(self)
+            .map(move |res, act, _| {
+                let (next, command) = res?;
+                let event = event_for(&command, &next, channel, subject, act.deps.clock.now());
+                act.deps.recorder.do_send(super::recorder::Record(event));
+                Ok(act.adopt(next))
+            }),
+        ))
     }
 }
 
@@ -258,10 +312,20 @@ impl Handler<Absorb> for BasketActor {
         AtomicResponse::new(Box::pin(
             async move {
                 let skus: Vec<protocol::Sku> = msg.lines.iter().map(|l| l.sku.clone()).collect();
-                let stock = deps.inventory.available(&LocationId::online(), &skus).await.map_err(|_| BasketFailure::Inventory)?;
+                let stock = deps
+                    .inventory
+                    .available(&LocationId::online(), &skus)
+                    .await
+                    .map_err(|_| BasketFailure::Inventory)?;
                 let now = deps.clock.now();
-                next.absorb(&msg.lines, |sku| skus.iter().position(|s| s == sku).map_or(0, |i| stock[i]), now)?;
-                let unit = UnitOfWork::new().with(Change::PutBasket(next.clone())).with(Change::PutBasket(msg.closed_source));
+                next.absorb(
+                    &msg.lines,
+                    |sku| skus.iter().position(|s| s == sku).map_or(0, |i| stock[i]),
+                    now,
+                )?;
+                let unit = UnitOfWork::new()
+                    .with(Change::PutBasket(next.clone()))
+                    .with(Change::PutBasket(msg.closed_source));
                 deps.storage.commit(unit).await?;
                 Ok(next)
             }
@@ -283,19 +347,36 @@ impl Handler<MergeInto> for BasketActor {
         let lines = self.basket.lines.clone();
         let mut closed = self.basket.clone();
         closed.mark_merged(msg.into_id, now);
-        let MergeInto { into, channel, subject, .. } = msg;
+        let MergeInto {
+            into,
+            channel,
+            subject,
+            ..
+        } = msg;
         AtomicResponse::new(Box::pin(
             async move {
-                let view = into.send(Absorb { lines, closed_source: closed.clone() }).await.map_err(|_| BasketFailure::Storage(StorageError::Closed))??;
+                let view = into
+                    .send(Absorb {
+                        lines,
+                        closed_source: closed.clone(),
+                    })
+                    .await
+                    .map_err(|_| BasketFailure::Storage(StorageError::Closed))??;
                 Ok((view, closed))
             }
             .into_actor(self)
-            .map(move |res: Result<(BasketView, Basket), BasketFailure>, act, _| {
-                let (view, closed) = res?;
-                act.adopt(closed);
-                act.deps.recorder.do_send(super::recorder::Record(Event::new(now, subject, channel, EventKind::BasketMerged).with("into", view.id).with("from", act.basket.id)));
-                Ok(view)
-            }),
+            .map(
+                move |res: Result<(BasketView, Basket), BasketFailure>, act, _| {
+                    let (view, closed) = res?;
+                    act.adopt(closed);
+                    act.deps.recorder.do_send(super::recorder::Record(
+                        Event::new(now, subject, channel, EventKind::BasketMerged)
+                            .with("into", view.id)
+                            .with("from", act.basket.id),
+                    ));
+                    Ok(view)
+                },
+            ),
         ))
     }
 }

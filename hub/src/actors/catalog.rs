@@ -24,10 +24,18 @@ pub struct Upsert {
 
 impl CatalogActor {
     /// Loads the stored catalog into a first snapshot and starts the actor.
-    pub async fn start(storage: Arc<dyn Storage>) -> Result<(Addr<CatalogActor>, Arc<ArcSwap<CatalogSnapshot>>), StorageError> {
+    pub async fn start(
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Addr<CatalogActor>, Arc<ArcSwap<CatalogSnapshot>>), StorageError> {
         let (categories, products) = storage.catalog().await?;
-        let snapshot = Arc::new(ArcSwap::from_pointee(CatalogSnapshot::new(1, categories, products)));
-        let addr = CatalogActor { storage, snapshot: snapshot.clone() }.start();
+        let snapshot = Arc::new(ArcSwap::from_pointee(CatalogSnapshot::new(
+            1, categories, products,
+        )));
+        let addr = CatalogActor {
+            storage,
+            snapshot: snapshot.clone(),
+        }
+        .start();
         Ok((addr, snapshot))
     }
 }
@@ -42,20 +50,40 @@ impl Handler<Upsert> for CatalogActor {
     fn handle(&mut self, msg: Upsert, _ctx: &mut Context<Self>) -> Self::Result {
         let storage = self.storage.clone();
         let mut unit = UnitOfWork::new();
-        unit.changes.extend(msg.categories.iter().cloned().map(Change::PutCategory));
-        unit.changes.extend(msg.products.iter().cloned().map(Change::PutProduct));
-        AtomicResponse::new(Box::pin(async move { storage.commit(unit).await }.into_actor(self).map(move |res, act, _| {
-            res?;
-            let current = act.snapshot.load();
-            let new_categories: HashSet<&protocol::CategoryId> = msg.categories.iter().map(|c| &c.id).collect();
-            let new_products: HashSet<protocol::ProductId> = msg.products.iter().map(|p| p.id).collect();
-            let mut categories: Vec<Category> = current.categories().iter().filter(|c| !new_categories.contains(&c.id)).cloned().collect();
-            categories.extend(msg.categories);
-            let mut products: Vec<Product> = current.products().iter().filter(|p| !new_products.contains(&p.id)).cloned().collect();
-            products.extend(msg.products);
-            let version = current.version + 1;
-            act.snapshot.store(Arc::new(CatalogSnapshot::new(version, categories, products)));
-            Ok(version)
-        })))
+        unit.changes
+            .extend(msg.categories.iter().cloned().map(Change::PutCategory));
+        unit.changes
+            .extend(msg.products.iter().cloned().map(Change::PutProduct));
+        AtomicResponse::new(Box::pin(
+            async move { storage.commit(unit).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    let current = act.snapshot.load();
+                    let new_categories: HashSet<&protocol::CategoryId> =
+                        msg.categories.iter().map(|c| &c.id).collect();
+                    let new_products: HashSet<protocol::ProductId> =
+                        msg.products.iter().map(|p| p.id).collect();
+                    let mut categories: Vec<Category> = current
+                        .categories()
+                        .iter()
+                        .filter(|c| !new_categories.contains(&c.id))
+                        .cloned()
+                        .collect();
+                    categories.extend(msg.categories);
+                    let mut products: Vec<Product> = current
+                        .products()
+                        .iter()
+                        .filter(|p| !new_products.contains(&p.id))
+                        .cloned()
+                        .collect();
+                    products.extend(msg.products);
+                    let version = current.version + 1;
+                    act.snapshot.store(Arc::new(CatalogSnapshot::new(
+                        version, categories, products,
+                    )));
+                    Ok(version)
+                }),
+        ))
     }
 }

@@ -30,7 +30,12 @@ pub struct EnsureBasket;
 impl CustomerActor {
     pub fn new(customer: CustomerRecord, deps: Deps, directory: Addr<Directory>) -> CustomerActor {
         let last_active = deps.clock.now();
-        CustomerActor { customer, deps, directory, last_active }
+        CustomerActor {
+            customer,
+            deps,
+            directory,
+            last_active,
+        }
     }
 }
 
@@ -40,8 +45,13 @@ impl Actor for CustomerActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let lifecycle = self.deps.lifecycle;
         ctx.run_interval(lifecycle.check_every, move |act, ctx| {
-            if idle_expired(act.deps.clock.as_ref(), act.last_active, lifecycle.passivate_after) {
-                act.directory.do_send(Deregister::Customer(act.customer.id, ctx.address()));
+            if idle_expired(
+                act.deps.clock.as_ref(),
+                act.last_active,
+                lifecycle.passivate_after,
+            ) {
+                act.directory
+                    .do_send(Deregister::Customer(act.customer.id, ctx.address()));
                 ctx.stop();
             }
         });
@@ -66,15 +76,26 @@ impl Handler<EnsureBasket> for CustomerActor {
         if let Some(id) = self.customer.basket {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Ok((id, None)))));
         }
-        let basket = Basket::new(BasketId::new(), BasketOwner::Customer(self.customer.id), Currency::EUR, now);
+        let basket = Basket::new(
+            BasketId::new(),
+            BasketOwner::Customer(self.customer.id),
+            Currency::EUR,
+            now,
+        );
         let mut customer = self.customer.clone();
         customer.basket = Some(basket.id);
         let storage = self.deps.storage.clone();
-        let unit = UnitOfWork::new().with(Change::PutBasket(basket.clone())).with(Change::PutCustomer(customer.clone()));
-        AtomicResponse::new(Box::pin(async move { storage.commit(unit).await }.into_actor(self).map(move |res, act, _| {
-            res?;
-            act.customer = customer;
-            Ok((basket.id, Some(basket)))
-        })))
+        let unit = UnitOfWork::new()
+            .with(Change::PutBasket(basket.clone()))
+            .with(Change::PutCustomer(customer.clone()));
+        AtomicResponse::new(Box::pin(
+            async move { storage.commit(unit).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    act.customer = customer;
+                    Ok((basket.id, Some(basket)))
+                }),
+        ))
     }
 }

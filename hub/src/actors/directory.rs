@@ -62,7 +62,15 @@ pub struct DirectoryStats {
 
 impl Directory {
     pub fn new(deps: Deps, arbiters: Vec<ArbiterHandle>) -> Directory {
-        Directory { deps, arbiters, next: 0, baskets: HashMap::new(), customers: HashMap::new(), activations: 0, passivations: 0 }
+        Directory {
+            deps,
+            arbiters,
+            next: 0,
+            baskets: HashMap::new(),
+            customers: HashMap::new(),
+            activations: 0,
+            passivations: 0,
+        }
     }
 
     fn arbiter(&mut self) -> ArbiterHandle {
@@ -94,7 +102,8 @@ impl Handler<ActivateBasket> for Directory {
         let deps = self.deps.clone();
         let me = ctx.address();
         let arbiter = self.arbiter();
-        let addr = BasketActor::start_in_arbiter(&arbiter, move |_| BasketActor::new(msg.0, deps, me));
+        let addr =
+            BasketActor::start_in_arbiter(&arbiter, move |_| BasketActor::new(msg.0, deps, me));
         self.baskets.insert(id, addr.clone());
         self.activations += 1;
         MessageResult(addr)
@@ -105,7 +114,10 @@ impl Handler<FindCustomer> for Directory {
     type Result = Option<Addr<CustomerActor>>;
 
     fn handle(&mut self, msg: FindCustomer, _ctx: &mut Context<Self>) -> Self::Result {
-        self.customers.get(&msg.0).filter(|a| a.connected()).cloned()
+        self.customers
+            .get(&msg.0)
+            .filter(|a| a.connected())
+            .cloned()
     }
 }
 
@@ -120,7 +132,8 @@ impl Handler<ActivateCustomer> for Directory {
         let deps = self.deps.clone();
         let me = ctx.address();
         let arbiter = self.arbiter();
-        let addr = CustomerActor::start_in_arbiter(&arbiter, move |_| CustomerActor::new(msg.0, deps, me));
+        let addr =
+            CustomerActor::start_in_arbiter(&arbiter, move |_| CustomerActor::new(msg.0, deps, me));
         self.customers.insert(id, addr.clone());
         self.activations += 1;
         MessageResult(addr)
@@ -132,8 +145,14 @@ impl Handler<Deregister> for Directory {
 
     fn handle(&mut self, msg: Deregister, _ctx: &mut Context<Self>) {
         let removed = match msg {
-            Deregister::Basket(id, addr) => self.baskets.get(&id).is_some_and(|a| *a == addr) && self.baskets.remove(&id).is_some(),
-            Deregister::Customer(id, addr) => self.customers.get(&id).is_some_and(|a| *a == addr) && self.customers.remove(&id).is_some(),
+            Deregister::Basket(id, addr) => {
+                self.baskets.get(&id).is_some_and(|a| *a == addr)
+                    && self.baskets.remove(&id).is_some()
+            }
+            Deregister::Customer(id, addr) => {
+                self.customers.get(&id).is_some_and(|a| *a == addr)
+                    && self.customers.remove(&id).is_some()
+            }
         };
         if removed {
             self.passivations += 1;
@@ -145,6 +164,11 @@ impl Handler<Stats> for Directory {
     type Result = MessageResult<Stats>;
 
     fn handle(&mut self, _msg: Stats, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(DirectoryStats { active_baskets: self.baskets.len(), active_customers: self.customers.len(), activations: self.activations, passivations: self.passivations })
+        MessageResult(DirectoryStats {
+            active_baskets: self.baskets.len(),
+            active_customers: self.customers.len(),
+            activations: self.activations,
+            passivations: self.passivations,
+        })
     }
 }

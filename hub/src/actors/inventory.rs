@@ -42,7 +42,16 @@ impl Handler<Available> for InventoryShard {
 
     fn handle(&mut self, msg: Available, _ctx: &mut Context<Self>) -> Self::Result {
         let loc = msg.location;
-        MessageResult(msg.skus.into_iter().map(|sku| self.levels.get(&(loc.clone(), sku)).map_or(0, StockLevel::available_to_promise)).collect())
+        MessageResult(
+            msg.skus
+                .into_iter()
+                .map(|sku| {
+                    self.levels
+                        .get(&(loc.clone(), sku))
+                        .map_or(0, StockLevel::available_to_promise)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -53,14 +62,20 @@ impl Handler<SetStock> for InventoryShard {
         let storage = self.storage.clone();
         let levels = msg.0;
         let mut unit = UnitOfWork::new();
-        unit.changes.extend(levels.iter().cloned().map(Change::PutStock));
-        AtomicResponse::new(Box::pin(async move { storage.commit(unit).await }.into_actor(self).map(move |res, act, _| {
-            res?;
-            for level in levels {
-                act.levels.insert((level.location.clone(), level.sku.clone()), level);
-            }
-            Ok(())
-        })))
+        unit.changes
+            .extend(levels.iter().cloned().map(Change::PutStock));
+        AtomicResponse::new(Box::pin(
+            async move { storage.commit(unit).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    for level in levels {
+                        act.levels
+                            .insert((level.location.clone(), level.sku.clone()), level);
+                    }
+                    Ok(())
+                }),
+        ))
     }
 }
 
@@ -69,7 +84,8 @@ impl Handler<Load> for InventoryShard {
 
     fn handle(&mut self, msg: Load, _ctx: &mut Context<Self>) {
         for level in msg.0 {
-            self.levels.insert((level.location.clone(), level.sku.clone()), level);
+            self.levels
+                .insert((level.location.clone(), level.sku.clone()), level);
         }
     }
 }
@@ -84,14 +100,27 @@ impl Inventory {
     /// Starts `count` shards and loads them from storage.
     pub async fn start(storage: Arc<dyn Storage>, count: usize) -> Result<Inventory, StorageError> {
         let levels = storage.stock_levels().await?;
-        let shards: Vec<Addr<InventoryShard>> = (0..count.max(1)).map(|_| InventoryShard { storage: storage.clone(), levels: HashMap::new() }.start()).collect();
-        let inventory = Inventory { shards: Arc::new(shards) };
+        let shards: Vec<Addr<InventoryShard>> = (0..count.max(1))
+            .map(|_| {
+                InventoryShard {
+                    storage: storage.clone(),
+                    levels: HashMap::new(),
+                }
+                .start()
+            })
+            .collect();
+        let inventory = Inventory {
+            shards: Arc::new(shards),
+        };
         let mut per_shard: Vec<Vec<StockLevel>> = vec![Vec::new(); inventory.shards.len()];
         for level in levels {
             per_shard[inventory.index(&level.sku)].push(level);
         }
         for (shard, levels) in inventory.shards.iter().zip(per_shard) {
-            shard.send(Load(levels)).await.map_err(|_| StorageError::Closed)?;
+            shard
+                .send(Load(levels))
+                .await
+                .map_err(|_| StorageError::Closed)?;
         }
         Ok(inventory)
     }
@@ -103,7 +132,11 @@ impl Inventory {
     }
 
     /// Available-to-promise units of each SKU at `location`, in order.
-    pub async fn available(&self, location: &LocationId, skus: &[Sku]) -> Result<Vec<i64>, MailboxError> {
+    pub async fn available(
+        &self,
+        location: &LocationId,
+        skus: &[Sku],
+    ) -> Result<Vec<i64>, MailboxError> {
         let mut out = vec![0; skus.len()];
         let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
         for (i, sku) in skus.iter().enumerate() {
@@ -111,7 +144,12 @@ impl Inventory {
         }
         for (shard, positions) in groups {
             let asked: Vec<Sku> = positions.iter().map(|i| skus[*i].clone()).collect();
-            let answer = self.shards[shard].send(Available { location: location.clone(), skus: asked }).await?;
+            let answer = self.shards[shard]
+                .send(Available {
+                    location: location.clone(),
+                    skus: asked,
+                })
+                .await?;
             for (pos, units) in positions.into_iter().zip(answer) {
                 out[pos] = units;
             }
@@ -125,8 +163,16 @@ impl Inventory {
         for level in levels {
             per_shard[self.index(&level.sku)].push(level);
         }
-        for (shard, levels) in self.shards.iter().zip(per_shard).filter(|(_, l)| !l.is_empty()) {
-            shard.send(SetStock(levels)).await.map_err(|_| StorageError::Closed)??;
+        for (shard, levels) in self
+            .shards
+            .iter()
+            .zip(per_shard)
+            .filter(|(_, l)| !l.is_empty())
+        {
+            shard
+                .send(SetStock(levels))
+                .await
+                .map_err(|_| StorageError::Closed)??;
         }
         Ok(())
     }

@@ -31,7 +31,11 @@ pub struct Drain;
 
 impl Recorder {
     pub fn new(storage: Arc<dyn Storage>) -> Recorder {
-        Recorder { storage, buffer: Vec::new(), in_flight: false }
+        Recorder {
+            storage,
+            buffer: Vec::new(),
+            in_flight: false,
+        }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {

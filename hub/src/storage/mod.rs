@@ -7,7 +7,10 @@
 pub mod sled;
 
 use async_trait::async_trait;
-use protocol::{Basket, BasketId, Category, CustomerId, CustomerRecord, Event, OutboxMessage, Product, SessionRecord, StockLevel};
+use protocol::{
+    Basket, BasketId, Category, CustomerId, CustomerRecord, Event, OutboxMessage, Product,
+    SessionRecord, StockLevel,
+};
 
 /// What went wrong in storage.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -39,12 +42,23 @@ pub struct FencingToken(pub u64);
 pub enum Change {
     PutBasket(Basket),
     /// Makes `token_hash` (SHA-256 of an anonymous basket's token) reach `basket`.
-    PutBasketToken { token_hash: [u8; 32], basket: BasketId },
+    PutBasketToken {
+        token_hash: [u8; 32],
+        basket: BasketId,
+    },
     PutCustomer(CustomerRecord),
     /// Claims an email for a customer; the unit fails with `Conflict` if it is already claimed.
-    ClaimEmail { email: String, customer: CustomerId },
-    PutSession { token_hash: [u8; 32], session: SessionRecord },
-    DeleteSession { token_hash: [u8; 32] },
+    ClaimEmail {
+        email: String,
+        customer: CustomerId,
+    },
+    PutSession {
+        token_hash: [u8; 32],
+        session: SessionRecord,
+    },
+    DeleteSession {
+        token_hash: [u8; 32],
+    },
     PutStock(StockLevel),
     PutCategory(Category),
     PutProduct(Product),
@@ -111,7 +125,11 @@ pub trait EventLog: Send + Sync {
     /// The customer's events, newest first.
     async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>>;
     /// Events in log order after `after` (exclusive), for export.
-    async fn read_after(&self, after: Option<protocol::EventId>, limit: usize) -> Result<Vec<Event>>;
+    async fn read_after(
+        &self,
+        after: Option<protocol::EventId>,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
 }
 
 /// The transactional outbox, read by delivery workers.
@@ -123,7 +141,16 @@ pub trait Outbox: Send + Sync {
 }
 
 /// Everything the hub stores.
-pub trait Storage: Committer + BasketStore + CustomerStore + CatalogStore + InventoryStore + EventLog + Outbox + 'static {
+pub trait Storage:
+    Committer
+    + BasketStore
+    + CustomerStore
+    + CatalogStore
+    + InventoryStore
+    + EventLog
+    + Outbox
+    + 'static
+{
     /// Whether storage is open and its writer is running.
     fn healthy(&self) -> bool;
 }

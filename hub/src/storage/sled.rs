@@ -7,14 +7,23 @@
 //! Point reads (a basket, a session) are direct sled lookups, served from sled's page cache;
 //! scans run on the blocking pool.
 
-use super::{BasketStore, CatalogStore, Change, Committer, CustomerStore, EventLog, InventoryStore, Outbox, Result, Storage, StorageError, UnitOfWork};
+use super::{
+    BasketStore, CatalogStore, Change, Committer, CustomerStore, EventLog, InventoryStore, Outbox,
+    Result, Storage, StorageError, UnitOfWork,
+};
 use async_trait::async_trait;
-use protocol::{codec, Basket, BasketId, Category, CustomerId, CustomerRecord, Event, EventId, OutboxMessage, Product, SessionRecord, StockLevel, Stored};
+use protocol::{
+    codec, Basket, BasketId, Category, CustomerId, CustomerRecord, Event, EventId, OutboxMessage,
+    Product, SessionRecord, StockLevel, Stored,
+};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
+
+/// A staged write: a key and its new value, or `None` to remove it.
+type Staged = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// Largest number of queued units folded into one group commit.
 const MAX_GROUP: usize = 1024;
@@ -66,19 +75,31 @@ fn timeline_key(customer: CustomerId, event: EventId) -> Vec<u8> {
 }
 
 fn decode_opt<T: Stored>(value: Option<sled::IVec>) -> Result<Option<T>> {
-    value.map(|v| codec::decode::<T>(&v)).transpose().map_err(StorageError::from)
+    value
+        .map(|v| codec::decode::<T>(&v))
+        .transpose()
+        .map_err(StorageError::from)
 }
 
 impl SledStorage {
     /// Opens (or creates) the database in `dir`. `cache_mb` bounds sled's page cache.
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Arc<SledStorage>> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new().path(dir).cache_capacity(cache_mb * 1024 * 1024).open().map_err(io)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_mb * 1024 * 1024)
+            .open()
+            .map_err(io)?;
         let entities = db.open_tree("entities").map_err(io)?;
         let events = db.open_tree("events").map_err(io)?;
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
-        let writer = Writer { db: db.clone(), entities: entities.clone(), events: events.clone() };
+        let writer = Writer {
+            db: db.clone(),
+            entities: entities.clone(),
+            events: events.clone(),
+        };
         let flag = running.clone();
         std::thread::Builder::new()
             .name("sled-writer".into())
@@ -87,7 +108,13 @@ impl SledStorage {
                 flag.store(false, Ordering::SeqCst);
             })
             .map_err(|e| StorageError::Io(format!("cannot start the writer thread: {e}")))?;
-        Ok(Arc::new(SledStorage { db, entities, events, writer: tx, running }))
+        Ok(Arc::new(SledStorage {
+            db,
+            entities,
+            events,
+            writer: tx,
+            running,
+        }))
     }
 
     /// Flushes everything to disk (on shutdown).
@@ -101,7 +128,9 @@ impl SledStorage {
 
     async fn submit(&self, make: impl FnOnce(oneshot::Sender<Result<()>>) -> Job) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(make(tx)).map_err(|_| StorageError::Closed)?;
+        self.writer
+            .send(make(tx))
+            .map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
@@ -109,7 +138,10 @@ impl SledStorage {
         let tree = self.entities.clone();
         tokio::task::spawn_blocking(move || {
             tree.scan_prefix(key(prefix, &[]))
-                .map(|kv| kv.map_err(io).and_then(|(_, v)| codec::decode::<T>(&v).map_err(StorageError::from)))
+                .map(|kv| {
+                    kv.map_err(io)
+                        .and_then(|(_, v)| codec::decode::<T>(&v).map_err(StorageError::from))
+                })
                 .collect()
         })
         .await
@@ -145,7 +177,8 @@ impl Writer {
         let mut entity_batch = sled::Batch::default();
         let mut event_batch = sled::Batch::default();
         let mut claimed: HashSet<Vec<u8>> = HashSet::new();
-        let mut answers: Vec<(oneshot::Sender<Result<()>>, Result<()>)> = Vec::with_capacity(group.len());
+        let mut answers: Vec<(oneshot::Sender<Result<()>>, Result<()>)> =
+            Vec::with_capacity(group.len());
         for job in group {
             match job {
                 Job::Commit(unit, reply) => {
@@ -189,33 +222,50 @@ impl Writer {
 
     /// Encodes a unit's changes into key/value operations after checking its preconditions;
     /// nothing of a unit that fails is staged.
-    fn stage_unit(&self, unit: &UnitOfWork, claimed: &mut HashSet<Vec<u8>>) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    fn stage_unit(&self, unit: &UnitOfWork, claimed: &mut HashSet<Vec<u8>>) -> Result<Staged> {
         let mut ops = Vec::with_capacity(unit.changes.len() + unit.outbox.len());
         let mut new_claims = Vec::new();
         for change in &unit.changes {
             let op = match change {
                 Change::PutBasket(b) => (key("basket", &b.id.to_bytes()), Some(codec::encode(b)?)),
-                Change::PutBasketToken { token_hash, basket } => (key("btoken", token_hash), Some(basket.to_bytes().to_vec())),
-                Change::PutCustomer(c) => (key("customer", &c.id.to_bytes()), Some(codec::encode(c)?)),
+                Change::PutBasketToken { token_hash, basket } => {
+                    (key("btoken", token_hash), Some(basket.to_bytes().to_vec()))
+                }
+                Change::PutCustomer(c) => {
+                    (key("customer", &c.id.to_bytes()), Some(codec::encode(c)?))
+                }
                 Change::ClaimEmail { email, customer } => {
                     let k = key("email", email.as_bytes());
-                    let taken = claimed.contains(&k) || self.entities.contains_key(&k).map_err(io)?;
+                    let taken =
+                        claimed.contains(&k) || self.entities.contains_key(&k).map_err(io)?;
                     if taken {
-                        return Err(StorageError::Conflict(format!("email {email} is already registered")));
+                        return Err(StorageError::Conflict(format!(
+                            "email {email} is already registered"
+                        )));
                     }
                     new_claims.push(k.clone());
                     (k, Some(customer.to_bytes().to_vec()))
                 }
-                Change::PutSession { token_hash, session } => (key("session", token_hash), Some(codec::encode(session)?)),
+                Change::PutSession {
+                    token_hash,
+                    session,
+                } => (key("session", token_hash), Some(codec::encode(session)?)),
                 Change::DeleteSession { token_hash } => (key("session", token_hash), None),
                 Change::PutStock(level) => (stock_key(level), Some(codec::encode(level)?)),
-                Change::PutCategory(c) => (key("category", c.id.0.as_bytes()), Some(codec::encode(c)?)),
-                Change::PutProduct(p) => (key("product", &p.id.to_bytes()), Some(codec::encode(p)?)),
+                Change::PutCategory(c) => {
+                    (key("category", c.id.0.as_bytes()), Some(codec::encode(c)?))
+                }
+                Change::PutProduct(p) => {
+                    (key("product", &p.id.to_bytes()), Some(codec::encode(p)?))
+                }
             };
             ops.push(op);
         }
         for message in &unit.outbox {
-            ops.push((outbox_key(&message.destination, message.id), Some(codec::encode(message)?)));
+            ops.push((
+                outbox_key(&message.destination, message.id),
+                Some(codec::encode(message)?),
+            ));
         }
         claimed.extend(new_claims);
         Ok(ops)
@@ -248,7 +298,9 @@ impl BasketStore for SledStorage {
 
     async fn basket_for_token(&self, token_hash: [u8; 32]) -> Result<Option<BasketId>> {
         let raw = self.entities.get(key("btoken", &token_hash)).map_err(io)?;
-        Ok(raw.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()).map(|b| BasketId(ulid::Ulid(u128::from_be_bytes(b)))))
+        Ok(raw
+            .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok())
+            .map(|b| BasketId(ulid::Ulid(u128::from_be_bytes(b)))))
     }
 }
 
@@ -259,9 +311,15 @@ impl CustomerStore for SledStorage {
     }
 
     async fn customer_by_email(&self, email: &str) -> Result<Option<CustomerRecord>> {
-        let raw = self.entities.get(key("email", email.as_bytes())).map_err(io)?;
+        let raw = self
+            .entities
+            .get(key("email", email.as_bytes()))
+            .map_err(io)?;
         match raw.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()) {
-            Some(b) => self.customer(CustomerId(ulid::Ulid(u128::from_be_bytes(b)))).await,
+            Some(b) => {
+                self.customer(CustomerId(ulid::Ulid(u128::from_be_bytes(b))))
+                    .await
+            }
             None => Ok(None),
         }
     }
@@ -321,7 +379,13 @@ impl EventLog for SledStorage {
                 None => key("e", &[]),
             };
             let end = key("e", &[0xff; 17]);
-            tree.range(start..end).take(limit).map(|kv| kv.map_err(io).and_then(|(_, v)| codec::decode::<Event>(&v).map_err(StorageError::from))).collect()
+            tree.range(start..end)
+                .take(limit)
+                .map(|kv| {
+                    kv.map_err(io)
+                        .and_then(|(_, v)| codec::decode::<Event>(&v).map_err(StorageError::from))
+                })
+                .collect()
         })
         .await
         .map_err(|e| StorageError::Io(e.to_string()))?
@@ -334,9 +398,17 @@ impl Outbox for SledStorage {
         let tree = self.entities.clone();
         let mut prefix = key("outbox", destination.as_bytes());
         prefix.push(0);
-        tokio::task::spawn_blocking(move || tree.scan_prefix(prefix).take(limit).map(|kv| kv.map_err(io).and_then(|(_, v)| codec::decode(&v).map_err(StorageError::from))).collect())
-            .await
-            .map_err(|e| StorageError::Io(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            tree.scan_prefix(prefix)
+                .take(limit)
+                .map(|kv| {
+                    kv.map_err(io)
+                        .and_then(|(_, v)| codec::decode(&v).map_err(StorageError::from))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?
     }
 
     async fn acknowledge(&self, destination: &str, id: ulid::Ulid) -> Result<()> {

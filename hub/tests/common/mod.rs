@@ -23,7 +23,14 @@ impl TestHub {
 }
 
 pub fn settings(dir: &std::path::Path) -> HubSettings {
-    let mut s = HubSettings { listen: "127.0.0.1:0".parse().expect("valid addr"), data_dir: dir.to_path_buf(), cache_mb: 8, workers: 2, actor_threads: 2, ..HubSettings::default() };
+    let mut s = HubSettings {
+        listen: "127.0.0.1:0".parse().expect("valid addr"),
+        data_dir: dir.to_path_buf(),
+        cache_mb: 8,
+        workers: 2,
+        actor_threads: 2,
+        ..HubSettings::default()
+    };
     s.channels.sign_in_per_account_per_minute = 1000;
     s.channels.sign_in_per_address_per_minute = 1000;
     s
@@ -39,7 +46,13 @@ pub fn product(name: &str, sku: &str, price: i64, category: &str) -> Product {
         category: CategoryId(category.into()),
         tax_rate_bp: 700,
         image: format!("/images/{}.svg", name.to_lowercase().replace(' ', "-")),
-        variants: vec![Variant { sku: Sku::parse(sku).expect("valid sku"), title: "500 g".into(), price: Money::new(price, Currency::EUR), compare_at: None, barcode: None }],
+        variants: vec![Variant {
+            sku: Sku::parse(sku).expect("valid sku"),
+            title: "500 g".into(),
+            price: Money::new(price, Currency::EUR),
+            compare_at: None,
+            barcode: None,
+        }],
         attributes: Default::default(),
     }
 }
@@ -48,22 +61,55 @@ pub fn product(name: &str, sku: &str, price: i64, category: &str) -> Product {
 /// filler products for paging.
 pub async fn seed(handle: &HubHandle) {
     let categories = vec![
-        Category { id: CategoryId("coffee".into()), name: "Coffee".into(), description: "Beans".into(), position: 1 },
-        Category { id: CategoryId("tea".into()), name: "Tea".into(), description: "Leaves".into(), position: 2 },
+        Category {
+            id: CategoryId("coffee".into()),
+            name: "Coffee".into(),
+            description: "Beans".into(),
+            position: 1,
+        },
+        Category {
+            id: CategoryId("tea".into()),
+            name: "Tea".into(),
+            description: "Leaves".into(),
+            position: 2,
+        },
     ];
-    let mut products = vec![product("House Beans", "BEANS", 1299, "coffee"), product("Green Tea", "TEA", 450, "tea"), product("Espresso Cups", "CUPS", 2500, "coffee")];
-    let mut stock = vec![(Sku::parse("BEANS").expect("sku"), 100), (Sku::parse("TEA").expect("sku"), 5), (Sku::parse("CUPS").expect("sku"), 0)];
+    let mut products = vec![
+        product("House Beans", "BEANS", 1299, "coffee"),
+        product("Green Tea", "TEA", 450, "tea"),
+        product("Espresso Cups", "CUPS", 2500, "coffee"),
+    ];
+    let mut stock = vec![
+        (Sku::parse("BEANS").expect("sku"), 100),
+        (Sku::parse("TEA").expect("sku"), 5),
+        (Sku::parse("CUPS").expect("sku"), 0),
+    ];
     for i in 0..30 {
         let sku = format!("FILL-{i:02}");
-        products.push(product(&format!("Filler Blend {i:02}"), &sku, 500 + i, "coffee"));
+        products.push(product(
+            &format!("Filler Blend {i:02}"),
+            &sku,
+            500 + i,
+            "coffee",
+        ));
         stock.push((Sku::parse(&sku).expect("sku"), 50));
     }
-    handle.upsert_catalog(categories, products).await.expect("catalog stored");
+    handle
+        .upsert_catalog(categories, products)
+        .await
+        .expect("catalog stored");
     handle.set_online_stock(stock).await.expect("stock stored");
 }
 
-pub async fn spawn_with(dir: tempfile::TempDir, settings: HubSettings, clock: Arc<dyn Clock>, seed_catalog: bool) -> TestHub {
-    let app = Application::build(settings, clock).await.expect("hub builds");
+pub async fn spawn_with(
+    dir: tempfile::TempDir,
+    settings: HubSettings,
+    clock: Arc<dyn Clock>,
+    seed_catalog: bool,
+) -> TestHub {
+    let app = Application::build(settings, clock)
+        .await
+        .expect("hub builds");
     let addr = app.address();
     let handle = app.handle();
     let server = app.server_handle();
@@ -71,7 +117,12 @@ pub async fn spawn_with(dir: tempfile::TempDir, settings: HubSettings, clock: Ar
     if seed_catalog {
         seed(&handle).await;
     }
-    TestHub { addr, handle, server, dir }
+    TestHub {
+        addr,
+        handle,
+        server,
+        dir,
+    }
 }
 
 pub async fn spawn() -> TestHub {
@@ -81,7 +132,10 @@ pub async fn spawn() -> TestHub {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
@@ -95,7 +149,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }

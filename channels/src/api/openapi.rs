@@ -1,0 +1,1401 @@
+//! The OpenAPI 3.0.3 document of the JSON API, served at `GET /api/v1/openapi.json`.
+//!
+//! Written by hand with `serde_json::json!` (the protocol types carry no schema derives) and
+//! built once. The tests check that every `$ref` resolves and that every route of the route table
+//! in `api/mod.rs` is documented (and nothing else is), so a new route without documentation
+//! fails the build.
+
+use actix_web::http::header::ContentType;
+use actix_web::HttpResponse;
+use serde_json::{json, Map, Value};
+use std::sync::OnceLock;
+
+/// `GET /openapi.json`: the document, built on first use.
+pub async fn document() -> HttpResponse {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    let text = TEXT.get_or_init(|| spec().to_string());
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(text.as_str())
+}
+
+/// The whole document.
+pub fn spec() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": info(),
+        "servers": [{ "url": "/api/v1", "description": "This hub (paths are relative to /api/v1)" }],
+        "tags": tags(),
+        "paths": paths(),
+        "components": {
+            "securitySchemes": security_schemes(),
+            "parameters": parameters(),
+            "headers": headers(),
+            "schemas": schemas(),
+            "responses": error_responses(),
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Info, tags, security.
+
+fn info() -> Value {
+    json!({
+        "title": "Omnihub API",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": concat!(
+            "The JSON API of the Omnihub commerce hub for web and mobile apps: catalog, baskets, ",
+            "customers and their interaction events.\n\n",
+            "**Prices.** The hub prices everything: requests never carry a price. Amounts are ",
+            "`Money` objects, integer minor units of an ISO 4217 currency (`{\"minor\": 1250, ",
+            "\"currency\": \"EUR\"}` is EUR 12.50), tax included.\n\n",
+            "**Authentication.** A signed-in customer sends the session token as ",
+            "`Authorization: Bearer <token>` (apps) or the `omnihub_session` cookie (browsers). ",
+            "An unknown or expired bearer token is a 401 `invalid_token` on every endpoint that reads ",
+            "the caller; an unknown cookie is ignored. An anonymous shopper reaches their basket ",
+            "with its token in the `X-Basket-Token` header or the `omnihub_basket` cookie, never in ",
+            "the URL.\n\n",
+            "**Context headers.** `X-Channel` names the channel (`web`, `mobile`, ...) and ",
+            "`X-Anonymous-Id` an app install's anonymous id, for interaction events.\n\n",
+            "**Errors.** Every error body is `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`: ",
+            "`code` is stable and machine-readable, `message` says what to fix. A basket or ",
+            "customer that exists but is not yours is a 404, the same as one that does not exist. ",
+            "An unknown route is a 404 `no_route`. Request bodies are JSON (`Content-Type: ",
+            "application/json`), at most 64 KiB, and unknown fields are refused."
+        ),
+    })
+}
+
+fn tags() -> Value {
+    json!([
+        { "name": "catalog", "description": "Categories, product listing and search, product detail." },
+        { "name": "baskets", "description": "The shopper's basket, priced by the hub, and its live updates." },
+        { "name": "customers", "description": "Registration, sign-in and sign-out, the customer's own profile." },
+        { "name": "events", "description": "The signed-in customer's interaction events." },
+        { "name": "meta", "description": "This document." },
+    ])
+}
+
+fn security_schemes() -> Value {
+    json!({
+        "bearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The `session_token` of a sign-in or registration, as `Authorization: Bearer <token>` (apps). An unknown or expired token is a 401 `invalid_token`.",
+        },
+        "sessionCookie": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "omnihub_session",
+            "description": "The HttpOnly session cookie set by a sign-in or registration (browsers). An unknown or expired cookie is ignored: the request is anonymous.",
+        },
+        "basketToken": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Basket-Token",
+            "description": "The secret token of an anonymous basket, returned once by `POST /baskets` (body `token` and the HttpOnly `omnihub_basket` cookie, which browsers may send instead of the header). At most 128 characters.",
+        },
+    })
+}
+
+/// Public: no credentials read.
+fn sec_none() -> Value {
+    json!([])
+}
+
+/// Anonymous or signed in: a session only attributes the request's events to the customer.
+fn sec_optional_customer() -> Value {
+    json!([{}, { "bearerAuth": [] }, { "sessionCookie": [] }])
+}
+
+/// A signed-in customer.
+fn sec_customer() -> Value {
+    json!([{ "bearerAuth": [] }, { "sessionCookie": [] }])
+}
+
+/// The basket's owner: the signed-in customer or the holder of the anonymous basket's token.
+fn sec_basket_owner() -> Value {
+    json!([{ "bearerAuth": [] }, { "sessionCookie": [] }, { "basketToken": [] }])
+}
+
+/// Anyone; a customer or a basket-token holder gets their own basket.
+fn sec_basket_optional() -> Value {
+    json!([{}, { "bearerAuth": [] }, { "sessionCookie": [] }, { "basketToken": [] }])
+}
+
+/// Anyone; an anonymous basket's token makes its basket merge into the customer's.
+fn sec_sign_in() -> Value {
+    json!([{}, { "basketToken": [] }])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small builders.
+
+fn schema(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn nullable(name: &str) -> Value {
+    json!({ "nullable": true, "allOf": [schema(name)] })
+}
+
+fn array_of(name: &str) -> Value {
+    json!({ "type": "array", "items": schema(name) })
+}
+
+fn param(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/parameters/{name}") })
+}
+
+fn header(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/headers/{name}") })
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({ "application/json": { "schema": schema } })
+}
+
+/// A success response with a JSON body.
+fn ok(description: &str, body: Value) -> Value {
+    json!({ "description": description, "content": json_body(body) })
+}
+
+/// The parameters of every endpoint that reads the request context.
+fn context_params() -> Vec<Value> {
+    vec![param("XChannel"), param("XAnonymousId")]
+}
+
+/// An error response of `components/responses`, by status.
+#[derive(Clone, Copy)]
+enum Error {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Unprocessable,
+    TooManyRequests,
+    Unavailable,
+}
+
+impl Error {
+    const ALL: [Error; 10] = [
+        Error::BadRequest,
+        Error::Unauthorized,
+        Error::Forbidden,
+        Error::NotFound,
+        Error::Conflict,
+        Error::PayloadTooLarge,
+        Error::UnsupportedMediaType,
+        Error::Unprocessable,
+        Error::TooManyRequests,
+        Error::Unavailable,
+    ];
+
+    fn status(self) -> &'static str {
+        match self {
+            Error::BadRequest => "400",
+            Error::Unauthorized => "401",
+            Error::Forbidden => "403",
+            Error::NotFound => "404",
+            Error::Conflict => "409",
+            Error::PayloadTooLarge => "413",
+            Error::UnsupportedMediaType => "415",
+            Error::Unprocessable => "422",
+            Error::TooManyRequests => "429",
+            Error::Unavailable => "503",
+        }
+    }
+
+    fn component(self) -> &'static str {
+        match self {
+            Error::BadRequest => "BadRequest",
+            Error::Unauthorized => "Unauthorized",
+            Error::Forbidden => "Forbidden",
+            Error::NotFound => "NotFound",
+            Error::Conflict => "Conflict",
+            Error::PayloadTooLarge => "PayloadTooLarge",
+            Error::UnsupportedMediaType => "UnsupportedMediaType",
+            Error::Unprocessable => "UnprocessableEntity",
+            Error::TooManyRequests => "TooManyRequests",
+            Error::Unavailable => "ServiceUnavailable",
+        }
+    }
+
+    /// What the response means and which codes it carries.
+    fn description(self) -> &'static str {
+        match self {
+            Error::BadRequest => "The request is malformed: `malformed_json` or `bad_body` (the body is not JSON), `bad_query` (an unknown or ill-typed query parameter), or a parameter out of range (`bad_limit`, `bad_sort`, `bad_cursor`, `query_too_long`). `not_a_websocket` for a live-basket request that is not a WebSocket upgrade.",
+            Error::Unauthorized => "Not signed in: `unauthenticated` (no live session cookie or bearer token where one is needed), `invalid_token` (the bearer token is unknown or expired: sign in again) or `bad_credentials` (sign-in with a wrong email or password).",
+            Error::Forbidden => "`origin_not_allowed`: a cookie-authenticated live-basket upgrade from an origin other than this site or the configured allowed origins.",
+            Error::NotFound => "`not_found`: no such resource, or it is not yours (the two are never told apart): a basket, a product, a category, a customer, a SKU that is not sold (adding a line) or a line the basket does not have (changing or removing one). A basket id that is not a ULID is a 404 as well.",
+            Error::Conflict => "`email_taken`: an account with this email already exists.",
+            Error::PayloadTooLarge => "`payload_too_large`: the body is larger than 64 KiB.",
+            Error::UnsupportedMediaType => "`unsupported_media_type`: send the body as JSON with `Content-Type: application/json`.",
+            Error::Unprocessable => "The request is well-formed but refused; the message says what to fix. `invalid_field` (a body field is missing, unknown or of the wrong type), `invalid_sku` (a SKU is not 1 to 64 characters of `A-Z a-z 0-9 . _ -`), `quantity_out_of_range` (a line holds 1 to 999 units), `insufficient_stock` (more units than are available), `basket_closed` (the anonymous basket was merged into a customer's basket), and at registration `invalid_email`, `invalid_name` or `weak_password`.",
+            Error::TooManyRequests => "`rate_limited`: too many sign-in or registration attempts for this account or from this address; retry after `Retry-After` seconds.",
+            Error::Unavailable => "`unavailable`: the hub cannot serve the request right now (storage or a worker is down); retry shortly.",
+        }
+    }
+
+    fn example(self) -> Value {
+        let (code, message) = match self {
+            Error::BadRequest => ("bad_limit", "limit must be between 1 and 100"),
+            Error::Unauthorized => ("unauthenticated", "sign in first: send the session cookie or an Authorization: Bearer token"),
+            Error::Forbidden => ("origin_not_allowed", "this origin may not open a live basket"),
+            Error::NotFound => ("not_found", "basket not found"),
+            Error::Conflict => ("email_taken", "an account with this email already exists"),
+            Error::PayloadTooLarge => ("payload_too_large", "the body is larger than 64 KiB"),
+            Error::UnsupportedMediaType => ("unsupported_media_type", "send the body as JSON with Content-Type: application/json"),
+            Error::Unprocessable => ("invalid_sku", "invalid SKU 'has space': use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_' and '.'"),
+            Error::TooManyRequests => ("rate_limited", "too many sign-in attempts: try again in 12 s"),
+            Error::Unavailable => ("unavailable", "the service is temporarily unavailable: retry shortly"),
+        };
+        json!({ "error": { "code": code, "message": message } })
+    }
+
+    /// The `components/responses` entry.
+    fn response(self) -> Value {
+        let mut res = json!({
+            "description": self.description(),
+            "content": { "application/json": { "schema": schema("Error"), "example": self.example() } },
+        });
+        if let (Error::TooManyRequests, Some(obj)) = (self, res.as_object_mut()) {
+            obj.insert(
+                "headers".into(),
+                json!({ "Retry-After": header("RetryAfter") }),
+            );
+        }
+        res
+    }
+}
+
+/// A `responses` object: the success responses plus the given errors, by reference.
+fn responses(success: Value, errors: &[Error]) -> Value {
+    let mut map = match success {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    for e in errors {
+        map.insert(
+            e.status().into(),
+            json!({ "$ref": format!("#/components/responses/{}", e.component()) }),
+        );
+    }
+    Value::Object(map)
+}
+
+/// Errors of every JSON request body.
+const BODY_ERRORS: [Error; 4] = [
+    Error::BadRequest,
+    Error::PayloadTooLarge,
+    Error::UnsupportedMediaType,
+    Error::Unprocessable,
+];
+
+fn with(errors: &[Error], more: &[Error]) -> Vec<Error> {
+    let mut all: Vec<Error> = errors.iter().chain(more).copied().collect();
+    all.sort_by_key(|e| e.status());
+    all.dedup_by_key(|e| e.status());
+    all
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths.
+
+fn paths() -> Value {
+    let mut all = Map::new();
+    for area in [
+        meta_paths(),
+        catalog_paths(),
+        basket_paths(),
+        customer_paths(),
+        event_paths(),
+    ] {
+        if let Value::Object(area) = area {
+            for (path, item) in area {
+                match (all.get_mut(&path), item) {
+                    (Some(Value::Object(existing)), Value::Object(ops)) => existing.extend(ops),
+                    (_, item) => {
+                        all.insert(path, item);
+                    }
+                }
+            }
+        }
+    }
+    Value::Object(all)
+}
+
+fn meta_paths() -> Value {
+    json!({
+        "/openapi.json": { "get": {
+            "operationId": "getOpenApiDocument",
+            "summary": "This OpenAPI document",
+            "tags": ["meta"],
+            "security": sec_none(),
+            "responses": responses(json!({ "200": ok("The OpenAPI 3.0.3 document of this API.", json!({ "type": "object" })) }), &[]),
+        } },
+    })
+}
+
+fn catalog_paths() -> Value {
+    json!({
+        "/categories": { "get": list_categories() },
+        "/products": { "get": list_products() },
+        "/products/{slug}": { "get": get_product() },
+    })
+}
+
+fn list_categories() -> Value {
+    json!({
+        "operationId": "listCategories",
+        "summary": "List the categories",
+        "description": "Every category of the storefront's navigation, in navigation order (`position`, then name).",
+        "tags": ["catalog"],
+        "security": sec_none(),
+        "responses": responses(json!({ "200": ok("The categories.", schema("CategoryList")) }), &[]),
+    })
+}
+
+fn list_products() -> Value {
+    let mut params = vec![
+        param("Q"),
+        param("Category"),
+        param("Sort"),
+        param("Cursor"),
+        param("ProductLimit"),
+    ];
+    params.extend(context_params());
+    json!({
+        "operationId": "listProducts",
+        "summary": "List, search and filter products",
+        "description": "One page of the products matching the search text and category, in the requested order. Follow `next_cursor` for the next page (keyset pagination, stable across catalog updates). A search (first page with `q`) is recorded as an interaction event.",
+        "tags": ["catalog"],
+        "security": sec_optional_customer(),
+        "parameters": params,
+        "responses": responses(
+            json!({ "200": ok("One page of products.", schema("ProductPage")) }),
+            &[Error::BadRequest, Error::Unauthorized, Error::NotFound],
+        ),
+    })
+}
+
+fn get_product() -> Value {
+    let mut params = vec![param("ProductSlug")];
+    params.extend(context_params());
+    json!({
+        "operationId": "getProduct",
+        "summary": "Product detail with prices and availability",
+        "description": "A product by slug (or by product id), with each variant's price and units available online. Recorded as a product-view event.",
+        "tags": ["catalog"],
+        "security": sec_optional_customer(),
+        "parameters": params,
+        "responses": responses(
+            json!({ "200": ok("The product.", schema("ProductDetail")) }),
+            &[Error::Unauthorized, Error::NotFound, Error::Unavailable],
+        ),
+    })
+}
+
+fn basket_paths() -> Value {
+    json!({
+        "/basket": { "get": current_basket() },
+        "/baskets": { "post": create_basket() },
+        "/baskets/{id}": { "get": get_basket() },
+        "/baskets/{id}/lines": { "post": add_line(), "delete": clear_basket() },
+        "/baskets/{id}/lines/{sku}": { "patch": set_line_quantity(), "delete": remove_line() },
+        "/baskets/{id}/live": { "get": live_basket() },
+    })
+}
+
+fn basket_params(sku: bool) -> Vec<Value> {
+    let mut params = vec![param("BasketId")];
+    if sku {
+        params.push(param("LineSku"));
+    }
+    params.extend(context_params());
+    params
+}
+
+fn basket_ok(description: &str) -> Value {
+    json!({ "200": ok(description, schema("BasketView")) })
+}
+
+fn current_basket() -> Value {
+    json!({
+        "operationId": "getCurrentBasket",
+        "summary": "The shopper's current basket",
+        "description": "The signed-in customer's basket, or the anonymous basket the basket token reaches; 404 if the shopper has none yet.",
+        "tags": ["baskets"],
+        "security": sec_basket_owner(),
+        "parameters": context_params(),
+        "responses": responses(basket_ok("The basket, priced."), &[Error::Unauthorized, Error::NotFound, Error::Unavailable]),
+    })
+}
+
+fn create_basket() -> Value {
+    let created = json!({
+        "description": "A new anonymous basket with its `token` (also set as the HttpOnly `omnihub_basket` cookie, 30 days); for a signed-in customer, their one basket (created if they had none), without a token.",
+        "headers": { "Set-Cookie": header("SetBasketCookie") },
+        "content": json_body(schema("NewBasket")),
+    });
+    json!({
+        "operationId": "createBasket",
+        "summary": "Create (or get) the shopper's basket",
+        "description": "No request body. A signed-in customer has one basket: it is returned with 201, created if needed. An anonymous shopper whose basket token already reaches a basket gets that basket with 200; otherwise a new anonymous basket and its secret token with 201. Keep the token: it alone reaches the basket (send it as `X-Basket-Token`).",
+        "tags": ["baskets"],
+        "security": sec_basket_optional(),
+        "parameters": context_params(),
+        "responses": responses(
+            json!({ "200": ok("The basket the anonymous shopper's token already reaches.", schema("BasketView")), "201": created }),
+            &[Error::Unauthorized, Error::Unavailable],
+        ),
+    })
+}
+
+fn get_basket() -> Value {
+    json!({
+        "operationId": "getBasket",
+        "summary": "A basket by id",
+        "tags": ["baskets"],
+        "security": sec_basket_owner(),
+        "parameters": basket_params(false),
+        "responses": responses(basket_ok("The basket, priced."), &[Error::Unauthorized, Error::NotFound, Error::Unavailable]),
+    })
+}
+
+fn add_line() -> Value {
+    json!({
+        "operationId": "addBasketLine",
+        "summary": "Add units of a SKU",
+        "description": "Adds `quantity` units of `sku` to the basket (to its line, if it has one). The line's new quantity must stay within 1 to 999 and within the units in stock; a SKU that is not sold is a 404. There is no price field: the hub prices every line. Answered once the change is durable.",
+        "tags": ["baskets"],
+        "security": sec_basket_owner(),
+        "parameters": basket_params(false),
+        "requestBody": { "required": true, "content": json_body(schema("AddLine")) },
+        "responses": responses(
+            basket_ok("The changed basket, priced."),
+            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::NotFound, Error::Unavailable]),
+        ),
+    })
+}
+
+fn clear_basket() -> Value {
+    json!({
+        "operationId": "clearBasket",
+        "summary": "Remove every line",
+        "tags": ["baskets"],
+        "security": sec_basket_owner(),
+        "parameters": basket_params(false),
+        "responses": responses(
+            basket_ok("The emptied basket."),
+            &[Error::Unauthorized, Error::NotFound, Error::Unprocessable, Error::Unavailable],
+        ),
+    })
+}
+
+fn set_line_quantity() -> Value {
+    json!({
+        "operationId": "setBasketLineQuantity",
+        "summary": "Set the quantity of a line",
+        "description": "Sets the quantity of an existing line, 1 to 999 and within the units in stock (remove a line with DELETE). No price field: the hub prices every line.",
+        "tags": ["baskets"],
+        "security": sec_basket_owner(),
+        "parameters": basket_params(true),
+        "requestBody": { "required": true, "content": json_body(schema("SetQuantity")) },
+        "responses": responses(
+            basket_ok("The changed basket, priced."),
+            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::NotFound, Error::Unavailable]),
+        ),
+    })
+}
+
+fn remove_line() -> Value {
+    json!({
+        "operationId": "removeBasketLine",
+        "summary": "Remove a line",
+        "tags": ["baskets"],
+        "security": sec_basket_owner(),
+        "parameters": basket_params(true),
+        "responses": responses(
+            basket_ok("The changed basket, priced."),
+            &[Error::Unauthorized, Error::NotFound, Error::Unprocessable, Error::Unavailable],
+        ),
+    })
+}
+
+fn live_basket() -> Value {
+    let mut params = basket_params(false);
+    params.extend([
+        param("Upgrade"),
+        param("Connection"),
+        param("SecWebSocketKey"),
+        param("SecWebSocketVersion"),
+        param("Origin"),
+    ]);
+    let switching = json!({
+        "description": "Switching to the WebSocket protocol. The server then sends text frames, each one JSON `BasketView` (see `x-frame-schema`): first the basket as it is, then the basket after every change, with `version` strictly increasing (a slow client may skip intermediate versions, never the latest). The server pings every 15 s and closes the socket when a ping is not answered by the next one; client text and binary frames are ignored. The server closes the socket when the hub stops publishing the basket's changes.",
+        "headers": {
+            "Upgrade": { "description": "`websocket`.", "schema": { "type": "string" } },
+            "Connection": { "description": "`Upgrade`.", "schema": { "type": "string" } },
+            "Sec-WebSocket-Accept": { "description": "The handshake answer (RFC 6455).", "schema": { "type": "string" } },
+        },
+        "x-frame-schema": schema("BasketView"),
+    });
+    json!({
+        "operationId": "watchBasket",
+        "summary": "Live basket updates (WebSocket)",
+        "description": "Upgrades to a WebSocket on which every change of the basket arrives as a JSON text frame. Browsers authenticate with their cookies and must come from this site or an allowed origin; apps send their `Authorization` or `X-Basket-Token` header on the upgrade request.",
+        "tags": ["baskets"],
+        "security": sec_basket_owner(),
+        "parameters": params,
+        "responses": responses(
+            json!({ "101": switching }),
+            &[Error::BadRequest, Error::Unauthorized, Error::Forbidden, Error::NotFound, Error::Unavailable],
+        ),
+    })
+}
+
+fn customer_paths() -> Value {
+    json!({
+        "/customers": { "post": register() },
+        "/customers/me": { "get": me() },
+        "/sessions": { "post": sign_in() },
+        "/sessions/current": { "delete": sign_out() },
+    })
+}
+
+/// The answer to a registration or sign-in.
+fn session_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "headers": { "Set-Cookie": header("SetSessionCookie"), "Cache-Control": header("NoStore") },
+        "content": json_body(schema("Session")),
+    })
+}
+
+fn register() -> Value {
+    json!({
+        "operationId": "registerCustomer",
+        "summary": "Register a customer (and sign in)",
+        "description": "Creates the account and signs it in: the session token comes in the body (apps) and as the HttpOnly `omnihub_session` cookie (browsers). An anonymous basket the request's basket token reaches is merged into the customer's basket, and the `omnihub_basket` cookie is removed. Rate-limited per account and per client address.",
+        "tags": ["customers"],
+        "security": sec_sign_in(),
+        "parameters": context_params(),
+        "requestBody": { "required": true, "content": json_body(schema("Registration")) },
+        "responses": responses(
+            json!({ "201": session_response("Registered and signed in.") }),
+            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::Conflict, Error::TooManyRequests, Error::Unavailable]),
+        ),
+    })
+}
+
+fn sign_in() -> Value {
+    json!({
+        "operationId": "signIn",
+        "summary": "Sign in",
+        "description": "Signs in with email and password: the session token comes in the body (apps) and as the HttpOnly `omnihub_session` cookie (browsers). An anonymous basket the request's basket token reaches is merged into the customer's basket, and the `omnihub_basket` cookie is removed. Rate-limited per account and per client address. A wrong email or password is a 401 `bad_credentials`.",
+        "tags": ["customers"],
+        "security": sec_sign_in(),
+        "parameters": context_params(),
+        "requestBody": { "required": true, "content": json_body(schema("SignIn")) },
+        "responses": responses(
+            json!({ "200": session_response("Signed in.") }),
+            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::TooManyRequests, Error::Unavailable]),
+        ),
+    })
+}
+
+fn sign_out() -> Value {
+    let done = json!({
+        "description": "Signed out: the session ends and the `omnihub_session` cookie is removed.",
+        "headers": { "Set-Cookie": header("ClearSessionCookie") },
+    });
+    json!({
+        "operationId": "signOut",
+        "summary": "Sign out",
+        "description": "Ends the session presented (bearer token or cookie).",
+        "tags": ["customers"],
+        "security": sec_customer(),
+        "parameters": context_params(),
+        "responses": responses(json!({ "204": done }), &[Error::Unauthorized]),
+    })
+}
+
+fn me() -> Value {
+    json!({
+        "operationId": "getMe",
+        "summary": "The signed-in customer",
+        "tags": ["customers"],
+        "security": sec_customer(),
+        "parameters": context_params(),
+        "responses": responses(
+            json!({ "200": ok("The customer.", schema("Customer")) }),
+            &[Error::Unauthorized, Error::NotFound, Error::Unavailable],
+        ),
+    })
+}
+
+fn event_paths() -> Value {
+    let mut params = vec![param("EventLimit")];
+    params.extend(context_params());
+    json!({
+        "/customers/me/events": { "get": {
+            "operationId": "listMyEvents",
+            "summary": "The signed-in customer's interaction events",
+            "description": "The customer's own events (views, searches, basket changes, sign-ins), newest first.",
+            "tags": ["events"],
+            "security": sec_customer(),
+            "parameters": params,
+            "responses": responses(
+                json!({ "200": ok("The events, newest first.", schema("EventList")) }),
+                &[Error::BadRequest, Error::Unauthorized, Error::Unavailable],
+            ),
+        } },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameters and headers.
+
+fn parameters() -> Value {
+    let mut all = Map::new();
+    for group in [
+        context_parameters(),
+        catalog_parameters(),
+        basket_parameters(),
+        websocket_parameters(),
+    ] {
+        if let Value::Object(group) = group {
+            all.extend(group);
+        }
+    }
+    Value::Object(all)
+}
+
+fn context_parameters() -> Value {
+    json!({
+        "XChannel": {
+            "name": "X-Channel", "in": "header", "required": false,
+            "description": "The channel the request comes through, for events: `web`, `mobile`, `pos`, `board`, `voice` or `chat` (case-insensitive; anything else is recorded as `unknown`). Default: `mobile` when the request has a bearer token or an `X-Basket-Token`, else `web`.",
+            "schema": { "type": "string", "example": "mobile" },
+        },
+        "XAnonymousId": {
+            "name": "X-Anonymous-Id", "in": "header", "required": false,
+            "description": "An app install's anonymous id (a ULID it made once), so its events before sign-in belong together. Browsers get the `omnihub_anon` cookie instead. A value that is not a ULID is ignored.",
+            "schema": schema("Ulid"),
+        },
+    })
+}
+
+fn catalog_parameters() -> Value {
+    json!({
+        "Q": {
+            "name": "q", "in": "query", "required": false,
+            "description": "Search text over name, brand, category and description; every word must match (as a word prefix). At most 200 characters after trimming (else 400 `query_too_long`); blank means no search.",
+            "schema": { "type": "string", "maxLength": 200 },
+        },
+        "Category": {
+            "name": "category", "in": "query", "required": false,
+            "description": "Only products of this category (its id, e.g. `coffee`); an unknown category is a 404, an empty value means all.",
+            "schema": { "type": "string" },
+        },
+        "Sort": {
+            "name": "sort", "in": "query", "required": false,
+            "description": "The order: `relevance` (best text match first; by name without `q`), `name_asc`, `price_asc` or `price_desc` (by lowest variant price). Anything else is a 400 `bad_sort`.",
+            "schema": { "type": "string", "enum": ["relevance", "name_asc", "price_asc", "price_desc"], "default": "relevance" },
+        },
+        "Cursor": {
+            "name": "cursor", "in": "query", "required": false,
+            "description": "The `next_cursor` of the previous page, unchanged (else 400 `bad_cursor`).",
+            "schema": { "type": "string" },
+        },
+        "ProductLimit": {
+            "name": "limit", "in": "query", "required": false,
+            "description": "Page size (else 400 `bad_limit`).",
+            "schema": { "type": "integer", "minimum": 1, "maximum": 100, "default": 24 },
+        },
+        "ProductSlug": {
+            "name": "slug", "in": "path", "required": true,
+            "description": "The product's slug (e.g. `ethiopia-yirgacheffe-coffee`) or its id.",
+            "schema": { "type": "string" },
+        },
+        "EventLimit": {
+            "name": "limit", "in": "query", "required": false,
+            "description": "At most this many events (else 400 `bad_limit`).",
+            "schema": { "type": "integer", "minimum": 1, "maximum": 500, "default": 100 },
+        },
+    })
+}
+
+fn basket_parameters() -> Value {
+    json!({
+        "BasketId": {
+            "name": "id", "in": "path", "required": true,
+            "description": "The basket's id (a ULID). An id that is not a ULID, is unknown, or is not the caller's basket is a 404.",
+            "schema": { "type": "string", "example": "01HZX3K6Q8J5W2V7N4M9T0B1CD" },
+        },
+        "LineSku": {
+            "name": "sku", "in": "path", "required": true,
+            "description": "The line's SKU; one that is not 1 to 64 characters of `A-Z a-z 0-9 . _ -` is a 422 `invalid_sku`.",
+            "schema": schema("Sku"),
+        },
+    })
+}
+
+fn websocket_parameters() -> Value {
+    json!({
+        "Upgrade": {
+            "name": "Upgrade", "in": "header", "required": true,
+            "description": "`websocket` (else 400 `not_a_websocket`).",
+            "schema": { "type": "string", "enum": ["websocket"] },
+        },
+        "Connection": {
+            "name": "Connection", "in": "header", "required": true,
+            "description": "Must include `Upgrade` (else 400 `not_a_websocket`).",
+            "schema": { "type": "string", "example": "Upgrade" },
+        },
+        "SecWebSocketKey": {
+            "name": "Sec-WebSocket-Key", "in": "header", "required": true,
+            "description": "The WebSocket handshake key (RFC 6455).",
+            "schema": { "type": "string" },
+        },
+        "SecWebSocketVersion": {
+            "name": "Sec-WebSocket-Version", "in": "header", "required": true,
+            "description": "The WebSocket protocol version.",
+            "schema": { "type": "string", "enum": ["13"] },
+        },
+        "Origin": {
+            "name": "Origin", "in": "header", "required": false,
+            "description": "Sent by browsers. A cookie-authenticated upgrade must come from this site or an allowed origin (else 403 `origin_not_allowed`); upgrades with a bearer token or `X-Basket-Token` are not checked.",
+            "schema": { "type": "string" },
+        },
+    })
+}
+
+fn headers() -> Value {
+    json!({
+        "RetryAfter": {
+            "description": "Seconds to wait before trying again.",
+            "schema": { "type": "integer", "minimum": 1 },
+        },
+        "SetSessionCookie": {
+            "description": "`omnihub_session=<token>` (HttpOnly, SameSite=Lax, Path=/, Max-Age of the session lifetime, Secure when served over HTTPS), and a removal of the `omnihub_basket` cookie.",
+            "schema": { "type": "string" },
+        },
+        "ClearSessionCookie": {
+            "description": "A removal of the `omnihub_session` cookie.",
+            "schema": { "type": "string" },
+        },
+        "SetBasketCookie": {
+            "description": "For a new anonymous basket: `omnihub_basket=<token>` (HttpOnly, SameSite=Lax, Path=/, 30 days, Secure when served over HTTPS).",
+            "schema": { "type": "string" },
+        },
+        "NoStore": {
+            "description": "`no-store`: the body holds a session token.",
+            "schema": { "type": "string", "enum": ["no-store"] },
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas.
+
+fn schemas() -> Value {
+    let mut all = Map::new();
+    for group in [
+        scalar_schemas(),
+        catalog_schemas(),
+        basket_schemas(),
+        customer_schemas(),
+        event_schemas(),
+    ] {
+        if let Value::Object(group) = group {
+            all.extend(group);
+        }
+    }
+    all.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "description": "The body of every error response.",
+            "required": ["error"],
+            "properties": { "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": { "type": "string", "description": "Stable, machine-readable, e.g. `not_found`.", "example": "not_found" },
+                    "message": { "type": "string", "description": "For people: what went wrong and what to fix.", "example": "basket not found" },
+                },
+            } },
+        }),
+    );
+    Value::Object(all)
+}
+
+fn scalar_schemas() -> Value {
+    json!({
+        "Ulid": {
+            "type": "string",
+            "description": "A ULID: 26 characters of Crockford base 32, time-ordered.",
+            "minLength": 26, "maxLength": 26,
+            "pattern": "^[0-7][0-9A-HJKMNP-TV-Z]{25}$",
+            "example": "01HZX3K6Q8J5W2V7N4M9T0B1CD",
+        },
+        "Sku": {
+            "type": "string",
+            "description": "A stock-keeping unit: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.",
+            "minLength": 1, "maxLength": 64,
+            "pattern": "^[A-Za-z0-9._-]{1,64}$",
+            "example": "COF-001-500G",
+        },
+        "Currency": {
+            "type": "string",
+            "description": "An ISO 4217 currency code the hub knows.",
+            "pattern": "^[A-Z]{3}$",
+            "example": "EUR",
+        },
+        "Money": {
+            "type": "object",
+            "description": "An amount in integer minor units of the currency (cents for EUR, yen for JPY), tax included. Never a float.",
+            "required": ["minor", "currency"],
+            "properties": {
+                "minor": { "type": "integer", "format": "int64", "example": 1250 },
+                "currency": schema("Currency"),
+            },
+            "example": { "minor": 1250, "currency": "EUR" },
+        },
+    })
+}
+
+fn catalog_schemas() -> Value {
+    json!({
+        "Category": {
+            "type": "object",
+            "required": ["id", "name", "description", "position"],
+            "properties": {
+                "id": { "type": "string", "description": "The category's slug, e.g. `coffee`; use it as `category` in product listings." },
+                "name": { "type": "string" },
+                "description": { "type": "string" },
+                "position": { "type": "integer", "format": "int32", "minimum": 0, "description": "Order in navigation, lowest first." },
+            },
+        },
+        "CategoryList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": { "items": array_of("Category") },
+        },
+        "ProductSummary": product_summary(),
+        "ProductPage": {
+            "type": "object",
+            "required": ["items", "total", "next_cursor"],
+            "properties": {
+                "items": array_of("ProductSummary"),
+                "total": { "type": "integer", "format": "int64", "minimum": 0, "description": "Matches over all pages." },
+                "next_cursor": { "type": "string", "nullable": true, "description": "Pass as `cursor` for the next page; null on the last page." },
+            },
+        },
+        "ProductDetail": product_detail(),
+        "ProductVariant": {
+            "type": "object",
+            "required": ["sku", "title", "price", "compare_at", "available"],
+            "properties": {
+                "sku": schema("Sku"),
+                "title": { "type": "string", "description": "What distinguishes it, e.g. `500 g`." },
+                "price": schema("Money"),
+                "compare_at": { "nullable": true, "allOf": [schema("Money")], "description": "A former price to show struck through, if any." },
+                "available": { "type": "integer", "format": "int64", "description": "Units available online now." },
+            },
+        },
+    })
+}
+
+fn product_summary() -> Value {
+    json!({
+        "type": "object",
+        "description": "A product in a listing.",
+        "required": ["id", "slug", "name", "brand", "category", "image", "from_price"],
+        "properties": {
+            "id": schema("Ulid"),
+            "slug": { "type": "string" },
+            "name": { "type": "string" },
+            "brand": { "type": "string" },
+            "category": { "type": "string", "description": "The category id." },
+            "image": { "type": "string", "description": "Path of the product image, served by the hub." },
+            "from_price": { "nullable": true, "allOf": [schema("Money")], "description": "The lowest variant price; null for a product without variants." },
+        },
+    })
+}
+
+fn product_detail() -> Value {
+    json!({
+        "type": "object",
+        "required": ["id", "slug", "name", "brand", "description", "category", "image", "tax_rate_bp", "attributes", "variants"],
+        "properties": {
+            "id": schema("Ulid"),
+            "slug": { "type": "string" },
+            "name": { "type": "string" },
+            "brand": { "type": "string" },
+            "description": { "type": "string" },
+            "category": { "type": "string", "description": "The category id." },
+            "image": { "type": "string", "description": "Path of the product image, served by the hub." },
+            "tax_rate_bp": { "type": "integer", "format": "int32", "minimum": 0, "description": "VAT rate in basis points (1900 = 19 %), included in the prices." },
+            "attributes": { "type": "object", "additionalProperties": { "type": "string" }, "example": { "origin": "Ethiopia" } },
+            "variants": array_of("ProductVariant"),
+        },
+    })
+}
+
+fn basket_schemas() -> Value {
+    json!({
+        "BasketView": basket_view(),
+        "NewBasket": {
+            "description": "A basket as `POST /baskets` creates it: for an anonymous shopper with the basket's secret `token`.",
+            "allOf": [schema("BasketView"), {
+                "type": "object",
+                "properties": { "token": { "type": "string", "description": "Only for a new anonymous basket: the secret that alone reaches it. Send it as `X-Basket-Token`; it is shown once." } },
+            }],
+        },
+        "PricedLine": priced_line(),
+        "TaxLine": {
+            "type": "object",
+            "description": "The tax of one rate, computed on the summed lines of that rate after discount.",
+            "required": ["rate_bp", "gross", "tax"],
+            "properties": {
+                "rate_bp": { "type": "integer", "format": "int32", "minimum": 0, "description": "The rate in basis points (1900 = 19 %)." },
+                "gross": { "allOf": [schema("Money")], "description": "Gross amount (tax included) at this rate, after discount." },
+                "tax": schema("Money"),
+            },
+        },
+        "AddLine": {
+            "type": "object",
+            "description": "No price field: the hub prices every line.",
+            "required": ["sku", "quantity"],
+            "additionalProperties": false,
+            "properties": {
+                "sku": schema("Sku"),
+                "quantity": { "type": "integer", "minimum": 1, "maximum": 999, "description": "Units to add; the line's new quantity must stay within 1 to 999 and the stock." },
+            },
+        },
+        "SetQuantity": {
+            "type": "object",
+            "required": ["quantity"],
+            "additionalProperties": false,
+            "properties": {
+                "quantity": { "type": "integer", "minimum": 1, "maximum": 999, "description": "The line's new quantity, within the stock." },
+            },
+        },
+    })
+}
+
+fn basket_view() -> Value {
+    json!({
+        "type": "object",
+        "description": "A basket as every channel shows it, priced by the hub from the current catalog.",
+        "required": ["id", "version", "owner", "currency", "lines", "unavailable", "item_count", "subtotal", "discount", "total", "taxes"],
+        "properties": {
+            "id": schema("Ulid"),
+            "version": { "type": "integer", "format": "int64", "minimum": 0, "description": "Grows by one with every change; order live updates by it." },
+            "owner": { "type": "string", "enum": ["customer", "anonymous"] },
+            "currency": schema("Currency"),
+            "lines": array_of("PricedLine"),
+            "unavailable": { "type": "array", "items": schema("Sku"), "description": "SKUs in the basket that are no longer sold: shown, not charged." },
+            "item_count": { "type": "integer", "format": "int64", "minimum": 0, "description": "Units over all lines." },
+            "subtotal": { "allOf": [schema("Money")], "description": "Sum of the line totals, before discount." },
+            "discount": schema("Money"),
+            "total": { "allOf": [schema("Money")], "description": "What the customer pays: subtotal minus discount, tax included." },
+            "taxes": { "type": "array", "items": schema("TaxLine"), "description": "Tax included in the total, per rate." },
+        },
+    })
+}
+
+fn priced_line() -> Value {
+    json!({
+        "type": "object",
+        "required": ["sku", "product_id", "product_slug", "name", "variant", "image", "quantity", "unit_price", "line_total", "discount", "tax_rate_bp"],
+        "properties": {
+            "sku": schema("Sku"),
+            "product_id": schema("Ulid"),
+            "product_slug": { "type": "string" },
+            "name": { "type": "string", "description": "The product's name." },
+            "variant": { "type": "string", "description": "The variant's title." },
+            "image": { "type": "string" },
+            "quantity": { "type": "integer", "format": "int32", "minimum": 1, "maximum": 999 },
+            "unit_price": schema("Money"),
+            "line_total": { "allOf": [schema("Money")], "description": "`unit_price × quantity`, before discount." },
+            "discount": { "allOf": [schema("Money")], "description": "This line's share of the basket discount." },
+            "tax_rate_bp": { "type": "integer", "format": "int32", "minimum": 0 },
+        },
+    })
+}
+
+fn customer_schemas() -> Value {
+    json!({
+        "Registration": {
+            "type": "object",
+            "required": ["email", "name", "password"],
+            "additionalProperties": false,
+            "properties": {
+                "email": { "type": "string", "format": "email", "maxLength": 254, "description": "A plausible address (else 422 `invalid_email`); an account exists once per email." },
+                "name": { "type": "string", "minLength": 1, "maxLength": 100, "description": "1 to 100 characters after trimming (else 422 `invalid_name`)." },
+                "password": { "type": "string", "format": "password", "minLength": 10, "maxLength": 128, "description": "10 to 128 characters (else 422 `weak_password`)." },
+            },
+        },
+        "SignIn": {
+            "type": "object",
+            "required": ["email", "password"],
+            "additionalProperties": false,
+            "properties": {
+                "email": { "type": "string", "format": "email" },
+                "password": { "type": "string", "format": "password" },
+            },
+        },
+        "Customer": {
+            "type": "object",
+            "description": "A customer as they see themselves.",
+            "required": ["id", "email", "name", "basket_id"],
+            "properties": {
+                "id": schema("Ulid"),
+                "email": { "type": "string", "format": "email" },
+                "name": { "type": "string" },
+                "basket_id": nullable("Ulid"),
+            },
+        },
+        "Session": {
+            "type": "object",
+            "required": ["session_token", "customer", "basket"],
+            "properties": {
+                "session_token": { "type": "string", "description": "Send as `Authorization: Bearer <token>` (also set as the `omnihub_session` cookie)." },
+                "customer": schema("Customer"),
+                "basket": { "allOf": [schema("BasketView")], "description": "The customer's basket, with the anonymous basket merged in." },
+            },
+        },
+    })
+}
+
+fn event_schemas() -> Value {
+    json!({
+        "Event": {
+            "type": "object",
+            "description": "One interaction. `payload` holds the kind's details as text.",
+            "required": ["id", "at", "subject", "channel", "kind", "payload"],
+            "properties": {
+                "id": schema("Ulid"),
+                "at": { "type": "string", "format": "date-time", "description": "When, RFC 3339." },
+                "subject": schema("Subject"),
+                "channel": { "type": "string", "enum": ["web", "mobile", "pos", "board", "voice", "chat", "unknown"] },
+                "kind": {
+                    "type": "string",
+                    "description": "What happened; kinds this hub does not know read as `unknown`.",
+                    "enum": ["page_view", "product_view", "search", "basket_line_added", "basket_line_changed", "basket_line_removed", "basket_cleared", "basket_merged", "registered", "signed_in", "signed_out", "unknown"],
+                },
+                "payload": {
+                    "type": "object",
+                    "additionalProperties": { "type": "string" },
+                    "description": "Details such as `sku`, `quantity`, `query`, `results`, `slug`, `path`.",
+                    "example": { "query": "coffee", "results": "12" },
+                },
+            },
+        },
+        "Subject": {
+            "type": "object",
+            "description": "Who acted: a customer or an anonymous shopper (browser or app install).",
+            "required": ["type", "id"],
+            "properties": {
+                "type": { "type": "string", "enum": ["customer", "anonymous"] },
+                "id": schema("Ulid"),
+            },
+        },
+        "EventList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": { "items": array_of("Event") },
+        },
+    })
+}
+
+fn error_responses() -> Value {
+    Value::Object(
+        Error::ALL
+            .iter()
+            .map(|e| (e.component().to_string(), e.response()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    /// Every `$ref` in `value`, with where it was found.
+    fn refs<'a>(value: &'a Value, at: &str, out: &mut Vec<(String, &'a str)>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(target)) => out.push((at.to_string(), target)),
+                        _ => refs(v, &format!("{at}/{k}"), out),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    refs(v, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Resolves a local `$ref` such as `#/components/schemas/Money`.
+    fn resolve<'a>(doc: &'a Value, target: &str) -> Option<&'a Value> {
+        let pointer = target.strip_prefix('#')?;
+        pointer
+            .starts_with("/components/")
+            .then(|| doc.pointer(pointer))
+            .flatten()
+    }
+
+    /// The `(path, method)` pairs of the route table in `api/mod.rs`.
+    fn route_table() -> BTreeSet<(String, String)> {
+        // rustfmt may break a `.route(` call over lines: compare without whitespace.
+        let text: String = include_str!("mod.rs").split_whitespace().collect();
+        let mut routes = BTreeSet::new();
+        for chunk in text.split(".route(\"").skip(1) {
+            let (path, rest) = chunk
+                .split_once('"')
+                .expect("a closing quote after the route path");
+            let rest = rest
+                .trim_start()
+                .strip_prefix(',')
+                .expect("a comma after the route path")
+                .trim_start();
+            let rest = rest
+                .strip_prefix("web::")
+                .expect("web::<method>() after the route path");
+            let method: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                METHODS.contains(&method.as_str()),
+                "unexpected route method web::{method}() for {path}"
+            );
+            routes.insert((path.to_string(), method));
+        }
+        routes
+    }
+
+    fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+        let paths = doc["paths"].as_object().expect("paths is an object");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                let ops = item.as_object().expect("a path item is an object");
+                ops.keys()
+                    .filter(|k| METHODS.contains(&k.as_str()))
+                    .map(move |m| (path.clone(), m.clone()))
+            })
+            .collect()
+    }
+
+    fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+        documented(doc)
+            .into_iter()
+            .map(|(p, m)| (p.clone(), m.clone(), &doc["paths"][&p][&m]))
+            .collect()
+    }
+
+    #[test]
+    fn document_is_json_openapi_3_0_3_and_every_ref_resolves() {
+        let text = spec().to_string();
+        let doc: Value = serde_json::from_str(&text).expect("the document parses as JSON");
+        assert_eq!(doc["openapi"], "3.0.3");
+        assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+        let mut found = Vec::new();
+        refs(&doc, "#", &mut found);
+        assert!(
+            found.len() > 50,
+            "expected many $refs, found {}",
+            found.len()
+        );
+        for (at, target) in found {
+            assert!(
+                resolve(&doc, target).is_some(),
+                "{at}: $ref '{target}' does not resolve to a component"
+            );
+        }
+    }
+
+    #[test]
+    fn every_route_is_documented_and_nothing_else() {
+        let routes = route_table();
+        assert!(
+            routes.len() >= 17,
+            "the route table parser found only {routes:?}"
+        );
+        let doc = spec();
+        let documented = documented(&doc);
+        let missing: Vec<_> = routes.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "routes without documentation: {missing:?}"
+        );
+        let stale: Vec<_> = documented.difference(&routes).collect();
+        assert!(
+            stale.is_empty(),
+            "documented operations that are not routes: {stale:?}"
+        );
+    }
+
+    #[test]
+    fn operations_are_complete() {
+        let doc = spec();
+        let tags: BTreeSet<&str> = doc["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        let schemes = doc["components"]["securitySchemes"]
+            .as_object()
+            .expect("security schemes");
+        let mut ids = BTreeSet::new();
+        for (path, method, op) in operations(&doc) {
+            let name = format!("{} {path}", method.to_uppercase());
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no operationId"));
+            assert!(
+                ids.insert(id.to_string()),
+                "{name}: duplicate operationId {id}"
+            );
+            assert!(op["summary"].is_string(), "{name}: no summary");
+            let op_tags = op["tags"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: no tags"));
+            assert!(
+                !op_tags.is_empty()
+                    && op_tags
+                        .iter()
+                        .all(|t| t.as_str().is_some_and(|t| tags.contains(t))),
+                "{name}: undeclared tag"
+            );
+            for requirement in op["security"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: no security"))
+            {
+                for scheme in requirement
+                    .as_object()
+                    .expect("a security requirement is an object")
+                    .keys()
+                {
+                    assert!(
+                        schemes.contains_key(scheme),
+                        "{name}: unknown security scheme {scheme}"
+                    );
+                }
+            }
+            let responses = op["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{name}: no responses"));
+            assert!(
+                responses
+                    .keys()
+                    .any(|s| s.starts_with('1') || s.starts_with('2')),
+                "{name}: no success response"
+            );
+            for (status, res) in responses {
+                assert!(
+                    status.len() == 3 && status.chars().all(|c| c.is_ascii_digit()),
+                    "{name}: bad status {status}"
+                );
+                let res = match res.get("$ref").and_then(Value::as_str) {
+                    Some(target) => {
+                        resolve(&doc, target).unwrap_or_else(|| panic!("{name}: {target}"))
+                    }
+                    None => res,
+                };
+                assert!(
+                    res["description"].is_string(),
+                    "{name} {status}: no description"
+                );
+            }
+            // Every `{placeholder}` is a required path parameter, and there are no others.
+            let placeholders: BTreeSet<String> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .map(str::to_string)
+                .collect();
+            let mut path_params = BTreeSet::new();
+            for p in op["parameters"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let p = match p.get("$ref").and_then(Value::as_str) {
+                    Some(target) => {
+                        resolve(&doc, target).unwrap_or_else(|| panic!("{name}: {target}"))
+                    }
+                    None => p,
+                };
+                assert!(
+                    p["name"].is_string() && p["in"].is_string() && p["schema"].is_object(),
+                    "{name}: incomplete parameter {p}"
+                );
+                if p["in"] == "path" {
+                    assert_eq!(p["required"], true, "{name}: path parameter not required");
+                    path_params.insert(p["name"].as_str().unwrap_or_default().to_string());
+                }
+            }
+            assert_eq!(placeholders, path_params, "{name}: path parameters");
+        }
+    }
+
+    #[test]
+    fn bodies_carry_no_price_and_quantities_are_bounded() {
+        let doc = spec();
+        let schemas = &doc["components"]["schemas"];
+        for body in ["AddLine", "SetQuantity"] {
+            let props = schemas[body]["properties"].as_object().expect("properties");
+            assert!(
+                props
+                    .keys()
+                    .all(|k| !k.contains("price") && !k.contains("total")),
+                "{body} has a price field"
+            );
+            assert_eq!(props["quantity"]["minimum"], 1);
+            assert_eq!(props["quantity"]["maximum"], 999);
+            assert_eq!(schemas[body]["additionalProperties"], false);
+        }
+        assert_eq!(
+            doc["components"]["responses"]["TooManyRequests"]["headers"]["Retry-After"]["$ref"],
+            "#/components/headers/RetryAfter"
+        );
+    }
+
+    #[actix_web::test]
+    async fn served_as_json() {
+        let res = document().await;
+        assert_eq!(res.status(), actix_web::http::StatusCode::OK);
+        assert_eq!(
+            res.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        let bytes = actix_web::body::to_bytes(res.into_body())
+            .await
+            .expect("a body");
+        let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(doc, spec());
+    }
+}
