@@ -288,3 +288,59 @@ pub fn random_token() -> Result<String, ApiError> {
     })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.2".parse().expect("ip");
+        let client: IpAddr = "203.0.113.7".parse().expect("ip");
+        let from_proxy = TestRequest::default()
+            .peer_addr("10.0.0.2:4000".parse().expect("addr"))
+            .insert_header(("x-forwarded-for", "198.51.100.1, 203.0.113.7"))
+            .to_http_request();
+        assert_eq!(
+            client_address(&from_proxy, &[proxy]),
+            client,
+            "the rightmost address left of the trusted proxy"
+        );
+        assert_eq!(
+            client_address(&from_proxy, &[]),
+            proxy,
+            "an untrusted peer's header is ignored"
+        );
+        let spoofed = TestRequest::default()
+            .peer_addr("192.0.2.9:4000".parse().expect("addr"))
+            .insert_header(("x-forwarded-for", "1.2.3.4"))
+            .to_http_request();
+        assert_eq!(
+            client_address(&spoofed, &[proxy]),
+            "192.0.2.9".parse::<IpAddr>().expect("ip")
+        );
+    }
+
+    #[test]
+    fn limiter_counts_per_account_and_per_address() {
+        let limiter = SignInLimiter::new(2, 3);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert!(limiter.check("x@example.com", a).is_ok());
+        assert!(limiter.check("X@Example.com ", b).is_ok());
+        assert!(
+            limiter.check("x@example.com", b).is_err(),
+            "third try on one account"
+        );
+        assert!(limiter.check("y@example.com", a).is_ok());
+        assert!(
+            limiter.check("z@example.com", a).is_ok(),
+            "third try from one address"
+        );
+        assert!(
+            limiter.check("w@example.com", a).is_err(),
+            "fourth try from one address"
+        );
+    }
+}
