@@ -19,7 +19,8 @@ pub struct BasketActor {
     basket: Basket,
     deps: Deps,
     directory: Addr<Directory>,
-    watchers: broadcast::Sender<BasketView>,
+    /// Made on the first watcher: most baskets are never watched, and a channel costs memory.
+    watchers: Option<broadcast::Sender<BasketView>>,
     last_active: OffsetDateTime,
 }
 
@@ -100,13 +101,12 @@ pub struct Absorb {
 
 impl BasketActor {
     pub fn new(basket: Basket, deps: Deps, directory: Addr<Directory>) -> BasketActor {
-        let (watchers, _) = broadcast::channel(64);
         let last_active = deps.clock.now();
         BasketActor {
             basket,
             deps,
             directory,
-            watchers,
+            watchers: None,
             last_active,
         }
     }
@@ -124,7 +124,9 @@ impl BasketActor {
     fn adopt(&mut self, next: Basket) -> BasketView {
         self.basket = next;
         let view = self.view();
-        let _ = self.watchers.send(view.clone());
+        if let Some(watchers) = &self.watchers {
+            let _ = watchers.send(view.clone());
+        }
         view
     }
 }
@@ -169,7 +171,12 @@ impl Actor for BasketActor {
                 act.last_active,
                 lifecycle.passivate_after,
             );
-            if idle && act.watchers.receiver_count() == 0 {
+            if idle
+                && act
+                    .watchers
+                    .as_ref()
+                    .is_none_or(|w| w.receiver_count() == 0)
+            {
                 // Every change is already durable when acknowledged: nothing left to flush.
                 act.directory
                     .do_send(Deregister::Basket(act.basket.id, ctx.address()));
@@ -199,7 +206,11 @@ impl Handler<Watch> for BasketActor {
         if !msg.0.allows(&self.basket) {
             return Err(BasketFailure::NotFound);
         }
-        Ok((self.view(), self.watchers.subscribe()))
+        let receiver = self
+            .watchers
+            .get_or_insert_with(|| broadcast::channel(16).0)
+            .subscribe();
+        Ok((self.view(), receiver))
     }
 }
 

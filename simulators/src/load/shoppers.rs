@@ -138,6 +138,7 @@ pub async fn run(args: ShopperArgs) -> Result<(), LoadError> {
     println!();
 
     println!("phase 1/3: the shopper mix (browse, search, view product, create basket once, add, change quantity, view basket, sometimes remove)");
+    println!("(each shopper creates its basket once, usually in the warm-up, so few or no creations fall in the measured window)");
     let mix = run_phase(&hub, &args, &MIX_OPS, |client| {
         shopper(client, catalog.clone())
     })
