@@ -17,6 +17,18 @@ pub struct Shopper {
     pub anonymous: Option<AnonymousId>,
 }
 
+impl Shopper {
+    /// Who an event is about: the customer, else the anonymous id (a fresh one if the client
+    /// sent none).
+    pub fn subject(&self) -> protocol::Subject {
+        match (self.customer, self.anonymous) {
+            (Some(c), _) => protocol::Subject::Customer(c),
+            (None, Some(a)) => protocol::Subject::Anonymous(a),
+            (None, None) => protocol::Subject::Anonymous(AnonymousId::new()),
+        }
+    }
+}
+
 /// A basket as every channel shows it: priced by the hub.
 #[derive(Debug, Clone, Serialize)]
 pub struct BasketView {

@@ -173,14 +173,9 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// Who an event is about: the customer, else the anonymous id (a fresh one if the client
-    /// sent none).
+    /// Who an event is about (see [`Shopper::subject`]).
     pub fn subject(&self) -> protocol::Subject {
-        match (self.shopper.customer, self.shopper.anonymous) {
-            (Some(c), _) => protocol::Subject::Customer(c),
-            (None, Some(a)) => protocol::Subject::Anonymous(a),
-            (None, None) => protocol::Subject::Anonymous(AnonymousId::new()),
-        }
+        self.shopper.subject()
     }
 
     /// The signed-in customer, or 401.

@@ -19,8 +19,8 @@ use channels::backend::{Availability, CustomerView, NewBasket, Registration, Sig
 use channels::{Backend, BackendError, BasketCommand, BasketView, Shopper};
 use protocol::customer::{is_plausible_email, normalize_email};
 use protocol::{
-    AnonymousId, Basket, BasketError, BasketId, BasketOwner, CatalogSnapshot, Channel, Currency,
-    CustomerId, CustomerRecord, Event, EventKind, LocationId, SessionRecord, Sku, Subject,
+    Basket, BasketError, BasketId, BasketOwner, CatalogSnapshot, Channel, Currency, CustomerId,
+    CustomerRecord, Event, EventKind, LocationId, SessionRecord, Sku, Subject,
 };
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -191,14 +191,6 @@ impl HubBackend {
         Ok(id)
     }
 
-    fn subject(shopper: &Shopper) -> Subject {
-        match (shopper.customer, shopper.anonymous) {
-            (Some(c), _) => Subject::Customer(c),
-            (None, Some(a)) => Subject::Anonymous(a),
-            (None, None) => Subject::Anonymous(AnonymousId::new()),
-        }
-    }
-
     fn event(&self, customer: CustomerId, channel: Channel, kind: EventKind) -> Event {
         Event::new(
             self.deps.clock.now(),
@@ -208,14 +200,21 @@ impl HubBackend {
         )
     }
 
-    /// Starts a session for the customer, merges the shopper's anonymous basket into theirs, and
-    /// answers what a signed-in client needs.
+    /// Records the sign-in (or registration), starts a session for the customer, merges the
+    /// shopper's anonymous basket into theirs, and answers what a signed-in client needs.
     async fn open_session(
         &self,
         customer: CustomerRecord,
         shopper: &Shopper,
         channel: Channel,
+        kind: EventKind,
     ) -> Result<SignedIn, BackendError> {
+        // The event links the anonymous id to the customer, so earlier activity can be joined.
+        let mut event = self.event(customer.id, channel, kind);
+        if let Some(anonymous) = shopper.anonymous {
+            event = event.with("anonymous_id", anonymous);
+        }
+        self.deps.recorder.do_send(Record(event));
         let token = auth::random_token(32).map_err(unavailable)?;
         let now = self.deps.clock.now();
         let session = SessionRecord {
@@ -372,12 +371,8 @@ impl Backend for HubBackend {
             Err(StorageError::Conflict(_)) => return Err(BackendError::EmailTaken),
             Err(e) => return Err(unavailable(e)),
         }
-        let mut event = self.event(id, channel, EventKind::Registered);
-        if let Some(anonymous) = shopper.anonymous {
-            event = event.with("anonymous_id", anonymous);
-        }
-        self.deps.recorder.do_send(Record(event));
-        self.open_session(customer, shopper, channel).await
+        self.open_session(customer, shopper, channel, EventKind::Registered)
+            .await
     }
 
     async fn sign_in(
@@ -405,12 +400,8 @@ impl Backend for HubBackend {
             Some(c) if matches => c,
             _ => return Err(BackendError::BadCredentials),
         };
-        let mut event = self.event(customer.id, channel, EventKind::SignedIn);
-        if let Some(anonymous) = shopper.anonymous {
-            event = event.with("anonymous_id", anonymous);
-        }
-        self.deps.recorder.do_send(Record(event));
-        self.open_session(customer, shopper, channel).await
+        self.open_session(customer, shopper, channel, EventKind::SignedIn)
+            .await
     }
 
     async fn sign_out(&self, session_token: &str, shopper: &Shopper, channel: Channel) {
@@ -542,7 +533,7 @@ impl Backend for HubBackend {
                 access,
                 command,
                 channel,
-                subject: Self::subject(shopper),
+                subject: shopper.subject(),
             },
         )
         .await

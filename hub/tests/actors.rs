@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{client, eventually};
+use common::{client, eventually, SendForJson};
 use hub::clock::ManualClock;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ async fn idle_actors_passivate_and_come_back_from_storage() {
     let hub = common::spawn_with(dir, settings, Arc::new(clock.clone()), true).await;
     let c = client();
 
-    let res: Value = c.post(hub.url("/api/v1/customers")).json(&json!({"email": "idle@example.com", "name": "Idle", "password": "correct horse battery"})).send().await.expect("sent").json().await.expect("json");
+    let res = hub.register(&c, "idle@example.com").await;
     let token = res["session_token"].as_str().expect("token").to_string();
     let basket = res["basket"]["id"].as_str().expect("id").to_string();
     let added = c
@@ -53,12 +53,8 @@ async fn idle_actors_passivate_and_come_back_from_storage() {
     let view: Value = c
         .get(hub.url("/api/v1/basket"))
         .bearer_auth(&token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(view["lines"][0]["quantity"], 3);
     assert_eq!(view["id"], basket.as_str());
     let stats = hub.handle.stats().await.expect("stats");
@@ -74,14 +70,7 @@ async fn a_watched_basket_stays_active() {
     settings.idle_check_every = Duration::from_millis(20);
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     let hub = common::spawn_with(dir, settings, Arc::new(clock.clone()), true).await;
-    let created: Value = client()
-        .post(hub.url("/api/v1/baskets"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let created: Value = client().post(hub.url("/api/v1/baskets")).json_body().await;
     let (id, token) = (
         created["id"].as_str().expect("id"),
         created["token"].as_str().expect("token"),

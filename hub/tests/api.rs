@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{client, eventually, spawn};
+use common::{client, eventually, spawn, SendForJson};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -23,29 +23,11 @@ async fn error_code(res: reqwest::Response) -> (StatusCode, String) {
     (status, code)
 }
 
-async fn register(c: &reqwest::Client, hub: &common::TestHub, email: &str) -> Value {
-    let res = c
-        .post(hub.url("/api/v1/customers"))
-        .json(&json!({"email": email, "name": "Ada", "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(res.status(), StatusCode::CREATED);
-    res.json().await.expect("json")
-}
-
 #[actix_web::test]
 async fn catalog_lists_searches_pages_and_details() {
     let hub = spawn().await;
     let c = client();
-    let cats: Value = c
-        .get(hub.url("/api/v1/categories"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let cats: Value = c.get(hub.url("/api/v1/categories")).json_body().await;
     assert_eq!(cats["items"].as_array().map(Vec::len), Some(2));
 
     let mut seen = Vec::new();
@@ -55,14 +37,7 @@ async fn catalog_lists_searches_pages_and_details() {
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = c
-            .get(url)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
+        let page: Value = c.get(url).json_body().await;
         assert_eq!(page["total"], 32);
         for item in page["items"].as_array().expect("items") {
             seen.push(item["from_price"]["minor"].as_i64().expect("price"));
@@ -75,25 +50,14 @@ async fn catalog_lists_searches_pages_and_details() {
     assert_eq!(seen.len(), 32);
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "sorted by price");
 
-    let found: Value = c
-        .get(hub.url("/api/v1/products?q=green"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let found: Value = c.get(hub.url("/api/v1/products?q=green")).json_body().await;
     assert_eq!(found["total"], 1);
     assert_eq!(found["items"][0]["slug"], "green-tea");
 
     let detail: Value = c
         .get(hub.url("/api/v1/products/green-tea"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(detail["variants"][0]["sku"], "TEA");
     assert_eq!(detail["variants"][0]["available"], 5);
     assert_eq!(
@@ -119,14 +83,7 @@ async fn catalog_lists_searches_pages_and_details() {
 async fn anonymous_basket_lifecycle_and_bad_input() {
     let hub = spawn().await;
     let c = client();
-    let created: Value = c
-        .post(hub.url("/api/v1/baskets"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let created: Value = c.post(hub.url("/api/v1/baskets")).json_body().await;
     let id = created["id"].as_str().expect("id").to_string();
     let token = created["token"].as_str().expect("token").to_string();
     assert_eq!(token.len(), 22, "128 random bits");
@@ -157,12 +114,8 @@ async fn anonymous_basket_lifecycle_and_bad_input() {
         .patch(&patch)
         .header("x-basket-token", &token)
         .json(&json!({"quantity": 5}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(view["lines"][0]["quantity"], 5);
 
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
@@ -245,12 +198,8 @@ async fn anonymous_basket_lifecycle_and_bad_input() {
     let unchanged: Value = c
         .get(hub.url(&format!("/api/v1/baskets/{id}")))
         .header("x-basket-token", &token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(
         unchanged["lines"].as_array().map(Vec::len),
         Some(1),
@@ -274,12 +223,8 @@ async fn anonymous_basket_lifecycle_and_bad_input() {
     let cleared: Value = c
         .delete(&lines)
         .header("x-basket-token", &token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(cleared["lines"], json!([]));
 
     // Without the token, or with another basket's, the basket does not exist.
@@ -291,14 +236,7 @@ async fn anonymous_basket_lifecycle_and_bad_input() {
     )
     .await;
     assert_eq!(s, 404);
-    let other: Value = c
-        .post(hub.url("/api/v1/baskets"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let other: Value = c.post(hub.url("/api/v1/baskets")).json_body().await;
     let other_token = other["token"].as_str().expect("token");
     let (s, _) = error_code(
         c.get(hub.url(&format!("/api/v1/baskets/{id}")))
@@ -323,7 +261,7 @@ async fn anonymous_basket_lifecycle_and_bad_input() {
 async fn customers_register_sign_in_and_see_only_their_own() {
     let hub = spawn().await;
     let c = client();
-    let ada = register(&c, &hub, "Ada@Example.com").await;
+    let ada = hub.register(&c, "Ada@Example.com").await;
     let ada_token = ada["session_token"].as_str().expect("token").to_string();
     let ada_basket = ada["basket"]["id"].as_str().expect("basket").to_string();
 
@@ -376,12 +314,8 @@ async fn customers_register_sign_in_and_see_only_their_own() {
         .post(hub.url("/api/v1/sessions"))
         .header("x-channel", "mobile")
         .json(&json!({"email": "ADA@example.com ", "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     let phone_token = phone["session_token"].as_str().expect("token").to_string();
     assert_ne!(phone_token, ada_token);
     assert_eq!(
@@ -393,12 +327,8 @@ async fn customers_register_sign_in_and_see_only_their_own() {
     let me: Value = c
         .get(hub.url("/api/v1/customers/me"))
         .bearer_auth(&phone_token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(me["email"], "ada@example.com");
     assert!(me.get("password_hash").is_none());
 
@@ -414,16 +344,12 @@ async fn customers_register_sign_in_and_see_only_their_own() {
     let laptop: Value = c
         .get(hub.url("/api/v1/basket"))
         .bearer_auth(&ada_token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(laptop["lines"][0]["sku"], "BEANS");
 
     // Bob sees neither Ada's basket nor her timeline.
-    let bob = register(&c, &hub, "bob@example.com").await;
+    let bob = hub.register(&c, "bob@example.com").await;
     let bob_token = bob["session_token"].as_str().expect("token");
     let (s, _) = error_code(
         c.get(hub.url(&format!("/api/v1/baskets/{ada_basket}")))
@@ -479,12 +405,8 @@ async fn customers_register_sign_in_and_see_only_their_own() {
     let bob_events: Value = c
         .get(hub.url("/api/v1/customers/me/events"))
         .bearer_auth(bob_token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert!(bob_events["items"]
         .as_array()
         .expect("items")
@@ -522,7 +444,7 @@ async fn customers_register_sign_in_and_see_only_their_own() {
 async fn anonymous_basket_merges_at_sign_in_capped_by_stock() {
     let hub = spawn().await;
     let c = client();
-    let ada = register(&c, &hub, "merge@example.com").await;
+    let ada = hub.register(&c, "merge@example.com").await;
     let token = ada["session_token"].as_str().expect("token");
     let basket = ada["basket"]["id"].as_str().expect("id");
     c.post(hub.url(&format!("/api/v1/baskets/{basket}/lines")))
@@ -532,14 +454,7 @@ async fn anonymous_basket_merges_at_sign_in_capped_by_stock() {
         .await
         .expect("sent");
 
-    let anon: Value = c
-        .post(hub.url("/api/v1/baskets"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let anon: Value = c.post(hub.url("/api/v1/baskets")).json_body().await;
     let anon_id = anon["id"].as_str().expect("id");
     let anon_token = anon["token"].as_str().expect("token");
     for (sku, q) in [("TEA", 4), ("BEANS", 2)] {
@@ -556,12 +471,8 @@ async fn anonymous_basket_merges_at_sign_in_capped_by_stock() {
         .post(hub.url("/api/v1/sessions"))
         .header("x-basket-token", anon_token)
         .json(&json!({"email": "merge@example.com", "password": "correct horse battery"}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     let lines = signed["basket"]["lines"].as_array().expect("lines");
     let qty = |sku: &str| {
         lines
@@ -574,12 +485,8 @@ async fn anonymous_basket_merges_at_sign_in_capped_by_stock() {
     let closed: Value = c
         .get(hub.url(&format!("/api/v1/baskets/{anon_id}")))
         .header("x-basket-token", anon_token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .json_body()
+        .await;
     assert_eq!(
         closed["lines"],
         json!([]),
@@ -640,7 +547,7 @@ async fn live_basket_pushes_changes_to_every_device() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let hub = spawn().await;
     let c = client();
-    let ada = register(&c, &hub, "live@example.com").await;
+    let ada = hub.register(&c, "live@example.com").await;
     let token = ada["session_token"].as_str().expect("token");
     let basket = ada["basket"]["id"].as_str().expect("id");
     let mut req = format!("ws://{}/api/v1/baskets/{basket}/live", hub.addr)
@@ -732,13 +639,6 @@ async fn health_and_openapi() {
             .status(),
         200
     );
-    let doc: Value = c
-        .get(hub.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let doc: Value = c.get(hub.url("/api/v1/openapi.json")).json_body().await;
     assert_eq!(doc["openapi"], "3.0.3");
 }

@@ -147,6 +147,8 @@ pub struct CatalogPage<'a> {
 pub struct CursorError;
 
 struct Indexed {
+    /// The lower-cased name: the sort key by name.
+    sort_name: String,
     name: Vec<String>,
     brand: Vec<String>,
     category: Vec<String>,
@@ -173,10 +175,11 @@ fn tokens(text: &str) -> Vec<String> {
 }
 
 /// Sort key of a listing cursor: the position after which the next page starts.
+/// `S` is `&str` for the keys of a listing and `String` for a decoded cursor.
 #[derive(Debug, PartialEq)]
-enum CursorKey {
-    Score(u32, String, ProductId),
-    Name(String, ProductId),
+enum CursorKey<S> {
+    Score(u32, S, ProductId),
+    Name(S, ProductId),
     Price(i64, ProductId),
 }
 
@@ -187,12 +190,7 @@ impl CatalogSnapshot {
         mut products: Vec<Product>,
     ) -> CatalogSnapshot {
         categories.sort_by(|a, b| a.position.cmp(&b.position).then(a.name.cmp(&b.name)));
-        products.sort_by(|a, b| {
-            a.name
-                .to_lowercase()
-                .cmp(&b.name.to_lowercase())
-                .then(a.id.cmp(&b.id))
-        });
+        products.sort_by_cached_key(|p| (p.name.to_lowercase(), p.id));
         let mut by_sku = std::collections::HashMap::new();
         let mut by_slug = std::collections::HashMap::new();
         let mut by_id = std::collections::HashMap::new();
@@ -208,6 +206,7 @@ impl CatalogSnapshot {
                 .find(|c| c.id == p.category)
                 .map_or("", |c| c.name.as_str());
             index.push(Indexed {
+                sort_name: p.name.to_lowercase(),
                 name: tokens(&p.name),
                 brand: tokens(&p.brand),
                 category: tokens(category_name),
@@ -277,7 +276,7 @@ impl CatalogSnapshot {
     pub fn query(&self, query: &CatalogQuery) -> Result<CatalogPage<'_>, CursorError> {
         let terms = query.text.as_deref().map(tokens).unwrap_or_default();
         let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-        let mut hits: Vec<(CursorKey, &Product)> = Vec::new();
+        let mut hits: Vec<(CursorKey<&str>, &Product)> = Vec::new();
         for (i, p) in self.products.iter().enumerate() {
             if query.category.as_ref().is_some_and(|c| &p.category != c) {
                 continue;
@@ -287,8 +286,10 @@ impl CatalogSnapshot {
             };
             let price = p.from_price().map_or(0, |m| m.minor);
             let key = match query.sort {
-                Sort::Relevance => CursorKey::Score(u32::MAX - score, p.name.to_lowercase(), p.id),
-                Sort::NameAsc => CursorKey::Name(p.name.to_lowercase(), p.id),
+                Sort::Relevance => {
+                    CursorKey::Score(u32::MAX - score, self.index[i].sort_name.as_str(), p.id)
+                }
+                Sort::NameAsc => CursorKey::Name(self.index[i].sort_name.as_str(), p.id),
                 Sort::PriceAsc => CursorKey::Price(price, p.id),
                 Sort::PriceDesc => CursorKey::Price(-price, p.id),
             };
@@ -303,7 +304,7 @@ impl CatalogSnapshot {
             None => 0,
         };
         let limit = query.limit.clamp(1, 100);
-        let page: Vec<&(CursorKey, &Product)> =
+        let page: Vec<&(CursorKey<&str>, &Product)> =
             hits[start.min(total)..].iter().take(limit).collect();
         let next_cursor = if start + page.len() < total {
             page.last().map(|(k, _)| encode_cursor(k))
@@ -318,19 +319,21 @@ impl CatalogSnapshot {
     }
 }
 
-fn cmp_key(a: &CursorKey, b: &CursorKey) -> std::cmp::Ordering {
+fn cmp_key<A: AsRef<str>, B: AsRef<str>>(a: &CursorKey<A>, b: &CursorKey<B>) -> std::cmp::Ordering {
     match (a, b) {
         (CursorKey::Score(s1, n1, i1), CursorKey::Score(s2, n2, i2)) => {
-            (s1, n1, i1).cmp(&(s2, n2, i2))
+            (s1, n1.as_ref(), i1).cmp(&(s2, n2.as_ref(), i2))
         }
-        (CursorKey::Name(n1, i1), CursorKey::Name(n2, i2)) => (n1, i1).cmp(&(n2, i2)),
+        (CursorKey::Name(n1, i1), CursorKey::Name(n2, i2)) => {
+            (n1.as_ref(), i1).cmp(&(n2.as_ref(), i2))
+        }
         (CursorKey::Price(p1, i1), CursorKey::Price(p2, i2)) => (p1, i1).cmp(&(p2, i2)),
         // A cursor of another sort order: start from the beginning.
         _ => std::cmp::Ordering::Greater,
     }
 }
 
-fn encode_cursor(key: &CursorKey) -> String {
+fn encode_cursor(key: &CursorKey<&str>) -> String {
     let raw = match key {
         CursorKey::Score(s, n, id) => format!("s~{s}~{id}~{n}"),
         CursorKey::Name(n, id) => format!("n~~{id}~{n}"),
@@ -339,7 +342,7 @@ fn encode_cursor(key: &CursorKey) -> String {
     raw.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_cursor(text: &str) -> Result<CursorKey, CursorError> {
+fn decode_cursor(text: &str) -> Result<CursorKey<String>, CursorError> {
     if !text.len().is_multiple_of(2) || text.len() > 1024 {
         return Err(CursorError);
     }

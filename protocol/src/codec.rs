@@ -50,7 +50,9 @@ struct Header {
 }
 
 #[derive(Deserialize)]
-struct Body<T> {
+struct Envelope<T> {
+    v: u16,
+    k: String,
     b: T,
 }
 
@@ -69,26 +71,47 @@ pub fn encode<T: Stored>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes a value, checking its kind and version first.
 pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, CodecError> {
-    let malformed = |e: rmp_serde::decode::Error| CodecError::Malformed {
-        kind: T::KIND,
-        reason: e.to_string(),
-    };
-    let header: Header = rmp_serde::from_slice(bytes).map_err(malformed)?;
-    if header.k != T::KIND {
+    // One pass in the usual case; the header alone is read again only to explain a failure.
+    match rmp_serde::from_slice::<Envelope<T>>(bytes) {
+        Ok(envelope) => {
+            check_header(&envelope.k, envelope.v, T::KIND, T::VERSION)?;
+            Ok(envelope.b)
+        }
+        Err(body_error) => {
+            let header: Header =
+                rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed {
+                    kind: T::KIND,
+                    reason: e.to_string(),
+                })?;
+            check_header(&header.k, header.v, T::KIND, T::VERSION)?;
+            Err(CodecError::Malformed {
+                kind: T::KIND,
+                reason: body_error.to_string(),
+            })
+        }
+    }
+}
+
+fn check_header(
+    found_kind: &str,
+    found: u16,
+    kind: &'static str,
+    supported: u16,
+) -> Result<(), CodecError> {
+    if found_kind != kind {
         return Err(CodecError::WrongKind {
-            expected: T::KIND,
-            found: header.k,
+            expected: kind,
+            found: found_kind.to_string(),
         });
     }
-    if header.v != T::VERSION {
+    if found != supported {
         return Err(CodecError::UnknownVersion {
-            kind: T::KIND,
-            found: header.v,
-            supported: T::VERSION,
+            kind,
+            found,
+            supported,
         });
     }
-    let body: Body<T> = rmp_serde::from_slice(bytes).map_err(malformed)?;
-    Ok(body.b)
+    Ok(())
 }
 
 #[cfg(test)]

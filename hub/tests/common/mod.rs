@@ -20,6 +20,18 @@ impl TestHub {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
+
+    /// Registers a customer (password "correct horse battery"); answers the signed-in body.
+    pub async fn register(&self, c: &reqwest::Client, email: &str) -> serde_json::Value {
+        let res = c
+            .post(self.url("/api/v1/customers"))
+            .json(&serde_json::json!({"email": email, "name": "Ada", "password": "correct horse battery"}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+        res.json().await.expect("json")
+    }
 }
 
 pub fn settings(dir: &std::path::Path) -> HubSettings {
@@ -154,5 +166,22 @@ where
             "condition not met within {timeout:?}"
         );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a request and reads its JSON body, failing the test on a transport error or non-JSON.
+#[allow(async_fn_in_trait)]
+pub trait SendForJson {
+    async fn json_body(self) -> serde_json::Value;
+}
+
+impl SendForJson for reqwest::RequestBuilder {
+    async fn json_body(self) -> serde_json::Value {
+        self.send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("a JSON body")
     }
 }
