@@ -189,16 +189,15 @@ pub async fn category(
     let catalog = visitor.state.backend.catalog();
     let id = CategoryId(path.into_inner());
     let Some(category) = catalog.category(&id) else {
-        visitor.record(
-            EventKind::PageView,
-            &[("path", req.path()), ("status", "404")],
-        );
         return visitor
-            .render_error(PageError::new(
-                StatusCode::NOT_FOUND,
-                "Category not found",
-                "This category does not exist (any more). Have a look at the others above.",
-            ))
+            .render_missing(
+                req.path(),
+                PageError::new(
+                    StatusCode::NOT_FOUND,
+                    "Category not found",
+                    "This category does not exist (any more). Have a look at the others above.",
+                ),
+            )
             .await;
     };
     let sort = Sort::parse(&params.sort).unwrap_or_default();
@@ -322,16 +321,15 @@ pub async fn product(
     let visitor = Visitor::new(&req, state, ctx)?;
     let catalog = visitor.state.backend.catalog();
     let Some(product) = catalog.product_by_slug(&slug) else {
-        visitor.record(
-            EventKind::PageView,
-            &[("path", req.path()), ("status", "404")],
-        );
         return visitor
-            .render_error(PageError::new(
-                StatusCode::NOT_FOUND,
-                "Product not found",
-                "This product is no longer in our range. Try searching for something similar.",
-            ))
+            .render_missing(
+                req.path(),
+                PageError::new(
+                    StatusCode::NOT_FOUND,
+                    "Product not found",
+                    "This product is no longer in our range. Try searching for something similar.",
+                ),
+            )
             .await;
     };
     let skus: Vec<Sku> = product.variants.iter().map(|v| v.sku.clone()).collect();

@@ -24,7 +24,7 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse, Resource};
 use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State};
-use protocol::{Currency, EventKind, Money};
+use protocol::{Currency, Money};
 use std::sync::OnceLock;
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -179,12 +179,9 @@ pub async fn not_found(
     if path == "/api" || path.starts_with("/api/") {
         return Ok(crate::error::api_not_found(req).await);
     }
-    let visitor = page::Visitor::new(&req, state, ctx)?;
-    visitor.record(
-        EventKind::PageView,
-        &[("path", req.path()), ("status", "404")],
-    );
-    visitor.render_error(PageError::not_found()).await
+    page::Visitor::new(&req, state, ctx)?
+        .render_missing(req.path(), PageError::not_found())
+        .await
 }
 
 async fn stylesheet(req: HttpRequest) -> HttpResponse {

@@ -465,6 +465,16 @@ impl Visitor {
         Ok(res.body(html))
     }
 
+    /// A page that does not exist: recorded as a 404 page view, answered with the error page.
+    pub async fn render_missing(
+        self,
+        path: &str,
+        error: PageError,
+    ) -> Result<HttpResponse, PageError> {
+        self.record(EventKind::PageView, &[("path", path), ("status", "404")]);
+        self.render_error(error).await
+    }
+
     /// The friendly page for an error, with the full header.
     pub async fn render_error(self, error: PageError) -> Result<HttpResponse, PageError> {
         let page =
