@@ -2,7 +2,7 @@
 //! tests) and serves until shut down, then drains events and flushes storage.
 
 use crate::actors::catalog::{CatalogActor, Upsert};
-use crate::actors::directory::{Directory, DirectoryStats, Stats};
+use crate::actors::directory::{Directory, DirectoryStats, DirectoryView, Stats};
 use crate::actors::inventory::Inventory;
 use crate::actors::recorder::{Drain, Recorder};
 use crate::actors::{Deps, Lifecycle};
@@ -133,11 +133,17 @@ impl Application {
             recorder: recorder.clone(),
             lifecycle,
         };
-        let directory =
-            Directory::new(deps.clone(), arbiters.iter().map(Arbiter::handle).collect()).start();
+        let view = Arc::new(DirectoryView::default());
+        let directory = Directory::new(
+            deps.clone(),
+            arbiters.iter().map(Arbiter::handle).collect(),
+            view.clone(),
+        )
+        .start();
         let backend = Arc::new(HubBackend::new(
             deps,
             directory.clone(),
+            view,
             settings.channels.session_days,
         ));
         let handle = HubHandle {
@@ -162,8 +168,11 @@ impl Application {
                 .route("/readyz", web::get().to(readyz))
                 .route("/ops/stats", web::get().to(ops_stats))
                 .route("/metrics", web::get().to(metrics))
-                .route("/images/category/{id}.svg", web::get().to(category_image))
-                .route("/images/{slug}.svg", web::get().to(product_image))
+                .service(
+                    web::scope("/images")
+                        .route("/category/{id}.svg", web::get().to(category_image))
+                        .route("/{slug}.svg", web::get().to(product_image)),
+                )
                 .configure(channels::configure)
         })
         .disable_signals();

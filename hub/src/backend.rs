@@ -6,7 +6,7 @@ use crate::actors::basket::{
 };
 use crate::actors::customer::{CustomerActor, EnsureBasket, GetCustomer};
 use crate::actors::directory::{
-    ActivateBasket, ActivateCustomer, Deregister, Directory, FindBasket, FindCustomer,
+    ActivateBasket, ActivateCustomer, Deregister, Directory, DirectoryView,
 };
 use crate::actors::recorder::Record;
 use crate::actors::Deps;
@@ -29,6 +29,7 @@ use tokio::sync::broadcast;
 pub struct HubBackend {
     deps: Deps,
     directory: Addr<Directory>,
+    view: Arc<DirectoryView>,
     session_days: i64,
 }
 
@@ -54,27 +55,27 @@ impl From<BasketFailure> for BackendError {
                 }
             }
             BasketFailure::Storage(e) => unavailable(e),
-            BasketFailure::Inventory => unavailable("inventory"),
         }
     }
 }
 
 impl HubBackend {
-    pub fn new(deps: Deps, directory: Addr<Directory>, session_days: i64) -> HubBackend {
+    pub fn new(
+        deps: Deps,
+        directory: Addr<Directory>,
+        view: Arc<DirectoryView>,
+        session_days: i64,
+    ) -> HubBackend {
         HubBackend {
             deps,
             directory,
+            view,
             session_days,
         }
     }
 
     async fn basket_actor(&self, id: BasketId) -> Result<Option<Addr<BasketActor>>, BackendError> {
-        if let Some(addr) = self
-            .directory
-            .send(FindBasket(id))
-            .await
-            .map_err(unavailable)?
-        {
+        if let Some(addr) = self.view.basket(id) {
             return Ok(Some(addr));
         }
         match self.deps.storage.basket(id).await.map_err(unavailable)? {
@@ -89,12 +90,7 @@ impl HubBackend {
     }
 
     async fn customer_actor(&self, id: CustomerId) -> Result<Addr<CustomerActor>, BackendError> {
-        if let Some(addr) = self
-            .directory
-            .send(FindCustomer(id))
-            .await
-            .map_err(unavailable)?
-        {
+        if let Some(addr) = self.view.customer(id) {
             return Ok(addr);
         }
         let record = self
@@ -318,12 +314,7 @@ impl Backend for HubBackend {
     }
 
     async fn availability(&self, skus: &[Sku]) -> Result<Vec<Availability>, BackendError> {
-        let units = self
-            .deps
-            .inventory
-            .available(&LocationId::online(), skus)
-            .await
-            .map_err(unavailable)?;
+        let units = self.deps.inventory.available(&LocationId::online(), skus);
         Ok(units
             .into_iter()
             .map(|available| Availability { available })

@@ -10,35 +10,34 @@ pub mod baskets;
 use actix_web::web;
 
 /// Registers the API routes and the JSON 404 for unknown API routes.
+///
+/// Static paths come first and the dynamic ones last, and a basket's routes sit in one scope:
+/// actix matches dynamic paths by regular expression, one resource after another, so this keeps
+/// the number of expressions tried per request small.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .route("/openapi.json", web::get().to(openapi::document))
             .route("/categories", web::get().to(catalog::categories))
             .route("/products", web::get().to(catalog::list))
-            .route("/products/{slug}", web::get().to(catalog::detail))
             .route("/basket", web::get().to(baskets::current))
             .route("/baskets", web::post().to(baskets::create))
-            .route("/baskets/{id}", web::get().to(baskets::read))
-            .route("/baskets/{id}/lines", web::post().to(baskets::add_line))
-            .route("/baskets/{id}/lines", web::delete().to(baskets::clear))
-            .route(
-                "/baskets/{id}/lines/{sku}",
-                web::patch().to(baskets::set_quantity),
-            )
-            .route(
-                "/baskets/{id}/lines/{sku}",
-                web::delete().to(baskets::remove_line),
-            )
-            .route(
-                "/baskets/{id}/live",
-                web::get().to(crate::live::basket_socket),
-            )
             .route("/customers", web::post().to(customers::register))
             .route("/customers/me", web::get().to(customers::me))
             .route("/customers/me/events", web::get().to(customers::events))
             .route("/sessions", web::post().to(customers::sign_in))
             .route("/sessions/current", web::delete().to(customers::sign_out))
+            .route("/products/{slug}", web::get().to(catalog::detail))
+            .service(
+                web::scope("/baskets/{id}")
+                    .route("", web::get().to(baskets::read))
+                    .route("/lines", web::post().to(baskets::add_line))
+                    .route("/lines", web::delete().to(baskets::clear))
+                    .route("/lines/{sku}", web::patch().to(baskets::set_quantity))
+                    .route("/lines/{sku}", web::delete().to(baskets::remove_line))
+                    .route("/live", web::get().to(crate::live::basket_socket))
+                    .default_service(web::to(crate::error::api_not_found)),
+            )
             .default_service(web::to(crate::error::api_not_found)),
     );
 }

@@ -1164,32 +1164,54 @@ mod tests {
             .flatten()
     }
 
-    /// The `(path, method)` pairs of the route table in `api/mod.rs`.
+    /// The `(path, method)` pairs of the route table in `api/mod.rs`, with the prefixes of the
+    /// `web::scope`s they sit in (less `/api/v1`, which the document's server URL carries).
     fn route_table() -> BTreeSet<(String, String)> {
-        // rustfmt may break a `.route(` call over lines: compare without whitespace.
+        // rustfmt may break a call over lines: compare without whitespace.
         let text: String = include_str!("mod.rs").split_whitespace().collect();
         let mut routes = BTreeSet::new();
-        for chunk in text.split(".route(\"").skip(1) {
-            let (path, rest) = chunk
-                .split_once('"')
-                .expect("a closing quote after the route path");
-            let rest = rest
-                .trim_start()
-                .strip_prefix(',')
-                .expect("a comma after the route path")
-                .trim_start();
-            let rest = rest
-                .strip_prefix("web::")
-                .expect("web::<method>() after the route path");
-            let method: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            assert!(
-                METHODS.contains(&method.as_str()),
-                "unexpected route method web::{method}() for {path}"
-            );
-            routes.insert((path.to_string(), method));
+        // Open scopes as (prefix, depth of the call the scope is an argument of): a scope's
+        // routes are chained on it inside that call, e.g. `.service(web::scope("/x").route(..))`.
+        let mut scopes: Vec<(String, usize)> = Vec::new();
+        let mut depth = 0usize;
+        let mut rest = text.as_str();
+        while let Some(c) = rest.chars().next() {
+            if let Some(after) = rest.strip_prefix("web::scope(\"") {
+                let (prefix, _) = after
+                    .split_once('"')
+                    .expect("a closing quote after the scope");
+                scopes.push((prefix.to_string(), depth));
+            } else if let Some(after) = rest.strip_prefix(".route(\"") {
+                let (path, tail) = after
+                    .split_once('"')
+                    .expect("a closing quote after the path");
+                let tail = tail
+                    .strip_prefix(",web::")
+                    .expect("web::<method>() after the route path");
+                let method: String = tail
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    METHODS.contains(&method.as_str()),
+                    "unexpected route method web::{method}() for {path}"
+                );
+                let full: String =
+                    scopes.iter().map(|(p, _)| p.as_str()).collect::<String>() + path;
+                let relative = full.strip_prefix("/api/v1").unwrap_or(&full).to_string();
+                routes.insert((relative, method));
+            }
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    if scopes.last().is_some_and(|(_, d)| *d == depth) {
+                        scopes.pop();
+                    }
+                    depth = depth.saturating_sub(1);
+                }
+                _ => {}
+            }
+            rest = &rest[c.len_utf8()..];
         }
         routes
     }

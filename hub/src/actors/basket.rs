@@ -52,8 +52,6 @@ pub enum BasketFailure {
     Rejected(#[from] BasketError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("inventory unavailable")]
-    Inventory,
     /// The SKU is not in the catalog.
     #[error("unknown SKU")]
     UnknownSku,
@@ -249,15 +247,11 @@ async fn apply(
 ) -> Result<Basket, BasketFailure> {
     let now = deps.clock.now();
     let available = |sku: &protocol::Sku| {
-        let inventory = deps.inventory.clone();
-        let sku = sku.clone();
-        async move {
-            inventory
-                .available(&LocationId::online(), &[sku])
-                .await
-                .map_err(|_| BasketFailure::Inventory)
-                .map(|v| v.first().copied().unwrap_or(0))
-        }
+        deps.inventory
+            .available(&LocationId::online(), std::slice::from_ref(sku))
+            .first()
+            .copied()
+            .unwrap_or(0)
     };
     if let BasketCommand::Add { sku, .. } = &command {
         if deps.catalog.load().product_by_sku(sku).is_none() {
@@ -266,10 +260,10 @@ async fn apply(
     }
     match &command {
         BasketCommand::Add { sku, quantity } => {
-            basket.add(sku.clone(), *quantity, available(sku).await?, now)?;
+            basket.add(sku.clone(), *quantity, available(sku), now)?;
         }
         BasketCommand::SetQuantity { sku, quantity } => {
-            basket.set_quantity(sku, *quantity, available(sku).await?, now)?;
+            basket.set_quantity(sku, *quantity, available(sku), now)?;
         }
         BasketCommand::Remove { sku } => basket.remove(sku, now)?,
         BasketCommand::Clear => basket.clear(now)?,
@@ -323,11 +317,7 @@ impl Handler<Absorb> for BasketActor {
         AtomicResponse::new(Box::pin(
             async move {
                 let skus: Vec<protocol::Sku> = msg.lines.iter().map(|l| l.sku.clone()).collect();
-                let stock = deps
-                    .inventory
-                    .available(&LocationId::online(), &skus)
-                    .await
-                    .map_err(|_| BasketFailure::Inventory)?;
+                let stock = deps.inventory.available(&LocationId::online(), &skus);
                 let now = deps.clock.now();
                 next.absorb(
                     &msg.lines,

@@ -1,5 +1,10 @@
-//! The directory: finds the active actor for a customer or basket id, or activates one with the
-//! state the caller loaded from storage. Entity actors deregister here when they passivate.
+//! The directory: the one writer of the id → actor map. It activates a customer or basket actor
+//! with the state the caller loaded from storage (or hands back the one already active), and
+//! forgets actors as they passivate.
+//!
+//! Lookups do not go through the directory's mailbox: it publishes the map as a
+//! [`DirectoryView`] that request handlers read directly, so the common case — the actor is
+//! already active — costs no hop to the directory's thread. Only the directory writes the view.
 
 use super::basket::BasketActor;
 use super::customer::CustomerActor;
@@ -7,32 +12,57 @@ use super::Deps;
 use actix::prelude::*;
 use protocol::{Basket, BasketId, CustomerId, CustomerRecord};
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Maps ids to live actors; spreads new actors over the entity arbiters.
+/// The published map of active entity actors (read by anyone, written by the directory only).
+#[derive(Default)]
+pub struct DirectoryView {
+    baskets: RwLock<HashMap<BasketId, Addr<BasketActor>>>,
+    customers: RwLock<HashMap<CustomerId, Addr<CustomerActor>>>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // A panic while holding the lock cannot leave a map half-written (inserts and removes are
+    // single calls), so a poisoned lock is still a consistent map.
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl DirectoryView {
+    /// The active basket actor, if any.
+    pub fn basket(&self, id: BasketId) -> Option<Addr<BasketActor>> {
+        read(&self.baskets)
+            .get(&id)
+            .filter(|a| a.connected())
+            .cloned()
+    }
+
+    /// The active customer actor, if any.
+    pub fn customer(&self, id: CustomerId) -> Option<Addr<CustomerActor>> {
+        read(&self.customers)
+            .get(&id)
+            .filter(|a| a.connected())
+            .cloned()
+    }
+}
+
+/// Spreads new actors over the entity arbiters and keeps the view.
 pub struct Directory {
     deps: Deps,
     arbiters: Vec<ArbiterHandle>,
     next: usize,
-    baskets: HashMap<BasketId, Addr<BasketActor>>,
-    customers: HashMap<CustomerId, Addr<CustomerActor>>,
+    view: Arc<DirectoryView>,
     activations: u64,
     passivations: u64,
 }
-
-/// The active basket actor, if any.
-#[derive(Message)]
-#[rtype(result = "Option<Addr<BasketActor>>")]
-pub struct FindBasket(pub BasketId);
 
 /// Activates a basket actor with its stored state (or returns the one already active).
 #[derive(Message)]
 #[rtype(result = "Addr<BasketActor>")]
 pub struct ActivateBasket(pub Basket);
-
-/// The active customer actor, if any.
-#[derive(Message)]
-#[rtype(result = "Option<Addr<CustomerActor>>")]
-pub struct FindCustomer(pub CustomerId);
 
 /// Activates a customer actor with its stored state (or returns the one already active).
 #[derive(Message)]
@@ -61,13 +91,12 @@ pub struct DirectoryStats {
 }
 
 impl Directory {
-    pub fn new(deps: Deps, arbiters: Vec<ArbiterHandle>) -> Directory {
+    pub fn new(deps: Deps, arbiters: Vec<ArbiterHandle>, view: Arc<DirectoryView>) -> Directory {
         Directory {
             deps,
             arbiters,
             next: 0,
-            baskets: HashMap::new(),
-            customers: HashMap::new(),
+            view,
             activations: 0,
             passivations: 0,
         }
@@ -83,41 +112,22 @@ impl Actor for Directory {
     type Context = Context<Self>;
 }
 
-impl Handler<FindBasket> for Directory {
-    type Result = Option<Addr<BasketActor>>;
-
-    fn handle(&mut self, msg: FindBasket, _ctx: &mut Context<Self>) -> Self::Result {
-        self.baskets.get(&msg.0).filter(|a| a.connected()).cloned()
-    }
-}
-
 impl Handler<ActivateBasket> for Directory {
     type Result = MessageResult<ActivateBasket>;
 
     fn handle(&mut self, msg: ActivateBasket, ctx: &mut Context<Self>) -> Self::Result {
         let id = msg.0.id;
-        if let Some(addr) = self.baskets.get(&id).filter(|a| a.connected()) {
-            return MessageResult(addr.clone());
+        if let Some(addr) = self.view.basket(id) {
+            return MessageResult(addr);
         }
         let deps = self.deps.clone();
         let me = ctx.address();
         let arbiter = self.arbiter();
         let addr =
             BasketActor::start_in_arbiter(&arbiter, move |_| BasketActor::new(msg.0, deps, me));
-        self.baskets.insert(id, addr.clone());
+        write(&self.view.baskets).insert(id, addr.clone());
         self.activations += 1;
         MessageResult(addr)
-    }
-}
-
-impl Handler<FindCustomer> for Directory {
-    type Result = Option<Addr<CustomerActor>>;
-
-    fn handle(&mut self, msg: FindCustomer, _ctx: &mut Context<Self>) -> Self::Result {
-        self.customers
-            .get(&msg.0)
-            .filter(|a| a.connected())
-            .cloned()
     }
 }
 
@@ -126,17 +136,32 @@ impl Handler<ActivateCustomer> for Directory {
 
     fn handle(&mut self, msg: ActivateCustomer, ctx: &mut Context<Self>) -> Self::Result {
         let id = msg.0.id;
-        if let Some(addr) = self.customers.get(&id).filter(|a| a.connected()) {
-            return MessageResult(addr.clone());
+        if let Some(addr) = self.view.customer(id) {
+            return MessageResult(addr);
         }
         let deps = self.deps.clone();
         let me = ctx.address();
         let arbiter = self.arbiter();
         let addr =
             CustomerActor::start_in_arbiter(&arbiter, move |_| CustomerActor::new(msg.0, deps, me));
-        self.customers.insert(id, addr.clone());
+        write(&self.view.customers).insert(id, addr.clone());
         self.activations += 1;
         MessageResult(addr)
+    }
+}
+
+/// Removes `id` from `map` if it still maps to `addr` (a newer activation stays).
+fn forget<K: std::hash::Hash + Eq, A: Actor>(
+    map: &RwLock<HashMap<K, Addr<A>>>,
+    id: &K,
+    addr: &Addr<A>,
+) -> bool {
+    let mut map = write(map);
+    if map.get(id).is_some_and(|a| a == addr) {
+        map.remove(id);
+        true
+    } else {
+        false
     }
 }
 
@@ -145,14 +170,8 @@ impl Handler<Deregister> for Directory {
 
     fn handle(&mut self, msg: Deregister, _ctx: &mut Context<Self>) {
         let removed = match msg {
-            Deregister::Basket(id, addr) => {
-                self.baskets.get(&id).is_some_and(|a| *a == addr)
-                    && self.baskets.remove(&id).is_some()
-            }
-            Deregister::Customer(id, addr) => {
-                self.customers.get(&id).is_some_and(|a| *a == addr)
-                    && self.customers.remove(&id).is_some()
-            }
+            Deregister::Basket(id, addr) => forget(&self.view.baskets, &id, &addr),
+            Deregister::Customer(id, addr) => forget(&self.view.customers, &id, &addr),
         };
         if removed {
             self.passivations += 1;
@@ -165,8 +184,8 @@ impl Handler<Stats> for Directory {
 
     fn handle(&mut self, _msg: Stats, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(DirectoryStats {
-            active_baskets: self.baskets.len(),
-            active_customers: self.customers.len(),
+            active_baskets: read(&self.view.baskets).len(),
+            active_customers: read(&self.view.customers).len(),
             activations: self.activations,
             passivations: self.passivations,
         })

@@ -1,5 +1,9 @@
-//! Inventory, sharded by SKU: each shard actor owns the stock levels of its SKUs at every
-//! location — on hand, held for checkouts, and available to promise.
+//! Inventory, sharded by SKU: each shard actor is the single writer of the stock levels of its
+//! SKUs at every location — on hand, held for checkouts, and available to promise. Writes are
+//! serialized by the shard and applied only once durable.
+//!
+//! Reads (availability on a product page, the stock check when a line is added) do not queue
+//! behind writes: each shard publishes its levels in a read view, like the catalog snapshot.
 
 use crate::storage::{Change, Storage, StorageError, UnitOfWork};
 use actix::prelude::*;
@@ -7,20 +11,14 @@ use protocol::{LocationId, Sku, StockLevel};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-/// One shard's state.
+type Levels = HashMap<(LocationId, Sku), StockLevel>;
+
+/// One shard: the writer of its SKUs' levels, published in `view`.
 pub struct InventoryShard {
     storage: Arc<dyn Storage>,
-    levels: HashMap<(LocationId, Sku), StockLevel>,
-}
-
-/// Units available to promise for each SKU at a location, in order.
-#[derive(Message)]
-#[rtype(result = "Vec<i64>")]
-pub struct Available {
-    pub location: LocationId,
-    pub skus: Vec<Sku>,
+    view: Arc<RwLock<Levels>>,
 }
 
 /// Sets stock levels (a count, a receipt from the ERP or the demo seed) in one durable unit.
@@ -28,30 +26,15 @@ pub struct Available {
 #[rtype(result = "Result<(), StorageError>")]
 pub struct SetStock(pub Vec<StockLevel>);
 
-/// Loads levels into the shard at start-up (no write).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Load(pub Vec<StockLevel>);
-
 impl Actor for InventoryShard {
     type Context = Context<Self>;
 }
 
-impl Handler<Available> for InventoryShard {
-    type Result = MessageResult<Available>;
-
-    fn handle(&mut self, msg: Available, _ctx: &mut Context<Self>) -> Self::Result {
-        let loc = msg.location;
-        MessageResult(
-            msg.skus
-                .into_iter()
-                .map(|sku| {
-                    self.levels
-                        .get(&(loc.clone(), sku))
-                        .map_or(0, StockLevel::available_to_promise)
-                })
-                .collect(),
-        )
+fn publish(view: &RwLock<Levels>, levels: Vec<StockLevel>) {
+    // Inserts are single calls, so a poisoned lock still holds a consistent map.
+    let mut map = view.write().unwrap_or_else(|e| e.into_inner());
+    for level in levels {
+        map.insert((level.location.clone(), level.sku.clone()), level);
     }
 }
 
@@ -69,92 +52,61 @@ impl Handler<SetStock> for InventoryShard {
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;
-                    for level in levels {
-                        act.levels
-                            .insert((level.location.clone(), level.sku.clone()), level);
-                    }
+                    publish(&act.view, levels);
                     Ok(())
                 }),
         ))
     }
 }
 
-impl Handler<Load> for InventoryShard {
-    type Result = ();
-
-    fn handle(&mut self, msg: Load, _ctx: &mut Context<Self>) {
-        for level in msg.0 {
-            self.levels
-                .insert((level.location.clone(), level.sku.clone()), level);
-        }
-    }
-}
-
 /// The shards, addressed by SKU.
 #[derive(Clone)]
 pub struct Inventory {
-    shards: Arc<Vec<Addr<InventoryShard>>>,
+    shards: Arc<Vec<(Addr<InventoryShard>, Arc<RwLock<Levels>>)>>,
 }
 
 impl Inventory {
-    /// Starts `count` shards and loads them from storage.
+    /// Starts `count` shards with the stored levels.
     pub async fn start(storage: Arc<dyn Storage>, count: usize) -> Result<Inventory, StorageError> {
-        let levels = storage.stock_levels().await?;
-        let shards: Vec<Addr<InventoryShard>> = (0..count.max(1))
-            .map(|_| {
-                InventoryShard {
+        let count = count.max(1);
+        let mut per_shard: Vec<Vec<StockLevel>> = vec![Vec::new(); count];
+        for level in storage.stock_levels().await? {
+            per_shard[shard_of(&level.sku, count)].push(level);
+        }
+        let shards = per_shard
+            .into_iter()
+            .map(|levels| {
+                let view = Arc::new(RwLock::new(Levels::new()));
+                publish(&view, levels);
+                let shard = InventoryShard {
                     storage: storage.clone(),
-                    levels: HashMap::new(),
+                    view: view.clone(),
                 }
-                .start()
+                .start();
+                (shard, view)
             })
             .collect();
-        let inventory = Inventory {
+        Ok(Inventory {
             shards: Arc::new(shards),
-        };
-        let mut per_shard: Vec<Vec<StockLevel>> = vec![Vec::new(); inventory.shards.len()];
-        for level in levels {
-            per_shard[inventory.index(&level.sku)].push(level);
-        }
-        for (shard, levels) in inventory.shards.iter().zip(per_shard) {
-            shard
-                .send(Load(levels))
-                .await
-                .map_err(|_| StorageError::Closed)?;
-        }
-        Ok(inventory)
+        })
     }
 
     fn index(&self, sku: &Sku) -> usize {
-        let mut h = DefaultHasher::new();
-        sku.hash(&mut h);
-        (h.finish() % self.shards.len() as u64) as usize
+        shard_of(sku, self.shards.len())
     }
 
     /// Available-to-promise units of each SKU at `location`, in order.
-    pub async fn available(
-        &self,
-        location: &LocationId,
-        skus: &[Sku],
-    ) -> Result<Vec<i64>, MailboxError> {
-        let mut out = vec![0; skus.len()];
-        let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (i, sku) in skus.iter().enumerate() {
-            groups.entry(self.index(sku)).or_default().push(i);
-        }
-        for (shard, positions) in groups {
-            let asked: Vec<Sku> = positions.iter().map(|i| skus[*i].clone()).collect();
-            let answer = self.shards[shard]
-                .send(Available {
-                    location: location.clone(),
-                    skus: asked,
-                })
-                .await?;
-            for (pos, units) in positions.into_iter().zip(answer) {
-                out[pos] = units;
-            }
-        }
-        Ok(out)
+    pub fn available(&self, location: &LocationId, skus: &[Sku]) -> Vec<i64> {
+        skus.iter()
+            .map(|sku| {
+                let view = self.shards[self.index(sku)]
+                    .1
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner());
+                view.get(&(location.clone(), sku.clone()))
+                    .map_or(0, StockLevel::available_to_promise)
+            })
+            .collect()
     }
 
     /// Sets stock levels durably (one unit of work per shard).
@@ -163,17 +115,20 @@ impl Inventory {
         for level in levels {
             per_shard[self.index(&level.sku)].push(level);
         }
-        for (shard, levels) in self
-            .shards
-            .iter()
-            .zip(per_shard)
-            .filter(|(_, l)| !l.is_empty())
-        {
-            shard
-                .send(SetStock(levels))
-                .await
-                .map_err(|_| StorageError::Closed)??;
+        for ((shard, _), levels) in self.shards.iter().zip(per_shard) {
+            if !levels.is_empty() {
+                shard
+                    .send(SetStock(levels))
+                    .await
+                    .map_err(|_| StorageError::Closed)??;
+            }
         }
         Ok(())
     }
+}
+
+fn shard_of(sku: &Sku, count: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    sku.hash(&mut h);
+    (h.finish() % count as u64) as usize
 }

@@ -42,11 +42,12 @@ impl Recorder {
         if self.in_flight || self.buffer.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.buffer);
+        let batch: Arc<[Event]> = std::mem::take(&mut self.buffer).into();
         let storage = self.storage.clone();
         self.in_flight = true;
         ctx.spawn(
             async move {
+                // The recorder keeps its handle on the batch, to retry it if the append fails.
                 let result = storage.append(batch.clone()).await;
                 (result, batch)
             }
@@ -55,7 +56,7 @@ impl Recorder {
                 act.in_flight = false;
                 if let Err(e) = result {
                     tracing::error!(error = %e, events = batch.len(), "appending events failed; will retry");
-                    let mut kept = batch;
+                    let mut kept = batch.to_vec();
                     kept.append(&mut act.buffer);
                     let excess = kept.len().saturating_sub(MAX_BUFFER);
                     if excess > 0 {
@@ -95,7 +96,7 @@ impl Handler<Drain> for Recorder {
         let batch = std::mem::take(&mut self.buffer);
         let storage = self.storage.clone();
         Box::pin(async move {
-            if let Err(e) = storage.append(batch).await {
+            if let Err(e) = storage.append(batch.into()).await {
                 tracing::error!(error = %e, "draining events failed");
             }
         })

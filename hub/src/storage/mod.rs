@@ -121,7 +121,7 @@ pub trait InventoryStore: Send + Sync {
 #[async_trait]
 pub trait EventLog: Send + Sync {
     /// Appends a batch durably.
-    async fn append(&self, events: Vec<Event>) -> Result<()>;
+    async fn append(&self, events: std::sync::Arc<[Event]>) -> Result<()>;
     /// The customer's events, newest first.
     async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>>;
     /// Events in log order after `after` (exclusive), for export.

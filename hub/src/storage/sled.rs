@@ -30,7 +30,7 @@ const MAX_GROUP: usize = 1024;
 
 enum Job {
     Commit(UnitOfWork, oneshot::Sender<Result<()>>),
-    Append(Vec<Event>, oneshot::Sender<Result<()>>),
+    Append(Arc<[Event]>, oneshot::Sender<Result<()>>),
 }
 
 /// Sled storage with a group-committing writer.
@@ -345,7 +345,7 @@ impl InventoryStore for SledStorage {
 
 #[async_trait]
 impl EventLog for SledStorage {
-    async fn append(&self, events: Vec<Event>) -> Result<()> {
+    async fn append(&self, events: Arc<[Event]>) -> Result<()> {
         self.submit(|tx| Job::Append(events, tx)).await
     }
 
