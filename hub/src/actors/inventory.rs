@@ -15,6 +15,9 @@ use std::sync::{Arc, RwLock};
 
 type Levels = HashMap<(LocationId, Sku), StockLevel>;
 
+/// A shard: its writer and its published levels.
+type Shard = (Addr<InventoryShard>, Arc<RwLock<Levels>>);
+
 /// One shard: the writer of its SKUs' levels, published in `view`.
 pub struct InventoryShard {
     storage: Arc<dyn Storage>,
@@ -62,7 +65,7 @@ impl Handler<SetStock> for InventoryShard {
 /// The shards, addressed by SKU.
 #[derive(Clone)]
 pub struct Inventory {
-    shards: Arc<Vec<(Addr<InventoryShard>, Arc<RwLock<Levels>>)>>,
+    shards: Arc<Vec<Shard>>,
 }
 
 impl Inventory {
