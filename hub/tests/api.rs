@@ -73,7 +73,11 @@ async fn catalog_lists_searches_pages_and_details() {
         ("/api/v1/products?cursor=zz", 400, "bad_cursor"),
         ("/api/v1/products?limit=abc", 400, "bad_query"),
         ("/api/v1/nowhere", 404, "no_route"),
-        ("/api/v1/baskets/01ARZ3NDEKTSV4RRFFQ69G5FAV/nowhere", 404, "no_route"),
+        (
+            "/api/v1/baskets/01ARZ3NDEKTSV4RRFFQ69G5FAV/nowhere",
+            404,
+            "no_route",
+        ),
     ] {
         let (s, got) = error_code(c.get(hub.url(url)).send().await.expect("sent")).await;
         assert_eq!((s.as_u16(), got.as_str()), (status, code), "{url}");

@@ -9,7 +9,10 @@
 //!    its group commit), change a quantity, view the basket, sometimes remove a line;
 //! 2. **durable adds alone**: every request is an add-to-basket, so its throughput can be held
 //!    against the bare endpoint's (in the mix adds are one request in seven or eight);
-//! 3. **the bare endpoint**: `GET /healthz`, the ceiling of the HTTP stack on this machine.
+//! 3. **the bare endpoint**: `GET /healthz`, the ceiling of the HTTP stack on this machine;
+//! 4. **the paced mix** (unless `--think 0s`): the same shoppers with a think time before each
+//!    step, as people shop, so latency is measured at a load the hub carries rather than at
+//!    saturation (phases 1–3 run closed-loop: every client sends its next request at once).
 //!
 //! Then, unless `--memory-actors 0`, the memory phase: N new baskets with one line each (so N
 //! basket actors are active), the RSS growth that costs, and how long passivation takes to bring
@@ -49,6 +52,10 @@ pub struct ShopperArgs {
     /// How long to wait for the memory phase's baskets to passivate, e.g. `60s`.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub passivation_timeout: Duration,
+    /// A shopper's mean think time between two steps in the paced phase (each pause is drawn
+    /// between half and one and a half times this); `0s` skips that phase.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub think: Duration,
 }
 
 /// Most shoppers at once.
@@ -139,7 +146,7 @@ pub async fn run(args: ShopperArgs) -> Result<(), LoadError> {
 
     println!("phase 1/3: the shopper mix (browse, search, view product, create basket once, add, change quantity, view basket, sometimes remove)");
     println!("(each shopper creates its basket once, usually in the warm-up, so few or no creations fall in the measured window)");
-    let mix = run_phase(&hub, &args, &MIX_OPS, |client| {
+    let mix = run_phase(&hub, &args, Duration::ZERO, &MIX_OPS, |client| {
         shopper(client, catalog.clone())
     })
     .await?;
@@ -150,7 +157,7 @@ pub async fn run(args: ShopperArgs) -> Result<(), LoadError> {
 
     println!("phase 2/3: durable adds alone (each shopper adds to a basket of {LINES_PER_BASKET} lines, {ADDS_PER_BASKET} adds per basket, then starts a new one)");
     let hub_alone = HubClient::new(&base, args.concurrency)?;
-    let alone = run_phase(&hub_alone, &args, &ALONE_OPS, |client| {
+    let alone = run_phase(&hub_alone, &args, Duration::ZERO, &ALONE_OPS, |client| {
         adder(client, catalog.clone())
     })
     .await?;
@@ -158,8 +165,27 @@ pub async fn run(args: ShopperArgs) -> Result<(), LoadError> {
 
     println!("phase 3/3: the bare endpoint, GET /healthz (same clients, same client setup)");
     let hub_bare = HubClient::new(&base, args.concurrency)?;
-    let bare = run_phase(&hub_bare, &args, &HEALTHZ_OPS, bare_client).await?;
+    let bare = run_phase(&hub_bare, &args, Duration::ZERO, &HEALTHZ_OPS, bare_client).await?;
     print_phase(&bare.summaries(args.duration), &bare);
+
+    let paced_add = if args.think.is_zero() {
+        None
+    } else {
+        println!(
+            "paced phase: the same shopper mix at a shopper's pace ({} think time on average before each step)",
+            humantime::format_duration(args.think)
+        );
+        let hub_paced = HubClient::new(&base, args.concurrency)?;
+        let paced = run_phase(&hub_paced, &args, args.think, &MIX_OPS, |client| {
+            shopper(client, catalog.clone())
+        })
+        .await?;
+        let paced_all = Summary::of("all operations", &paced.combined()?, args.duration);
+        let mut rows = paced.summaries(args.duration);
+        rows.push(paced_all);
+        print_phase(&rows, &paced);
+        Some(paced.summary(MIX_OPS[ADD], args.duration))
+    };
 
     let mix_add = mix.summary(MIX_OPS[ADD], args.duration);
     let alone_add = alone.summary(ALONE_OPS[ALONE_ADD], args.duration);
@@ -190,6 +216,7 @@ pub async fn run(args: ShopperArgs) -> Result<(), LoadError> {
     let figures = Figures {
         mix_add,
         alone_add,
+        paced_add,
         healthz,
         memory,
     };
@@ -374,6 +401,8 @@ struct Client {
     window: Window,
     stats: Stats,
     rng: Rng,
+    /// Mean pause before each step (zero: one request right after the other).
+    think: Duration,
 }
 
 impl Client {
@@ -385,6 +414,10 @@ impl Client {
         request: RequestBuilder,
         refusals: &[&str],
     ) -> Option<Vec<u8>> {
+        if !self.think.is_zero() {
+            let factor = f64::from(self.rng.between(50, 150)) / 100.0;
+            tokio::time::sleep(self.think.mul_f64(factor)).await;
+        }
         if self.window.is_over() {
             return None;
         }
@@ -400,6 +433,7 @@ impl Client {
 async fn run_phase<F, Fut>(
     hub: &HubClient,
     args: &ShopperArgs,
+    think: Duration,
     names: &[&'static str],
     client: F,
 ) -> Result<Stats, LoadError>
@@ -415,6 +449,7 @@ where
             window,
             stats: Stats::new(names)?,
             rng: Rng::for_stream(i as u64),
+            think,
         };
         tasks.spawn(client(c));
     }
@@ -648,6 +683,7 @@ async fn memory_phase(
             window,
             stats: Stats::new(&MEMORY_OPS)?,
             rng: Rng::for_stream(i as u64),
+            think: Duration::ZERO,
         };
         tasks.spawn(fill_baskets(c, catalog.clone(), claimed.clone(), n));
     }
@@ -763,6 +799,8 @@ async fn fill_baskets(
 struct Figures {
     mix_add: Summary,
     alone_add: Summary,
+    /// Adds of the paced phase, if it ran.
+    paced_add: Option<Summary>,
     healthz: Summary,
     memory: Option<MemoryFigures>,
 }
@@ -770,7 +808,14 @@ struct Figures {
 /// The Foundation issue's targets, met or missed by `f`.
 fn targets(f: &Figures) -> Vec<Target> {
     let mut out = Vec::new();
-    for (label, add) in [("in the mix", &f.mix_add), ("adds alone", &f.alone_add)] {
+    let mut latencies = vec![
+        ("in the mix, saturated", &f.mix_add),
+        ("adds alone, saturated", &f.alone_add),
+    ];
+    if let Some(paced) = &f.paced_add {
+        latencies.push(("in the mix, paced shoppers", paced));
+    }
+    for (label, add) in latencies {
         let errors = if add.errors > 0 {
             format!(", {} errors", add.errors)
         } else {
@@ -853,6 +898,7 @@ mod tests {
         let f = Figures {
             mix_add: summary("add", 1000, 100.0, 7.5),
             alone_add: summary("add", 5000, 1200.0, 12.0),
+            paced_add: None,
             healthz: summary("healthz", 80000, 4000.0, 1.0),
             memory: Some(MemoryFigures {
                 actors: 10_000,
@@ -871,10 +917,29 @@ mod tests {
     }
 
     #[test]
+    fn the_paced_phase_is_judged_on_its_own_line() {
+        let f = Figures {
+            mix_add: summary("add", 1000, 100.0, 30.0),
+            alone_add: summary("add", 5000, 1200.0, 25.0),
+            paced_add: Some(summary("add", 900, 90.0, 6.5)),
+            healthz: summary("healthz", 80000, 4000.0, 1.0),
+            memory: None,
+        };
+        let t = targets(&f);
+        assert_eq!(t.len(), 6);
+        assert!(t[2].goal.contains("paced shoppers"), "{}", t[2].goal);
+        assert_eq!(
+            (t[0].met, t[1].met, t[2].met),
+            (Some(false), Some(false), Some(true))
+        );
+    }
+
+    #[test]
     fn nothing_measured_is_not_judged_and_memory_limits_scale() {
         let f = Figures {
             mix_add: summary("add", 0, 0.0, 0.0),
             alone_add: summary("add", 10, 1.0, 1.0),
+            paced_add: None,
             healthz: summary("healthz", 0, 0.0, 0.0),
             memory: Some(MemoryFigures {
                 actors: 1_000,
@@ -940,6 +1005,7 @@ mod tests {
             warmup: Duration::from_secs(3),
             memory_actors: 10_000,
             passivation_timeout: Duration::from_secs(60),
+            think: Duration::from_millis(100),
         };
         assert!(check_arguments(&args).is_ok());
         assert!(check_arguments(&ShopperArgs {
