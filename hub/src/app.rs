@@ -167,6 +167,7 @@ impl Application {
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/ops/stats", web::get().to(ops_stats))
+                .configure(failpoint_routes)
                 .route("/metrics", web::get().to(metrics))
                 .service(
                     web::scope("/images")
@@ -323,5 +324,31 @@ async fn category_image(handle: web::Data<HubHandle>, id: web::Path<String>) -> 
     match catalog.category(&protocol::CategoryId(id.into_inner())) {
         Some(c) => svg(crate::demo::category_image_svg(c)),
         None => HttpResponse::NotFound().finish(),
+    }
+}
+
+/// Crash tests arm failpoints over HTTP; the route exists only in `failpoints` builds.
+fn failpoint_routes(cfg: &mut web::ServiceConfig) {
+    #[cfg(feature = "failpoints")]
+    cfg.route("/ops/failpoints", web::post().to(arm_failpoint));
+    #[cfg(not(feature = "failpoints"))]
+    let _ = cfg;
+}
+
+/// Body of `POST /ops/failpoints`: a failpoint name and its actions in the `fail` crate's syntax
+/// (e.g. `return`, `1*off->return`, `off`).
+#[cfg(feature = "failpoints")]
+#[derive(serde::Deserialize)]
+struct ArmFailpoint {
+    name: String,
+    actions: String,
+}
+
+#[cfg(feature = "failpoints")]
+async fn arm_failpoint(body: web::Json<ArmFailpoint>) -> HttpResponse {
+    match fail::cfg(&body.name, &body.actions) {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => HttpResponse::BadRequest()
+            .json(serde_json::json!({"error": {"code": "bad_failpoint", "message": e}})),
     }
 }

@@ -204,10 +204,13 @@ impl Writer {
                 }
             }
         }
-        let written = self
+        let applied = self
             .entities
             .apply_batch(entity_batch)
-            .and_then(|_| self.events.apply_batch(event_batch))
+            .and_then(|_| self.events.apply_batch(event_batch));
+        // Crash tests stop the process here: applied in memory, not yet flushed, nothing acked.
+        fail::fail_point!("sled.before_flush", |_| std::process::abort());
+        let written = applied
             .and_then(|_| self.db.flush().map(|_| ()))
             .map_err(io);
         for (reply, staged) in answers {
