@@ -159,11 +159,15 @@ impl Application {
         }
         let state = web::Data::new(ChannelState::new(backend, settings.channels.clone()));
         let app_handle = web::Data::new(handle.clone());
+        let ops = web::Data::new(OpsAccess {
+            token: settings.ops_token.clone(),
+        });
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(app_handle.clone())
+                .app_data(ops.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/ops/stats", web::get().to(ops_stats))
@@ -273,12 +277,56 @@ pub fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-async fn ops_stats(handle: web::Data<HubHandle>) -> HttpResponse {
+/// Who may read the operations endpoints.
+struct OpsAccess {
+    token: Option<secrecy::SecretString>,
+}
+
+/// Proof that a request may use an operations endpoint: it carries the configured ops token as
+/// `Authorization: Bearer`, or no token is configured.
+struct OpsAuthorized;
+
+impl actix_web::FromRequest for OpsAuthorized {
+    type Error = channels::error::ApiError;
+    type Future = std::future::Ready<Result<OpsAuthorized, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        use secrecy::ExposeSecret;
+        use subtle::ConstantTimeEq;
+        let expected = req
+            .app_data::<web::Data<OpsAccess>>()
+            .and_then(|a| a.token.clone());
+        let Some(expected) = expected else {
+            return std::future::ready(Ok(OpsAuthorized));
+        };
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = presented
+            .as_bytes()
+            .ct_eq(expected.expose_secret().as_bytes())
+            .into();
+        std::future::ready(if ok {
+            Ok(OpsAuthorized)
+        } else {
+            Err(channels::error::ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "ops_token_required",
+                "send the hub's ops token as Authorization: Bearer <token>",
+            ))
+        })
+    }
+}
+
+async fn ops_stats(_: OpsAuthorized, handle: web::Data<HubHandle>) -> HttpResponse {
     let stats = handle.stats().await;
     HttpResponse::Ok().json(serde_json::json!({"actors": stats, "rss_bytes": resident_bytes()}))
 }
 
-async fn metrics(handle: web::Data<HubHandle>) -> HttpResponse {
+async fn metrics(_: OpsAuthorized, handle: web::Data<HubHandle>) -> HttpResponse {
     let mut out = String::new();
     if let Some(s) = handle.stats().await {
         out.push_str("# HELP omnihub_active_actors Entity actors active now.\n# TYPE omnihub_active_actors gauge\n");
@@ -345,7 +393,7 @@ struct ArmFailpoint {
 }
 
 #[cfg(feature = "failpoints")]
-async fn arm_failpoint(body: web::Json<ArmFailpoint>) -> HttpResponse {
+async fn arm_failpoint(_: OpsAuthorized, body: web::Json<ArmFailpoint>) -> HttpResponse {
     match fail::cfg(&body.name, &body.actions) {
         Ok(()) => HttpResponse::NoContent().finish(),
         Err(e) => HttpResponse::BadRequest()

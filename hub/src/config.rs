@@ -36,6 +36,9 @@ pub struct HubSettings {
     pub demo_data: bool,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
+    /// Bearer token that `/ops/*` and `/metrics` require. Unset, they are open: fine on
+    /// loopback (the demo), not on a network — set it there.
+    pub ops_token: Option<secrecy::SecretString>,
     pub channels: ChannelSettings,
 }
 
@@ -61,6 +64,7 @@ impl Default for HubSettings {
             idle_check_every: Duration::from_secs(30),
             demo_data: false,
             log_json: false,
+            ops_token: None,
             channels: ChannelSettings::default(),
         }
     }

@@ -647,3 +647,43 @@ async fn health_and_openapi() {
     let doc: Value = c.get(hub.url("/api/v1/openapi.json")).json_body().await;
     assert_eq!(doc["openapi"], "3.0.3");
 }
+
+#[actix_web::test]
+async fn ops_endpoints_require_the_ops_token_when_one_is_set() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut s = common::settings(dir.path());
+    s.ops_token = Some(secrecy::SecretString::from("ops-secret-for-tests"));
+    let hub = common::spawn_with(dir, s, std::sync::Arc::new(hub::clock::SystemClock), false).await;
+    let c = client();
+    for path in ["/ops/stats", "/metrics"] {
+        let (status, code) = error_code(c.get(hub.url(path)).send().await.expect("sent")).await;
+        assert_eq!(
+            (status.as_u16(), code.as_str()),
+            (401, "ops_token_required"),
+            "{path}"
+        );
+        let wrong = c
+            .get(hub.url(path))
+            .bearer_auth("ops-secret-for-tesTS")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(wrong.status(), 401, "{path}");
+        let right = c
+            .get(hub.url(path))
+            .bearer_auth("ops-secret-for-tests")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(right.status(), 200, "{path}");
+    }
+    assert_eq!(
+        c.get(hub.url("/healthz"))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        200,
+        "health stays open"
+    );
+}
