@@ -687,3 +687,44 @@ async fn ops_endpoints_require_the_ops_token_when_one_is_set() {
         "health stays open"
     );
 }
+
+#[actix_web::test]
+async fn basket_currency_is_checked() {
+    let hub = spawn().await;
+    let c = client();
+    let url = hub.url("/api/v1/baskets");
+    let ok = c
+        .post(&url)
+        .json(&json!({"currency": "eur"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(ok.status(), 201);
+    for (body, status, code) in [
+        (json!({"currency": "XYZ"}), 422, "unknown_currency"),
+        (json!({"currency": "JPY"}), 422, "currency_not_sold"),
+        (json!({"currency": "EUR", "price": 1}), 422, "invalid_field"),
+    ] {
+        let (s, got) = error_code(c.post(&url).json(&body).send().await.expect("sent")).await;
+        assert_eq!((s.as_u16(), got.as_str()), (status, code), "{body}");
+    }
+    let (s, code) = error_code(
+        c.post(&url)
+            .header("content-type", "application/json")
+            .body("{\"currency\":")
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!((s.as_u16(), code.as_str()), (400, "malformed_json"));
+    let (s, code) = error_code(
+        c.post(&url)
+            .body(" ".repeat(70 * 1024))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!((s.as_u16(), code.as_str()), (413, "payload_too_large"));
+}

@@ -6,8 +6,8 @@ use crate::backend::BasketCommand;
 use crate::context::{ChannelState, RequestContext, BASKET_COOKIE};
 use crate::error::ApiError;
 use actix_web::{web, HttpResponse};
-use protocol::{BasketId, Sku};
-use serde::Deserialize;
+use protocol::{BasketId, Currency, Sku};
+use serde::{Deserialize, Serialize};
 
 /// Body of `POST /baskets/{id}/lines`. There is no price field: the hub prices every line.
 #[derive(Debug, Deserialize)]
@@ -43,13 +43,77 @@ pub async fn current(
     }
 }
 
-/// `POST /baskets`: a signed-in customer gets their one basket (201, whether it was just made or
-/// not: there is only ever one); an anonymous shopper who already holds a basket token gets that
-/// basket (200), anyone else a new basket and its token (201, in the body and as a cookie).
+/// Optional body of `POST /baskets`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBasket {
+    /// ISO 4217 code; it must be a currency the shop sells in.
+    pub currency: Option<String>,
+}
+
+/// A new anonymous basket with the token that alone reaches it.
+#[derive(Serialize)]
+struct Created<'a> {
+    #[serde(flatten)]
+    basket: &'a crate::backend::BasketView,
+    token: &'a str,
+}
+
+/// Reads the optional body: empty is fine; malformed JSON is a 400, a wrong field a 422.
+fn create_body(body: &[u8]) -> Result<CreateBasket, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CreateBasket::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::unprocessable("invalid_field", format!("invalid body: {e}"))
+        } else {
+            ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))
+        }
+    })
+}
+
+/// Checks a requested currency against the currencies the catalog is priced in.
+fn check_currency(requested: &str, catalog: &protocol::CatalogSnapshot) -> Result<(), ApiError> {
+    let currency = Currency::parse(requested)
+        .map_err(|e| ApiError::unprocessable("unknown_currency", e.to_string()))?;
+    let sold = catalog
+        .products()
+        .iter()
+        .flat_map(|p| &p.variants)
+        .any(|v| v.price.currency == currency);
+    if sold {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(
+            "currency_not_sold",
+            format!("the shop does not sell in {currency}: leave currency out to use the shop's currency"),
+        ))
+    }
+}
+
+/// `POST /baskets` (optional body `{"currency": "EUR"}`): a signed-in customer gets their one
+/// basket (201, whether it was just made or not: there is only ever one); an anonymous shopper
+/// who already holds a basket token gets that basket (200), anyone else a new basket and its
+/// token (201, in the body and as a cookie).
 pub async fn create(
     state: web::Data<ChannelState>,
     ctx: RequestContext,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.map_err(|_| {
+        ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the body is larger than {} KiB",
+                crate::error::MAX_BODY_BYTES / 1024
+            ),
+        )
+    })?;
+    if let Some(currency) = create_body(&body)?.currency {
+        check_currency(&currency, &state.backend.catalog())?;
+    }
     if ctx.shopper.customer.is_none() {
         if let Some(existing) = state.backend.current_basket(&ctx.shopper).await? {
             return Ok(HttpResponse::Ok().json(existing));
@@ -60,17 +124,10 @@ pub async fn create(
     match created.token {
         Some(token) => {
             res.cookie(state.cookie(BASKET_COOKIE, token.clone(), 30));
-            let mut body = serde_json::to_value(&created.basket).map_err(|_| {
-                ApiError::new(
-                    actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
-            })?;
-            if let Some(obj) = body.as_object_mut() {
-                obj.insert("token".into(), serde_json::Value::String(token));
-            }
-            Ok(res.json(body))
+            Ok(res.json(Created {
+                basket: &created.basket,
+                token: &token,
+            }))
         }
         None => Ok(res.json(created.basket)),
     }

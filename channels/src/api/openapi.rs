@@ -445,13 +445,14 @@ fn create_basket() -> Value {
     json!({
         "operationId": "createBasket",
         "summary": "Create (or get) the shopper's basket",
-        "description": "No request body. A signed-in customer has one basket: it is returned with 201, created if needed. An anonymous shopper whose basket token already reaches a basket gets that basket with 200; otherwise a new anonymous basket and its secret token with 201. Keep the token: it alone reaches the basket (send it as `X-Basket-Token`).",
+        "description": "An optional body `{\"currency\": \"EUR\"}` asks for a currency: an unknown code is a 422 `unknown_currency`, one the shop does not sell in a 422 `currency_not_sold`. A signed-in customer has one basket: it is returned with 201, created if needed. An anonymous shopper whose basket token already reaches a basket gets that basket with 200; otherwise a new anonymous basket and its secret token with 201. Keep the token: it alone reaches the basket (send it as `X-Basket-Token`).",
         "tags": ["baskets"],
         "security": sec_basket_optional(),
         "parameters": context_params(),
+        "requestBody": { "required": false, "content": json_body(schema("CreateBasket")) },
         "responses": responses(
             json!({ "200": ok("The basket the anonymous shopper's token already reaches.", schema("BasketView")), "201": created }),
-            &[Error::Unauthorized, Error::Unavailable],
+            &[Error::BadRequest, Error::Unauthorized, Error::PayloadTooLarge, Error::Unprocessable, Error::Unavailable],
         ),
     })
 }
@@ -968,6 +969,13 @@ fn basket_schemas() -> Value {
                 "rate_bp": { "type": "integer", "format": "int32", "minimum": 0, "description": "The rate in basis points (1900 = 19 %)." },
                 "gross": { "allOf": [schema("Money")], "description": "Gross amount (tax included) at this rate, after discount." },
                 "tax": schema("Money"),
+            },
+        },
+        "CreateBasket": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "currency": { "type": "string", "pattern": "^[A-Za-z]{3}$", "description": "ISO 4217 code of a currency the shop sells in; left out, the shop's currency." },
             },
         },
         "AddLine": {
