@@ -90,23 +90,52 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("starting the hub")?;
     let mut hub = Supervised { name: "hub", child };
     catch_ctrl_c();
+    let child = Command::new(&exe)
+        .args(["sim", "mail"])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the mail simulator")?;
+    let mut mail = Supervised {
+        name: "mail simulator",
+        child,
+    };
+    let inbox = format!("http://{}/", simulators::mail::MailArgs::DEFAULT_HTTP);
     println!("Starting Omnihub (first start loads the demo catalog)…");
     wait_ready(
         &format!("{hub_url}/readyz"),
         &mut hub,
         Duration::from_secs(120),
     )?;
+    wait_ready(
+        &format!("{inbox}healthz"),
+        &mut mail,
+        Duration::from_secs(30),
+    )?;
     println!(
-        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
+        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
+        simulators::mail::MailArgs::DEFAULT_SMTP,
         hub::app::DEMO_EMAIL,
         hub::app::DEMO_PASSWORD,
         args.data.display()
     );
-    let status = hub.child.wait().context("waiting for the hub")?;
-    if !status.success() && status.code().is_some() {
-        bail!("the hub stopped: {status}");
+    // Runs until a child stops: on Ctrl-C all of them do (they share the terminal's process
+    // group); if one fails on its own, the others are stopped too.
+    let mut children = [hub, mail];
+    loop {
+        for i in 0..children.len() {
+            let Some(status) = children[i].child.try_wait()? else {
+                continue;
+            };
+            if !status.success() && status.code().is_some() {
+                for other in children.iter_mut() {
+                    let _ = other.child.kill();
+                }
+                bail!("the {} stopped: {status}", children[i].name);
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(())
 }
 
 /// Ctrl-C reaches every process of the terminal's group: the children stop gracefully by

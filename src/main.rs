@@ -23,6 +23,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Runs a partner simulator (a real protocol server standing in for a partner).
+    #[command(subcommand)]
+    Sim(simulators::SimCommand),
     /// Runs a load generator against a running hub and prints its figures.
     #[command(subcommand)]
     Load(simulators::load::LoadCommand),
@@ -33,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Hub { config } => run_hub(config),
+        Command::Sim(command) => Ok(simulators::run_sim(command)?),
         Command::Load(command) => Ok(simulators::load::run(command)?),
     }
 }
