@@ -46,10 +46,7 @@ async fn skus(client: &reqwest::Client, base: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_lines_survive_sigkill() {
     let data = tempfile::tempdir().expect("temp dir");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
+    let client = common::http_client();
     let mut hub = tokio::task::block_in_place(|| common::start_hub(data.path(), &[]));
     let base = hub.base.clone();
 

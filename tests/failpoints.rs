@@ -38,10 +38,7 @@ async fn sign_in(client: &reqwest::Client, base: &str, email: &str) -> Option<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_before_the_flush_leaves_whole_units_or_nothing() {
     let data = tempfile::tempdir().expect("temp dir");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let client = common::http_client();
     let mut hub = tokio::task::block_in_place(|| common::start_hub(data.path(), &[]));
     let base = hub.base.clone();
 

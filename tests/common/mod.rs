@@ -7,6 +7,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// An HTTP client for the suites, with a timeout so a dead hub fails a request, not the run.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
 /// A running `omnihub hub` process; killed when dropped.
 pub struct HubProcess {
     pub child: Child,
