@@ -559,3 +559,87 @@ impl Backend for HubBackend {
         self.deps.storage.healthy() && self.directory.connected()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::basket::Fail;
+    use crate::app::Application;
+    use crate::clock::SystemClock;
+    use crate::HubSettings;
+    use std::time::Duration;
+
+    async fn hub(dir: &std::path::Path) -> Application {
+        let settings = HubSettings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.to_path_buf(),
+            cache_mb: 8,
+            workers: 1,
+            actor_threads: 1,
+            ..HubSettings::default()
+        };
+        let app = Application::build(settings, Arc::new(SystemClock))
+            .await
+            .expect("hub builds");
+        let product = crate::demo::demo_catalog().products.swap_remove(0);
+        let sku = product.variants[0].sku.clone();
+        let handle = app.handle();
+        handle
+            .upsert_catalog(Vec::new(), vec![product])
+            .await
+            .expect("catalog");
+        handle
+            .set_online_stock(vec![(sku, 50)])
+            .await
+            .expect("stock");
+        app
+    }
+
+    /// An actor that stopped or panicked is found dead on the next request and re-activated
+    /// from storage, with every acknowledged change.
+    #[actix_web::test]
+    async fn a_failed_basket_actor_comes_back_from_storage() {
+        let dir = tempfile::tempdir().expect("dir");
+        let app = hub(dir.path()).await;
+        let backend = app.handle().backend;
+        let sku = backend.catalog().products()[0].variants[0].sku.clone();
+        for failure in [Fail::Stop, Fail::Panic] {
+            let created = backend
+                .create_basket(&Shopper::default())
+                .await
+                .expect("created");
+            let shopper = Shopper {
+                basket_token: created.token,
+                ..Shopper::default()
+            };
+            let id = created.basket.id;
+            let add = BasketCommand::Add {
+                sku: sku.clone(),
+                quantity: 2,
+            };
+            backend
+                .change_basket(&shopper, id, add, Channel::Web)
+                .await
+                .expect("added");
+
+            let actor = backend.view.basket(id).expect("active");
+            actor.do_send(failure);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while actor.connected() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the actor did not stop"
+                );
+                actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+            }
+
+            let view = backend.basket(&shopper, id).await.expect("re-activated");
+            assert_eq!(
+                view.priced.lines[0].quantity, 2,
+                "the acknowledged line is back"
+            );
+            let again = backend.view.basket(id).expect("active again");
+            assert!(again != actor, "a new activation");
+        }
+    }
+}

@@ -381,3 +381,25 @@ impl Handler<MergeInto> for BasketActor {
         ))
     }
 }
+
+/// Makes the actor fail as a bug would (tests only): `Stop` stops it without deregistering,
+/// `Panic` panics in the handler.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Fail {
+    Stop,
+    Panic,
+}
+
+#[cfg(test)]
+impl Handler<Fail> for BasketActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fail, ctx: &mut Context<Self>) {
+        match msg {
+            Fail::Stop => ctx.stop(),
+            Fail::Panic => panic!("injected failure in basket {}", self.basket.id),
+        }
+    }
+}
