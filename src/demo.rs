@@ -17,6 +17,210 @@ pub struct DemoArgs {
     /// The hub's port.
     #[arg(long, default_value_t = 8080)]
     hub_port: u16,
+    /// The payment simulator's port.
+    #[arg(long, default_value_t = 8201)]
+    payments_port: u16,
+}
+
+/// Where the demo's OMS and carrier simulators listen.
+const DEMO_OMS: &str = "127.0.0.1:8203";
+const DEMO_LOGISTICS: &str = "127.0.0.1:8204";
+/// The webhook signing secret the demo's simulator and hub share.
+const DEMO_WEBHOOK_SECRET: &str = "whsec_omnihub_demo";
+/// The demo's admin API token (printed at start; set your own in a real deployment).
+const DEMO_ADMIN_TOKEN: &str = "omnihub-demo-admin";
+/// The demo's two stores: (replica, location, name, port of the node's API).
+const DEMO_STORES: [(&str, &str, &str, u16); 2] = [
+    ("berlin", "store-berlin", "Berlin Mitte", 8301),
+    ("hamburg", "store-hamburg", "Hamburg Altona", 8302),
+];
+/// The bearer token of the demo nodes' own API (set your own per store in a deployment).
+const DEMO_STORE_TOKEN: &str = "omnihub-demo-store-token";
+/// Where the demo's ERP simulator serves its feeds; the hub pulls them every 30 s.
+const DEMO_ERP: &str = "127.0.0.1:8202";
+/// The secret the demo's ERP signs its pushes with (set your own in a deployment).
+const DEMO_ERP_SECRET: &str = "omnihub-demo-erp-secret";
+/// The demo's business users: (email, name, roles).
+const DEMO_USERS: [(&str, &str, &[&str]); 2] = [
+    (
+        "mia@omnihub.example",
+        "Mia Merchandiser",
+        &["merchandiser", "marketer"],
+    ),
+    (
+        "ada@omnihub.example",
+        "Ada Approver",
+        &["approver", "analyst"],
+    ),
+];
+
+/// A demo node's credential towards the hub (the hub's settings hold only its SHA-256).
+fn demo_credential(replica: &str) -> String {
+    format!("omnihub-demo-node-{replica}")
+}
+
+/// The hub's settings for the demo: its two stores' nodes.
+fn write_hub_settings(data: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let mut toml = String::from(
+        "# Written by `omnihub demo` at each start: the demo's store nodes.\n[edge]\n",
+    );
+    for (replica, location, name, _) in DEMO_STORES {
+        let hash: String = hub::auth::token_hash(&demo_credential(replica))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        toml.push_str(&format!(
+            "[[edge.nodes]]\nreplica = \"{replica}\"\nlocation = \"{location}\"\nname = \"{name}\"\ncredential_sha256 = \"{hash}\"\n"
+        ));
+    }
+    toml.push_str(&format!(
+        "\n# The demo's ERP (omnihub sim erp): pulled by cursor, and allowed to push signed feeds.\n[import]\npush_secret = \"{DEMO_ERP_SECRET}\"\n[import.pull]\nbase_url = \"http://{DEMO_ERP}\"\nevery = \"30s\"\n"
+    ));
+    let path = data.join("hub-demo.toml");
+    std::fs::write(&path, toml).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// On a node's first start, a delivery of every product to its shelves (as the ERP would send),
+/// once the node has the catalog from the hub.
+fn seed_store(base: &str, replica: &str) -> anyhow::Result<()> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let get = |path: &str| -> anyhow::Result<serde_json::Value> {
+        Ok(client
+            .get(format!("{base}{path}"))
+            .bearer_auth(DEMO_STORE_TOKEN)
+            .send()?
+            .error_for_status()?
+            .json()?)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let products = loop {
+        let found = get("/api/v1/products?limit=100")?;
+        if found["products"].as_array().is_some_and(|p| !p.is_empty()) {
+            break found;
+        }
+        if Instant::now() > deadline {
+            bail!("the {replica} node did not receive the catalog from the hub within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if get("/api/v1/stock")?["items"]
+        .as_array()
+        .is_some_and(|items| !items.is_empty())
+    {
+        return Ok(());
+    }
+    let skus = products["products"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["variants"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v["sku"].as_str().map(str::to_string));
+    for (i, sku) in skus.enumerate() {
+        // 3 to 24 units, a few SKUs scarce: a store sells its last units in the demo too.
+        let units = 3 + (i * 7 + replica.len()) % 22;
+        client
+            .post(format!("{base}/api/v1/stock/adjustments"))
+            .bearer_auth(DEMO_STORE_TOKEN)
+            .header("idempotency-key", format!("demo-delivery-{sku}"))
+            .json(&serde_json::json!({
+                "kind": "receipt", "sku": sku, "units": units, "reason": "demo: opening delivery"
+            }))
+            .send()?
+            .error_for_status()?;
+    }
+    Ok(())
+}
+
+/// The demo's business users (made once) with a fresh API token each (printed), and the
+/// demo's own promotion on the demo catalog, three teas for two, made by one user and approved
+/// by the other. The ERP brings its own promotions and coupons through the import.
+fn seed_backoffice(hub: &str) -> anyhow::Result<Vec<(String, String)>> {
+    use serde_json::{json, Value};
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let users: Value = client
+        .get(format!("{hub}/api/v1/admin/users"))
+        .bearer_auth(DEMO_ADMIN_TOKEN)
+        .send()?
+        .error_for_status()?
+        .json()?;
+    let mut tokens = Vec::new();
+    for (email, name, roles) in DEMO_USERS {
+        let known = users["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| u["email"] == email)
+            .and_then(|u| u["id"].as_str().map(str::to_string));
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let made: Value = client
+                    .post(format!("{hub}/api/v1/admin/users"))
+                    .bearer_auth(DEMO_ADMIN_TOKEN)
+                    .json(&json!({"email": email, "name": name, "roles": roles}))
+                    .send()?
+                    .error_for_status()?
+                    .json()?;
+                made["id"].as_str().context("a user id")?.to_string()
+            }
+        };
+        let token: Value = client
+            .post(format!("{hub}/api/v1/admin/users/{id}/tokens"))
+            .bearer_auth(DEMO_ADMIN_TOKEN)
+            .json(&json!({"name": "omnihub demo"}))
+            .send()?
+            .error_for_status()?
+            .json()?;
+        tokens.push((
+            email.to_string(),
+            token["token"].as_str().context("a token")?.to_string(),
+        ));
+    }
+    let (mia, ada) = (&tokens[0].1, &tokens[1].1);
+    let promotions = [json!({
+        "id": "DEMO-TEA-3FOR2",
+        "name": "Tea time: 3 for 2 on tea",
+        "description": "The cheapest of every three teas is free.",
+        "spec": {
+            "benefit": {
+                "type": "buy_x_get_y",
+                "buy": {"type": "categories", "categories": ["tea"]}, "buy_quantity": 2,
+                "get": {"type": "categories", "categories": ["tea"]}, "get_quantity": 1,
+                "percent_bp": 10000,
+            },
+            "combination": {"type": "stackable", "group": "tea"},
+            "priority": 10,
+        },
+    })];
+    for promotion in promotions {
+        let id = promotion["id"].as_str().unwrap_or_default();
+        let found = client
+            .get(format!("{hub}/api/v1/backoffice/promotions/{id}"))
+            .bearer_auth(mia)
+            .send()?;
+        if found.status().is_success() {
+            continue;
+        }
+        client
+            .post(format!("{hub}/api/v1/backoffice/promotions"))
+            .bearer_auth(mia)
+            .json(&promotion)
+            .send()?
+            .error_for_status()
+            .with_context(|| format!("creating the demo promotion {id}"))?;
+        client
+            .post(format!("{hub}/api/v1/backoffice/promotions/{id}/approve"))
+            .bearer_auth(ada)
+            .send()?
+            .error_for_status()
+            .with_context(|| format!("approving the demo promotion {id}"))?;
+    }
+    Ok(tokens)
 }
 
 /// A child process that is stopped when the supervisor ends.
@@ -80,16 +284,78 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data.display()))?;
     let exe = std::env::current_exe().context("finding the omnihub binary")?;
     let hub_url = format!("http://127.0.0.1:{}", args.hub_port);
+    catch_ctrl_c();
+    // The payment provider first, so the first checkout finds it. The webhook secret is the
+    // demo's shared default on both sides; a real deployment sets its own.
+    let payments_listen = format!("127.0.0.1:{}", args.payments_port);
+    let payments_url = format!("http://{payments_listen}");
+    let child = Command::new(&exe)
+        .args(["sim", "payments", "--listen", &payments_listen])
+        .args(["--webhook-url", &format!("{hub_url}/webhooks/payments")])
+        .args(["--webhook-secret", DEMO_WEBHOOK_SECRET])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the payment simulator")?;
+    let mut payments = Supervised {
+        name: "payment simulator",
+        child,
+    };
+    // The carrier and the OMS: they report back to the hub's webhooks; a demo order goes from
+    // placed to delivered in about a minute.
+    let child = Command::new(&exe)
+        .args(["sim", "logistics", "--listen", DEMO_LOGISTICS])
+        .args(["--webhook-url", &format!("{hub_url}/webhooks/logistics")])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the logistics simulator")?;
+    let mut logistics = Supervised {
+        name: "logistics simulator",
+        child,
+    };
+    let child = Command::new(&exe)
+        .args(["sim", "oms", "--listen", DEMO_OMS])
+        .args(["--webhook-url", &format!("{hub_url}/webhooks/oms")])
+        .args(["--logistics-url", &format!("http://{DEMO_LOGISTICS}")])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the OMS simulator")?;
+    let mut oms = Supervised {
+        name: "OMS simulator",
+        child,
+    };
+    // The ERP: the hub pulls its products, prices, stock, promotions and coupons.
+    let child = Command::new(&exe)
+        .args(["sim", "erp", "--listen", DEMO_ERP])
+        .args(["--push-secret", DEMO_ERP_SECRET])
+        .args(["--change-every", "2m"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the ERP simulator")?;
+    let mut erp = Supervised {
+        name: "ERP simulator",
+        child,
+    };
+    let hub_settings = write_hub_settings(&args.data)?;
     let child = Command::new(&exe)
         .arg("hub")
+        .arg("--config")
+        .arg(&hub_settings)
         .env("OMNIHUB_HUB_DATA_DIR", args.data.join("hub"))
         .env("OMNIHUB_HUB_LISTEN", format!("127.0.0.1:{}", args.hub_port))
         .env("OMNIHUB_HUB_DEMO_DATA", "true")
+        .env("OMNIHUB_HUB_ADMIN_TOKEN", DEMO_ADMIN_TOKEN)
+        .env("OMNIHUB_HUB_PAYMENTS__BASE_URL", &payments_url)
+        .env("OMNIHUB_HUB_PAYMENTS__WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET)
+        .env("OMNIHUB_HUB_OMS__BASE_URL", format!("http://{DEMO_OMS}"))
+        .env(
+            "OMNIHUB_HUB_EMAIL__PORT",
+            simulators::mail::MailArgs::DEFAULT_SMTP.port().to_string(),
+        )
         .stdin(Stdio::null())
         .spawn()
         .context("starting the hub")?;
     let mut hub = Supervised { name: "hub", child };
-    catch_ctrl_c();
     let child = Command::new(&exe)
         .args(["sim", "mail"])
         .stdin(Stdio::null())
@@ -99,6 +365,42 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         name: "mail simulator",
         child,
     };
+    // One edge node per store: each keeps selling if its link to the hub goes down.
+    let mut stores = Vec::new();
+    for (replica, location, name, port) in DEMO_STORES {
+        let child = Command::new(&exe)
+            .arg("edge")
+            .env("OMNIHUB_EDGE_REPLICA", replica)
+            .env("OMNIHUB_EDGE_LOCATION", location)
+            .env("OMNIHUB_EDGE_STORE_NAME", name)
+            .env(
+                "OMNIHUB_EDGE_HUB_URL",
+                format!("ws://127.0.0.1:{}/api/v1/edge/sync", args.hub_port),
+            )
+            .env("OMNIHUB_EDGE_CREDENTIAL", demo_credential(replica))
+            .env(
+                "OMNIHUB_EDGE_DATA_DIR",
+                args.data.join(format!("edge-{replica}")),
+            )
+            .env("OMNIHUB_EDGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("OMNIHUB_EDGE_API_TOKEN", DEMO_STORE_TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting the {name} edge node"))?;
+        stores.push((
+            Supervised {
+                name: if replica == "berlin" {
+                    "Berlin edge node"
+                } else {
+                    "Hamburg edge node"
+                },
+                child,
+            },
+            format!("http://127.0.0.1:{port}"),
+            replica,
+        ));
+    }
     let inbox = format!("http://{}/", simulators::mail::MailArgs::DEFAULT_HTTP);
     println!("Starting Omnihub (first start loads the demo catalog)…");
     wait_ready(
@@ -111,8 +413,37 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         &mut mail,
         Duration::from_secs(30),
     )?;
+    wait_ready(
+        &format!("{payments_url}/healthz"),
+        &mut payments,
+        Duration::from_secs(30),
+    )?;
+    wait_ready(
+        &format!("http://{DEMO_OMS}/healthz"),
+        &mut oms,
+        Duration::from_secs(30),
+    )?;
+    wait_ready(
+        &format!("http://{DEMO_LOGISTICS}/healthz"),
+        &mut logistics,
+        Duration::from_secs(30),
+    )?;
+    wait_ready(
+        &format!("http://{DEMO_ERP}/healthz"),
+        &mut erp,
+        Duration::from_secs(30),
+    )?;
+    for (node, base, replica) in stores.iter_mut() {
+        wait_ready(&format!("{base}/readyz"), node, Duration::from_secs(30))?;
+        seed_store(base, replica)?;
+    }
+    let users = seed_backoffice(&hub_url)?;
+    let users: String = users
+        .iter()
+        .map(|(email, token)| format!("\n                  {email}  Bearer {token}"))
+        .collect();
     println!(
-        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
+        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
         simulators::mail::MailArgs::DEFAULT_SMTP,
         hub::app::DEMO_EMAIL,
         hub::app::DEMO_PASSWORD,
@@ -120,7 +451,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     // Runs until a child stops: on Ctrl-C all of them do (they share the terminal's process
     // group); if one fails on its own, the others are stopped too.
-    let mut children = [hub, mail];
+    let mut children = vec![hub, mail, payments, oms, logistics, erp];
+    children.extend(stores.into_iter().map(|(node, _, _)| node));
     loop {
         for i in 0..children.len() {
             let Some(status) = children[i].child.try_wait()? else {

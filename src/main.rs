@@ -4,7 +4,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+mod bench_import;
 mod demo;
+mod import;
 
 #[derive(Parser)]
 #[command(name = "omnihub", version, about = "Omnichannel commerce hub")]
@@ -23,22 +25,190 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Runs a store's edge node: its sales and stock API, syncing with the hub.
+    Edge {
+        /// A TOML settings file (see deploy/edge.toml); OMNIHUB_EDGE_* variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A rebuilt node: replay the unsynced sales of the old node's journal as this node's
+        /// own (ids kept, so the hub counts each once). Retire the old replica id on the hub.
+        #[arg(long)]
+        replay_journal: Option<PathBuf>,
+    },
     /// Runs a partner simulator (a real protocol server standing in for a partner).
     #[command(subcommand)]
     Sim(simulators::SimCommand),
     /// Runs a load generator against a running hub and prints its figures.
     #[command(subcommand)]
     Load(simulators::load::LoadCommand),
+    /// Runs a benchmark of the hub's own machinery against a simulator and prints its figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Imports an ERP feed file (CSV or JSON) into a running hub through its import API.
+    Import(import::ImportArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Outbox delivery to the OMS simulator: a steady rate, then a backlog drained after an
+    /// outage, then the simulator's audit (exits non-zero if it fails).
+    Outbox(OutboxBenchArgs),
+    /// The promotion engine: prices 20-line baskets with 1,000 active promotions many times and
+    /// prints the latency percentiles against the target (p99 under 1 ms). Build with --release.
+    Pricing(PricingBenchArgs),
+    /// The ERP importer in-process: 100,000 products from the ERP simulator into published
+    /// catalog snapshots, then stock deltas, in rows/s against the targets (10,000 and 50,000).
+    /// Build with --release.
+    Import(bench_import::ImportBenchArgs),
+}
+
+/// The flags of `omnihub bench pricing`.
+#[derive(clap::Args)]
+struct PricingBenchArgs {
+    /// Active promotions.
+    #[arg(long, default_value_t = 1_000)]
+    promotions: usize,
+    /// Products in the catalog.
+    #[arg(long, default_value_t = 5_000)]
+    products: usize,
+    /// Lines per basket.
+    #[arg(long, default_value_t = 20)]
+    lines: usize,
+    /// Baskets priced (and timed one by one).
+    #[arg(long, default_value_t = 20_000)]
+    iterations: usize,
+    /// Seed of the generated catalog, promotions and baskets.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+impl From<PricingBenchArgs> for hub::bench_pricing::PricingBench {
+    fn from(a: PricingBenchArgs) -> Self {
+        hub::bench_pricing::PricingBench {
+            promotions: a.promotions,
+            products: a.products,
+            lines: a.lines,
+            iterations: a.iterations,
+            seed: a.seed,
+        }
+    }
+}
+
+/// The flags of `omnihub bench outbox` (the hub crate has no CLI parser, so they live here).
+#[derive(clap::Args)]
+struct OutboxBenchArgs {
+    /// The OMS simulator's base URL (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8203")]
+    oms: String,
+    /// The OMS simulator's API key.
+    #[arg(long, default_value = "oms_test_key")]
+    api_key: String,
+    /// Messages per second queued in the steady phase.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
+    /// How long the steady phase queues, e.g. `30s`.
+    #[arg(long, default_value = "30s", value_parser = hub::bench::parse_duration)]
+    duration: std::time::Duration,
+    /// Messages queued during the outage.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: u64,
+    /// Deliveries in flight [default: the hub's delivery policy].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// The circuit breaker's cool-down, e.g. `2s` [default: the hub's delivery policy].
+    #[arg(long, value_parser = hub::bench::parse_duration)]
+    breaker_cooldown: Option<std::time::Duration>,
+    /// Where sled stores the outbox (new or empty) [default: a temporary directory, deleted
+    /// afterwards].
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+impl From<OutboxBenchArgs> for hub::bench::OutboxBench {
+    fn from(a: OutboxBenchArgs) -> Self {
+        hub::bench::OutboxBench {
+            oms: a.oms,
+            api_key: a.api_key,
+            rate: a.rate,
+            duration: a.duration,
+            backlog: a.backlog,
+            concurrency: a.concurrency,
+            breaker_cooldown: a.breaker_cooldown,
+            data: a.data,
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Import(args) => import::run(args),
         Command::Hub { config } => run_hub(config),
+        Command::Edge {
+            config,
+            replay_journal,
+        } => run_edge(config, replay_journal),
         Command::Sim(command) => Ok(simulators::run_sim(command)?),
         Command::Load(command) => Ok(simulators::load::run(command)?),
+        Command::Bench(BenchCommand::Outbox(args)) => Ok(hub::bench::outbox(args.into())?),
+        Command::Bench(BenchCommand::Pricing(args)) => {
+            hub::bench_pricing::pricing(args.into())?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Import(args)) => bench_import::run(args),
     }
+}
+
+fn run_edge(config: Option<PathBuf>, replay: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings =
+        edge_node::EdgeSettings::load(config.as_deref()).context("reading the edge settings")?;
+    hub::telemetry::init(false);
+    edge_node::arm_failpoints_from_env();
+    actix_web::rt::System::new().block_on(async move {
+        let node = edge_node::EdgeNode::start(settings).await?;
+        if let Some(journal) = replay {
+            let report = node
+                .replay_journal(&journal)
+                .await
+                .with_context(|| format!("replaying {}", journal.display()))?;
+            println!(
+                "replayed {} sales from {} ({} already on the hub, {} already here, {} units as deficits, {} skipped)",
+                report.replayed,
+                journal.display(),
+                report.already_synced,
+                report.already_present,
+                report.deficit_units,
+                report.skipped.len()
+            );
+            for reason in &report.skipped {
+                println!("  skipped: {reason}");
+            }
+        }
+        // A plain line for supervisors and tests that started the node on port 0.
+        println!("omnihub edge listening on {}", node.base_url);
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        node.stop().await?;
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn run_hub(config: Option<PathBuf>) -> anyhow::Result<()> {

@@ -101,3 +101,78 @@ async fn a_shopper_browses_fills_a_basket_signs_in_and_sees_live_updates() {
     .await;
     page.close().await;
 }
+
+/// A guest buys in a real browser: basket → checkout form (address, shipping, the breakdown) →
+/// the provider's hosted page, where a declined card is refused and the page stays open → the
+/// test card 4242 … succeeds → back at the shop, the order confirmation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_pays_on_the_providers_page_after_a_decline_and_sees_the_order() {
+    use common::shop::{start_payments, SECRET_KEY, WEBHOOK_SECRET};
+    let data = tempfile::tempdir().expect("temp dir");
+    let sim = tokio::task::block_in_place(start_payments);
+    let env = [
+        ("OMNIHUB_HUB_PAYMENTS__BASE_URL", sim.base.as_str()),
+        ("OMNIHUB_HUB_PAYMENTS__SECRET_KEY", SECRET_KEY),
+        ("OMNIHUB_HUB_PAYMENTS__WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ];
+    let hub = tokio::task::block_in_place(|| common::start_hub(data.path(), &env));
+    let base = hub.base.clone();
+    let http = common::http_client();
+    common::shop::register_webhook(&http, &sim.base, &base).await;
+    let driver = Driver::start().await;
+    let page = driver.session().await;
+
+    page.goto(&format!("{base}/search?q=coffee")).await;
+    page.click("main a.card-link").await;
+    page.click("form.buy button[type=submit]").await;
+    page.wait_for_text("[data-basket-count]", Duration::from_secs(5), |t| {
+        t.trim() == "1"
+    })
+    .await;
+    page.goto(&format!("{base}/checkout")).await;
+    let summary = page.text("main").await;
+    assert!(
+        summary.contains("VAT"),
+        "the breakdown shows tax: {summary}"
+    );
+    page.type_into("#email", "guest@example.com").await;
+    page.type_into("#name", "Ada Lovelace").await;
+    page.type_into("#line1", "Unter den Linden 1").await;
+    page.type_into("#postcode", "10117").await;
+    page.type_into("#city", "Berlin").await;
+    page.click("button[data-pay]").await;
+
+    // The provider's page: the card is typed there, never at the shop.
+    assert!(
+        page.current_url()
+            .await
+            .starts_with(&format!("{}/pay/", sim.base)),
+        "on the provider's page"
+    );
+    page.type_into("#card_number", "4000 0000 0000 0002").await;
+    page.type_into("#card_expiry", "12 / 34").await;
+    page.type_into("#card_cvc", "123").await;
+    page.click("form button[type=submit]").await;
+    page.wait_for_text("body", Duration::from_secs(5), |t| t.contains("declined"))
+        .await;
+    page.type_into("#card_number", "4242 4242 4242 4242").await;
+    page.type_into("#card_expiry", "12 / 34").await;
+    page.type_into("#card_cvc", "123").await;
+    page.click("form button[type=submit]").await;
+
+    let title = page
+        .wait_for_text("main h1", Duration::from_secs(20), |t| t.contains("W-"))
+        .await;
+    assert!(title.contains("is confirmed"), "{title}");
+    assert!(
+        page.current_url().await.contains("key="),
+        "the guest's order link"
+    );
+    assert!(page.text("main").await.contains("guest@example.com"));
+    page.goto(&format!("{base}/basket")).await;
+    page.wait_for_text("[data-basket-count]", Duration::from_secs(5), |t| {
+        t.trim() == "0" || t.trim().is_empty()
+    })
+    .await;
+    page.close().await;
+}

@@ -2,10 +2,16 @@
 //! node). Handlers hold an `Arc<dyn Backend>`; they never compute a price or touch storage.
 
 use async_trait::async_trait;
+use protocol::checkout::{Address, Breakdown, FieldError, ShippingOption};
+use protocol::order::{CheckoutState, Progress};
 use protocol::pricing::PricedBasket;
-use protocol::{AnonymousId, BasketId, CatalogSnapshot, Channel, CustomerId, Event, Sku};
+use protocol::{
+    AnonymousId, BasketId, CatalogSnapshot, Channel, CheckoutId, CustomerId, Event, Money, OrderId,
+    Sku,
+};
 use serde::Serialize;
 use std::sync::Arc;
+use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 /// Who is asking: the signed-in customer (if any), the anonymous basket token they hold (if
@@ -38,15 +44,142 @@ pub struct BasketView {
     pub owner: &'static str,
     #[serde(flatten)]
     pub priced: PricedBasket,
+    /// Coupon codes entered on this basket, each with whether it applies and why not.
+    pub coupons: Vec<CouponStatus>,
+    /// The payment in progress, if any: the basket is locked until it is paid, cancelled or
+    /// expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<CheckoutSummary>,
+}
+
+/// A coupon code on a basket, as the shopper sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CouponStatus {
+    pub code: String,
+    /// Whether its promotion applies to the basket now.
+    pub applied: bool,
+    /// Why not (a threshold not reached, expired, used up), in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A payment in progress, as a basket shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckoutSummary {
+    pub id: CheckoutId,
+    pub state: CheckoutState,
+    pub payment_url: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub hold_expires_at: OffsetDateTime,
+    pub total: Money,
+    pub message: Option<String>,
+}
+
+/// What the shopper asks for at checkout. The client never sends prices: the hub computes them.
+#[derive(Debug, Clone)]
+pub struct CheckoutInput {
+    /// Required for guests; a signed-in customer's account email is used when absent.
+    pub email: Option<String>,
+    pub address: Address,
+    pub shipping_method: String,
+}
+
+/// The shipping options and, once a method is chosen, the whole price of a checkout.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuoteView {
+    pub country: String,
+    pub shipping_options: Vec<ShippingOption>,
+    pub breakdown: Option<Breakdown>,
+}
+
+/// A link to an order.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderRef {
+    pub id: OrderId,
+    pub number: String,
+    /// Where the shopper (or a guest, with the key in it) sees the order.
+    pub url: String,
+}
+
+/// A checkout as the shopper sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckoutView {
+    pub id: CheckoutId,
+    pub basket_id: BasketId,
+    pub state: CheckoutState,
+    /// The provider's hosted payment page (while the payment is pending).
+    pub payment_url: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub hold_expires_at: OffsetDateTime,
+    pub email: String,
+    pub address: Address,
+    pub breakdown: Breakdown,
+    /// What the shopper should know (a decline, an expiry) in plain words.
+    pub message: Option<String>,
+    pub order: Option<OrderRef>,
+}
+
+/// One refund of an order.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefundView {
+    pub amount: Money,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// An order as its customer (or a guest with the link) sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderView {
+    pub id: OrderId,
+    pub number: String,
+    /// In words: `Paid`, `Shipped`, `Cancelled`, `Refunded`, …
+    pub status: &'static str,
+    pub progress: Progress,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub channel: Channel,
+    pub email: String,
+    pub address: Address,
+    pub breakdown: Breakdown,
+    pub paid: Money,
+    pub refunded: Money,
+    pub refunds: Vec<RefundView>,
+    pub cancelled: Option<String>,
+    /// Set when a person at the shop must look at the order (the shopper is told what happens).
+    pub needs_attention: Option<String>,
+    /// The order-lookup link (with its key) for guests.
+    pub url: String,
+    /// Parcels with their carrier, tracking number and progress.
+    pub shipments: Vec<protocol::order::ShipmentRecord>,
+    /// What happened, oldest first.
+    pub timeline: Vec<protocol::order::TimelineEntry>,
 }
 
 /// A change to a basket. Quantities are checked by the hub (1..=999, within stock).
 #[derive(Debug, Clone)]
 pub enum BasketCommand {
-    Add { sku: Sku, quantity: i64 },
-    SetQuantity { sku: Sku, quantity: i64 },
-    Remove { sku: Sku },
+    Add {
+        sku: Sku,
+        quantity: i64,
+    },
+    SetQuantity {
+        sku: Sku,
+        quantity: i64,
+    },
+    Remove {
+        sku: Sku,
+    },
     Clear,
+    /// Enters a coupon code. `client` identifies who is typing codes (the client address), so
+    /// the hub can refuse a run of invalid codes (guessing) with 429.
+    ApplyCoupon {
+        code: String,
+        client: String,
+    },
+    RemoveCoupon {
+        code: String,
+    },
 }
 
 /// A new anonymous basket and the secret token that alone reaches it.
@@ -99,6 +232,25 @@ pub enum BackendError {
     /// The hub could not do it right now (storage, a stopped actor): retry.
     #[error("the service is temporarily unavailable")]
     Unavailable(String),
+    /// Input with field-level problems (an address).
+    #[error("{message}")]
+    Invalid {
+        code: &'static str,
+        message: String,
+        fields: Vec<FieldError>,
+    },
+    /// The request conflicts with the current state (a locked basket, stock gone).
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        details: Option<serde_json::Value>,
+    },
+    #[error("{message}")]
+    RateLimited { retry_after: u64, message: String },
+    /// The payment provider could not be reached; nothing was charged.
+    #[error("{0}")]
+    PaymentUnavailable(String),
 }
 
 /// Registration input.
@@ -156,6 +308,55 @@ pub trait Backend: Send + Sync + 'static {
         shopper: &Shopper,
         id: BasketId,
     ) -> Result<(BasketView, broadcast::Receiver<BasketView>), BackendError>;
+
+    /// Countries the shop ships to (ISO codes), for the address form.
+    fn ship_to_countries(&self) -> Vec<String>;
+    /// Shipping options and, with a method, the full price of checking out this basket to
+    /// `country` on `channel` (promotions may depend on it, as the checkout's does). Changes
+    /// nothing.
+    async fn quote(
+        &self,
+        shopper: &Shopper,
+        basket: BasketId,
+        country: &str,
+        shipping_method: Option<&str>,
+        channel: Channel,
+    ) -> Result<QuoteView, BackendError>;
+    /// Freezes the priced basket, holds its stock, locks it and opens a payment at the provider.
+    /// While a payment is pending, asking again returns that same checkout.
+    async fn start_checkout(
+        &self,
+        shopper: &Shopper,
+        basket: BasketId,
+        input: CheckoutInput,
+        channel: Channel,
+    ) -> Result<CheckoutView, BackendError>;
+    async fn checkout(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+    ) -> Result<CheckoutView, BackendError>;
+    /// Cancels the pending payment (expiring it at the provider first), gives the stock back and
+    /// unlocks the basket. If the payment had already gone through, the order is returned.
+    async fn cancel_checkout(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+        channel: Channel,
+    ) -> Result<CheckoutView, BackendError>;
+    /// The shopper came back from the provider's page: the hub asks the provider (it never
+    /// trusts the redirect) and makes the order if the payment went through.
+    async fn return_from_payment(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+    ) -> Result<CheckoutView, BackendError>;
+    /// The signed-in customer's orders, newest first.
+    async fn orders(&self, customer: CustomerId) -> Result<Vec<OrderView>, BackendError>;
+    /// One of the shopper's orders (theirs as a customer, or placed from the basket they hold).
+    async fn order(&self, shopper: &Shopper, id: OrderId) -> Result<OrderView, BackendError>;
+    /// An order by number and the key of its lookup link (guests).
+    async fn order_by_key(&self, number: &str, key: &str) -> Result<OrderView, BackendError>;
 
     /// Records an interaction (off the request's hot path).
     fn record(&self, event: Event);

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 429 responses.
     pub retry_after: Option<u64>,
+    /// Machine-readable details, e.g. `{"fields": [{"field", "message"}]}`.
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -24,7 +26,13 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
+        self.details = Some(details);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -87,6 +95,8 @@ struct Body<'a> {
 struct Inner<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a serde_json::Value>,
 }
 
 impl ResponseError for ApiError {
@@ -103,6 +113,7 @@ impl ResponseError for ApiError {
             error: Inner {
                 code: self.code,
                 message: &self.message,
+                details: self.details.as_ref(),
             },
         })
     }
@@ -120,6 +131,35 @@ impl From<BackendError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "email_taken", e.to_string())
             }
             BackendError::Unauthenticated => ApiError::unauthorized(),
+            BackendError::Invalid {
+                code,
+                message,
+                fields,
+            } => ApiError::unprocessable(code, message)
+                .with_details(serde_json::json!({ "fields": fields })),
+            BackendError::Conflict {
+                code,
+                message,
+                details,
+            } => {
+                let e = ApiError::new(StatusCode::CONFLICT, code, message);
+                match details {
+                    Some(d) => e.with_details(d),
+                    None => e,
+                }
+            }
+            BackendError::RateLimited {
+                retry_after,
+                message,
+            } => ApiError {
+                retry_after: Some(retry_after.max(1)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            },
+            BackendError::PaymentUnavailable(message) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "payment_provider_unavailable",
+                message,
+            ),
             BackendError::Unavailable(detail) => {
                 tracing::error!(%detail, "backend unavailable");
                 ApiError::new(

@@ -2,20 +2,26 @@
 //! tests) and serves until shut down, then drains events and flushes storage.
 
 use crate::actors::catalog::{CatalogActor, Upsert};
+use crate::actors::checkout::CheckoutDeps;
 use crate::actors::directory::{Directory, DirectoryStats, DirectoryView, Stats};
 use crate::actors::inventory::Inventory;
 use crate::actors::recorder::{Drain, Recorder};
 use crate::actors::{Deps, Lifecycle};
+use crate::admin::AdminAccess;
 use crate::backend::HubBackend;
 use crate::clock::Clock;
 use crate::config::HubSettings;
+use crate::payments::client::PaymentClient;
+use crate::payments::routes::WebhookSettings;
 use crate::storage::sled::SledStorage;
+use crate::storage::OrderStore;
 use crate::storage::{Storage, StorageError};
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use channels::{Backend, BackendError, ChannelState};
 use protocol::{Category, LocationId, Product, StockLevel};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// What can stop the hub from starting or running.
@@ -32,6 +38,8 @@ pub enum HubError {
     Server(#[from] std::io::Error),
     #[error("demo data: {0}")]
     Demo(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Handles to the running hub's parts, for the binary, the demo seeder and tests.
@@ -43,6 +51,13 @@ pub struct HubHandle {
     pub inventory: Inventory,
     pub recorder: Addr<Recorder>,
     pub storage: Arc<SledStorage>,
+    pub outbox: crate::outbox::OutboxWorkers,
+    /// The stores' edge nodes: sync sessions, the hub's replica of their locations.
+    pub edge: crate::edge::EdgeHandle,
+    /// Back-office users, promotions (the live set pricing reads) and coupons.
+    pub backoffice: Arc<crate::backoffice::Backoffice>,
+    /// The ERP importer: its appliers (register more with `import.register`), runs, cursors.
+    pub import: crate::import::Importer,
 }
 
 impl HubHandle {
@@ -86,6 +101,14 @@ impl HubHandle {
             .await
     }
 
+    /// What waits in the outbox per destination.
+    pub async fn storage_backlog(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::storage::OutboxBacklog>, StorageError>
+    {
+        crate::storage::Outbox::backlog(self.storage.as_ref()).await
+    }
+
     /// Appends every buffered event now (shutdown, tests).
     pub async fn drain_events(&self) {
         let _ = self.recorder.send(Drain).await;
@@ -110,10 +133,67 @@ impl Application {
         settings: HubSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, HubError> {
+        let listener =
+            std::net::TcpListener::bind(settings.listen).map_err(|source| HubError::Bind {
+                addr: settings.listen,
+                source,
+            })?;
+        Application::build_on(listener, settings, clock).await
+    }
+
+    /// Like [`Application::build`], on a listener the caller bound (tests that must tell
+    /// partners the hub's address before the hub starts).
+    pub async fn build_on(
+        listener: std::net::TcpListener,
+        settings: HubSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, HubError> {
+        let pricing = settings.checkout.pricing();
+        pricing
+            .validate(protocol::Currency::EUR)
+            .map_err(|e| HubError::Config(format!("[checkout]: {e}")))?;
+        settings
+            .payments
+            .check()
+            .map_err(|e| HubError::Config(format!("[payments]: {e}")))?;
+        let payments = PaymentClient::new(&settings.payments)
+            .map_err(|e| HubError::Config(format!("[payments]: {e}")))?;
+        let address = listener.local_addr()?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"));
         let storage = SledStorage::open(&settings.data_dir, settings.cache_mb)?;
         let dyn_storage: Arc<dyn Storage> = storage.clone();
         let (catalog, snapshot) = CatalogActor::start(dyn_storage.clone()).await?;
+        let backoffice = crate::backoffice::Backoffice::open(
+            crate::backoffice::store::SledBackofficeStore::open(&storage)?,
+            clock.clone(),
+            snapshot.clone(),
+            settings.backoffice.clone(),
+        )?;
+        backoffice.start_timer();
         let inventory = Inventory::start(dyn_storage.clone(), settings.inventory_shards).await?;
+        let edge = crate::edge::replica::EdgeReplica::start_with(
+            crate::edge::replica::Start {
+                settings: settings.edge.clone(),
+                store: crate::edge::sled_store::SledEdgeStore::open(&storage)?,
+                holds: Arc::new(crate::edge::merge::HubHolds {
+                    inventory: inventory.clone(),
+                    storage: dyn_storage.clone(),
+                }),
+                inventory: inventory.clone(),
+                catalog: snapshot.clone(),
+                clock: clock.clone(),
+            },
+            // The live promotions travel to the nodes with the catalog.
+            backoffice.clone(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::edge::EdgeError::Storage(e) => HubError::Storage(e),
+            other => HubError::Config(format!("[edge]: {other}")),
+        })?;
         let recorder = Recorder::new(dyn_storage.clone()).start();
         let threads = if settings.actor_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -125,6 +205,43 @@ impl Application {
             passivate_after: settings.passivate_after,
             check_every: settings.idle_check_every,
         };
+        let oms = crate::fulfilment::oms::OmsDeliverer::new(&settings.oms)
+            .map_err(|e| HubError::Config(format!("[oms]: {e}")))?;
+        let email = crate::fulfilment::email::EmailDeliverer::new(&settings.email)
+            .map_err(|e| HubError::Config(format!("[email]: {e}")))?;
+        let deliverers: Vec<Arc<dyn crate::outbox::Deliverer>> =
+            vec![Arc::new(oms), Arc::new(email)];
+        // Backoff and breakers are about real time, whatever clock the domain logic runs on.
+        let outbox = crate::outbox::OutboxWorkers::start(
+            deliverers,
+            dyn_storage.clone(),
+            Arc::new(crate::clock::SystemClock),
+            settings.outbox.policy(),
+        );
+        let import = crate::import::start(crate::import::Start {
+            settings: settings.import.clone(),
+            storage: storage.clone(),
+            catalog: catalog.clone(),
+            snapshot: snapshot.clone(),
+            inventory: inventory.clone(),
+            edge: edge.clone(),
+            clock: clock.clone(),
+            currency: protocol::Currency::EUR,
+            home: pricing
+                .markets
+                .first()
+                .cloned()
+                .ok_or_else(|| HubError::Config("[checkout]: no market".into()))?,
+        })
+        .await
+        .map_err(|e| match e {
+            crate::import::ImportError::Storage(m) => HubError::Storage(StorageError::Io(m)),
+            other => HubError::Config(format!("[import]: {other}")),
+        })?;
+        // The back office applies the ERP's promotions and coupons feeds.
+        for applier in backoffice.appliers() {
+            import.register(applier);
+        }
         let deps = Deps {
             storage: dyn_storage,
             clock,
@@ -132,6 +249,15 @@ impl Application {
             inventory: inventory.clone(),
             recorder: recorder.clone(),
             lifecycle,
+            checkout: Arc::new(CheckoutDeps {
+                settings: settings.checkout.clone(),
+                pricing,
+                payments,
+                public_url,
+                order_seq: AtomicU64::new(storage.last_order_sequence("W").await?),
+            }),
+            outbox: outbox.clone(),
+            offers: backoffice.clone(),
         };
         let view = Arc::new(DirectoryView::default());
         let directory = Directory::new(
@@ -153,24 +279,92 @@ impl Application {
             inventory,
             recorder,
             storage,
+            outbox,
+            edge,
+            backoffice: backoffice.clone(),
+            import: import.clone(),
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
         }
+        // Holds left by a crash are settled before any request can start a new one.
+        backend.recover_holds().await;
+        let sweeper = backend.clone();
+        let every = settings
+            .checkout
+            .sweep_every
+            .max(std::time::Duration::from_millis(50));
+        actix::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                sweeper.sweep().await;
+            }
+        });
+        let webhooks = web::Data::new(WebhookSettings {
+            secret: settings.payments.webhook_secret.clone(),
+            tolerance_secs: settings.payments.webhook_tolerance.as_secs() as i64,
+        });
+        let fulfilment = web::Data::new(crate::fulfilment::webhooks::FulfilmentSecrets {
+            oms: settings.oms.webhook_secret.clone(),
+            logistics: settings.oms.logistics_webhook_secret.clone(),
+            tolerance_secs: settings.payments.webhook_tolerance.as_secs() as i64,
+        });
+        let admin = web::Data::new(AdminAccess {
+            token: settings.admin_token.clone(),
+        });
         let state = web::Data::new(ChannelState::new(backend, settings.channels.clone()));
         let app_handle = web::Data::new(handle.clone());
+        let import_routes = web::Data::new(crate::import::routes::ImportRoutes {
+            importer: import,
+            push_secret: settings.import.push_secret.clone(),
+            tolerance_secs: settings.import.signature_tolerance.as_secs() as i64,
+            pull: settings.import.pull.clone(),
+        });
+        let backoffice_data = web::Data::from(backoffice);
         let ops = web::Data::new(OpsAccess {
             token: settings.ops_token.clone(),
         });
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<
+                    crate::telemetry::RequestSpans,
+                >::new())
                 .app_data(state.clone())
                 .app_data(app_handle.clone())
                 .app_data(ops.clone())
+                .app_data(webhooks.clone())
+                .app_data(admin.clone())
+                .app_data(fulfilment.clone())
+                .app_data(backoffice_data.clone())
+                .service(
+                    web::resource("/webhooks/oms")
+                        .app_data(web::PayloadConfig::new(256 * 1024))
+                        .route(web::post().to(crate::fulfilment::webhooks::oms)),
+                )
+                .service(
+                    web::resource("/webhooks/logistics")
+                        .app_data(web::PayloadConfig::new(256 * 1024))
+                        .route(web::post().to(crate::fulfilment::webhooks::logistics)),
+                )
+                .service(
+                    web::resource("/webhooks/payments")
+                        .app_data(web::PayloadConfig::new(256 * 1024))
+                        .route(web::post().to(crate::payments::routes::receive)),
+                )
+                .configure(crate::import::routes::configure(import_routes.clone()))
+                .configure(crate::backoffice::routes::configure)
+                .configure(crate::admin::configure)
+                .route(
+                    "/api/v1/edge/sync",
+                    web::get().to(crate::edge::session::sync),
+                )
+                .configure(crate::unsubscribe::configure)
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/ops/stats", web::get().to(ops_stats))
+                .configure(crate::ops::configure)
                 .configure(failpoint_routes)
                 .route("/metrics", web::get().to(metrics))
                 .service(
@@ -184,13 +378,10 @@ impl Application {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        let server = server
-            .bind(settings.listen)
-            .map_err(|source| HubError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
-        let address = server.addrs().first().copied().unwrap_or(settings.listen);
+        let server = server.listen(listener).map_err(|source| HubError::Bind {
+            addr: address,
+            source,
+        })?;
         Ok(Application {
             server: server.run(),
             address,
@@ -216,6 +407,7 @@ impl Application {
     /// Serves until stopped, then drains buffered events and flushes storage.
     pub async fn run(self) -> Result<(), HubError> {
         self.server.await?;
+        self.handle.import.stop();
         self.handle.drain_events().await;
         self.handle.storage.flush()?;
         Ok(())
@@ -284,31 +476,20 @@ struct OpsAccess {
 
 /// Proof that a request may use an operations endpoint: it carries the configured ops token as
 /// `Authorization: Bearer`, or no token is configured.
-struct OpsAuthorized;
+pub(crate) struct OpsAuthorized;
 
 impl actix_web::FromRequest for OpsAuthorized {
     type Error = channels::error::ApiError;
     type Future = std::future::Ready<Result<OpsAuthorized, Self::Error>>;
 
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        use secrecy::ExposeSecret;
-        use subtle::ConstantTimeEq;
         let expected = req
             .app_data::<web::Data<OpsAccess>>()
             .and_then(|a| a.token.clone());
         let Some(expected) = expected else {
             return std::future::ready(Ok(OpsAuthorized));
         };
-        let presented = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let ok: bool = presented
-            .as_bytes()
-            .ct_eq(expected.expose_secret().as_bytes())
-            .into();
+        let ok = crate::auth::bearer_matches(req, &expected);
         std::future::ready(if ok {
             Ok(OpsAuthorized)
         } else {
@@ -336,6 +517,66 @@ async fn metrics(_: OpsAuthorized, handle: web::Data<HubHandle>) -> HttpResponse
             s.activations
         ));
         out.push_str(&format!("# TYPE omnihub_actor_passivations_total counter\nomnihub_actor_passivations_total {}\n", s.passivations));
+    }
+    if let Ok(backlog) = handle.storage_backlog().await {
+        let now = time::OffsetDateTime::now_utc();
+        out.push_str("# HELP omnihub_outbox_pending Outbox messages waiting per destination.\n# TYPE omnihub_outbox_pending gauge\n");
+        for (d, b) in &backlog {
+            out.push_str(&format!(
+                "omnihub_outbox_pending{{destination=\"{d}\"}} {}\n",
+                b.pending
+            ));
+        }
+        out.push_str("# HELP omnihub_outbox_dead_letters Dead letters per destination.\n# TYPE omnihub_outbox_dead_letters gauge\n");
+        for (d, b) in &backlog {
+            out.push_str(&format!(
+                "omnihub_outbox_dead_letters{{destination=\"{d}\"}} {}\n",
+                b.dead
+            ));
+        }
+        out.push_str("# HELP omnihub_outbox_oldest_age_seconds Age of the oldest waiting message per destination.\n# TYPE omnihub_outbox_oldest_age_seconds gauge\n");
+        for (d, b) in &backlog {
+            let age = b.oldest.map_or(0, |o| (now - o).whole_seconds().max(0));
+            out.push_str(&format!(
+                "omnihub_outbox_oldest_age_seconds{{destination=\"{d}\"}} {age}\n"
+            ));
+        }
+    }
+    for d in handle.outbox.destinations() {
+        if let Some((breaker, stats)) = handle.outbox.status(d).await {
+            let open = matches!(breaker, crate::outbox::Breaker::Open { .. });
+            out.push_str(&format!(
+                "omnihub_outbox_breaker_open{{destination=\"{d}\"}} {}\nomnihub_outbox_delivered_total{{destination=\"{d}\"}} {}\nomnihub_outbox_failed_attempts_total{{destination=\"{d}\"}} {}\n",
+                u8::from(open),
+                stats.delivered,
+                stats.failed_attempts
+            ));
+        }
+    }
+    if let Ok(nodes) = handle.edge.live().await {
+        let now_ms = crate::edge::unix_ms(time::OffsetDateTime::now_utc());
+        out.push_str(&format!(
+            "# HELP omnihub_edge_nodes_connected Edge nodes connected now.\n# TYPE omnihub_edge_nodes_connected gauge\nomnihub_edge_nodes_connected {}\n",
+            nodes.iter().filter(|n| n.connected).count()
+        ));
+        out.push_str("# HELP omnihub_edge_outbox_unacked Hub changes a node has not acknowledged.\n# TYPE omnihub_edge_outbox_unacked gauge\n");
+        for n in &nodes {
+            out.push_str(&format!(
+                "omnihub_edge_outbox_unacked{{node=\"{}\"}} {}\n",
+                n.replica,
+                n.unacked_to_node()
+            ));
+        }
+        out.push_str("# HELP omnihub_edge_last_sync_age_seconds Seconds since a node's last batch was applied.\n# TYPE omnihub_edge_last_sync_age_seconds gauge\n");
+        for n in &nodes {
+            if let Some(ms) = n.meta.last_sync_ms {
+                out.push_str(&format!(
+                    "omnihub_edge_last_sync_age_seconds{{node=\"{}\"}} {}\n",
+                    n.replica,
+                    now_ms.saturating_sub(ms) / 1000
+                ));
+            }
+        }
     }
     if let Some(rss) = resident_bytes() {
         out.push_str(&format!(

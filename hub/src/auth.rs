@@ -49,6 +49,22 @@ pub fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password("decoy password that matches nothing").unwrap_or_default())
 }
 
+/// Whether the request carries `expected` as `Authorization: Bearer`, compared in constant time.
+pub fn bearer_matches(req: &actix_web::HttpRequest, expected: &secrecy::SecretString) -> bool {
+    use secrecy::ExposeSecret;
+    use subtle::ConstantTimeEq;
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    presented
+        .as_bytes()
+        .ct_eq(expected.expose_secret().as_bytes())
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

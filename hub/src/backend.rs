@@ -15,19 +15,22 @@ use crate::storage::{Change, StorageError, UnitOfWork};
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use async_trait::async_trait;
-use channels::backend::{Availability, CustomerView, NewBasket, Registration, SignedIn};
+use channels::backend::{
+    Availability, CheckoutInput, CheckoutView, CustomerView, NewBasket, OrderView, QuoteView,
+    Registration, SignedIn,
+};
 use channels::{Backend, BackendError, BasketCommand, BasketView, Shopper};
 use protocol::customer::{is_plausible_email, normalize_email};
 use protocol::{
-    Basket, BasketError, BasketId, BasketOwner, CatalogSnapshot, Channel, Currency, CustomerId,
-    CustomerRecord, Event, EventKind, LocationId, SessionRecord, Sku, Subject,
+    Basket, BasketError, BasketId, BasketOwner, CatalogSnapshot, Channel, CheckoutId, Currency,
+    CustomerId, CustomerRecord, Event, EventKind, LocationId, OrderId, SessionRecord, Sku, Subject,
 };
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// The hub's backend.
 pub struct HubBackend {
-    deps: Deps,
+    pub(crate) deps: Deps,
     directory: Addr<Directory>,
     view: Arc<DirectoryView>,
     session_days: i64,
@@ -40,7 +43,20 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
 impl From<BasketFailure> for BackendError {
     fn from(f: BasketFailure) -> BackendError {
         match f {
+            BasketFailure::Rejected(e @ BasketError::Locked(_)) => BackendError::Conflict {
+                code: "basket_locked",
+                message: e.to_string(),
+                details: None,
+            },
             BasketFailure::NotFound => BackendError::NotFound("basket"),
+            BasketFailure::Coupon(reason) => BackendError::Unprocessable {
+                code: "invalid_coupon",
+                message: reason,
+            },
+            f @ BasketFailure::CouponGuessing { retry_after } => BackendError::RateLimited {
+                retry_after,
+                message: f.to_string(),
+            },
             BasketFailure::UnknownSku => BackendError::NotFound("product with this SKU"),
             BasketFailure::Rejected(e) => {
                 let code = match &e {
@@ -48,6 +64,11 @@ impl From<BasketFailure> for BackendError {
                     BasketError::InsufficientStock { .. } => "insufficient_stock",
                     BasketError::LineNotFound(_) => return BackendError::NotFound("basket line"),
                     BasketError::Merged => "basket_closed",
+                    BasketError::Locked(_) => "basket_locked",
+                    BasketError::TooManyCoupons => "too_many_coupons",
+                    BasketError::CouponNotFound(_) => {
+                        return BackendError::NotFound("coupon on this basket")
+                    }
                 };
                 BackendError::Unprocessable {
                     code,
@@ -108,10 +129,11 @@ impl HubBackend {
 
     /// Sends to a basket's actor; if the actor stopped (passivated or panicked) between lookup
     /// and send, re-activates it from storage and tries once more.
-    async fn ask_basket<M, T>(&self, id: BasketId, msg: M) -> Result<T, BackendError>
+    pub(crate) async fn ask_basket<M, T, E>(&self, id: BasketId, msg: M) -> Result<T, BackendError>
     where
-        M: Message<Result = Result<T, BasketFailure>> + Clone + Send + 'static,
+        M: Message<Result = Result<T, E>> + Clone + Send + 'static,
         T: Send + 'static,
+        E: Into<BackendError> + Send + 'static,
         BasketActor: Handler<M>,
         <BasketActor as Actor>::Context: ToEnvelope<BasketActor, M>,
     {
@@ -121,7 +143,7 @@ impl HubBackend {
                 .await?
                 .ok_or(BackendError::NotFound("basket"))?;
             match addr.send(msg.clone()).await {
-                Ok(answer) => return answer.map_err(BackendError::from),
+                Ok(answer) => return answer.map_err(Into::into),
                 Err(MailboxError::Closed) if attempt == 0 => {
                     self.directory.do_send(Deregister::Basket(id, addr))
                 }
@@ -164,12 +186,35 @@ impl HubBackend {
         }
     }
 
+    pub(crate) async fn basket_access(
+        &self,
+        shopper: &Shopper,
+        id: BasketId,
+    ) -> Result<Access, BackendError> {
+        self.access(shopper, id).await
+    }
+
     async fn access(&self, shopper: &Shopper, id: BasketId) -> Result<Access, BackendError> {
         let holds_token = self.token_basket(shopper).await? == Some(id);
         Ok(Access {
             customer: shopper.customer,
             holds_token,
+            system: false,
         })
+    }
+
+    /// Records a customer's marketing email choice through their actor.
+    pub(crate) async fn set_marketing_opt_out(
+        &self,
+        customer: CustomerId,
+        opt_out: bool,
+    ) -> Result<(), BackendError> {
+        self.ask_customer(
+            customer,
+            crate::actors::customer::SetMarketingOptOut(opt_out),
+        )
+        .await?
+        .map_err(unavailable)
     }
 
     /// The customer's basket id, created if they have none.
@@ -233,6 +278,7 @@ impl HubBackend {
                 GetView(Access {
                     customer: Some(customer.id),
                     holds_token: false,
+                    system: false,
                 }),
             )
             .await?;
@@ -249,6 +295,7 @@ impl HubBackend {
                 access: Access {
                     customer: None,
                     holds_token: true,
+                    system: false,
                 },
                 into,
                 into_id: basket_id,
@@ -257,8 +304,9 @@ impl HubBackend {
             };
             match self.ask_basket(anonymous, merge).await {
                 Ok(view) => basket = view,
-                // Already merged or closed: nothing to bring over.
-                Err(BackendError::NotFound(_)) => {}
+                // Already merged or closed: nothing to bring over. A basket with a payment in
+                // progress (either one) stays as it is; the shopper merges nothing mid-payment.
+                Err(BackendError::NotFound(_)) | Err(BackendError::Conflict { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -349,6 +397,7 @@ impl Backend for HubBackend {
             password_hash,
             created_at: now,
             basket: Some(basket.id),
+            marketing_opt_out: false,
         };
         let unit = UnitOfWork::new()
             .with(Change::ClaimEmail {
@@ -439,6 +488,7 @@ impl Backend for HubBackend {
                     GetView(Access {
                         customer: Some(customer),
                         holds_token: false,
+                        system: false,
                     }),
                 )
                 .await
@@ -451,6 +501,7 @@ impl Backend for HubBackend {
                     GetView(Access {
                         customer: None,
                         holds_token: true,
+                        system: false,
                     }),
                 )
                 .await
@@ -472,6 +523,7 @@ impl Backend for HubBackend {
                     GetView(Access {
                         customer: Some(customer),
                         holds_token: false,
+                        system: false,
                     }),
                 )
                 .await?;
@@ -494,7 +546,7 @@ impl Backend for HubBackend {
                 basket: basket.id,
             });
         self.deps.storage.commit(unit).await.map_err(unavailable)?;
-        let view = crate::actors::basket::view_of(&basket, &self.deps);
+        let view = crate::actors::basket::view_of(&basket, &self.deps, Default::default());
         self.directory
             .send(ActivateBasket(basket))
             .await
@@ -537,6 +589,75 @@ impl Backend for HubBackend {
     ) -> Result<(BasketView, broadcast::Receiver<BasketView>), BackendError> {
         let access = self.access(shopper, id).await?;
         self.ask_basket(id, Watch(access)).await
+    }
+
+    fn ship_to_countries(&self) -> Vec<String> {
+        self.deps
+            .checkout
+            .pricing
+            .countries()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    async fn quote(
+        &self,
+        shopper: &Shopper,
+        basket: BasketId,
+        country: &str,
+        shipping_method: Option<&str>,
+        channel: Channel,
+    ) -> Result<QuoteView, BackendError> {
+        self.checkout_quote(shopper, basket, country, shipping_method, channel)
+            .await
+    }
+
+    async fn start_checkout(
+        &self,
+        shopper: &Shopper,
+        basket: BasketId,
+        input: CheckoutInput,
+        channel: Channel,
+    ) -> Result<CheckoutView, BackendError> {
+        self.checkout_start(shopper, basket, input, channel).await
+    }
+
+    async fn checkout(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+    ) -> Result<CheckoutView, BackendError> {
+        self.checkout_get(shopper, id).await
+    }
+
+    async fn cancel_checkout(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+        _channel: Channel,
+    ) -> Result<CheckoutView, BackendError> {
+        self.checkout_cancel(shopper, id).await
+    }
+
+    async fn return_from_payment(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+    ) -> Result<CheckoutView, BackendError> {
+        self.checkout_return(shopper, id).await
+    }
+
+    async fn orders(&self, customer: CustomerId) -> Result<Vec<OrderView>, BackendError> {
+        self.customer_orders(customer).await
+    }
+
+    async fn order(&self, shopper: &Shopper, id: OrderId) -> Result<OrderView, BackendError> {
+        self.own_order(shopper, id).await
+    }
+
+    async fn order_by_key(&self, number: &str, key: &str) -> Result<OrderView, BackendError> {
+        self.order_with_key(number, key).await
     }
 
     fn record(&self, event: Event) {

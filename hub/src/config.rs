@@ -39,7 +39,386 @@ pub struct HubSettings {
     /// Bearer token that `/ops/*` and `/metrics` require. Unset, they are open: fine on
     /// loopback (the demo), not on a network — set it there.
     pub ops_token: Option<secrecy::SecretString>,
+    /// Bearer token that the admin API (`/api/v1/admin/*`: orders, refunds, cancellations)
+    /// requires. Unset, the admin API is switched off.
+    pub admin_token: Option<secrecy::SecretString>,
+    /// The address shoppers reach the hub at, for links the payment provider sends them back to
+    /// (e.g. `https://shop.example.com`). Unset: `http://` and the listen address.
+    pub public_url: Option<String>,
     pub channels: ChannelSettings,
+    pub payments: PaymentSettings,
+    pub checkout: CheckoutSettings,
+    pub oms: OmsSettings,
+    pub outbox: OutboxSettings,
+    pub email: crate::fulfilment::email::EmailSettings,
+    pub edge: EdgeSettings,
+    /// The ERP importer: signed pushes, the price list sold, the scheduled pull.
+    pub import: ImportSettings,
+    /// Back-office users, promotions and coupons.
+    pub backoffice: crate::backoffice::BackofficeSettings,
+}
+
+/// The stores' edge nodes and how the hub syncs with them (`docs/edge-sync.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeSettings {
+    /// The nodes that may connect, one per store (a rebuilt node is a new entry with a new
+    /// replica id; the old one stays listed until it is retired).
+    pub nodes: Vec<EdgeNodeSettings>,
+    /// How often the hub sends a heartbeat on each node's connection, e.g. `5s`.
+    #[serde(deserialize_with = "human")]
+    pub heartbeat_every: Duration,
+    /// A connection silent this long is closed (`IDLE`), e.g. `15s`.
+    #[serde(deserialize_with = "human")]
+    pub idle_timeout: Duration,
+    /// A node clock further than this from the hub's is shown to the operator, e.g. `5m`.
+    #[serde(deserialize_with = "human")]
+    pub max_clock_skew: Duration,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        EdgeSettings {
+            nodes: Vec::new(),
+            heartbeat_every: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            max_clock_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One edge node as the hub knows it. The node's plain credential is only in the node's own
+/// configuration; the hub keeps its SHA-256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeNodeSettings {
+    /// The node's replica id, e.g. `berlin` (after a rebuild `berlin-2`); never reused.
+    pub replica: String,
+    /// The location the node owns, e.g. `store-berlin`.
+    pub location: String,
+    /// A name for people, e.g. `Berlin Mitte`.
+    #[serde(default)]
+    pub name: String,
+    /// Hex SHA-256 of the node's credential (`printf %s "$CREDENTIAL" | sha256sum`).
+    pub credential_sha256: String,
+}
+
+impl EdgeSettings {
+    /// Refuses ids, locations and hashes that cannot work, a replica id listed twice, and a
+    /// credential hash shared by two nodes (a credential must prove exactly one replica).
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut credentials: std::collections::BTreeMap<Vec<u8>, &str> =
+            std::collections::BTreeMap::new();
+        for node in &self.nodes {
+            protocol::replication::ReplicaId::node(&node.replica).map_err(|e| e.to_string())?;
+            if !seen.insert(node.replica.as_str()) {
+                return Err(format!("node '{}' is listed twice", node.replica));
+            }
+            let location = node.location.trim();
+            if location.is_empty() || location == "online" || location != node.location {
+                return Err(format!(
+                    "node '{}': location '{}' must name a store (not empty, not 'online')",
+                    node.replica, node.location
+                ));
+            }
+            let hash = hex::decode(&node.credential_sha256)
+                .ok()
+                .filter(|h| h.len() == 32)
+                .ok_or_else(|| {
+                    format!(
+                        "node '{}': credential_sha256 must be 64 hex digits (the SHA-256 of the \
+                         node's credential)",
+                        node.replica
+                    )
+                })?;
+            // Compared as bytes, so the same hash in upper and lower case is caught too.
+            if let Some(first) = credentials.insert(hash, node.replica.as_str()) {
+                return Err(format!(
+                    "nodes '{first}' and '{}' have the same credential_sha256: give each node its \
+                     own credential",
+                    node.replica
+                ));
+            }
+        }
+        if self.heartbeat_every.is_zero() || self.idle_timeout <= self.heartbeat_every {
+            return Err("heartbeat_every must be more than 0 and less than idle_timeout".into());
+        }
+        Ok(())
+    }
+}
+
+/// The ERP importer (`docs/erp-feeds.md`): pushes to `POST /api/v1/import/{feed}` and the
+/// scheduled pull.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImportSettings {
+    /// The secret the ERP signs pushes with (`X-Omnihub-Signature`, HMAC-SHA256). Unset, signed
+    /// pushes are refused; the admin token still works. Never logged.
+    pub push_secret: Option<secrecy::SecretString>,
+    /// A push signed further than this from now is refused (replays), e.g. `5m`.
+    #[serde(deserialize_with = "human")]
+    pub signature_tolerance: Duration,
+    /// The price list the storefront sells at: its entries in the catalog's currency set the
+    /// shelf prices; other lists and currencies are stored only.
+    pub price_list: String,
+    /// Import run reports kept (the newest).
+    pub keep_runs: usize,
+    /// Price validity windows are checked at least this often (each window's start and end is
+    /// also applied at its time), e.g. `1m`.
+    #[serde(deserialize_with = "human")]
+    pub price_check_every: Duration,
+    /// The scheduled pull; unset, the hub only takes pushes.
+    pub pull: Option<PullSettings>,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        ImportSettings {
+            push_secret: None,
+            signature_tolerance: Duration::from_secs(300),
+            price_list: "retail".into(),
+            keep_runs: 200,
+            price_check_every: Duration::from_secs(60),
+            pull: None,
+        }
+    }
+}
+
+/// Pulling the ERP's feeds by cursor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullSettings {
+    /// The ERP's feed API (the simulator, `omnihub sim erp`, by default).
+    pub base_url: String,
+    /// Time between pull cycles, e.g. `1m`.
+    #[serde(deserialize_with = "human")]
+    pub every: Duration,
+    /// Rows per page asked for (1 to 10,000). Each page of products or prices publishes one
+    /// catalog snapshot, whose cost grows with the catalog: big pages for big catalogs.
+    pub page_size: u32,
+    /// The feeds pulled; a cycle always pulls them as products, prices, stock, promotions,
+    /// coupons.
+    pub feeds: Vec<protocol::feed::FeedKind>,
+    /// Whole-request timeout of one page, e.g. `30s`.
+    #[serde(deserialize_with = "human")]
+    pub timeout: Duration,
+    /// Longest wait after failed cycles (the wait doubles from `every`), e.g. `5m`.
+    #[serde(deserialize_with = "human")]
+    pub max_backoff: Duration,
+}
+
+impl Default for PullSettings {
+    fn default() -> Self {
+        PullSettings {
+            base_url: "http://127.0.0.1:8202".into(),
+            every: Duration::from_secs(60),
+            page_size: 5000,
+            feeds: protocol::feed::FeedKind::ALL.to_vec(),
+            timeout: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The order management system the hub exports orders to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OmsSettings {
+    /// Base URL of its API (the simulator, `omnihub sim oms`, by default).
+    pub base_url: String,
+    /// Bearer key for its API. Never logged.
+    pub api_key: secrecy::SecretString,
+    /// Signing secret of its status webhooks (`/webhooks/oms`). Never logged.
+    pub webhook_secret: secrecy::SecretString,
+    /// Signing secret of the carrier's tracking webhooks (`/webhooks/logistics`).
+    pub logistics_webhook_secret: secrecy::SecretString,
+    #[serde(deserialize_with = "human")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "human")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for OmsSettings {
+    fn default() -> Self {
+        OmsSettings {
+            base_url: "http://127.0.0.1:8203".into(),
+            api_key: secrecy::SecretString::from("oms_test_key"),
+            webhook_secret: secrecy::SecretString::from("whsec_oms_demo"),
+            logistics_webhook_secret: secrecy::SecretString::from("whsec_logistics_demo"),
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How the outbox delivers to each destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// Attempts before a message becomes a dead letter (an operator can retry it).
+    pub max_attempts: u32,
+    /// First retry delay, doubled per attempt (with jitter) up to `max_backoff`.
+    #[serde(deserialize_with = "human")]
+    pub base_backoff: Duration,
+    #[serde(deserialize_with = "human")]
+    pub max_backoff: Duration,
+    /// Consecutive failures that open a destination's circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker waits before one probe.
+    #[serde(deserialize_with = "human")]
+    pub breaker_cooldown: Duration,
+    /// Deliveries in flight per destination.
+    pub concurrency: usize,
+    /// How often a worker looks for due messages when nothing woke it.
+    #[serde(deserialize_with = "human")]
+    pub poll_every: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        let p = crate::outbox::DeliveryPolicy::default();
+        OutboxSettings {
+            max_attempts: p.max_attempts,
+            base_backoff: p.base_backoff,
+            max_backoff: p.max_backoff,
+            breaker_threshold: p.breaker_threshold,
+            breaker_cooldown: p.breaker_cooldown,
+            concurrency: p.concurrency,
+            poll_every: p.poll_every,
+        }
+    }
+}
+
+impl OutboxSettings {
+    pub fn policy(&self) -> crate::outbox::DeliveryPolicy {
+        crate::outbox::DeliveryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            base_backoff: self.base_backoff,
+            max_backoff: self.max_backoff,
+            breaker_threshold: self.breaker_threshold.max(1),
+            breaker_cooldown: self.breaker_cooldown,
+            concurrency: self.concurrency.max(1),
+            batch: 512,
+            poll_every: self.poll_every.max(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// The payment provider (Stripe's API; the simulator by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// Base URL of the API, e.g. `https://api.stripe.com` or the simulator.
+    pub base_url: String,
+    /// The secret API key (`sk_test_…`). Never logged.
+    pub secret_key: secrecy::SecretString,
+    /// The webhook endpoint's signing secret (`whsec_…`). Never logged.
+    pub webhook_secret: secrecy::SecretString,
+    /// Whole-request timeout of one call, e.g. `10s`.
+    #[serde(deserialize_with = "human")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "human")]
+    pub connect_timeout: Duration,
+    /// Retries of a failed call (network, timeout, 5xx), with the same idempotency key.
+    pub retries: u32,
+    /// Webhooks signed further than this from now are refused, e.g. `300s`.
+    #[serde(deserialize_with = "human")]
+    pub webhook_tolerance: Duration,
+}
+
+/// The demo's well-known secrets: fine against the simulator on this machine, never elsewhere.
+pub const DEMO_SECRET_KEY: &str = "sk_test_omnihub";
+pub const DEMO_WEBHOOK_SECRET: &str = "whsec_omnihub_demo";
+
+impl PaymentSettings {
+    /// Refuses the public demo secrets for a provider that is not on this machine: with them,
+    /// anyone could sign a "paid" webhook.
+    pub fn check(&self) -> Result<(), String> {
+        use secrecy::ExposeSecret;
+        let url = reqwest::Url::parse(&self.base_url)
+            .map_err(|e| format!("base_url '{}' is not a URL: {e}", self.base_url))?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        let demo = self.secret_key.expose_secret() == DEMO_SECRET_KEY
+            || self.webhook_secret.expose_secret() == DEMO_WEBHOOK_SECRET;
+        if demo && !loopback {
+            return Err(format!(
+                "the provider at {} is not on this machine, but secret_key or webhook_secret is \
+                 still the public demo value: set OMNIHUB_HUB_PAYMENTS__SECRET_KEY and \
+                 OMNIHUB_HUB_PAYMENTS__WEBHOOK_SECRET",
+                self.base_url
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings {
+            base_url: "http://127.0.0.1:8201".into(),
+            secret_key: secrecy::SecretString::from(DEMO_SECRET_KEY),
+            webhook_secret: secrecy::SecretString::from(DEMO_WEBHOOK_SECRET),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            retries: 2,
+            webhook_tolerance: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Checkout: holds, the sweeper, and the pricing configuration (markets, tax, shipping).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckoutSettings {
+    /// How long stock stays held for a checkout waiting for payment, e.g. `15m`.
+    #[serde(deserialize_with = "human")]
+    pub hold_for: Duration,
+    /// How often the hub looks for expired holds and unconfirmed payments, e.g. `1s`.
+    #[serde(deserialize_with = "human")]
+    pub sweep_every: Duration,
+    /// A pending payment with no webhook after this long is looked up at the provider.
+    #[serde(deserialize_with = "human")]
+    pub reconcile_after: Duration,
+    /// When an expired hold's session cannot be expired because the provider is down, the
+    /// stock is given back anyway after this grace (a late payment then needs stock again).
+    #[serde(deserialize_with = "human")]
+    pub release_after_provider_down: Duration,
+    /// Checkout attempts allowed per basket per 10 minutes.
+    pub attempts_per_basket: u32,
+    /// Countries sold to, with their tax rates per tax class and whether prices include tax.
+    pub markets: Vec<protocol::checkout::Market>,
+    /// Shipping zones with their methods and rates.
+    pub zones: Vec<protocol::checkout::ShippingZone>,
+}
+
+impl CheckoutSettings {
+    /// The pricing configuration (markets and zones) as `protocol` uses it.
+    pub fn pricing(&self) -> protocol::checkout::CheckoutConfig {
+        protocol::checkout::CheckoutConfig {
+            markets: self.markets.clone(),
+            zones: self.zones.clone(),
+        }
+    }
+}
+
+impl Default for CheckoutSettings {
+    fn default() -> Self {
+        CheckoutSettings {
+            hold_for: Duration::from_secs(15 * 60),
+            sweep_every: Duration::from_secs(1),
+            reconcile_after: Duration::from_secs(60),
+            release_after_provider_down: Duration::from_secs(120),
+            attempts_per_basket: 10,
+            markets: protocol::checkout::CheckoutConfig::default().markets,
+            zones: protocol::checkout::CheckoutConfig::default().zones,
+        }
+    }
 }
 
 fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -65,7 +444,17 @@ impl Default for HubSettings {
             demo_data: false,
             log_json: false,
             ops_token: None,
+            admin_token: None,
+            public_url: None,
             channels: ChannelSettings::default(),
+            payments: PaymentSettings::default(),
+            checkout: CheckoutSettings::default(),
+            oms: OmsSettings::default(),
+            outbox: OutboxSettings::default(),
+            email: crate::fulfilment::email::EmailSettings::default(),
+            edge: EdgeSettings::default(),
+            import: ImportSettings::default(),
+            backoffice: crate::backoffice::BackofficeSettings::default(),
         }
     }
 }
@@ -103,6 +492,186 @@ mod tests {
             assert_eq!(s.idle_check_every, Duration::from_secs(30));
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_example_file_loads_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hub.toml");
+        let s = HubSettings::load(Some(&path)).expect("deploy/hub.toml loads");
+        let d = HubSettings::default();
+        assert_eq!(s.checkout.hold_for, d.checkout.hold_for);
+        assert_eq!(s.payments.base_url, d.payments.base_url);
+        assert_eq!(s.checkout.pricing(), d.checkout.pricing());
+        assert!(s.edge.nodes.is_empty());
+        assert_eq!(s.edge.heartbeat_every, d.edge.heartbeat_every);
+        assert_eq!(s.edge.idle_timeout, d.edge.idle_timeout);
+        assert_eq!(s.edge.max_clock_skew, d.edge.max_clock_skew);
+        assert_eq!(s.edge.check(), Ok(()));
+        assert_eq!(s.import.price_list, d.import.price_list);
+        assert_eq!(s.import.signature_tolerance, d.import.signature_tolerance);
+        assert_eq!(s.import.keep_runs, d.import.keep_runs);
+        assert_eq!(s.import.price_check_every, d.import.price_check_every);
+        assert!(s.import.pull.is_none() && s.import.push_secret.is_none());
+    }
+
+    #[test]
+    fn edge_nodes_come_from_the_file_or_the_environment() {
+        let hash = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "e.toml",
+                &format!(
+                    "[edge]\nidle_timeout = \"20s\"\n[[edge.nodes]]\nreplica = \"berlin\"\n\
+                     location = \"store-berlin\"\nname = \"Berlin Mitte\"\n\
+                     credential_sha256 = \"{hash}\"\n"
+                ),
+            )?;
+            let s = HubSettings::load(Some(Path::new("e.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.edge.idle_timeout, Duration::from_secs(20));
+            assert_eq!(s.edge.heartbeat_every, Duration::from_secs(5));
+            assert_eq!(s.edge.nodes.len(), 1);
+            assert_eq!(s.edge.nodes[0].name, "Berlin Mitte");
+            assert_eq!(s.edge.check(), Ok(()));
+
+            let lyon = "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b";
+            jail.set_env(
+                "OMNIHUB_HUB_EDGE__NODES",
+                format!(
+                    "[{{replica=\"paris\",location=\"store-paris\",credential_sha256=\"{hash}\"}}, \
+                     {{replica=\"lyon\",location=\"store-lyon\",credential_sha256=\"{lyon}\"}}]"
+                ),
+            );
+            jail.set_env("OMNIHUB_HUB_EDGE__MAX_CLOCK_SKEW", "1m");
+            let s = HubSettings::load(Some(Path::new("e.toml"))).map_err(|e| e.to_string())?;
+            let replicas: Vec<&str> = s.edge.nodes.iter().map(|n| n.replica.as_str()).collect();
+            assert_eq!(replicas, vec!["paris", "lyon"]);
+            assert_eq!(s.edge.max_clock_skew, Duration::from_secs(60));
+            assert_eq!(s.edge.check(), Ok(()));
+
+            jail.set_env(
+                "OMNIHUB_HUB_EDGE__NODES",
+                "[{replica=\"paris\",location=\"store-paris\",credential_sha256=\"nothex\"}]",
+            );
+            let s = HubSettings::load(Some(Path::new("e.toml"))).map_err(|e| e.to_string())?;
+            assert!(s.edge.check().is_err_and(|e| e.contains("64 hex digits")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn import_settings_come_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let s = HubSettings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.import.pull.is_none() && s.import.push_secret.is_none());
+            assert_eq!(s.import.price_list, "retail");
+            jail.create_file(
+                "i.toml",
+                "[import]\nprice_list = \"outlet\"\n[import.pull]\nevery = \"15s\"\n\
+                 feeds = [\"products\", \"stock\"]\n",
+            )?;
+            jail.set_env("OMNIHUB_HUB_IMPORT__PUSH_SECRET", "erp-secret");
+            jail.set_env("OMNIHUB_HUB_IMPORT__PULL__PAGE_SIZE", "250");
+            let s = HubSettings::load(Some(Path::new("i.toml"))).map_err(|e| e.to_string())?;
+            let pull = s.import.pull.clone().expect("pull configured");
+            assert_eq!(pull.every, Duration::from_secs(15));
+            assert_eq!(pull.page_size, 250);
+            assert_eq!(pull.base_url, "http://127.0.0.1:8202");
+            assert_eq!(
+                pull.feeds,
+                vec![
+                    protocol::feed::FeedKind::Products,
+                    protocol::feed::FeedKind::Stock
+                ]
+            );
+            assert_eq!(s.import.price_list, "outlet");
+            use secrecy::ExposeSecret;
+            assert_eq!(
+                s.import.push_secret.as_ref().map(|p| p.expose_secret()),
+                Some("erp-secret")
+            );
+            jail.create_file("bad.toml", "[import.pull]\nfeeds = [\"orders\"]\n")?;
+            assert!(HubSettings::load(Some(Path::new("bad.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn two_nodes_with_one_credential_are_refused() {
+        let node = |replica: &str, location: &str, hash: String| EdgeNodeSettings {
+            replica: replica.into(),
+            location: location.into(),
+            name: String::new(),
+            credential_sha256: hash,
+        };
+        let hash = hex::encode([0xabu8; 32]);
+        let mut s = EdgeSettings {
+            nodes: vec![
+                node("berlin", "store-berlin", hash.clone()),
+                node("paris", "store-paris", hex::encode([0xcdu8; 32])),
+            ],
+            ..EdgeSettings::default()
+        };
+        assert_eq!(s.check(), Ok(()));
+        // The same hash, even spelt in upper case, proves two replicas: refused, naming both.
+        s.nodes
+            .push(node("hamburg", "store-hamburg", hash.to_uppercase()));
+        let err = s.check().expect_err("a shared credential is refused");
+        assert!(
+            err.contains("'berlin'") && err.contains("'hamburg'") && err.contains("same"),
+            "{err}"
+        );
+        // A rebuilt node at the same location still needs a credential of its own.
+        s.nodes[2] = node("berlin-2", "store-berlin", hash);
+        assert!(s.check().is_err());
+    }
+
+    #[test]
+    fn markets_and_zones_come_from_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                r#"
+[checkout]
+hold_for = "5m"
+[[checkout.markets]]
+country = "DE"
+prices_include_tax = true
+tax_rates = { standard = 1900, reduced = 700 }
+[[checkout.zones]]
+name = "Home"
+countries = ["DE"]
+[[checkout.zones.methods]]
+id = "bike"
+name = "Bike courier"
+rate = { flat = "3.50" }
+delivery = "Today"
+"#,
+            )?;
+            let s = HubSettings::load(Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.checkout.hold_for, Duration::from_secs(300));
+            let pricing = s.checkout.pricing();
+            assert_eq!(pricing.countries(), vec!["DE"]);
+            assert_eq!(pricing.validate(protocol::Currency::EUR), Ok(()));
+            assert_eq!(pricing.zones[0].methods[0].id, "bike");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn demo_secrets_are_refused_for_a_provider_elsewhere() {
+        let mut p = PaymentSettings::default();
+        assert_eq!(p.check(), Ok(()));
+        p.base_url = "https://api.stripe.com".into();
+        assert!(p.check().is_err_and(|e| e.contains("public demo value")));
+        p.secret_key = "sk_test_real".to_string().into();
+        assert!(
+            p.check().is_err(),
+            "the webhook secret is still the demo one"
+        );
+        p.webhook_secret = "whsec_real".to_string().into();
+        assert_eq!(p.check(), Ok(()));
+        p.base_url = "not a url".into();
+        assert!(p.check().is_err());
     }
 
     #[test]

@@ -112,57 +112,76 @@ struct Pack {
     units: i64,
     /// Relative price; grows like `units^0.9`, so larger packs cost less per unit.
     weight: i64,
+    /// What the pack holds, for its shipping weight.
+    content: Content,
 }
 
-const fn pack(title: &'static str, code: &'static str, units: i64, weight: i64) -> Pack {
+/// The contents of a pack, for its shipping weight ([`shipping_grams`]).
+#[derive(Debug, Clone, Copy)]
+enum Content {
+    /// Net grams; a millilitre of a drink or a liquid counts as a gram.
+    Grams(u32),
+    /// Items of the category's usual weight ([`Spec::item_grams`]).
+    Items(u32),
+}
+
+const fn pack(
+    title: &'static str,
+    code: &'static str,
+    units: i64,
+    weight: i64,
+    content: Content,
+) -> Pack {
     Pack {
         title,
         code,
         units,
         weight,
+        content,
     }
 }
 
-const G100: Pack = pack("100 g", "100G", 100, 631);
-const G150: Pack = pack("150 g", "150G", 150, 909);
-const G200: Pack = pack("200 g", "200G", 200, 1177);
-const G250: Pack = pack("250 g", "250G", 250, 1439);
-const G300: Pack = pack("300 g", "300G", 300, 1696);
-const G400: Pack = pack("400 g", "400G", 400, 2197);
-const G500: Pack = pack("500 g", "500G", 500, 2686);
-const KG1: Pack = pack("1 kg", "1KG", 1000, 5012);
-const KG2: Pack = pack("2 kg", "2KG", 2000, 9352);
-const ML50: Pack = pack("50 ml", "50ML", 50, 338);
-const ML100: Pack = pack("100 ml", "100ML", 100, 631);
-const ML200: Pack = pack("200 ml", "200ML", 200, 1177);
-const ML250: Pack = pack("250 ml", "250ML", 250, 1439);
-const ML330: Pack = pack("330 ml", "330ML", 330, 1848);
-const ML500: Pack = pack("500 ml", "500ML", 500, 2686);
-const ML750: Pack = pack("750 ml", "750ML", 750, 3869);
-const L1: Pack = pack("1 l", "1L", 1000, 5012);
-const L15: Pack = pack("1.5 l", "1.5L", 1500, 7219);
-const L2: Pack = pack("2 l", "2L", 2000, 9352);
-const CANS6: Pack = pack("6 × 330 ml", "6X330ML", 1980, 9268);
-const CANS12: Pack = pack("12 × 330 ml", "12X330ML", 3960, 17295);
-const EACH: Pack = pack("Single", "EA", 1, 1000);
-const PACK2: Pack = pack("2-pack", "2PK", 2, 1866);
-const PACK3: Pack = pack("3-pack", "3PK", 3, 2688);
-const PACK4: Pack = pack("4-pack", "4PK", 4, 3482);
-const PACK8: Pack = pack("8-pack", "8PK", 8, 6498);
-const SET2: Pack = pack("Set of 2", "SET2", 2, 1866);
-const SET3: Pack = pack("Set of 3", "SET3", 3, 2688);
-const SET4: Pack = pack("Set of 4", "SET4", 4, 3482);
-const BAGS20: Pack = pack("20 bags", "20BAGS", 20, 14823);
-const BAGS50: Pack = pack("50 bags", "50BAGS", 50, 33812);
-const TABS30: Pack = pack("30 tablets", "30TABS", 30, 21351);
-const TABS60: Pack = pack("60 tablets", "60TABS", 60, 39842);
-// Pans: units are the cooking surface (cm²/1), so the per-unit price still falls with size.
-const CM20: Pack = pack("20 cm", "20CM", 400, 1000);
-const CM24: Pack = pack("24 cm", "24CM", 576, 1250);
-const CM28: Pack = pack("28 cm", "28CM", 784, 1500);
-const SMALL: Pack = pack("Small", "S", 1, 1000);
-const MEDIUM: Pack = pack("Medium", "M", 2, 1700);
-const LARGE: Pack = pack("Large", "L", 4, 2900);
+const G100: Pack = pack("100 g", "100G", 100, 631, Content::Grams(100));
+const G150: Pack = pack("150 g", "150G", 150, 909, Content::Grams(150));
+const G200: Pack = pack("200 g", "200G", 200, 1177, Content::Grams(200));
+const G250: Pack = pack("250 g", "250G", 250, 1439, Content::Grams(250));
+const G300: Pack = pack("300 g", "300G", 300, 1696, Content::Grams(300));
+const G400: Pack = pack("400 g", "400G", 400, 2197, Content::Grams(400));
+const G500: Pack = pack("500 g", "500G", 500, 2686, Content::Grams(500));
+const KG1: Pack = pack("1 kg", "1KG", 1000, 5012, Content::Grams(1000));
+const KG2: Pack = pack("2 kg", "2KG", 2000, 9352, Content::Grams(2000));
+const ML50: Pack = pack("50 ml", "50ML", 50, 338, Content::Grams(50));
+const ML100: Pack = pack("100 ml", "100ML", 100, 631, Content::Grams(100));
+const ML200: Pack = pack("200 ml", "200ML", 200, 1177, Content::Grams(200));
+const ML250: Pack = pack("250 ml", "250ML", 250, 1439, Content::Grams(250));
+const ML330: Pack = pack("330 ml", "330ML", 330, 1848, Content::Grams(330));
+const ML500: Pack = pack("500 ml", "500ML", 500, 2686, Content::Grams(500));
+const ML750: Pack = pack("750 ml", "750ML", 750, 3869, Content::Grams(750));
+const L1: Pack = pack("1 l", "1L", 1000, 5012, Content::Grams(1000));
+const L15: Pack = pack("1.5 l", "1.5L", 1500, 7219, Content::Grams(1500));
+const L2: Pack = pack("2 l", "2L", 2000, 9352, Content::Grams(2000));
+const CANS6: Pack = pack("6 × 330 ml", "6X330ML", 1980, 9268, Content::Grams(1980));
+const CANS12: Pack = pack("12 × 330 ml", "12X330ML", 3960, 17295, Content::Grams(3960));
+const EACH: Pack = pack("Single", "EA", 1, 1000, Content::Items(1));
+const PACK2: Pack = pack("2-pack", "2PK", 2, 1866, Content::Items(2));
+const PACK3: Pack = pack("3-pack", "3PK", 3, 2688, Content::Items(3));
+const PACK4: Pack = pack("4-pack", "4PK", 4, 3482, Content::Items(4));
+const PACK8: Pack = pack("8-pack", "8PK", 8, 6498, Content::Items(8));
+const SET2: Pack = pack("Set of 2", "SET2", 2, 1866, Content::Items(2));
+const SET3: Pack = pack("Set of 3", "SET3", 3, 2688, Content::Items(3));
+const SET4: Pack = pack("Set of 4", "SET4", 4, 3482, Content::Items(4));
+const BAGS20: Pack = pack("20 bags", "20BAGS", 20, 14823, Content::Grams(40));
+const BAGS50: Pack = pack("50 bags", "50BAGS", 50, 33812, Content::Grams(100));
+const TABS30: Pack = pack("30 tablets", "30TABS", 30, 21351, Content::Grams(540));
+const TABS60: Pack = pack("60 tablets", "60TABS", 60, 39842, Content::Grams(1080));
+// Pans: units are the cooking surface (cm²/1), so the per-unit price still falls with size; the
+// content is the pan's own weight. Tea bags weigh 2 g, dishwasher tablets 18 g.
+const CM20: Pack = pack("20 cm", "20CM", 400, 1000, Content::Grams(1000));
+const CM24: Pack = pack("24 cm", "24CM", 576, 1250, Content::Grams(1300));
+const CM28: Pack = pack("28 cm", "28CM", 784, 1500, Content::Grams(1600));
+const SMALL: Pack = pack("Small", "S", 1, 1000, Content::Items(1));
+const MEDIUM: Pack = pack("Medium", "M", 2, 1700, Content::Items(2));
+const LARGE: Pack = pack("Large", "L", 4, 2900, Content::Items(4));
 
 /// The noun of a product name, with its pack sizes and the usual price of the first pack.
 struct Noun {
@@ -223,8 +242,12 @@ struct Spec {
     sku_prefix: &'static str,
     colour: &'static str,
     icon: Icon,
-    /// Food is taxed at the reduced rate and may be organic.
+    /// Food may be organic.
     food: bool,
+    /// The tax class: food is `reduced`; drinks other than milk, and everything else, `standard`.
+    vat: Vat,
+    /// Shipping weight of one item of the category's `Items` packs, packaging included.
+    item_grams: u32,
     /// First words of the product names, e.g. an origin, flavour or scent.
     qualifiers: &'static [&'static str],
     /// The attribute the qualifier fills (`origin`, `flavour`, `scent`, …), if any.
@@ -243,9 +266,32 @@ struct Spec {
     closers: &'static [&'static str],
 }
 
-/// VAT rates in basis points (Germany): reduced for food, standard for everything else.
-const FOOD_TAX_BP: u32 = 700;
-const STANDARD_TAX_BP: u32 = 1900;
+/// German VAT of a category: reduced for food (coffee beans and tea leaves included), standard
+/// for everything else — soft drinks, juices and water too, which German VAT does not count as
+/// food.
+#[derive(Debug, Clone, Copy)]
+enum Vat {
+    Reduced,
+    Standard,
+}
+
+impl Vat {
+    /// The tax class, which picks the rate of each market at checkout.
+    fn class(self) -> &'static str {
+        match self {
+            Vat::Reduced => "reduced",
+            Vat::Standard => protocol::STANDARD_TAX_CLASS,
+        }
+    }
+
+    /// The home-market (German) rate in basis points, shown on the storefront.
+    fn rate_bp(self) -> u32 {
+        match self {
+            Vat::Reduced => 700,
+            Vat::Standard => 1900,
+        }
+    }
+}
 
 static SPECS: [Spec; 12] = [
     Spec {
@@ -256,6 +302,8 @@ static SPECS: [Spec; 12] = [
         colour: "#6F4E37",
         icon: Icon::Bean,
         food: true,
+        vat: Vat::Reduced,
+        item_grams: 250,
         qualifiers: &[
             "Ethiopia Yirgacheffe", "Ethiopia Sidamo", "Colombia Huila", "Brazil Cerrado",
             "Guatemala Antigua", "Kenya Nyeri", "Costa Rica Tarrazu", "Peru Cajamarca",
@@ -290,6 +338,8 @@ static SPECS: [Spec; 12] = [
         colour: "#5E7D32",
         icon: Icon::Cup,
         food: true,
+        vat: Vat::Reduced,
+        item_grams: 100,
         qualifiers: &["Organic", "Classic", "Premium"],
         qualifier_key: None,
         nouns: &[
@@ -329,6 +379,8 @@ static SPECS: [Spec; 12] = [
         colour: "#B5651D",
         icon: Icon::Loaf,
         food: true,
+        vat: Vat::Reduced,
+        item_grams: 300,
         qualifiers: &["Sourdough", "Rye", "Spelt", "Wholegrain", "Seeded", "Oat"],
         qualifier_key: None,
         nouns: &[
@@ -361,6 +413,8 @@ static SPECS: [Spec; 12] = [
         colour: "#5A6FA8",
         icon: Icon::MilkBottle,
         food: true,
+        vat: Vat::Reduced,
+        item_grams: 200,
         qualifiers: &["Organic", "Alpine", "Farmhouse", "Lactose-Free"],
         qualifier_key: None,
         nouns: &[
@@ -396,6 +450,8 @@ static SPECS: [Spec; 12] = [
         colour: "#3F8F3A",
         icon: Icon::Apple,
         food: true,
+        vat: Vat::Reduced,
+        item_grams: 300,
         qualifiers: &["Organic", "Fresh"],
         qualifier_key: None,
         nouns: &[
@@ -443,6 +499,8 @@ static SPECS: [Spec; 12] = [
         colour: "#A67C00",
         icon: Icon::Jar,
         food: true,
+        vat: Vat::Reduced,
+        item_grams: 250,
         qualifiers: &["Organic", "Classic", "Premium"],
         qualifier_key: None,
         nouns: &[
@@ -482,6 +540,8 @@ static SPECS: [Spec; 12] = [
         colour: "#C0392B",
         icon: Icon::SnackBag,
         food: true,
+        vat: Vat::Reduced,
+        item_grams: 150,
         qualifiers: &[
             "Sea Salt", "Smoked Paprika", "Sour Cream & Chive", "Salt & Vinegar",
             "Chilli & Lime", "Rosemary", "Black Pepper", "Cheese & Onion",
@@ -514,6 +574,8 @@ static SPECS: [Spec; 12] = [
         colour: "#1F6FB2",
         icon: Icon::Glass,
         food: true,
+        vat: Vat::Standard,
+        item_grams: 400,
         qualifiers: &["Apple", "Blood Orange", "Elderflower", "Ginger", "Lemon", "Rhubarb", "Cranberry", "Passion Fruit"],
         qualifier_key: Some("flavour"),
         nouns: &[
@@ -543,6 +605,8 @@ static SPECS: [Spec; 12] = [
         colour: "#7B4F9E",
         icon: Icon::Spray,
         food: false,
+        vat: Vat::Standard,
+        item_grams: 500,
         qualifiers: &["Lavender", "Citrus", "Eucalyptus", "Sea Breeze", "Green Tea", "Cotton Blossom"],
         qualifier_key: Some("scent"),
         nouns: &[
@@ -574,6 +638,8 @@ static SPECS: [Spec; 12] = [
         colour: "#B04A7A",
         icon: Icon::Drop,
         food: false,
+        vat: Vat::Standard,
+        item_grams: 100,
         qualifiers: &["Aloe Vera", "Coconut Oil", "Shea Butter", "Almond Oil", "Argan Oil", "Oat Milk"],
         qualifier_key: Some("ingredient"),
         nouns: &[
@@ -605,6 +671,8 @@ static SPECS: [Spec; 12] = [
         colour: "#4A5560",
         icon: Icon::Pan,
         food: false,
+        vat: Vat::Standard,
+        item_grams: 700,
         qualifiers: &["Classic", "Nordic", "Professional"],
         qualifier_key: Some("line"),
         nouns: &[
@@ -644,6 +712,8 @@ static SPECS: [Spec; 12] = [
         colour: "#1F7A80",
         icon: Icon::Plant,
         food: false,
+        vat: Vat::Standard,
+        item_grams: 800,
         qualifiers: &["Sage", "Terracotta", "Charcoal", "Sand", "Ivory", "Ochre"],
         qualifier_key: Some("colour"),
         nouns: &[
@@ -794,11 +864,8 @@ fn build_product(slot: Slot, rng: &mut SplitMix64) -> Product {
         brand: brand.to_string(),
         description,
         category: CategoryId(spec.id.to_string()),
-        tax_rate_bp: if spec.food {
-            FOOD_TAX_BP
-        } else {
-            STANDARD_TAX_BP
-        },
+        tax_rate_bp: spec.vat.rate_bp(),
+        tax_class: spec.vat.class().to_string(),
         variants,
         attributes,
     }
@@ -870,7 +937,17 @@ fn variant(
         price: Money::new(price, Currency::EUR),
         compare_at: compare_at.map(|minor| Money::new(minor, Currency::EUR)),
         barcode: Some(ean13(&body)),
+        weight_grams: shipping_grams(pack, slot.spec),
     })
+}
+
+/// Shipping weight of one unit of a pack: its contents plus packaging (a tenth of them, at least
+/// 20 g), or its items at the category's item weight, which includes their packaging.
+fn shipping_grams(pack: &Pack, spec: &Spec) -> u32 {
+    match pack.content {
+        Content::Grams(net) => net + (net / 10).max(20),
+        Content::Items(count) => count * spec.item_grams,
+    }
 }
 
 /// The largest amount not above `raw` whose last digit is `digit` (at least `digit` itself).
@@ -1407,12 +1484,44 @@ mod tests {
     #[test]
     fn food_has_the_reduced_tax_rate_and_the_rest_the_standard_rate() {
         for product in demo_catalog().products {
+            // Soft drinks, juices and water are not food for German VAT; coffee and tea are.
             let expected = match product.category.0.as_str() {
-                "household" | "personal-care" | "kitchen" | "home-garden" => 1900,
-                _ => 700,
+                "drinks" | "household" | "personal-care" | "kitchen" | "home-garden" => {
+                    (1900, "standard")
+                }
+                _ => (700, "reduced"),
             };
-            assert_eq!(product.tax_rate_bp, expected, "{}", product.name);
+            let got = (product.tax_rate_bp, product.tax_class.as_str());
+            assert_eq!(got, expected, "{}", product.name);
         }
+    }
+
+    #[test]
+    fn every_variant_has_a_shipping_weight_growing_with_the_pack() {
+        let catalog = demo_catalog();
+        for product in &catalog.products {
+            assert!(
+                product.variants.iter().all(|v| v.weight_grams > 0),
+                "{}",
+                product.name
+            );
+            for pair in product.variants.windows(2) {
+                assert!(
+                    pair[0].weight_grams < pair[1].weight_grams,
+                    "{}: {} vs {}",
+                    product.name,
+                    pair[0].title,
+                    pair[1].title
+                );
+            }
+        }
+        let weight_of = |title: &str| {
+            all_variants(&catalog)
+                .find(|(_, v)| v.title == title)
+                .map(|(_, v)| v.weight_grams)
+        };
+        assert_eq!(weight_of("500 g"), Some(550), "500 g plus packaging");
+        assert_eq!(weight_of("20 bags"), Some(60));
     }
 
     #[test]
@@ -1438,7 +1547,7 @@ mod tests {
                 "{}",
                 product.name
             );
-            if product.tax_rate_bp == 700 {
+            if spec_for(&product.category).is_some_and(|s| s.food) {
                 assert!(
                     matches!(attribute("organic"), "yes" | "no"),
                     "{}",

@@ -8,14 +8,27 @@
 //! and [`config::HubSettings::load`].
 
 pub mod actors;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod backoffice;
+pub mod bench;
+pub mod bench_pricing;
+pub mod checkout;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod edge;
+pub mod fulfilment;
+pub mod import;
+pub mod ops;
+pub mod outbox;
+pub mod payments;
+pub mod pricing;
 pub mod storage;
 pub mod telemetry;
+pub mod unsubscribe;
 
 pub use app::{Application, HubError, HubHandle};
 pub use config::HubSettings;

@@ -3,7 +3,7 @@
 //! price and a price change reaches every open basket.
 
 use crate::codec::Stored;
-use crate::ids::{BasketId, CustomerId, Sku};
+use crate::ids::{BasketId, CheckoutId, CustomerId, Sku};
 use crate::money::Currency;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -44,6 +44,14 @@ pub enum BasketError {
     LineNotFound(Sku),
     #[error("this basket was merged into the customer's basket")]
     Merged,
+    #[error("a basket holds at most {max} coupon codes: remove one first", max = MAX_COUPONS)]
+    TooManyCoupons,
+    #[error("the basket has no coupon {0}")]
+    CouponNotFound(String),
+    /// A payment for this basket is in progress: it cannot change until the payment is cancelled
+    /// or has expired.
+    #[error("a payment for this basket is in progress: cancel the payment to change the basket")]
+    Locked(CheckoutId),
 }
 
 /// A basket of one currency.
@@ -62,6 +70,30 @@ pub struct Basket {
     /// Set once an anonymous basket has been merged into a customer's basket; it is then closed.
     #[serde(default)]
     pub merged_into: Option<BasketId>,
+    /// The checkout whose payment is in progress: the basket is locked on every device until it
+    /// is paid, cancelled or expired.
+    #[serde(default)]
+    pub checkout: Option<CheckoutId>,
+    /// Coupon codes the shopper entered (normalised: trimmed, upper case), checked by the hub
+    /// when entered and again on every pricing; at most [`MAX_COUPONS`].
+    #[serde(default)]
+    pub coupons: Vec<String>,
+}
+
+/// The most coupon codes one basket holds.
+pub const MAX_COUPONS: usize = 5;
+
+/// A coupon code as typed by a shopper, normalised for matching: trimmed and upper case. `None`
+/// when it cannot be a code (empty, longer than 64 characters, or other than letters, digits,
+/// `-` and `_`).
+pub fn normalize_coupon(code: &str) -> Option<String> {
+    let code = code.trim();
+    let ok = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    ok.then(|| code.to_ascii_uppercase())
 }
 
 fn check_quantity(requested: i64) -> Result<u32, BasketError> {
@@ -88,7 +120,36 @@ impl Basket {
             created_at: now,
             updated_at: now,
             merged_into: None,
+            checkout: None,
+            coupons: Vec::new(),
         }
+    }
+
+    /// Adds a normalised coupon code (a code already there changes nothing and is not an
+    /// error). Returns whether the basket changed.
+    pub fn add_coupon(&mut self, code: String, now: OffsetDateTime) -> Result<bool, BasketError> {
+        self.open()?;
+        if self.coupons.contains(&code) {
+            return Ok(false);
+        }
+        if self.coupons.len() >= MAX_COUPONS {
+            return Err(BasketError::TooManyCoupons);
+        }
+        self.coupons.push(code);
+        self.touch(now);
+        Ok(true)
+    }
+
+    /// Removes a coupon code.
+    pub fn remove_coupon(&mut self, code: &str, now: OffsetDateTime) -> Result<(), BasketError> {
+        self.open()?;
+        let before = self.coupons.len();
+        self.coupons.retain(|c| c != code);
+        if self.coupons.len() == before {
+            return Err(BasketError::CouponNotFound(code.to_string()));
+        }
+        self.touch(now);
+        Ok(())
     }
 
     /// The quantity of `sku` in the basket (0 if none).
@@ -105,10 +166,45 @@ impl Basket {
     }
 
     fn open(&self) -> Result<(), BasketError> {
-        match self.merged_into {
-            Some(_) => Err(BasketError::Merged),
+        if self.merged_into.is_some() {
+            return Err(BasketError::Merged);
+        }
+        match self.checkout {
+            Some(c) => Err(BasketError::Locked(c)),
             None => Ok(()),
         }
+    }
+
+    /// Locks the basket for a checkout (a new version, so every device sees it).
+    pub fn lock(&mut self, checkout: CheckoutId, now: OffsetDateTime) -> Result<(), BasketError> {
+        self.open()?;
+        self.checkout = Some(checkout);
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Unlocks the basket if `checkout` holds it, keeping its lines (cancelled or expired
+    /// payment). Returns whether it was locked by that checkout.
+    pub fn unlock(&mut self, checkout: CheckoutId, now: OffsetDateTime) -> bool {
+        if self.checkout != Some(checkout) {
+            return false;
+        }
+        self.checkout = None;
+        self.touch(now);
+        true
+    }
+
+    /// Empties and unlocks the basket after `checkout` was paid; a basket that is no longer
+    /// locked by it (the hold expired and the shopper went on) is left as it is.
+    pub fn complete(&mut self, checkout: CheckoutId, now: OffsetDateTime) -> bool {
+        if self.checkout != Some(checkout) {
+            return false;
+        }
+        self.checkout = None;
+        self.lines.clear();
+        self.coupons.clear();
+        self.touch(now);
+        true
     }
 
     fn touch(&mut self, now: OffsetDateTime) {
@@ -187,10 +283,11 @@ impl Basket {
         Ok(())
     }
 
-    /// Removes every line.
+    /// Removes every line and coupon.
     pub fn clear(&mut self, now: OffsetDateTime) -> Result<(), BasketError> {
         self.open()?;
         self.lines.clear();
+        self.coupons.clear();
         self.touch(now);
         Ok(())
     }

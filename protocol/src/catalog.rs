@@ -41,6 +41,17 @@ pub struct Variant {
     pub compare_at: Option<Money>,
     #[serde(default)]
     pub barcode: Option<String>,
+    /// Shipping weight of one unit, packaging included; 0 when unknown.
+    #[serde(default)]
+    pub weight_grams: u32,
+}
+
+/// The tax class of products and shipping methods that name none.
+pub const STANDARD_TAX_CLASS: &str = "standard";
+
+/// [`STANDARD_TAX_CLASS`] as a serde default.
+pub fn standard_tax_class() -> String {
+    STANDARD_TAX_CLASS.to_string()
 }
 
 /// A product as shown on the storefront.
@@ -53,8 +64,13 @@ pub struct Product {
     pub brand: String,
     pub description: String,
     pub category: CategoryId,
-    /// VAT rate in basis points (1900 = 19 %), tax included in the prices.
+    /// VAT rate in basis points (1900 = 19 %) of the home market, included in the prices: the
+    /// rate the storefront and [`crate::pricing::price_basket`] show.
     pub tax_rate_bp: u32,
+    /// The tax class (`standard`, `reduced`, `zero`) that picks this product's rate in each
+    /// market at checkout ([`crate::checkout`]).
+    #[serde(default = "standard_tax_class")]
+    pub tax_class: String,
     /// Path of the product image, served by the hub.
     pub image: String,
     pub variants: Vec<Variant>,
@@ -382,6 +398,7 @@ mod tests {
             description: format!("A fine {name}"),
             category: CategoryId(cat.into()),
             tax_rate_bp: 1900,
+            tax_class: STANDARD_TAX_CLASS.into(),
             image: String::new(),
             variants: vec![Variant {
                 sku: Sku::parse(&name.replace(' ', "-")).expect("valid sku"),
@@ -389,6 +406,7 @@ mod tests {
                 price: Money::new(price, Currency::EUR),
                 compare_at: None,
                 barcode: None,
+                weight_grams: 250,
             }],
             attributes: BTreeMap::new(),
         }

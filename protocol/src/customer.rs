@@ -18,6 +18,9 @@ pub struct CustomerRecord {
     /// The customer's one basket, shared by every device and channel.
     #[serde(default)]
     pub basket: Option<BasketId>,
+    /// The customer asked for no marketing email (an unsubscribe link, or the account page).
+    #[serde(default)]
+    pub marketing_opt_out: bool,
 }
 
 impl std::fmt::Debug for CustomerRecord {

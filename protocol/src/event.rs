@@ -28,9 +28,22 @@ pub enum EventKind {
     BasketLineRemoved,
     BasketCleared,
     BasketMerged,
+    /// A coupon code entered on a basket (payload: `basket`, `code`).
+    CouponApplied,
+    CouponRemoved,
     Registered,
     SignedIn,
     SignedOut,
+    CheckoutStarted,
+    CheckoutCancelled,
+    CheckoutExpired,
+    PaymentFailed,
+    PaymentSucceeded,
+    OrderPlaced,
+    OrderRefunded,
+    OrderCancelled,
+    /// The OMS or the carrier moved an order on (payload: `status`, `source`).
+    OrderUpdated,
     #[serde(other)]
     Unknown,
 }

@@ -66,6 +66,14 @@ ulid_id!(
     /// A shopper who has not signed in (a browser or app install).
     AnonymousId
 );
+ulid_id!(
+    /// One checkout of a basket: a frozen, priced version waiting for (or done with) payment.
+    CheckoutId
+);
+ulid_id!(
+    /// An order: born paid, exactly one per successful payment.
+    OrderId
+);
 
 /// What is wrong with a proposed SKU.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,31 +5,48 @@
 //!
 //! It is not a place for I/O: nothing here touches the network, the disk or the clock (callers
 //! pass the time in). Entry points: [`money::Money`], [`pricing::price_basket`],
-//! [`basket::Basket`], [`codec::encode`] / [`codec::decode`].
+//! [`pricing::price_basket_with_promotions`] (the [`promotion`] engine),
+//! [`checkout::price_checkout`], [`basket::Basket`], [`codec::encode`] / [`codec::decode`].
 
 pub mod basket;
 pub mod catalog;
 pub mod channel;
+pub mod checkout;
 pub mod codec;
 pub mod customer;
 pub mod event;
+pub mod feed;
 pub mod ids;
 pub mod money;
+pub mod order;
 pub mod outbox;
 pub mod pricing;
+pub mod promotion;
+pub mod replication;
 pub mod stock;
 
 pub use basket::{Basket, BasketError, BasketLine, BasketOwner, MAX_LINE_QUANTITY};
 pub use catalog::{
     CatalogPage, CatalogQuery, CatalogSnapshot, Category, CategoryId, CursorError, Product, Sort,
-    Variant,
+    Variant, STANDARD_TAX_CLASS,
 };
 pub use channel::Channel;
+pub use checkout::{
+    price_checkout, price_checkout_with_line_discounts, Address, Breakdown, CheckoutConfig,
+    CheckoutError, FieldError, LineDiscounts, Market, ShippingOption, ShippingZone,
+};
 pub use codec::{decode, encode, CodecError, Stored};
 pub use customer::{CustomerRecord, SessionRecord};
 pub use event::{Event, EventKind, Subject};
-pub use ids::{AnonymousId, BasketId, CustomerId, EventId, LocationId, ProductId, Sku, SkuError};
+pub use ids::{
+    AnonymousId, BasketId, CheckoutId, CustomerId, EventId, LocationId, OrderId, ProductId, Sku,
+    SkuError,
+};
 pub use money::{Currency, Money, MoneyError};
 pub use outbox::OutboxMessage;
-pub use pricing::{PricedBasket, PricedLine, TaxLine};
+pub use pricing::{price_basket_with_promotions, PricedBasket, PricedLine, TaxLine};
+pub use promotion::{
+    Promotion, PromotionContext, PromotionId, PromotionOutcome, PromotionSet, PromotionSpec,
+    PromotionSummary,
+};
 pub use stock::StockLevel;

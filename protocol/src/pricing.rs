@@ -8,11 +8,16 @@
 //! - A basket-level discount is spread over the lines in proportion to their totals by the
 //!   **largest remainder** method ([`allocate`]), so the line discounts add up to the discount
 //!   exactly.
+//! - Promotions ([`price_basket_with_promotions`]) give each line its own discount by the rules
+//!   of [`crate::promotion`], with the same rounding; gifts are lines discounted in full.
 
 use crate::basket::Basket;
-use crate::catalog::Product;
+use crate::catalog::{Product, Variant};
 use crate::ids::{ProductId, Sku};
 use crate::money::{Currency, Money, MoneyError};
+use crate::promotion::{
+    evaluate_with, PromoLine, PromotionContext, PromotionOutcome, PromotionSet, PromotionSummary,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -93,7 +98,7 @@ pub struct PricedLine {
     pub unit_price: Money,
     /// `unit_price × quantity`, before discount.
     pub line_total: Money,
-    /// This line's share of the basket discount.
+    /// This line's discount: its promotions, or its share of a basket discount.
     pub discount: Money,
     pub tax_rate_bp: u32,
 }
@@ -120,6 +125,9 @@ pub struct PricedBasket {
     pub total: Money,
     /// Tax included in the total, per rate.
     pub taxes: Vec<TaxLine>,
+    /// What promotions did (empty when priced without them).
+    #[serde(default)]
+    pub promotions: PromotionSummary,
 }
 
 /// Why a basket could not be priced.
@@ -129,6 +137,14 @@ pub enum PricingError {
     Money(#[from] MoneyError),
     #[error("discount {discount} exceeds the basket subtotal {subtotal}")]
     DiscountTooLarge { discount: Money, subtotal: Money },
+    #[error("discount {discount} on {sku} exceeds that line's total {line_total}")]
+    LineDiscountTooLarge {
+        sku: Sku,
+        discount: Money,
+        line_total: Money,
+    },
+    #[error("a discount for {0}, which is not in the basket")]
+    DiscountForAbsentSku(Sku),
 }
 
 /// Prices a basket from the current catalog: `lookup` gives the product for a SKU (or `None` if
@@ -139,29 +155,8 @@ pub fn price_basket<'a>(
     discount: Money,
 ) -> Result<PricedBasket, PricingError> {
     let currency = basket.currency;
-    let mut lines = Vec::with_capacity(basket.lines.len());
-    let mut unavailable = Vec::new();
-    for line in &basket.lines {
-        let found = lookup(&line.sku).and_then(|p| p.variant(&line.sku).map(|v| (p, v)));
-        match found {
-            Some((product, variant)) if variant.price.currency == currency => {
-                lines.push(PricedLine {
-                    sku: line.sku.clone(),
-                    product_id: product.id,
-                    product_slug: product.slug.clone(),
-                    name: product.name.clone(),
-                    variant: variant.title.clone(),
-                    image: product.image.clone(),
-                    quantity: line.quantity,
-                    unit_price: variant.price,
-                    line_total: variant.price.checked_mul(i64::from(line.quantity))?,
-                    discount: Money::zero(currency),
-                    tax_rate_bp: product.tax_rate_bp,
-                });
-            }
-            _ => unavailable.push(line.sku.clone()),
-        }
-    }
+    let (shelf, unavailable) = shelf_lines(basket, &lookup)?;
+    let mut lines: Vec<PricedLine> = shelf.into_iter().map(|(line, _)| line).collect();
     let subtotal = Money::sum(currency, lines.iter().map(|l| l.line_total))?;
     if discount.minor > subtotal.minor {
         return Err(PricingError::DiscountTooLarge { discount, subtotal });
@@ -171,6 +166,134 @@ pub fn price_basket<'a>(
     for (line, share) in lines.iter_mut().zip(allocate(discount.minor, &weights)) {
         line.discount = Money::new(share, currency);
     }
+    totals(currency, lines, unavailable, PromotionSummary::default())
+}
+
+/// Prices a basket like [`price_basket`], with the promotions of `promotions` instead of a
+/// basket-level discount: each line carries the discount the engine gives its SKU, each gift is
+/// a line of its own whose discount is its full price, and [`PricedBasket::promotions`] says
+/// what applied, what did not and why. Gifts are priced from the catalog (`lookup`); a gift no
+/// longer sold does not apply. `ctx.currency` must be the basket's.
+pub fn price_basket_with_promotions<'a>(
+    basket: &Basket,
+    lookup: impl Fn(&Sku) -> Option<&'a Product>,
+    promotions: &PromotionSet,
+    ctx: &PromotionContext,
+) -> Result<PricedBasket, PricingError> {
+    let currency = basket.currency;
+    if ctx.currency != currency {
+        return Err(MoneyError::CurrencyMismatch(currency, ctx.currency).into());
+    }
+    let (shelf, unavailable) = shelf_lines(basket, &lookup)?;
+    let outcome = evaluate_lines(&shelf, &lookup, promotions, ctx);
+    let mut lines: Vec<PricedLine> = shelf.into_iter().map(|(line, _)| line).collect();
+    for (sku, discount) in &outcome.line_discounts {
+        let at: Vec<usize> = (0..lines.len()).filter(|i| &lines[*i].sku == sku).collect();
+        let weights: Vec<i64> = at.iter().map(|i| lines[*i].line_total.minor).collect();
+        for (i, share) in at.into_iter().zip(allocate(discount.minor, &weights)) {
+            lines[i].discount = Money::new(share, currency);
+        }
+    }
+    for gift in &outcome.gifts {
+        let found = lookup(&gift.sku).and_then(|p| p.variant(&gift.sku).map(|v| (p, v)));
+        if let Some((product, variant)) = found.filter(|(_, v)| v.price.currency == currency) {
+            let mut line = priced_line(product, variant, gift.quantity)?;
+            line.discount = line.line_total;
+            lines.push(line);
+        }
+    }
+    let mut priced = totals(currency, lines, unavailable, outcome.summary())?;
+    priced
+        .taxes
+        .retain(|t| t.gross.minor != 0 || t.tax.minor != 0);
+    Ok(priced)
+}
+
+/// The promotion engine's outcome for a basket at shelf prices, gifts priced from the catalog:
+/// what [`price_basket_with_promotions`] applies, for callers that price a checkout
+/// ([`crate::checkout::price_checkout_with_line_discounts`]).
+pub fn evaluate_basket<'a>(
+    basket: &Basket,
+    lookup: impl Fn(&Sku) -> Option<&'a Product>,
+    promotions: &PromotionSet,
+    ctx: &PromotionContext,
+) -> Result<PromotionOutcome, PricingError> {
+    let (shelf, _) = shelf_lines(basket, &lookup)?;
+    Ok(evaluate_lines(&shelf, &lookup, promotions, ctx))
+}
+
+fn evaluate_lines<'a>(
+    shelf: &[ShelfLine<'a>],
+    lookup: &impl Fn(&Sku) -> Option<&'a Product>,
+    promotions: &PromotionSet,
+    ctx: &PromotionContext,
+) -> PromotionOutcome {
+    let promo_lines: Vec<PromoLine> = shelf
+        .iter()
+        .map(|(line, product)| PromoLine {
+            sku: line.sku.clone(),
+            category: product.category.clone(),
+            brand: product.brand.clone(),
+            unit_price: line.unit_price,
+            quantity: line.quantity,
+        })
+        .collect();
+    let gift_price = |sku: &Sku| lookup(sku).and_then(|p| p.variant(sku)).map(|v| v.price);
+    evaluate_with(&promo_lines, promotions, ctx, &gift_price)
+}
+
+/// A line at its shelf price, with its product.
+type ShelfLine<'a> = (PricedLine, &'a Product);
+
+/// The basket's lines at shelf prices with their products, and the SKUs no longer sold (or
+/// not in the basket's currency).
+fn shelf_lines<'a>(
+    basket: &Basket,
+    lookup: &impl Fn(&Sku) -> Option<&'a Product>,
+) -> Result<(Vec<ShelfLine<'a>>, Vec<Sku>), PricingError> {
+    let mut lines = Vec::with_capacity(basket.lines.len());
+    let mut unavailable = Vec::new();
+    for line in &basket.lines {
+        let found = lookup(&line.sku).and_then(|p| p.variant(&line.sku).map(|v| (p, v)));
+        match found {
+            Some((product, variant)) if variant.price.currency == basket.currency => {
+                lines.push((priced_line(product, variant, line.quantity)?, product));
+            }
+            _ => unavailable.push(line.sku.clone()),
+        }
+    }
+    Ok((lines, unavailable))
+}
+
+pub(crate) fn priced_line(
+    product: &Product,
+    variant: &Variant,
+    quantity: u32,
+) -> Result<PricedLine, PricingError> {
+    Ok(PricedLine {
+        sku: variant.sku.clone(),
+        product_id: product.id,
+        product_slug: product.slug.clone(),
+        name: product.name.clone(),
+        variant: variant.title.clone(),
+        image: product.image.clone(),
+        quantity,
+        unit_price: variant.price,
+        line_total: variant.price.checked_mul(i64::from(quantity))?,
+        discount: Money::zero(variant.price.currency),
+        tax_rate_bp: product.tax_rate_bp,
+    })
+}
+
+/// Subtotal, discount (the sum of the line discounts), total and tax per rate of priced lines.
+fn totals(
+    currency: Currency,
+    lines: Vec<PricedLine>,
+    unavailable: Vec<Sku>,
+    promotions: PromotionSummary,
+) -> Result<PricedBasket, PricingError> {
+    let subtotal = Money::sum(currency, lines.iter().map(|l| l.line_total))?;
+    let discount = Money::sum(currency, lines.iter().map(|l| l.discount))?;
     let mut by_rate: BTreeMap<u32, i64> = BTreeMap::new();
     for line in &lines {
         let net = line.line_total.checked_sub(line.discount)?;
@@ -194,6 +317,7 @@ pub fn price_basket<'a>(
         lines,
         unavailable,
         taxes,
+        promotions,
     })
 }
 
@@ -261,6 +385,7 @@ mod tests {
             description: String::new(),
             category: CategoryId("c".into()),
             tax_rate_bp: rate,
+            tax_class: crate::catalog::STANDARD_TAX_CLASS.into(),
             image: String::new(),
             variants: vec![Variant {
                 sku: Sku::parse(sku).expect("valid sku"),
@@ -268,6 +393,7 @@ mod tests {
                 price: Money::new(price, Currency::EUR),
                 compare_at: None,
                 barcode: None,
+                weight_grams: 0,
             }],
             attributes: Default::default(),
         }
@@ -295,6 +421,121 @@ mod tests {
         assert_eq!(priced.taxes[0].tax.minor, included_tax(210, 700));
         assert_eq!(priced.taxes[1].tax.minor, 190);
         assert_eq!(priced.total.minor, 1400);
+    }
+
+    fn promotion(id: &str, json: &str) -> crate::promotion::Promotion {
+        crate::promotion::Promotion {
+            id: crate::promotion::PromotionId::parse(id).expect("valid id"),
+            name: id.to_lowercase(),
+            spec: crate::promotion::PromotionSpec::from_json(json).expect("valid definition"),
+            created_seq: 1,
+        }
+    }
+
+    #[test]
+    fn promotions_go_on_their_lines_and_gifts_are_free_lines() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
+        let mut products = [
+            product("A", 1000, 1900),
+            product("B", 500, 700),
+            product("G", 999, 1900),
+        ];
+        products[1].category = CategoryId("tea".into());
+        let mut b = Basket::new(BasketId::new(), BasketOwner::Anonymous, Currency::EUR, now);
+        b.add(Sku::parse("B").expect("valid sku"), 1, 10, now)
+            .expect("adds");
+        b.add(Sku::parse("A").expect("valid sku"), 2, 10, now)
+            .expect("adds");
+        let set = PromotionSet::new(vec![
+            promotion(
+                "TEA",
+                r#"{"benefit": {"type": "percent_off", "target": {"type": "categories", "categories": ["tea"]}, "percent_bp": 2000}}"#,
+            ),
+            promotion(
+                "GIFT",
+                r#"{"combination": {"type": "stackable", "group": "gifts"},
+                    "benefit": {"type": "free_gift", "sku": "G", "quantity": 1}}"#,
+            ),
+            promotion(
+                "POS",
+                r#"{"combination": {"type": "stackable", "group": "pos"},
+                    "conditions": [{"type": "channel", "any_of": ["pos"]}],
+                    "benefit": {"type": "free_shipping"}}"#,
+            ),
+        ]);
+        let ctx = PromotionContext::new(Currency::EUR, crate::channel::Channel::Web, now);
+        let lookup = |s: &Sku| products.iter().find(|p| p.variant(s).is_some());
+        let priced = price_basket_with_promotions(&b, lookup, &set, &ctx).expect("prices");
+        let lines: Vec<(&str, u32, i64, i64)> = priced
+            .lines
+            .iter()
+            .map(|l| {
+                (
+                    l.sku.as_str(),
+                    l.quantity,
+                    l.line_total.minor,
+                    l.discount.minor,
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [("B", 1, 500, 100), ("A", 2, 2000, 0), ("G", 1, 999, 999)]
+        );
+        assert_eq!(
+            (
+                priced.subtotal.minor,
+                priced.discount.minor,
+                priced.total.minor
+            ),
+            (3499, 1099, 2400)
+        );
+        assert_eq!(priced.item_count, 4);
+        // The tea discount lowers only the 7 % base; the gift adds nothing at 19 %.
+        let taxes: Vec<(u32, i64, i64)> = priced
+            .taxes
+            .iter()
+            .map(|t| (t.rate_bp, t.gross.minor, t.tax.minor))
+            .collect();
+        assert_eq!(
+            taxes,
+            [
+                (700, 400, included_tax(400, 700)),
+                (1900, 2000, included_tax(2000, 1900))
+            ]
+        );
+        let applied: Vec<&str> = priced
+            .promotions
+            .applied
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(applied, ["GIFT", "TEA"]);
+        assert_eq!(priced.promotions.not_applied.len(), 1);
+        assert_eq!(
+            priced.promotions.not_applied[0].reason,
+            "not on channel web"
+        );
+        assert!(!priced.promotions.free_shipping);
+        assert_eq!(priced.promotions.gifts.len(), 1);
+
+        // The outcome for a checkout is the same one.
+        let outcome = evaluate_basket(&b, lookup, &set, &ctx).expect("evaluates");
+        assert_eq!(outcome.summary(), priced.promotions);
+        // Without promotions it is price_basket with no discount.
+        let plain = price_basket_with_promotions(&b, lookup, &PromotionSet::default(), &ctx)
+            .expect("prices");
+        let reference = price_basket(&b, lookup, Money::zero(Currency::EUR)).expect("prices");
+        assert_eq!(plain, reference);
+        // A context in another currency is refused.
+        let yen = PromotionContext::new(Currency::JPY, crate::channel::Channel::Web, now);
+        assert_eq!(
+            price_basket_with_promotions(&b, lookup, &set, &yen),
+            Err(PricingError::Money(MoneyError::CurrencyMismatch(
+                Currency::EUR,
+                Currency::JPY
+            )))
+        );
     }
 
     proptest! {

@@ -5,6 +5,9 @@
 #[cfg(feature = "browser-tests")]
 pub mod webdriver;
 
+pub mod shop;
+pub mod stores;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -34,8 +37,14 @@ impl Drop for HubProcess {
 /// Starts `omnihub hub` on port 0 with its data in `data`, and waits (with a deadline) for the
 /// line that tells its address.
 pub fn start_hub(data: &Path, extra_env: &[(&str, &str)]) -> HubProcess {
+    start_hub_with(data, &[], extra_env)
+}
+
+/// [`start_hub`] with extra arguments after `omnihub hub` (e.g. `--config file.toml`).
+pub fn start_hub_with(data: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> HubProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_omnihub"));
     cmd.arg("hub")
+        .args(args)
         .env("OMNIHUB_HUB_LISTEN", "127.0.0.1:0")
         .env("OMNIHUB_HUB_DATA_DIR", data)
         .env("OMNIHUB_HUB_DEMO_DATA", "true")
@@ -64,6 +73,62 @@ pub fn start_hub(data: &Path, extra_env: &[(&str, &str)]) -> HubProcess {
     hub
 }
 
+/// A running `omnihub edge` process; killed when dropped.
+pub struct EdgeProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl EdgeProcess {
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `omnihub edge` with its settings in `env` (`OMNIHUB_EDGE_*`) and waits for its address
+/// and readiness.
+pub fn start_edge(env: &[(&str, String)]) -> EdgeProcess {
+    start_edge_with(&[], env)
+}
+
+/// [`start_edge`] with extra arguments after `omnihub edge` (e.g. `--replay-journal file`).
+pub fn start_edge_with(args: &[&str], env: &[(&str, String)]) -> EdgeProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_omnihub"));
+    cmd.arg("edge")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("omnihub edge starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("omnihub edge listening on ") {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the edge node reports its address");
+    let node = EdgeProcess { child, base };
+    wait_ready(&node.base);
+    node
+}
+
 fn wait_ready(base: &str) {
     let client = reqwest::blocking::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -77,5 +142,5 @@ fn wait_ready(base: &str) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("hub at {base} not ready within 60 s");
+    panic!("{base} not ready within 60 s");
 }

@@ -227,7 +227,8 @@ impl Session {
     ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let text = self.text(css).await;
+            // The page may be reloading itself (a live update), when the element is briefly gone.
+            let text = self.try_text(css).await.unwrap_or_default();
             if check(&text) {
                 return text;
             }

@@ -210,3 +210,35 @@ pub async fn clear(
 ) -> Result<HttpResponse, ApiError> {
     change(&state, &ctx, &id, BasketCommand::Clear).await
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyCoupon {
+    pub code: String,
+}
+
+/// `POST /api/v1/baskets/{id}/coupons` `{"code": "..."}`: the basket comes back priced with the
+/// coupon's promotion, or a 422 that says why the code does not apply (429 after repeated
+/// invalid codes).
+pub async fn apply_coupon(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    id: web::Path<String>,
+    body: web::Json<ApplyCoupon>,
+) -> Result<HttpResponse, ApiError> {
+    let command = BasketCommand::ApplyCoupon {
+        code: body.into_inner().code,
+        client: ctx.client.to_string(),
+    };
+    change(&state, &ctx, &id, command).await
+}
+
+/// `DELETE /api/v1/baskets/{id}/coupons/{code}`.
+pub async fn remove_coupon(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let code = path.1.clone();
+    change(&state, &ctx, &path.0, BasketCommand::RemoveCoupon { code }).await
+}

@@ -2,6 +2,7 @@
 //! `{"error": {"code", "message"}}` (see [`crate::error`]).
 
 mod catalog;
+mod checkout;
 mod customers;
 mod openapi;
 
@@ -27,7 +28,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/customers/me/events", web::get().to(customers::events))
             .route("/sessions", web::post().to(customers::sign_in))
             .route("/sessions/current", web::delete().to(customers::sign_out))
+            .route("/orders", web::get().to(checkout::list))
+            .route("/orders/lookup", web::get().to(checkout::lookup))
             .route("/products/{slug}", web::get().to(catalog::detail))
+            .route("/orders/{id}", web::get().to(checkout::detail))
+            .route("/checkouts/{id}", web::get().to(checkout::read))
+            .route("/checkouts/{id}/cancel", web::post().to(checkout::cancel))
+            .route("/checkouts/{id}/confirm", web::post().to(checkout::confirm))
             .service(
                 web::scope("/baskets/{id}")
                     .route("", web::get().to(baskets::read))
@@ -35,7 +42,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route("/lines", web::delete().to(baskets::clear))
                     .route("/lines/{sku}", web::patch().to(baskets::set_quantity))
                     .route("/lines/{sku}", web::delete().to(baskets::remove_line))
+                    .route("/coupons", web::post().to(baskets::apply_coupon))
+                    .route("/coupons/{code}", web::delete().to(baskets::remove_coupon))
                     .route("/live", web::get().to(crate::live::basket_socket))
+                    .route("/quote", web::get().to(checkout::quote))
+                    .route("/checkout", web::post().to(checkout::start))
                     .default_service(web::to(crate::error::api_not_found)),
             )
             .default_service(web::to(crate::error::api_not_found)),

@@ -46,7 +46,7 @@ fn info() -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "description": concat!(
             "The JSON API of the Omnihub commerce hub for web and mobile apps: catalog, baskets, ",
-            "customers and their interaction events.\n\n",
+            "checkout and orders, customers and their interaction events.\n\n",
             "**Prices.** The hub prices everything: requests never carry a price. Amounts are ",
             "`Money` objects, integer minor units of an ISO 4217 currency (`{\"minor\": 1250, ",
             "\"currency\": \"EUR\"}` is EUR 12.50), tax included.\n\n",
@@ -62,7 +62,18 @@ fn info() -> Value {
             "`code` is stable and machine-readable, `message` says what to fix. A basket or ",
             "customer that exists but is not yours is a 404, the same as one that does not exist. ",
             "An unknown route is a 404 `no_route`. Request bodies are JSON (`Content-Type: ",
-            "application/json`), at most 64 KiB, and unknown fields are refused."
+            "application/json`), at most 64 KiB, and unknown fields are refused (except in the ",
+            "checkout body, which ignores them). Some errors carry machine-readable `details`: ",
+            "`fields` (which form field to fix), `items` (stock left per SKU) or `skus`.\n\n",
+            "**Checkout.** Quote (`GET /baskets/{id}/quote`), then start the checkout with an email, ",
+            "an address and a shipping method (`POST /baskets/{id}/checkout`, never an amount): the ",
+            "hub prices the basket, holds its stock, locks it and answers a `payment_url` at the ",
+            "payment provider. Send the shopper there. The provider's webhook makes the order; the ",
+            "app polls `GET /checkouts/{id}` (or calls `POST /checkouts/{id}/confirm` on return) ",
+            "until `state` is `paid` and `order` is set. While the payment is pending, the basket ",
+            "is locked: changing its lines answers 409 `basket_locked` until the checkout is paid, ",
+            "cancelled (`POST /checkouts/{id}/cancel`) or its hold expires. There is exactly one ",
+            "order per paid checkout."
         ),
     })
 }
@@ -71,6 +82,8 @@ fn tags() -> Value {
     json!([
         { "name": "catalog", "description": "Categories, product listing and search, product detail." },
         { "name": "baskets", "description": "The shopper's basket, priced by the hub, and its live updates." },
+        { "name": "checkout", "description": "Quotes, checkouts and their payment at the provider." },
+        { "name": "orders", "description": "Orders: the customer's own, and a guest's by the link with its key." },
         { "name": "customers", "description": "Registration, sign-in and sign-out, the customer's own profile." },
         { "name": "events", "description": "The signed-in customer's interaction events." },
         { "name": "meta", "description": "This document." },
@@ -231,13 +244,47 @@ impl Error {
             Error::BadRequest => "The request is malformed: `malformed_json` or `bad_body` (the body is not JSON), `bad_query` (an unknown or ill-typed query parameter), or a parameter out of range (`bad_limit`, `bad_sort`, `bad_cursor`, `query_too_long`). `not_a_websocket` for a live-basket request that is not a WebSocket upgrade.",
             Error::Unauthorized => "Not signed in: `unauthenticated` (no live session cookie or bearer token where one is needed), `invalid_token` (the bearer token is unknown or expired: sign in again) or `bad_credentials` (sign-in with a wrong email or password).",
             Error::Forbidden => "`origin_not_allowed`: a cookie-authenticated live-basket upgrade from an origin other than this site or the configured allowed origins.",
-            Error::NotFound => "`not_found`: no such resource, or it is not yours (the two are never told apart): a basket, a product, a category, a customer, a SKU that is not sold (adding a line) or a line the basket does not have (changing or removing one). A basket id that is not a ULID is a 404 as well.",
-            Error::Conflict => "`email_taken`: an account with this email already exists.",
+            Error::NotFound => "`not_found`: no such resource, or it is not yours (the two are never told apart): a basket, a product, a category, a customer, a checkout, an order, a SKU that is not sold (adding a line) or a line the basket does not have (changing or removing one). An id that is not a ULID is a 404 as well.",
+            Error::Conflict => "The request conflicts with the current state. `email_taken` (registration: an account with this email already exists); `basket_locked` (a change to a basket whose payment is in progress: pay, cancel the checkout or wait for its hold to expire); `out_of_stock` (checkout: not enough units to hold; `details.items` lists each short SKU with the units `available`); `items_unavailable` (checkout or quote: the basket holds SKUs no longer sold, listed in `details.skus`: remove them); `payment_not_completed` (the provider reports the payment as not completed).",
             Error::PayloadTooLarge => "`payload_too_large`: the body is larger than 64 KiB.",
             Error::UnsupportedMediaType => "`unsupported_media_type`: send the body as JSON with `Content-Type: application/json`.",
-            Error::Unprocessable => "The request is well-formed but refused; the message says what to fix. `invalid_field` (a body field is missing, unknown or of the wrong type), `invalid_sku` (a SKU is not 1 to 64 characters of `A-Z a-z 0-9 . _ -`), `quantity_out_of_range` (a line holds 1 to 999 units), `insufficient_stock` (more units than are available), `basket_closed` (the anonymous basket was merged into a customer's basket), and at registration `invalid_email`, `invalid_name` or `weak_password`.",
-            Error::TooManyRequests => "`rate_limited`: too many sign-in or registration attempts for this account or from this address; retry after `Retry-After` seconds.",
-            Error::Unavailable => "`unavailable`: the hub cannot serve the request right now (storage or a worker is down); retry shortly.",
+            Error::Unprocessable => "The request is well-formed but refused; the message says what to fix. `invalid_field` (a body field is missing, unknown or of the wrong type), `invalid_sku` (a SKU is not 1 to 64 characters of `A-Z a-z 0-9 . _ -`), `quantity_out_of_range` (a line holds 1 to 999 units), `insufficient_stock` (more units than are available), `basket_closed` (the anonymous basket was merged into a customer's basket), at registration `invalid_email`, `invalid_name` or `weak_password`, and at checkout `basket_empty`, `pricing_failed`, and with `details.fields` (one `{field, message}` per field to fix, worded for the shopper) `invalid_address`, `invalid_email`, `country_not_served` or `unknown_shipping_method`.",
+            Error::TooManyRequests => "`rate_limited`: too many sign-in or registration attempts for this account or from this address, or too many checkout attempts for this basket (10 in 10 minutes by default); retry after `Retry-After` seconds.",
+            Error::Unavailable => "`unavailable`: the hub cannot serve the request right now (storage or a worker is down); retry shortly. `payment_provider_unavailable`: the payment provider could not be reached and nothing was charged; retry in a moment.",
+        }
+    }
+
+    /// Further named examples of responses with several codes worth showing (the first is
+    /// [`Error::example`]).
+    fn more_examples(self) -> Vec<(&'static str, Value)> {
+        let error = |code: &str, message: &str, details: Value| json!({ "error": { "code": code, "message": message, "details": details } });
+        match self {
+            Error::Conflict => vec![
+                ("basket_locked", json!({ "error": { "code": "basket_locked", "message": "a payment for this basket is in progress: cancel the payment to change the basket" } })),
+                ("out_of_stock", error(
+                    "out_of_stock",
+                    "sorry, there is not enough stock for COF-001-500G (1 left): reduce the quantity or remove the item",
+                    json!({ "items": [{ "sku": "COF-001-500G", "available": 1 }] }),
+                )),
+                ("items_unavailable", error(
+                    "items_unavailable",
+                    "some items are no longer sold: remove TEA-009-100G from the basket",
+                    json!({ "skus": ["TEA-009-100G"] }),
+                )),
+            ],
+            Error::Unprocessable => vec![(
+                "invalid_address",
+                error(
+                    "invalid_address",
+                    "the shipping address needs attention: postcode: A German postcode has 5 digits, e.g. 10115.",
+                    json!({ "fields": [{ "field": "postcode", "message": "A German postcode has 5 digits, e.g. 10115." }] }),
+                ),
+            )],
+            Error::Unavailable => vec![(
+                "payment_provider_unavailable",
+                json!({ "error": { "code": "payment_provider_unavailable", "message": "the payment service could not be reached and nothing was charged: please try again in a moment" } }),
+            )],
+            _ => Vec::new(),
         }
     }
 
@@ -259,9 +306,24 @@ impl Error {
 
     /// The `components/responses` entry.
     fn response(self) -> Value {
+        let more = self.more_examples();
+        let media = if more.is_empty() {
+            json!({ "schema": schema("Error"), "example": self.example() })
+        } else {
+            let first = self.example();
+            let code = first["error"]["code"]
+                .as_str()
+                .unwrap_or("example")
+                .to_string();
+            let examples: Map<String, Value> = std::iter::once((code, first))
+                .chain(more.into_iter().map(|(name, e)| (name.to_string(), e)))
+                .map(|(name, e)| (name, json!({ "value": e })))
+                .collect();
+            json!({ "schema": schema("Error"), "examples": examples })
+        };
         let mut res = json!({
             "description": self.description(),
-            "content": { "application/json": { "schema": schema("Error"), "example": self.example() } },
+            "content": { "application/json": media },
         });
         if let (Error::TooManyRequests, Some(obj)) = (self, res.as_object_mut()) {
             obj.insert(
@@ -312,6 +374,8 @@ fn paths() -> Value {
         meta_paths(),
         catalog_paths(),
         basket_paths(),
+        checkout_paths(),
+        order_paths(),
         customer_paths(),
         event_paths(),
     ] {
@@ -408,6 +472,8 @@ fn basket_paths() -> Value {
         "/baskets/{id}/lines": { "post": add_line(), "delete": clear_basket() },
         "/baskets/{id}/lines/{sku}": { "patch": set_line_quantity(), "delete": remove_line() },
         "/baskets/{id}/live": { "get": live_basket() },
+        "/baskets/{id}/coupons": { "post": apply_coupon() },
+        "/baskets/{id}/coupons/{code}": { "delete": remove_coupon() },
     })
 }
 
@@ -472,14 +538,14 @@ fn add_line() -> Value {
     json!({
         "operationId": "addBasketLine",
         "summary": "Add units of a SKU",
-        "description": "Adds `quantity` units of `sku` to the basket (to its line, if it has one). The line's new quantity must stay within 1 to 999 and within the units in stock; a SKU that is not sold is a 404. There is no price field: the hub prices every line. Answered once the change is durable.",
+        "description": "Adds `quantity` units of `sku` to the basket (to its line, if it has one). The line's new quantity must stay within 1 to 999 and within the units in stock; a SKU that is not sold is a 404. There is no price field: the hub prices every line. Answered once the change is durable. While a payment is in progress (the basket has a `checkout`), the basket is locked: 409 `basket_locked`.",
         "tags": ["baskets"],
         "security": sec_basket_owner(),
         "parameters": basket_params(false),
         "requestBody": { "required": true, "content": json_body(schema("AddLine")) },
         "responses": responses(
             basket_ok("The changed basket, priced."),
-            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::NotFound, Error::Unavailable]),
+            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unavailable]),
         ),
     })
 }
@@ -488,12 +554,13 @@ fn clear_basket() -> Value {
     json!({
         "operationId": "clearBasket",
         "summary": "Remove every line",
+        "description": "While a payment is in progress the basket is locked: 409 `basket_locked`.",
         "tags": ["baskets"],
         "security": sec_basket_owner(),
         "parameters": basket_params(false),
         "responses": responses(
             basket_ok("The emptied basket."),
-            &[Error::Unauthorized, Error::NotFound, Error::Unprocessable, Error::Unavailable],
+            &[Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unprocessable, Error::Unavailable],
         ),
     })
 }
@@ -502,14 +569,14 @@ fn set_line_quantity() -> Value {
     json!({
         "operationId": "setBasketLineQuantity",
         "summary": "Set the quantity of a line",
-        "description": "Sets the quantity of an existing line, 1 to 999 and within the units in stock (remove a line with DELETE). No price field: the hub prices every line.",
+        "description": "Sets the quantity of an existing line, 1 to 999 and within the units in stock (remove a line with DELETE). No price field: the hub prices every line. While a payment is in progress the basket is locked: 409 `basket_locked`.",
         "tags": ["baskets"],
         "security": sec_basket_owner(),
         "parameters": basket_params(true),
         "requestBody": { "required": true, "content": json_body(schema("SetQuantity")) },
         "responses": responses(
             basket_ok("The changed basket, priced."),
-            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::NotFound, Error::Unavailable]),
+            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unavailable]),
         ),
     })
 }
@@ -518,12 +585,49 @@ fn remove_line() -> Value {
     json!({
         "operationId": "removeBasketLine",
         "summary": "Remove a line",
+        "description": "While a payment is in progress the basket is locked: 409 `basket_locked`.",
         "tags": ["baskets"],
         "security": sec_basket_owner(),
         "parameters": basket_params(true),
         "responses": responses(
             basket_ok("The changed basket, priced."),
-            &[Error::Unauthorized, Error::NotFound, Error::Unprocessable, Error::Unavailable],
+            &[Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unprocessable, Error::Unavailable],
+        ),
+    })
+}
+
+fn apply_coupon() -> Value {
+    json!({
+        "operationId": "applyCoupon",
+        "summary": "Enter a coupon code",
+        "description": "Codes are matched without regard to case. A code that is unknown, expired or used up is a 422 `invalid_coupon` whose message says why; after repeated invalid codes from one client a 429 with `Retry-After`. A valid code is kept on the basket and explained in `coupons` (applied, or what is missing, e.g. a minimum basket value) and `promotions`. At most five codes: 422 `too_many_coupons`. Locked while a payment is in progress: 409 `basket_locked`.",
+        "tags": ["baskets"],
+        "security": sec_basket_owner(),
+        "parameters": basket_params(false),
+        "requestBody": { "required": true, "content": json_body(schema("ApplyCoupon")) },
+        "responses": responses(
+            basket_ok("The basket with the coupon, priced."),
+            &[Error::BadRequest, Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unprocessable, Error::TooManyRequests, Error::Unavailable],
+        ),
+    })
+}
+
+fn remove_coupon() -> Value {
+    let mut params = basket_params(false);
+    params.insert(1, json!({
+        "name": "code", "in": "path", "required": true,
+        "description": "The coupon code on the basket (any case); one that is not on it is a 404.",
+        "schema": { "type": "string", "example": "WELCOME10" },
+    }));
+    json!({
+        "operationId": "removeCoupon",
+        "summary": "Remove a coupon code",
+        "tags": ["baskets"],
+        "security": sec_basket_owner(),
+        "parameters": params,
+        "responses": responses(
+            basket_ok("The basket without the coupon, priced."),
+            &[Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unavailable],
         ),
     })
 }
@@ -556,6 +660,168 @@ fn live_basket() -> Value {
         "responses": responses(
             json!({ "101": switching }),
             &[Error::BadRequest, Error::Unauthorized, Error::Forbidden, Error::NotFound, Error::Unavailable],
+        ),
+    })
+}
+
+fn checkout_paths() -> Value {
+    json!({
+        "/baskets/{id}/quote": { "get": quote() },
+        "/baskets/{id}/checkout": { "post": start_checkout() },
+        "/checkouts/{id}": { "get": get_checkout() },
+        "/checkouts/{id}/cancel": { "post": cancel_checkout() },
+        "/checkouts/{id}/confirm": { "post": confirm_checkout() },
+    })
+}
+
+fn checkout_params() -> Vec<Value> {
+    let mut params = vec![param("CheckoutId")];
+    params.extend(context_params());
+    params
+}
+
+fn checkout_ok(description: &str) -> Value {
+    json!({ "200": ok(description, schema("CheckoutView")) })
+}
+
+fn quote() -> Value {
+    let mut params = vec![param("BasketId"), param("Country"), param("ShippingMethod")];
+    params.extend(context_params());
+    json!({
+        "operationId": "quoteCheckout",
+        "summary": "Shipping options and the full price for a destination",
+        "description": "The shipping options that can carry this basket to `country`, cheapest first, and the whole price (items for the destination's market, shipping, tax per rate, total) with `shipping_method`, or with the cheapest option when it is left out. Priced with the live promotions and the basket's coupons, for the channel that asks (`X-Channel`), exactly as a checkout from that channel would be: each line carries its discount and each tax rate is taken on the discounted lines. Changes nothing: no stock is held and the basket stays unlocked.",
+        "tags": ["checkout"],
+        "security": sec_basket_owner(),
+        "parameters": params,
+        "responses": responses(
+            json!({ "200": ok("The options and the price.", schema("QuoteView")) }),
+            &[Error::BadRequest, Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unprocessable, Error::Unavailable],
+        ),
+    })
+}
+
+fn start_checkout() -> Value {
+    let created = json!({
+        "description": "The checkout, `payment_pending`: the stock is held until `hold_expires_at` and the basket is locked. Send the shopper to `payment_url`.",
+        "content": {
+            "application/json": {
+                "schema": schema("CheckoutView"),
+                "example": checkout_example(),
+            },
+        },
+    });
+    json!({
+        "operationId": "startCheckout",
+        "summary": "Start the checkout: hold the stock, open the payment",
+        "description": "Validates the address (every problem at once, in `details.fields` of a 422 `invalid_address`), prices the basket for the destination with the chosen shipping method, holds the stock (all or nothing: 409 `out_of_stock` with the units left per SKU), locks the basket and opens a payment at the provider for exactly the total. The body never carries an amount, and unknown fields (a client's idea of the total) are ignored. `email` is required for guests; a signed-in customer's account email is used when it is left out. While a payment is pending, asking again answers the same checkout. At most 10 attempts per basket in 10 minutes (429 `rate_limited`). A provider that cannot be reached is a 503 `payment_provider_unavailable`: nothing was charged and the stock is released.",
+        "tags": ["checkout"],
+        "security": sec_basket_owner(),
+        "parameters": basket_params(false),
+        "requestBody": { "required": true, "content": json_body(schema("StartCheckout")) },
+        "responses": responses(
+            json!({ "201": created }),
+            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::NotFound, Error::Conflict, Error::TooManyRequests, Error::Unavailable]),
+        ),
+    })
+}
+
+fn get_checkout() -> Value {
+    json!({
+        "operationId": "getCheckout",
+        "summary": "A checkout by id",
+        "description": "Where the checkout stands. After the payment page, poll until `state` is `paid` and `order` is set (the provider's webhook makes the order), or `cancelled` / `expired` (`message` says why). Reachable by the basket's owner only.",
+        "tags": ["checkout"],
+        "security": sec_basket_owner(),
+        "parameters": checkout_params(),
+        "responses": responses(
+            checkout_ok("The checkout."),
+            &[Error::Unauthorized, Error::NotFound, Error::Unavailable],
+        ),
+    })
+}
+
+fn cancel_checkout() -> Value {
+    json!({
+        "operationId": "cancelCheckout",
+        "summary": "Cancel the pending payment",
+        "description": "Expires the payment at the provider first (so the old basket can never be paid), then gives the stock back and unlocks the basket with its lines: the checkout is `cancelled`. If the payment went through after all, the answer is the `paid` checkout with its `order`. A checkout that is no longer pending is answered as it is. If the provider cannot be reached, 503 `payment_provider_unavailable` and nothing changes; a session the provider reports as paid but for another checkout is a 409 `payment_not_completed`.",
+        "tags": ["checkout"],
+        "security": sec_basket_owner(),
+        "parameters": checkout_params(),
+        "responses": responses(
+            checkout_ok("The checkout, `cancelled` (or `paid`, with its order)."),
+            &[Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unavailable],
+        ),
+    })
+}
+
+fn confirm_checkout() -> Value {
+    json!({
+        "operationId": "confirmCheckout",
+        "summary": "Back from the payment page: check the payment now",
+        "description": "The shopper came back from the provider's page. The hub never trusts the redirect: it asks the provider and makes the order if the payment went through (the webhook does the same on its own, and only one order is ever made). Answers the checkout as it then stands; if the provider cannot be reached right now, as it was. A session the provider reports as paid but for another checkout is a 409 `payment_not_completed`.",
+        "tags": ["checkout"],
+        "security": sec_basket_owner(),
+        "parameters": checkout_params(),
+        "responses": responses(
+            checkout_ok("The checkout: `paid` with its `order` once the payment went through."),
+            &[Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unavailable],
+        ),
+    })
+}
+
+fn order_paths() -> Value {
+    json!({
+        "/orders": { "get": list_orders() },
+        "/orders/lookup": { "get": lookup_order() },
+        "/orders/{id}": { "get": get_order() },
+    })
+}
+
+fn list_orders() -> Value {
+    json!({
+        "operationId": "listMyOrders",
+        "summary": "The signed-in customer's orders",
+        "description": "The customer's orders, newest first (at most 100).",
+        "tags": ["orders"],
+        "security": sec_customer(),
+        "parameters": context_params(),
+        "responses": responses(
+            json!({ "200": ok("The orders, newest first.", schema("OrderList")) }),
+            &[Error::Unauthorized, Error::Unavailable],
+        ),
+    })
+}
+
+fn get_order() -> Value {
+    let mut params = vec![param("OrderId")];
+    params.extend(context_params());
+    json!({
+        "operationId": "getOrder",
+        "summary": "An order by id",
+        "description": "One of the shopper's orders: a signed-in customer's own, or one placed from the anonymous basket whose token the request carries.",
+        "tags": ["orders"],
+        "security": sec_basket_owner(),
+        "parameters": params,
+        "responses": responses(
+            json!({ "200": ok("The order.", schema("OrderView")) }),
+            &[Error::Unauthorized, Error::NotFound, Error::Unavailable],
+        ),
+    })
+}
+
+fn lookup_order() -> Value {
+    json!({
+        "operationId": "lookupOrder",
+        "summary": "A guest's order by its link",
+        "description": "An order by its number and the secret key of its link (the `url` of the order and of the confirmation email). A wrong key is a 404, the same as an unknown number.",
+        "tags": ["orders"],
+        "security": sec_none(),
+        "parameters": [param("OrderNumber"), param("OrderKey")],
+        "responses": responses(
+            json!({ "200": ok("The order.", schema("OrderView")) }),
+            &[Error::BadRequest, Error::NotFound, Error::Unavailable],
         ),
     })
 }
@@ -668,6 +934,7 @@ fn parameters() -> Value {
         context_parameters(),
         catalog_parameters(),
         basket_parameters(),
+        checkout_parameters(),
         websocket_parameters(),
     ] {
         if let Value::Object(group) = group {
@@ -681,7 +948,7 @@ fn context_parameters() -> Value {
     json!({
         "XChannel": {
             "name": "X-Channel", "in": "header", "required": false,
-            "description": "The channel the request comes through, for events: `web`, `mobile`, `pos`, `board`, `voice` or `chat` (case-insensitive; anything else is recorded as `unknown`). Default: `mobile` when the request has a bearer token or an `X-Basket-Token`, else `web`.",
+            "description": "The channel the request comes through, for events and prices: `web`, `mobile`, `pos`, `board`, `voice` or `chat` (case-insensitive; anything else is recorded as `unknown`). Default: `mobile` when the request has a bearer token or an `X-Basket-Token`, else `web`. Promotions may be limited to channels: a basket is priced for the channel of its last change, a quote and a checkout for the channel that asks.",
             "schema": { "type": "string", "example": "mobile" },
         },
         "XAnonymousId": {
@@ -743,6 +1010,41 @@ fn basket_parameters() -> Value {
             "name": "sku", "in": "path", "required": true,
             "description": "The line's SKU; one that is not 1 to 64 characters of `A-Z a-z 0-9 . _ -` is a 422 `invalid_sku`.",
             "schema": schema("Sku"),
+        },
+    })
+}
+
+fn checkout_parameters() -> Value {
+    json!({
+        "Country": {
+            "name": "country", "in": "query", "required": true,
+            "description": "ISO 3166-1 alpha-2 code of the destination (any case). One the shop does not ship to is a 422 `country_not_served`; a missing one a 400 `bad_query`.",
+            "schema": { "type": "string", "example": "DE" },
+        },
+        "ShippingMethod": {
+            "name": "shipping_method", "in": "query", "required": false,
+            "description": "The `id` of a shipping option to price; left out, the cheapest option is priced. One the destination does not offer is a 422 `unknown_shipping_method`.",
+            "schema": { "type": "string", "example": "standard" },
+        },
+        "CheckoutId": {
+            "name": "id", "in": "path", "required": true,
+            "description": "The checkout's id (a ULID). One that is not a ULID, is unknown or is not the caller's is a 404.",
+            "schema": { "type": "string", "example": "01HZX3M2B7C8D9E0F1G2H3J4K5" },
+        },
+        "OrderId": {
+            "name": "id", "in": "path", "required": true,
+            "description": "The order's id (a ULID). One that is not a ULID, is unknown or is not the caller's is a 404.",
+            "schema": { "type": "string", "example": "01HZX3P5R6S7T8V9W0X1Y2Z3A4" },
+        },
+        "OrderNumber": {
+            "name": "number", "in": "query", "required": true,
+            "description": "The order number, e.g. `W-000042`.",
+            "schema": { "type": "string", "example": "W-000042" },
+        },
+        "OrderKey": {
+            "name": "key", "in": "query", "required": true,
+            "description": "The secret key of the order's link.",
+            "schema": { "type": "string" },
         },
     })
 }
@@ -811,6 +1113,8 @@ fn schemas() -> Value {
         scalar_schemas(),
         catalog_schemas(),
         basket_schemas(),
+        checkout_schemas(),
+        order_schemas(),
         customer_schemas(),
         event_schemas(),
     ] {
@@ -830,6 +1134,7 @@ fn schemas() -> Value {
                 "properties": {
                     "code": { "type": "string", "description": "Stable, machine-readable, e.g. `not_found`.", "example": "not_found" },
                     "message": { "type": "string", "description": "For people: what went wrong and what to fix.", "example": "basket not found" },
+                    "details": schema("ErrorDetails"),
                 },
             } },
         }),
@@ -961,6 +1266,48 @@ fn basket_schemas() -> Value {
             }],
         },
         "PricedLine": priced_line(),
+        "PromotionSummary": promotion_summary(),
+        "AppliedPromotion": {
+            "type": "object",
+            "description": "A promotion that applied.",
+            "required": ["id", "name", "amount", "times"],
+            "properties": {
+                "id": { "type": "string", "description": "The promotion's code.", "example": "SUMMER10" },
+                "name": { "type": "string", "description": "Its name, to show.", "example": "10 % off from 30 euros" },
+                "amount": { "allOf": [schema("Money")], "description": "What it took off the lines (its gifts and free shipping are counted apart)." },
+                "times": { "type": "integer", "format": "int32", "minimum": 1, "description": "How often it applied (the repeats of a buy-X-get-Y; 1 otherwise)." },
+            },
+        },
+        "NotAppliedPromotion": {
+            "type": "object",
+            "description": "A promotion about this basket that did not apply, and why.",
+            "required": ["id", "name", "reason"],
+            "properties": {
+                "id": { "type": "string", "example": "SUMMER10" },
+                "name": { "type": "string", "example": "10 % off from 30 euros" },
+                "reason": { "type": "string", "description": "Why, in words for the shopper.", "example": "needs a basket of at least EUR 30.00" },
+            },
+        },
+        "PromotionGift": {
+            "type": "object",
+            "description": "A free gift line a promotion adds.",
+            "required": ["sku", "quantity", "promotion"],
+            "properties": {
+                "sku": schema("Sku"),
+                "quantity": { "type": "integer", "format": "int32", "minimum": 1 },
+                "promotion": { "type": "string", "description": "The id of the promotion that gives it." },
+            },
+        },
+        "CouponStatus": {
+            "type": "object",
+            "description": "A coupon code on a basket, as the shopper sees it.",
+            "required": ["code", "applied"],
+            "properties": {
+                "code": { "type": "string", "description": "The code, upper case.", "example": "WELCOME10" },
+                "applied": { "type": "boolean", "description": "Whether its promotion applies to the basket now." },
+                "message": { "type": "string", "description": "Only when not applied: why (a condition not met, expired, used up), in words.", "example": "needs a basket of at least EUR 100.00" },
+            },
+        },
         "TaxLine": {
             "type": "object",
             "description": "The tax of one rate, computed on the summed lines of that rate after discount.",
@@ -976,6 +1323,14 @@ fn basket_schemas() -> Value {
             "additionalProperties": false,
             "properties": {
                 "currency": { "type": "string", "pattern": "^[A-Za-z]{3}$", "description": "ISO 4217 code of a currency the shop sells in; left out, the shop's currency." },
+            },
+        },
+        "ApplyCoupon": {
+            "type": "object",
+            "required": ["code"],
+            "additionalProperties": false,
+            "properties": {
+                "code": { "type": "string", "maxLength": 64, "example": "WELCOME10", "description": "Letters, digits, `-` and `_`; matched without regard to case." },
             },
         },
         "AddLine": {
@@ -1003,7 +1358,7 @@ fn basket_view() -> Value {
     json!({
         "type": "object",
         "description": "A basket as every channel shows it, priced by the hub from the current catalog.",
-        "required": ["id", "version", "owner", "currency", "lines", "unavailable", "item_count", "subtotal", "discount", "total", "taxes"],
+        "required": ["id", "version", "owner", "currency", "lines", "unavailable", "item_count", "subtotal", "discount", "total", "taxes", "promotions", "coupons"],
         "properties": {
             "id": schema("Ulid"),
             "version": { "type": "integer", "format": "int64", "minimum": 0, "description": "Grows by one with every change; order live updates by it." },
@@ -1013,9 +1368,26 @@ fn basket_view() -> Value {
             "unavailable": { "type": "array", "items": schema("Sku"), "description": "SKUs in the basket that are no longer sold: shown, not charged." },
             "item_count": { "type": "integer", "format": "int64", "minimum": 0, "description": "Units over all lines." },
             "subtotal": { "allOf": [schema("Money")], "description": "Sum of the line totals, before discount." },
-            "discount": schema("Money"),
+            "discount": { "allOf": [schema("Money")], "description": "What the promotions take off: the sum of the lines' discounts (and of `promotions.applied[].amount`)." },
             "total": { "allOf": [schema("Money")], "description": "What the customer pays: subtotal minus discount, tax included." },
             "taxes": { "type": "array", "items": schema("TaxLine"), "description": "Tax included in the total, per rate." },
+            "promotions": schema("PromotionSummary"),
+            "coupons": { "type": "array", "items": schema("CouponStatus"), "description": "The coupon codes entered on this basket, in the order they were entered, each with whether its promotion applies now." },
+            "checkout": { "allOf": [schema("CheckoutSummary")], "description": "The payment in progress, if any (absent otherwise): the basket is locked until it is paid, cancelled or expired." },
+        },
+    })
+}
+
+fn promotion_summary() -> Value {
+    json!({
+        "type": "object",
+        "description": "What the live promotions did to the basket, and why others did not apply. Promotions about products the basket does not hold are left out.",
+        "required": ["applied", "not_applied", "free_shipping", "gifts"],
+        "properties": {
+            "applied": { "type": "array", "items": schema("AppliedPromotion"), "description": "In the order they were applied." },
+            "not_applied": { "type": "array", "items": schema("NotAppliedPromotion") },
+            "free_shipping": { "type": "boolean", "description": "A promotion makes shipping free: the checkout's shipping costs nothing." },
+            "gifts": { "type": "array", "items": schema("PromotionGift"), "description": "Free gift lines (also in `lines`, fully discounted)." },
         },
     })
 }
@@ -1034,8 +1406,246 @@ fn priced_line() -> Value {
             "quantity": { "type": "integer", "format": "int32", "minimum": 1, "maximum": 999 },
             "unit_price": schema("Money"),
             "line_total": { "allOf": [schema("Money")], "description": "`unit_price × quantity`, before discount." },
-            "discount": { "allOf": [schema("Money")], "description": "This line's share of the basket discount." },
+            "discount": { "allOf": [schema("Money")], "description": "What the promotions take off this line: its own, and its share of a discount off the whole basket. A free gift is a line of its own whose discount is its whole `line_total`." },
             "tax_rate_bp": { "type": "integer", "format": "int32", "minimum": 0 },
+        },
+    })
+}
+
+fn checkout_schemas() -> Value {
+    json!({
+        "Address": address(),
+        "FieldError": {
+            "type": "object",
+            "description": "One problem with one field of a form, worded for the shopper.",
+            "required": ["field", "message"],
+            "properties": {
+                "field": { "type": "string", "description": "The field's name, e.g. `postcode`.", "example": "postcode" },
+                "message": { "type": "string", "description": "What to fix.", "example": "A German postcode has 5 digits, e.g. 10115." },
+            },
+        },
+        "ErrorDetails": {
+            "type": "object",
+            "description": "Machine-readable details of some errors; which key is present depends on the code.",
+            "properties": {
+                "fields": { "type": "array", "items": schema("FieldError"), "description": "422 `invalid_address`, `invalid_email`, `country_not_served`, `unknown_shipping_method`: the fields to fix." },
+                "items": { "type": "array", "items": schema("StockShortage"), "description": "409 `out_of_stock`: the SKUs short of stock." },
+                "skus": { "type": "array", "items": schema("Sku"), "description": "409 `items_unavailable`: the SKUs no longer sold." },
+            },
+        },
+        "StockShortage": {
+            "type": "object",
+            "required": ["sku", "available"],
+            "properties": {
+                "sku": schema("Sku"),
+                "available": { "type": "integer", "format": "int64", "description": "Units that could be held." },
+            },
+        },
+        "ShippingOption": {
+            "type": "object",
+            "description": "A shipping method the shopper can choose, with its price for this basket: tax included where the market's prices include tax, excluded where they do not.",
+            "required": ["id", "name", "price", "delivery"],
+            "properties": {
+                "id": { "type": "string", "description": "Send as `shipping_method`.", "example": "standard" },
+                "name": { "type": "string", "example": "Standard" },
+                "price": schema("Money"),
+                "delivery": { "type": "string", "description": "Delivery time as shown.", "example": "2–3 working days" },
+            },
+        },
+        "Breakdown": breakdown(),
+        "QuoteView": {
+            "type": "object",
+            "required": ["country", "shipping_options", "breakdown"],
+            "properties": {
+                "country": { "type": "string", "description": "The destination, upper case.", "example": "DE" },
+                "shipping_options": { "type": "array", "items": schema("ShippingOption"), "description": "Cheapest first." },
+                "breakdown": { "nullable": true, "allOf": [schema("Breakdown")], "description": "The price with the chosen (or cheapest) option; null when no option can carry the basket." },
+            },
+        },
+        "StartCheckout": {
+            "type": "object",
+            "description": "What the shopper asks for. No amount: the hub prices the basket, and unknown fields (a client's idea of the total, say) are ignored.",
+            "required": ["address", "shipping_method"],
+            "properties": {
+                "email": { "type": "string", "format": "email", "description": "Where the confirmation goes. Required for guests (else 422 `invalid_email`); left out by a signed-in customer, the account's email." },
+                "address": schema("Address"),
+                "shipping_method": { "type": "string", "description": "The `id` of a shipping option of the quote.", "example": "standard" },
+            },
+            "example": {
+                "email": "erika@example.com",
+                "address": { "name": "Erika Mustermann", "line1": "Unter den Linden 1", "city": "Berlin", "postcode": "10117", "country": "DE" },
+                "shipping_method": "standard",
+            },
+        },
+        "CheckoutState": {
+            "type": "string",
+            "description": "`payment_pending` (waiting for the shopper to pay; the basket is locked), `paid` (the order exists), `cancelled` (the basket is unlocked with its lines) or `expired` (the hold ran out before payment).",
+            "enum": ["payment_pending", "paid", "cancelled", "expired"],
+        },
+        "CheckoutView": checkout_view(),
+        "CheckoutSummary": {
+            "type": "object",
+            "description": "A payment in progress, as a basket shows it.",
+            "required": ["id", "state", "payment_url", "hold_expires_at", "total", "message"],
+            "properties": {
+                "id": schema("Ulid"),
+                "state": schema("CheckoutState"),
+                "payment_url": { "type": "string", "format": "uri", "nullable": true, "description": "The provider's hosted payment page." },
+                "hold_expires_at": { "type": "string", "format": "date-time", "description": "When the stock hold runs out, RFC 3339." },
+                "total": schema("Money"),
+                "message": { "type": "string", "nullable": true, "description": "What the shopper should know (e.g. a declined card), in plain words." },
+            },
+        },
+    })
+}
+
+fn address() -> Value {
+    let text = |description: &str| json!({ "type": "string", "maxLength": 100, "description": description });
+    json!({
+        "type": "object",
+        "description": "Where an order goes. Checked at checkout: every problem is reported at once in a 422 `invalid_address` with `details.fields`. Answered trimmed and normalised (country in upper case, the postcode in its country's canonical form such as `1234 AB` or `SW1A 1AA`).",
+        "required": ["name", "line1", "city", "postcode", "country"],
+        "properties": {
+            "name": text("The recipient."),
+            "line1": text("Street and house number."),
+            "line2": text("Optional."),
+            "city": text("Town or city."),
+            "region": text("State or county; required for the US (its 2-letter state code)."),
+            "postcode": { "type": "string", "description": "Checked by the country's rules (DE, FR: 5 digits; AT, BE: 4; NL: `1234 AB`; GB; US ZIP), else at most 12 letters, digits, spaces or hyphens." },
+            "country": { "type": "string", "description": "ISO 3166-1 alpha-2 of a country the shop ships to.", "example": "DE" },
+            "phone": { "type": "string", "maxLength": 30, "description": "Optional: digits, spaces and `+ - ( ) . /`, at least 5 digits." },
+        },
+        "example": { "name": "Erika Mustermann", "line1": "Unter den Linden 1", "line2": "", "city": "Berlin", "region": "", "postcode": "10117", "country": "DE", "phone": "" },
+    })
+}
+
+fn breakdown() -> Value {
+    json!({
+        "type": "object",
+        "description": "The whole priced checkout: what the quote shows, the order stores and the payment is for.",
+        "required": ["currency", "country", "prices_include_tax", "lines", "item_count", "subtotal", "discount", "shipping", "taxes", "tax_total", "total", "weight_grams"],
+        "properties": {
+            "currency": schema("Currency"),
+            "country": { "type": "string", "description": "The destination, upper case.", "example": "DE" },
+            "prices_include_tax": { "type": "boolean", "description": "Whether line prices, subtotal and shipping include tax (else tax is added on top)." },
+            "lines": { "type": "array", "items": schema("PricedLine"), "description": "The lines as the destination's market shows them; `tax_rate_bp` is its rate for the product." },
+            "item_count": { "type": "integer", "format": "int64", "minimum": 0 },
+            "subtotal": { "allOf": [schema("Money")], "description": "Sum of the line totals as shown (gross or net, see `prices_include_tax`)." },
+            "discount": schema("Money"),
+            "shipping": schema("ShippingOption"),
+            "taxes": { "type": "array", "items": schema("TaxLine"), "description": "Tax per rate, items after discount and shipping together." },
+            "tax_total": schema("Money"),
+            "total": { "allOf": [schema("Money")], "description": "What the shopper pays: subtotal − discount + shipping, plus `tax_total` where prices exclude tax." },
+            "weight_grams": { "type": "integer", "format": "int64", "minimum": 0, "description": "Shipping weight, packaging included." },
+        },
+    })
+}
+
+fn checkout_view() -> Value {
+    json!({
+        "type": "object",
+        "description": "A checkout as the shopper sees it: the frozen, priced basket and its payment.",
+        "required": ["id", "basket_id", "state", "payment_url", "hold_expires_at", "email", "address", "breakdown", "message", "order"],
+        "properties": {
+            "id": schema("Ulid"),
+            "basket_id": schema("Ulid"),
+            "state": schema("CheckoutState"),
+            "payment_url": { "type": "string", "format": "uri", "nullable": true, "description": "The provider's hosted payment page, while the payment is pending; null otherwise." },
+            "hold_expires_at": { "type": "string", "format": "date-time", "description": "When the stock hold runs out, RFC 3339." },
+            "email": { "type": "string", "format": "email" },
+            "address": schema("Address"),
+            "breakdown": schema("Breakdown"),
+            "message": { "type": "string", "nullable": true, "description": "What the shopper should know (a decline, an expiry), in plain words." },
+            "order": { "nullable": true, "allOf": [schema("OrderRef")], "description": "The order, once paid." },
+        },
+        "example": checkout_example(),
+    })
+}
+
+/// A checkout just started, as `POST /baskets/{id}/checkout` answers it.
+fn checkout_example() -> Value {
+    let eur = |minor: i64| json!({ "minor": minor, "currency": "EUR" });
+    json!({
+        "id": "01HZX3M2B7C8D9E0F1G2H3J4K5",
+        "basket_id": "01HZX3K6Q8J5W2V7N4M9T0B1CD",
+        "state": "payment_pending",
+        "payment_url": "http://127.0.0.1:8201/pay/cs_test_01HZX3M2B7C8",
+        "hold_expires_at": "2024-06-01T12:15:00Z",
+        "email": "erika@example.com",
+        "address": { "name": "Erika Mustermann", "line1": "Unter den Linden 1", "line2": "", "city": "Berlin", "region": "", "postcode": "10117", "country": "DE", "phone": "" },
+        "breakdown": {
+            "currency": "EUR", "country": "DE", "prices_include_tax": true,
+            "lines": [{
+                "sku": "COF-001-500G", "product_id": "01HZX2A1B2C3D4E5F6G7H8J9K0", "product_slug": "ethiopia-yirgacheffe-coffee",
+                "name": "Ethiopia Yirgacheffe", "variant": "500 g", "image": "/static/img/cof-001.jpg",
+                "quantity": 2, "unit_price": eur(1250), "line_total": eur(2500), "discount": eur(0), "tax_rate_bp": 700,
+            }],
+            "item_count": 2, "subtotal": eur(2500), "discount": eur(0),
+            "shipping": { "id": "standard", "name": "Standard", "price": eur(495), "delivery": "2–3 working days" },
+            "taxes": [{ "rate_bp": 700, "gross": eur(2500), "tax": eur(164) }, { "rate_bp": 1900, "gross": eur(495), "tax": eur(79) }],
+            "tax_total": eur(243), "total": eur(2995), "weight_grams": 1100,
+        },
+        "message": null,
+        "order": null,
+    })
+}
+
+fn order_schemas() -> Value {
+    json!({
+        "OrderRef": {
+            "type": "object",
+            "description": "A link to an order.",
+            "required": ["id", "number", "url"],
+            "properties": {
+                "id": schema("Ulid"),
+                "number": { "type": "string", "example": "W-000042" },
+                "url": { "type": "string", "description": "Where the shopper (or a guest, with the key in it) sees the order.", "example": "/orders/W-000042?key=3q2-7w" },
+            },
+        },
+        "Progress": {
+            "type": "string",
+            "description": "How far the order has come; it only moves forward.",
+            "enum": ["paid", "allocated", "packed", "shipped", "in_transit", "out_for_delivery", "delivered"],
+        },
+        "RefundView": {
+            "type": "object",
+            "required": ["amount", "reason", "at"],
+            "properties": {
+                "amount": schema("Money"),
+                "reason": { "type": "string" },
+                "at": { "type": "string", "format": "date-time", "description": "When, RFC 3339." },
+            },
+        },
+        "OrderView": order_view(),
+        "OrderList": {
+            "type": "object",
+            "required": ["orders"],
+            "properties": { "orders": array_of("OrderView") },
+        },
+    })
+}
+
+fn order_view() -> Value {
+    json!({
+        "type": "object",
+        "description": "An order as its customer (or a guest with the link) sees it. Born paid: exactly one per paid checkout.",
+        "required": ["id", "number", "status", "progress", "created_at", "channel", "email", "address", "breakdown", "paid", "refunded", "refunds", "cancelled", "needs_attention", "url"],
+        "properties": {
+            "id": schema("Ulid"),
+            "number": { "type": "string", "example": "W-000042" },
+            "status": { "type": "string", "description": "In words: `Paid`, `Being prepared`, `Packed`, `Shipped`, `In transit`, `Out for delivery`, `Delivered`, `Cancelled` or `Refunded`.", "example": "Paid" },
+            "progress": schema("Progress"),
+            "created_at": { "type": "string", "format": "date-time", "description": "When it was paid, RFC 3339." },
+            "channel": { "type": "string", "enum": ["web", "mobile", "pos", "board", "voice", "chat", "unknown"], "description": "Where it was placed." },
+            "email": { "type": "string", "format": "email" },
+            "address": schema("Address"),
+            "breakdown": schema("Breakdown"),
+            "paid": schema("Money"),
+            "refunded": { "allOf": [schema("Money")], "description": "The sum of the refunds." },
+            "refunds": array_of("RefundView"),
+            "cancelled": { "type": "string", "nullable": true, "description": "Why it was cancelled, if it was." },
+            "needs_attention": { "type": "string", "nullable": true, "description": "Set when a person at the shop must look at the order; says what happens next." },
+            "url": { "type": "string", "description": "The order's link with its key (for guests)." },
         },
     })
 }

@@ -1,15 +1,16 @@
 //! The basket page and its forms. Every form answers 303 to a page that shows what happened
 //! (a flash message), so reloading never repeats a change.
 
-use super::format::{safe_next, sentence};
+use super::format::{safe_next, sentence, time_left};
 use super::page::{Level, PageError, Visitor, BASKET_DAYS};
-use crate::backend::{BackendError, BasketCommand, BasketView};
+use crate::backend::{BackendError, BasketCommand, BasketView, CheckoutSummary};
 use crate::context::{ChannelState, RequestContext, BASKET_COOKIE};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use minijinja::context;
+use minijinja::{context, Value};
 use protocol::{EventKind, Sku, MAX_LINE_QUANTITY};
 use serde::Deserialize;
+use time::OffsetDateTime;
 
 /// A basket form: every field optional, so a bad one is a message, not a 400.
 #[derive(Debug, Default, Deserialize)]
@@ -22,9 +23,11 @@ pub struct LineForm {
     quantity: String,
     #[serde(default)]
     next: String,
+    #[serde(default)]
+    code: String,
 }
 
-/// `GET /basket`.
+/// `GET /basket`: the lines, or the payment in progress that locks them.
 pub async fn show(
     req: HttpRequest,
     state: web::Data<ChannelState>,
@@ -32,10 +35,31 @@ pub async fn show(
 ) -> Result<HttpResponse, PageError> {
     let mut visitor = Visitor::new(&req, state, ctx)?;
     let basket = visitor.basket().await?;
+    let payment = basket
+        .as_ref()
+        .and_then(|b| b.checkout.as_ref())
+        .map(payment_panel);
     visitor.record(EventKind::PageView, &[("path", req.path())]);
     visitor
-        .render(StatusCode::OK, "basket.html", context! { basket })
+        .render(StatusCode::OK, "basket.html", context! { basket, payment })
         .await
+}
+
+/// The "Payment in progress" panel of a locked basket.
+fn payment_panel(checkout: &CheckoutSummary) -> Value {
+    let seconds = (checkout.hold_expires_at - OffsetDateTime::now_utc()).whole_seconds();
+    let payment_url = checkout
+        .payment_url
+        .as_deref()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    context! {
+        id => checkout.id.to_string(),
+        total => checkout.total,
+        time_left => time_left(seconds),
+        expired => seconds <= 0,
+        payment_url,
+        message => checkout.message.as_deref(),
+    }
 }
 
 /// Why a form was not applied, as the page says it.
@@ -91,8 +115,16 @@ async fn change(
     Ok(view)
 }
 
-/// Runs a basket form: CSRF check, then `build` turns the form into a command (or a message
-/// for the shopper), then the change, a flash message and a 303 to `back`.
+/// What the page says after a change went through, from the basket it left.
+type Reply = Box<dyn FnOnce(&BasketView) -> (Level, String)>;
+
+/// The same success message whatever the basket.
+fn said(message: String) -> Reply {
+    Box::new(move |_| (Level::Success, message))
+}
+
+/// Runs a basket form: CSRF check, then `build` turns the form into a command and its reply
+/// (or a message for the shopper), then the change, a flash message and a 303 to `back`.
 async fn run(
     req: HttpRequest,
     state: web::Data<ChannelState>,
@@ -100,14 +132,17 @@ async fn run(
     form: LineForm,
     back: &str,
     create: bool,
-    build: impl FnOnce(&LineForm) -> Result<(BasketCommand, String), String>,
+    build: impl FnOnce(&LineForm) -> Result<(BasketCommand, Reply), String>,
 ) -> Result<HttpResponse, PageError> {
     let mut visitor = Visitor::new(&req, state, ctx)?;
     visitor.check_form(&req, &form.csrf)?;
     match build(&form) {
         Err(message) => visitor.flash(Level::Error, message),
-        Ok((command, done)) => match change(&mut visitor, command, create).await {
-            Ok(_) => visitor.flash(Level::Success, done),
+        Ok((command, reply)) => match change(&mut visitor, command, create).await {
+            Ok(view) => {
+                let (level, message) = reply(&view);
+                visitor.flash(level, message)
+            }
             Err(BackendError::NotFound("basket")) if !create => {
                 visitor.flash(Level::Info, "Your basket is empty.")
             }
@@ -147,7 +182,7 @@ pub async fn add(
             1 => format!("Added {} to your basket.", name_of(&names, &sku)),
             n => format!("Added {n} × {} to your basket.", name_of(&names, &sku)),
         };
-        Ok((BasketCommand::Add { sku, quantity }, done))
+        Ok((BasketCommand::Add { sku, quantity }, said(done)))
     })
     .await
 }
@@ -166,11 +201,11 @@ pub async fn update(
         Ok(match parse_quantity(&f.quantity, 0)? {
             0 => (
                 BasketCommand::Remove { sku },
-                format!("Removed {name} from your basket."),
+                said(format!("Removed {name} from your basket.")),
             ),
             quantity => (
                 BasketCommand::SetQuantity { sku, quantity },
-                format!("Updated {name} to {quantity}."),
+                said(format!("Updated {name} to {quantity}.")),
             ),
         })
     })
@@ -188,7 +223,7 @@ pub async fn remove(
     run(req, state, ctx, form.into_inner(), "/basket", false, |f| {
         let sku = parse_sku(&f.sku)?;
         let done = format!("Removed {} from your basket.", name_of(&names, &sku));
-        Ok((BasketCommand::Remove { sku }, done))
+        Ok((BasketCommand::Remove { sku }, said(done)))
     })
     .await
 }
@@ -203,8 +238,62 @@ pub async fn clear(
     run(req, state, ctx, form.into_inner(), "/basket", false, |_| {
         Ok((
             BasketCommand::Clear,
-            "Your basket is now empty.".to_string(),
+            said("Your basket is now empty.".to_string()),
         ))
+    })
+    .await
+}
+
+/// What the page says of a coupon code the basket took: applied, or kept and why it does not
+/// apply yet.
+fn coupon_reply(view: &BasketView, code: &str) -> (Level, String) {
+    match view.coupons.iter().find(|c| c.code == code) {
+        Some(c) if c.applied => (Level::Success, format!("Coupon {code} applied.")),
+        Some(c) => (
+            Level::Info,
+            format!(
+                "Coupon {code} is saved but does not apply yet: {}.",
+                c.message
+                    .as_deref()
+                    .unwrap_or("its conditions are not met")
+                    .trim_end_matches('.')
+            ),
+        ),
+        None => (Level::Success, format!("Coupon {code} added.")),
+    }
+}
+
+/// `POST /basket/coupon` (code).
+pub async fn apply_coupon(
+    req: HttpRequest,
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    form: web::Form<LineForm>,
+) -> Result<HttpResponse, PageError> {
+    let client = ctx.client.to_string();
+    run(req, state, ctx, form.into_inner(), "/basket", false, |f| {
+        let code = f.code.trim().to_string();
+        if code.is_empty() {
+            return Err("Please type a coupon code.".to_string());
+        }
+        let shown = code.to_ascii_uppercase();
+        let reply: Reply = Box::new(move |view| coupon_reply(view, &shown));
+        Ok((BasketCommand::ApplyCoupon { code, client }, reply))
+    })
+    .await
+}
+
+/// `POST /basket/coupon/remove` (code).
+pub async fn remove_coupon(
+    req: HttpRequest,
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    form: web::Form<LineForm>,
+) -> Result<HttpResponse, PageError> {
+    run(req, state, ctx, form.into_inner(), "/basket", false, |f| {
+        let code = f.code.trim().to_string();
+        let done = format!("Coupon {} removed.", code.to_ascii_uppercase());
+        Ok((BasketCommand::RemoveCoupon { code }, said(done)))
     })
     .await
 }
@@ -212,6 +301,59 @@ pub async fn clear(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::CouponStatus;
+    use protocol::pricing::PricedBasket;
+    use protocol::{BasketId, Currency, Money};
+
+    fn with_coupons(coupons: Vec<CouponStatus>) -> BasketView {
+        let zero = Money::zero(Currency::EUR);
+        BasketView {
+            id: BasketId::new(),
+            version: 1,
+            owner: "anonymous",
+            priced: PricedBasket {
+                currency: Currency::EUR,
+                lines: Vec::new(),
+                unavailable: Vec::new(),
+                item_count: 0,
+                subtotal: zero,
+                discount: zero,
+                total: zero,
+                taxes: Vec::new(),
+                promotions: Default::default(),
+            },
+            coupons,
+            checkout: None,
+        }
+    }
+
+    #[test]
+    fn a_coupon_reply_says_whether_the_code_applies_and_why_not() {
+        let view = with_coupons(vec![
+            CouponStatus {
+                code: "WELCOME10".into(),
+                applied: true,
+                message: None,
+            },
+            CouponStatus {
+                code: "BIG-SPENDER".into(),
+                applied: false,
+                message: Some("needs a basket of at least EUR 100.00".into()),
+            },
+        ]);
+        assert_eq!(
+            coupon_reply(&view, "WELCOME10"),
+            (Level::Success, "Coupon WELCOME10 applied.".to_string())
+        );
+        assert_eq!(
+            coupon_reply(&view, "BIG-SPENDER"),
+            (
+                Level::Info,
+                "Coupon BIG-SPENDER is saved but does not apply yet: needs a basket of at least EUR 100.00."
+                    .to_string()
+            )
+        );
+    }
 
     #[test]
     fn quantities_must_be_in_range() {

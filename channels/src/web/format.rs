@@ -158,6 +158,50 @@ pub fn sentence(text: &str) -> String {
     out
 }
 
+/// A country's name in English for the address form: the countries a shop is likely to ship
+/// to; any other code reads as itself.
+pub fn country_name(code: &str) -> &str {
+    match code {
+        "AT" => "Austria",
+        "BE" => "Belgium",
+        "CH" => "Switzerland",
+        "CZ" => "Czechia",
+        "DE" => "Germany",
+        "DK" => "Denmark",
+        "ES" => "Spain",
+        "FI" => "Finland",
+        "FR" => "France",
+        "GB" => "United Kingdom",
+        "IE" => "Ireland",
+        "IT" => "Italy",
+        "LU" => "Luxembourg",
+        "NL" => "Netherlands",
+        "NO" => "Norway",
+        "PL" => "Poland",
+        "PT" => "Portugal",
+        "SE" => "Sweden",
+        "US" => "United States",
+        other => other,
+    }
+}
+
+/// Time left until a deadline, as a shopper reads it: `less than a minute`, `12 minutes`,
+/// `1 h 05 min`.
+pub fn time_left(seconds: i64) -> String {
+    let minutes = seconds / 60;
+    match minutes {
+        m if m < 1 => "less than a minute".to_string(),
+        1 => "1 minute".to_string(),
+        m if m < 60 => format!("{m} minutes"),
+        m => format!("{} h {:02} min", m / 60, m % 60),
+    }
+}
+
+/// A date as a shopper reads it: `7 March 2025`.
+pub fn format_date(at: time::OffsetDateTime) -> String {
+    format!("{} {} {}", at.day(), at.month(), at.year())
+}
+
 /// An FNV-1a hash, usable in constants: it versions the embedded stylesheet and script.
 pub const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325_u64;
@@ -290,6 +334,23 @@ mod tests {
         assert_eq!(stock_label(3), ("low", "Only 3 left".to_string()));
         assert_eq!(stock_label(5).0, "low");
         assert_eq!(stock_label(6), ("in", "In stock".to_string()));
+    }
+
+    #[test]
+    fn deadlines_and_dates_read_in_words() {
+        for (seconds, expected) in [
+            (-5, "less than a minute"),
+            (59, "less than a minute"),
+            (60, "1 minute"),
+            (14 * 60 + 59, "14 minutes"),
+            (3600 + 5 * 60, "1 h 05 min"),
+        ] {
+            assert_eq!(time_left(seconds), expected, "{seconds}");
+        }
+        let at = time::macros::datetime!(2025-03-07 23:59 UTC);
+        assert_eq!(format_date(at), "7 March 2025");
+        assert_eq!(country_name("DE"), "Germany");
+        assert_eq!(country_name("XK"), "XK");
     }
 
     #[test]

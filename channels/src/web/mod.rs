@@ -1,17 +1,20 @@
 //! The storefront: server-rendered pages for the web channel (home, categories, search,
-//! products, basket, sign-in and registration), a friendly HTML 404, and the embedded stylesheet
-//! and script.
+//! products, basket, checkout, orders, sign-in and registration), a friendly HTML 404, and the
+//! embedded stylesheet and script.
 //!
 //! Pages work without JavaScript; the script only adds the live basket (a WebSocket to
-//! `/api/v1/baskets/{id}/live`). Every form carries a CSRF token (double submit: cookie and
-//! hidden field) and answers with Post/Redirect/Get. Pages never price anything: they show what
-//! the [`crate::backend::Backend`] returns. Templates are embedded, so the binary is
+//! `/api/v1/baskets/{id}/live`) and re-quotes the checkout when the country or shipping method
+//! changes. Every form carries a CSRF token (double submit: cookie and hidden field) and answers
+//! with Post/Redirect/Get. Pages never price anything: they show what the
+//! [`crate::backend::Backend`] returns. Templates are embedded, so the binary is
 //! self-contained, and auto-escaped.
 
 mod account;
 mod basket;
 mod catalog;
+mod checkout;
 mod format;
+mod orders;
 mod page;
 #[cfg(test)]
 mod tests;
@@ -34,6 +37,20 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("listing.html", include_str!("../../templates/listing.html")),
     ("product.html", include_str!("../../templates/product.html")),
     ("basket.html", include_str!("../../templates/basket.html")),
+    (
+        "checkout.html",
+        include_str!("../../templates/checkout.html"),
+    ),
+    (
+        "checkout_pending.html",
+        include_str!("../../templates/checkout_pending.html"),
+    ),
+    (
+        "checkout_cancel.html",
+        include_str!("../../templates/checkout_cancel.html"),
+    ),
+    ("order.html", include_str!("../../templates/order.html")),
+    ("orders.html", include_str!("../../templates/orders.html")),
     ("signin.html", include_str!("../../templates/signin.html")),
     (
         "register.html",
@@ -151,6 +168,21 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(page("/basket/update").route(web::post().to(basket::update)))
         .service(page("/basket/remove").route(web::post().to(basket::remove)))
         .service(page("/basket/clear").route(web::post().to(basket::clear)))
+        .service(page("/basket/coupon").route(web::post().to(basket::apply_coupon)))
+        .service(page("/basket/coupon/remove").route(web::post().to(basket::remove_coupon)))
+        .service(
+            page("/checkout")
+                .route(web::get().to(checkout::show))
+                .route(web::post().to(checkout::start)),
+        )
+        .service(page("/checkout/{id}/return").route(web::get().to(checkout::returned)))
+        .service(
+            page("/checkout/{id}/cancel")
+                .route(web::get().to(checkout::confirm_cancel))
+                .route(web::post().to(checkout::cancel)),
+        )
+        .service(page("/orders/{number}").route(web::get().to(orders::show)))
+        .service(page("/account/orders").route(web::get().to(orders::history)))
         .service(
             page("/signin")
                 .route(web::get().to(account::sign_in_form))

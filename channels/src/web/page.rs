@@ -174,6 +174,15 @@ impl From<minijinja::Error> for PageError {
     }
 }
 
+/// The storefront's content security policy: scripts, styles and form targets from this site
+/// only.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The policy of a page whose form answers with a redirect to the payment provider's hosted
+/// page: browsers apply `form-action` to that redirect too, and the provider's origin is only
+/// known once the payment is opened, so any web origin is allowed as a form target here. The
+/// page's own forms still post to this site; nothing else is relaxed.
+const CSP_PAYMENT_FORM: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self' https: http:; frame-ancestors 'none'; base-uri 'none'";
+
 /// A response with the storefront's HTML headers: personalised (never stored by caches) and
 /// locked down (no framing, scripts and styles only from this site).
 pub fn html_response(status: StatusCode) -> HttpResponseBuilder {
@@ -183,10 +192,7 @@ pub fn html_response(status: StatusCode) -> HttpResponseBuilder {
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "same-origin"))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ));
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP));
     res
 }
 
@@ -206,6 +212,8 @@ pub struct Chrome {
     customer: Option<String>,
     basket_id: Option<String>,
     basket_version: u64,
+    /// A payment for the basket is in progress (the live basket reloads when this changes).
+    locked: bool,
     count: u64,
     csrf: String,
     flash: Option<Flash>,
@@ -222,6 +230,7 @@ impl Chrome {
             customer: None,
             basket_id: None,
             basket_version: 0,
+            locked: false,
             count: 0,
             csrf: String::new(),
             flash: None,
@@ -256,6 +265,8 @@ pub struct Visitor {
     flash_cookie: bool,
     next: String,
     basket: Option<Option<BasketView>>,
+    /// The page's form may be answered with a redirect to the payment provider.
+    payment_form: bool,
 }
 
 impl Visitor {
@@ -309,6 +320,7 @@ impl Visitor {
             flash_cookie: flash_cookie.is_some(),
             next,
             basket: None,
+            payment_form: false,
         })
     }
 
@@ -380,6 +392,11 @@ impl Visitor {
         Ok(())
     }
 
+    /// Lets the rendered page's form be answered with a redirect to the payment provider.
+    pub fn allow_payment_redirect(&mut self) {
+        self.payment_form = true;
+    }
+
     /// Shows `text` on the next page.
     pub fn flash(&mut self, level: Level, text: impl Into<String>) {
         let value = Flash {
@@ -390,7 +407,7 @@ impl Visitor {
         self.set_cookie(self.state.cookie(FLASH_COOKIE, value, 1));
     }
 
-    /// 303 See Other to a local path, with the cookies.
+    /// 303 See Other to a local path (or the payment provider's page), with the cookies.
     pub fn redirect(self, to: &str) -> HttpResponse {
         let mut res = HttpResponse::SeeOther();
         res.insert_header((header::LOCATION, to))
@@ -438,6 +455,7 @@ impl Visitor {
             customer,
             basket_id: basket.as_ref().map(|b| b.id.to_string()),
             basket_version: basket.as_ref().map_or(0, |b| b.version),
+            locked: basket.as_ref().is_some_and(|b| b.checkout.is_some()),
             count: basket.as_ref().map_or(0, |b| b.priced.item_count),
             csrf: self.csrf.clone(),
             flash,
@@ -459,6 +477,9 @@ impl Visitor {
             .templates
             .render(template, context! { chrome => chrome, ..page })?;
         let mut res = html_response(status);
+        if self.payment_form {
+            res.insert_header((header::CONTENT_SECURITY_POLICY, CSP_PAYMENT_FORM));
+        }
         for cookie in self.cookies {
             res.cookie(cookie);
         }

@@ -1,13 +1,16 @@
 //! Page tests against a small in-memory backend: status codes, key content, cookies, CSRF,
 //! Post/Redirect/Get and the events recorded.
 
+use super::format::tokens_match;
 use super::{configure, Templates, TEMPLATES};
 use crate::backend::{
-    Availability, Backend, BackendError, BasketCommand, BasketView, CustomerView, NewBasket,
+    Availability, Backend, BackendError, BasketCommand, BasketView, CheckoutInput, CheckoutSummary,
+    CheckoutView, CustomerView, NewBasket, OrderRef, OrderView, QuoteView, RefundView,
     Registration, Shopper, SignedIn,
 };
 use crate::context::{
-    ChannelSettings, ChannelState, ANON_COOKIE, BASKET_COOKIE, CSRF_COOKIE, SESSION_COOKIE,
+    random_token, ChannelSettings, ChannelState, ANON_COOKIE, BASKET_COOKIE, CSRF_COOKIE,
+    SESSION_COOKIE,
 };
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
@@ -15,10 +18,13 @@ use actix_web::http::{header, StatusCode};
 use actix_web::test::{self, TestRequest};
 use actix_web::{web, App};
 use async_trait::async_trait;
+use protocol::checkout::{price_checkout, CheckoutConfig, CheckoutError};
+use protocol::order::{online_order_number, CheckoutState, Progress};
 use protocol::pricing::price_basket;
 use protocol::{
-    AnonymousId, Basket, BasketId, BasketOwner, CatalogSnapshot, Category, CategoryId, Channel,
-    Currency, CustomerId, Event, EventKind, Money, Product, ProductId, Sku, Variant,
+    AnonymousId, Basket, BasketError, BasketId, BasketOwner, CatalogSnapshot, Category, CategoryId,
+    Channel, CheckoutId, Currency, CustomerId, Event, EventKind, Money, OrderId, Product,
+    ProductId, Sku, Variant,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -53,6 +59,7 @@ fn product(slug: &str, name: &str, category: &str, variants: Vec<Variant>) -> Pr
         description: format!("A fine {name}."),
         category: CategoryId(category.into()),
         tax_rate_bp: 1900,
+        tax_class: "standard".into(),
         image: format!("/images/{slug}.svg"),
         variants,
         attributes: BTreeMap::from([("origin".to_string(), "Ethiopia".to_string())]),
@@ -66,6 +73,7 @@ fn variant(sku: &str, title: &str, price: i64, compare_at: Option<i64>) -> Varia
         price: eur(price),
         compare_at: compare_at.map(eur),
         barcode: None,
+        weight_grams: 300,
     }
 }
 
@@ -119,14 +127,65 @@ struct Account {
     password: String,
 }
 
-/// Just enough of the hub for the pages: baskets priced by `protocol`, accounts, sessions.
+/// A checkout and what the (pretend) payment provider knows of it.
+struct Checkout {
+    view: CheckoutView,
+    customer: Option<CustomerId>,
+    /// The shopper paid on the provider's page; the hub learns it when it asks.
+    paid_at_provider: bool,
+}
+
+/// An order and who may see it.
+struct Order {
+    view: OrderView,
+    key: String,
+    customer: Option<CustomerId>,
+    basket: BasketId,
+}
+
+/// How long the stock is held while the shopper pays.
+const HOLD_MINUTES: i64 = 30;
+const CANCELLED: &str =
+    "The payment was cancelled; nothing was charged. Your basket is as you left it.";
+const DECLINED: &str = "Your card was declined. Try another card on the payment page.";
+
+/// Just enough of the hub for the pages: baskets and checkouts priced by `protocol`, accounts,
+/// sessions, and a pretend payment provider. Locks are taken baskets before checkouts, never
+/// the other way round.
 struct Memory {
     catalog: Arc<CatalogSnapshot>,
     stock: HashMap<Sku, i64>,
+    config: CheckoutConfig,
     baskets: Mutex<HashMap<BasketId, (Basket, Option<String>)>>,
     accounts: Mutex<Vec<Account>>,
     sessions: Mutex<HashMap<String, CustomerId>>,
+    checkouts: Mutex<HashMap<CheckoutId, Checkout>>,
+    orders: Mutex<Vec<Order>>,
     events: Mutex<Vec<Event>>,
+}
+
+/// How the hub words a pricing problem.
+fn pricing_error(e: CheckoutError) -> BackendError {
+    let field = |code, field: &str| BackendError::Invalid {
+        code,
+        message: e.to_string(),
+        fields: vec![protocol::checkout::FieldError::new(field, e.to_string())],
+    };
+    match &e {
+        CheckoutError::CountryNotServed(_) => field("country_not_served", "country"),
+        CheckoutError::UnknownShippingMethod(_) => {
+            field("unknown_shipping_method", "shipping_method")
+        }
+        CheckoutError::Unavailable(_) => BackendError::Conflict {
+            code: "items_unavailable",
+            message: e.to_string(),
+            details: None,
+        },
+        _ => BackendError::Unprocessable {
+            code: "pricing_failed",
+            message: e.to_string(),
+        },
+    }
 }
 
 impl Memory {
@@ -145,10 +204,159 @@ impl Memory {
         Memory {
             catalog,
             stock,
+            config: CheckoutConfig::default(),
             baskets: Mutex::default(),
             accounts: Mutex::default(),
             sessions: Mutex::default(),
+            checkouts: Mutex::default(),
+            orders: Mutex::default(),
             events: Mutex::default(),
+        }
+    }
+
+    /// The shopper pays on the provider's page.
+    fn pay(&self, id: CheckoutId) {
+        if let Some(c) = self.checkouts.lock().expect("lock").get_mut(&id) {
+            c.paid_at_provider = true;
+        }
+    }
+
+    /// The provider declines the shopper's card; its page stays open for another try.
+    fn decline(&self, id: CheckoutId) {
+        if let Some(c) = self.checkouts.lock().expect("lock").get_mut(&id) {
+            c.view.message = Some(DECLINED.to_string());
+        }
+    }
+
+    /// A person at the shop refunds an order that needs attention.
+    fn refund_for_attention(&self, number: &str, note: &str) {
+        let mut orders = self.orders.lock().expect("lock");
+        if let Some(o) = orders.iter_mut().find(|o| o.view.number == number) {
+            o.view.needs_attention = Some(note.to_string());
+            o.view.refunded = o.view.paid;
+            o.view.status = "Refunded";
+            o.view.refunds.push(RefundView {
+                amount: o.view.paid,
+                reason: "Sold out".into(),
+                at: OffsetDateTime::now_utc(),
+            });
+        }
+    }
+
+    /// The basket the shopper reaches, if it is `id`.
+    fn basket_of(&self, shopper: &Shopper, id: BasketId) -> Result<Basket, BackendError> {
+        if self.reachable(shopper) != Some(id) {
+            return Err(BackendError::NotFound("basket"));
+        }
+        Ok(self.baskets.lock().expect("lock")[&id].0.clone())
+    }
+
+    /// A checkout the shopper may see: their basket's, or their own as a customer.
+    fn checkout_for(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+    ) -> Result<CheckoutView, BackendError> {
+        let reachable = self.reachable(shopper);
+        let checkouts = self.checkouts.lock().expect("lock");
+        match checkouts.get(&id) {
+            Some(c)
+                if Some(c.view.basket_id) == reachable
+                    || (c.customer.is_some() && c.customer == shopper.customer) =>
+            {
+                Ok(c.view.clone())
+            }
+            _ => Err(BackendError::NotFound("checkout")),
+        }
+    }
+
+    /// Asks the provider: a paid checkout becomes an order (once) and empties the basket.
+    fn settle(&self, id: CheckoutId) {
+        let (view, customer) = {
+            let checkouts = self.checkouts.lock().expect("lock");
+            match checkouts.get(&id) {
+                Some(c) if c.paid_at_provider && c.view.order.is_none() => {
+                    (c.view.clone(), c.customer)
+                }
+                _ => return,
+            }
+        };
+        let key = random_token().expect("random key");
+        let order_ref = {
+            let mut orders = self.orders.lock().expect("lock");
+            let number = online_order_number(orders.len() as u64 + 1);
+            let url = format!("/orders/{number}?key={key}");
+            let order = OrderView {
+                id: OrderId::new(),
+                number: number.clone(),
+                status: "Paid",
+                progress: Progress::Paid,
+                created_at: OffsetDateTime::now_utc(),
+                channel: Channel::Web,
+                email: view.email.clone(),
+                address: view.address.clone(),
+                paid: view.breakdown.total,
+                refunded: eur(0),
+                breakdown: view.breakdown.clone(),
+                refunds: Vec::new(),
+                cancelled: None,
+                needs_attention: None,
+                url: url.clone(),
+                shipments: Vec::new(),
+                timeline: Vec::new(),
+            };
+            let order_ref = OrderRef {
+                id: order.id,
+                number,
+                url,
+            };
+            orders.push(Order {
+                view: order,
+                key,
+                customer,
+                basket: view.basket_id,
+            });
+            order_ref
+        };
+        if let Some(c) = self.checkouts.lock().expect("lock").get_mut(&id) {
+            c.view.state = CheckoutState::Paid;
+            c.view.payment_url = None;
+            c.view.message = None;
+            c.view.order = Some(order_ref);
+        }
+        if let Some((basket, _)) = self.baskets.lock().expect("lock").get_mut(&view.basket_id) {
+            basket.complete(id, OffsetDateTime::now_utc());
+        }
+    }
+
+    /// The checkout's email: the one entered, else a customer's account email.
+    fn checkout_email(
+        &self,
+        entered: Option<String>,
+        customer: Option<CustomerId>,
+    ) -> Result<String, BackendError> {
+        let account = customer.and_then(|id| {
+            self.accounts
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|a| a.view.id == id)
+                .map(|a| a.view.email.clone())
+        });
+        let email = entered
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .or(account);
+        match email {
+            Some(e) if e.contains('@') && !e.starts_with('@') && !e.ends_with('@') => Ok(e),
+            _ => Err(BackendError::Invalid {
+                code: "invalid_email",
+                message: "enter an email address for the order confirmation".into(),
+                fields: vec![protocol::checkout::FieldError::new(
+                    "email",
+                    "Enter an email address, like name@example.com.",
+                )],
+            }),
         }
     }
 
@@ -160,11 +368,32 @@ impl Memory {
         } else {
             "anonymous"
         };
+        let checkout = basket.checkout.and_then(|id| {
+            let checkouts = self.checkouts.lock().expect("lock");
+            checkouts.get(&id).map(|c| CheckoutSummary {
+                id,
+                state: c.view.state,
+                payment_url: c.view.payment_url.clone(),
+                hold_expires_at: c.view.hold_expires_at,
+                total: c.view.breakdown.total,
+                message: c.view.message.clone(),
+            })
+        });
         BasketView {
             id: basket.id,
             version: basket.version,
             owner,
             priced,
+            coupons: basket
+                .coupons
+                .iter()
+                .map(|code| crate::backend::CouponStatus {
+                    code: code.clone(),
+                    applied: false,
+                    message: Some("no promotions in this test backend".into()),
+                })
+                .collect(),
+            checkout,
         }
     }
 
@@ -374,10 +603,24 @@ impl Backend for Memory {
             }
             BasketCommand::Remove { sku } => basket.remove(&sku, now),
             BasketCommand::Clear => basket.clear(now),
+            BasketCommand::ApplyCoupon { code, .. } => {
+                match protocol::basket::normalize_coupon(&code) {
+                    Some(code) => basket.add_coupon(code, now).map(|_| ()),
+                    None => Err(BasketError::CouponNotFound(code)),
+                }
+            }
+            BasketCommand::RemoveCoupon { code } => basket.remove_coupon(&code, now),
         };
-        result.map_err(|e| BackendError::Unprocessable {
-            code: "basket",
-            message: e.to_string(),
+        result.map_err(|e| match e {
+            BasketError::Locked(_) => BackendError::Conflict {
+                code: "basket_locked",
+                message: e.to_string(),
+                details: None,
+            },
+            other => BackendError::Unprocessable {
+                code: "basket",
+                message: other.to_string(),
+            },
         })?;
         Ok(self.view(basket))
     }
@@ -390,6 +633,197 @@ impl Backend for Memory {
         Err(BackendError::Unavailable(
             "no live baskets in this test backend".into(),
         ))
+    }
+
+    fn ship_to_countries(&self) -> Vec<String> {
+        self.config
+            .countries()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    async fn quote(
+        &self,
+        shopper: &Shopper,
+        basket: BasketId,
+        country: &str,
+        shipping_method: Option<&str>,
+        _channel: Channel,
+    ) -> Result<QuoteView, BackendError> {
+        let basket = self.basket_of(shopper, basket)?;
+        let lookup = |sku: &Sku| self.catalog.product_by_sku(sku);
+        let shipping_options = self
+            .config
+            .shipping_options(&basket, lookup, country)
+            .map_err(pricing_error)?;
+        let breakdown = shipping_method
+            .map(|m| price_checkout(&basket, lookup, eur(0), country, m, &self.config))
+            .transpose()
+            .map_err(pricing_error)?;
+        Ok(QuoteView {
+            country: country.trim().to_ascii_uppercase(),
+            shipping_options,
+            breakdown,
+        })
+    }
+
+    async fn start_checkout(
+        &self,
+        shopper: &Shopper,
+        basket: BasketId,
+        input: CheckoutInput,
+        _channel: Channel,
+    ) -> Result<CheckoutView, BackendError> {
+        let basket = self.basket_of(shopper, basket)?;
+        if let Some(pending) = basket.checkout {
+            return self.checkout_for(shopper, pending);
+        }
+        let email = self.checkout_email(input.email, shopper.customer)?;
+        let address =
+            input
+                .address
+                .validated(&self.config)
+                .map_err(|fields| BackendError::Invalid {
+                    code: "invalid_address",
+                    message: "the shipping address needs attention".into(),
+                    fields,
+                })?;
+        let lookup = |sku: &Sku| self.catalog.product_by_sku(sku);
+        let breakdown = price_checkout(
+            &basket,
+            lookup,
+            eur(0),
+            &address.country,
+            &input.shipping_method,
+            &self.config,
+        )
+        .map_err(pricing_error)?;
+        let short: Vec<String> = breakdown
+            .lines
+            .iter()
+            .filter(|l| i64::from(l.quantity) > self.stock.get(&l.sku).copied().unwrap_or(0))
+            .map(|l| l.sku.to_string())
+            .collect();
+        if !short.is_empty() {
+            return Err(BackendError::Conflict {
+                code: "out_of_stock",
+                message: format!("sorry, there is not enough stock for {}", short.join(", ")),
+                details: None,
+            });
+        }
+        let id = CheckoutId::new();
+        let view = CheckoutView {
+            id,
+            basket_id: basket.id,
+            state: CheckoutState::PaymentPending,
+            payment_url: Some(format!("https://pay.example/session/{id}")),
+            hold_expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(HOLD_MINUTES),
+            email,
+            address,
+            breakdown,
+            message: None,
+            order: None,
+        };
+        self.checkouts.lock().expect("lock").insert(
+            id,
+            Checkout {
+                view: view.clone(),
+                customer: shopper.customer,
+                paid_at_provider: false,
+            },
+        );
+        if let Some((b, _)) = self.baskets.lock().expect("lock").get_mut(&basket.id) {
+            b.lock(id, OffsetDateTime::now_utc())
+                .map_err(|e| BackendError::Conflict {
+                    code: "basket_locked",
+                    message: e.to_string(),
+                    details: None,
+                })?;
+        }
+        Ok(view)
+    }
+
+    async fn checkout(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+    ) -> Result<CheckoutView, BackendError> {
+        self.checkout_for(shopper, id)
+    }
+
+    async fn cancel_checkout(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+        _channel: Channel,
+    ) -> Result<CheckoutView, BackendError> {
+        self.checkout_for(shopper, id)?;
+        self.settle(id);
+        let view = {
+            let mut checkouts = self.checkouts.lock().expect("lock");
+            let c = checkouts
+                .get_mut(&id)
+                .ok_or(BackendError::NotFound("checkout"))?;
+            if c.view.state == CheckoutState::PaymentPending {
+                c.view.state = CheckoutState::Cancelled;
+                c.view.payment_url = None;
+                c.view.message = Some(match c.view.message.take() {
+                    Some(decline) => format!("{decline} {CANCELLED}"),
+                    None => CANCELLED.to_string(),
+                });
+            }
+            c.view.clone()
+        };
+        if view.state == CheckoutState::Cancelled {
+            if let Some((b, _)) = self.baskets.lock().expect("lock").get_mut(&view.basket_id) {
+                b.unlock(id, OffsetDateTime::now_utc());
+            }
+        }
+        Ok(view)
+    }
+
+    async fn return_from_payment(
+        &self,
+        shopper: &Shopper,
+        id: CheckoutId,
+    ) -> Result<CheckoutView, BackendError> {
+        self.checkout_for(shopper, id)?;
+        self.settle(id);
+        self.checkout_for(shopper, id)
+    }
+
+    async fn orders(&self, customer: CustomerId) -> Result<Vec<OrderView>, BackendError> {
+        let orders = self.orders.lock().expect("lock");
+        Ok(orders
+            .iter()
+            .rev()
+            .filter(|o| o.customer == Some(customer))
+            .map(|o| o.view.clone())
+            .collect())
+    }
+
+    async fn order(&self, shopper: &Shopper, id: OrderId) -> Result<OrderView, BackendError> {
+        let reachable = self.reachable(shopper);
+        let orders = self.orders.lock().expect("lock");
+        orders
+            .iter()
+            .find(|o| {
+                o.view.id == id
+                    && ((o.customer.is_some() && o.customer == shopper.customer)
+                        || Some(o.basket) == reachable)
+            })
+            .map(|o| o.view.clone())
+            .ok_or(BackendError::NotFound("order"))
+    }
+
+    async fn order_by_key(&self, number: &str, key: &str) -> Result<OrderView, BackendError> {
+        let orders = self.orders.lock().expect("lock");
+        orders
+            .iter()
+            .find(|o| o.view.number == number && tokens_match(&o.key, key))
+            .map(|o| o.view.clone())
+            .ok_or(BackendError::NotFound("order"))
     }
 
     fn record(&self, event: Event) {
@@ -682,6 +1116,63 @@ async fn unknown_pages_are_friendly_404s_but_api_404s_stay_json() {
     let api = get!(app, browser, "/api/v1/nowhere");
     assert_eq!(api.status, StatusCode::NOT_FOUND);
     assert!(api.body.starts_with("{\"error\""), "{}", api.body);
+}
+
+#[actix_web::test]
+async fn the_coupon_form_keeps_the_code_and_says_whether_it_applies() {
+    let backend = Arc::new(Memory::new());
+    let app = app!(backend);
+    let mut browser = Browser::default();
+    get!(app, browser, "/basket");
+    let csrf = browser.csrf();
+    post!(
+        app,
+        browser,
+        "/basket/add",
+        &[("csrf", &csrf), ("sku", "TEA-1"), ("quantity", "1")]
+    );
+    let typed = post!(
+        app,
+        browser,
+        "/basket/coupon",
+        &[("csrf", &csrf), ("code", " welcome10 ")]
+    );
+    assert_eq!(typed.status, StatusCode::SEE_OTHER);
+    assert_eq!(typed.location(), "/basket");
+    let basket = get!(app, browser, "/basket");
+    for text in [
+        "Coupon WELCOME10 is saved but does not apply yet: no promotions in this test backend.",
+        "<span class=\"coupon-code\">WELCOME10</span>",
+        "name=\"code\" value=\"WELCOME10\"",
+    ] {
+        assert!(
+            basket.body.contains(text),
+            "basket lacks {text}: {}",
+            basket.body
+        );
+    }
+    post!(
+        app,
+        browser,
+        "/basket/coupon",
+        &[("csrf", &csrf), ("code", "  ")]
+    );
+    assert!(get!(app, browser, "/basket")
+        .body
+        .contains("Please type a coupon code."));
+    post!(
+        app,
+        browser,
+        "/basket/coupon/remove",
+        &[("csrf", &csrf), ("code", "WELCOME10")]
+    );
+    let basket = get!(app, browser, "/basket");
+    assert!(basket.body.contains("Coupon WELCOME10 removed."));
+    assert!(
+        !basket.body.contains("<span class=\"coupon-code\">"),
+        "{}",
+        basket.body
+    );
 }
 
 #[actix_web::test]
@@ -994,4 +1485,493 @@ async fn assets_are_served_with_cache_headers() {
     assert!(css.body.contains("--brand"));
     let js = get!(app, browser, "/static/site.js");
     assert!(js.status == StatusCode::OK && js.body.contains("/live"));
+}
+
+/// A German address that passes the checks, as the checkout form sends it.
+const ADDRESS: [(&str, &str); 9] = [
+    ("email", "erika@example.com"),
+    ("name", "Erika Mustermann"),
+    ("line1", "Unter den Linden 1"),
+    ("line2", ""),
+    ("postcode", "10117"),
+    ("city", "Berlin"),
+    ("country", "DE"),
+    ("phone", ""),
+    ("shipping_method", "standard"),
+];
+
+/// The checkout form with its CSRF token and some fields changed or added.
+fn checkout_form<'a>(csrf: &'a str, changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut form = ADDRESS.to_vec();
+    for (key, value) in changes {
+        match form.iter_mut().find(|(k, _)| k == key) {
+            Some(pair) => pair.1 = value,
+            None => form.push((key, value)),
+        }
+    }
+    form.push(("csrf", csrf));
+    form
+}
+
+/// The checkout of a payment page's URL (`https://pay.example/session/{id}`).
+fn checkout_id(payment_url: &str) -> CheckoutId {
+    payment_url
+        .rsplit('/')
+        .next()
+        .and_then(|id| id.parse().ok())
+        .expect("a payment URL ending in the checkout id")
+}
+
+/// Fills the browser's basket: 2 × €12.50 and 1 × €6.50.
+macro_rules! fill_basket {
+    ($app:expr, $browser:expr) => {{
+        get!($app, $browser, "/basket");
+        let csrf = $browser.csrf();
+        for (sku, quantity) in [("ETH-250", "2"), ("TEA-1", "1")] {
+            let added = post!(
+                $app,
+                $browser,
+                "/basket/add",
+                &[("csrf", &csrf), ("sku", sku), ("quantity", quantity)]
+            );
+            assert_eq!(added.status, StatusCode::SEE_OTHER);
+        }
+        csrf
+    }};
+}
+
+/// Pays: posts the form and answers the provider's page it was sent to.
+macro_rules! start_payment {
+    ($app:expr, $browser:expr, $csrf:expr) => {{
+        let paid = post!(
+            $app,
+            $browser,
+            "/checkout",
+            &checkout_form(&$csrf, &[("action", "pay")])
+        );
+        assert_eq!(paid.status, StatusCode::SEE_OTHER, "{}", paid.body);
+        paid.location().to_string()
+    }};
+}
+
+#[actix_web::test]
+async fn checkout_form_shows_the_hubs_breakdown() {
+    let backend = Arc::new(Memory::new());
+    let app = app!(backend);
+    let mut browser = Browser::default();
+    get!(app, browser, "/basket");
+    let empty = get!(app, browser, "/checkout");
+    assert_eq!(
+        (empty.status, empty.location()),
+        (StatusCode::SEE_OTHER, "/basket")
+    );
+    assert!(get!(app, browser, "/basket")
+        .body
+        .contains("Your basket is empty. Add something to it before checking out."));
+
+    fill_basket!(app, browser);
+    let basket = get!(app, browser, "/basket");
+    assert!(basket.body.contains("href=\"/checkout\">Checkout</a>"));
+    let page = get!(app, browser, "/checkout");
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for text in [
+        "<option value=\"DE\" selected>Germany</option>",
+        "<option value=\"US\">United States</option>",
+        "Standard delivery",
+        "2–3 working days",
+        "Express delivery",
+        "€9.90",
+        "value=\"standard\" checked",
+        "Ethiopia Yirgacheffe",
+        "250 g · Qty 2",
+        "€25.00",
+        "€31.50",
+        "€4.90",
+        "€36.40",
+        "incl. 19% VAT €5.81",
+        "id=\"email\" name=\"email\" type=\"email\"",
+        "Sign in</a>",
+        "Update shipping options",
+        "Pay now",
+        "name=\"csrf\"",
+    ] {
+        assert!(page.body.contains(text), "checkout lacks {text}");
+    }
+    assert!(
+        page.headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|csp| csp.contains("form-action 'self' https:")),
+        "the form may be answered with the provider's page"
+    );
+    // The figures are the hub's, not the page's.
+    let shopper = Shopper {
+        basket_token: browser.cookies.get(BASKET_COOKIE).cloned(),
+        ..Shopper::default()
+    };
+    let id = backend
+        .current_basket(&shopper)
+        .await
+        .expect("basket")
+        .expect("one")
+        .id;
+    let quote = backend
+        .quote(&shopper, id, "DE", Some("standard"), Channel::Web)
+        .await
+        .expect("quote");
+    let breakdown = quote.breakdown.expect("a breakdown");
+    assert_eq!(breakdown.total, eur(3640));
+    assert_eq!(breakdown.taxes[0].tax, eur(581));
+
+    let us = get!(app, browser, "/checkout?country=us");
+    for text in [
+        "<option value=\"US\" selected>United States</option>",
+        "Tax 7.25%",
+        "Delivery to United States",
+    ] {
+        assert!(us.body.contains(text), "US checkout lacks {text}");
+    }
+    assert!(!us.body.contains("incl. 19% VAT"));
+
+    // Without the script: the update button re-renders for the chosen country, keeping input.
+    let csrf = browser.csrf();
+    let updated = post!(
+        app,
+        browser,
+        "/checkout",
+        &checkout_form(
+            &csrf,
+            &[
+                ("country", "AT"),
+                ("shipping_method", "express"),
+                ("action", "update")
+            ]
+        )
+    );
+    assert_eq!(updated.status, StatusCode::OK);
+    for text in [
+        "<option value=\"AT\" selected>Austria</option>",
+        "€6.90",
+        "3–5 working days",
+        "value=\"Erika Mustermann\"",
+        "incl. 20% VAT",
+    ] {
+        assert!(updated.body.contains(text), "updated checkout lacks {text}");
+    }
+    assert!(!updated.body.contains("Express delivery"));
+}
+
+#[actix_web::test]
+async fn checkout_problems_are_shown_next_to_their_fields() {
+    let backend = Arc::new(Memory::new());
+    let app = app!(backend);
+    let mut browser = Browser::default();
+    let csrf = fill_basket!(app, browser);
+
+    let forged = post!(
+        app,
+        browser,
+        "/checkout",
+        &checkout_form("0123456789abcdef0123456789abcdef", &[])
+    );
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let no_token: Vec<_> = ADDRESS.to_vec();
+    assert_eq!(
+        post!(app, browser, "/checkout", &no_token).status,
+        StatusCode::FORBIDDEN
+    );
+
+    let bad = post!(
+        app,
+        browser,
+        "/checkout",
+        &checkout_form(
+            &csrf,
+            &[
+                ("postcode", "1011"),
+                ("line2", "Hinterhaus <b>2</b>"),
+                ("email", "")
+            ]
+        )
+    );
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    for text in [
+        "Enter an email address, like name@example.com.",
+        "Please check the highlighted fields.",
+        "value=\"Erika Mustermann\"",
+        "value=\"Hinterhaus &lt;b&gt;2&lt;/b&gt;\"",
+        "value=\"Unter den Linden 1\"",
+    ] {
+        assert!(bad.body.contains(text), "re-rendered form lacks {text}");
+    }
+    let fixed_email = post!(
+        app,
+        browser,
+        "/checkout",
+        &checkout_form(&csrf, &[("postcode", "1011")])
+    );
+    assert_eq!(fixed_email.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(fixed_email
+        .body
+        .contains("<p class=\"field-error\" id=\"postcode-error\">A German postcode has 5 digits, e.g. 10115.</p>"));
+    assert!(fixed_email.body.contains("aria-invalid=\"true\""));
+    assert!(fixed_email.body.contains("value=\"1011\""));
+
+    let us = post!(
+        app,
+        browser,
+        "/checkout",
+        &checkout_form(&csrf, &[("country", "US"), ("postcode", "94103")])
+    );
+    assert!(us
+        .body
+        .contains("id=\"region-error\">Enter the 2-letter state code"));
+    assert!(
+        backend.checkouts.lock().expect("lock").is_empty(),
+        "nothing was started"
+    );
+}
+
+#[actix_web::test]
+async fn paying_locks_the_basket_until_the_payment_is_cancelled() {
+    let backend = Arc::new(Memory::new());
+    let app = app!(backend);
+    let mut browser = Browser::default();
+    let csrf = fill_basket!(app, browser);
+    let payment_url = start_payment!(app, browser, csrf);
+    assert!(payment_url.starts_with("https://pay.example/session/"));
+    let id = checkout_id(&payment_url);
+
+    let basket = get!(app, browser, "/basket");
+    for text in [
+        "Payment in progress",
+        "€36.40",
+        "29 minutes",
+        &format!("href=\"{payment_url}\">Continue to payment</a>"),
+        &format!("action=\"/checkout/{id}/cancel\""),
+        "Cancel payment and edit basket",
+        "data-basket-locked=\"true\"",
+        "inputmode=\"numeric\" required disabled",
+    ] {
+        assert!(basket.body.contains(text), "locked basket lacks {text}");
+    }
+    assert!(!basket.body.contains("Clear basket") && !basket.body.contains("href=\"/checkout\""));
+    let again = get!(app, browser, "/checkout");
+    assert_eq!(again.location(), "/basket", "no second checkout form");
+    post!(
+        app,
+        browser,
+        "/basket/add",
+        &[("csrf", &csrf), ("sku", "TEA-1"), ("quantity", "1")]
+    );
+    assert!(get!(app, browser, "/basket").body.contains(
+        "A payment for this basket is in progress: cancel the payment to change the basket."
+    ));
+
+    // The provider's back link asks first; a GET changes nothing.
+    let ask = get!(app, browser, &format!("/checkout/{id}/cancel"));
+    assert_eq!(ask.status, StatusCode::OK);
+    assert!(ask
+        .body
+        .contains("Cancel this payment and return to your basket?"));
+    assert!(ask.body.contains("method=\"post\""));
+    assert!(get!(app, browser, "/basket")
+        .body
+        .contains("Payment in progress"));
+    let forged = post!(
+        app,
+        browser,
+        &format!("/checkout/{id}/cancel"),
+        &[("csrf", "0123456789abcdef0123456789abcdef")]
+    );
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    backend.decline(id);
+    assert!(get!(app, browser, "/basket").body.contains(DECLINED));
+    let cancelled = post!(
+        app,
+        browser,
+        &format!("/checkout/{id}/cancel"),
+        &[("csrf", &csrf)]
+    );
+    assert_eq!(
+        (cancelled.status, cancelled.location()),
+        (StatusCode::SEE_OTHER, "/basket")
+    );
+    let basket = get!(app, browser, "/basket");
+    assert!(basket.body.contains(&format!("{DECLINED} {CANCELLED}")));
+    assert!(!basket.body.contains("Payment in progress"));
+    assert!(basket.body.contains("data-basket-locked=\"false\""));
+    assert!(
+        basket.body.contains("Ethiopia Yirgacheffe") && basket.body.contains("href=\"/checkout\"")
+    );
+    assert_eq!(get!(app, browser, "/checkout").status, StatusCode::OK);
+
+    let stranger = get!(app, Browser::default(), &format!("/checkout/{id}/cancel"));
+    assert_eq!(stranger.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get!(app, browser, "/checkout/not-an-id/cancel").status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[actix_web::test]
+async fn returning_from_payment_leads_to_the_order_page() {
+    let backend = Arc::new(Memory::new());
+    let app = app!(backend);
+    let mut browser = Browser::default();
+    let csrf = fill_basket!(app, browser);
+    let id = checkout_id(&start_payment!(app, browser, csrf));
+
+    let return_url = format!("/checkout/{id}/return?session_id=cs_forged_paid");
+    let waiting = get!(app, browser, &return_url);
+    assert_eq!(
+        waiting.status,
+        StatusCode::OK,
+        "the redirect alone proves nothing"
+    );
+    assert!(waiting.body.contains("Confirming your payment…"));
+    assert!(waiting.body.contains(&format!(
+        "<meta http-equiv=\"refresh\" content=\"2;url=/checkout/{id}/return?attempt=1\">"
+    )));
+    let late = get!(app, browser, &format!("/checkout/{id}/return?attempt=30"));
+    assert!(!late.body.contains("http-equiv") && late.body.contains("not confirmed yet"));
+
+    backend.pay(id);
+    let done = get!(app, browser, &return_url);
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    let order_url = done.location().to_string();
+    assert!(
+        order_url.starts_with("/orders/W-000001?key="),
+        "{order_url}"
+    );
+    let order = get!(app, browser, &order_url);
+    assert_eq!(order.status, StatusCode::OK);
+    for text in [
+        "Thank you, your order W-000001 is confirmed",
+        "erika@example.com",
+        "Unter den Linden 1",
+        "10117 Berlin",
+        "Germany",
+        "Standard delivery",
+        "€36.40",
+        "incl. 19% VAT €5.81",
+        "Bookmark this page",
+        "Thank you! Your payment went through.",
+    ] {
+        assert!(order.body.contains(text), "order page lacks {text}");
+    }
+    let basket = get!(app, browser, "/basket");
+    assert!(
+        basket.body.contains("Your basket is empty")
+            && !basket.body.contains("Payment in progress")
+    );
+
+    // Cancelling after the payment went through shows the order instead.
+    let cancel = post!(
+        app,
+        browser,
+        &format!("/checkout/{id}/cancel"),
+        &[("csrf", &csrf)]
+    );
+    assert_eq!(cancel.location(), order_url);
+
+    let mut guest = Browser::default();
+    assert_eq!(
+        get!(app, guest, &order_url).status,
+        StatusCode::OK,
+        "the link alone is enough"
+    );
+    for wrong in [
+        "/orders/W-000001?key=0123456789abcdef0123456789abcdef".to_string(),
+        "/orders/W-000001".to_string(),
+        order_url.replace("W-000001", "W-000002"),
+    ] {
+        let page = get!(app, guest, &wrong);
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{wrong}");
+        assert!(page.body.contains("Page not found"));
+    }
+}
+
+#[actix_web::test]
+async fn order_history_is_for_signed_in_customers() {
+    let backend = Arc::new(Memory::new());
+    let app = app!(backend);
+    let mut browser = Browser::default();
+    let history = get!(app, browser, "/account/orders");
+    assert_eq!(
+        (history.status, history.location()),
+        (StatusCode::SEE_OTHER, "/signin?next=%2Faccount%2Forders")
+    );
+
+    let csrf = browser.csrf();
+    let password = "correct horse battery";
+    post!(
+        app,
+        browser,
+        "/register",
+        &[
+            ("csrf", &csrf),
+            ("name", "Ada"),
+            ("email", "ada@example.com"),
+            ("password", password),
+            ("confirm", password)
+        ]
+    );
+    let empty = get!(app, browser, "/account/orders");
+    assert!(empty.status == StatusCode::OK && empty.body.contains("No orders yet"));
+    assert!(empty.body.contains("href=\"/account/orders\">Orders</a>"));
+
+    let csrf = fill_basket!(app, browser);
+    let form = get!(app, browser, "/checkout");
+    assert!(
+        form.body.contains("value=\"ada@example.com\"") && form.body.contains("value=\"Ada\""),
+        "a customer's details are filled in"
+    );
+    assert!(form
+        .body
+        .contains("Email <span class=\"optional\">(optional)</span>"));
+    let paid = post!(
+        app,
+        browser,
+        "/checkout",
+        &checkout_form(&csrf, &[("email", ""), ("shipping_method", "express")])
+    );
+    let id = checkout_id(paid.location());
+    backend.pay(id);
+    let order_url = get!(app, browser, &format!("/checkout/{id}/return"))
+        .location()
+        .to_string();
+    backend.refund_for_attention(
+        "W-000001",
+        "It was paid after the items sold out, so we refunded it in full automatically.",
+    );
+
+    let history = get!(app, browser, "/account/orders");
+    for text in [
+        &format!("<a href=\"{order_url}\">W-000001</a>"),
+        "Refunded",
+        "€41.40",
+    ] {
+        assert!(history.body.contains(text), "history lacks {text}");
+    }
+    let order = get!(app, browser, &order_url);
+    assert!(
+        !order.body.contains("is confirmed"),
+        "a refunded order is not confirmed"
+    );
+    for text in [
+        "Order W-000001",
+        "ada@example.com",
+        "Express delivery",
+        "we refunded it in full automatically",
+        "Refunded: Sold out",
+        "-€41.40",
+    ] {
+        assert!(order.body.contains(text), "order page lacks {text}");
+    }
+    assert!(
+        !order.body.contains("Bookmark this page"),
+        "customers have their history"
+    );
 }

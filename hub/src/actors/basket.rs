@@ -6,7 +6,9 @@ use super::directory::{Deregister, Directory};
 use super::{idle_expired, Deps};
 use crate::storage::{Change, StorageError, UnitOfWork};
 use actix::prelude::*;
+use channels::backend::CheckoutSummary;
 use channels::{BasketCommand, BasketView};
+use protocol::order::CheckoutRecord;
 use protocol::{
     Basket, BasketError, BasketLine, BasketOwner, Channel, CustomerId, Event, EventKind,
     LocationId, Money, Subject,
@@ -16,12 +18,19 @@ use tokio::sync::broadcast;
 
 /// The basket actor's state.
 pub struct BasketActor {
-    basket: Basket,
-    deps: Deps,
+    pub(super) basket: Basket,
+    pub(super) deps: Deps,
     directory: Addr<Directory>,
     /// Made on the first watcher: most baskets are never watched, and a channel costs memory.
     watchers: Option<broadcast::Sender<BasketView>>,
     last_active: OffsetDateTime,
+    /// The checkout that locks the basket, while its payment is pending.
+    pub(super) pending: Option<CheckoutRecord>,
+    /// When recent checkout attempts started (rate limit).
+    pub(super) attempts: std::collections::VecDeque<OffsetDateTime>,
+    /// The channel of the last change and whether the customer has never ordered: what the
+    /// basket is priced with.
+    pub(super) hints: crate::pricing::Hints,
 }
 
 /// Who is asking, as checked by the hub before the message was sent.
@@ -31,11 +40,31 @@ pub struct Access {
     pub customer: Option<CustomerId>,
     /// The request carried this basket's anonymous token.
     pub holds_token: bool,
+    /// The hub itself (the payment sweeper, a verified webhook).
+    pub system: bool,
 }
 
 impl Access {
-    fn allows(self, basket: &Basket) -> bool {
-        match basket.owner {
+    /// The hub's own workers.
+    pub fn system() -> Access {
+        Access {
+            customer: None,
+            holds_token: false,
+            system: true,
+        }
+    }
+
+    pub(super) fn allows(self, basket: &Basket) -> bool {
+        self.owns(basket.owner)
+    }
+
+    /// Whether the asker may reach what a basket with this owner reaches (the basket itself,
+    /// its checkouts and its guest orders).
+    pub fn owns(self, owner: BasketOwner) -> bool {
+        if self.system {
+            return true;
+        }
+        match owner {
             BasketOwner::Customer(c) => self.customer == Some(c),
             BasketOwner::Anonymous => self.holds_token,
         }
@@ -55,6 +84,12 @@ pub enum BasketFailure {
     /// The SKU is not in the catalog.
     #[error("unknown SKU")]
     UnknownSku,
+    /// A coupon code that does not apply, and why.
+    #[error("{0}")]
+    Coupon(String),
+    /// Too many invalid coupon codes from this client: try again later.
+    #[error("too many invalid coupon codes: try again in {retry_after} seconds")]
+    CouponGuessing { retry_after: u64 },
 }
 
 /// Reads the priced basket.
@@ -88,12 +123,14 @@ pub struct MergeInto {
     pub subject: Subject,
 }
 
-/// Absorbs the lines of `source` (capped by stock) and stores the closed `source` in the same
-/// unit of work, so a merge happens exactly once.
+/// Absorbs the lines of `source` (capped by stock) and its coupon codes (up to the most a
+/// basket holds), and stores the closed `source` in the same unit of work, so a merge happens
+/// exactly once.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<BasketView, BasketFailure>")]
 pub struct Absorb {
     pub lines: Vec<BasketLine>,
+    pub coupons: Vec<String>,
     pub closed_source: Basket,
 }
 
@@ -106,21 +143,43 @@ impl BasketActor {
             directory,
             watchers: None,
             last_active,
+            pending: None,
+            attempts: std::collections::VecDeque::new(),
+            hints: crate::pricing::Hints::default(),
         }
     }
 
     /// The basket priced from the current catalog.
-    fn view(&self) -> BasketView {
-        view_of(&self.basket, &self.deps)
+    pub(super) fn view(&self) -> BasketView {
+        let mut view = view_of(&self.basket, &self.deps, self.hints);
+        view.checkout = self.pending.as_ref().map(|c| CheckoutSummary {
+            id: c.id,
+            state: c.state,
+            payment_url: c.payment_url.clone(),
+            hold_expires_at: c.hold_until,
+            total: c.breakdown.total,
+            message: c.message.clone(),
+        });
+        view
     }
 
-    fn touch(&mut self) {
+    /// Tells every watcher the current view (after a change of the pending checkout).
+    pub(super) fn publish(&self) {
+        if let Some(watchers) = &self.watchers {
+            let _ = watchers.send(self.view());
+        }
+    }
+
+    pub(super) fn touch(&mut self) {
         self.last_active = self.deps.clock.now();
     }
 
     /// Adopts a committed state and tells every watcher.
-    fn adopt(&mut self, next: Basket) -> BasketView {
+    pub(super) fn adopt(&mut self, next: Basket) -> BasketView {
         self.basket = next;
+        if self.basket.checkout.is_none() {
+            self.pending = None;
+        }
         let view = self.view();
         if let Some(watchers) = &self.watchers {
             let _ = watchers.send(view.clone());
@@ -129,23 +188,24 @@ impl BasketActor {
     }
 }
 
-/// Prices a basket with the current catalog (the one pricing function every channel uses).
-pub fn view_of(basket: &Basket, deps: &Deps) -> BasketView {
-    let catalog = deps.catalog.load();
-    let priced = protocol::pricing::price_basket(basket, |sku| catalog.product_by_sku(sku), Money::zero(basket.currency))
-        .unwrap_or_else(|e| {
-            tracing::error!(basket = %basket.id, error = %e, "pricing failed; showing the basket without lines");
-            protocol::pricing::PricedBasket {
-                currency: basket.currency,
-                lines: Vec::new(),
-                unavailable: basket.lines.iter().map(|l| l.sku.clone()).collect(),
-                item_count: 0,
-                subtotal: Money::zero(basket.currency),
-                discount: Money::zero(basket.currency),
-                total: Money::zero(basket.currency),
-                taxes: Vec::new(),
-            }
-        });
+/// Prices a basket with the current catalog and the live promotions (the one pricing function
+/// every channel uses).
+pub fn view_of(basket: &Basket, deps: &Deps, hints: crate::pricing::Hints) -> BasketView {
+    let (priced, coupons) = crate::pricing::price(deps, basket, hints).unwrap_or_else(|e| {
+        tracing::error!(basket = %basket.id, error = %e, "pricing failed; showing the basket without lines");
+        let empty = protocol::pricing::PricedBasket {
+            currency: basket.currency,
+            lines: Vec::new(),
+            unavailable: basket.lines.iter().map(|l| l.sku.clone()).collect(),
+            item_count: 0,
+            subtotal: Money::zero(basket.currency),
+            discount: Money::zero(basket.currency),
+            total: Money::zero(basket.currency),
+            taxes: Vec::new(),
+            promotions: Default::default(),
+        };
+        (empty, Vec::new())
+    });
     let owner = match basket.owner {
         BasketOwner::Customer(_) => "customer",
         BasketOwner::Anonymous => "anonymous",
@@ -155,6 +215,8 @@ pub fn view_of(basket: &Basket, deps: &Deps) -> BasketView {
         version: basket.version,
         owner,
         priced,
+        coupons,
+        checkout: None,
     }
 }
 
@@ -162,6 +224,30 @@ impl Actor for BasketActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // A locked basket shows its pending payment: load it before any message is handled.
+        if let Some(checkout) = self.basket.checkout {
+            let storage = self.deps.storage.clone();
+            ctx.wait(
+                async move { storage.checkout(checkout).await }
+                    .into_actor(self)
+                    .map(|res, act, _| match res {
+                        Ok(record) => act.pending = record.filter(|r| r.state.is_open()),
+                        Err(e) => tracing::error!(basket = %act.basket.id, error = %e, "cannot load the pending checkout"),
+                    }),
+            );
+        }
+        // A customer who has never ordered may get first-order promotions.
+        if let BasketOwner::Customer(customer) = self.basket.owner {
+            let storage = self.deps.storage.clone();
+            ctx.wait(
+                async move { storage.orders_of(customer, 1).await }
+                    .into_actor(self)
+                    .map(|res, act, _| match res {
+                        Ok(orders) => act.hints.first_order = orders.is_empty(),
+                        Err(e) => tracing::warn!(basket = %act.basket.id, error = %e, "cannot tell whether this is a first order"),
+                    }),
+            );
+        }
         let lifecycle = self.deps.lifecycle;
         ctx.run_interval(lifecycle.check_every, move |act, ctx| {
             let idle = idle_expired(
@@ -228,6 +314,19 @@ fn event_for(
         }
         BasketCommand::Remove { sku } => (EventKind::BasketLineRemoved, Some(sku), None),
         BasketCommand::Clear => (EventKind::BasketCleared, None, None),
+        BasketCommand::ApplyCoupon { code, .. } => {
+            return Event::new(at, subject, channel, EventKind::CouponApplied)
+                .with("basket", basket.id)
+                .with(
+                    "code",
+                    protocol::basket::normalize_coupon(code).unwrap_or_default(),
+                );
+        }
+        BasketCommand::RemoveCoupon { code } => {
+            return Event::new(at, subject, channel, EventKind::CouponRemoved)
+                .with("basket", basket.id)
+                .with("code", code);
+        }
     };
     let mut e = Event::new(at, subject, channel, kind).with("basket", basket.id);
     if let Some(sku) = sku {
@@ -267,6 +366,36 @@ async fn apply(
         }
         BasketCommand::Remove { sku } => basket.remove(sku, now)?,
         BasketCommand::Clear => basket.clear(now)?,
+        BasketCommand::ApplyCoupon { code, client } => {
+            let normalized = protocol::basket::normalize_coupon(code);
+            let customer = match basket.owner {
+                BasketOwner::Customer(c) => Some(c),
+                BasketOwner::Anonymous => None,
+            };
+            deps.offers
+                .guard(client)
+                .map_err(|retry_after| BasketFailure::CouponGuessing { retry_after })?;
+            let checked = match &normalized {
+                Some(code) => deps.offers.check_coupon(code, customer, now).await,
+                None => {
+                    Err("this is not a coupon code: codes are letters, digits and dashes".into())
+                }
+            };
+            match (normalized, checked) {
+                (Some(code), Ok(_)) => {
+                    basket.add_coupon(code, now)?;
+                }
+                (_, Err(reason)) => {
+                    deps.offers.record_invalid(client);
+                    return Err(BasketFailure::Coupon(reason));
+                }
+                (None, Ok(_)) => return Err(BasketFailure::Coupon("not a coupon code".into())),
+            }
+        }
+        BasketCommand::RemoveCoupon { code } => {
+            let code = protocol::basket::normalize_coupon(code).unwrap_or_else(|| code.clone());
+            basket.remove_coupon(&code, now)?;
+        }
     }
     deps.storage
         .commit(UnitOfWork::new().with(Change::PutBasket(basket.clone())))
@@ -299,6 +428,10 @@ impl Handler<ApplyCommand> for BasketActor {
             .into_actor(self)
             .map(move |res, act, _| {
                 let (next, command) = res?;
+                // Priced for the channel of the last change: a refused one changes nothing.
+                if channel != Channel::Unknown {
+                    act.hints.channel = channel;
+                }
                 let event = event_for(&command, &next, channel, subject, act.deps.clock.now());
                 act.deps.recorder.do_send(super::recorder::Record(event));
                 Ok(act.adopt(next))
@@ -324,6 +457,15 @@ impl Handler<Absorb> for BasketActor {
                     |sku| skus.iter().position(|s| s == sku).map_or(0, |i| stock[i]),
                     now,
                 )?;
+                // The codes were checked when typed; pricing checks them again for the
+                // customer (a limit per customer, say) and says why one does not apply.
+                for code in msg.coupons {
+                    match next.add_coupon(code, now) {
+                        Ok(_) => {}
+                        Err(BasketError::TooManyCoupons) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 let unit = UnitOfWork::new()
                     .with(Change::PutBasket(next.clone()))
                     .with(Change::PutBasket(msg.closed_source));
@@ -344,8 +486,14 @@ impl Handler<MergeInto> for BasketActor {
         if !msg.access.allows(&self.basket) || self.basket.merged_into.is_some() {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(BasketFailure::NotFound))));
         }
+        if let Some(checkout) = self.basket.checkout {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(BasketFailure::Rejected(
+                BasketError::Locked(checkout),
+            )))));
+        }
         let now = self.deps.clock.now();
         let lines = self.basket.lines.clone();
+        let coupons = self.basket.coupons.clone();
         let mut closed = self.basket.clone();
         closed.mark_merged(msg.into_id, now);
         let MergeInto {
@@ -359,6 +507,7 @@ impl Handler<MergeInto> for BasketActor {
                 let view = into
                     .send(Absorb {
                         lines,
+                        coupons,
                         closed_source: closed.clone(),
                     })
                     .await

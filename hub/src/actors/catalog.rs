@@ -44,16 +44,44 @@ impl Actor for CatalogActor {
     type Context = Context<Self>;
 }
 
+/// Upserts categories and products and removes products (by id) in one durable unit, then
+/// publishes ONE new snapshot (the ERP importer's pages).
+#[derive(Message)]
+#[rtype(result = "Result<u64, StorageError>")]
+pub struct ApplyBatch {
+    pub categories: Vec<Category>,
+    pub products: Vec<Product>,
+    pub remove: Vec<protocol::ProductId>,
+}
+
 impl Handler<Upsert> for CatalogActor {
     type Result = AtomicResponse<Self, Result<u64, StorageError>>;
 
-    fn handle(&mut self, msg: Upsert, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Upsert, ctx: &mut Context<Self>) -> Self::Result {
+        <Self as Handler<ApplyBatch>>::handle(
+            self,
+            ApplyBatch {
+                categories: msg.categories,
+                products: msg.products,
+                remove: Vec::new(),
+            },
+            ctx,
+        )
+    }
+}
+
+impl Handler<ApplyBatch> for CatalogActor {
+    type Result = AtomicResponse<Self, Result<u64, StorageError>>;
+
+    fn handle(&mut self, msg: ApplyBatch, _ctx: &mut Context<Self>) -> Self::Result {
         let storage = self.storage.clone();
         let mut unit = UnitOfWork::new();
         unit.changes
             .extend(msg.categories.iter().cloned().map(Change::PutCategory));
         unit.changes
             .extend(msg.products.iter().cloned().map(Change::PutProduct));
+        unit.changes
+            .extend(msg.remove.iter().copied().map(Change::DeleteProduct));
         AtomicResponse::new(Box::pin(
             async move { storage.commit(unit).await }
                 .into_actor(self)
@@ -62,8 +90,12 @@ impl Handler<Upsert> for CatalogActor {
                     let current = act.snapshot.load();
                     let new_categories: HashSet<&protocol::CategoryId> =
                         msg.categories.iter().map(|c| &c.id).collect();
-                    let new_products: HashSet<protocol::ProductId> =
-                        msg.products.iter().map(|p| p.id).collect();
+                    let new_products: HashSet<protocol::ProductId> = msg
+                        .products
+                        .iter()
+                        .map(|p| p.id)
+                        .chain(msg.remove.iter().copied())
+                        .collect();
                     let mut categories: Vec<Category> = current
                         .categories()
                         .iter()

@@ -99,3 +99,29 @@ impl Handler<EnsureBasket> for CustomerActor {
         ))
     }
 }
+
+/// Records whether the customer wants marketing email (unsubscribe links).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct SetMarketingOptOut(pub bool);
+
+impl Handler<SetMarketingOptOut> for CustomerActor {
+    type Result = AtomicResponse<Self, Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: SetMarketingOptOut, _ctx: &mut Context<Self>) -> Self::Result {
+        self.last_active = self.deps.clock.now();
+        let mut customer = self.customer.clone();
+        customer.marketing_opt_out = msg.0;
+        let storage = self.deps.storage.clone();
+        let unit = UnitOfWork::new().with(Change::PutCustomer(customer.clone()));
+        AtomicResponse::new(Box::pin(
+            async move { storage.commit(unit).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    act.customer = customer;
+                    Ok(())
+                }),
+        ))
+    }
+}

@@ -7,13 +7,16 @@
 
 use crate::storage::{Change, Storage, StorageError, UnitOfWork};
 use actix::prelude::*;
-use protocol::{LocationId, Sku, StockLevel};
+use protocol::order::HoldRecord;
+use protocol::{CheckoutId, LocationId, Sku, StockLevel};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
+use time::OffsetDateTime;
 
 type Levels = HashMap<(LocationId, Sku), StockLevel>;
+type HoldKey = (CheckoutId, LocationId, Sku);
 
 /// A shard: its writer and its published levels.
 type Shard = (Addr<InventoryShard>, Arc<RwLock<Levels>>);
@@ -22,6 +25,38 @@ type Shard = (Addr<InventoryShard>, Arc<RwLock<Levels>>);
 pub struct InventoryShard {
     storage: Arc<dyn Storage>,
     view: Arc<RwLock<Levels>>,
+    /// The holds on this shard's SKUs (their sum is each level's `held`).
+    holds: HashMap<HoldKey, HoldRecord>,
+}
+
+/// Why units could not be held.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HoldFailure {
+    /// Not enough available to promise: each short SKU with what is left.
+    #[error("not enough stock")]
+    Short(Vec<(Sku, i64)>),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Holds units of some of this shard's SKUs for a checkout, all or nothing. Holding again for the
+/// same checkout changes nothing.
+#[derive(Message)]
+#[rtype(result = "Result<(), HoldFailure>")]
+pub struct Hold {
+    pub checkout: CheckoutId,
+    pub location: LocationId,
+    pub units: Vec<(Sku, u32)>,
+    pub until: OffsetDateTime,
+}
+
+/// Ends a checkout's holds on this shard: `consume` turns them into a sale (on hand goes down),
+/// otherwise they are given back. Ending them again changes nothing.
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct EndHolds {
+    pub checkout: CheckoutId,
+    pub consume: bool,
 }
 
 /// Sets stock levels (a count, a receipt from the ERP or the demo seed) in one durable unit.
@@ -45,11 +80,29 @@ impl Handler<SetStock> for InventoryShard {
     type Result = AtomicResponse<Self, Result<(), StorageError>>;
 
     fn handle(&mut self, msg: SetStock, _ctx: &mut Context<Self>) -> Self::Result {
-        let storage = self.storage.clone();
-        let levels = msg.0;
+        // A count sets what is on hand; what is held for checkouts stays held.
+        let levels: Vec<StockLevel> = msg
+            .0
+            .into_iter()
+            .map(|mut level| {
+                level.held = self.level(&level.location, &level.sku).held;
+                level
+            })
+            .collect();
+        self.commit_levels(levels)
+    }
+}
+
+impl InventoryShard {
+    /// Stores new levels in one unit of work, then publishes them.
+    fn commit_levels(
+        &mut self,
+        levels: Vec<StockLevel>,
+    ) -> AtomicResponse<Self, Result<(), StorageError>> {
         let mut unit = UnitOfWork::new();
         unit.changes
             .extend(levels.iter().cloned().map(Change::PutStock));
+        let storage = self.storage.clone();
         AtomicResponse::new(Box::pin(
             async move { storage.commit(unit).await }
                 .into_actor(self)
@@ -59,6 +112,253 @@ impl Handler<SetStock> for InventoryShard {
                     Ok(())
                 }),
         ))
+    }
+
+    fn level(&self, location: &LocationId, sku: &Sku) -> StockLevel {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+        view.get(&(location.clone(), sku.clone()))
+            .cloned()
+            .unwrap_or_else(|| StockLevel {
+                sku: sku.clone(),
+                location: location.clone(),
+                on_hand: 0,
+                held: 0,
+            })
+    }
+}
+
+impl Handler<Hold> for InventoryShard {
+    type Result = AtomicResponse<Self, Result<(), HoldFailure>>;
+
+    fn handle(&mut self, msg: Hold, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut unit = UnitOfWork::new();
+        let mut levels = Vec::new();
+        let mut records = Vec::new();
+        let mut short = Vec::new();
+        for (sku, quantity) in &msg.units {
+            let k = (msg.checkout, msg.location.clone(), sku.clone());
+            if self.holds.contains_key(&k) {
+                continue;
+            }
+            let mut level = self.level(&msg.location, sku);
+            if level.available_to_promise() < i64::from(*quantity) {
+                short.push((sku.clone(), level.available_to_promise()));
+                continue;
+            }
+            level.held += i64::from(*quantity);
+            let record = HoldRecord {
+                checkout: msg.checkout,
+                sku: sku.clone(),
+                location: msg.location.clone(),
+                quantity: *quantity,
+                until: msg.until,
+            };
+            unit.changes.push(Change::PutStock(level.clone()));
+            unit.changes.push(Change::PutHold(record.clone()));
+            levels.push(level);
+            records.push(record);
+        }
+        if !short.is_empty() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(HoldFailure::Short(
+                short,
+            )))));
+        }
+        let storage = self.storage.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if !unit.changes.is_empty() {
+                    storage.commit(unit).await?;
+                }
+                Ok(())
+            }
+            .into_actor(self)
+            .map(move |res: Result<(), HoldFailure>, act, _| {
+                res?;
+                publish(&act.view, levels);
+                for r in records {
+                    act.holds
+                        .insert((r.checkout, r.location.clone(), r.sku.clone()), r);
+                }
+                Ok(())
+            }),
+        ))
+    }
+}
+
+impl Handler<EndHolds> for InventoryShard {
+    type Result = AtomicResponse<Self, Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: EndHolds, _ctx: &mut Context<Self>) -> Self::Result {
+        let ending: Vec<HoldKey> = self
+            .holds
+            .keys()
+            .filter(|(c, _, _)| *c == msg.checkout)
+            .cloned()
+            .collect();
+        let mut unit = UnitOfWork::new();
+        let mut levels = Vec::new();
+        for k in &ending {
+            let Some(record) = self.holds.get(k) else {
+                continue;
+            };
+            let mut level = self.level(&record.location, &record.sku);
+            level.held = (level.held - i64::from(record.quantity)).max(0);
+            if msg.consume {
+                level.on_hand -= i64::from(record.quantity);
+            }
+            unit.changes.push(Change::PutStock(level.clone()));
+            unit.changes.push(Change::DeleteHold {
+                checkout: record.checkout,
+                sku: record.sku.clone(),
+                location: record.location.clone(),
+            });
+            levels.push(level);
+        }
+        let storage = self.storage.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if !unit.changes.is_empty() {
+                    storage.commit(unit).await?;
+                }
+                Ok(())
+            }
+            .into_actor(self)
+            .map(move |res: Result<(), StorageError>, act, _| {
+                res?;
+                publish(&act.view, levels);
+                for k in ending {
+                    act.holds.remove(&k);
+                }
+                Ok(())
+            }),
+        ))
+    }
+}
+
+/// Puts units back on hand (a cancelled order that never left the warehouse).
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct Restock {
+    pub location: LocationId,
+    pub units: Vec<(Sku, u32)>,
+}
+
+impl Handler<Restock> for InventoryShard {
+    type Result = AtomicResponse<Self, Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: Restock, _ctx: &mut Context<Self>) -> Self::Result {
+        let levels: Vec<StockLevel> = msg
+            .units
+            .iter()
+            .map(|(sku, q)| {
+                let mut level = self.level(&msg.location, sku);
+                level.on_hand += i64::from(*q);
+                level
+            })
+            .collect();
+        self.commit_levels(levels)
+    }
+}
+
+/// How an ERP stock row changes what is on hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockChange {
+    /// A count: on hand becomes this (what is held stays held).
+    Set(i64),
+    /// A movement: on hand moves by this; refused if it would go below zero.
+    Add(i64),
+}
+
+/// One ERP stock row for [`ApplyStock`], with the 16-byte digest of its id, recorded with it
+/// when it is applied (so it is applied once).
+#[derive(Debug, Clone)]
+pub struct StockMove {
+    pub sku: Sku,
+    pub change: StockChange,
+    pub mark: Option<[u8; 16]>,
+}
+
+/// Applies stock rows at one location in order, each on its own: a move that would take on hand
+/// below zero is refused (answered with what is on hand), the others are stored, with one
+/// record of their marks, in one durable unit, then published. Answers each move's new on hand,
+/// or the refusal.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Result<i64, i64>>, StorageError>")]
+pub struct ApplyStock {
+    pub location: LocationId,
+    pub moves: Vec<StockMove>,
+}
+
+fn new_marks(rows: usize) -> crate::storage::ImportMarks {
+    crate::storage::ImportMarks {
+        id: ulid::Ulid::new(),
+        digests: Vec::with_capacity(rows * 16),
+    }
+}
+
+impl Handler<ApplyStock> for InventoryShard {
+    type Result = AtomicResponse<Self, Result<Vec<Result<i64, i64>>, StorageError>>;
+
+    fn handle(&mut self, msg: ApplyStock, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut levels: HashMap<Sku, StockLevel> = HashMap::new();
+        let mut unit = UnitOfWork::new();
+        let mut answers = Vec::with_capacity(msg.moves.len());
+        let mut marks = new_marks(msg.moves.len());
+        for m in msg.moves {
+            let level = levels
+                .entry(m.sku.clone())
+                .or_insert_with(|| self.level(&msg.location, &m.sku));
+            let on_hand = match m.change {
+                StockChange::Set(n) => n,
+                StockChange::Add(d) => level.on_hand.saturating_add(d),
+            };
+            if on_hand < 0 {
+                answers.push(Err(level.on_hand));
+                continue;
+            }
+            level.on_hand = on_hand;
+            answers.push(Ok(on_hand));
+            if let Some(mark) = m.mark {
+                marks.digests.extend_from_slice(&mark);
+            }
+        }
+        if !marks.digests.is_empty() {
+            unit.changes.push(Change::PutImportMarks(marks));
+        }
+        let levels: Vec<StockLevel> = levels.into_values().collect();
+        unit.changes
+            .extend(levels.iter().cloned().map(Change::PutStock));
+        let storage = self.storage.clone();
+        AtomicResponse::new(Box::pin(
+            async move { storage.commit(unit).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    publish(&act.view, levels);
+                    Ok(answers)
+                }),
+        ))
+    }
+}
+
+/// Checkouts whose holds ran out before `now` (for the sweeper's recovery).
+#[derive(Message)]
+#[rtype(result = "Vec<CheckoutId>")]
+pub struct LapsedHolds(pub OffsetDateTime);
+
+impl Handler<LapsedHolds> for InventoryShard {
+    type Result = Vec<CheckoutId>;
+
+    fn handle(&mut self, msg: LapsedHolds, _ctx: &mut Context<Self>) -> Vec<CheckoutId> {
+        let mut ids: Vec<CheckoutId> = self
+            .holds
+            .values()
+            .filter(|h| h.until < msg.0)
+            .map(|h| h.checkout)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 }
 
@@ -72,18 +372,35 @@ impl Inventory {
     /// Starts `count` shards with the stored levels.
     pub async fn start(storage: Arc<dyn Storage>, count: usize) -> Result<Inventory, StorageError> {
         let count = count.max(1);
-        let mut per_shard: Vec<Vec<StockLevel>> = vec![Vec::new(); count];
-        for level in storage.stock_levels().await? {
-            per_shard[shard_of(&level.sku, count)].push(level);
+        // The hold records are the truth about what is held; each level's `held` is their sum.
+        let holds = storage.holds().await?;
+        let mut held: HashMap<(LocationId, Sku), i64> = HashMap::new();
+        for h in &holds {
+            *held.entry((h.location.clone(), h.sku.clone())).or_default() += i64::from(h.quantity);
+        }
+        let mut per_shard: Vec<(Vec<StockLevel>, HashMap<HoldKey, HoldRecord>)> =
+            vec![(Vec::new(), HashMap::new()); count];
+        for mut level in storage.stock_levels().await? {
+            level.held = held
+                .get(&(level.location.clone(), level.sku.clone()))
+                .copied()
+                .unwrap_or(0);
+            per_shard[shard_of(&level.sku, count)].0.push(level);
+        }
+        for h in holds {
+            per_shard[shard_of(&h.sku, count)]
+                .1
+                .insert((h.checkout, h.location.clone(), h.sku.clone()), h);
         }
         let shards = per_shard
             .into_iter()
-            .map(|levels| {
+            .map(|(levels, holds)| {
                 let view = Arc::new(RwLock::new(Levels::new()));
                 publish(&view, levels);
                 let shard = InventoryShard {
                     storage: storage.clone(),
                     view: view.clone(),
+                    holds,
                 }
                 .start();
                 (shard, view)
@@ -127,6 +444,158 @@ impl Inventory {
             }
         }
         Ok(())
+    }
+}
+
+impl Inventory {
+    /// Holds `units` at `location` for a checkout until `until`, all or nothing across shards:
+    /// if any SKU is short, whatever was held is given back and every short SKU is reported.
+    pub async fn hold(
+        &self,
+        checkout: CheckoutId,
+        location: &LocationId,
+        units: &[(Sku, u32)],
+        until: OffsetDateTime,
+    ) -> Result<(), HoldFailure> {
+        let mut per_shard: Vec<Vec<(Sku, u32)>> = vec![Vec::new(); self.shards.len()];
+        for (sku, q) in units {
+            per_shard[self.index(sku)].push((sku.clone(), *q));
+        }
+        let mut short = Vec::new();
+        let mut failure = None;
+        for ((shard, _), units) in self.shards.iter().zip(per_shard) {
+            if units.is_empty() {
+                continue;
+            }
+            let sent = shard
+                .send(Hold {
+                    checkout,
+                    location: location.clone(),
+                    units,
+                    until,
+                })
+                .await
+                .map_err(|_| StorageError::Closed);
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(HoldFailure::Short(s))) => short.extend(s),
+                Ok(Err(HoldFailure::Storage(e))) | Err(e) => failure = Some(e),
+            }
+        }
+        if short.is_empty() && failure.is_none() {
+            return Ok(());
+        }
+        self.end(checkout, false, Some(units)).await?;
+        match failure {
+            Some(e) => Err(HoldFailure::Storage(e)),
+            None => Err(HoldFailure::Short(short)),
+        }
+    }
+
+    /// Ends a checkout's holds: consumed into a sale, or given back. `units` (the checkout's
+    /// lines) names the shards to ask; without it, every shard is asked (recovery).
+    pub async fn end(
+        &self,
+        checkout: CheckoutId,
+        consume: bool,
+        units: Option<&[(Sku, u32)]>,
+    ) -> Result<(), StorageError> {
+        let mut asked = vec![units.is_none(); self.shards.len()];
+        for (sku, _) in units.unwrap_or_default() {
+            asked[self.index(sku)] = true;
+        }
+        for ((shard, _), ask) in self.shards.iter().zip(asked) {
+            if ask {
+                shard
+                    .send(EndHolds { checkout, consume })
+                    .await
+                    .map_err(|_| StorageError::Closed)??;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts units back on hand at `location`.
+    pub async fn restock(
+        &self,
+        location: &LocationId,
+        units: &[(Sku, u32)],
+    ) -> Result<(), StorageError> {
+        let mut per_shard: Vec<Vec<(Sku, u32)>> = vec![Vec::new(); self.shards.len()];
+        for (sku, q) in units {
+            per_shard[self.index(sku)].push((sku.clone(), *q));
+        }
+        for ((shard, _), units) in self.shards.iter().zip(per_shard) {
+            if !units.is_empty() {
+                shard
+                    .send(Restock {
+                        location: location.clone(),
+                        units,
+                    })
+                    .await
+                    .map_err(|_| StorageError::Closed)??;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies ERP stock rows at `location` (see [`ApplyStock`]): one durable unit per shard,
+    /// the shards in parallel. Answers each move's new on hand or refusal, in order.
+    pub async fn apply_stock(
+        &self,
+        location: &LocationId,
+        moves: Vec<StockMove>,
+    ) -> Result<Vec<Result<i64, i64>>, StorageError> {
+        let count = moves.len();
+        let mut per_shard: Vec<(Vec<usize>, Vec<StockMove>)> =
+            vec![(Vec::new(), Vec::new()); self.shards.len()];
+        for (i, m) in moves.into_iter().enumerate() {
+            let shard = &mut per_shard[self.index(&m.sku)];
+            shard.0.push(i);
+            shard.1.push(m);
+        }
+        let sends = self
+            .shards
+            .iter()
+            .zip(per_shard)
+            .filter(|(_, (indexes, _))| !indexes.is_empty())
+            .map(|((shard, _), (indexes, moves))| {
+                let sent = shard.send(ApplyStock {
+                    location: location.clone(),
+                    moves,
+                });
+                async move { (indexes, sent.await) }
+            });
+        let mut answers: Vec<Result<i64, i64>> = vec![Err(0); count];
+        for (indexes, sent) in futures_util::future::join_all(sends).await {
+            let shard_answers = sent.map_err(|_| StorageError::Closed)??;
+            for (i, a) in indexes.into_iter().zip(shard_answers) {
+                answers[i] = a;
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Checkouts with holds that ran out before `now`.
+    pub async fn lapsed_holds(&self, now: OffsetDateTime) -> Vec<CheckoutId> {
+        let mut ids = Vec::new();
+        for (shard, _) in self.shards.iter() {
+            if let Ok(mut found) = shard.send(LapsedHolds(now)).await {
+                ids.append(&mut found);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The units on hand and held of one SKU at a location.
+    pub fn level(&self, location: &LocationId, sku: &Sku) -> Option<StockLevel> {
+        let view = self.shards[self.index(sku)]
+            .1
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        view.get(&(location.clone(), sku.clone())).cloned()
     }
 }
 

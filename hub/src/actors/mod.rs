@@ -5,9 +5,11 @@
 
 pub mod basket;
 pub mod catalog;
+pub mod checkout;
 pub mod customer;
 pub mod directory;
 pub mod inventory;
+pub mod offers;
 pub mod recorder;
 
 use crate::clock::Clock;
@@ -26,6 +28,11 @@ pub struct Deps {
     pub inventory: inventory::Inventory,
     pub recorder: actix::Addr<recorder::Recorder>,
     pub lifecycle: Lifecycle,
+    pub checkout: Arc<checkout::CheckoutDeps>,
+    /// The outbox's delivery workers (woken after a unit that queued messages).
+    pub outbox: crate::outbox::OutboxWorkers,
+    /// Live promotions and coupons (the back office's, or none).
+    pub offers: Arc<dyn offers::Offers>,
 }
 
 /// When entity actors passivate.

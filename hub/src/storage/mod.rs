@@ -7,9 +7,10 @@
 pub mod sled;
 
 use async_trait::async_trait;
+use protocol::order::{CheckoutRecord, HoldRecord, OrderRecord};
 use protocol::{
-    Basket, BasketId, Category, CustomerId, CustomerRecord, Event, OutboxMessage, Product,
-    SessionRecord, StockLevel,
+    Basket, BasketId, Category, CheckoutId, CustomerId, CustomerRecord, Event, LocationId, OrderId,
+    OutboxMessage, Product, SessionRecord, Sku, StockLevel,
 };
 
 /// What went wrong in storage.
@@ -62,13 +63,64 @@ pub enum Change {
     PutStock(StockLevel),
     PutCategory(Category),
     PutProduct(Product),
+    /// Removes a product from the catalog (the ERP withdrew its last variant).
+    DeleteProduct(protocol::ProductId),
+    /// Stores a checkout; open (payment pending) checkouts are indexed for the sweeper.
+    PutCheckout(CheckoutRecord),
+    PutHold(HoldRecord),
+    DeleteHold {
+        checkout: CheckoutId,
+        sku: Sku,
+        location: LocationId,
+    },
+    /// Creates an order: the unit fails with `Conflict` if its checkout already has one, so a
+    /// payment can never make two orders.
+    CreateOrder(OrderRecord),
+    /// Updates an existing order (progress, refunds, flags).
+    PutOrder(OrderRecord),
+    /// Remembers that a provider's webhook event was handled.
+    MarkWebhookEvent(String),
+    /// Remembers, in one record, the ERP rows a unit applied (16-byte digests of their ids), so
+    /// each is applied once; read back with `SledStorage::import_marks`.
+    PutImportMarks(ImportMarks),
+    /// Removes a delivered outbox message.
+    AckOutbox {
+        destination: String,
+        id: ulid::Ulid,
+    },
+    /// Stores a pending outbox message again (its attempts and next attempt after a failure).
+    PutOutbox(OutboxMessage),
+    /// Moves a pending message to the dead letters (given up on).
+    DeadLetter(OutboxMessage),
+    /// Moves a dead letter back to pending (attempts reset), for an operator's retry.
+    RetryDeadLetter(OutboxMessage),
+    /// Drops a dead letter for good.
+    DiscardDeadLetter {
+        destination: String,
+        id: ulid::Ulid,
+    },
 }
 
-/// Entity changes and the integration messages they cause, committed all or nothing.
+/// Digests of applied ERP rows (16 bytes each, concatenated), one record per unit of work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportMarks {
+    pub id: ulid::Ulid,
+    pub digests: Vec<u8>,
+}
+
+impl protocol::Stored for ImportMarks {
+    const KIND: &'static str = "import_marks";
+    const VERSION: u16 = 1;
+}
+
+/// Entity changes, the integration messages they cause and the interaction events that record
+/// them, committed all or nothing.
 #[derive(Debug, Clone, Default)]
 pub struct UnitOfWork {
     pub changes: Vec<Change>,
     pub outbox: Vec<OutboxMessage>,
+    /// Events that must not be lost if the change is kept (an order, a payment).
+    pub events: Vec<Event>,
     pub fence: Option<FencingToken>,
 }
 
@@ -79,6 +131,11 @@ impl UnitOfWork {
 
     pub fn with(mut self, change: Change) -> UnitOfWork {
         self.changes.push(change);
+        self
+    }
+
+    pub fn with_event(mut self, event: Event) -> UnitOfWork {
+        self.events.push(event);
         self
     }
 
@@ -105,6 +162,8 @@ pub trait CustomerStore: Send + Sync {
     async fn customer(&self, id: CustomerId) -> Result<Option<CustomerRecord>>;
     async fn customer_by_email(&self, email: &str) -> Result<Option<CustomerRecord>>;
     async fn session(&self, token_hash: [u8; 32]) -> Result<Option<SessionRecord>>;
+    /// This deployment's secret for signing links sent to customers (unsubscribe), made once.
+    async fn link_secret(&self) -> Result<[u8; 32]>;
 }
 
 #[async_trait]
@@ -115,6 +174,29 @@ pub trait CatalogStore: Send + Sync {
 #[async_trait]
 pub trait InventoryStore: Send + Sync {
     async fn stock_levels(&self) -> Result<Vec<StockLevel>>;
+}
+
+/// Checkouts, stock holds, orders and handled webhook events.
+#[async_trait]
+pub trait OrderStore: Send + Sync {
+    async fn checkout(&self, id: CheckoutId) -> Result<Option<CheckoutRecord>>;
+    /// Checkouts waiting for payment, oldest first.
+    async fn open_checkouts(&self, limit: usize) -> Result<Vec<CheckoutRecord>>;
+    /// Every stock hold.
+    async fn holds(&self) -> Result<Vec<HoldRecord>>;
+    async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>>;
+    async fn order_by_number(&self, number: &str) -> Result<Option<OrderRecord>>;
+    /// The order a checkout became, if any.
+    async fn order_for_checkout(&self, checkout: CheckoutId) -> Result<Option<OrderId>>;
+    /// A customer's orders, newest first.
+    async fn orders_of(&self, customer: CustomerId, limit: usize) -> Result<Vec<OrderRecord>>;
+    /// Orders newest first, before `before` (exclusive) when given.
+    async fn orders(&self, before: Option<OrderId>, limit: usize) -> Result<Vec<OrderRecord>>;
+    /// The highest sequence used by order numbers with this prefix (0 if none).
+    async fn last_order_sequence(&self, prefix: &str) -> Result<u64>;
+    async fn webhook_seen(&self, event_id: &str) -> Result<bool>;
+    /// Orders the hub still owes work on (an automatic refund, a restock).
+    async fn orders_owing_work(&self, limit: usize) -> Result<Vec<OrderRecord>>;
 }
 
 /// The append-only log of interaction events, with a per-customer index.
@@ -132,12 +214,28 @@ pub trait EventLog: Send + Sync {
     ) -> Result<Vec<Event>>;
 }
 
-/// The transactional outbox, read by delivery workers.
+/// How much waits in the outbox for one destination.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OutboxBacklog {
+    pub pending: u64,
+    pub dead: u64,
+    /// When the oldest pending message was queued.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub oldest: Option<time::OffsetDateTime>,
+}
+
+/// The transactional outbox, read by delivery workers. Writes go through units of work
+/// ([`Change::AckOutbox`], [`Change::PutOutbox`], [`Change::DeadLetter`], …).
 #[async_trait]
 pub trait Outbox: Send + Sync {
+    /// Pending messages of a destination in the order they were queued.
     async fn pending(&self, destination: &str, limit: usize) -> Result<Vec<OutboxMessage>>;
-    /// Removes a delivered message.
-    async fn acknowledge(&self, destination: &str, id: ulid::Ulid) -> Result<()>;
+    /// Dead letters of a destination, oldest first.
+    async fn dead_letters(&self, destination: &str, limit: usize) -> Result<Vec<OutboxMessage>>;
+    async fn dead_letter(&self, destination: &str, id: ulid::Ulid)
+        -> Result<Option<OutboxMessage>>;
+    /// Counts per destination.
+    async fn backlog(&self) -> Result<std::collections::BTreeMap<String, OutboxBacklog>>;
 }
 
 /// Everything the hub stores.
@@ -147,6 +245,7 @@ pub trait Storage:
     + CustomerStore
     + CatalogStore
     + InventoryStore
+    + OrderStore
     + EventLog
     + Outbox
     + 'static

@@ -8,14 +8,16 @@
 //! scans run on the blocking pool.
 
 use super::{
-    BasketStore, CatalogStore, Change, Committer, CustomerStore, EventLog, InventoryStore, Outbox,
-    Result, Storage, StorageError, UnitOfWork,
+    BasketStore, CatalogStore, Change, Committer, CustomerStore, EventLog, InventoryStore,
+    OrderStore, Outbox, Result, Storage, StorageError, UnitOfWork,
 };
 use async_trait::async_trait;
+use protocol::order::{CheckoutRecord, HoldRecord, OrderRecord};
 use protocol::{
     codec, Basket, BasketId, Category, CustomerId, CustomerRecord, Event, EventId, OutboxMessage,
     Product, SessionRecord, StockLevel, Stored,
 };
+use protocol::{CheckoutId, LocationId, OrderId, Sku};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,17 +63,71 @@ fn stock_key(level: &StockLevel) -> Vec<u8> {
     key("stock", &rest)
 }
 
-fn outbox_key(destination: &str, id: ulid::Ulid) -> Vec<u8> {
+fn outbox_space_key(space: &str, destination: &str, id: ulid::Ulid) -> Vec<u8> {
     let mut rest = destination.as_bytes().to_vec();
     rest.push(0);
     rest.extend_from_slice(&id.0.to_be_bytes());
-    key("outbox", &rest)
+    key(space, &rest)
+}
+
+fn outbox_key(destination: &str, id: ulid::Ulid) -> Vec<u8> {
+    outbox_space_key("outbox", destination, id)
+}
+
+fn hold_key(checkout: CheckoutId, location: &LocationId, sku: &Sku) -> Vec<u8> {
+    let mut rest = checkout.to_bytes().to_vec();
+    rest.extend_from_slice(location.0.as_bytes());
+    rest.push(0);
+    rest.extend_from_slice(sku.as_str().as_bytes());
+    key("hold", &rest)
+}
+
+fn customer_order_key(customer: CustomerId, order: OrderId) -> Vec<u8> {
+    let mut rest = customer.to_bytes().to_vec();
+    rest.extend_from_slice(&order.to_bytes());
+    key("ocust", &rest)
+}
+
+fn id_from(bytes: &[u8]) -> Option<ulid::Ulid> {
+    <[u8; 16]>::try_from(bytes)
+        .ok()
+        .map(|b| ulid::Ulid(u128::from_be_bytes(b)))
 }
 
 fn timeline_key(customer: CustomerId, event: EventId) -> Vec<u8> {
     let mut rest = customer.to_bytes().to_vec();
     rest.extend_from_slice(&event.to_bytes());
     key("t", &rest)
+}
+
+/// Follows an index: every key under `index` (newest first with `newest_first`) names, after the
+/// prefix, the key of an entity under `entity`; answers up to `limit` of those entities.
+async fn follow_index<T: Stored + Send + 'static>(
+    tree: sled::Tree,
+    index: Vec<u8>,
+    entity: &'static str,
+    newest_first: bool,
+    limit: usize,
+) -> Result<Vec<T>> {
+    tokio::task::spawn_blocking(move || {
+        let scan = tree.scan_prefix(&index);
+        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if newest_first
+        {
+            Box::new(scan.rev())
+        } else {
+            Box::new(scan)
+        };
+        let mut out = Vec::new();
+        for kv in keys.take(limit) {
+            let (k, _) = kv.map_err(io)?;
+            if let Some(v) = tree.get(key(entity, &k[index.len()..])).map_err(io)? {
+                out.push(codec::decode::<T>(&v)?);
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| StorageError::Io(e.to_string()))?
 }
 
 fn decode_opt<T: Stored>(value: Option<sled::IVec>) -> Result<Option<T>> {
@@ -92,6 +148,15 @@ impl SledStorage {
             .open()
             .map_err(io)?;
         let entities = db.open_tree("entities").map_err(io)?;
+        // A secret for signed links, made at the first start and kept with the data.
+        let secret_key = key("meta", b"link_secret");
+        if !entities.contains_key(&secret_key).map_err(io)? {
+            let mut secret = [0u8; 32];
+            getrandom::getrandom(&mut secret)
+                .map_err(|e| StorageError::Io(format!("no randomness for the link secret: {e}")))?;
+            entities.insert(secret_key, secret.to_vec()).map_err(io)?;
+            entities.flush().map_err(io)?;
+        }
         let events = db.open_tree("events").map_err(io)?;
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
@@ -115,6 +180,20 @@ impl SledStorage {
             writer: tx,
             running,
         }))
+    }
+
+    /// The database, a tree of another hub module's own (e.g. the edge replica state) and the
+    /// event log's tree, for a module that commits its changes with the events they cause in one
+    /// sled transaction of its own. Event entries for that tree come from [`event_entries`].
+    pub fn module_trees(&self, name: &str) -> Result<(sled::Db, sled::Tree, sled::Tree)> {
+        let own = self.db.open_tree(name).map_err(io)?;
+        Ok((self.db.clone(), own, self.events.clone()))
+    }
+
+    /// Every record of applied ERP rows (see [`Change::PutImportMarks`]), for the importer to
+    /// load at start.
+    pub async fn import_marks(&self) -> Result<Vec<super::ImportMarks>> {
+        self.scan("impmarks").await
     }
 
     /// Flushes everything to disk (on shutdown).
@@ -182,13 +261,18 @@ impl Writer {
         for job in group {
             match job {
                 Job::Commit(unit, reply) => {
-                    let staged = self.stage_unit(&unit, &mut claimed);
-                    if let Ok(ops) = &staged {
+                    let staged = self
+                        .stage_unit(&unit, &mut claimed)
+                        .and_then(|ops| Ok((ops, stage_events(&unit.events)?)));
+                    if let Ok((ops, events)) = &staged {
                         for (k, v) in ops {
                             match v {
                                 Some(v) => entity_batch.insert(k.clone(), v.clone()),
                                 None => entity_batch.remove(k.clone()),
                             }
+                        }
+                        for (k, v) in events {
+                            event_batch.insert(k.clone(), v.clone());
                         }
                     }
                     answers.push((reply, staged.map(|_| ())));
@@ -261,10 +345,82 @@ impl Writer {
                 Change::PutProduct(p) => {
                     (key("product", &p.id.to_bytes()), Some(codec::encode(p)?))
                 }
+                Change::DeleteProduct(id) => (key("product", &id.to_bytes()), None),
+                Change::PutCheckout(c) => {
+                    let open = key("ocheckout", &c.id.to_bytes());
+                    ops.push((open, c.state.is_open().then(Vec::new)));
+                    (key("checkout", &c.id.to_bytes()), Some(codec::encode(c)?))
+                }
+                Change::PutHold(h) => (
+                    hold_key(h.checkout, &h.location, &h.sku),
+                    Some(codec::encode(h)?),
+                ),
+                Change::DeleteHold {
+                    checkout,
+                    sku,
+                    location,
+                } => (hold_key(*checkout, location, sku), None),
+                Change::CreateOrder(o) => {
+                    let claim = key("corder", &o.checkout.to_bytes());
+                    let taken = claimed.contains(&claim)
+                        || self.entities.contains_key(&claim).map_err(io)?;
+                    if taken {
+                        return Err(StorageError::Conflict(format!(
+                            "checkout {} already has an order",
+                            o.checkout
+                        )));
+                    }
+                    new_claims.push(claim.clone());
+                    ops.push((claim, Some(o.id.to_bytes().to_vec())));
+                    ops.push((
+                        key("onum", o.number.as_bytes()),
+                        Some(o.id.to_bytes().to_vec()),
+                    ));
+                    if let Some(c) = o.customer {
+                        ops.push((customer_order_key(c, o.id), Some(Vec::new())));
+                    }
+                    ops.push((key("odue", &o.id.to_bytes()), o.owes().then(Vec::new)));
+                    (key("order", &o.id.to_bytes()), Some(codec::encode(o)?))
+                }
+                Change::PutOrder(o) => {
+                    ops.push((key("odue", &o.id.to_bytes()), o.owes().then(Vec::new)));
+                    (key("order", &o.id.to_bytes()), Some(codec::encode(o)?))
+                }
+                Change::MarkWebhookEvent(id) => (key("whevent", id.as_bytes()), Some(Vec::new())),
+                Change::PutImportMarks(m) => (
+                    key("impmarks", &m.id.0.to_be_bytes()),
+                    Some(codec::encode(m)?),
+                ),
+                Change::AckOutbox { destination, id } => (outbox_key(destination, *id), None),
+                Change::PutOutbox(m) => (outbox_key(&m.destination, m.id), Some(codec::encode(m)?)),
+                Change::DeadLetter(m) => {
+                    ops.push((outbox_key(&m.destination, m.id), None));
+                    (
+                        outbox_space_key("outdead", &m.destination, m.id),
+                        Some(codec::encode(m)?),
+                    )
+                }
+                Change::RetryDeadLetter(m) => {
+                    ops.push((outbox_space_key("outdead", &m.destination, m.id), None));
+                    (outbox_key(&m.destination, m.id), Some(codec::encode(m)?))
+                }
+                Change::DiscardDeadLetter { destination, id } => {
+                    (outbox_space_key("outdead", destination, *id), None)
+                }
             };
             ops.push(op);
         }
         for message in &unit.outbox {
+            // Queued once per key: a message whose key was queued before is left out (not an
+            // error: the unit's other changes stand).
+            if !message.key.is_empty() {
+                let k = key("okey", message.key.as_bytes());
+                if claimed.contains(&k) || self.entities.contains_key(&k).map_err(io)? {
+                    continue;
+                }
+                new_claims.push(k.clone());
+                ops.push((k, Some(message.id.0.to_be_bytes().to_vec())));
+            }
             ops.push((
                 outbox_key(&message.destination, message.id),
                 Some(codec::encode(message)?),
@@ -273,6 +429,12 @@ impl Writer {
         claimed.extend(new_claims);
         Ok(ops)
     }
+}
+
+/// The keys and values that append `events` to the event log's tree (see
+/// [`SledStorage::module_trees`]).
+pub fn event_entries(events: &[Event]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    stage_events(events)
 }
 
 fn stage_events(events: &[Event]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -330,6 +492,16 @@ impl CustomerStore for SledStorage {
     async fn session(&self, token_hash: [u8; 32]) -> Result<Option<SessionRecord>> {
         self.get(&key("session", &token_hash))
     }
+
+    async fn link_secret(&self) -> Result<[u8; 32]> {
+        let raw = self
+            .entities
+            .get(key("meta", b"link_secret"))
+            .map_err(io)?
+            .ok_or_else(|| StorageError::Io("the link secret is missing".into()))?;
+        <[u8; 32]>::try_from(raw.as_ref())
+            .map_err(|_| StorageError::Io("the link secret is damaged".into()))
+    }
 }
 
 #[async_trait]
@@ -347,27 +519,110 @@ impl InventoryStore for SledStorage {
 }
 
 #[async_trait]
+impl OrderStore for SledStorage {
+    async fn checkout(&self, id: CheckoutId) -> Result<Option<CheckoutRecord>> {
+        self.get(&key("checkout", &id.to_bytes()))
+    }
+
+    async fn open_checkouts(&self, limit: usize) -> Result<Vec<CheckoutRecord>> {
+        let index = key("ocheckout", &[]);
+        follow_index(self.entities.clone(), index, "checkout", false, limit).await
+    }
+
+    async fn holds(&self) -> Result<Vec<HoldRecord>> {
+        self.scan("hold").await
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>> {
+        self.get(&key("order", &id.to_bytes()))
+    }
+
+    async fn order_by_number(&self, number: &str) -> Result<Option<OrderRecord>> {
+        let raw = self
+            .entities
+            .get(key("onum", number.as_bytes()))
+            .map_err(io)?;
+        match raw.and_then(|v| id_from(&v)) {
+            Some(id) => self.order(OrderId(id)).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn order_for_checkout(&self, checkout: CheckoutId) -> Result<Option<OrderId>> {
+        let raw = self
+            .entities
+            .get(key("corder", &checkout.to_bytes()))
+            .map_err(io)?;
+        Ok(raw.and_then(|v| id_from(&v)).map(OrderId))
+    }
+
+    async fn orders_of(&self, customer: CustomerId, limit: usize) -> Result<Vec<OrderRecord>> {
+        let index = key("ocust", &customer.to_bytes());
+        follow_index(self.entities.clone(), index, "order", true, limit).await
+    }
+
+    async fn orders(&self, before: Option<OrderId>, limit: usize) -> Result<Vec<OrderRecord>> {
+        let tree = self.entities.clone();
+        tokio::task::spawn_blocking(move || {
+            let start = key("order", &[]);
+            let end = match before {
+                Some(id) => key("order", &id.to_bytes()),
+                None => key("order", &[0xff; 17]),
+            };
+            tree.range(start..end)
+                .rev()
+                .take(limit)
+                .map(|kv| {
+                    kv.map_err(io).and_then(|(_, v)| {
+                        codec::decode::<OrderRecord>(&v).map_err(StorageError::from)
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+
+    async fn last_order_sequence(&self, prefix: &str) -> Result<u64> {
+        let tree = self.entities.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let scan = key("onum", format!("{prefix}-").as_bytes());
+            let mut last = 0;
+            for kv in tree.scan_prefix(&scan) {
+                let (k, _) = kv.map_err(io)?;
+                let number = String::from_utf8_lossy(&k[key("onum", &[]).len()..]).into_owned();
+                if let Some(n) = protocol::order::order_sequence(&number, &prefix) {
+                    last = last.max(n);
+                }
+            }
+            Ok(last)
+        })
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+
+    async fn orders_owing_work(&self, limit: usize) -> Result<Vec<OrderRecord>> {
+        let index = key("odue", &[]);
+        follow_index(self.entities.clone(), index, "order", false, limit).await
+    }
+
+    async fn webhook_seen(&self, event_id: &str) -> Result<bool> {
+        self.entities
+            .contains_key(key("whevent", event_id.as_bytes()))
+            .map_err(io)
+    }
+}
+
+#[async_trait]
 impl EventLog for SledStorage {
     async fn append(&self, events: Arc<[Event]>) -> Result<()> {
         self.submit(|tx| Job::Append(events, tx)).await
     }
 
     async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>> {
-        let tree = self.events.clone();
-        tokio::task::spawn_blocking(move || {
-            let prefix = key("t", &customer.to_bytes());
-            let mut out = Vec::new();
-            for kv in tree.scan_prefix(&prefix).rev().take(limit) {
-                let (k, _) = kv.map_err(io)?;
-                let event_id = &k[prefix.len()..];
-                if let Some(v) = tree.get(key("e", event_id)).map_err(io)? {
-                    out.push(codec::decode::<Event>(&v)?);
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StorageError::Io(e.to_string()))?
+        let index = key("t", &customer.to_bytes());
+        follow_index(self.events.clone(), index, "e", true, limit).await
     }
 
     async fn read_after(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
@@ -395,31 +650,78 @@ impl EventLog for SledStorage {
     }
 }
 
+/// Scans the messages under one destination of an outbox tree (`outbox` or `outdead`).
+fn scan_outbox(
+    tree: &sled::Tree,
+    space: &str,
+    destination: &str,
+    limit: usize,
+) -> Result<Vec<OutboxMessage>> {
+    let mut prefix = key(space, destination.as_bytes());
+    prefix.push(0);
+    tree.scan_prefix(prefix)
+        .take(limit)
+        .map(|kv| {
+            kv.map_err(io)
+                .and_then(|(_, v)| codec::decode(&v).map_err(StorageError::from))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Outbox for SledStorage {
     async fn pending(&self, destination: &str, limit: usize) -> Result<Vec<OutboxMessage>> {
         let tree = self.entities.clone();
-        let mut prefix = key("outbox", destination.as_bytes());
-        prefix.push(0);
-        tokio::task::spawn_blocking(move || {
-            tree.scan_prefix(prefix)
-                .take(limit)
-                .map(|kv| {
-                    kv.map_err(io)
-                        .and_then(|(_, v)| codec::decode(&v).map_err(StorageError::from))
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| StorageError::Io(e.to_string()))?
+        let destination = destination.to_string();
+        tokio::task::spawn_blocking(move || scan_outbox(&tree, "outbox", &destination, limit))
+            .await
+            .map_err(|e| StorageError::Io(e.to_string()))?
     }
 
-    async fn acknowledge(&self, destination: &str, id: ulid::Ulid) -> Result<()> {
+    async fn dead_letters(&self, destination: &str, limit: usize) -> Result<Vec<OutboxMessage>> {
         let tree = self.entities.clone();
-        let k = outbox_key(destination, id);
+        let destination = destination.to_string();
+        tokio::task::spawn_blocking(move || scan_outbox(&tree, "outdead", &destination, limit))
+            .await
+            .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+
+    async fn dead_letter(
+        &self,
+        destination: &str,
+        id: ulid::Ulid,
+    ) -> Result<Option<OutboxMessage>> {
+        self.get(&outbox_space_key("outdead", destination, id))
+    }
+
+    async fn backlog(&self) -> Result<std::collections::BTreeMap<String, super::OutboxBacklog>> {
+        let tree = self.entities.clone();
         tokio::task::spawn_blocking(move || {
-            tree.remove(k).map_err(io)?;
-            tree.flush().map(|_| ()).map_err(io)
+            let mut out: std::collections::BTreeMap<String, super::OutboxBacklog> =
+                Default::default();
+            for (space, dead) in [("outbox", false), ("outdead", true)] {
+                let prefix = key(space, &[]);
+                for kv in tree.scan_prefix(&prefix) {
+                    let (k, v) = kv.map_err(io)?;
+                    let rest = &k[prefix.len()..];
+                    let Some(end) = rest.iter().position(|b| *b == 0) else {
+                        continue;
+                    };
+                    let destination = String::from_utf8_lossy(&rest[..end]).into_owned();
+                    let entry = out.entry(destination).or_default();
+                    if dead {
+                        entry.dead += 1;
+                    } else {
+                        entry.pending += 1;
+                        if entry.oldest.is_none() {
+                            // Keys are in id (time) order: the first is the oldest.
+                            let m: OutboxMessage = codec::decode(&v)?;
+                            entry.oldest = Some(m.created_at);
+                        }
+                    }
+                }
+            }
+            Ok(out)
         })
         .await
         .map_err(|e| StorageError::Io(e.to_string()))?

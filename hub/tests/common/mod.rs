@@ -57,6 +57,7 @@ pub fn product(name: &str, sku: &str, price: i64, category: &str) -> Product {
         description: format!("{name}, freshly made."),
         category: CategoryId(category.into()),
         tax_rate_bp: 700,
+        tax_class: "reduced".into(),
         image: format!("/images/{}.svg", name.to_lowercase().replace(' ', "-")),
         variants: vec![Variant {
             sku: Sku::parse(sku).expect("valid sku"),
@@ -64,6 +65,7 @@ pub fn product(name: &str, sku: &str, price: i64, category: &str) -> Product {
             price: Money::new(price, Currency::EUR),
             compare_at: None,
             barcode: None,
+            weight_grams: 550,
         }],
         attributes: Default::default(),
     }

@@ -51,6 +51,10 @@ impl HubClient {
         self.http.post(format!("{}{path}", self.base))
     }
 
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.http.put(format!("{}{path}", self.base))
+    }
+
     pub fn patch(&self, path: &str) -> RequestBuilder {
         self.http.patch(format!("{}{path}", self.base))
     }
@@ -70,23 +74,37 @@ impl HubClient {
             what: format!("GET {path}"),
             detail,
         };
-        let response = self
-            .get(path)
-            .query(query)
-            .send()
+        fetch_json(self.get(path).query(query))
             .await
-            .map_err(|e| unexpected(transport_kind(&e)))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| unexpected(transport_kind(&e)))?;
-        if !status.is_success() {
-            return Err(unexpected(status_kind(status, &body)));
-        }
-        serde_json::from_slice(&body)
-            .map_err(|e| unexpected(format!("the body is not the JSON expected: {e}")))
+            .map_err(unexpected)
     }
+}
+
+/// Sends `request` and decodes the JSON body of a 2xx answer, for steps outside the measured
+/// window; on failure, what went wrong in a few words.
+pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+    request: RequestBuilder,
+) -> Result<T, String> {
+    let response = request.send().await.map_err(|e| transport_kind(&e))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| transport_kind(&e))?;
+    if !status.is_success() {
+        return Err(status_kind(status, &body));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("the body is not the JSON expected: {e}"))
+}
+
+/// `text` as one URL path segment (percent-encoding all but unreserved characters).
+pub fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A finished exchange: when it finished, its outcome and, on success, the body.

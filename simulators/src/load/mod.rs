@@ -2,14 +2,21 @@
 //! prints latency percentiles, throughput and the targets they are held against.
 //!
 //! Every scenario is bounded (each loop ends by time or by count, every request has a timeout)
-//! and may only target loopback: a benchmark is not a way to load someone else's server.
+//! and may only target loopback: a benchmark is not a way to load someone else's server. The
+//! `stores` scenario starts its own hub (a child process on loopback) and runs the stores' edge
+//! nodes in this process.
 
+mod checkout;
 mod http;
+pub mod proxy;
 pub mod report;
 mod rng;
 mod shoppers;
+mod stores;
 
+pub use checkout::CheckoutArgs;
 pub use shoppers::ShopperArgs;
+pub use stores::StoresArgs;
 
 use clap::Subcommand;
 use std::time::Duration;
@@ -20,6 +27,15 @@ pub enum LoadCommand {
     /// Simulated web/mobile shoppers (browse, search, view, basket changes) against the hub, then
     /// the same load against the bare `/healthz`, then the memory cost of many basket actors.
     Shoppers(ShopperArgs),
+    /// Full checkouts (basket, checkout, payment at the payment simulator, webhook, order) with
+    /// orders/s, the latency of the hub's own calls and an audit for duplicate orders, double
+    /// charges and oversold stock.
+    Checkout(CheckoutArgs),
+    /// Stores' edge nodes syncing with a hub it starts itself (a child `omnihub hub`, nodes in
+    /// this process): catch-up after 10,000 sale lines recorded offline (time and bytes per
+    /// line), sync lag at 10 nodes × 20 sales/s, the durable local commit of a sale, and an
+    /// audit that the hub holds every sale exactly once.
+    Stores(StoresArgs),
 }
 
 /// Why a load run could not be carried out.
@@ -45,8 +61,27 @@ pub enum LoadError {
     },
     #[error("the hub at {0} has no product with at least {1} units in stock to put in baskets; start it with demo data (OMNIHUB_HUB_DEMO_DATA=true)")]
     NoStock(String, i64),
+    #[error("the hub at {target} has only {found} SKUs with at least {min_units} units available; this benchmark needs {needed} so that stock does not run out during the run: give --admin-token (the hub's OMNIHUB_HUB_ADMIN_TOKEN) and the benchmark sets deep stock itself, or load a catalog with deeper stock")]
+    TooLittleStock {
+        target: String,
+        found: usize,
+        needed: usize,
+        min_units: i64,
+    },
+    #[error("the payment simulator at {target} does not answer ({detail}); start it first, e.g. `omnihub sim payments`")]
+    SimulatorUnreachable { target: String, detail: String },
+    #[error("the payment simulator at {target} answered {what} unexpectedly: {detail}")]
+    SimulatorUnexpected {
+        target: String,
+        what: String,
+        detail: String,
+    },
+    #[error("the audit failed: {0} check(s) did not pass (see above)")]
+    AuditFailed(usize),
     #[error("a load client task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+    #[error("the stores benchmark cannot go on: {0}")]
+    Stores(String),
     #[error("cannot keep the latency figures: {0}")]
     Figures(#[from] report::CombineError),
 }
@@ -73,6 +108,8 @@ pub fn run(command: LoadCommand) -> Result<(), LoadError> {
         .map_err(LoadError::Runtime)?;
     match command {
         LoadCommand::Shoppers(args) => runtime.block_on(shoppers::run(args)),
+        LoadCommand::Checkout(args) => runtime.block_on(checkout::run(args)),
+        LoadCommand::Stores(args) => stores::run(args, runtime),
     }
 }
 

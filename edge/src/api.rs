@@ -1,0 +1,916 @@
+//! The node's HTTP API (JSON), for the in-store POS and the operator. Everything but `/healthz`
+//! and `/readyz` requires `Authorization: Bearer <api_token>`. Errors are
+//! `{"error": {"code", "message", "details"?}}`: a 4xx says what to fix, a 5xx leaks nothing.
+//! Money is a decimal string in the catalog's currency (`"12.34"`), with `currency` beside it.
+
+use crate::ops::{
+    AdjustmentReceipt, AdjustmentRequest, DeficitView, OpError, SaleReceipt, SaleRequest, StockLine,
+};
+use crate::storage::{AdjustmentKind, StoreError};
+use crate::store::{now_ms, Store};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use protocol::promotion::{Gift, PromotionSummary};
+use protocol::replication::{DeficitRecord, Hlc, Settlement};
+use protocol::{Money, Product, Sku};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::fmt;
+use std::sync::Arc;
+use ulid::Ulid;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers share.
+pub(crate) struct ApiState {
+    pub store: Arc<Store>,
+    pub token: SecretString,
+    pub hub_url: String,
+    pub max_clock_skew_ms: u64,
+}
+
+/// Registers the routes.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config())
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            ApiError::bad_request("bad_query", format!("invalid query string: {err}")).into()
+        }))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .service(
+            web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(require_token))
+                .route("/sales", web::post().to(post_sale))
+                .route("/sales", web::get().to(list_sales))
+                .route("/sales/{id}", web::get().to(get_sale))
+                .route("/stock/adjustments", web::post().to(post_adjustment))
+                .route("/stock", web::get().to(list_stock))
+                .route("/stock/{sku}", web::get().to(get_stock))
+                .route("/products", web::get().to(list_products))
+                .route("/promotions", web::get().to(list_promotions))
+                .route("/deficits", web::get().to(list_deficits))
+                .route("/conflicts", web::get().to(list_conflicts))
+                .route("/sync", web::get().to(sync_status))
+                .default_service(web::to(no_route)),
+        )
+        .default_service(web::to(no_route));
+}
+
+// ---- errors -------------------------------------------------------------------------------
+
+/// An API error: a status, a stable code and a message that says what to fix.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn not_found(what: impl fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    fn unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the node's storage is unavailable: retry shortly",
+        )
+    }
+
+    fn with_details(mut self, details: serde_json::Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(d) = &self.details {
+            error["details"] = d.clone();
+        }
+        HttpResponse::build(self.status).json(json!({ "error": error }))
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> ApiError {
+        match e {
+            OpError::Invalid {
+                code,
+                message,
+                problems,
+            } => {
+                let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message);
+                if problems.is_empty() {
+                    err
+                } else {
+                    err.with_details(json!({ "fields": problems }))
+                }
+            }
+            OpError::NotFound(what) => ApiError::not_found(what),
+            OpError::InsufficientRights(ref short) => {
+                let details = json!({ "short": short });
+                ApiError::new(StatusCode::CONFLICT, "insufficient_rights", e.to_string())
+                    .with_details(details)
+            }
+            OpError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "storage failed");
+        match e {
+            // The operator must act (a restart, after checking the disk); retrying is useless.
+            StoreError::Failed(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_failed",
+                "the node's database failed to make a change durable and refuses every write until the node is restarted: tell the operator. A sale answered this way may or may not be recorded: after the restart, retry it with the same Idempotency-Key",
+            ),
+            // The change exists (durable, queued to the hub): say so, with the sale.
+            StoreError::Unjournaled { sale, .. } => {
+                let message = match &sale {
+                    Some((_, number)) => format!(
+                        "sale {number} is recorded and will reach the hub, but the node could not write its journal: do not ring it up again; tell the operator"
+                    ),
+                    None => "the change is recorded and will reach the hub, but the node could not write its journal: do not repeat it; tell the operator".to_string(),
+                };
+                let err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "journal_failed", message);
+                match sale {
+                    Some((id, number)) => {
+                        err.with_details(json!({ "recorded": true, "sale_id": id.to_string(), "number": number }))
+                    }
+                    None => err.with_details(json!({ "recorded": true })),
+                }
+            }
+            _ => ApiError::unavailable(),
+        }
+    }
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as E;
+            let api = match &err {
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+                ),
+                E::ContentType => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as JSON with Content-Type: application/json",
+                ),
+                E::Deserialize(inner) if inner.is_data() => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    format!("invalid body: {inner}"),
+                ),
+                E::Deserialize(inner) => {
+                    ApiError::bad_request("malformed_json", format!("malformed JSON: {inner}"))
+                }
+                other => {
+                    ApiError::bad_request("bad_body", format!("could not read the body: {other}"))
+                }
+            };
+            api.into()
+        })
+}
+
+async fn no_route(req: HttpRequest) -> HttpResponse {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route {} {}", req.method(), req.path()),
+    )
+    .error_response()
+}
+
+/// Requires `Authorization: Bearer <api_token>` (compared in constant time).
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let allowed = match req.app_data::<web::Data<ApiState>>() {
+        Some(state) => req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| {
+                use subtle::ConstantTimeEq;
+                given
+                    .as_bytes()
+                    .ct_eq(state.token.expose_secret().as_bytes())
+                    .into()
+            }),
+        None => false,
+    };
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send the node's API token as Authorization: Bearer <api_token>",
+        )
+        .into());
+    }
+    next.call(req).await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(f).await.map_err(|e| {
+        tracing::error!(error = %e, "a blocking task failed");
+        ApiError::unavailable()
+    })?
+}
+
+// ---- views --------------------------------------------------------------------------------
+
+fn rfc3339(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn at(h: &Hlc) -> String {
+    rfc3339(h.ms)
+}
+
+fn money(m: Money) -> String {
+    m.to_decimal_string()
+}
+
+#[derive(Serialize)]
+struct SaleLineView {
+    sku: Sku,
+    name: String,
+    quantity: u32,
+    unit_price: String,
+    /// The line's promotion discount.
+    discount: String,
+    /// Quantity × unit price less the discount.
+    total: String,
+    tax_rate_bp: u32,
+}
+
+/// A promotion that applied to a sale, and what it took off.
+#[derive(Serialize)]
+struct AppliedView {
+    id: String,
+    name: String,
+    amount: String,
+    times: u32,
+}
+
+/// What promotions did to a sale.
+#[derive(Serialize)]
+struct SalePromotionsView {
+    applied: Vec<AppliedView>,
+    gifts: Vec<Gift>,
+    free_shipping: bool,
+}
+
+fn promotions_view(p: &PromotionSummary) -> SalePromotionsView {
+    SalePromotionsView {
+        applied: p
+            .applied
+            .iter()
+            .map(|a| AppliedView {
+                id: a.id.to_string(),
+                name: a.name.clone(),
+                amount: money(a.amount),
+                times: a.times,
+            })
+            .collect(),
+        gifts: p.gifts.clone(),
+        free_shipping: p.free_shipping,
+    }
+}
+
+#[derive(Serialize)]
+struct TaxView {
+    rate_bp: u32,
+    gross: String,
+    tax: String,
+}
+
+#[derive(Serialize)]
+struct PaymentView {
+    method: String,
+    amount: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SettlementView {
+    settled: u64,
+    short: u64,
+    flagged: Vec<String>,
+    at: String,
+}
+
+#[derive(Serialize)]
+struct DeficitJson {
+    id: Ulid,
+    replica: String,
+    location: String,
+    sku: Sku,
+    units: u64,
+    reason: String,
+    sale: Option<Ulid>,
+    clerk: Option<String>,
+    at: String,
+    /// The hub's settlement, once received.
+    settlement: Option<SettlementView>,
+}
+
+fn deficit_json(d: &DeficitRecord, settlement: Option<&Settlement>) -> DeficitJson {
+    DeficitJson {
+        id: d.id,
+        replica: d.replica.to_string(),
+        location: d.location.to_string(),
+        sku: d.sku.clone(),
+        units: d.units,
+        reason: d.reason.clone(),
+        sale: d.sale,
+        clerk: d.clerk.clone(),
+        at: at(&d.at),
+        settlement: settlement.map(|s| SettlementView {
+            settled: s.settled,
+            short: s.short,
+            flagged: s.flagged.clone(),
+            at: at(&s.at),
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct SaleView {
+    id: Ulid,
+    number: String,
+    replica: String,
+    location: String,
+    at: String,
+    currency: String,
+    lines: Vec<SaleLineView>,
+    /// The lines at shelf prices, before promotions.
+    subtotal: String,
+    /// What promotions took off (`subtotal − total`).
+    discount: String,
+    total: String,
+    taxes: Vec<TaxView>,
+    promotions: SalePromotionsView,
+    payments: Vec<PaymentView>,
+    paid: String,
+    change_due: String,
+    customer: Option<String>,
+    clerk: Option<String>,
+    deficits: Vec<DeficitJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed_from: Option<String>,
+}
+
+fn sale_view(r: &SaleReceipt) -> SaleView {
+    let s = &r.entry.sale;
+    let paid: i64 = s.payments.iter().map(|p| p.amount.minor).sum();
+    let currency = s.total.currency;
+    let shelf = |l: &protocol::replication::SaleLine| {
+        i64::from(l.quantity).saturating_mul(l.unit_price.minor)
+    };
+    let subtotal = s
+        .lines
+        .iter()
+        .fold(0i64, |sum, l| sum.saturating_add(shelf(l)));
+    SaleView {
+        id: s.id,
+        number: s.number.clone(),
+        replica: s.replica.to_string(),
+        location: s.location.to_string(),
+        at: at(&s.at),
+        currency: s.total.currency.code().to_string(),
+        lines: s
+            .lines
+            .iter()
+            .map(|l| SaleLineView {
+                sku: l.sku.clone(),
+                name: l.name.clone(),
+                quantity: l.quantity,
+                unit_price: money(l.unit_price),
+                discount: money(Money::new(shelf(l).saturating_sub(l.total.minor), currency)),
+                total: money(l.total),
+                tax_rate_bp: l.tax_rate_bp,
+            })
+            .collect(),
+        subtotal: money(Money::new(subtotal, currency)),
+        discount: money(Money::new(subtotal.saturating_sub(s.total.minor), currency)),
+        total: money(s.total),
+        promotions: promotions_view(&s.promotions),
+        taxes: s
+            .taxes
+            .iter()
+            .map(|t| TaxView {
+                rate_bp: t.rate_bp,
+                gross: money(t.gross),
+                tax: money(t.tax),
+            })
+            .collect(),
+        payments: s
+            .payments
+            .iter()
+            .map(|p| PaymentView {
+                method: p.method.clone(),
+                amount: money(p.amount),
+                reference: p.reference.clone(),
+            })
+            .collect(),
+        paid: money(Money::new(paid, s.total.currency)),
+        change_due: money(r.change_due),
+        customer: s.customer.map(|c| c.to_string()),
+        clerk: s.clerk.clone(),
+        deficits: r.deficits.iter().map(|d| deficit_json(d, None)).collect(),
+        replayed_from: r.entry.replayed_from.as_ref().map(|r| r.to_string()),
+    }
+}
+
+#[derive(Serialize)]
+struct AdjustmentView {
+    id: Ulid,
+    kind: AdjustmentKind,
+    sku: Sku,
+    delta: i64,
+    on_hand_after: i64,
+    rights_created: u64,
+    rights_consumed: u64,
+    reason: String,
+    clerk: Option<String>,
+    deficit: Option<DeficitJson>,
+    at: String,
+}
+
+fn adjustment_view(r: &AdjustmentReceipt) -> AdjustmentView {
+    let a = &r.record;
+    AdjustmentView {
+        id: a.id,
+        kind: a.kind.clone(),
+        sku: a.sku.clone(),
+        delta: a.delta,
+        on_hand_after: a.on_hand_after,
+        rights_created: a.rights_created,
+        rights_consumed: a.rights_consumed,
+        reason: a.reason.clone(),
+        clerk: a.clerk.clone(),
+        deficit: a.deficit.as_ref().map(|d| deficit_json(d, None)),
+        at: rfc3339(a.at_ms),
+    }
+}
+
+// ---- handlers -----------------------------------------------------------------------------
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    let store = state.store.clone();
+    let storage = web::block(move || store.healthy()).await.unwrap_or(false);
+    let sync_task = state.store.sync_state().running;
+    let failed = state.store.failure();
+    let mut body = json!({"storage": storage && failed.is_none(), "sync_task": sync_task});
+    if let Some(why) = &failed {
+        body["failed"] = json!(why);
+    }
+    if storage && sync_task && failed.is_none() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    match req.headers().get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
+            ApiError::bad_request(
+                "bad_idempotency_key",
+                "Idempotency-Key must be printable ASCII",
+            )
+        }),
+    }
+}
+
+async fn post_sale(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Json<SaleRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let store = state.store.clone();
+    let receipt = blocking(move || Ok(store.sell(&body, key.as_deref())?)).await?;
+    let mut res = HttpResponse::Created();
+    if receipt.replayed {
+        res.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(res.json(sale_view(&receipt)))
+}
+
+/// `?limit=&cursor=` of a listing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+impl Page {
+    fn parse(&self) -> Result<(usize, Option<Ulid>), ApiError> {
+        let limit = self.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "bad_limit",
+                format!("limit {limit} is out of range: 1 to 100"),
+            ));
+        }
+        let cursor = match &self.cursor {
+            None => None,
+            Some(c) => Some(Ulid::from_string(c).map_err(|_| {
+                ApiError::bad_request(
+                    "bad_cursor",
+                    "invalid cursor: pass the next_cursor of the previous page unchanged",
+                )
+            })?),
+        };
+        Ok((limit, cursor))
+    }
+}
+
+async fn list_sales(
+    state: web::Data<ApiState>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, before) = page.parse()?;
+    let store = state.store.clone();
+    let sales = blocking(move || Ok(store.sales(limit, before)?)).await?;
+    let next = (sales.len() == limit)
+        .then(|| sales.last().map(|s| s.entry.sale.id.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "sales": sales.iter().map(sale_view).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+async fn get_sale(
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key = path.into_inner();
+    let store = state.store.clone();
+    let k = key.clone();
+    match blocking(move || Ok(store.find_sale(&k)?)).await? {
+        Some(sale) => Ok(HttpResponse::Ok().json(sale_view(&sale))),
+        None => Err(ApiError::not_found(format!(
+            "sale '{key}' (an id or a receipt number)"
+        ))),
+    }
+}
+
+async fn post_adjustment(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Json<AdjustmentRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let store = state.store.clone();
+    let receipt = blocking(move || Ok(store.adjust(&body, key.as_deref())?)).await?;
+    let mut res = HttpResponse::Created();
+    if receipt.replayed {
+        res.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(res.json(adjustment_view(&receipt)))
+}
+
+async fn list_stock(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let lines: Vec<StockLine> = blocking(move || Ok(store.stock()?)).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "location": state.store.identity().location,
+        "items": lines,
+    })))
+}
+
+async fn get_stock(
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let text = path.into_inner();
+    let sku = Sku::parse(&text).map_err(|_| ApiError::not_found(format!("SKU '{text}'")))?;
+    let store = state.store.clone();
+    let s = sku.clone();
+    match blocking(move || Ok(store.stock_of(&s)?)).await? {
+        Some(line) => Ok(HttpResponse::Ok().json(line)),
+        None => Err(ApiError::not_found(format!(
+            "SKU '{sku}' (neither in the catalog nor in the node's stock)"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProductQuery {
+    q: Option<String>,
+    barcode: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct VariantView {
+    sku: Sku,
+    title: String,
+    price: String,
+    currency: String,
+    compare_at: Option<String>,
+    barcode: Option<String>,
+    on_hand: i64,
+    node_rights: u64,
+}
+
+#[derive(Serialize)]
+struct ProductView {
+    id: String,
+    slug: String,
+    name: String,
+    brand: String,
+    category: String,
+    tax_rate_bp: u32,
+    image: String,
+    variants: Vec<VariantView>,
+}
+
+async fn list_products(
+    state: web::Data<ApiState>,
+    query: web::Query<ProductQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            format!("limit {limit} is out of range: 1 to 100"),
+        ));
+    }
+    let store = state.store.clone();
+    let q = query.into_inner();
+    let products = blocking(move || {
+        let found: Vec<Product> = store.products(q.q.as_deref(), q.barcode.as_deref(), limit);
+        let mut out = Vec::with_capacity(found.len());
+        for p in found {
+            let mut variants = Vec::with_capacity(p.variants.len());
+            for v in &p.variants {
+                let stock = store.stock_of(&v.sku)?;
+                variants.push(VariantView {
+                    sku: v.sku.clone(),
+                    title: v.title.clone(),
+                    price: money(v.price),
+                    currency: v.price.currency.code().to_string(),
+                    compare_at: v.compare_at.map(money),
+                    barcode: v.barcode.clone(),
+                    on_hand: stock.as_ref().map_or(0, |s| s.on_hand),
+                    node_rights: stock.as_ref().map_or(0, |s| s.node_rights),
+                });
+            }
+            out.push(ProductView {
+                id: p.id.to_string(),
+                slug: p.slug,
+                name: p.name,
+                brand: p.brand,
+                category: p.category.0,
+                tax_rate_bp: p.tax_rate_bp,
+                image: p.image,
+                variants,
+            });
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "catalog_version": state.store.catalog().version(),
+        "products": products,
+    })))
+}
+
+/// `GET /api/v1/promotions`: the promotions the node prices with (those live on the hub when
+/// its catalog version was issued), in the order they apply.
+async fn list_promotions(state: web::Data<ApiState>) -> HttpResponse {
+    let catalog = state.store.catalog();
+    HttpResponse::Ok().json(json!({
+        "catalog_version": catalog.version(),
+        "promotions": catalog.promotions.promotions(),
+    }))
+}
+
+async fn list_deficits(
+    state: web::Data<ApiState>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, before) = page.parse()?;
+    let store = state.store.clone();
+    let found: Vec<DeficitView> = blocking(move || Ok(store.deficits(limit, before)?)).await?;
+    let next = (found.len() == limit)
+        .then(|| found.last().map(|d| d.deficit.id.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "deficits": found
+            .iter()
+            .map(|d| deficit_json(&d.deficit, d.settlement.as_ref()))
+            .collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+async fn list_conflicts(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let found = blocking(move || Ok(store.conflicts(100)?)).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "conflicts": found
+            .iter()
+            .map(|c| json!({"id": c.id, "replica": c.replica, "kind": c.kind, "detail": c.detail, "at": at(&c.at)}))
+            .collect::<Vec<_>>(),
+    })))
+}
+
+async fn sync_status(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let cursors = blocking(move || Ok(store.cursors()?)).await?;
+    let s = state.store.sync_state();
+    let me = state.store.identity();
+    let now = now_ms();
+    Ok(HttpResponse::Ok().json(json!({
+        "replica": me.replica,
+        "location": me.location,
+        "store_name": me.store_name,
+        "hub_url": state.hub_url,
+        "running": s.running,
+        "connected": s.connected,
+        "since": s.since_ms.map(rfc3339),
+        "last_ack_at": s.last_ack_ms.map(rfc3339),
+        "pending": {
+            "entries": cursors.pending_entries(),
+            "items": cursors.pending_items,
+            "journal_records": state.store.journal_records(),
+        },
+        "have": cursors.have,
+        "acked": cursors.acked,
+        "last_seq": cursors.last_seq(),
+        "catalog_version": state.store.catalog().version(),
+        "clock_skew_ms": s.skew_ms,
+        "clock_skew_exceeds_limit": s.skew_ms.is_some_and(|k| k.unsigned_abs() > state.max_clock_skew_ms),
+        "last_close": s.last_close,
+        "next_reconnect_in_ms": s.next_attempt_ms.map(|t| t.saturating_sub(now)),
+        "backoff_ms": s.backoff_ms,
+        "problem": s.problem,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Identity;
+    use actix_web::{test, App};
+    use protocol::replication::ReplicaId;
+    use protocol::LocationId;
+
+    async fn body_of(res: HttpResponse) -> serde_json::Value {
+        let bytes = actix_web::body::to_bytes(res.into_body())
+            .await
+            .expect("reads the body");
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    #[actix_web::test]
+    async fn a_failed_store_answers_503_with_a_clear_error() {
+        let err = ApiError::from(StoreError::Failed("the database did not flush".into()));
+        let res = err.error_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_of(res).await;
+        assert_eq!(body["error"]["code"], "storage_failed");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("restarted")));
+    }
+
+    #[actix_web::test]
+    async fn an_unjournaled_sale_answers_503_with_the_sale_in_the_details() {
+        let id = Ulid::new();
+        let err = ApiError::from(OpError::Storage(StoreError::Unjournaled {
+            sale: Some((id, "berlin-000042".into())),
+            source: Box::new(StoreError::Journal(std::io::Error::other("disk full"))),
+        }));
+        let res = err.error_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_of(res).await;
+        assert_eq!(body["error"]["code"], "journal_failed");
+        assert_eq!(body["error"]["details"]["sale_id"], id.to_string());
+        assert_eq!(body["error"]["details"]["number"], "berlin-000042");
+        assert_eq!(body["error"]["details"]["recorded"], true);
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("berlin-000042") && m.contains("do not ring it up again")));
+    }
+
+    #[actix_web::test]
+    async fn readyz_answers_503_once_the_store_failed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(
+            Store::open(
+                dir.path(),
+                4,
+                Identity {
+                    replica: ReplicaId("berlin".into()),
+                    location: LocationId("store-berlin".into()),
+                    store_name: "Berlin".into(),
+                    safety_buffer: 2,
+                    online_share_percent: 50,
+                },
+            )
+            .expect("opens"),
+        );
+        store.update_sync(|s| s.running = true);
+        let state = web::Data::new(ApiState {
+            store: store.clone(),
+            token: SecretString::from("token-0123456789".to_string()),
+            hub_url: "ws://hub".into(),
+            max_clock_skew_ms: 300_000,
+        });
+        let app = test::init_service(App::new().app_data(state.clone()).configure(configure)).await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+
+        store.inject_flush_failure();
+        assert!(matches!(
+            store.flush_or_fail("a test change"),
+            Err(StoreError::Failed(_))
+        ));
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body["storage"], false);
+        assert!(body["failed"]
+            .as_str()
+            .is_some_and(|m| m.contains("a test change")));
+    }
+}

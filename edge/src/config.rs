@@ -1,0 +1,366 @@
+//! The edge node's typed settings: defaults that run on a laptop, then a TOML file, then
+//! environment variables prefixed `OMNIHUB_EDGE_` (nested keys with `__`, e.g.
+//! `OMNIHUB_EDGE_SYNC__HEARTBEAT_EVERY=2s`). Secrets (`credential`, `api_token`) are wrapped so
+//! they never reach a log; [`EdgeSettings::check`] refuses settings that cannot work.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use protocol::replication::ReplicaId;
+use protocol::LocationId;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Settings of one edge node process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeSettings {
+    /// This node's replica id (`berlin`; after a rebuild a new one, e.g. `berlin-2`).
+    pub replica: ReplicaId,
+    /// The one location the node owns, e.g. `store-berlin`.
+    pub location: LocationId,
+    /// The store's name, shown to the operator.
+    pub store_name: String,
+    /// The hub's sync endpoint, e.g. `ws://127.0.0.1:8080/api/v1/edge/sync`.
+    pub hub_url: String,
+    /// The node's credential, sent as `Authorization: Bearer …` to the hub. Never logged.
+    pub credential: Option<SecretString>,
+    /// Where sled and the journal live.
+    pub data_dir: PathBuf,
+    /// sled page cache in MiB (kept small: an edge node is a small machine).
+    pub cache_mb: u64,
+    /// Address of the node's own HTTP API; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// HTTP worker threads (0: one per core).
+    pub workers: usize,
+    /// Bearer token the node's HTTP API requires (everything but `/healthz` and `/readyz`).
+    /// Never logged.
+    pub api_token: Option<SecretString>,
+    /// Rights the node never gives away per SKU; below it the node asks the hub for more.
+    pub safety_buffer: u64,
+    /// Share (0–100) of the sellable units above the safety buffer that the node grants the
+    /// hub for online promises while connected.
+    pub online_share_percent: u8,
+    /// A clock skew to the hub beyond this is shown to the operator, e.g. `5m`.
+    #[serde(deserialize_with = "human")]
+    pub max_clock_skew: Duration,
+    pub sync: SyncSettings,
+}
+
+/// Timing of the sync connection to the hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSettings {
+    /// A heartbeat goes out this often, e.g. `5s`.
+    #[serde(deserialize_with = "human")]
+    pub heartbeat_every: Duration,
+    /// The connection is closed after hearing nothing for this long, e.g. `15s`.
+    #[serde(deserialize_with = "human")]
+    pub idle_timeout: Duration,
+    /// First reconnect delay (before full jitter), doubled per failed attempt.
+    #[serde(deserialize_with = "human")]
+    pub backoff_initial: Duration,
+    /// The largest reconnect delay.
+    #[serde(deserialize_with = "human")]
+    pub backoff_max: Duration,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            heartbeat_every: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        EdgeSettings {
+            replica: ReplicaId("berlin".into()),
+            location: LocationId("store-berlin".into()),
+            store_name: "Berlin".into(),
+            hub_url: "ws://127.0.0.1:8080/api/v1/edge/sync".into(),
+            credential: None,
+            data_dir: PathBuf::from("data/edge-berlin"),
+            cache_mb: 16,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            workers: 2,
+            api_token: None,
+            safety_buffer: 2,
+            online_share_percent: 50,
+            max_clock_skew: Duration::from_secs(300),
+            sync: SyncSettings::default(),
+        }
+    }
+}
+
+/// Why the settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the edge settings: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("edge settings: {0}")]
+    Invalid(String),
+}
+
+/// Text keys read verbatim from the environment (figment would read `OMNIHUB_EDGE_API_TOKEN`
+/// of digits as a number, and refuse it).
+const VERBATIM_KEYS: [&str; 6] = [
+    "replica",
+    "location",
+    "store_name",
+    "hub_url",
+    "credential",
+    "api_token",
+];
+
+/// The shortest `api_token` accepted: it guards the till.
+pub const MIN_API_TOKEN_CHARS: usize = 16;
+
+impl EdgeSettings {
+    /// Defaults, overridden by `file` (if given) and then by `OMNIHUB_EDGE_*` variables.
+    /// Call [`EdgeSettings::check`] (as [`crate::EdgeNode::start`] does) before using them.
+    pub fn load(file: Option<&Path>) -> Result<EdgeSettings, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("OMNIHUB_EDGE_")
+                .split("__")
+                .ignore(&VERBATIM_KEYS),
+        );
+        for key in VERBATIM_KEYS {
+            if let Ok(value) = std::env::var(format!("OMNIHUB_EDGE_{}", key.to_uppercase())) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Refuses settings that cannot work, saying which key to fix.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(e) = ReplicaId::node(self.replica.as_str()) {
+            return bad(format!("replica: {e}"));
+        }
+        let loc = self.location.0.as_str();
+        if loc.is_empty() || loc.len() > 64 || loc == "online" || loc.chars().any(char::is_control)
+        {
+            return bad(format!(
+                "location '{loc}': name the store's own location (1 to 64 characters, not 'online'), e.g. store-berlin"
+            ));
+        }
+        if self.store_name.trim().is_empty() {
+            return bad("store_name is empty: name the store, e.g. \"Berlin Mitte\"".into());
+        }
+        check_hub_url(&self.hub_url).or_else(|m| bad(format!("hub_url: {m}")))?;
+        match &self.credential {
+            Some(c) if !c.expose_secret().trim().is_empty() => {}
+            _ => {
+                return bad("credential is not set: set OMNIHUB_EDGE_CREDENTIAL to the node's credential from the hub's [[edge.nodes]] entry".into())
+            }
+        }
+        match &self.api_token {
+            Some(t) if t.expose_secret().chars().count() >= MIN_API_TOKEN_CHARS => {}
+            _ => {
+                return bad(format!(
+                    "api_token is not set or shorter than {MIN_API_TOKEN_CHARS} characters: set OMNIHUB_EDGE_API_TOKEN to a long random value"
+                ))
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir is empty: name a directory for the node's data".into());
+        }
+        if self.online_share_percent > 100 {
+            return bad(format!(
+                "online_share_percent {} is above 100",
+                self.online_share_percent
+            ));
+        }
+        if self.cache_mb == 0 {
+            return bad("cache_mb must be at least 1".into());
+        }
+        if self.max_clock_skew.is_zero() {
+            return bad("max_clock_skew must be above zero, e.g. 5m".into());
+        }
+        let s = &self.sync;
+        if s.heartbeat_every.is_zero() || s.heartbeat_every >= s.idle_timeout {
+            return bad(format!(
+                "sync.heartbeat_every ({:?}) must be above zero and below sync.idle_timeout ({:?})",
+                s.heartbeat_every, s.idle_timeout
+            ));
+        }
+        if s.backoff_initial.is_zero() || s.backoff_initial > s.backoff_max {
+            return bad(format!(
+                "sync.backoff_initial ({:?}) must be above zero and at most sync.backoff_max ({:?})",
+                s.backoff_initial, s.backoff_max
+            ));
+        }
+        Ok(())
+    }
+
+    /// The credential as sent to the hub (empty when unset; [`EdgeSettings::check`] refuses that).
+    pub(crate) fn credential_text(&self) -> &str {
+        self.credential.as_ref().map_or("", |c| c.expose_secret())
+    }
+}
+
+fn check_hub_url(url: &str) -> Result<(), String> {
+    use tokio_tungstenite::tungstenite::http::Uri;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => {
+            return Err(format!(
+                "'{url}': this build speaks ws:// only (no TLS); reach the hub over a TLS tunnel or VPN and use ws://"
+            ))
+        }
+        _ => return Err(format!("'{url}' must start with ws://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("'{url}' names no host"));
+    }
+    Ok(())
+}
+
+fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "'{text}' is not a duration such as 500ms, 30s or 5m: {e}"
+        ))
+    })
+}
+
+#[cfg(test)]
+// figment's `Jail` closure returns figment's own (large) error type; that is its API, not ours.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    fn valid() -> EdgeSettings {
+        EdgeSettings {
+            credential: Some("node-secret".to_string().into()),
+            api_token: Some("a-long-enough-api-token".to_string().into()),
+            ..EdgeSettings::default()
+        }
+    }
+
+    #[test]
+    fn file_and_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "edge.toml",
+                "replica = \"hamburg\"\nlocation = \"store-hamburg\"\nsafety_buffer = 3\n[sync]\nheartbeat_every = \"2s\"\n",
+            )?;
+            jail.set_env("OMNIHUB_EDGE_ONLINE_SHARE_PERCENT", "30");
+            jail.set_env("OMNIHUB_EDGE_SYNC__IDLE_TIMEOUT", "9s");
+            jail.set_env("OMNIHUB_EDGE_CREDENTIAL", "secret-credential");
+            jail.set_env("OMNIHUB_EDGE_API_TOKEN", "12345678901234567890");
+            let s = EdgeSettings::load(Some(Path::new("edge.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.replica.as_str(), "hamburg");
+            assert_eq!(s.location.0, "store-hamburg");
+            assert_eq!(s.safety_buffer, 3);
+            assert_eq!(s.online_share_percent, 30);
+            assert_eq!(s.sync.heartbeat_every, Duration::from_secs(2));
+            assert_eq!(s.sync.idle_timeout, Duration::from_secs(9));
+            assert_eq!(s.sync.backoff_max, Duration::from_secs(30));
+            assert_eq!(s.credential_text(), "secret-credential");
+            assert_eq!(
+                s.api_token.as_ref().map(|t| t.expose_secret().to_string()),
+                Some("12345678901234567890".to_string()),
+                "a token of digits stays a string"
+            );
+            assert!(
+                !format!("{s:?}").contains("secret-credential"),
+                "secrets never reach Debug output"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_are_the_contracts_numbers() {
+        let d = EdgeSettings::default();
+        assert_eq!(d.safety_buffer, 2);
+        assert_eq!(d.online_share_percent, 50);
+        assert_eq!(d.max_clock_skew, Duration::from_secs(300));
+        assert_eq!(d.sync.heartbeat_every, Duration::from_secs(5));
+        assert_eq!(d.sync.idle_timeout, Duration::from_secs(15));
+        assert_eq!(d.sync.backoff_initial, Duration::from_millis(500));
+        assert!(valid().check().is_ok());
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_key_to_fix() {
+        type Spoil = Box<dyn Fn(&mut EdgeSettings)>;
+        let cases: Vec<(&str, Spoil)> = vec![
+            (
+                "replica",
+                Box::new(|s| s.replica = ReplicaId("Berlin!".into())),
+            ),
+            ("replica", Box::new(|s| s.replica = ReplicaId::hub())),
+            (
+                "location",
+                Box::new(|s| s.location = LocationId("online".into())),
+            ),
+            ("hub_url", Box::new(|s| s.hub_url = "http://hub".into())),
+            ("hub_url", Box::new(|s| s.hub_url = "wss://hub/sync".into())),
+            ("credential", Box::new(|s| s.credential = None)),
+            (
+                "api_token",
+                Box::new(|s| s.api_token = Some("short".to_string().into())),
+            ),
+            (
+                "online_share_percent",
+                Box::new(|s| s.online_share_percent = 101),
+            ),
+            (
+                "heartbeat_every",
+                Box::new(|s| s.sync.heartbeat_every = Duration::from_secs(20)),
+            ),
+            (
+                "backoff_initial",
+                Box::new(|s| s.sync.backoff_initial = Duration::from_secs(60)),
+            ),
+        ];
+        for (key, spoil) in cases {
+            let mut s = valid();
+            spoil(&mut s);
+            let err = s.check().expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_loads_and_matches_the_defaults() {
+        // In a jail: other tests set OMNIHUB_EDGE_* variables (inside their own jails).
+        figment::Jail::expect_with(|_| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.toml");
+            let s = EdgeSettings::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(format!("{s:?}"), format!("{:?}", EdgeSettings::default()));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "replika = \"x\"\n")?;
+            assert!(EdgeSettings::load(Some(Path::new("a.toml"))).is_err());
+            jail.create_file("b.toml", "max_clock_skew = \"soon\"\n")?;
+            assert!(EdgeSettings::load(Some(Path::new("b.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,435 @@
+//! Checks of requests before the writer lock is taken: a sale priced from the catalog and its
+//! promotions (a client never sets a price), its payments, an adjustment, an idempotency key.
+
+use super::change::Target;
+use super::Catalog;
+use crate::ops::{
+    clean_text, AdjustmentRequest, FieldProblem, OpError, SaleRequest, MAX_ADJUSTMENT_UNITS,
+    MAX_LINE_QUANTITY, MAX_SALE_LINES, MAX_TEXT_CHARS,
+};
+use crate::storage::AdjustmentKind;
+use protocol::promotion::{PromotionContext, PromotionSummary};
+use protocol::replication::{SaleLine, SalePayment, SaleRecord};
+use protocol::{Basket, BasketId, BasketOwner, Channel, Currency, LocationId, Money, Sku};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// Checks and prices a sale request (no lock held) with the promotions that came with the
+/// catalog, as the hub prices a basket: on the POS channel, in this store, at `now`. No coupon
+/// and nothing about the customer (segments, first order) is known at the till yet.
+pub(super) fn price_sale(
+    catalog: &Catalog,
+    store: &LocationId,
+    now: OffsetDateTime,
+    req: &SaleRequest,
+) -> Result<PricedSale, OpError> {
+    let mut problems = Vec::new();
+    if req.lines.is_empty() {
+        return Err(OpError::invalid(
+            "no_lines",
+            "a sale needs at least one line: {\"sku\" or \"barcode\", \"quantity\"}",
+        ));
+    }
+    if req.lines.len() > MAX_SALE_LINES {
+        return Err(OpError::invalid(
+            "too_many_lines",
+            format!("a sale has at most {MAX_SALE_LINES} lines"),
+        ));
+    }
+    let mut unknown = Vec::new();
+    let mut wanted: Vec<(Sku, i64)> = Vec::new();
+    for (i, line) in req.lines.iter().enumerate() {
+        if !(1..=MAX_LINE_QUANTITY).contains(&line.quantity) {
+            problems.push(FieldProblem {
+                field: format!("lines[{i}].quantity"),
+                message: format!(
+                    "quantity {} is out of range: 1 to {MAX_LINE_QUANTITY}",
+                    line.quantity
+                ),
+            });
+        }
+        let sku = resolve_line(catalog, i, line, &mut problems, &mut unknown);
+        if let Some(sku) = sku {
+            wanted.push((sku, line.quantity));
+        }
+    }
+    let clerk = clean_text("clerk", req.clerk.as_deref(), &mut problems);
+    let override_reason = match req.override_reason.as_deref() {
+        Some(r) if r.trim().is_empty() => {
+            problems.push(FieldProblem {
+                field: "override_reason".into(),
+                message: "an override needs the clerk's reason".into(),
+            });
+            None
+        }
+        other => clean_text("override_reason", other, &mut problems),
+    };
+    if !problems.is_empty() {
+        return Err(OpError::fields(
+            "invalid_sale",
+            "the sale has invalid fields: see details",
+            problems,
+        ));
+    }
+    if !unknown.is_empty() {
+        return Err(OpError::fields(
+            "unknown_item",
+            "some lines name no product in the store's catalog: see details",
+            unknown,
+        ));
+    }
+    let currency = wanted
+        .first()
+        .and_then(|(sku, _)| catalog.snapshot.product_by_sku(sku)?.variant(sku))
+        .map_or(Currency::EUR, |v| v.price.currency);
+    let mut basket = Basket::new(BasketId::new(), BasketOwner::Anonymous, currency, now);
+    for (sku, qty) in &wanted {
+        basket.add(sku.clone(), *qty, i64::MAX, now).map_err(|e| {
+            OpError::fields(
+                "invalid_sale",
+                "the sale has invalid fields: see details",
+                vec![FieldProblem {
+                    field: format!("lines ({sku})"),
+                    message: format!("{e} (lines of the same SKU are added up)"),
+                }],
+            )
+        })?;
+    }
+    let mut ctx = PromotionContext::new(currency, Channel::Pos, now);
+    ctx.store = Some(store.clone());
+    let priced = protocol::pricing::price_basket_with_promotions(
+        &basket,
+        |s| catalog.snapshot.product_by_sku(s),
+        &catalog.promotions,
+        &ctx,
+    )
+    .map_err(|e| OpError::invalid("unpriceable", format!("the sale cannot be priced: {e}")))?;
+    if !priced.unavailable.is_empty() {
+        return Err(OpError::invalid(
+            "mixed_currencies",
+            format!(
+                "{} cannot be sold together with {}: their prices are in another currency",
+                priced
+                    .unavailable
+                    .iter()
+                    .map(Sku::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                currency
+            ),
+        ));
+    }
+    let payments = parse_payments(req, priced.total)?;
+    let lines = priced
+        .lines
+        .iter()
+        .map(|l| SaleLine {
+            sku: l.sku.clone(),
+            name: if l.variant.is_empty() || l.variant == "Default" {
+                l.name.clone()
+            } else {
+                format!("{} – {}", l.name, l.variant)
+            },
+            quantity: l.quantity,
+            unit_price: l.unit_price,
+            // The engine never discounts a line beyond its total.
+            total: Money::new(l.line_total.minor - l.discount.minor, currency),
+            tax_rate_bp: l.tax_rate_bp,
+        })
+        .collect();
+    // Units leave the shelf per SKU: a free gift of a SKU also bought is one more of it.
+    let mut units: BTreeMap<Sku, u64> = BTreeMap::new();
+    for l in &priced.lines {
+        *units.entry(l.sku.clone()).or_default() += u64::from(l.quantity);
+    }
+    Ok(PricedSale {
+        units: units.into_iter().collect(),
+        lines,
+        total: priced.total,
+        taxes: priced.taxes,
+        payments,
+        clerk,
+        override_reason,
+        promotions: PromotionSummary {
+            // What did not apply explains a basket being built, not a sale made: the record
+            // (replicated to the hub) keeps what applied.
+            not_applied: Vec::new(),
+            ..priced.promotions
+        },
+    })
+}
+
+/// The SKU a sale line names (by SKU or barcode), or a problem noted in `problems` (invalid)
+/// or `unknown` (not in the catalog).
+fn resolve_line(
+    catalog: &Catalog,
+    i: usize,
+    line: &crate::ops::SaleLineRequest,
+    problems: &mut Vec<FieldProblem>,
+    unknown: &mut Vec<FieldProblem>,
+) -> Option<Sku> {
+    match (line.sku.as_deref(), line.barcode.as_deref()) {
+        (Some(text), None) => match Sku::parse(text) {
+            Ok(sku) if catalog.snapshot.product_by_sku(&sku).is_some() => Some(sku),
+            Ok(_) => {
+                unknown.push(FieldProblem {
+                    field: format!("lines[{i}].sku"),
+                    message: format!(
+                        "no product with SKU '{text}' in the catalog (version {})",
+                        catalog.version()
+                    ),
+                });
+                None
+            }
+            Err(e) => {
+                problems.push(FieldProblem {
+                    field: format!("lines[{i}].sku"),
+                    message: e.to_string(),
+                });
+                None
+            }
+        },
+        (None, Some(code)) => match catalog.sku_by_barcode(code.trim()) {
+            Some(sku) => Some(sku.clone()),
+            None => {
+                unknown.push(FieldProblem {
+                    field: format!("lines[{i}].barcode"),
+                    message: format!(
+                        "no product with barcode '{}' in the catalog (version {})",
+                        code.chars().take(64).collect::<String>(),
+                        catalog.version()
+                    ),
+                });
+                None
+            }
+        },
+        _ => {
+            problems.push(FieldProblem {
+                field: format!("lines[{i}]"),
+                message: "give exactly one of sku and barcode".into(),
+            });
+            None
+        }
+    }
+}
+
+/// An adjustment request checked.
+pub(super) struct CheckedAdjustment {
+    pub kind: AdjustmentKind,
+    pub sku: Sku,
+    pub target: Target,
+    pub reason: String,
+    pub clerk: Option<String>,
+}
+
+/// Checks an adjustment request against the catalog.
+pub(super) fn check_adjustment(
+    catalog: &Catalog,
+    req: &AdjustmentRequest,
+) -> Result<CheckedAdjustment, OpError> {
+    let (kind, sku_text, amount, reason, clerk) = match req {
+        AdjustmentRequest::Receipt {
+            sku,
+            units,
+            reason,
+            clerk,
+        } => (
+            AdjustmentKind::Receipt,
+            sku,
+            *units,
+            reason.as_deref(),
+            clerk,
+        ),
+        AdjustmentRequest::Count {
+            sku,
+            on_hand,
+            reason,
+            clerk,
+        } => (
+            AdjustmentKind::Count,
+            sku,
+            *on_hand,
+            reason.as_deref(),
+            clerk,
+        ),
+        AdjustmentRequest::Damage {
+            sku,
+            units,
+            reason,
+            clerk,
+        } => (
+            AdjustmentKind::Damage,
+            sku,
+            *units,
+            Some(reason.as_str()),
+            clerk,
+        ),
+    };
+    let mut problems = Vec::new();
+    let sku = match Sku::parse(sku_text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(FieldProblem {
+                field: "sku".into(),
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+    let (field, low) = match kind {
+        AdjustmentKind::Count => ("on_hand", 0),
+        _ => ("units", 1),
+    };
+    if !(low..=MAX_ADJUSTMENT_UNITS).contains(&amount) {
+        problems.push(FieldProblem {
+            field: field.into(),
+            message: format!("{amount} is out of range: {low} to {MAX_ADJUSTMENT_UNITS}"),
+        });
+    }
+    let reason_text = clean_text("reason", reason, &mut problems);
+    if kind == AdjustmentKind::Damage && reason_text.is_none() {
+        problems.push(FieldProblem {
+            field: "reason".into(),
+            message: "say what happened to the goods".into(),
+        });
+    }
+    let clerk = clean_text("clerk", clerk.as_deref(), &mut problems);
+    let Some(sku) = sku.filter(|_| problems.is_empty()) else {
+        return Err(OpError::fields(
+            "invalid_adjustment",
+            "the adjustment has invalid fields: see details",
+            problems,
+        ));
+    };
+    if catalog.snapshot.product_by_sku(&sku).is_none() {
+        return Err(OpError::fields(
+            "unknown_item",
+            format!("no product with SKU '{sku}' in the store's catalog"),
+            vec![FieldProblem {
+                field: "sku".into(),
+                message: "not in the catalog".into(),
+            }],
+        ));
+    }
+    let reason = reason_text.unwrap_or_else(|| match kind {
+        AdjustmentKind::Receipt => "goods received".into(),
+        _ => "shelf count".into(),
+    });
+    let target = match kind {
+        AdjustmentKind::Count => Target::Set(amount),
+        AdjustmentKind::Receipt => Target::Add(amount.unsigned_abs()),
+        _ => Target::Remove(amount.unsigned_abs()),
+    };
+    Ok(CheckedAdjustment {
+        kind,
+        sku,
+        target,
+        reason,
+        clerk,
+    })
+}
+
+pub(super) fn check_idempotency_key(key: Option<&str>) -> Result<Option<String>, OpError> {
+    match key {
+        None => Ok(None),
+        Some(k)
+            if !k.is_empty()
+                && k.len() <= MAX_TEXT_CHARS
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(k.to_string()))
+        }
+        Some(_) => Err(OpError::invalid(
+            "bad_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_TEXT_CHARS} printable ASCII characters without spaces"),
+        )),
+    }
+}
+
+/// A sale request checked and priced.
+pub(super) struct PricedSale {
+    /// Units per SKU (lines of one SKU added up).
+    pub units: Vec<(Sku, u64)>,
+    pub lines: Vec<SaleLine>,
+    pub total: Money,
+    pub taxes: Vec<protocol::TaxLine>,
+    pub payments: Vec<SalePayment>,
+    pub clerk: Option<String>,
+    pub override_reason: Option<String>,
+    /// The promotions that applied, gifts and free shipping.
+    pub promotions: PromotionSummary,
+}
+
+/// Checks the payments: amounts in the sale's currency, together covering the total; only
+/// cash may exceed it (the excess is the change due).
+fn parse_payments(req: &SaleRequest, total: Money) -> Result<Vec<SalePayment>, OpError> {
+    let currency = total.currency;
+    let mut problems = Vec::new();
+    let mut payments = Vec::with_capacity(req.payments.len());
+    for (i, p) in req.payments.iter().enumerate() {
+        let reference = clean_text(
+            &format!("payments[{i}].reference"),
+            p.reference.as_deref(),
+            &mut problems,
+        );
+        match Money::parse_decimal(&p.amount, currency) {
+            Ok(m) if m.minor > 0 => payments.push(SalePayment {
+                method: p.method.as_str().to_string(),
+                amount: m,
+                reference,
+            }),
+            _ => problems.push(FieldProblem {
+                field: format!("payments[{i}].amount"),
+                message: format!(
+                    "'{}' is not a positive amount in {currency}: use a decimal string such as \"12.34\" with at most {} decimals",
+                    p.amount.chars().take(32).collect::<String>(),
+                    currency.exponent()
+                ),
+            }),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(OpError::fields(
+            "invalid_payment",
+            "the payments have invalid fields: see details",
+            problems,
+        ));
+    }
+    let sum = |cash: Option<bool>| -> Result<i64, OpError> {
+        payments
+            .iter()
+            .filter(|p| cash.is_none_or(|c| (p.method == "cash") == c))
+            .try_fold(0i64, |acc, p| acc.checked_add(p.amount.minor))
+            .ok_or_else(|| OpError::invalid("invalid_payment", "the payments add up to too much"))
+    };
+    let paid = sum(None)?;
+    let non_cash = sum(Some(false))?;
+    if paid < total.minor {
+        return Err(OpError::invalid(
+            "payment_short",
+            format!(
+                "the payments ({}) do not cover the total ({}): {} missing",
+                Money::new(paid, currency),
+                total,
+                Money::new(total.minor - paid, currency)
+            ),
+        ));
+    }
+    if non_cash > total.minor {
+        return Err(OpError::invalid(
+            "overpaid",
+            format!(
+                "card and voucher payments ({}) exceed the total ({}): only cash may exceed it (change is given in cash)",
+                Money::new(non_cash, currency),
+                total
+            ),
+        ));
+    }
+    Ok(payments)
+}
+
+/// Cash to hand back: what was paid beyond the total.
+pub(crate) fn change_due(sale: &SaleRecord) -> Money {
+    let paid: i64 = sale.payments.iter().map(|p| p.amount.minor).sum();
+    Money::new((paid - sale.total.minor).max(0), sale.total.currency)
+}

@@ -1,0 +1,1242 @@
+//! Checkout on the basket actor. The basket actor is the one writer of its basket, of its
+//! checkouts and of the orders they become, so a double click, two tabs, a success redirect
+//! racing its webhook, and the webhook's duplicates all queue on one mailbox and meet the state
+//! the previous one left: one checkout at a time, one order per payment.
+//!
+//! The path of a payment:
+//! 1. `StartCheckout`: validate the address, price with `protocol::checkout`, **hold** the stock
+//!    (all or nothing), lock the basket and store the checkout in one unit of work, then open a
+//!    Checkout Session at the provider with an idempotency key derived from (checkout, attempt).
+//! 2. `PaymentSucceeded` (webhook, success redirect or reconciliation, in any order and any number
+//!    of times): one unit of work creates the order (refused by storage if the checkout already
+//!    has one), marks the checkout paid and empties the basket; then the holds become a sale.
+//! 3. `EndCheckout` (the shopper cancels, the hold runs out): expire the provider's session
+//!    **first** so the old basket can never be paid, then give the stock back and unlock.
+
+use super::basket::{Access, BasketActor, BasketFailure};
+use super::inventory::HoldFailure;
+use super::Deps;
+use crate::auth;
+use crate::config::CheckoutSettings;
+use crate::payments::client::{NewSession, PageLine, PaymentClient, ProviderError, Session};
+use crate::storage::{Change, StorageError, UnitOfWork};
+use actix::prelude::*;
+use channels::backend::CheckoutInput;
+use protocol::checkout::{price_checkout, CheckoutConfig, CheckoutError, FieldError};
+use protocol::customer::{is_plausible_email, normalize_email};
+use protocol::order::{
+    online_order_number, CheckoutRecord, CheckoutState, OrderRecord, PaymentRecord, Progress,
+    RefundRecord,
+};
+use protocol::{
+    Basket, BasketError, Channel, CheckoutId, Event, EventKind, LocationId, Money, OrderId, Sku,
+    Subject,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use time::OffsetDateTime;
+
+/// What checkout needs besides the entity actors' deps.
+pub struct CheckoutDeps {
+    pub settings: CheckoutSettings,
+    pub pricing: CheckoutConfig,
+    pub payments: PaymentClient,
+    /// Base of the links the provider sends the shopper back to.
+    pub public_url: String,
+    /// The last online order number handed out.
+    pub order_seq: AtomicU64,
+}
+
+/// Why a checkout step failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckoutFailure {
+    #[error("checkout not found")]
+    NotFound,
+    #[error(transparent)]
+    Basket(#[from] BasketFailure),
+    #[error("the address needs attention")]
+    Address(Vec<FieldError>),
+    #[error("an email address is needed for the confirmation")]
+    Email,
+    #[error(transparent)]
+    Pricing(#[from] CheckoutError),
+    #[error("not enough stock")]
+    OutOfStock(Vec<(Sku, i64)>),
+    #[error("too many checkout attempts")]
+    RateLimited(u64),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The provider says the payment has not gone through.
+    #[error("the payment has not been completed")]
+    NotPaid,
+    /// A refund or cancellation the order cannot take.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<HoldFailure> for CheckoutFailure {
+    fn from(f: HoldFailure) -> CheckoutFailure {
+        match f {
+            HoldFailure::Short(s) => CheckoutFailure::OutOfStock(s),
+            HoldFailure::Storage(e) => CheckoutFailure::Storage(e),
+        }
+    }
+}
+
+/// Starts a checkout of the basket (or returns the one whose payment is pending).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<CheckoutRecord, CheckoutFailure>")]
+pub struct StartCheckout {
+    pub access: Access,
+    pub input: CheckoutInput,
+    pub channel: Channel,
+    pub subject: Subject,
+}
+
+/// Why a pending checkout ends without payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The shopper cancelled (or came back from the payment page without paying).
+    Cancelled,
+    /// The hold ran out.
+    HoldExpired,
+}
+
+/// Ends a pending checkout without payment (expiring the provider's session first). If the
+/// payment went through after all, the answer carries the order instead.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(CheckoutRecord, Option<OrderRecord>), CheckoutFailure>")]
+pub struct EndCheckout {
+    pub access: Access,
+    pub checkout: CheckoutId,
+    pub why: EndReason,
+}
+
+/// The provider reports (webhook) or confirms (redirect, reconciliation) a paid session.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<OrderRecord, CheckoutFailure>")]
+pub struct PaymentSucceeded {
+    pub checkout: CheckoutId,
+    pub session: Session,
+}
+
+/// A card was declined on the provider's page; the page stays open for another try.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), CheckoutFailure>")]
+pub struct PaymentFailed {
+    pub checkout: CheckoutId,
+    pub message: String,
+}
+
+/// Refunds part or all of an order (and optionally cancels it). Serialized with everything
+/// else that writes the order.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<OrderRecord, CheckoutFailure>")]
+pub struct RefundOrder {
+    pub order: OrderId,
+    /// `None`: whatever is still refundable.
+    pub amount: Option<Money>,
+    pub reason: String,
+    pub cancel: bool,
+    /// Supplied by the caller for retries; derived from the order otherwise.
+    pub idempotency_key: Option<String>,
+}
+
+type Step<T> = (Option<Basket>, Result<T, CheckoutFailure>);
+
+fn ready<T: 'static>(
+    r: Result<T, CheckoutFailure>,
+) -> AtomicResponse<BasketActor, Result<T, CheckoutFailure>> {
+    AtomicResponse::new(Box::pin(actix::fut::ready(r)))
+}
+
+impl BasketActor {
+    /// Adopts the outcome of a checkout step: the basket it left (if it changed) and the pending
+    /// checkout, then tells every watcher.
+    fn settle(&mut self, basket: Option<Basket>, pending: Option<CheckoutRecord>) {
+        match basket {
+            Some(b) => {
+                self.pending = pending.filter(|p| b.checkout == Some(p.id));
+                self.adopt(b);
+            }
+            None => {
+                if let Some(p) = pending {
+                    if self.basket.checkout == Some(p.id) {
+                        self.pending = Some(p).filter(|p| p.state.is_open());
+                    }
+                }
+                self.publish();
+            }
+        }
+    }
+
+    /// The basket's owner has an order now: from here on it is no longer a first order (the
+    /// hint was read when the actor started).
+    fn ordered(&mut self) {
+        self.hints.first_order = false;
+    }
+
+    /// The checkout `id` of this basket: the pending one, or from storage.
+    fn find_checkout(
+        &self,
+        id: CheckoutId,
+    ) -> impl std::future::Future<Output = Result<CheckoutRecord, CheckoutFailure>> + 'static {
+        let pending = self.pending.clone().filter(|p| p.id == id);
+        let storage = self.deps.storage.clone();
+        let basket = self.basket.id;
+        async move {
+            let record = match pending {
+                Some(p) => Some(p),
+                None => storage.checkout(id).await?,
+            };
+            record
+                .filter(|r| r.basket == basket)
+                .ok_or(CheckoutFailure::NotFound)
+        }
+    }
+}
+
+impl Handler<StartCheckout> for BasketActor {
+    type Result = AtomicResponse<Self, Result<CheckoutRecord, CheckoutFailure>>;
+
+    fn handle(&mut self, msg: StartCheckout, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        if !msg.access.allows(&self.basket) {
+            return ready(Err(BasketFailure::NotFound.into()));
+        }
+        // One checkout at a time: a double submit, a second tab or another device gets the
+        // payment already in progress.
+        if let Some(p) = &self.pending {
+            return ready(Ok(p.clone()));
+        }
+        if self.basket.merged_into.is_some() {
+            return ready(Err(BasketFailure::Rejected(BasketError::Merged).into()));
+        }
+        let now = self.deps.clock.now();
+        let window = time::Duration::minutes(10);
+        while self.attempts.front().is_some_and(|t| *t + window <= now) {
+            self.attempts.pop_front();
+        }
+        let limit = self.deps.checkout.settings.attempts_per_basket as usize;
+        if self.attempts.len() >= limit.max(1) {
+            let wait = self
+                .attempts
+                .front()
+                .map_or(60, |t| (*t + window - now).whole_seconds().max(1) as u64);
+            return ready(Err(CheckoutFailure::RateLimited(wait)));
+        }
+        let deps = self.deps.clone();
+        let basket = self.basket.clone();
+        AtomicResponse::new(Box::pin(start(deps, basket, msg).into_actor(self).map(
+            move |(basket, res): Step<CheckoutRecord>, act, _| {
+                // Only attempts that reached the stock and the provider count: a typo in the
+                // address does not lock a shopper out.
+                let counted = !matches!(
+                    res,
+                    Err(CheckoutFailure::Address(_)
+                        | CheckoutFailure::Email
+                        | CheckoutFailure::Pricing(_)
+                        | CheckoutFailure::Basket(_))
+                );
+                if counted {
+                    act.attempts.push_back(now);
+                }
+                act.settle(basket, res.as_ref().ok().cloned());
+                res
+            },
+        )))
+    }
+}
+
+/// Whether the basket's customer has never ordered (false for a guest, or when unknown).
+pub(crate) async fn first_order(deps: &Deps, basket: &Basket) -> bool {
+    match basket.owner {
+        protocol::BasketOwner::Customer(c) => deps
+            .storage
+            .orders_of(c, 1)
+            .await
+            .is_ok_and(|o| o.is_empty()),
+        protocol::BasketOwner::Anonymous => false,
+    }
+}
+
+/// The whole price of a checkout of `basket` with the live promotions: the promotions are
+/// evaluated with the shipping method's price known (free shipping is then worth it), and
+/// their per-line discounts priced into the breakdown.
+pub(crate) fn price_with_offers(
+    deps: &Deps,
+    catalog: &protocol::CatalogSnapshot,
+    basket: &Basket,
+    hints: crate::pricing::Hints,
+    country: &str,
+    shipping_method: &str,
+) -> Result<(protocol::Breakdown, crate::pricing::CheckoutOffers), CheckoutError> {
+    let pricing = &deps.checkout.pricing;
+    let lookup = |sku: &Sku| catalog.product_by_sku(sku);
+    let plain = price_checkout(
+        basket,
+        lookup,
+        Money::zero(basket.currency),
+        country,
+        shipping_method,
+        pricing,
+    )?;
+    let offers =
+        crate::pricing::checkout_offers(deps, catalog, basket, hints, Some(plain.shipping.price))
+            .map_err(CheckoutError::from)?;
+    let breakdown = protocol::checkout::price_checkout_with_line_discounts(
+        basket,
+        lookup,
+        &offers.discounts,
+        country,
+        shipping_method,
+        pricing,
+    )?;
+    Ok((breakdown, offers))
+}
+
+async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutRecord> {
+    let cfg = deps.checkout.clone();
+    let address = match msg.input.address.validated(&cfg.pricing) {
+        Ok(a) => a,
+        Err(fields) => return (None, Err(CheckoutFailure::Address(fields))),
+    };
+    let email = match checkout_email(&deps, &basket, msg.input.email.as_deref()).await {
+        Ok(e) => e,
+        Err(f) => return (None, Err(f)),
+    };
+    let priced = {
+        let catalog = deps.catalog.load();
+        let hints = crate::pricing::Hints {
+            channel: msg.channel,
+            first_order: first_order(&deps, &basket).await,
+        };
+        price_with_offers(
+            &deps,
+            &catalog,
+            &basket,
+            hints,
+            &address.country,
+            &msg.input.shipping_method,
+        )
+    };
+    let (breakdown, offers) = match priced {
+        Ok(b) => b,
+        Err(e) => return (None, Err(e.into())),
+    };
+    let now = deps.clock.now();
+    let id = CheckoutId::new();
+    let mut record = CheckoutRecord {
+        id,
+        basket: basket.id,
+        basket_version: basket.version,
+        owner: basket.owner,
+        channel: msg.channel,
+        subject: msg.subject,
+        email,
+        address,
+        breakdown,
+        state: CheckoutState::PaymentPending,
+        attempt: 1,
+        session_id: None,
+        payment_url: None,
+        session_expires_at: None,
+        created_at: now,
+        hold_until: now + cfg.settings.hold_for,
+        hold_released: false,
+        message: None,
+        order: None,
+        promotions: offers.promotions,
+        coupons: offers.coupons,
+    };
+    let units = record.units();
+    if let Err(e) = deps
+        .inventory
+        .hold(id, &LocationId::online(), &units, record.hold_until)
+        .await
+    {
+        return (None, Err(e.into()));
+    }
+    let mut locked = basket.clone();
+    if let Err(e) = locked.lock(id, now) {
+        let _ = deps.inventory.end(id, false, Some(&units)).await;
+        return (None, Err(BasketFailure::Rejected(e).into()));
+    }
+    let unit = UnitOfWork::new()
+        .with(Change::PutCheckout(record.clone()))
+        .with(Change::PutBasket(locked.clone()));
+    if let Err(e) = deps.storage.commit(unit).await {
+        let _ = deps.inventory.end(id, false, Some(&units)).await;
+        return (None, Err(e.into()));
+    }
+    deps.recorder.do_send(super::recorder::Record(
+        Event::new(now, msg.subject, msg.channel, EventKind::CheckoutStarted)
+            .with("basket", basket.id)
+            .with("checkout", id)
+            .with("total", record.breakdown.total),
+    ));
+    let new = new_session(&record, &cfg);
+    match cfg.payments.create_session(&new).await {
+        Ok(session) => {
+            record.session_id = Some(session.id);
+            record.payment_url = session.url;
+            record.session_expires_at = Some(session.expires_at.unwrap_or(new.expires_at));
+            match deps
+                .storage
+                .commit(UnitOfWork::new().with(Change::PutCheckout(record.clone())))
+                .await
+            {
+                Ok(()) => (Some(locked), Ok(record)),
+                Err(e) => (Some(locked), Err(e.into())),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(checkout = %id, error = %e, "cannot open the payment; checkout cancelled");
+            let _ = deps.inventory.end(id, false, Some(&units)).await;
+            record.state = CheckoutState::Cancelled;
+            record.message = Some(
+                "The payment service could not be reached and nothing was charged. Please try again in a moment."
+                    .into(),
+            );
+            let mut unlocked = locked;
+            unlocked.unlock(id, deps.clock.now());
+            let unit = UnitOfWork::new()
+                .with(Change::PutCheckout(record))
+                .with(Change::PutBasket(unlocked.clone()));
+            match deps.storage.commit(unit).await {
+                Ok(()) => (Some(unlocked), Err(e.into())),
+                Err(se) => (None, Err(se.into())),
+            }
+        }
+    }
+}
+
+/// The confirmation address: the one given (guests must give one), else the customer's.
+async fn checkout_email(
+    deps: &Deps,
+    basket: &Basket,
+    given: Option<&str>,
+) -> Result<String, CheckoutFailure> {
+    if let Some(email) = given.map(str::trim).filter(|e| !e.is_empty()) {
+        return if is_plausible_email(email) {
+            Ok(normalize_email(email))
+        } else {
+            Err(CheckoutFailure::Email)
+        };
+    }
+    match basket.owner {
+        protocol::BasketOwner::Customer(c) => deps
+            .storage
+            .customer(c)
+            .await?
+            .map(|r| r.email)
+            .ok_or(CheckoutFailure::Email),
+        protocol::BasketOwner::Anonymous => Err(CheckoutFailure::Email),
+    }
+}
+
+/// The Checkout Session for a frozen checkout: its lines as the page shows them, unless a
+/// discount makes per-line amounts differ from the total (then one line with the total).
+fn new_session(record: &CheckoutRecord, cfg: &CheckoutDeps) -> NewSession {
+    let b = &record.breakdown;
+    let mut lines: Vec<PageLine> = b
+        .lines
+        .iter()
+        .map(|l| PageLine {
+            name: if l.variant.is_empty() {
+                l.name.clone()
+            } else {
+                format!("{} – {}", l.name, l.variant)
+            },
+            unit_amount: l.unit_price.minor,
+            quantity: l.quantity,
+        })
+        .collect();
+    if b.shipping.price.minor > 0 {
+        lines.push(PageLine {
+            name: format!("Shipping: {}", b.shipping.name),
+            unit_amount: b.shipping.price.minor,
+            quantity: 1,
+        });
+    }
+    if !b.prices_include_tax && b.tax_total.minor > 0 {
+        lines.push(PageLine {
+            name: "Tax".into(),
+            unit_amount: b.tax_total.minor,
+            quantity: 1,
+        });
+    }
+    let sum: i64 = lines
+        .iter()
+        .map(|l| l.unit_amount * i64::from(l.quantity))
+        .sum();
+    if sum != b.total.minor {
+        lines = vec![PageLine {
+            name: format!("Your order ({} items)", b.item_count),
+            unit_amount: b.total.minor,
+            quantity: 1,
+        }];
+    }
+    // The provider wants 30 minutes to 24 hours; the hub expires it itself when the hold ends.
+    let wall = OffsetDateTime::now_utc().unix_timestamp();
+    let life = cfg.settings.hold_for.as_secs().clamp(31 * 60, 23 * 3600) as i64;
+    let base = cfg.public_url.trim_end_matches('/');
+    NewSession {
+        checkout_id: record.id.to_string(),
+        basket_id: record.basket.to_string(),
+        currency: b.currency.code().to_ascii_lowercase(),
+        lines,
+        email: record.email.clone(),
+        success_url: format!(
+            "{base}/checkout/{}/return?session_id={{CHECKOUT_SESSION_ID}}",
+            record.id
+        ),
+        cancel_url: format!("{base}/checkout/{}/cancel", record.id),
+        expires_at: wall + life + 60,
+        idempotency_key: format!("checkout-{}-{}", record.id, record.attempt),
+    }
+}
+
+impl Handler<EndCheckout> for BasketActor {
+    type Result =
+        AtomicResponse<Self, Result<(CheckoutRecord, Option<OrderRecord>), CheckoutFailure>>;
+
+    fn handle(&mut self, msg: EndCheckout, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        if !msg.access.allows(&self.basket) {
+            return ready(Err(CheckoutFailure::NotFound));
+        }
+        let deps = self.deps.clone();
+        let basket = self.basket.clone();
+        let find = self.find_checkout(msg.checkout);
+        AtomicResponse::new(Box::pin(
+            async move {
+                let record = match find.await {
+                    Ok(r) => r,
+                    Err(e) => return (None, Err(e)),
+                };
+                if !record.state.is_open() {
+                    let order = match record.order {
+                        Some(o) => deps.storage.order(o).await.ok().flatten(),
+                        None => None,
+                    };
+                    return (None, Ok((record, order)));
+                }
+                end(deps, basket, record, msg.why).await
+            }
+            .into_actor(self)
+            .map(
+                |(basket, res): Step<(CheckoutRecord, Option<OrderRecord>)>, act, _| {
+                    if matches!(&res, Ok((_, Some(_)))) {
+                        act.ordered();
+                    }
+                    act.settle(basket, res.as_ref().ok().map(|(r, _)| r.clone()));
+                    res
+                },
+            ),
+        ))
+    }
+}
+
+async fn end(
+    deps: Deps,
+    basket: Basket,
+    mut record: CheckoutRecord,
+    why: EndReason,
+) -> Step<(CheckoutRecord, Option<OrderRecord>)> {
+    let payments = deps.checkout.payments.clone();
+    let now = deps.clock.now();
+    if let Some(sid) = record.session_id.clone() {
+        if let Err(expire_error) = payments.expire_session(&sid).await {
+            // Refused or unreachable: read the session to learn why.
+            let read = payments.session(&sid).await;
+            // Past its own expiry (plus slack for clocks), the provider takes no payment for it.
+            let wall = OffsetDateTime::now_utc().unix_timestamp();
+            let lapsed = record.session_expires_at.is_some_and(|at| wall > at + 300);
+            match read {
+                Ok(s) if s.is_paid() => {
+                    let (b, res) = complete(deps, basket, record.clone(), s).await;
+                    return (b, res.map(|o| (paid(record, &o), Some(o))));
+                }
+                Ok(s) if s.status == "expired" => {}
+                // The provider does not know it (another account, a reset test provider): it
+                // cannot be paid.
+                Err(e) if e.is_missing() && expire_error.is_missing() => {}
+                _ if lapsed => {}
+                _ => {
+                    let grace = deps.checkout.settings.release_after_provider_down;
+                    if why == EndReason::HoldExpired && now >= record.hold_until + grace {
+                        // The provider is down: the stock goes back (recorded first, so a late
+                        // payment knows it must find stock again), the basket stays locked until
+                        // the session is known to be expired or paid.
+                        if !record.hold_released {
+                            record.hold_released = true;
+                            let unit = UnitOfWork::new().with(Change::PutCheckout(record.clone()));
+                            if let Err(e) = deps.storage.commit(unit).await {
+                                return (None, Err(e.into()));
+                            }
+                        }
+                        if let Err(e) = deps
+                            .inventory
+                            .end(record.id, false, Some(&record.units()))
+                            .await
+                        {
+                            return (None, Err(e.into()));
+                        }
+                        return (None, Ok((record, None)));
+                    }
+                    return (None, Err(expire_error.into()));
+                }
+            }
+        }
+    }
+    if let Err(e) = deps
+        .inventory
+        .end(record.id, false, Some(&record.units()))
+        .await
+    {
+        return (None, Err(e.into()));
+    }
+    let (state, kind, message) = match why {
+        EndReason::Cancelled => (
+            CheckoutState::Cancelled,
+            EventKind::CheckoutCancelled,
+            "The payment was cancelled; nothing was charged. Your basket is as you left it.",
+        ),
+        EndReason::HoldExpired => (
+            CheckoutState::Expired,
+            EventKind::CheckoutExpired,
+            "The time to pay ran out and the items were released; nothing was charged. Your basket is as you left it.",
+        ),
+    };
+    let decline = record.message.take();
+    record.state = state;
+    record.message = Some(match decline {
+        Some(d) => format!("{d} {message}"),
+        None => message.to_string(),
+    });
+    let mut unlocked = basket.clone();
+    let changed = unlocked.unlock(record.id, now);
+    let mut unit = UnitOfWork::new().with(Change::PutCheckout(record.clone()));
+    if changed {
+        unit.changes.push(Change::PutBasket(unlocked.clone()));
+    }
+    if let Err(e) = deps.storage.commit(unit).await {
+        return (None, Err(e.into()));
+    }
+    deps.recorder.do_send(super::recorder::Record(
+        Event::new(now, record.subject, record.channel, kind)
+            .with("basket", record.basket)
+            .with("checkout", record.id),
+    ));
+    (changed.then_some(unlocked), Ok((record, None)))
+}
+
+fn paid(mut record: CheckoutRecord, order: &OrderRecord) -> CheckoutRecord {
+    record.state = CheckoutState::Paid;
+    record.order = Some(order.id);
+    record.message = None;
+    record
+}
+
+impl Handler<PaymentSucceeded> for BasketActor {
+    type Result = AtomicResponse<Self, Result<OrderRecord, CheckoutFailure>>;
+
+    fn handle(&mut self, msg: PaymentSucceeded, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let deps = self.deps.clone();
+        let basket = self.basket.clone();
+        let find = self.find_checkout(msg.checkout);
+        AtomicResponse::new(Box::pin(
+            async move {
+                match find.await {
+                    Ok(record) => complete(deps, basket, record, msg.session).await,
+                    Err(e) => (None, Err(e)),
+                }
+            }
+            .into_actor(self)
+            .map(|(basket, res): Step<OrderRecord>, act, _| {
+                if res.is_ok() {
+                    act.ordered();
+                }
+                if basket.is_some() || res.is_ok() {
+                    act.settle(basket, None);
+                }
+                res
+            }),
+        ))
+    }
+}
+
+/// An order by id, from storage.
+async fn stored_order(deps: &Deps, id: OrderId) -> Result<OrderRecord, CheckoutFailure> {
+    deps.storage
+        .order(id)
+        .await?
+        .ok_or(CheckoutFailure::NotFound)
+}
+
+/// The order a checkout already became.
+async fn existing_order(deps: &Deps, checkout: CheckoutId) -> Result<OrderRecord, CheckoutFailure> {
+    match deps.storage.order_for_checkout(checkout).await? {
+        Some(id) => stored_order(deps, id).await,
+        None => Err(CheckoutFailure::NotFound),
+    }
+}
+
+/// Makes the order of a paid checkout, once.
+async fn complete(
+    deps: Deps,
+    basket: Basket,
+    record: CheckoutRecord,
+    session: Session,
+) -> Step<OrderRecord> {
+    // Already made (a duplicate webhook, the redirect after the webhook): the same order.
+    match deps.storage.order_for_checkout(record.id).await {
+        Ok(Some(id)) => {
+            let _ = deps
+                .inventory
+                .end(record.id, true, Some(&record.units()))
+                .await;
+            return (None, stored_order(&deps, id).await);
+        }
+        Ok(None) => {}
+        Err(e) => return (None, Err(e.into())),
+    }
+    let belongs = session.client_reference_id.as_deref() == Some(&record.id.to_string())
+        || session.metadata.get("checkout_id") == Some(&record.id.to_string());
+    if !session.is_paid() || !belongs {
+        return (None, Err(CheckoutFailure::NotPaid));
+    }
+    let currency = record.breakdown.total.currency;
+    let amount = Money::new(session.amount_total.unwrap_or(0), currency);
+    let mut attention = None;
+    if amount != record.breakdown.total
+        || session.currency.as_deref().map(str::to_ascii_uppercase)
+            != Some(currency.code().to_string())
+    {
+        attention = Some(format!(
+            "The amount paid ({amount}) differs from the order total ({}); refunded automatically.",
+            record.breakdown.total
+        ));
+    }
+    // The stock, held for this checkout: holding is idempotent, so a hold still in place stays
+    // as it is, and one that was given back (the hold ran out, a crash) is taken again if the
+    // stock is there. A wrong amount takes no stock.
+    let units = record.units();
+    let mut stock_ok = false;
+    if attention.is_none() {
+        let until = deps.clock.now() + deps.checkout.settings.hold_for;
+        match deps
+            .inventory
+            .hold(record.id, &LocationId::online(), &units, until)
+            .await
+        {
+            Ok(()) => stock_ok = true,
+            Err(HoldFailure::Short(short)) => {
+                let names: Vec<String> = short
+                    .iter()
+                    .map(|(sku, left)| format!("{sku} ({left} left)"))
+                    .collect();
+                attention = Some(format!(
+                    "Paid after its stock hold had ended, and the stock was gone: {}. Refunded automatically.",
+                    names.join(", ")
+                ));
+            }
+            Err(HoldFailure::Storage(e)) => return (None, Err(e.into())),
+        }
+    } else if let Err(e) = deps
+        .inventory
+        .end(record.id, false, Some(&record.units()))
+        .await
+    {
+        return (None, Err(e.into()));
+    }
+    // Crash tests stop the hub here: paid at the provider, no order yet.
+    fail::fail_point!("checkout.before_order", |_| std::process::abort());
+    let now = deps.clock.now();
+    let seq = deps.checkout.order_seq.fetch_add(1, Ordering::SeqCst) + 1;
+    let lookup_key = match auth::random_token(18) {
+        Ok(k) => k,
+        Err(e) => return (None, Err(StorageError::Io(e.to_string()).into())),
+    };
+    let order = OrderRecord {
+        id: OrderId::new(),
+        number: online_order_number(seq),
+        checkout: record.id,
+        basket: record.basket,
+        customer: record.customer(),
+        subject: record.subject,
+        email: record.email.clone(),
+        channel: record.channel,
+        address: record.address.clone(),
+        breakdown: record.breakdown.clone(),
+        payment: PaymentRecord {
+            provider: "stripe".into(),
+            session_id: session.id.clone(),
+            payment_intent: session.payment_intent.clone(),
+            amount,
+            refunds: Vec::new(),
+        },
+        progress: Progress::Paid,
+        // An order that cannot be fulfilled is recorded cancelled, with its refund owed.
+        cancelled: attention.clone(),
+        needs_attention: attention.clone(),
+        lookup_key,
+        created_at: now,
+        refund_due: attention.is_some().then_some(amount),
+        stock_committed: stock_ok,
+        restock_due: false,
+        oms_id: None,
+        shipments: Vec::new(),
+        timeline: vec![protocol::order::TimelineEntry {
+            at: now,
+            what: format!("Order placed and paid ({})", record.breakdown.total),
+        }],
+        returned: false,
+    };
+    let paid_record = paid(record.clone(), &order);
+    let mut after = basket.clone();
+    let changed = after.complete(record.id, now);
+    let mut unit = UnitOfWork::new()
+        .with(Change::CreateOrder(order.clone()))
+        .with(Change::PutCheckout(paid_record));
+    if changed {
+        unit.changes.push(Change::PutBasket(after.clone()));
+    }
+    // The OMS hears of an order to fulfil in the same unit: never an order it misses, never a
+    // message about an order that is not stored.
+    if order.cancelled.is_none() {
+        unit.outbox
+            .push(crate::fulfilment::order_placed(&order, now));
+    }
+    unit.outbox
+        .push(crate::fulfilment::email::order_confirmation(
+            &order,
+            &deps.checkout.public_url,
+            now,
+        ));
+    // The payment and the order are recorded with the order itself: a crash keeps all or none.
+    for kind in [EventKind::PaymentSucceeded, EventKind::OrderPlaced] {
+        unit.events.push(
+            Event::new(now, record.subject, record.channel, kind)
+                .with("checkout", record.id)
+                .with("order", order.id)
+                .with("number", &order.number)
+                .with("total", order.breakdown.total)
+                .with(
+                    "promotions",
+                    record
+                        .promotions
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+        );
+    }
+    match deps.storage.commit(unit).await {
+        Ok(()) => {}
+        Err(StorageError::Conflict(_)) => {
+            // Another path made it first (cannot happen through this actor; storage guards it).
+            return (None, existing_order(&deps, record.id).await);
+        }
+        // The holds stay: a retry (webhook, redirect, reconciliation) finds them, and if the
+        // unit was written after all, the retry finds the order and turns them into a sale.
+        Err(e) => return (None, Err(e.into())),
+    }
+    deps.outbox.wake();
+    // The coupons in the price are used by this order (once per order, however often this
+    // runs). A code used up meanwhile by another order is logged: this one was paid as priced.
+    // An order recorded cancelled (refunded at once) uses none.
+    let redeemed = if order.cancelled.is_none() {
+        record.coupons.as_slice()
+    } else {
+        &[]
+    };
+    for code in redeemed {
+        if let Err(reason) = deps.offers.redeem(code, record.customer(), order.id).await {
+            tracing::warn!(order = %order.number, code = %code, %reason, "coupon not redeemed");
+        }
+    }
+    if order.cancelled.is_none() && !record.promotions.is_empty() {
+        if let Err(reason) = deps
+            .offers
+            .record_uses(&record.promotions, record.customer(), order.id)
+            .await
+        {
+            tracing::warn!(order = %order.number, %reason, "promotion uses not counted");
+        }
+    }
+    if stock_ok {
+        if let Err(e) = deps
+            .inventory
+            .end(record.id, true, Some(&record.units()))
+            .await
+        {
+            // The sweeper finds the holds of a paid checkout and consumes them.
+            tracing::error!(checkout = %record.id, error = %e, "cannot turn the hold into a sale yet");
+        }
+    }
+    tracing::info!(order = %order.number, checkout = %record.id, total = %order.breakdown.total, "order placed");
+    let order = if order.owes() {
+        match settle_owed(&deps, order.clone()).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(order = %order.number, error = %e, "automatic refund not done yet; the sweeper retries");
+                order
+            }
+        }
+    } else {
+        order
+    };
+    (changed.then_some(after), Ok(order))
+}
+
+impl Handler<PaymentFailed> for BasketActor {
+    type Result = AtomicResponse<Self, Result<(), CheckoutFailure>>;
+
+    fn handle(&mut self, msg: PaymentFailed, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(mut record) = self.pending.clone().filter(|p| p.id == msg.checkout) else {
+            return ready(Ok(()));
+        };
+        record.message = Some(msg.message.clone());
+        let storage = self.deps.storage.clone();
+        let basket_url = format!(
+            "{}/basket",
+            self.deps.checkout.public_url.trim_end_matches('/')
+        );
+        let failed_mail = crate::fulfilment::email::payment_failed(
+            record.id,
+            record.attempt,
+            &record.email,
+            &msg.message,
+            &basket_url,
+            self.deps.clock.now(),
+        );
+        let outbox = self.deps.outbox.clone();
+        let now = self.deps.clock.now();
+        let event = Event::new(
+            now,
+            record.subject,
+            record.channel,
+            EventKind::PaymentFailed,
+        )
+        .with("checkout", record.id);
+        self.deps.recorder.do_send(super::recorder::Record(event));
+        AtomicResponse::new(Box::pin(
+            async move {
+                let unit = UnitOfWork::new()
+                    .with(Change::PutCheckout(record.clone()))
+                    .with_message(failed_mail);
+                let stored = storage.commit(unit).await.map(|()| record);
+                outbox.wake();
+                stored
+            }
+            .into_actor(self)
+            .map(|res, act, _| {
+                let record = res?;
+                act.settle(None, Some(record));
+                Ok(())
+            }),
+        ))
+    }
+}
+
+impl Handler<RefundOrder> for BasketActor {
+    type Result = AtomicResponse<Self, Result<OrderRecord, CheckoutFailure>>;
+
+    fn handle(&mut self, msg: RefundOrder, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let deps = self.deps.clone();
+        let basket = self.basket.id;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let order = own_order(&deps, basket, msg.order).await?;
+                refund(
+                    &deps,
+                    order,
+                    msg.amount,
+                    &msg.reason,
+                    msg.cancel,
+                    msg.idempotency_key,
+                )
+                .await
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// Does what the hub still owes on an order (an automatic refund, a restock) and nothing else.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<OrderRecord, CheckoutFailure>")]
+pub struct SettleOrder {
+    pub order: OrderId,
+}
+
+impl Handler<SettleOrder> for BasketActor {
+    type Result = AtomicResponse<Self, Result<OrderRecord, CheckoutFailure>>;
+
+    fn handle(&mut self, msg: SettleOrder, _ctx: &mut Context<Self>) -> Self::Result {
+        let deps = self.deps.clone();
+        let basket = self.basket.id;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let order = own_order(&deps, basket, msg.order).await?;
+                settle_owed(&deps, order).await
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+async fn own_order(
+    deps: &Deps,
+    basket: protocol::BasketId,
+    id: OrderId,
+) -> Result<OrderRecord, CheckoutFailure> {
+    Some(stored_order(deps, id).await?)
+        .filter(|o| o.basket == basket)
+        .ok_or(CheckoutFailure::NotFound)
+}
+
+/// The refund still owed (capped by what can still be refunded), then the restock still owed.
+async fn settle_owed(deps: &Deps, order: OrderRecord) -> Result<OrderRecord, CheckoutFailure> {
+    let mut order = order;
+    if let Some(due) = order.refund_due {
+        let refundable = order.payment.refundable();
+        let amount = if due.minor <= refundable.minor {
+            due
+        } else {
+            refundable
+        };
+        order = refund(deps, order, Some(amount), "automatic refund", false, None).await?;
+    }
+    if order.restock_due {
+        order = restock(deps, order).await?;
+    }
+    Ok(order)
+}
+
+/// Puts a cancelled order's units back on hand, then records that it did.
+async fn restock(deps: &Deps, mut order: OrderRecord) -> Result<OrderRecord, CheckoutFailure> {
+    let units: Vec<(Sku, u32)> = order
+        .breakdown
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect();
+    // A crash between the two steps restocks again on the retry: the units then count twice,
+    // which a stock count corrects; never the other way round (lost units nobody knows of).
+    deps.inventory
+        .restock(&LocationId::online(), &units)
+        .await?;
+    order.restock_due = false;
+    deps.storage
+        .commit(UnitOfWork::new().with(Change::PutOrder(order.clone())))
+        .await?;
+    Ok(order)
+}
+
+/// Refunds (part of) an order at the provider and records it; with `cancel`, also cancels the
+/// order (refunding what is left) and owes a restock if its units had not left the warehouse.
+async fn refund(
+    deps: &Deps,
+    mut order: OrderRecord,
+    amount: Option<Money>,
+    reason: &str,
+    cancel: bool,
+    key: Option<String>,
+) -> Result<OrderRecord, CheckoutFailure> {
+    if cancel && order.cancelled.is_some() && !order.owes() {
+        // Cancelled already: a retry still gives back uses a crash may have kept.
+        release_coupons(deps, &order).await;
+        return Ok(order);
+    }
+    if cancel && order.progress > Progress::Packed {
+        return Err(CheckoutFailure::Refused(format!(
+            "order {} has already shipped: refund it instead of cancelling",
+            order.number
+        )));
+    }
+    let refundable = order.payment.refundable();
+    let amount = amount.unwrap_or(refundable);
+    if amount.currency != refundable.currency || amount.minor < 0 {
+        return Err(CheckoutFailure::Refused(format!(
+            "a refund of order {} is in {} and at least 0.01",
+            order.number, refundable.currency
+        )));
+    }
+    if amount.minor > refundable.minor {
+        return Err(CheckoutFailure::Refused(format!(
+            "at most {refundable} of order {} can still be refunded",
+            order.number
+        )));
+    }
+    let now = deps.clock.now();
+    let mut refunded = 0;
+    if amount.minor > 0 {
+        let intent = order.payment.payment_intent.clone().ok_or_else(|| {
+            CheckoutFailure::Refused(format!("order {} has no payment to refund", order.number))
+        })?;
+        let key = key
+            .unwrap_or_else(|| format!("refund-{}-{}", order.id, order.payment.refunds.len() + 1));
+        let done = deps
+            .checkout
+            .payments
+            .refund(&intent, amount.minor, reason, &key)
+            .await?;
+        if !order.payment.refunds.iter().any(|r| r.id == done.id) {
+            refunded = done.amount;
+            order.payment.refunds.push(RefundRecord {
+                id: done.id,
+                amount: Money::new(done.amount, amount.currency),
+                reason: reason.to_string(),
+                at: now,
+            });
+        }
+    }
+    // What is still owed shrinks by what was refunded; it is settled only when nothing is left.
+    if let Some(due) = order.refund_due {
+        let left = (due.minor - refunded).min(order.payment.refundable().minor);
+        order.refund_due = (left > 0).then(|| Money::new(left, due.currency));
+    }
+    if cancel {
+        if order.cancelled.is_none() {
+            order.cancelled = Some(reason.to_string());
+        }
+        if order.stock_committed && order.progress <= Progress::Packed {
+            order.stock_committed = false;
+            order.restock_due = true;
+        }
+    }
+    let kind = if cancel {
+        EventKind::OrderCancelled
+    } else {
+        EventKind::OrderRefunded
+    };
+    let mut unit = UnitOfWork::new()
+        .with(Change::PutOrder(order.clone()))
+        .with_event(
+            Event::new(now, order.subject, order.channel, kind)
+                .with("order", order.id)
+                .with("amount", Money::new(refunded, amount.currency)),
+        );
+    if cancel && order.needs_attention.is_none() {
+        unit.outbox
+            .push(crate::fulfilment::order_cancelled(&order, now));
+    }
+    if let Some(last) = order.payment.refunds.last().filter(|_| refunded > 0) {
+        unit.outbox.push(crate::fulfilment::email::refund(
+            &order,
+            &last.id,
+            last.amount,
+            &deps.checkout.public_url,
+            now,
+        ));
+    }
+    deps.storage.commit(unit).await?;
+    deps.outbox.wake();
+    if cancel {
+        release_coupons(deps, &order).await;
+    }
+    if order.restock_due {
+        order = restock(deps, order).await?;
+    }
+    Ok(order)
+}
+
+/// Gives back the coupon uses of a cancelled order, so its codes (a single-use code, a limit
+/// per customer) can be used again. Idempotent by order; a failure is logged, and the next
+/// cancellation request for the order tries again.
+async fn release_coupons(deps: &Deps, order: &OrderRecord) {
+    let (coupons, promotions) = match deps.storage.checkout(order.checkout).await {
+        Ok(Some(checkout)) => (checkout.coupons, checkout.promotions),
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(order = %order.number, error = %e, "cannot read the order's coupons to give them back");
+            return;
+        }
+    };
+    for code in &coupons {
+        if let Err(reason) = deps.offers.release(code, order.id).await {
+            tracing::warn!(order = %order.number, code = %code, %reason, "coupon use not given back");
+        }
+    }
+    if let Err(reason) = deps.offers.release_uses(&promotions, order.id).await {
+        tracing::warn!(order = %order.number, %reason, "promotion uses not given back");
+    }
+}
+
+/// A report from the OMS or the carrier about an order, verified by the webhook endpoint.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<OrderRecord, FulfilmentFailure>")]
+pub struct ApplyFulfilment {
+    pub order: OrderId,
+    pub update: protocol::order::FulfilmentUpdate,
+    pub source: &'static str,
+}
+
+/// Why a fulfilment report was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FulfilmentFailure {
+    #[error(transparent)]
+    Refused(#[from] protocol::order::FulfilmentError),
+    #[error(transparent)]
+    Checkout(#[from] CheckoutFailure),
+}
+
+impl From<StorageError> for FulfilmentFailure {
+    fn from(e: StorageError) -> FulfilmentFailure {
+        FulfilmentFailure::Checkout(e.into())
+    }
+}
+
+impl Handler<ApplyFulfilment> for BasketActor {
+    type Result = AtomicResponse<Self, Result<OrderRecord, FulfilmentFailure>>;
+
+    fn handle(&mut self, msg: ApplyFulfilment, _ctx: &mut Context<Self>) -> Self::Result {
+        let deps = self.deps.clone();
+        let basket = self.basket.id;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let mut order = own_order(&deps, basket, msg.order).await?;
+                let before = order.clone();
+                let now = deps.clock.now();
+                let notices = order.apply(msg.update, now)?;
+                if order == before {
+                    // A repeat or a late report: nothing moves backwards, nothing to store.
+                    return Ok(order);
+                }
+                let mut unit = UnitOfWork::new().with(Change::PutOrder(order.clone()));
+                unit.events.push(
+                    Event::new(now, order.subject, order.channel, EventKind::OrderUpdated)
+                        .with("order", order.id)
+                        .with("number", &order.number)
+                        .with("status", order.status())
+                        .with("source", msg.source),
+                );
+                let base = deps.checkout.public_url.clone();
+                for notice in notices {
+                    unit.outbox.push(match notice {
+                        protocol::order::Notice::Shipped(shipment) => {
+                            crate::fulfilment::shipped_email(&order, &shipment, &base, now)
+                        }
+                        protocol::order::Notice::Delivered(shipment) => {
+                            crate::fulfilment::delivered_email(&order, &shipment, &base, now)
+                        }
+                    });
+                }
+                deps.storage.commit(unit).await?;
+                deps.outbox.wake();
+                if before.cancelled.is_none() && order.cancelled.is_some() {
+                    release_coupons(&deps, &order).await;
+                }
+                Ok(order)
+            }
+            .into_actor(self),
+        ))
+    }
+}

@@ -1,0 +1,671 @@
+//! The stock feed ([`protocol::feed::StockRow`]): levels (counts) and deltas (movements) of a SKU
+//! at a location.
+//!
+//! - `online`, the web warehouse, is the hub's own: a level sets on hand through the inventory
+//!   (what is held for checkouts stays held); a delta moves it, and a delta that would take on
+//!   hand below zero is rejected. All rows of a page go to the inventory in one call (one
+//!   durable unit per inventory shard), which also records a 16-byte digest of each applied
+//!   row's identity (movement id, or location/SKU/version of a level) in the same unit: a row
+//!   re-sent after a crash is applied once. The digests are held in memory (16 bytes a row).
+//! - A store location (one owned by a configured edge node) is never changed by the hub: the
+//!   node alone creates its stock and sell rights (`../shared/REPLICATION.md`). A level becomes a
+//!   `Count` command queued for the store's node (delivered when it connects); a positive delta
+//!   (goods received) becomes a `Restock` command; a negative delta is rejected — stock that
+//!   left a store is the store's own movement, and the ERP corrects it by sending a count. Each
+//!   forwarded row is recorded before its command is queued and marked done after, so a crash in
+//!   between never queues it twice: the row, sent again, is rejected with a request for a new
+//!   count.
+//! - Rules: `sku` known to the hub; `location` `online` or a store with an edge node; `kind`
+//!   `level` or `delta`; `quantity` a whole number, a level 0 to 1,000,000,000, a delta not 0 and
+//!   at most 1,000,000,000 either way; `movement` required for a delta (`[A-Za-z0-9._:-]`, 1–128),
+//!   applied once however often it is sent; `version` required.
+//! - Ordering (`docs/erp-feeds.md`): a level's version is that of the level of its SKU and
+//!   location — older than the applied one is stale, the same with the same quantity unchanged
+//!   (another quantity: rejected). A movement is an entity of its own that never changes: it is
+//!   identified by its id alone, applied once, unchanged when sent again.
+
+use super::catalog::CatalogSide;
+use super::fields::{self, Check};
+use super::store::{self, Forwarding, ImportStore, StockState};
+use super::{FeedApplier, ImportError, Row, RowError, RowOutcome};
+use crate::actors::inventory::{Inventory, StockChange, StockMove};
+use crate::edge::EdgeHandle;
+use crate::storage::sled::SledStorage;
+use async_trait::async_trait;
+use protocol::feed::FeedKind;
+use protocol::{LocationId, Sku};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The largest level or movement, in units.
+pub const MAX_UNITS: i64 = 1_000_000_000;
+
+/// A stock row's change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StockKind {
+    Level(i64),
+    Delta { units: i64, movement: String },
+}
+
+/// A stock row that passed every field rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockFields {
+    pub sku: Sku,
+    pub location: LocationId,
+    pub kind: StockKind,
+    pub version: u64,
+}
+
+impl StockFields {
+    fn online(&self) -> bool {
+        self.location == LocationId::online()
+    }
+}
+
+fn quantity(row: &Row, level: bool) -> Result<i64, RowError> {
+    let q = fields::required(row, "quantity", "a whole number of units")?;
+    let n: i64 = q.parse().map_err(|_| {
+        row.error(
+            "quantity",
+            format!("'{q}' is not a quantity: use a whole number of units, like 12 or -3"),
+        )
+    })?;
+    if level && !(0..=MAX_UNITS).contains(&n) {
+        return Err(row.error("quantity", "a level is 0 to 1,000,000,000 units"));
+    }
+    if !level && (n == 0 || n.abs() > MAX_UNITS) {
+        return Err(row.error(
+            "quantity",
+            "a delta is not 0 and at most 1,000,000,000 units either way",
+        ));
+    }
+    Ok(n)
+}
+
+/// Checks every field of a stock row; all errors at once. `known` tells SKUs the hub has,
+/// `is_store` store locations owned by an edge node.
+pub fn validate(
+    row: &Row,
+    known: impl Fn(&Sku) -> bool,
+    is_store: impl Fn(&LocationId) -> bool,
+) -> Result<StockFields, Vec<RowError>> {
+    let mut c = Check::new(row);
+    let sku = c.take(fields::sku(row).and_then(|sku| {
+        if known(&sku) {
+            Ok(sku)
+        } else {
+            Err(row.error(
+                "sku",
+                format!("unknown SKU {sku}: import it with the products feed first"),
+            ))
+        }
+    }));
+    let location = c.take(
+        fields::required(row, "location", "online or a store location").and_then(|l| {
+            let loc = LocationId(l.to_string());
+            if loc == LocationId::online() || is_store(&loc) {
+                Ok(loc)
+            } else {
+                Err(row.error(
+                    "location",
+                    format!(
+                        "unknown location '{l}': use online or a store location that has an edge \
+                         node"
+                    ),
+                ))
+            }
+        }),
+    );
+    let kind = match row.get("kind") {
+        "level" => c.take(quantity(row, true)).map(StockKind::Level),
+        "delta" => {
+            let units = c.take(quantity(row, false));
+            let movement = c.take(fields::code(row, "movement", 128, true));
+            units
+                .zip(movement)
+                .map(|(units, movement)| StockKind::Delta { units, movement })
+        }
+        "" => {
+            c.fail(
+                "kind",
+                "kind is required: level (a count) or delta (a movement)",
+            );
+            None
+        }
+        other => {
+            c.fail(
+                "kind",
+                format!("'{other}' is not a kind: use level or delta"),
+            );
+            None
+        }
+    };
+    let version = c.take(fields::version(row));
+    match (sku, location, kind, version) {
+        (Some(sku), Some(location), Some(kind), Some(version)) if c.errors.is_empty() => {
+            Ok(StockFields {
+                sku,
+                location,
+                kind,
+                version,
+            })
+        }
+        _ => Err(c.errors),
+    }
+}
+
+/// What the stock applier needs.
+pub struct StockDeps {
+    pub inventory: Inventory,
+    pub edge: EdgeHandle,
+    pub storage: Arc<SledStorage>,
+    pub store: Arc<ImportStore>,
+    pub side: Arc<CatalogSide>,
+}
+
+type Key = (LocationId, Sku);
+
+/// What the applier holds between pages.
+struct Applied {
+    /// The last level applied per SKU and location.
+    levels: HashMap<Key, StockState>,
+    /// Digests of the rows applied to the online inventory (stored with them, loaded at start):
+    /// 16 bytes a row, so millions fit in memory.
+    marks: HashSet<[u8; 16]>,
+}
+
+/// The 16-byte digest of a row's mark (the first half of its SHA-256).
+fn mark_digest(mark: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let full = Sha256::digest(mark.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// The stock feed's applier.
+pub struct StockApplier {
+    deps: StockDeps,
+    applied: tokio::sync::Mutex<Applied>,
+}
+
+/// A store row to forward to the location's node.
+struct Forward {
+    row: usize,
+    id: String,
+    sku: Sku,
+    location: LocationId,
+    command: ForwardKind,
+}
+
+enum ForwardKind {
+    Count(i64),
+    Restock { units: u64, movement: String },
+}
+
+/// How a row was decided before the inventory and the nodes answer; the level state to record
+/// once it is applied (levels only: a movement is identified by its id).
+enum Decision {
+    Done(RowOutcome),
+    /// Unchanged: already applied (found by its mark).
+    Seen(StockState),
+    Online(Box<StockMove>, Option<StockState>),
+    Store(ForwardKind, String, Option<StockState>),
+}
+
+fn movement_mark(movement: &str) -> String {
+    format!("erp:movement:{movement}")
+}
+
+fn level_mark(f: &StockFields) -> String {
+    format!("erp:level:{}/{}/{}", f.location, f.sku, f.version)
+}
+
+impl StockApplier {
+    /// Loads the applied versions.
+    pub async fn load(deps: StockDeps) -> Result<StockApplier, ImportError> {
+        let levels = deps
+            .store
+            .load_stock()
+            .await?
+            .into_iter()
+            .map(|s| ((s.location.clone(), s.sku.clone()), s))
+            .collect();
+        let marks = deps
+            .storage
+            .import_marks()
+            .await?
+            .iter()
+            .flat_map(|m| m.digests.chunks_exact(16))
+            .filter_map(|d| <[u8; 16]>::try_from(d).ok())
+            .collect();
+        Ok(StockApplier {
+            deps,
+            applied: tokio::sync::Mutex::new(Applied { levels, marks }),
+        })
+    }
+
+    fn seen(marks: &HashSet<[u8; 16]>, mark: &str) -> bool {
+        marks.contains(&mark_digest(mark))
+    }
+
+    /// Decides a valid row against what is applied (`current`) and the marks.
+    async fn decide(
+        &self,
+        row: &Row,
+        f: &StockFields,
+        current: Option<&StockState>,
+        marks: &HashSet<[u8; 16]>,
+        moved: &mut HashSet<String>,
+    ) -> Result<Decision, ImportError> {
+        let state = |level| StockState {
+            location: f.location.clone(),
+            sku: f.sku.clone(),
+            version: f.version,
+            level: Some(level),
+        };
+        match &f.kind {
+            StockKind::Level(n) => {
+                if let Some(c) = current {
+                    if f.version < c.version {
+                        return Ok(Decision::Done(RowOutcome::Stale));
+                    }
+                    if f.version == c.version {
+                        return Ok(Decision::Done(if c.level == Some(*n) {
+                            RowOutcome::Unchanged
+                        } else {
+                            RowOutcome::Rejected(vec![row.error(
+                                "version",
+                                format!(
+                                    "version {} of this SKU's stock at {} was already applied \
+                                     with other content: send a change with a higher version",
+                                    c.version, f.location
+                                ),
+                            )])
+                        }));
+                    }
+                }
+                if f.online() {
+                    let mark = level_mark(f);
+                    if Self::seen(marks, &mark) {
+                        return Ok(Decision::Seen(state(*n)));
+                    }
+                    let m = StockMove {
+                        sku: f.sku.clone(),
+                        change: StockChange::Set(*n),
+                        mark: Some(mark_digest(&mark)),
+                    };
+                    return Ok(Decision::Online(Box::new(m), Some(state(*n))));
+                }
+                let id = format!("level:{}/{}/{}", f.location, f.sku, f.version);
+                Ok(Decision::Store(ForwardKind::Count(*n), id, Some(state(*n))))
+            }
+            StockKind::Delta { units, movement } => {
+                // A movement id names one movement at one location: the online ones are
+                // marked with the inventory, the store ones by their forwarding record.
+                if moved.contains(movement) {
+                    return Ok(Decision::Done(RowOutcome::Unchanged));
+                }
+                let id = format!("movement:{movement}");
+                let done = if f.online() {
+                    Self::seen(marks, &movement_mark(movement))
+                } else {
+                    self.deps
+                        .store
+                        .get::<Forwarding>(&store::forwarding_key(&id))?
+                        .is_some_and(|fw| fw.done)
+                };
+                if done {
+                    return Ok(Decision::Done(RowOutcome::Unchanged));
+                }
+                moved.insert(movement.clone());
+                if f.online() {
+                    let m = StockMove {
+                        sku: f.sku.clone(),
+                        change: StockChange::Add(*units),
+                        mark: Some(mark_digest(&movement_mark(movement))),
+                    };
+                    return Ok(Decision::Online(Box::new(m), None));
+                }
+                if *units < 0 {
+                    return Ok(Decision::Done(RowOutcome::Rejected(vec![row.error(
+                        "quantity",
+                        format!(
+                            "stock that left store {} is the store's own movement: the hub \
+                             does not apply it; send a count (kind=level) for this SKU there",
+                            f.location
+                        ),
+                    )])));
+                }
+                let kind = ForwardKind::Restock {
+                    units: units.unsigned_abs(),
+                    movement: movement.clone(),
+                };
+                Ok(Decision::Store(kind, id, None))
+            }
+        }
+    }
+
+    /// Queues the store rows' commands, each recorded before and marked done after; answers
+    /// each row's outcome.
+    async fn forward(
+        &self,
+        rows: &[Row],
+        forwards: Vec<Forward>,
+    ) -> Result<Vec<(usize, RowOutcome)>, ImportError> {
+        let mut out = Vec::with_capacity(forwards.len());
+        let mut pending = store::Batch::default();
+        let mut todo = Vec::with_capacity(forwards.len());
+        for fw in forwards {
+            let key = store::forwarding_key(&fw.id);
+            match self.deps.store.get::<Forwarding>(&key)? {
+                Some(record) if record.done => out.push((fw.row, RowOutcome::Unchanged)),
+                Some(_) => {
+                    // Recorded, never marked done: the hub stopped while queueing it.
+                    let mut done = store::Batch::default();
+                    done.put(
+                        key,
+                        &Forwarding {
+                            id: fw.id.clone(),
+                            done: true,
+                            command: None,
+                        },
+                    )?;
+                    self.deps.store.write(done).await?;
+                    out.push((
+                        fw.row,
+                        RowOutcome::Rejected(vec![rows[fw.row].error(
+                            "location",
+                            format!(
+                                "the hub stopped while forwarding this row to {}'s node, so it \
+                                 may or may not have been queued: check the stock of {} there \
+                                 and send a count with a higher version",
+                                fw.location, fw.sku
+                            ),
+                        )]),
+                    ));
+                }
+                None => {
+                    pending.put(
+                        key,
+                        &Forwarding {
+                            id: fw.id.clone(),
+                            done: false,
+                            command: None,
+                        },
+                    )?;
+                    todo.push(fw);
+                }
+            }
+        }
+        self.deps.store.write(pending).await?;
+        let mut done = store::Batch::default();
+        for fw in todo {
+            let key = store::forwarding_key(&fw.id);
+            let sent = match fw.command {
+                ForwardKind::Count(n) => {
+                    crate::edge::forward_count(
+                        &self.deps.edge,
+                        fw.sku.clone(),
+                        fw.location.clone(),
+                        n,
+                    )
+                    .await
+                }
+                ForwardKind::Restock { units, movement } => {
+                    crate::edge::forward_restock(
+                        &self.deps.edge,
+                        fw.sku.clone(),
+                        fw.location.clone(),
+                        units,
+                        format!("ERP movement {movement}"),
+                    )
+                    .await
+                }
+            };
+            match sent {
+                Ok(queued) => {
+                    tracing::debug!(sku = %fw.sku, location = %fw.location, node = %queued.node,
+                        command = %queued.command, "ERP stock row forwarded to the store's node");
+                    done.put(
+                        key,
+                        &Forwarding {
+                            id: fw.id,
+                            done: true,
+                            command: Some(queued.command.to_string()),
+                        },
+                    )?;
+                    out.push((fw.row, RowOutcome::Applied));
+                }
+                Err(crate::edge::EdgeError::Storage(e)) => {
+                    self.deps.store.write(done).await?;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    done.remove(key);
+                    out.push((
+                        fw.row,
+                        RowOutcome::Rejected(vec![rows[fw.row].error("location", e.to_string())]),
+                    ));
+                }
+            }
+        }
+        self.deps.store.write(done).await?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl FeedApplier for StockApplier {
+    fn feed(&self) -> FeedKind {
+        FeedKind::Stock
+    }
+
+    async fn apply(&self, rows: Vec<Row>) -> Result<Vec<RowOutcome>, ImportError> {
+        let started = std::time::Instant::now();
+        let side = &self.deps.side;
+        let nodes = self.deps.edge.nodes();
+        let checked: Vec<Result<StockFields, Vec<RowError>>> = rows
+            .iter()
+            .map(|r| validate(r, |s| side.knows(s), |l| nodes.is_store(l)))
+            .collect();
+        let validated = started.elapsed();
+        let mut applied = self.applied.lock().await;
+        let mut working: HashMap<Key, StockState> = HashMap::new();
+        let mut moved = HashSet::new();
+        let mut outcomes: Vec<Option<RowOutcome>> = vec![None; rows.len()];
+        let mut states: Vec<Option<StockState>> = vec![None; rows.len()];
+        let mut online: Vec<(usize, StockMove)> = Vec::new();
+        let mut forwards = Vec::new();
+        for (i, (row, checked)) in rows.iter().zip(checked).enumerate() {
+            let f = match checked {
+                Ok(f) => f,
+                Err(errors) => {
+                    outcomes[i] = Some(RowOutcome::Rejected(errors));
+                    continue;
+                }
+            };
+            let key = (f.location.clone(), f.sku.clone());
+            let current = working.get(&key).or_else(|| applied.levels.get(&key));
+            let state = match self
+                .decide(row, &f, current, &applied.marks, &mut moved)
+                .await?
+            {
+                Decision::Done(outcome) => {
+                    outcomes[i] = Some(outcome);
+                    continue;
+                }
+                Decision::Seen(state) => {
+                    outcomes[i] = Some(RowOutcome::Unchanged);
+                    Some(state)
+                }
+                Decision::Online(m, state) => {
+                    online.push((i, *m));
+                    state
+                }
+                Decision::Store(command, id, state) => {
+                    forwards.push(Forward {
+                        row: i,
+                        id,
+                        sku: f.sku.clone(),
+                        location: f.location.clone(),
+                        command,
+                    });
+                    state
+                }
+            };
+            // Decided as if it will apply; a refused level is rare (never for online).
+            if let Some(state) = state {
+                working.insert(key, state.clone());
+                states[i] = Some(state);
+            }
+        }
+        let decided = started.elapsed();
+        if !online.is_empty() {
+            let (indexes, moves): (Vec<usize>, Vec<StockMove>) = online.into_iter().unzip();
+            let digests: Vec<Option<[u8; 16]>> = moves.iter().map(|m| m.mark).collect();
+            let answers = self
+                .deps
+                .inventory
+                .apply_stock(&LocationId::online(), moves)
+                .await?;
+            for ((i, answer), digest) in indexes.into_iter().zip(answers).zip(digests) {
+                outcomes[i] = Some(match answer {
+                    Ok(_) => {
+                        applied.marks.extend(digest);
+                        RowOutcome::Applied
+                    }
+                    Err(on_hand) => RowOutcome::Rejected(vec![rows[i].error(
+                        "quantity",
+                        format!(
+                            "this movement would take on hand at online below zero ({on_hand} \
+                             on hand): send a count (kind=level) if the stock is wrong"
+                        ),
+                    )]),
+                });
+            }
+        }
+        let in_inventory = started.elapsed();
+        for (i, outcome) in self.forward(&rows, forwards).await? {
+            outcomes[i] = Some(outcome);
+        }
+        let mut batch = store::Batch::default();
+        let mut recorded: HashMap<Key, StockState> = HashMap::new();
+        for (outcome, state) in outcomes.iter().zip(states) {
+            if let (Some(RowOutcome::Applied | RowOutcome::Unchanged), Some(s)) = (outcome, state) {
+                recorded.insert((s.location.clone(), s.sku.clone()), s);
+            }
+        }
+        for s in recorded.values() {
+            batch.put(store::stock_key(&s.location, &s.sku), s)?;
+        }
+        self.deps.store.write(batch).await?;
+        applied.levels.extend(recorded);
+        tracing::debug!(
+            rows = rows.len(),
+            validate_ms = validated.as_millis() as u64,
+            decide_ms = (decided - validated).as_millis() as u64,
+            inventory_ms = (in_inventory - decided).as_millis() as u64,
+            forward_and_store_ms = (started.elapsed() - in_inventory).as_millis() as u64,
+            "stock rows applied"
+        );
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| RowOutcome::Rejected(Vec::new())))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fields to set, the field named in the error, a part of its reason.
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    );
+    use std::collections::BTreeMap;
+
+    fn row(pairs: &[(&str, &str)]) -> Row {
+        let mut fields: BTreeMap<String, String> = [
+            ("sku", "TEA"),
+            ("location", "online"),
+            ("kind", "delta"),
+            ("quantity", "-3"),
+            ("movement", "mv-1"),
+            ("version", "2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            fields.insert(k.to_string(), v.to_string());
+        }
+        Row { number: 5, fields }
+    }
+
+    fn check(r: &Row) -> Result<StockFields, Vec<RowError>> {
+        validate(r, |s| s.as_str() == "TEA", |l| l.0 == "store-berlin")
+    }
+
+    #[test]
+    fn good_rows() {
+        let f = check(&row(&[])).expect("a delta");
+        assert_eq!(
+            f.kind,
+            StockKind::Delta {
+                units: -3,
+                movement: "mv-1".into()
+            }
+        );
+        let f = check(&row(&[
+            ("kind", "level"),
+            ("quantity", "12"),
+            ("movement", ""),
+            ("location", "store-berlin"),
+        ]))
+        .expect("a level");
+        assert_eq!(
+            (f.kind, f.location.0.as_str()),
+            (StockKind::Level(12), "store-berlin")
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_named_with_what_to_fix() {
+        let cases: &[Case] = &[
+            (&[("sku", "COFFEE")], "sku", "unknown SKU"),
+            (&[("sku", "")], "sku", "required"),
+            (
+                &[("location", "store-nowhere")],
+                "location",
+                "unknown location",
+            ),
+            (&[("location", "")], "location", "required"),
+            (&[("kind", "")], "kind", "required"),
+            (&[("kind", "count")], "kind", "level or delta"),
+            (&[("quantity", "1.5")], "quantity", "whole number"),
+            (&[("quantity", "0")], "quantity", "not 0"),
+            (&[("quantity", "2000000000")], "quantity", "at most"),
+            (
+                &[("kind", "level"), ("quantity", "-1")],
+                "quantity",
+                "0 to 1,000,000,000",
+            ),
+            (&[("movement", "")], "movement", "required"),
+            (&[("movement", "a b")], "movement", "not a valid"),
+            (&[("version", "")], "version", "required"),
+        ];
+        for (pairs, field, reason) in cases {
+            let errors = check(&row(pairs)).expect_err(field);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.field == *field && e.row == 5 && e.reason.contains(reason)),
+                "{pairs:?}: {errors:?}"
+            );
+        }
+    }
+}

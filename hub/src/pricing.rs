@@ -1,0 +1,186 @@
+//! Pricing with promotions for the hub's channels: the context a basket is priced in (channel,
+//! time, the coupons entered, a first order), the live promotions from [`Offers`], and the one
+//! engine in `protocol` — so the basket page, the app, a quote and a checkout agree to the cent.
+//!
+//! [`Offers`]: crate::actors::offers::Offers
+
+use crate::actors::Deps;
+use channels::backend::CouponStatus;
+use protocol::checkout::LineDiscounts;
+use protocol::pricing::{PricedBasket, PricingError};
+use protocol::promotion::{PromotionContext, PromotionId};
+use protocol::{Basket, BasketOwner, CatalogSnapshot, Channel, CustomerId, Money};
+use time::OffsetDateTime;
+
+/// What the hub knows about the shopper besides the basket.
+#[derive(Debug, Clone, Copy)]
+pub struct Hints {
+    /// The channel the basket is priced for (the last one it was changed on; a checkout's own).
+    pub channel: Channel,
+    /// The customer has never ordered.
+    pub first_order: bool,
+}
+
+impl Default for Hints {
+    fn default() -> Hints {
+        Hints {
+            channel: Channel::Web,
+            first_order: false,
+        }
+    }
+}
+
+fn customer_of(basket: &Basket) -> Option<CustomerId> {
+    match basket.owner {
+        BasketOwner::Customer(c) => Some(c),
+        BasketOwner::Anonymous => None,
+    }
+}
+
+/// The basket's coupon codes, each with the promotion it unlocks now or why it does not.
+type Coupons = Vec<(String, Result<PromotionId, String>)>;
+
+/// The promotion context of a basket now, and what its coupon codes unlock.
+pub fn context(
+    deps: &Deps,
+    basket: &Basket,
+    hints: Hints,
+    now: OffsetDateTime,
+) -> (PromotionContext, Coupons) {
+    let customer = customer_of(basket);
+    let mut ctx = PromotionContext::new(basket.currency, hints.channel, now);
+    ctx.first_order = hints.first_order && customer.is_some();
+    let coupons: Coupons = basket
+        .coupons
+        .iter()
+        .map(|code| {
+            (
+                code.clone(),
+                deps.offers.coupon_promotion(code, customer, now),
+            )
+        })
+        .collect();
+    for (_, unlocked) in &coupons {
+        if let Ok(promotion) = unlocked {
+            ctx.coupons.insert(promotion.clone());
+        }
+    }
+    // Usage only matters for promotions with a limit on it.
+    let limited: Vec<PromotionId> = deps
+        .offers
+        .live()
+        .promotions()
+        .iter()
+        .filter(|p| p.spec.limits.per_customer.is_some() || p.spec.limits.total.is_some())
+        .map(|p| p.id.clone())
+        .collect();
+    if !limited.is_empty() {
+        ctx.usage = deps.offers.usage(customer, &limited);
+    }
+    (ctx, coupons)
+}
+
+/// What each coupon code did to the priced basket, in words.
+fn coupon_statuses(priced: &PricedBasket, coupons: Coupons) -> Vec<CouponStatus> {
+    coupons
+        .into_iter()
+        .map(|(code, unlocked)| match unlocked {
+            Ok(promotion) => {
+                let applied = priced.promotions.applied.iter().any(|a| a.id == promotion);
+                let message = (!applied).then(|| {
+                    priced
+                        .promotions
+                        .not_applied
+                        .iter()
+                        .find(|n| n.id == promotion)
+                        .map_or_else(
+                            || "its promotion does not concern these items".to_string(),
+                            |n| n.reason.clone(),
+                        )
+                });
+                CouponStatus {
+                    code,
+                    applied,
+                    message,
+                }
+            }
+            Err(reason) => CouponStatus {
+                code,
+                applied: false,
+                message: Some(reason),
+            },
+        })
+        .collect()
+}
+
+/// Prices a basket with the live promotions: the priced basket and its coupons' statuses.
+pub fn price(
+    deps: &Deps,
+    basket: &Basket,
+    hints: Hints,
+) -> Result<(PricedBasket, Vec<CouponStatus>), PricingError> {
+    let catalog = deps.catalog.load();
+    let (ctx, coupons) = context(deps, basket, hints, deps.clock.now());
+    let live = deps.offers.live();
+    let mut priced = protocol::pricing::price_basket_with_promotions(
+        basket,
+        |sku| catalog.product_by_sku(sku),
+        &live,
+        &ctx,
+    )?;
+    // A promotion behind a coupon the shopper has not entered is nobody else's business: its
+    // name is not shown to every basket (a private batch's promotion stays private).
+    priced.promotions.not_applied.retain(|n| {
+        ctx.coupons.contains(&n.id)
+            || !live.promotions().iter().any(|p| {
+                p.id == n.id
+                    && p.spec
+                        .conditions
+                        .iter()
+                        .any(|c| matches!(c, protocol::promotion::Condition::Coupon))
+            })
+    });
+    let statuses = coupon_statuses(&priced, coupons);
+    Ok((priced, statuses))
+}
+
+/// The promotions a checkout of this basket gets: its line discounts (for
+/// [`protocol::checkout::price_checkout_with_line_discounts`]), the promotions that applied and
+/// the coupon codes whose promotion applied (to redeem with the order).
+pub struct CheckoutOffers {
+    pub discounts: LineDiscounts,
+    pub promotions: Vec<PromotionId>,
+    pub coupons: Vec<String>,
+}
+
+/// Evaluates the live promotions for a checkout of `basket` now.
+pub fn checkout_offers(
+    deps: &Deps,
+    catalog: &CatalogSnapshot,
+    basket: &Basket,
+    hints: Hints,
+    shipping: Option<Money>,
+) -> Result<CheckoutOffers, PricingError> {
+    let (mut ctx, coupons) = context(deps, basket, hints, deps.clock.now());
+    ctx.shipping = shipping;
+    let live = deps.offers.live();
+    let outcome =
+        protocol::pricing::evaluate_basket(basket, |sku| catalog.product_by_sku(sku), &live, &ctx)?;
+    let promotions: Vec<PromotionId> = outcome.applied.iter().map(|a| a.id.clone()).collect();
+    let coupons = coupons
+        .into_iter()
+        .filter_map(|(code, unlocked)| {
+            unlocked
+                .ok()
+                .filter(|p| {
+                    promotions.contains(p) || outcome.gifts.iter().any(|g| &g.promotion == p)
+                })
+                .map(|_| code)
+        })
+        .collect();
+    Ok(CheckoutOffers {
+        discounts: LineDiscounts::from(&outcome),
+        promotions,
+        coupons,
+    })
+}

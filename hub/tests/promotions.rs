@@ -1,0 +1,915 @@
+//! Baskets, quotes and checkouts priced with the live promotions and coupons, through the
+//! shopper API of a real hub on port 0. Promotions and coupons are made the way a business user
+//! makes them (back-office API, four-eyes approval); payments go through the payment simulator,
+//! running in this process, and the success redirect (`/confirm`), which asks the provider.
+
+mod common;
+
+use common::{client, spawn_with, TestHub};
+use hub::clock::SystemClock;
+use reqwest::{RequestBuilder, StatusCode};
+use serde_json::{json, Value};
+use simulators::payments::{PaymentSim, PaymentsConfig};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const ADMIN: &str = "promotions-admin-token";
+const VISA: &str = "4242424242424242";
+/// The test catalog's reduced VAT rate (every product) and the standard rate (shipping).
+const REDUCED: i64 = 700;
+const STANDARD: i64 = 1900;
+
+fn eur(minor: i64) -> Value {
+    json!({"minor": minor, "currency": "EUR"})
+}
+
+/// Who asks for a basket: a guest with the basket's token, or a signed-in customer.
+#[derive(Clone)]
+enum Who {
+    Guest(String),
+    Customer(String),
+}
+
+/// Which channel a request names (`X-Channel`); `None` sends no header.
+type Via<'a> = Option<&'a str>;
+
+struct Shop {
+    hub: TestHub,
+    sim: PaymentSim,
+    c: reqwest::Client,
+    /// A merchandiser and marketer (writes promotions and coupons, exports codes).
+    author: String,
+    /// An approver (approves the author's promotions).
+    approver: String,
+}
+
+impl Shop {
+    async fn start() -> Shop {
+        Shop::start_with(|_| {}).await
+    }
+
+    /// A hub wired to an in-process payment simulator, with the common test catalog (BEANS
+    /// 12.99, TEA 4.50; both at the reduced rate) and two back-office users.
+    async fn start_with(tune: impl FnOnce(&mut hub::HubSettings)) -> Shop {
+        let sim = PaymentSim::start(PaymentsConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..PaymentsConfig::default()
+        })
+        .await
+        .expect("the payment simulator starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut s = common::settings(dir.path());
+        s.admin_token = Some(ADMIN.to_string().into());
+        s.payments.base_url = sim.base_url();
+        tune(&mut s);
+        let hub = spawn_with(dir, s, Arc::new(SystemClock), true).await;
+        let c = client();
+        let author = user_with_token(
+            &hub,
+            &c,
+            "author@example.com",
+            &["merchandiser", "marketer"],
+        )
+        .await;
+        let approver = user_with_token(&hub, &c, "approver@example.com", &["approver"]).await;
+        Shop {
+            hub,
+            sim,
+            c,
+            author,
+            approver,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.hub.url(path)
+    }
+
+    /// Creates a promotion as the author: a draft, not live yet.
+    async fn draft(&self, id: &str, name: &str, spec: Value) {
+        let (status, body) = send(
+            self.c
+                .post(self.url("/api/v1/backoffice/promotions"))
+                .bearer_auth(&self.author)
+                .json(&json!({"id": id, "name": name, "spec": spec})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "create {id}: {body}");
+    }
+
+    async fn approve(&self, id: &str) {
+        let (status, body) = send(
+            self.c
+                .post(self.url(&format!("/api/v1/backoffice/promotions/{id}/approve")))
+                .bearer_auth(&self.approver),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "approve {id}: {body}");
+        assert_eq!(body["status"], "active", "{body}");
+    }
+
+    /// Creates and approves a promotion: it is live.
+    async fn promotion(&self, id: &str, name: &str, spec: Value) {
+        self.draft(id, name, spec).await;
+        self.approve(id).await;
+    }
+
+    /// A public coupon code for a promotion.
+    async fn coupon(&self, promotion: &str, code: &str) {
+        let (status, body) = send(
+            self.c
+                .post(self.url(&format!(
+                    "/api/v1/backoffice/promotions/{promotion}/coupons"
+                )))
+                .bearer_auth(&self.author)
+                .json(&json!({"code": code})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "coupon {code}: {body}");
+    }
+
+    /// A batch of single-use codes for a promotion; answers the link of its CSV export and the
+    /// codes in it.
+    async fn batch(&self, promotion: &str, count: u32) -> (String, Vec<String>) {
+        let (status, batch) = send(
+            self.c
+                .post(self.url(&format!(
+                    "/api/v1/backoffice/promotions/{promotion}/coupon-batches"
+                )))
+                .bearer_auth(&self.author)
+                .json(&json!({"count": count, "prefix": "ONCE-"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "batch: {batch}");
+        let csv = batch["csv"].as_str().expect("csv link").to_string();
+        let codes = self.exported(&csv).await.into_keys().collect();
+        (csv, codes)
+    }
+
+    /// A batch export: code → used.
+    async fn exported(&self, csv: &str) -> BTreeMap<String, bool> {
+        let res = self
+            .c
+            .get(self.url(csv))
+            .bearer_auth(&self.author)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.text().await.expect("csv");
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let fields: Vec<&str> = l.split(',').collect();
+                (fields[0].to_string(), fields[4] == "true")
+            })
+            .collect()
+    }
+
+    fn as_(&self, rb: RequestBuilder, who: &Who, via: Via<'_>) -> RequestBuilder {
+        let rb = match who {
+            Who::Guest(token) => rb.header("X-Basket-Token", token),
+            Who::Customer(session) => rb.bearer_auth(session),
+        };
+        match via {
+            Some(channel) => rb.header("X-Channel", channel),
+            None => rb,
+        }
+    }
+
+    /// A new guest basket (made on the web) with these lines, added on `via`.
+    async fn guest_basket(&self, lines: &[(&str, i64)], via: Via<'_>) -> (String, Who) {
+        let (status, created) = send(
+            self.c
+                .post(self.url("/api/v1/baskets"))
+                .header("X-Channel", "web"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().expect("id").to_string();
+        let who = Who::Guest(created["token"].as_str().expect("token").to_string());
+        for (sku, quantity) in lines {
+            self.add(&id, &who, via, sku, *quantity).await;
+        }
+        (id, who)
+    }
+
+    /// Adds units of a SKU; answers the basket.
+    async fn add(&self, id: &str, who: &Who, via: Via<'_>, sku: &str, quantity: i64) -> Value {
+        let rb = self
+            .c
+            .post(self.url(&format!("/api/v1/baskets/{id}/lines")))
+            .json(&json!({"sku": sku, "quantity": quantity}));
+        let (status, body) = send(self.as_(rb, who, via)).await;
+        assert_eq!(status, StatusCode::OK, "add {sku}: {body}");
+        body
+    }
+
+    async fn basket(&self, id: &str, who: &Who) -> Value {
+        let rb = self.c.get(self.url(&format!("/api/v1/baskets/{id}")));
+        let (status, body) = send(self.as_(rb, who, None)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// The basket page (HTML) as the guest's browser sees it.
+    async fn page(&self, who: &Who) -> String {
+        let Who::Guest(token) = who else {
+            panic!("the page test uses a guest's basket cookie");
+        };
+        let res = self
+            .c
+            .get(self.url("/basket"))
+            .header("Cookie", format!("omnihub_basket={token}"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), StatusCode::OK);
+        res.text().await.expect("html")
+    }
+
+    /// Enters a coupon code: the status, the body and the `Retry-After` header.
+    async fn enter(&self, id: &str, who: &Who, code: &str) -> (StatusCode, Value, Option<u64>) {
+        self.enter_from(id, who, code, None).await
+    }
+
+    async fn enter_from(
+        &self,
+        id: &str,
+        who: &Who,
+        code: &str,
+        forwarded_for: Option<&str>,
+    ) -> (StatusCode, Value, Option<u64>) {
+        let mut rb = self
+            .c
+            .post(self.url(&format!("/api/v1/baskets/{id}/coupons")))
+            .json(&json!({"code": code}));
+        if let Some(ip) = forwarded_for {
+            rb = rb.header("X-Forwarded-For", ip);
+        }
+        let res = self.as_(rb, who, None).send().await.expect("sent");
+        let status = res.status();
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        (status, res.json().await.expect("a JSON body"), retry_after)
+    }
+
+    /// The quote to Germany with standard shipping, as asked on `via`.
+    async fn quote(&self, id: &str, who: &Who, via: Via<'_>) -> Value {
+        let rb = self.c.get(self.url(&format!(
+            "/api/v1/baskets/{id}/quote?country=DE&shipping_method=standard"
+        )));
+        let (status, body) = send(self.as_(rb, who, via)).await;
+        assert_eq!(status, StatusCode::OK, "quote: {body}");
+        body["breakdown"].clone()
+    }
+
+    /// Starts a checkout to Berlin with standard shipping; it must succeed.
+    async fn checkout(&self, id: &str, who: &Who, via: Via<'_>) -> Value {
+        let mut body = json!({
+            "address": {"name": "Ada Lovelace", "line1": "Unter den Linden 1", "city": "Berlin", "postcode": "10117", "country": "DE"},
+            "shipping_method": "standard",
+        });
+        if let Who::Guest(_) = who {
+            body["email"] = json!("guest@example.com");
+        }
+        let rb = self
+            .c
+            .post(self.url(&format!("/api/v1/baskets/{id}/checkout")))
+            .json(&body);
+        let (status, checkout) = send(self.as_(rb, who, via)).await;
+        assert_eq!(status, StatusCode::CREATED, "checkout: {checkout}");
+        assert_eq!(checkout["state"], "payment_pending");
+        checkout
+    }
+
+    /// The provider's session of a checkout.
+    async fn session(&self, checkout: &Value) -> Value {
+        let url = checkout["payment_url"].as_str().expect("payment_url");
+        let session = url.rsplit('/').next().expect("a session id");
+        let (status, body) = send(
+            self.c
+                .get(format!(
+                    "{}/v1/checkout/sessions/{session}",
+                    self.sim.base_url()
+                ))
+                .bearer_auth("sk_test_omnihub"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Pays a checkout with the simulator's success card, then comes back from the payment
+    /// page; answers the checkout, paid.
+    async fn pay(&self, checkout: &Value, who: &Who) -> Value {
+        let session = self.session(checkout).await;
+        let id = session["id"].as_str().expect("session id");
+        let (status, body) = send(
+            self.c
+                .post(format!(
+                    "{}/_sim/checkout/sessions/{id}/pay",
+                    self.sim.base_url()
+                ))
+                .json(&json!({"card": VISA})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "pay: {body}");
+        let checkout_id = checkout["id"].as_str().expect("checkout id");
+        let rb = self
+            .c
+            .post(self.url(&format!("/api/v1/checkouts/{checkout_id}/confirm")));
+        let (status, done) = send(self.as_(rb, who, None)).await;
+        assert_eq!(status, StatusCode::OK, "confirm: {done}");
+        assert_eq!(done["state"], "paid", "{done}");
+        done
+    }
+}
+
+/// Creates a back-office user with the admin token and issues it a token.
+async fn user_with_token(
+    hub: &TestHub,
+    c: &reqwest::Client,
+    email: &str,
+    roles: &[&str],
+) -> String {
+    let (status, user) = send(
+        c.post(hub.url("/api/v1/admin/users"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"email": email, "name": "Tester", "roles": roles})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    let id = user["id"].as_str().expect("id");
+    let (status, token) = send(
+        c.post(hub.url(&format!("/api/v1/admin/users/{id}/tokens")))
+            .bearer_auth(ADMIN)
+            .json(&json!({"name": "tests"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{token}");
+    token["token"].as_str().expect("token").to_string()
+}
+
+async fn send(rb: RequestBuilder) -> (StatusCode, Value) {
+    let res = rb.send().await.expect("sent");
+    let status = res.status();
+    (status, res.json().await.expect("a JSON body"))
+}
+
+fn minor(v: &Value) -> i64 {
+    v["minor"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not money: {v}"))
+}
+
+/// The tax in a tax-inclusive gross amount, rounded half up (amounts here are positive).
+fn included_tax(gross: i64, rate_bp: i64) -> i64 {
+    let denominator = 10_000 + rate_bp;
+    (2 * gross * rate_bp + denominator) / (2 * denominator)
+}
+
+/// Discount per SKU of a basket's or a breakdown's lines.
+fn discounts(lines: &Value) -> BTreeMap<String, i64> {
+    lines
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            (
+                l["sku"].as_str().expect("sku").to_string(),
+                minor(&l["discount"]),
+            )
+        })
+        .collect()
+}
+
+/// Tax per rate: rate → (gross, tax).
+fn taxes(taxes: &Value) -> BTreeMap<i64, (i64, i64)> {
+    taxes
+        .as_array()
+        .expect("taxes")
+        .iter()
+        .map(|t| {
+            (
+                t["rate_bp"].as_i64().expect("rate"),
+                (minor(&t["gross"]), minor(&t["tax"])),
+            )
+        })
+        .collect()
+}
+
+/// A basket's figures add up: the discount is the sum of the line discounts (and of the
+/// applied promotions' amounts), the total is the subtotal less the discount, and each rate's
+/// tax is taken on its lines after their discounts.
+fn assert_adds_up(basket: &Value) {
+    let lines = basket["lines"].as_array().expect("lines");
+    let subtotal: i64 = lines.iter().map(|l| minor(&l["line_total"])).sum();
+    let discount: i64 = lines.iter().map(|l| minor(&l["discount"])).sum();
+    assert_eq!(minor(&basket["subtotal"]), subtotal, "{basket}");
+    assert_eq!(minor(&basket["discount"]), discount, "{basket}");
+    assert_eq!(minor(&basket["total"]), subtotal - discount, "{basket}");
+    let applied: i64 = basket["promotions"]["applied"]
+        .as_array()
+        .expect("applied")
+        .iter()
+        .map(|a| minor(&a["amount"]))
+        .sum();
+    assert_eq!(applied, discount, "the promotions' amounts: {basket}");
+    let mut by_rate: BTreeMap<i64, i64> = BTreeMap::new();
+    for l in lines {
+        *by_rate
+            .entry(l["tax_rate_bp"].as_i64().expect("rate"))
+            .or_default() += minor(&l["line_total"]) - minor(&l["discount"]);
+    }
+    let expected: BTreeMap<i64, (i64, i64)> = by_rate
+        .into_iter()
+        .map(|(rate, gross)| (rate, (gross, included_tax(gross, rate))))
+        .collect();
+    assert_eq!(taxes(&basket["taxes"]), expected, "{basket}");
+}
+
+fn applied_ids(basket: &Value) -> Vec<&str> {
+    basket["promotions"]["applied"]
+        .as_array()
+        .expect("applied")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect()
+}
+
+/// Why promotion `id` did not apply, if it is among the basket's `not_applied`.
+fn not_applied_reason<'a>(basket: &'a Value, id: &str) -> Option<&'a str> {
+    basket["promotions"]["not_applied"]
+        .as_array()
+        .expect("not_applied")
+        .iter()
+        .find(|n| n["id"] == id)
+        .and_then(|n| n["reason"].as_str())
+}
+
+fn coupon_status<'a>(basket: &'a Value, code: &str) -> Option<&'a Value> {
+    basket["coupons"]
+        .as_array()
+        .expect("coupons")
+        .iter()
+        .find(|c| c["code"] == code)
+}
+
+#[actix_web::test]
+async fn a_basket_promotion_applies_over_its_threshold_with_discounted_lines_and_tax() {
+    let shop = Shop::start().await;
+    shop.draft(
+        "TENOFF",
+        "10 % off from 30 euros",
+        json!({
+            "conditions": [{"type": "min_subtotal", "amount": eur(3000)}],
+            "benefit": {"type": "percent_off_basket", "percent_bp": 1000},
+        }),
+    )
+    .await;
+    let (id, who) = shop
+        .guest_basket(&[("BEANS", 2), ("TEA", 1)], Some("web"))
+        .await;
+
+    // A draft prices nothing.
+    let b = shop.basket(&id, &who).await;
+    assert_eq!(minor(&b["discount"]), 0, "{b}");
+    assert!(applied_ids(&b).is_empty() && not_applied_reason(&b, "TENOFF").is_none());
+
+    // Approved, it is live: the next read prices with it.
+    shop.approve("TENOFF").await;
+    let b = shop.basket(&id, &who).await;
+    assert_adds_up(&b);
+    assert_eq!(minor(&b["subtotal"]), 2 * 1299 + 450);
+    // 10 % of 30.48 is 3.048, rounded to 3.05, spread by the lines' weight: 2.60 and 0.45.
+    assert_eq!(
+        b["promotions"]["applied"],
+        json!([{"id": "TENOFF", "name": "10 % off from 30 euros", "amount": eur(305), "times": 1}])
+    );
+    assert_eq!(
+        discounts(&b["lines"]),
+        BTreeMap::from([("BEANS".to_string(), 260), ("TEA".to_string(), 45)])
+    );
+    assert_eq!(minor(&b["discount"]), 305);
+    assert_eq!(minor(&b["total"]), 2743);
+    assert_eq!(taxes(&b["taxes"]), BTreeMap::from([(REDUCED, (2743, 179))]));
+    assert_eq!(b["promotions"]["free_shipping"], false);
+    assert_eq!(b["promotions"]["gifts"], json!([]));
+
+    // Below the threshold it does not apply, and says why.
+    let rb = shop
+        .c
+        .delete(shop.url(&format!("/api/v1/baskets/{id}/lines/TEA")));
+    let (status, b) = send(shop.as_(rb, &who, Some("web"))).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_adds_up(&b);
+    assert_eq!(minor(&b["discount"]), 0);
+    assert_eq!(minor(&b["total"]), 2598);
+    assert!(applied_ids(&b).is_empty(), "{b}");
+    assert_eq!(
+        not_applied_reason(&b, "TENOFF"),
+        Some("needs a basket of at least EUR 30.00")
+    );
+    assert_eq!(
+        b["promotions"]["not_applied"][0]["name"],
+        "10 % off from 30 euros"
+    );
+}
+
+#[actix_web::test]
+async fn coupons_are_checked_explained_removed_and_guessing_is_refused() {
+    // The hub believes 127.0.0.1 as a proxy, so X-Forwarded-For names other clients.
+    let shop = Shop::start_with(|s| {
+        s.channels.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    })
+    .await;
+    shop.promotion(
+        "WELCOME",
+        "Welcome: 15 % off",
+        json!({
+            "conditions": [{"type": "coupon"}],
+            "benefit": {"type": "percent_off_basket", "percent_bp": 1500},
+        }),
+    )
+    .await;
+    shop.promotion(
+        "BIGSPEND",
+        "10 euros off from 100 euros",
+        json!({
+            "conditions": [{"type": "coupon"}, {"type": "min_subtotal", "amount": eur(10000)}],
+            "benefit": {"type": "amount_off_basket", "amount": eur(1000)},
+            "combination": {"type": "stackable", "group": "big"},
+        }),
+    )
+    .await;
+    shop.coupon("WELCOME", "WELCOME10").await;
+    shop.coupon("BIGSPEND", "BIG-SPENDER").await;
+    let (id, who) = shop.guest_basket(&[("BEANS", 1)], None).await;
+    let before = shop.basket(&id, &who).await;
+    // A promotion behind a coupon is not shown to a basket that has not entered its code.
+    assert_eq!(not_applied_reason(&before, "WELCOME"), None, "{before}");
+
+    // An unknown code: 422 with the reason, and the basket as it was.
+    let (status, body, _) = shop.enter(&id, &who, "NOPE-0001").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_coupon");
+    assert_eq!(body["error"]["message"], "this coupon code is not known");
+    assert_eq!(shop.basket(&id, &who).await, before, "nothing changed");
+
+    // A public code, typed in any case: kept, applied, and the basket priced with it.
+    let (status, b, _) = shop.enter(&id, &who, " welcome10 ").await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(
+        b["coupons"],
+        json!([{"code": "WELCOME10", "applied": true}])
+    );
+    assert_eq!(applied_ids(&b), ["WELCOME"]);
+    assert_eq!(minor(&b["discount"]), 195, "15 % of 12.99 is 1.9485");
+    assert_adds_up(&b);
+    assert!(b["version"].as_u64() > before["version"].as_u64());
+
+    // A code whose promotion's condition is not met: kept, not applied, and why.
+    let (status, b, _) = shop.enter(&id, &who, "big-spender").await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(
+        coupon_status(&b, "BIG-SPENDER"),
+        Some(
+            &json!({"code": "BIG-SPENDER", "applied": false, "message": "needs a basket of at least EUR 100.00"})
+        )
+    );
+    assert_eq!(minor(&b["discount"]), 195);
+    // The basket page says the same: the promotion and its amount, each code and its state.
+    let page = shop.page(&who).await;
+    for text in [
+        "Welcome: 15 % off",
+        "-€1.95",
+        "€11.04",
+        "WELCOME10",
+        "BIG-SPENDER",
+        "needs a basket of at least EUR 100.00",
+    ] {
+        assert!(page.contains(text), "{text} is not on the page: {page}");
+    }
+    // Met, it applies too: another stackable group stacks on what WELCOME left.
+    let b = shop.add(&id, &who, None, "BEANS", 7).await;
+    assert_eq!(
+        coupon_status(&b, "BIG-SPENDER").map(|c| &c["applied"]),
+        Some(&json!(true))
+    );
+    assert_eq!(applied_ids(&b), ["WELCOME", "BIGSPEND"]);
+    assert_eq!(
+        minor(&b["discount"]),
+        1559 + 1000,
+        "15 % of 103.92, then 10.00"
+    );
+    assert_adds_up(&b);
+
+    // Removed (in any case), it no longer prices; removing it again is a 404.
+    let remove = |code: &str| {
+        shop.as_(
+            shop.c
+                .delete(shop.url(&format!("/api/v1/baskets/{id}/coupons/{code}"))),
+            &who,
+            None,
+        )
+    };
+    let (status, b) = send(remove("big-spender")).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(
+        b["coupons"],
+        json!([{"code": "WELCOME10", "applied": true}])
+    );
+    assert_eq!(applied_ids(&b), ["WELCOME"]);
+    assert_eq!(minor(&b["discount"]), 1559);
+    let (status, body) = send(remove("BIG-SPENDER")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Guessing: after five invalid codes from one client (one so far), the next is refused
+    // with Retry-After, valid or not, and the basket is left alone.
+    for n in 2..=5 {
+        let (status, body, _) = shop.enter(&id, &who, &format!("GUESS-000{n}")).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "guess {n}: {body}"
+        );
+    }
+    let kept = shop.basket(&id, &who).await;
+    for code in ["GUESS-0006", "BIG-SPENDER"] {
+        let (status, body, retry_after) = shop.enter(&id, &who, code).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{code}: {body}");
+        assert_eq!(body["error"]["code"], "rate_limited");
+        assert!(
+            retry_after.is_some_and(|s| (1..=600).contains(&s)),
+            "Retry-After: {retry_after:?}"
+        );
+    }
+    assert_eq!(shop.basket(&id, &who).await, kept);
+    // Another client is not held back by this one's guesses.
+    let (status, b, _) = shop
+        .enter_from(&id, &who, "BIG-SPENDER", Some("203.0.113.9"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert!(coupon_status(&b, "BIG-SPENDER").is_some());
+}
+
+#[actix_web::test]
+async fn a_checkout_is_priced_like_its_quote_and_its_order_uses_up_a_single_use_code() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "VIP",
+        "VIP: 20 % off beans",
+        json!({
+            "conditions": [{"type": "coupon"}],
+            "benefit": {"type": "percent_off", "target": {"type": "skus", "skus": ["BEANS"]}, "percent_bp": 2000},
+        }),
+    )
+    .await;
+    let (csv, codes) = shop.batch("VIP", 3).await;
+    assert_eq!(codes.len(), 3);
+    let code = &codes[0];
+
+    let (id, who) = shop.guest_basket(&[("BEANS", 2), ("TEA", 1)], None).await;
+    let (status, b, _) = shop.enter(&id, &who, code).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(
+        coupon_status(&b, code).map(|c| &c["applied"]),
+        Some(&json!(true))
+    );
+    assert_adds_up(&b);
+    let expected = BTreeMap::from([("BEANS".to_string(), 520), ("TEA".to_string(), 0)]);
+    assert_eq!(
+        discounts(&b["lines"]),
+        expected,
+        "20 % of 25.98 on beans only"
+    );
+
+    // The quote carries the basket's discount per line, and taxes each rate on what is left
+    // (items at the reduced rate, shipping at the standard rate).
+    let quote = shop.quote(&id, &who, None).await;
+    assert_eq!(discounts(&quote["lines"]), expected, "{quote}");
+    assert_eq!(quote["discount"], b["discount"]);
+    assert_eq!(minor(&quote["shipping"]["price"]), 490);
+    assert_eq!(
+        taxes(&quote["taxes"]),
+        BTreeMap::from([
+            (REDUCED, (2528, included_tax(2528, REDUCED))),
+            (STANDARD, (490, included_tax(490, STANDARD))),
+        ])
+    );
+    assert_eq!(minor(&quote["total"]), 2528 + 490);
+
+    // The checkout is priced as quoted, and the provider asked for exactly that.
+    let checkout = shop.checkout(&id, &who, None).await;
+    assert_eq!(checkout["breakdown"], quote);
+    assert_eq!(
+        shop.session(&checkout).await["amount_total"],
+        json!(2528 + 490)
+    );
+    assert!(
+        !exported_used(&shop, &csv, code).await,
+        "not used before payment"
+    );
+
+    let done = shop.pay(&checkout, &who).await;
+    let number = done["order"]["number"].as_str().expect("order number");
+    let url = done["order"]["url"].as_str().expect("order url");
+    let key = url.split("key=").nth(1).expect("the order's key");
+    let (status, order) = send(
+        shop.c
+            .get(shop.url(&format!("/api/v1/orders/lookup?number={number}&key={key}"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{order}");
+    assert_eq!(
+        order["breakdown"], quote,
+        "the order keeps the discounted lines"
+    );
+    assert_eq!(minor(&order["paid"]), 2528 + 490);
+
+    // The order used the code: it is used up for everyone else; the batch's other codes work.
+    assert!(
+        exported_used(&shop, &csv, code).await,
+        "the export shows it used"
+    );
+    let (other, other_who) = shop.guest_basket(&[("BEANS", 1)], None).await;
+    let (status, body, _) = shop.enter(&other, &other_who, code).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_coupon");
+    assert_eq!(body["error"]["message"], "this coupon has been used up");
+    let (status, b, _) = shop.enter(&other, &other_who, &codes[1]).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(minor(&b["discount"]), 260);
+
+    // The shop cancels the order: the code's use is given back, and it works again.
+    let (status, cancelled) = send(
+        shop.c
+            .post(shop.url(&format!("/api/v1/admin/orders/{number}/cancel")))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert!(cancelled["cancelled"].is_string(), "{cancelled}");
+    assert!(
+        !exported_used(&shop, &csv, code).await,
+        "the use was given back"
+    );
+    let (status, b, _) = shop.enter(&other, &other_who, code).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(
+        coupon_status(&b, code).map(|c| &c["applied"]),
+        Some(&json!(true))
+    );
+}
+
+async fn exported_used(shop: &Shop, csv: &str, code: &str) -> bool {
+    *shop
+        .exported(csv)
+        .await
+        .get(code)
+        .unwrap_or_else(|| panic!("{code} is not in the export"))
+}
+
+#[actix_web::test]
+async fn a_mobile_only_promotion_prices_mobile_requests_and_not_web_ones() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "APP3",
+        "3 euros off in the app",
+        json!({
+            "conditions": [{"type": "channel", "any_of": ["mobile"]}],
+            "benefit": {"type": "amount_off_basket", "amount": eur(300)},
+        }),
+    )
+    .await;
+    let (id, who) = shop.guest_basket(&[("BEANS", 1)], Some("web")).await;
+    let b = shop.basket(&id, &who).await;
+    assert_eq!(minor(&b["discount"]), 0);
+    assert_eq!(not_applied_reason(&b, "APP3"), Some("not on channel web"));
+
+    let b = shop.add(&id, &who, Some("mobile"), "TEA", 1).await;
+    assert_eq!(applied_ids(&b), ["APP3"], "{b}");
+    assert_eq!(minor(&b["discount"]), 300);
+    assert_adds_up(&b);
+
+    // A refused change from the web leaves the basket priced for the app.
+    let rb = shop
+        .c
+        .post(shop.url(&format!("/api/v1/baskets/{id}/lines")))
+        .json(&json!({"sku": "BEANS", "quantity": 5000}));
+    let (status, body) = send(shop.as_(rb, &who, Some("web"))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(minor(&shop.basket(&id, &who).await["discount"]), 300);
+
+    // A quote and a checkout are priced for the channel that asks.
+    let mobile = shop.quote(&id, &who, Some("mobile")).await;
+    assert_eq!(minor(&mobile["discount"]), 300, "{mobile}");
+    assert_eq!(discounts(&mobile["lines"]), discounts(&b["lines"]));
+    let web = shop.quote(&id, &who, Some("web")).await;
+    assert_eq!(minor(&web["discount"]), 0, "{web}");
+    assert_eq!(minor(&web["total"]) - minor(&mobile["total"]), 300);
+
+    // The next change on the web prices for the web again.
+    let b = shop.add(&id, &who, Some("web"), "TEA", 1).await;
+    assert_eq!(minor(&b["discount"]), 0, "{b}");
+    assert_eq!(not_applied_reason(&b, "APP3"), Some("not on channel web"));
+
+    let checkout = shop.checkout(&id, &who, Some("mobile")).await;
+    assert_eq!(
+        checkout["breakdown"],
+        shop.quote(&id, &who, Some("mobile")).await
+    );
+    assert_eq!(minor(&checkout["breakdown"]["discount"]), 300);
+}
+
+#[actix_web::test]
+async fn a_first_order_promotion_is_for_customers_who_never_ordered() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "FIRST5",
+        "5 % off your first order",
+        json!({
+            "conditions": [{"type": "first_order"}],
+            "benefit": {"type": "percent_off_basket", "percent_bp": 500},
+        }),
+    )
+    .await;
+
+    // A guest is not known to have never ordered.
+    let (guest, guest_who) = shop.guest_basket(&[("BEANS", 1)], None).await;
+    let b = shop.basket(&guest, &guest_who).await;
+    assert_eq!(
+        not_applied_reason(&b, "FIRST5"),
+        Some("only for a first order")
+    );
+
+    let ada = shop.hub.register(&shop.c, "ada@example.com").await;
+    let who = Who::Customer(ada["session_token"].as_str().expect("token").to_string());
+    let id = ada["basket"]["id"].as_str().expect("basket id").to_string();
+    let b = shop.add(&id, &who, None, "BEANS", 1).await;
+    assert_eq!(applied_ids(&b), ["FIRST5"], "{b}");
+    assert_eq!(minor(&b["discount"]), 65, "5 % of 12.99");
+    assert_adds_up(&b);
+    let quote = shop.quote(&id, &who, None).await;
+    assert_eq!(discounts(&quote["lines"]), discounts(&b["lines"]));
+    let checkout = shop.checkout(&id, &who, None).await;
+    assert_eq!(checkout["breakdown"], quote);
+    shop.pay(&checkout, &who).await;
+
+    // After that order, it is no longer a first order: not in the basket, nor the quote.
+    let b = shop.add(&id, &who, None, "BEANS", 1).await;
+    assert_eq!(minor(&b["discount"]), 0, "{b}");
+    assert_eq!(
+        not_applied_reason(&b, "FIRST5"),
+        Some("only for a first order")
+    );
+    let quote = shop.quote(&id, &who, None).await;
+    assert_eq!(minor(&quote["discount"]), 0, "{quote}");
+}
+
+#[actix_web::test]
+async fn a_guests_coupon_follows_them_into_their_account() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "HELLO",
+        "Hello: 1 euro off",
+        json!({
+            "conditions": [{"type": "coupon"}],
+            "benefit": {"type": "amount_off_basket", "amount": eur(100)},
+        }),
+    )
+    .await;
+    shop.coupon("HELLO", "HELLO-1").await;
+    let (guest, who) = shop.guest_basket(&[("TEA", 2)], None).await;
+    let Who::Guest(token) = &who else {
+        panic!("a guest");
+    };
+    let (status, b, _) = shop.enter(&guest, &who, "hello-1").await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(minor(&b["discount"]), 100);
+
+    // Registering with the basket's token merges the basket: lines and coupon.
+    let (status, signed_in) = send(
+        shop.c
+            .post(shop.url("/api/v1/customers"))
+            .header("X-Basket-Token", token)
+            .json(&json!({"email": "guest@example.com", "name": "Grace", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{signed_in}");
+    let b = &signed_in["basket"];
+    assert_eq!(b["owner"], "customer");
+    assert_ne!(b["id"], guest.as_str());
+    assert_eq!(b["lines"][0]["quantity"], 2);
+    assert_eq!(
+        b["coupons"],
+        json!([{"code": "HELLO-1", "applied": true}]),
+        "{b}"
+    );
+    assert_eq!(minor(&b["discount"]), 100);
+    assert_adds_up(b);
+}

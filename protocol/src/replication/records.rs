@@ -1,0 +1,144 @@
+//! The immutable records replicas make and ship: a store's sales, deficit records for sales
+//! beyond the rights a node held, the hub's settlements of them, conflicts, and the hub's
+//! commands to a node (stock news for the node's location, which only the node may apply).
+
+use super::{Hlc, ReplicaId};
+use crate::ids::{CustomerId, LocationId, Sku};
+use crate::money::Money;
+use crate::pricing::TaxLine;
+use crate::promotion::PromotionSummary;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+/// One line of a store sale, priced on the node from the replicated catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleLine {
+    pub sku: Sku,
+    pub name: String,
+    pub quantity: u32,
+    pub unit_price: Money,
+    /// Quantity × unit price less the line's promotion discount, tax included.
+    pub total: Money,
+    pub tax_rate_bp: u32,
+}
+
+/// How a store sale was paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalePayment {
+    /// `cash`, `card`, `voucher`, …
+    pub method: String,
+    pub amount: Money,
+    /// The terminal's or the provider's reference, never a card number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// A sale at a store's till: made on the node, immutable, keyed by a ULID made there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleRecord {
+    pub id: Ulid,
+    /// The store's receipt number; carries the replica, so a rebuilt node never reuses one.
+    pub number: String,
+    pub replica: ReplicaId,
+    pub location: LocationId,
+    pub at: Hlc,
+    pub lines: Vec<SaleLine>,
+    pub total: Money,
+    pub taxes: Vec<TaxLine>,
+    pub payments: Vec<SalePayment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<CustomerId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk: Option<String>,
+    /// The promotions that applied (with their amounts), gifts and free shipping; the
+    /// promotions that did not apply are not kept. Absent from a sale without promotions.
+    #[serde(default, skip_serializing_if = "no_promotions")]
+    pub promotions: PromotionSummary,
+}
+
+fn no_promotions(s: &PromotionSummary) -> bool {
+    s.applied.is_empty() && s.not_applied.is_empty() && s.gifts.is_empty() && !s.free_shipping
+}
+
+/// Units that left a location beyond the rights the replica held (a clerk's override, or
+/// damage beyond them): counted on hand, never silently. The hub settles it or flags it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeficitRecord {
+    pub id: Ulid,
+    pub replica: ReplicaId,
+    pub location: LocationId,
+    pub sku: Sku,
+    pub units: u64,
+    /// Why, e.g. "sold at the till beyond the node's rights" or a clerk's words.
+    pub reason: String,
+    /// The sale that caused it, if a sale did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sale: Option<Ulid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk: Option<String>,
+    pub at: Hlc,
+}
+
+/// The hub's answer to a deficit: how many units it covered from rights it held but had not
+/// promised, and what remains short with the online orders that may now go unfilled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub deficit: Ulid,
+    pub settled: u64,
+    pub short: u64,
+    /// Orders (or checkouts) now short of a promised unit, for a person to resolve.
+    #[serde(default)]
+    pub flagged: Vec<String>,
+    pub at: Hlc,
+}
+
+/// Something a merge could not reconcile on its own and shows to a person (nothing is refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictRecord {
+    pub id: Ulid,
+    pub replica: ReplicaId,
+    /// e.g. `clock_skew`, `coupon_per_customer_limit`, `unknown_sku`.
+    pub kind: String,
+    pub detail: String,
+    pub at: Hlc,
+}
+
+/// A hub command to a node, applied by the node once (by id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: Ulid,
+    pub kind: CommandKind,
+    pub at: Hlc,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum CommandKind {
+    /// A count from the ERP: set on hand at the node's location to `on_hand`. `as_seen` is the
+    /// on-hand the hub saw for the location when it forwarded the count: the node applies the
+    /// difference `on_hand − as_seen` to what it has now, so sales made while the command was on
+    /// its way are not counted back onto the shelf. Without it, the count is absolute.
+    Count {
+        sku: Sku,
+        location: LocationId,
+        on_hand: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        as_seen: Option<i64>,
+    },
+    /// Goods back on the node's shelf (a cancelled or returned order): add and create rights.
+    Restock {
+        sku: Sku,
+        location: LocationId,
+        units: u64,
+        reason: String,
+    },
+    /// The hub asks the node for `units` more rights for online promises (the node may decline).
+    WantRights {
+        sku: Sku,
+        location: LocationId,
+        units: u64,
+    },
+    /// A command this build does not know: ignored.
+    #[serde(other)]
+    Unknown,
+}
