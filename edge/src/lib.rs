@@ -211,9 +211,28 @@ impl EdgeHandle {
         tokio::task::spawn_blocking(move || store.flush())
             .await
             .map_err(|e| EdgeError::Task(e.to_string()))??;
+        release(self.store).await?;
         tracing::info!("edge node stopped");
         Ok(())
     }
+}
+
+/// Waits until nothing holds the store any more (the HTTP workers drop their copies on their own
+/// threads, a moment after the server says it stopped), so the storage's file lock is free when
+/// `stop` returns and the same data dir can be opened again at once.
+async fn release(store: Arc<Store>) -> Result<(), EdgeError> {
+    let weak = Arc::downgrade(&store);
+    drop(store);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while weak.strong_count() > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(EdgeError::Task(
+                "the storage is still held 10 s after the node stopped".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 async fn replay_into(store: Arc<Store>, path: &Path) -> Result<ReplayReport, EdgeError> {

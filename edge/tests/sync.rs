@@ -295,6 +295,7 @@ async fn a_session_syncs_both_ways_and_the_outbox_and_journal_empty_on_ack() {
     assert_eq!(next_ack(&mut s).await, 4);
     assert_eq!(node_stock(&node, "TEA-1").on_hand, 3);
 
+    drop(store);
     node.stop().await.expect("stops");
 }
 
@@ -424,6 +425,7 @@ async fn at_most_four_batches_are_in_flight_and_a_reconnect_resumes_from_the_hub
         4,
         "the Welcome acknowledged 4"
     );
+    drop(store);
     node.stop().await.expect("stops");
 }
 
@@ -453,6 +455,7 @@ async fn an_oversized_frame_closes_with_too_big_and_changes_nothing() {
         node.sync_state().last_close.filter(|r| r.contains("bytes"))
     })
     .await;
+    drop(store);
     node.stop().await.expect("stops");
 }
 
@@ -539,6 +542,7 @@ async fn a_refused_credential_is_backed_off_and_shown() {
     )
     .await
     .expect("sold offline");
+    drop(store);
     node.stop().await.expect("stops");
 }
 

@@ -518,6 +518,8 @@ impl Node {
     }
 
     async fn stop(self) -> Result<(), LoadError> {
+        // The node's stop waits until nothing holds its storage: let go of this copy first.
+        drop(self.store);
         match tokio::time::timeout(WAIT, self.handle.stop()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(stores_error(format!(
