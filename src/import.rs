@@ -19,7 +19,8 @@ pub struct ImportArgs {
     /// The running hub.
     #[arg(long, env = "OMNIHUB_URL", default_value = "http://127.0.0.1:8080")]
     hub: String,
-    /// A back-office user's API token (role merchandiser or admin) or the admin token.
+    /// A back-office user's API token (role merchandiser or admin) or the admin token; the
+    /// promotions and coupons feeds take the admin token only (they arrive approved).
     #[arg(long, env = "OMNIHUB_TOKEN", hide_env_values = true)]
     token: String,
     /// Rows per request.
@@ -129,6 +130,32 @@ fn chunks(
     Ok(out)
 }
 
+/// What to tell the user when the hub refuses a chunk: the status and the hub's own message
+/// (which says what to fix, e.g. which credential may import a feed), and what became of the
+/// rows sent before it.
+fn refusal(status: reqwest::StatusCode, body: &str, sent: u64) -> String {
+    let error = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("error")?;
+            Some(format!(
+                "{} ({})",
+                e.get("message")?.as_str()?,
+                e.get("code")?.as_str()?
+            ))
+        })
+        .unwrap_or_else(|| body.trim().to_string());
+    let rows = if sent == 0 {
+        "nothing was imported".to_string()
+    } else {
+        format!(
+            "the first {sent} rows are applied; importing the file again is safe: unchanged \
+             rows are skipped"
+        )
+    };
+    format!("the hub refused the import ({status}): {error}\n({rows})")
+}
+
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let feed = match args.feed {
         Some(f) => f,
@@ -174,9 +201,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         if !status.is_success() {
             bar.abandon();
             let text = response.text().unwrap_or_default();
-            bail!(
-                "the hub refused the import ({status}) after {offset} rows: {text}\n(rows before it are applied; importing the file again is safe: unchanged rows are skipped)"
-            );
+            bail!("{}", refusal(status, &text, offset));
         }
         let report: Report = response.json().context("reading the hub's import report")?;
         sum.applied += report.applied;
@@ -230,6 +255,22 @@ mod tests {
             b"sku,name\nA-1,\"two\nlines\"\nB-2,plain\n".to_vec()
         );
         assert_eq!(parts[1].1, b"sku,name\nC-3,third\n".to_vec());
+    }
+
+    #[test]
+    fn a_refusal_shows_the_hubs_message() {
+        let body = r#"{"error":{"code":"feed_needs_erp_or_admin","message":"only the ERP's signed push or the hub's admin token may import it"}}"#;
+        let text = refusal(reqwest::StatusCode::FORBIDDEN, body, 0);
+        assert_eq!(
+            text,
+            "the hub refused the import (403 Forbidden): only the ERP's signed push or the hub's \
+             admin token may import it (feed_needs_erp_or_admin)\n(nothing was imported)"
+        );
+        let text = refusal(reqwest::StatusCode::BAD_GATEWAY, "upstream down\n", 5000);
+        assert!(
+            text.contains("(502 Bad Gateway): upstream down\n(the first 5000 rows"),
+            "{text}"
+        );
     }
 
     #[test]

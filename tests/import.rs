@@ -8,7 +8,6 @@ mod common;
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,18 +45,11 @@ fn start_sim(args: &[&str]) -> Sim {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the simulator starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("erp simulator listening on ") {
-                let _ = tx.send(url.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the simulator reports its address");
+    let base = common::listening_line(
+        &mut child,
+        "erp simulator listening on ",
+        Duration::from_secs(60),
+    );
     Sim { child, base }
 }
 
@@ -654,4 +646,64 @@ async fn a_hub_killed_mid_import_resumes_without_applying_anything_twice() {
         diff.len(),
         &diff[..diff.len().min(5)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_says_which_credential_may_import_promotions() {
+    let c = common::http_client();
+    let data = tempfile::tempdir().expect("temp dir");
+    let hub = tokio::task::block_in_place(|| {
+        common::start_hub_with(
+            data.path(),
+            &[],
+            &[
+                ("OMNIHUB_HUB_DEMO_DATA", "false"),
+                ("OMNIHUB_HUB_ADMIN_TOKEN", ADMIN),
+            ],
+        )
+    });
+    let user = c
+        .post(format!("{}/api/v1/admin/users", hub.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"email": "merch@example.com", "name": "Merch", "roles": ["merchandiser"]}))
+        .send()
+        .await
+        .expect("sent");
+    let user: Value = user.json().await.expect("a user");
+    let id = user["id"].as_str().expect("an id");
+    let token = post_as_admin(&c, &format!("{}/api/v1/admin/users/{id}/tokens", hub.base)).await;
+    let token = token["token"].as_str().expect("a token");
+    let file = data.path().join("promotions.csv");
+    std::fs::write(
+        &file,
+        "id,name,definition,version\nERP-5,Five off,\"{\"\"benefit\"\":{\"\"type\"\":\"\"percent_off_basket\"\",\"\"percent_bp\"\":500}}\",1\n",
+    )
+    .expect("written");
+    let out = Command::new(env!("CARGO_BIN_EXE_omnihub"))
+        .arg("import")
+        .arg(&file)
+        .args(["--hub", &hub.base, "--token", token])
+        .output()
+        .expect("omnihub import runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains("403 Forbidden")
+            && stderr.contains("admin token")
+            && stderr.contains("feed_needs_erp_or_admin")
+            && stderr.contains("nothing was imported"),
+        "{stderr}"
+    );
+}
+
+async fn post_as_admin(c: &reqwest::Client, url: &str) -> Value {
+    let res = c
+        .post(url)
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "cli"}))
+        .send()
+        .await
+        .expect("sent");
+    assert!(res.status().is_success(), "POST {url}: {}", res.status());
+    res.json().await.expect("JSON")
 }

@@ -291,6 +291,158 @@ async fn a_body_over_the_limit_is_refused_with_413_before_it_is_read() {
     assert!(text.contains("payload_too_large"), "{text}");
 }
 
+/// A back-office user with `roles` and an API token of theirs.
+async fn user_token(
+    hub: &common::TestHub,
+    c: &reqwest::Client,
+    email: &str,
+    roles: &[&str],
+) -> String {
+    let user = c
+        .post(hub.url("/api/v1/admin/users"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"email": email, "name": "Importer", "roles": roles}))
+        .json_body()
+        .await;
+    let id = user["id"].as_str().expect("a user id");
+    let token = c
+        .post(hub.url(&format!("/api/v1/admin/users/{id}/tokens")))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "import"}))
+        .json_body()
+        .await;
+    token["token"].as_str().expect("a token").to_string()
+}
+
+fn upload(
+    c: &reqwest::Client,
+    hub: &common::TestHub,
+    feed: &str,
+    token: &str,
+    rows: Value,
+) -> reqwest::RequestBuilder {
+    c.post(hub.url(&format!("/api/v1/import/{feed}")))
+        .bearer_auth(token)
+        .json(&json!({ "rows": rows }))
+}
+
+#[actix_web::test]
+async fn promotions_and_coupons_come_only_from_the_erp_or_the_admin_token() {
+    let hub = spawn().await;
+    let c = client();
+    let merch = user_token(&hub, &c, "merch@example.com", &["merchandiser"]).await;
+    let bo_admin = user_token(&hub, &c, "boss@example.com", &["admin"]).await;
+    let definition =
+        json!({"benefit": {"type": "percent_off_basket", "percent_bp": 500}}).to_string();
+    let promotion = |id: &str| json!([{"id": id, "name": "Five off", "definition": definition, "version": "1"}]);
+    let coupon = |code: &str| json!([{"code": code, "promotion": "ERP-5", "version": "1"}]);
+
+    // A merchandiser still imports the catalog feeds (the CLI's upload).
+    let (status, report) = status_and_body(upload(
+        &c,
+        &hub,
+        "products",
+        &merch,
+        json!([product("M-1", "M-1-A", "Merch Roast", "6.00", 1)]),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["by"], "merch@example.com");
+    assert!(has(&hub, "M-1-A"));
+
+    // Promotions and coupons would arrive approved, past the four-eyes rule: refused for any
+    // back-office user, whichever role, with the credential that may import them.
+    for token in [&merch, &bo_admin] {
+        for (feed, rows) in [
+            ("promotions", promotion("ERP-5")),
+            ("coupons", coupon("ERP-FIVE")),
+        ] {
+            let (status, body) = status_and_body(upload(&c, &hub, feed, token, rows)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{feed}: {body}");
+            assert_eq!(body["error"]["code"], "feed_needs_erp_or_admin", "{body}");
+            let message = body["error"]["message"].as_str().expect("a message");
+            assert!(
+                message.contains(SIGNATURE_HEADER) && message.contains("admin token"),
+                "{message}"
+            );
+        }
+    }
+    let promotions = |c: &reqwest::Client| {
+        c.get(hub.url("/api/v1/backoffice/promotions/ERP-5"))
+            .bearer_auth(&merch)
+            .send()
+    };
+    assert_eq!(
+        promotions(&c).await.expect("sent").status(),
+        StatusCode::NOT_FOUND,
+        "nothing refused was applied"
+    );
+
+    // The ERP's signed push and the admin token still import them.
+    let (status, report) = status_and_body(push(&c, &hub, "promotions", promotion("ERP-5"))).await;
+    assert_eq!(
+        (status, counts(&report)),
+        (StatusCode::OK, [1, 0, 0, 0]),
+        "{report}"
+    );
+    let (status, report) =
+        status_and_body(upload(&c, &hub, "coupons", ADMIN, coupon("ERP-FIVE"))).await;
+    assert_eq!(
+        (status, counts(&report)),
+        (StatusCode::OK, [1, 0, 0, 0]),
+        "{report}"
+    );
+    assert_eq!(promotions(&c).await.expect("sent").status(), StatusCode::OK);
+}
+
+/// Sends the head of a signed push whose body never comes, and answers the status line the
+/// hub gives without it.
+async fn answer_without_body(hub: &common::TestHub, signature: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(hub.addr)
+        .await
+        .expect("connects");
+    let head = format!(
+        "POST /api/v1/import/products HTTP/1.1\r\nHost: {}\r\n{SIGNATURE_HEADER}: {signature}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n",
+        hub.addr
+    );
+    stream.write_all(head.as_bytes()).await.expect("written");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("answered without waiting for the body")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[actix_web::test]
+async fn a_signed_push_is_refused_before_its_body_is_read() {
+    let hub = spawn().await;
+    let t = now();
+    for (signature, reason) in [
+        (format!("t={},v1=00", t - 3600), "more than the"),
+        ("v1=00".to_string(), "must be t=<unix time>"),
+        (format!("t={t}"), "must be t=<unix time>"),
+    ] {
+        let text = answer_without_body(&hub, &signature).await;
+        assert!(text.starts_with("HTTP/1.1 401"), "{signature}: {text}");
+        assert!(
+            text.contains("bad_signature") && text.contains(reason),
+            "{text}"
+        );
+    }
+    let off = spawn_with(|dir| {
+        let mut s = settings(dir);
+        s.import.push_secret = None;
+        s
+    })
+    .await;
+    let text = answer_without_body(&off, &format!("t={t},v1=00")).await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(text.contains("signed_push_off"), "{text}");
+}
+
 #[actix_web::test]
 async fn bad_rows_are_reported_whole_and_the_rest_applied() {
     let hub = spawn().await;
@@ -502,6 +654,8 @@ async fn runs_and_cursors_are_there_for_the_admin() {
 struct Erp {
     products: Vec<Value>,
     asked: Vec<String>,
+    /// Answers "more" with the cursor it was given (an ERP bug the pull must not spin on).
+    stuck: bool,
 }
 
 async fn serve_feed(
@@ -537,9 +691,12 @@ async fn serve_feed(
         0
     };
     let next = start + rows.len();
+    let (next_cursor, has_more) = match erp.stuck && feed.as_str() == "products" {
+        true => (since, true),
+        false => (format!("c{next}"), next < total),
+    };
     actix_web::HttpResponse::Ok().json(json!({
-        "feed": feed.as_str(), "rows": rows, "next_cursor": format!("c{next}"),
-        "has_more": next < total,
+        "feed": feed.as_str(), "rows": rows, "next_cursor": next_cursor, "has_more": has_more,
     }))
 }
 
@@ -706,4 +863,117 @@ async fn the_pull_stores_its_cursor_and_resumes_from_it_after_a_restart() {
     assert_eq!(status["feeds"][0]["status"]["failures"], 0, "{status}");
     second.server.stop(true).await;
     second.thread.join().expect("the second hub stopped");
+}
+
+/// A hub pulling the products feed from `base_url` every 20 ms, two rows a page, backing off
+/// up to a minute.
+async fn spawn_pulling(base_url: &str) -> common::TestHub {
+    spawn_with(|dir| {
+        let mut s = settings(dir);
+        s.import.pull = Some(PullSettings {
+            base_url: base_url.to_string(),
+            every: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(60),
+            page_size: 2,
+            feeds: vec![FeedKind::Products],
+            ..PullSettings::default()
+        });
+        s
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_cursor_that_does_not_advance_fails_the_round_and_backs_off() {
+    let erp = Arc::new(Mutex::new(Erp {
+        products: (0..3)
+            .map(|i| product(&format!("S{i}"), &format!("S{i}-A"), "Stuck", "3.00", 1))
+            .collect(),
+        stuck: true,
+        ..Erp::default()
+    }));
+    let base_url = start_erp(erp.clone()).await;
+    let hub = spawn_pulling(&base_url).await;
+    let c = client();
+    let status = |c: &reqwest::Client| {
+        c.get(hub.url("/api/v1/admin/import/cursors"))
+            .bearer_auth(ADMIN)
+            .json_body()
+    };
+    eventually(WAIT, || async {
+        (status(&c).await["feeds"][0]["status"]["failures"].as_u64() >= Some(3)).then_some(())
+    })
+    .await;
+    // Asked first, then the status: a round may have begun in between, no more.
+    let asked = erp.lock().expect("erp").asked.clone();
+    let cursors = status(&c).await;
+    let feed = &cursors["feeds"][0];
+    let failures = feed["status"]["failures"].as_u64().expect("failures");
+    assert!(
+        asked.len() as u64 <= failures + 1,
+        "one request a round, rounds backed off: {} asks for {failures} failed rounds",
+        asked.len()
+    );
+    assert!(asked.iter().all(String::is_empty), "{asked:?}");
+    let error = feed["status"]["last_error"].as_str().expect("an error");
+    assert!(error.contains("does not advance"), "{error}");
+    assert!(feed["cursor"].is_null(), "no cursor stored: {cursors}");
+    let runs = c
+        .get(hub.url("/api/v1/admin/import/runs"))
+        .bearer_auth(ADMIN)
+        .json_body()
+        .await;
+    let run = &runs["runs"][0];
+    assert_eq!(
+        (&run["source"], &run["feed"]),
+        (&json!("pull"), &json!("products")),
+        "{runs}"
+    );
+    assert!(
+        run["failed"]
+            .as_str()
+            .is_some_and(|f| f.contains("does not advance")),
+        "{runs}"
+    );
+    assert!(!has(&hub, "S0-A"), "a page that loops is not applied");
+}
+
+#[actix_web::test]
+async fn a_pulled_round_of_products_is_published_as_one_catalog_snapshot() {
+    let erp = Arc::new(Mutex::new(Erp::default()));
+    let base_url = start_erp(erp.clone()).await;
+    let hub = spawn_pulling(&base_url).await;
+    let c = client();
+    let cursor = |c: &reqwest::Client| {
+        c.get(hub.url("/api/v1/admin/import/cursors"))
+            .bearer_auth(ADMIN)
+            .json_body()
+    };
+    // A first round with nothing to import, then five products in three pages.
+    eventually(WAIT, || async {
+        (cursor(&c).await["feeds"][0]["cursor"] == "c0").then_some(())
+    })
+    .await;
+    let before = hub.handle.backend.catalog().version;
+    erp.lock().expect("erp").products = (0..5)
+        .map(|i| {
+            product(
+                &format!("B{i}"),
+                &format!("B{i}-A"),
+                &format!("Batch {i}"),
+                "3.00",
+                1,
+            )
+        })
+        .collect();
+    eventually(WAIT, || async {
+        (cursor(&c).await["feeds"][0]["cursor"] == "c5").then_some(())
+    })
+    .await;
+    assert!((0..5).all(|i| has(&hub, &format!("B{i}-A"))));
+    assert_eq!(
+        hub.handle.backend.catalog().version,
+        before + 1,
+        "three pages, one snapshot"
+    );
 }

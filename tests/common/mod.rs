@@ -21,6 +21,23 @@ pub fn http_client() -> reqwest::Client {
         .expect("client")
 }
 
+/// Reads a child's piped stdout until the line that starts with `prefix` (a process started on
+/// port 0 tells its address so), within `within`, and answers the rest of that line, trimmed.
+/// The rest of the output is read and dropped, so the child never blocks on a full pipe.
+pub fn listening_line(child: &mut Child, prefix: &'static str, within: Duration) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.trim().to_string());
+            }
+        }
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| panic!("no line '{prefix}…' within {within:?}"))
+}
+
 /// A running `omnihub hub` process; killed when dropped.
 pub struct HubProcess {
     pub child: Child,
@@ -56,18 +73,11 @@ pub fn start_hub_with(data: &Path, args: &[&str], extra_env: &[(&str, &str)]) ->
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("omnihub starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("omnihub hub listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the hub reports its address");
+    let base = listening_line(
+        &mut child,
+        "omnihub hub listening on ",
+        Duration::from_secs(120),
+    );
     let hub = HubProcess { child, base };
     wait_ready(&hub.base);
     hub
@@ -112,18 +122,11 @@ pub fn start_edge_with(args: &[&str], env: &[(&str, String)]) -> EdgeProcess {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("omnihub edge starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("omnihub edge listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the edge node reports its address");
+    let base = listening_line(
+        &mut child,
+        "omnihub edge listening on ",
+        Duration::from_secs(60),
+    );
     let node = EdgeProcess { child, base };
     wait_ready(&node.base);
     node

@@ -7,7 +7,6 @@ use hub::clock::ManualClock;
 use hub::{Application, HubHandle, HubSettings};
 use protocol::{Category, CategoryId, Currency, Money, Product, ProductId, Sku, Variant};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -40,18 +39,7 @@ pub fn start_process(args: &[&str], prefix: &'static str) -> (SimProcess, String
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the simulator starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(prefix) {
-                let _ = tx.send(rest.trim().to_string());
-            }
-        }
-    });
-    let rest = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the simulator reports its address");
+    let rest = super::listening_line(&mut child, prefix, Duration::from_secs(60));
     (
         SimProcess {
             child,
@@ -150,18 +138,11 @@ pub fn start_payments() -> SimProcess {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the simulator starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("payments simulator listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the simulator reports its address");
+    let base = super::listening_line(
+        &mut child,
+        "payments simulator listening on ",
+        Duration::from_secs(60),
+    );
     SimProcess { child, base }
 }
 

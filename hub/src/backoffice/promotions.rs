@@ -550,6 +550,43 @@ impl Backoffice {
         Ok(PromotionView::of(&after, now, true))
     }
 
+    /// One step of a promotion's lifecycle, under the write lock: loads the promotion, lets
+    /// `check` refuse the step (with the record and now), lets `stamp` change a copy (given the
+    /// actor's stamp), adds `step` to its history and saves it with the audit `action`. Answers
+    /// the saved record and now.
+    async fn step_promotion(
+        &self,
+        actor: &Actor,
+        id: &str,
+        (step, action): (&str, &str),
+        check: impl FnOnce(&PromotionRecord, OffsetDateTime) -> std::result::Result<(), BackofficeError>,
+        stamp: impl FnOnce(&mut PromotionRecord, Stamp),
+    ) -> std::result::Result<(PromotionRecord, OffsetDateTime), BackofficeError> {
+        let _lock = self.writes.lock().await;
+        let before = self.existing(id)?;
+        let now = self.now();
+        check(&before, now)?;
+        let mut after = before.clone();
+        stamp(
+            &mut after,
+            Stamp {
+                by: actor.id(),
+                at: now,
+            },
+        );
+        after.updated_at = now;
+        let status = after.status_at(now);
+        after.history.push(HistoryEntry {
+            at: now,
+            by: actor.id(),
+            action: step.into(),
+            status,
+        });
+        self.save_promotion(Batch::new(), actor, action, Some(&before), &after)
+            .await?;
+        Ok((after, now))
+    }
+
     /// Approves a draft: it becomes scheduled or active. Nobody who wrote it may approve it,
     /// and its definition is checked again against today's catalog.
     pub async fn approve_promotion(
@@ -557,57 +594,45 @@ impl Backoffice {
         actor: &Actor,
         id: &str,
     ) -> std::result::Result<PromotionView, BackofficeError> {
-        let _lock = self.writes.lock().await;
-        let before = self.existing(id)?;
-        let now = self.now();
-        if before.erp_version.is_some() {
-            return Err(erp_managed(id));
-        }
-        if before.editors.contains(&actor.id()) {
-            return Err(BackofficeError::Forbidden {
-                code: "own_promotion",
-                message: "you cannot approve your own promotion".into(),
-            });
-        }
-        let status = before.status_at(now);
-        if status != Status::Draft {
-            return Err(BackofficeError::Conflict {
-                code: "not_draft",
-                message: format!(
-                    "promotion {id} is {}: only a draft can be approved",
-                    status_name(status)
-                ),
-            });
-        }
-        if before.ends_at.is_some_and(|e| e <= now) {
-            return Err(BackofficeError::Conflict {
-                code: "window_passed",
-                message: format!("promotion {id} ends before now: move ends_at first"),
-            });
-        }
-        self.validate_spec("spec", &before.spec)
-            .map_err(BackofficeError::Invalid)?;
-        let mut after = before.clone();
-        after.approved = Some(Stamp {
-            by: actor.id(),
-            at: now,
-        });
-        after.updated_at = now;
+        let check = |before: &PromotionRecord, now| {
+            if before.erp_version.is_some() {
+                return Err(erp_managed(id));
+            }
+            if before.editors.contains(&actor.id()) {
+                return Err(BackofficeError::Forbidden {
+                    code: "own_promotion",
+                    message: "you cannot approve your own promotion".into(),
+                });
+            }
+            let status = before.status_at(now);
+            if status != Status::Draft {
+                return Err(BackofficeError::Conflict {
+                    code: "not_draft",
+                    message: format!(
+                        "promotion {id} is {}: only a draft can be approved",
+                        status_name(status)
+                    ),
+                });
+            }
+            if before.ends_at.is_some_and(|e| e <= now) {
+                return Err(BackofficeError::Conflict {
+                    code: "window_passed",
+                    message: format!("promotion {id} ends before now: move ends_at first"),
+                });
+            }
+            self.validate_spec("spec", &before.spec)
+                .map_err(BackofficeError::Invalid)
+        };
+        let (after, now) = self
+            .step_promotion(
+                actor,
+                id,
+                ("approved", "promotion.approve"),
+                check,
+                |after, stamp| after.approved = Some(stamp),
+            )
+            .await?;
         let status = after.status_at(now);
-        after.history.push(HistoryEntry {
-            at: now,
-            by: actor.id(),
-            action: "approved".into(),
-            status,
-        });
-        self.save_promotion(
-            Batch::new(),
-            actor,
-            "promotion.approve",
-            Some(&before),
-            &after,
-        )
-        .await?;
         tracing::info!(promotion = %id, by = %actor.id(), status = status_name(status), "promotion approved");
         Ok(PromotionView::of(&after, now, true))
     }
@@ -618,28 +643,23 @@ impl Backoffice {
         actor: &Actor,
         id: &str,
     ) -> std::result::Result<PromotionView, BackofficeError> {
-        let _lock = self.writes.lock().await;
-        let before = self.existing(id)?;
-        let now = self.now();
-        if before.status_at(now) == Status::Ended {
-            return Err(BackofficeError::Conflict {
-                code: "already_ended",
-                message: format!("promotion {id} has ended already"),
-            });
-        }
-        let mut after = before.clone();
-        after.ended = Some(Stamp {
-            by: actor.id(),
-            at: now,
-        });
-        after.updated_at = now;
-        after.history.push(HistoryEntry {
-            at: now,
-            by: actor.id(),
-            action: "ended".into(),
-            status: Status::Ended,
-        });
-        self.save_promotion(Batch::new(), actor, "promotion.end", Some(&before), &after)
+        let check = |before: &PromotionRecord, now| {
+            if before.status_at(now) == Status::Ended {
+                return Err(BackofficeError::Conflict {
+                    code: "already_ended",
+                    message: format!("promotion {id} has ended already"),
+                });
+            }
+            Ok(())
+        };
+        let (after, now) = self
+            .step_promotion(
+                actor,
+                id,
+                ("ended", "promotion.end"),
+                check,
+                |after, stamp| after.ended = Some(stamp),
+            )
             .await?;
         tracing::info!(promotion = %id, by = %actor.id(), "promotion ended");
         Ok(PromotionView::of(&after, now, true))

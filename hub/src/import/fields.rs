@@ -2,7 +2,7 @@
 //! [`RowError`] that names the field and says what to send instead. [`Check`] collects every
 //! error of a row, so a rejected row lists all that is wrong with it at once.
 
-use super::{Row, RowError};
+use super::{Row, RowError, RowOutcome};
 use protocol::{Currency, Money, Sku};
 use sha2::{Digest, Sha256};
 
@@ -67,6 +67,37 @@ pub fn version(row: &Row) -> Result<u64, RowError> {
             "version",
             format!("'{v}' is not a version: use a whole number of 0 or more, like 42"),
         )
+    })
+}
+
+/// Orders a row by its entity's version against the version applied (`None`: nothing applied
+/// yet): older is [`RowOutcome::Stale`]; the same version is [`RowOutcome::Unchanged`] when
+/// `same_content`, else rejected (a version names one content); `None` when the row is newer
+/// and is to be applied. `entity` names it in the rejection ("SKU X", "this price").
+pub fn by_version(
+    row: &Row,
+    version: u64,
+    applied: Option<u64>,
+    same_content: bool,
+    entity: &str,
+) -> Option<RowOutcome> {
+    let applied = applied?;
+    if version < applied {
+        return Some(RowOutcome::Stale);
+    }
+    if version > applied {
+        return None;
+    }
+    Some(if same_content {
+        RowOutcome::Unchanged
+    } else {
+        RowOutcome::Rejected(vec![row.error(
+            "version",
+            format!(
+                "version {applied} of {entity} was already applied with other content: send a \
+                 change with a higher version"
+            ),
+        )])
     })
 }
 

@@ -11,8 +11,9 @@
 //!   [`store`] keeps the importer's own state (ids, versions, the price book, cursors, runs) in
 //!   the `import` tree of the hub's sled database.
 //! - [`products`] and [`prices`] change the catalog through [`catalog::CatalogSide`], one
-//!   published snapshot per page; [`stock`] changes the online warehouse through the inventory
-//!   and forwards store stock to the stores' edge nodes as commands.
+//!   published snapshot per applied body (a push, an upload, a batch of pulled pages: see
+//!   [`pull`]); [`stock`] changes the online warehouse through the inventory and forwards store
+//!   stock to the stores' edge nodes as commands.
 
 pub mod catalog;
 pub mod fields;

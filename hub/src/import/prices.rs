@@ -151,24 +151,11 @@ impl PricesApplier {
             )]));
         }
         let key = store::price_key(&f.sku, &f.list, f.currency, f.from_ms);
-        if let Some(e) = self.existing(changes, &f, &key)? {
-            if f.version < e.version {
-                return Ok(RowOutcome::Stale);
-            }
-            if f.version == e.version {
-                return Ok(if e.digest == f.digest {
-                    RowOutcome::Unchanged
-                } else {
-                    RowOutcome::Rejected(vec![row.error(
-                        "version",
-                        format!(
-                            "version {} of this price was already applied with other content: \
-                             send a change with a higher version",
-                            e.version
-                        ),
-                    )])
-                });
-            }
+        let existing = self.existing(changes, &f, &key)?;
+        let applied = existing.as_ref().map(|e| e.version);
+        let same = existing.is_some_and(|e| e.digest == f.digest);
+        if let Some(outcome) = fields::by_version(row, f.version, applied, same, "this price") {
+            return Ok(outcome);
         }
         let sells = self.sells(&f);
         let entry = PriceEntry {

@@ -340,24 +340,11 @@ struct Page<'a> {
 impl Page<'_> {
     fn apply(&self, changes: &mut Changes, row: &Row, f: ProductFields) -> RowOutcome {
         let existing = changes.variant(self.book, &f.sku).cloned();
-        if let Some(applied) = existing.as_ref().and_then(|e| e.version) {
-            if f.version < applied {
-                return RowOutcome::Stale;
-            }
-            if f.version == applied {
-                return if existing.as_ref().is_some_and(|e| e.digest == f.digest) {
-                    RowOutcome::Unchanged
-                } else {
-                    RowOutcome::Rejected(vec![row.error(
-                        "version",
-                        format!(
-                            "version {applied} of SKU {} was already applied with other content: \
-                             send a change with a higher version",
-                            f.sku
-                        ),
-                    )])
-                };
-            }
+        let applied = existing.as_ref().and_then(|e| e.version);
+        let same = existing.as_ref().is_some_and(|e| e.digest == f.digest);
+        let entity = format!("SKU {}", f.sku);
+        if let Some(outcome) = fields::by_version(row, f.version, applied, same, &entity) {
+            return outcome;
         }
         let id = match self.owner(changes, row, &f, existing.as_ref()) {
             Ok(id) => id,

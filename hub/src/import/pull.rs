@@ -1,16 +1,20 @@
 //! The scheduled pull: every `import.pull.every`, for each configured feed in the order products
 //! → prices → stock → promotions → coupons, `GET {base_url}/feeds/{feed}?since=<cursor>&limit=
 //! <page_size>` (JSON pages, [`protocol::feed::FeedPage`]) until the ERP has no more, applying
-//! each page and then storing the cursor. The cursor is stored only after the page's rows are
-//! durably applied, so a crash re-pulls at most one page, which idempotency makes harmless; it
-//! survives restarts.
+//! the pages and then storing the cursor. The catalog feeds (products, prices) apply their pages
+//! in batches of up to [`MAX_BATCH_ROWS`] rows, one catalog snapshot each (one per round for
+//! most rounds); the other feeds page by page. The cursor is stored only after the rows before
+//! it are durably applied, so a crash re-pulls at most one batch, which idempotency makes
+//! harmless; it survives restarts.
 //!
 //! All pages of one feed in one cycle make one import run (rows numbered through the pages). A
 //! cycle that fails (the ERP unreachable, slow past `timeout`, answering an error or a page
 //! that is not JSON; or a storage failure) stops there — later feeds wait, so prices never
 //! arrive before their products — and the next cycle comes after a backoff doubling from
-//! `every` up to `max_backoff`. The pull runs on its own task: a slow or failing ERP never
-//! blocks a request.
+//! `every` up to `max_backoff`. So does an ERP that answers `has_more` with a cursor the round
+//! already asked with (it would be asked for the same pages forever): the round stops, its run
+//! is stored as failed and the feed's pull status shows the error. The pull runs on its own
+//! task: a slow or failing ERP never blocks a request.
 
 use super::{parse, store::CursorRecord, ImportError, Importer};
 use crate::config::PullSettings;
@@ -117,7 +121,75 @@ async fn fetch(
     Ok(page)
 }
 
-/// Pulls one feed from its cursor until the ERP has no more; one run for its pages.
+/// The failure of a round whose ERP answered "more" without moving the cursor on.
+fn stuck(cursor: &str) -> ImportError {
+    let shown = if cursor.is_empty() {
+        "the start"
+    } else {
+        cursor
+    };
+    ImportError::Source(format!(
+        "the ERP answered has_more=true with a cursor this round had already asked with \
+         ({shown}): the cursor does not advance, so this round stopped; the next one retries \
+         after the backoff"
+    ))
+}
+
+/// The most rows of a catalog feed (products, prices) pulled before they are applied: its
+/// pages are applied together, as one catalog snapshot, up to this many rows (about 1.5 KiB
+/// each in memory). Publishing a snapshot copies the catalog, so one per page would make a
+/// large import slow down as the catalog grows.
+pub const MAX_BATCH_ROWS: usize = 20_000;
+
+/// Whether the pages of `feed` are applied in batches (the feeds that publish the catalog);
+/// the others are applied page by page.
+fn batched(feed: FeedKind) -> bool {
+    matches!(feed, FeedKind::Products | FeedKind::Prices)
+}
+
+/// A feed's pull in one round: the run of its pages, the rows pulled and not yet applied, and
+/// the cursors.
+struct Round<'a> {
+    importer: &'a Importer,
+    feed: FeedKind,
+    run: Option<super::Run>,
+    pending: Vec<serde_json::Value>,
+    /// The cursor stored.
+    stored: String,
+    /// The cursor after the pending rows.
+    cursor: String,
+}
+
+impl Round<'_> {
+    /// Applies the pending rows as one batch into the round's run, then stores the cursor after
+    /// them: only once they are durably applied, so a crash re-pulls at most one batch, which
+    /// idempotency makes harmless.
+    async fn settle(&mut self) -> Result<(), ImportError> {
+        let rows = std::mem::take(&mut self.pending);
+        if !rows.is_empty() {
+            let (importer, feed) = (self.importer, self.feed);
+            let run = self
+                .run
+                .get_or_insert_with(|| importer.begin(feed, "pull", "puller"));
+            importer.apply(run, parse::objects(feed, rows)).await?;
+            run.set_cursor(&self.cursor);
+        }
+        if self.cursor != self.stored {
+            let record = CursorRecord {
+                feed: self.feed,
+                cursor: self.cursor.clone(),
+                updated_at: super::rfc3339(time::OffsetDateTime::now_utc()),
+            };
+            self.importer.store().put_cursor(&record).await?;
+            self.stored = self.cursor.clone();
+        }
+        Ok(())
+    }
+}
+
+/// Pulls one feed from its cursor until the ERP has no more; one run for its pages, applied
+/// page by page or in batches ([`batched`]). A page that has more but does not move the cursor
+/// on stops the round as failed ([`stuck`]); what was pulled before a failure is applied.
 async fn pull_feed(
     importer: &Importer,
     client: &reqwest::Client,
@@ -125,45 +197,61 @@ async fn pull_feed(
     feed: FeedKind,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ImportError> {
-    let store = importer.store().clone();
-    let mut cursor = store.cursor(feed)?.map(|c| c.cursor).unwrap_or_default();
-    let mut run = None;
+    let stored = importer
+        .store()
+        .cursor(feed)?
+        .map(|c| c.cursor)
+        .unwrap_or_default();
+    let mut round = Round {
+        importer,
+        feed,
+        run: None,
+        pending: Vec::new(),
+        cursor: stored.clone(),
+        stored,
+    };
+    let limit = if batched(feed) { MAX_BATCH_ROWS } else { 1 };
+    // The cursors this round asked with: "more" after one of them again is a loop.
+    let mut asked = std::collections::HashSet::new();
     let result = loop {
         if *stop.borrow() {
             break Err(ImportError::Closed);
         }
-        let page = match fetch(client, settings, feed, &cursor).await {
+        let page = match fetch(client, settings, feed, &round.cursor).await {
             Ok(p) => p,
             Err(e) => break Err(e),
         };
-        if !page.rows.is_empty() {
-            let rows = page
-                .rows
-                .into_iter()
-                .map(serde_json::Value::Object)
-                .collect();
-            let run = run.get_or_insert_with(|| importer.begin(feed, "pull", "puller"));
-            if let Err(e) = importer.apply(run, parse::objects(feed, rows)).await {
+        asked.insert(round.cursor.clone());
+        if page.has_more && asked.contains(&page.next_cursor) {
+            // Asking again would get the same pages forever: a failed round, reported in a run
+            // of its own when nothing was applied before it, and backed off like any other.
+            round
+                .run
+                .get_or_insert_with(|| importer.begin(feed, "pull", "puller"));
+            break Err(stuck(&page.next_cursor));
+        }
+        round
+            .pending
+            .extend(page.rows.into_iter().map(serde_json::Value::Object));
+        round.cursor = page.next_cursor;
+        if !page.has_more || round.pending.len() >= limit {
+            if let Err(e) = round.settle().await {
                 break Err(e);
             }
-            run.set_cursor(&page.next_cursor);
-        }
-        if page.next_cursor != cursor {
-            let record = CursorRecord {
-                feed,
-                cursor: page.next_cursor.clone(),
-                updated_at: super::rfc3339(time::OffsetDateTime::now_utc()),
-            };
-            if let Err(e) = store.put_cursor(&record).await {
-                break Err(e.into());
-            }
-            cursor = page.next_cursor;
         }
         if !page.has_more {
             break Ok(());
         }
     };
-    if let Some(run) = run {
+    // Rows pulled before the ERP failed are applied (a batch that failed is not tried again:
+    // `settle` took its rows).
+    let result = match result {
+        Err(e) if !round.pending.is_empty() && !matches!(e, ImportError::Closed) => {
+            round.settle().await.and(Err(e))
+        }
+        other => other,
+    };
+    if let Some(run) = round.run {
         importer.finish(run, result.as_ref().err()).await?;
     }
     result

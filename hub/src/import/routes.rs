@@ -3,9 +3,13 @@
 //! - `POST /api/v1/import/{feed}` — a feed body as JSON (`Content-Type: application/json`) or
 //!   CSV (`text/csv`), at most [`parse::MAX_BODY_BYTES`]; authenticated either by the ERP's
 //!   signature (`X-Omnihub-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "{t}.{body}">` keyed with
-//!   `import.push_secret`, within `import.signature_tolerance` of now) or by the admin token as
-//!   `Authorization: Bearer` ([`authorize_import`]). Answers `200` with the [`ImportReport`]
-//!   (row errors included); `401` for missing or bad credentials, `404` for an unknown or not
+//!   `import.push_secret`, within `import.signature_tolerance` of now) or by the admin token or
+//!   a back-office merchandiser's or admin's token as `Authorization: Bearer`
+//!   ([`authorize_import`]); the promotions and coupons feeds, which arrive approved, only by
+//!   the signature or the admin token ([`Sender::may_import`]). Everything that needs no body is
+//!   checked before the body is read; the signature's HMAC after. Answers `200` with the
+//!   [`ImportReport`] (row errors included); `401` for missing or bad credentials, `403` for a
+//!   token that may not import this feed, `404` for an unknown or not
 //!   enabled feed, `415` for another content type, `413` for a body too large, `400` for a body
 //!   that cannot be read as rows, `503` when the import itself failed (the report, stored as
 //!   failed, is named in the details).
@@ -66,46 +70,99 @@ fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, code, message)
 }
 
-/// Who may import: the ERP by its signature over `body`, or the admin token as
-/// `Authorization: Bearer` (checked first when present; `body` is not needed for it). Answers
-/// who it is (`erp` or `admin`). Back-office user tokens with the merchandiser or admin role
-/// belong here too.
-pub fn authorize_import(req: &HttpRequest, body: &[u8]) -> Result<String, ApiError> {
-    if req.headers().contains_key(header::AUTHORIZATION) {
-        let token = req
-            .app_data::<web::Data<AdminAccess>>()
-            .and_then(|a| a.token.clone());
-        if token.is_some_and(|t| crate::auth::bearer_matches(req, &t)) {
-            return Ok("admin".into());
+/// Who sent an import, as far as can be told before its body is read.
+pub enum Sender {
+    /// The ERP, by a signature whose header is well-formed and whose time is within the
+    /// tolerance; [`Sender::verify`] checks its HMAC once the body is read.
+    Erp {
+        header: String,
+        secret: secrecy::SecretString,
+        tolerance: i64,
+        /// When the request was checked: the HMAC is verified against the same instant, so a
+        /// slow upload is not refused as stale.
+        now: i64,
+    },
+    /// The hub's admin token.
+    Admin,
+    /// A back-office user with the merchandiser or admin role (`omnihub import`), by email.
+    User(String),
+}
+
+impl Sender {
+    /// Who it is, for the report: `erp`, `admin` or the user's email.
+    pub fn by(&self) -> &str {
+        match self {
+            Sender::Erp { .. } => "erp",
+            Sender::Admin => "admin",
+            Sender::User(email) => email,
         }
-        // A back-office user's token: merchandisers and admins import (`omnihub import`).
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let user = req
-            .app_data::<web::Data<crate::backoffice::Backoffice>>()
-            .and_then(|bo| bo.authenticate(presented).ok());
-        return match user {
-            Some(u)
-                if u.has(crate::backoffice::users::Role::Merchandiser)
-                    || u.has(crate::backoffice::users::Role::Admin) =>
-            {
-                Ok(u.email)
-            }
-            Some(_) => Err(ApiError::new(
+    }
+
+    /// Whether this sender may import `feed`. The promotions and coupons feeds arrive approved
+    /// as the ERP's own (`backoffice::feeds`), so they are the ERP's and the admin token's
+    /// alone: a back-office user would otherwise skip the four-eyes approval of promotions.
+    pub fn may_import(&self, feed: FeedKind) -> Result<(), ApiError> {
+        let erp_only = matches!(feed, FeedKind::Promotions | FeedKind::Coupons);
+        match self {
+            Sender::User(_) if erp_only => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "forbidden",
-                "needs role merchandiser or admin to import",
+                "feed_needs_erp_or_admin",
+                format!(
+                    "the {feed} feed arrives approved, as the ERP's own, so only the ERP's \
+                     signed push ({SIGNATURE_HEADER}) or the hub's admin token may import it; \
+                     a back-office user drafts promotions and coupons in the back office \
+                     (/api/v1/backoffice/promotions), where another user approves them"
+                ),
             )),
-            None => Err(unauthorized(
-                "bad_token",
-                "the bearer token is not one that may import: send the admin token or a \
-                 back-office token of a merchandiser or admin",
-            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the ERP's HMAC over the body (nothing for a token, checked already).
+    pub fn verify(&self, body: &[u8]) -> Result<(), ApiError> {
+        let Sender::Erp {
+            header,
+            secret,
+            tolerance,
+            now,
+        } = self
+        else {
+            return Ok(());
         };
+        use secrecy::ExposeSecret;
+        crate::payments::webhook::verify(
+            secret.expose_secret(),
+            Some(header),
+            body,
+            *now,
+            *tolerance,
+        )
+        .map_err(|e| bad_signature(e, *tolerance))
+    }
+}
+
+fn bad_signature(e: crate::payments::webhook::SignatureError, tolerance: i64) -> ApiError {
+    use crate::payments::webhook::SignatureError as E;
+    let reason = match e {
+        E::Missing | E::Malformed => {
+            format!("{SIGNATURE_HEADER} must be t=<unix time>,v1=<hex signature>")
+        }
+        E::Stale(s) => {
+            format!("the signature's time is {s} s from now, more than the {tolerance} s allowed")
+        }
+        E::Mismatch => "the signature does not match the body".into(),
+    };
+    unauthorized("bad_signature", reason)
+}
+
+/// Who may import, checked without the body: the admin token or a back-office user's token as
+/// `Authorization: Bearer` (checked first when present), else the ERP's signature — the push
+/// secret configured, the header well-formed, its time within the tolerance. The HMAC over the
+/// body is left to [`Sender::verify`], so nothing reads a body (up to
+/// [`parse::MAX_BODY_BYTES`]) for a sender that is refused anyway.
+pub fn authorize_import(req: &HttpRequest) -> Result<Sender, ApiError> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        return bearer(req);
     }
     let Some(signature) = req.headers().get(SIGNATURE_HEADER) else {
         return Err(unauthorized(
@@ -129,20 +186,54 @@ pub fn authorize_import(req: &HttpRequest, body: &[u8]) -> Result<String, ApiErr
     use secrecy::ExposeSecret;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let header = signature.to_str().ok();
-    crate::payments::webhook::verify(secret.expose_secret(), header, body, now, tolerance)
-        .map(|()| "erp".to_string())
-        .map_err(|e| {
-            let reason = match e {
-                E::Missing | E::Malformed => {
-                    format!("{SIGNATURE_HEADER} must be t=<unix time>,v1=<hex signature>")
-                }
-                E::Stale(s) => format!(
-                    "the signature's time is {s} s from now, more than the {tolerance} s allowed"
-                ),
-                E::Mismatch => "the signature does not match the body".into(),
-            };
-            unauthorized("bad_signature", reason)
-        })
+    // Verified against an empty body, the header can only fail for what does not depend on the
+    // body (absent, malformed, stale); a mismatch just means it is to be checked with the body.
+    match crate::payments::webhook::verify(secret.expose_secret(), header, b"", now, tolerance) {
+        Ok(()) | Err(E::Mismatch) => Ok(Sender::Erp {
+            header: header.unwrap_or_default().to_string(),
+            secret,
+            tolerance,
+            now,
+        }),
+        Err(e) => Err(bad_signature(e, tolerance)),
+    }
+}
+
+/// The admin token, or a back-office user's token with the merchandiser or admin role.
+fn bearer(req: &HttpRequest) -> Result<Sender, ApiError> {
+    let token = req
+        .app_data::<web::Data<AdminAccess>>()
+        .and_then(|a| a.token.clone());
+    if token.is_some_and(|t| crate::auth::bearer_matches(req, &t)) {
+        return Ok(Sender::Admin);
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let user = req
+        .app_data::<web::Data<crate::backoffice::Backoffice>>()
+        .and_then(|bo| bo.authenticate(presented).ok());
+    match user {
+        Some(u)
+            if u.has(crate::backoffice::users::Role::Merchandiser)
+                || u.has(crate::backoffice::users::Role::Admin) =>
+        {
+            Ok(Sender::User(u.email))
+        }
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "needs role merchandiser or admin to import",
+        )),
+        None => Err(unauthorized(
+            "bad_token",
+            "the bearer token is not one that may import: send the admin token or a \
+             back-office token of a merchandiser or admin",
+        )),
+    }
 }
 
 enum Format {
@@ -226,20 +317,12 @@ async fn push(
     feed: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let signed_only = !req.headers().contains_key(header::AUTHORIZATION)
-        && req.headers().contains_key(SIGNATURE_HEADER);
-    let mut who = if signed_only {
-        None
-    } else {
-        Some(authorize_import(&req, &[])?)
-    };
+    let sender = authorize_import(&req)?;
     let feed = feed_of(&routes, &feed)?;
+    sender.may_import(feed)?;
     let format = format_of(&req)?;
     let body = read_body(&req, payload).await?;
-    if who.is_none() {
-        who = Some(authorize_import(&req, &body)?);
-    }
-    let who = who.unwrap_or_default();
+    sender.verify(&body)?;
     let parsed = web::block(move || match format {
         Format::Json => parse::json(feed, &body),
         Format::Csv => parse::csv(feed, &body),
@@ -253,9 +336,12 @@ async fn push(
         )
     })?
     .map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
-    let source = if who == "erp" { "push" } else { "upload" };
+    let source = match sender {
+        Sender::Erp { .. } => "push",
+        Sender::Admin | Sender::User(_) => "upload",
+    };
     let importer = &routes.importer;
-    let mut run = importer.begin(feed, source, &who);
+    let mut run = importer.begin(feed, source, sender.by());
     let applied = importer.apply(&mut run, parsed).await;
     let report = importer
         .finish(run, applied.as_ref().err())

@@ -3,10 +3,15 @@
 //!
 //! - `online`, the web warehouse, is the hub's own: a level sets on hand through the inventory
 //!   (what is held for checkouts stays held); a delta moves it, and a delta that would take on
-//!   hand below zero is rejected. All rows of a page go to the inventory in one call (one
+//!   hand below zero is rejected. The rows of a page go to the inventory in one call (one
 //!   durable unit per inventory shard), which also records a 16-byte digest of each applied
 //!   row's identity (movement id, or location/SKU/version of a level) in the same unit: a row
 //!   re-sent after a crash is applied once. The digests are held in memory (16 bytes a row).
+//!   A row whose movement id, or whose level of a SKU and location, is already pending in the
+//!   page starts a new part of it, decided once the part before is applied: a rejected row's
+//!   movement is never taken as seen, so a correction later in the page applies.
+//! - Levels' versions are stored before their effects, so a crash can only leave a re-apply to
+//!   do, never an older level applied over a newer one (see [`StockApplier`]'s `apply_part`).
 //! - A store location (one owned by a configured edge node) is never changed by the hub: the
 //!   node alone creates its stock and sell rights (`../shared/REPLICATION.md`). A level becomes a
 //!   `Count` command queued for the store's node (delivered when it connects); a positive delta
@@ -256,7 +261,6 @@ impl StockApplier {
         f: &StockFields,
         current: Option<&StockState>,
         marks: &HashSet<[u8; 16]>,
-        moved: &mut HashSet<String>,
     ) -> Result<Decision, ImportError> {
         let state = |level| StockState {
             location: f.location.clone(),
@@ -266,24 +270,15 @@ impl StockApplier {
         };
         match &f.kind {
             StockKind::Level(n) => {
-                if let Some(c) = current {
-                    if f.version < c.version {
-                        return Ok(Decision::Done(RowOutcome::Stale));
-                    }
-                    if f.version == c.version {
-                        return Ok(Decision::Done(if c.level == Some(*n) {
-                            RowOutcome::Unchanged
-                        } else {
-                            RowOutcome::Rejected(vec![row.error(
-                                "version",
-                                format!(
-                                    "version {} of this SKU's stock at {} was already applied \
-                                     with other content: send a change with a higher version",
-                                    c.version, f.location
-                                ),
-                            )])
-                        }));
-                    }
+                let applied = current.map(|c| c.version);
+                let same = current.is_some_and(|c| c.level == Some(*n));
+                let entity = format!("this SKU's stock at {}", f.location);
+                match fields::by_version(row, f.version, applied, same, &entity) {
+                    // The same level again is unchanged once its effect is recorded (its mark,
+                    // its forwarding record): its version is stored before the effect, so
+                    // after a crash in between the effect is still to come.
+                    Some(RowOutcome::Unchanged) | None => {}
+                    Some(outcome) => return Ok(Decision::Done(outcome)),
                 }
                 if f.online() {
                     let mark = level_mark(f);
@@ -303,9 +298,6 @@ impl StockApplier {
             StockKind::Delta { units, movement } => {
                 // A movement id names one movement at one location: the online ones are
                 // marked with the inventory, the store ones by their forwarding record.
-                if moved.contains(movement) {
-                    return Ok(Decision::Done(RowOutcome::Unchanged));
-                }
                 let id = format!("movement:{movement}");
                 let done = if f.online() {
                     Self::seen(marks, &movement_mark(movement))
@@ -318,7 +310,6 @@ impl StockApplier {
                 if done {
                     return Ok(Decision::Done(RowOutcome::Unchanged));
                 }
-                moved.insert(movement.clone());
                 if f.online() {
                     let m = StockMove {
                         sku: f.sku.clone(),
@@ -455,42 +446,45 @@ impl StockApplier {
     }
 }
 
-#[async_trait]
-impl FeedApplier for StockApplier {
-    fn feed(&self) -> FeedKind {
-        FeedKind::Stock
-    }
+/// One part of a page: rows decided against what is applied, none of them depending on how
+/// another of the part ends.
+#[derive(Default)]
+struct Part {
+    /// The level state each level row records, by row (at most one per SKU and location).
+    states: Vec<(usize, StockState)>,
+    online: Vec<(usize, StockMove)>,
+    forwards: Vec<Forward>,
+}
 
-    async fn apply(&self, rows: Vec<Row>) -> Result<Vec<RowOutcome>, ImportError> {
-        let started = std::time::Instant::now();
-        let side = &self.deps.side;
-        let nodes = self.deps.edge.nodes();
-        let checked: Vec<Result<StockFields, Vec<RowError>>> = rows
-            .iter()
-            .map(|r| validate(r, |s| side.knows(s), |l| nodes.is_store(l)))
-            .collect();
-        let validated = started.elapsed();
-        let mut applied = self.applied.lock().await;
-        let mut working: HashMap<Key, StockState> = HashMap::new();
-        let mut moved = HashSet::new();
-        let mut outcomes: Vec<Option<RowOutcome>> = vec![None; rows.len()];
-        let mut states: Vec<Option<StockState>> = vec![None; rows.len()];
-        let mut online: Vec<(usize, StockMove)> = Vec::new();
-        let mut forwards = Vec::new();
-        for (i, (row, checked)) in rows.iter().zip(checked).enumerate() {
-            let f = match checked {
-                Ok(f) => f,
-                Err(errors) => {
-                    outcomes[i] = Some(RowOutcome::Rejected(errors));
-                    continue;
-                }
-            };
+impl StockApplier {
+    /// Decides the rows from `from` on into a part, up to the first row that depends on how one
+    /// of the part ends — a movement id, or a level of a SKU and location, already in it — and
+    /// answers where the next part starts. That row is decided once the part is applied: if
+    /// the earlier row was rejected, its movement was not seen, and a corrected one applies.
+    async fn decide_part(
+        &self,
+        rows: &[Row],
+        fields: &[Option<StockFields>],
+        from: usize,
+        applied: &Applied,
+        outcomes: &mut [Option<RowOutcome>],
+    ) -> Result<(Part, usize), ImportError> {
+        let mut part = Part::default();
+        let mut levels: HashSet<Key> = HashSet::new();
+        let mut movements: HashSet<&str> = HashSet::new();
+        for (i, f) in fields.iter().enumerate().skip(from) {
+            let Some(f) = f else { continue };
             let key = (f.location.clone(), f.sku.clone());
-            let current = working.get(&key).or_else(|| applied.levels.get(&key));
-            let state = match self
-                .decide(row, &f, current, &applied.marks, &mut moved)
-                .await?
-            {
+            let pending = match &f.kind {
+                StockKind::Level(_) => levels.contains(&key),
+                StockKind::Delta { movement, .. } => movements.contains(movement.as_str()),
+            };
+            if pending {
+                return Ok((part, i));
+            }
+            let current = applied.levels.get(&key);
+            let decision = self.decide(&rows[i], f, current, &applied.marks).await?;
+            let state = match decision {
                 Decision::Done(outcome) => {
                     outcomes[i] = Some(outcome);
                     continue;
@@ -500,11 +494,11 @@ impl FeedApplier for StockApplier {
                     Some(state)
                 }
                 Decision::Online(m, state) => {
-                    online.push((i, *m));
+                    part.online.push((i, *m));
                     state
                 }
                 Decision::Store(command, id, state) => {
-                    forwards.push(Forward {
+                    part.forwards.push(Forward {
                         row: i,
                         id,
                         sku: f.sku.clone(),
@@ -514,15 +508,47 @@ impl FeedApplier for StockApplier {
                     state
                 }
             };
-            // Decided as if it will apply; a refused level is rare (never for online).
+            if let StockKind::Delta { movement, .. } = &f.kind {
+                movements.insert(movement);
+            }
             if let Some(state) = state {
-                working.insert(key, state.clone());
-                states[i] = Some(state);
+                levels.insert(key);
+                part.states.push((i, state));
             }
         }
-        let decided = started.elapsed();
-        if !online.is_empty() {
-            let (indexes, moves): (Vec<usize>, Vec<StockMove>) = online.into_iter().unzip();
+        Ok((part, fields.len()))
+    }
+
+    /// Applies a part. Crash safety of levels: a level's version is stored durably BEFORE its
+    /// effect (the inventory write, or the command for the store's node), and the effect is
+    /// recorded with it (the row's mark in the same inventory unit, the forwarding record).
+    /// A crash in between leaves a version whose effect is missing, which is harmless: the row
+    /// is sent again (the pull's cursor or the push was not acknowledged), found at the same
+    /// version without its mark or record, and its effect applied then — once, the mark or
+    /// record prevents a second time; an older level meanwhile is stale, as it should be next
+    /// to a newer one. (The other order could apply an older level over a newer one whose
+    /// version was lost.) A refused row's version is put back after the effects.
+    async fn apply_part(
+        &self,
+        rows: &[Row],
+        part: Part,
+        applied: &mut Applied,
+        outcomes: &mut [Option<RowOutcome>],
+    ) -> Result<(), ImportError> {
+        let key_of = |s: &StockState| (s.location.clone(), s.sku.clone());
+        let mut ahead = store::Batch::default();
+        for (_, s) in &part.states {
+            ahead.put(store::stock_key(&s.location, &s.sku), s)?;
+        }
+        self.deps.store.write(ahead).await?;
+        // The stored versions are the truth from here on, also if an effect fails below.
+        let before: Vec<Option<StockState>> = part
+            .states
+            .iter()
+            .map(|(_, s)| applied.levels.insert(key_of(s), s.clone()))
+            .collect();
+        if !part.online.is_empty() {
+            let (indexes, moves): (Vec<usize>, Vec<StockMove>) = part.online.into_iter().unzip();
             let digests: Vec<Option<[u8; 16]>> = moves.iter().map(|m| m.mark).collect();
             let answers = self
                 .deps
@@ -545,28 +571,76 @@ impl FeedApplier for StockApplier {
                 });
             }
         }
-        let in_inventory = started.elapsed();
-        for (i, outcome) in self.forward(&rows, forwards).await? {
+        for (i, outcome) in self.forward(rows, part.forwards).await? {
             outcomes[i] = Some(outcome);
         }
-        let mut batch = store::Batch::default();
-        let mut recorded: HashMap<Key, StockState> = HashMap::new();
-        for (outcome, state) in outcomes.iter().zip(states) {
-            if let (Some(RowOutcome::Applied | RowOutcome::Unchanged), Some(s)) = (outcome, state) {
-                recorded.insert((s.location.clone(), s.sku.clone()), s);
+        let mut undo = store::Batch::default();
+        for ((i, s), before) in part.states.iter().zip(before) {
+            if matches!(
+                outcomes[*i],
+                Some(RowOutcome::Applied | RowOutcome::Unchanged)
+            ) {
+                continue;
+            }
+            let key = store::stock_key(&s.location, &s.sku);
+            match before {
+                Some(b) => {
+                    undo.put(key, &b)?;
+                    applied.levels.insert(key_of(s), b);
+                }
+                None => {
+                    undo.remove(key);
+                    applied.levels.remove(&key_of(s));
+                }
             }
         }
-        for s in recorded.values() {
-            batch.put(store::stock_key(&s.location, &s.sku), s)?;
+        self.deps.store.write(undo).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl FeedApplier for StockApplier {
+    fn feed(&self) -> FeedKind {
+        FeedKind::Stock
+    }
+
+    async fn apply(&self, rows: Vec<Row>) -> Result<Vec<RowOutcome>, ImportError> {
+        let started = std::time::Instant::now();
+        let side = &self.deps.side;
+        let nodes = self.deps.edge.nodes();
+        let mut outcomes: Vec<Option<RowOutcome>> = vec![None; rows.len()];
+        let fields: Vec<Option<StockFields>> = rows
+            .iter()
+            .zip(&mut outcomes)
+            .map(
+                |(r, outcome)| match validate(r, |s| side.knows(s), |l| nodes.is_store(l)) {
+                    Ok(f) => Some(f),
+                    Err(errors) => {
+                        *outcome = Some(RowOutcome::Rejected(errors));
+                        None
+                    }
+                },
+            )
+            .collect();
+        let validated = started.elapsed();
+        let mut applied = self.applied.lock().await;
+        let mut from = 0;
+        let mut parts = 0u32;
+        while from < rows.len() {
+            let (part, next) = self
+                .decide_part(&rows, &fields, from, &applied, &mut outcomes)
+                .await?;
+            self.apply_part(&rows, part, &mut applied, &mut outcomes)
+                .await?;
+            from = next;
+            parts += 1;
         }
-        self.deps.store.write(batch).await?;
-        applied.levels.extend(recorded);
         tracing::debug!(
             rows = rows.len(),
+            parts,
             validate_ms = validated.as_millis() as u64,
-            decide_ms = (decided - validated).as_millis() as u64,
-            inventory_ms = (in_inventory - decided).as_millis() as u64,
-            forward_and_store_ms = (started.elapsed() - in_inventory).as_millis() as u64,
+            apply_ms = (started.elapsed() - validated).as_millis() as u64,
             "stock rows applied"
         );
         Ok(outcomes

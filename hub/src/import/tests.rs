@@ -543,6 +543,20 @@ UNKNOWN,online,level,1,,1
     assert_eq!(h.on_hand("online", "COF-1-500"), Some(0));
 }
 
+/// A new stock applier over the harness's state: it loads what the old one stored, as after a
+/// restart.
+async fn reload_stock(h: &Harness) -> stock::StockApplier {
+    stock::StockApplier::load(stock::StockDeps {
+        inventory: h.inventory.clone(),
+        edge: h.edge.clone(),
+        storage: h.storage.clone(),
+        store: h.importer.store().clone(),
+        side: catalog_side(h).await,
+    })
+    .await
+    .expect("loads")
+}
+
 #[actix_web::test]
 async fn applied_movements_are_known_again_after_a_restart() {
     let h = harness().await;
@@ -553,15 +567,7 @@ async fn applied_movements_are_known_again_after_a_restart() {
     );
     assert_eq!(counts(&h.csv(FeedKind::Stock, &body).await), (2, 0, 0, 1));
     // A new applier loads what the old one applied, as after a restart.
-    let reloaded = stock::StockApplier::load(stock::StockDeps {
-        inventory: h.inventory.clone(),
-        edge: h.edge.clone(),
-        storage: h.storage.clone(),
-        store: h.importer.store().clone(),
-        side: catalog_side(&h).await,
-    })
-    .await
-    .expect("loads");
+    let reloaded = reload_stock(&h).await;
     let rows = parse::csv(FeedKind::Stock, body.as_bytes())
         .expect("csv")
         .rows;
@@ -575,6 +581,95 @@ async fn applied_movements_are_known_again_after_a_restart() {
         "refused again"
     );
     assert_eq!(h.on_hand("online", "TEA-1-100"), Some(9));
+}
+
+#[actix_web::test]
+async fn a_rejected_movement_is_not_seen_so_its_correction_in_the_same_page_applies() {
+    let h = harness().await;
+    h.csv(FeedKind::Products, PRODUCTS).await;
+    let body = format!(
+        "{STOCK_HEAD}COF-1-500,online,level,10,,1
+COF-1-500,online,delta,-20,mv-x,1
+COF-1-500,online,delta,-4,mv-x,1
+TEA-1-100,store-berlin,delta,-1,st-1,1
+TEA-1-100,store-berlin,delta,3,st-1,1
+"
+    );
+    let r = h.csv(FeedKind::Stock, &body).await;
+    assert_eq!(counts(&r), (3, 0, 0, 2), "{:?}", r.errors);
+    assert_eq!(fields_of(&r), vec![(2, "quantity"), (4, "quantity")]);
+    assert_eq!(h.on_hand("online", "COF-1-500"), Some(6), "10 - 4");
+    let queued = h.queued().await;
+    assert!(
+        matches!(queued.as_slice(), [CommandKind::Restock { units: 3, .. }]),
+        "{queued:?}"
+    );
+    let again = h.csv(FeedKind::Stock, &body).await;
+    assert_eq!(
+        counts(&again),
+        (0, 5, 0, 0),
+        "applied once: {:?}",
+        again.errors
+    );
+    assert_eq!(h.on_hand("online", "COF-1-500"), Some(6));
+    assert_eq!(h.queued().await.len(), 1);
+}
+
+#[actix_web::test]
+async fn a_level_stored_without_its_effect_is_applied_when_sent_again() {
+    let h = harness().await;
+    h.csv(FeedKind::Products, PRODUCTS).await;
+    let first = format!("{STOCK_HEAD}COF-1-500,online,level,10,,1\n");
+    assert_eq!(counts(&h.csv(FeedKind::Stock, &first).await), (1, 0, 0, 0));
+    // What a crash between storing the versions and the effects leaves behind: version 5 is
+    // stored, neither the inventory nor the store's node has it.
+    let mut batch = store::Batch::default();
+    for (location, sku) in [("online", "COF-1-500"), ("store-berlin", "TEA-1-100")] {
+        let (location, sku) = (LocationId(location.into()), Sku::parse(sku).expect("sku"));
+        let key = store::stock_key(&location, &sku);
+        let state = store::StockState {
+            location,
+            sku,
+            version: 5,
+            level: Some(20),
+        };
+        batch.put(key, &state).expect("encoded");
+    }
+    h.importer.store().write(batch).await.expect("written");
+    // A new applier loads the versions, as after the restart.
+    let reloaded = reload_stock(&h).await;
+    let rows = |body: &str| {
+        parse::csv(FeedKind::Stock, format!("{STOCK_HEAD}{body}").as_bytes())
+            .expect("csv")
+            .rows
+    };
+    let older = "COF-1-500,online,level,15,,4\nTEA-1-100,store-berlin,level,15,,4\n";
+    assert_eq!(
+        reloaded.apply(rows(older)).await.expect("applied"),
+        [RowOutcome::Stale, RowOutcome::Stale],
+        "older than the stored version"
+    );
+    let resent = "COF-1-500,online,level,20,,5\nTEA-1-100,store-berlin,level,20,,5\n";
+    assert_eq!(
+        reloaded.apply(rows(resent)).await.expect("applied"),
+        [RowOutcome::Applied, RowOutcome::Applied],
+        "the same version, its effect missing: applied now"
+    );
+    assert_eq!(h.on_hand("online", "COF-1-500"), Some(20));
+    assert!(
+        matches!(
+            h.queued().await.as_slice(),
+            [CommandKind::Count { on_hand: 20, .. }]
+        ),
+        "{:?}",
+        h.queued().await
+    );
+    assert_eq!(
+        reloaded.apply(rows(resent)).await.expect("applied"),
+        [RowOutcome::Unchanged, RowOutcome::Unchanged],
+        "and once only"
+    );
+    assert_eq!(h.queued().await.len(), 1);
 }
 
 #[actix_web::test]
@@ -670,6 +765,12 @@ async fn a_forward_interrupted_by_a_crash_is_reported_not_repeated() {
         .reason
         .contains("may or may not have been queued"));
     assert!(h.queued().await.is_empty());
+    let key = store::stock_key(
+        &LocationId("store-berlin".into()),
+        &Sku::parse("TEA-1-100").expect("sku"),
+    );
+    let stored: Option<store::StockState> = h.importer.store().get(&key).expect("read");
+    assert_eq!(stored, None, "a refused level's version is not kept");
     assert_eq!(counts(&h.csv(FeedKind::Stock, &body).await), (0, 1, 0, 0));
 }
 

@@ -602,36 +602,53 @@ fn apply_one(store: &mut Store, change: Change) -> Vec<Applied> {
                 sequence,
             }]
         }
-        Change::EndPromotion { id } => {
-            let Some(entity) = store.stored_entity(FeedKind::Promotions, &id) else {
-                return Vec::new();
-            };
-            let Some(Row::Promotion(mut row)) = store.current(FeedKind::Promotions, entity) else {
-                return Vec::new();
-            };
-            row.active = "false".into();
-            let done = store.put(FeedKind::Promotions, entity, Row::Promotion(row));
-            vec![applied(store, FeedKind::Promotions, entity, done)]
-        }
+        Change::EndPromotion { id } => store
+            .stored_entity(FeedKind::Promotions, &id)
+            .and_then(|entity| {
+                append_edit(store, FeedKind::Promotions, entity, |row| {
+                    let Row::Promotion(mut row) = row else {
+                        return None;
+                    };
+                    row.active = "false".into();
+                    Some(Row::Promotion(row))
+                })
+            })
+            .into_iter()
+            .collect(),
         Change::UpdateCoupon {
             code,
             max_uses,
             max_uses_per_customer,
             expires_at,
-        } => {
-            let Some(entity) = store.stored_entity(FeedKind::Coupons, &code) else {
-                return Vec::new();
-            };
-            let Some(Row::Coupon(mut row)) = store.current(FeedKind::Coupons, entity) else {
-                return Vec::new();
-            };
-            set(&mut row.max_uses, max_uses);
-            set(&mut row.max_uses_per_customer, max_uses_per_customer);
-            set(&mut row.expires_at, expires_at);
-            let done = store.put(FeedKind::Coupons, entity, Row::Coupon(row));
-            vec![applied(store, FeedKind::Coupons, entity, done)]
-        }
+        } => store
+            .stored_entity(FeedKind::Coupons, &code)
+            .and_then(|entity| {
+                append_edit(store, FeedKind::Coupons, entity, |row| {
+                    let Row::Coupon(mut row) = row else {
+                        return None;
+                    };
+                    set(&mut row.max_uses, max_uses);
+                    set(&mut row.max_uses_per_customer, max_uses_per_customer);
+                    set(&mut row.expires_at, expires_at);
+                    Some(Row::Coupon(row))
+                })
+            })
+            .into_iter()
+            .collect(),
     }
+}
+
+/// Appends the next version of `entity`'s current row in `feed` as `edit` changes it (`edit`
+/// answers `None` for a row of another kind, and nothing is appended).
+fn append_edit(
+    store: &mut Store,
+    feed: FeedKind,
+    entity: u32,
+    edit: impl FnOnce(Row) -> Option<Row>,
+) -> Option<Applied> {
+    let row = edit(store.current(feed, entity)?)?;
+    let done = store.put(feed, entity, row);
+    Some(applied(store, feed, entity, done))
 }
 
 fn set(field: &mut String, value: Option<String>) {
@@ -668,24 +685,25 @@ fn update_product(store: &mut Store, change: Change) -> Vec<Applied> {
     };
     let mut done = Vec::new();
     for entity in targets.into_iter().flatten() {
-        let Some(Row::Product(mut row)) = store.current(FeedKind::Products, entity) else {
-            continue;
-        };
-        set(&mut row.name, name.clone());
-        set(&mut row.description, description.clone());
-        set(&mut row.brand, brand.clone());
-        set(&mut row.category, category.clone());
-        set(&mut row.category_name, category_name.clone());
-        set(&mut row.variant_title, variant_title.clone());
-        set(&mut row.tax_class, tax_class.clone());
-        set(&mut row.barcode, barcode.clone());
-        set(&mut row.weight_grams, weight_grams.map(|w| w.to_string()));
-        set(&mut row.attributes, attributes.clone());
-        set(&mut row.price, price.clone());
-        set(&mut row.currency, currency.clone());
-        set(&mut row.active, active.map(|a| a.to_string()));
-        let result = store.put(FeedKind::Products, entity, Row::Product(row));
-        done.push(applied(store, FeedKind::Products, entity, result));
+        done.extend(append_edit(store, FeedKind::Products, entity, |row| {
+            let Row::Product(mut row) = row else {
+                return None;
+            };
+            set(&mut row.name, name.clone());
+            set(&mut row.description, description.clone());
+            set(&mut row.brand, brand.clone());
+            set(&mut row.category, category.clone());
+            set(&mut row.category_name, category_name.clone());
+            set(&mut row.variant_title, variant_title.clone());
+            set(&mut row.tax_class, tax_class.clone());
+            set(&mut row.barcode, barcode.clone());
+            set(&mut row.weight_grams, weight_grams.map(|w| w.to_string()));
+            set(&mut row.attributes, attributes.clone());
+            set(&mut row.price, price.clone());
+            set(&mut row.currency, currency.clone());
+            set(&mut row.active, active.map(|a| a.to_string()));
+            Some(Row::Product(row))
+        }));
     }
     done
 }
