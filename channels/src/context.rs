@@ -234,18 +234,12 @@ impl RequestContext {
             .map(str::to_string)
             .or_else(|| req.cookie(ANON_COOKIE).map(|c| c.value().to_string()))
             .and_then(|v| v.parse::<AnonymousId>().ok());
-        let channel = match req
-            .headers()
-            .get(CHANNEL_HEADER)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(name) => {
-                serde_json::from_value(serde_json::Value::String(name.to_ascii_lowercase()))
-                    .unwrap_or(Channel::Unknown)
-            }
-            None if is_bearer || req.headers().contains_key(BASKET_HEADER) => Channel::Mobile,
-            None => Channel::Web,
+        let default = if is_bearer || req.headers().contains_key(BASKET_HEADER) {
+            Channel::Mobile
+        } else {
+            Channel::Web
         };
+        let channel = shopper_channel(req.headers().get(CHANNEL_HEADER), default)?;
         Ok(RequestContext {
             shopper: crate::backend::Shopper {
                 customer,
@@ -257,6 +251,32 @@ impl RequestContext {
             channel,
             client: client_address(&req, &state.settings.trusted_proxies),
         })
+    }
+}
+
+/// The channel a shopper's request is priced and recorded for: `X-Channel` when it names
+/// `web` or `mobile` (any case), else `default`. Any other value is refused: the shopper API is
+/// the web's and the apps', and a header anyone can set must not unlock what is limited to
+/// tills and boards — their sales and prices come from the store's edge node, which the hub
+/// authenticates.
+pub fn shopper_channel(
+    header: Option<&header::HeaderValue>,
+    default: Channel,
+) -> Result<Channel, ApiError> {
+    let Some(value) = header else {
+        return Ok(default);
+    };
+    let name = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match name.as_str() {
+        "web" => Ok(Channel::Web),
+        "mobile" => Ok(Channel::Mobile),
+        _ => Err(ApiError::bad_request(
+            "invalid_channel",
+            format!(
+                "X-Channel must be web or mobile (or left out), not '{}': the shopper API serves the web shop and the apps; till (pos) and board prices come from the store's edge node",
+                name.chars().take(32).collect::<String>()
+            ),
+        )),
     }
 }
 
@@ -315,6 +335,35 @@ mod tests {
             client_address(&spoofed, &[proxy]),
             "192.0.2.9".parse::<IpAddr>().expect("ip")
         );
+    }
+
+    #[test]
+    fn the_shopper_channel_is_web_or_mobile_only() {
+        let value = |v: &str| header::HeaderValue::from_str(v).expect("header value");
+        for (given, expected) in [
+            ("web", Channel::Web),
+            ("Mobile", Channel::Mobile),
+            (" WEB ", Channel::Web),
+        ] {
+            assert_eq!(
+                shopper_channel(Some(&value(given)), Channel::Mobile).ok(),
+                Some(expected),
+                "{given}"
+            );
+        }
+        assert_eq!(
+            shopper_channel(None, Channel::Mobile).ok(),
+            Some(Channel::Mobile)
+        );
+        for refused in ["pos", "POS", "board", "voice", "chat", "hologram", ""] {
+            let e = shopper_channel(Some(&value(refused)), Channel::Web)
+                .expect_err("only web and mobile");
+            assert_eq!(
+                (e.status, e.code),
+                (actix_web::http::StatusCode::BAD_REQUEST, "invalid_channel"),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/stock/{sku}", web::get().to(get_stock))
                 .route("/products", web::get().to(list_products))
                 .route("/promotions", web::get().to(list_promotions))
+                .route("/coupons", web::get().to(list_coupons))
+                .route("/catalog/changes", web::get().to(catalog_changes))
                 .route("/deficits", web::get().to(list_deficits))
                 .route("/conflicts", web::get().to(list_conflicts))
                 .route("/sync", web::get().to(sync_status))
@@ -414,6 +416,8 @@ struct SaleView {
     total: String,
     taxes: Vec<TaxView>,
     promotions: SalePromotionsView,
+    /// The coupon codes redeemed with the sale.
+    coupons: Vec<String>,
     payments: Vec<PaymentView>,
     paid: String,
     change_due: String,
@@ -459,6 +463,7 @@ fn sale_view(r: &SaleReceipt) -> SaleView {
         discount: money(Money::new(subtotal.saturating_sub(s.total.minor), currency)),
         total: money(s.total),
         promotions: promotions_view(&s.promotions),
+        coupons: s.coupons.clone(),
         taxes: s
             .taxes
             .iter()
@@ -759,6 +764,67 @@ async fn list_promotions(state: web::Data<ApiState>) -> HttpResponse {
         "catalog_version": catalog.version(),
         "promotions": catalog.promotions.promotions(),
     }))
+}
+
+/// `GET /api/v1/coupons`: the coupon codes this node may redeem at the till, as the hub sent
+/// them, with the redemption rights it holds of each limited one (`rights_held`; null for a code
+/// without a total limit) and whether the hub ended it.
+async fn list_coupons(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let coupons = blocking(move || Ok(store.coupons()?)).await?;
+    let listed: Vec<serde_json::Value> = coupons
+        .into_iter()
+        .map(|(terms, ended, held)| {
+            json!({
+                "code": terms.code,
+                "promotion": terms.promotion,
+                "expires_at_ms": terms.expires_at_ms,
+                "per_customer": terms.per_customer,
+                "limited": terms.limited,
+                "ended": ended,
+                "rights_held": held,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "coupons": listed })))
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    since: u64,
+}
+
+/// `GET /api/v1/catalog/changes?since=<version>`: what changed in the node's catalog since a
+/// version (for boards that keep a copy): products and categories new or changed (whole) or
+/// gone (ids), and the promotions when they changed. `409 catalog_reload` when the node cannot
+/// tell (the version is older than what it keeps, or one it never had): reload the whole
+/// catalog from `GET /api/v1/products` and `GET /api/v1/promotions`, then ask again from its
+/// `catalog_version`.
+async fn catalog_changes(
+    state: web::Data<ApiState>,
+    query: web::Query<ChangesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let since = query.since;
+    match blocking(move || Ok(store.catalog_changes_since(since)?)).await? {
+        Some(changes) => Ok(HttpResponse::Ok().json(json!({
+            "catalog_version": changes.version,
+            "since": changes.since,
+            "products": changes.products,
+            "removed": changes.removed,
+            "categories": changes.categories,
+            "removed_categories": changes.removed_categories,
+            "promotions": changes.promotions,
+        }))),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "catalog_reload",
+            format!(
+                "the node cannot tell what changed since catalog version {since} (it is at {}): reload the whole catalog, then ask again from its catalog_version",
+                state.store.catalog().version()
+            ),
+        )),
+    }
 }
 
 async fn list_deficits(

@@ -400,6 +400,7 @@ mod tests {
                 customer: None,
                 clerk: None,
                 promotions: Default::default(),
+                coupons: Vec::new(),
             }),
             deficits: vec![DeficitRecord {
                 id: Ulid::new(),

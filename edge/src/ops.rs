@@ -30,7 +30,15 @@ pub struct SaleRequest {
     /// with this reason.
     #[serde(default)]
     pub override_reason: Option<String>,
+    /// Coupon codes the customer presents (matched case-insensitively, like the hub's basket
+    /// coupons). Each must be a public code the hub sent this node, unexpired, and for a
+    /// limited code this node must hold a redemption right; else the sale is refused (422).
+    #[serde(default)]
+    pub coupons: Vec<String>,
 }
+
+/// The most coupon codes one sale may carry.
+pub const MAX_SALE_COUPONS: usize = 5;
 
 /// One line: a SKU or a barcode (exactly one) and a quantity (1..=999).
 #[derive(Debug, Clone, Serialize, Deserialize)]

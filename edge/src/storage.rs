@@ -9,6 +9,8 @@
 //! |           | `c` + category id                     | `protocol::Category`         |
 //! |           | `m` + promotion id                    | [`StoredPromotion`]          |
 //! |           | `s` + version (be u64) + part (be u32)| [`StagedChunk`]              |
+//! |           | `d` + from + to (be u64) + part (be u32) | `store::catalog::StagedDelta` |
+//! |           | `h` + version (be u64)                | `store::catalog::CatalogStep` |
 //! | `stock`   | `o` + location + `0x00` + SKU         | [`StoredOnHand`]             |
 //! |           | `r` + scarce key                      | [`StoredRights`]             |
 //! | `sales`   | `i` + sale id (16 bytes)              | [`SaleEntry`]                |
@@ -19,6 +21,8 @@
 //! |           | `x` + conflict id                     | [`StoredConflict`]           |
 //! |           | `c` + command id                      | [`AppliedCommand`]           |
 //! |           | `a` + adjustment id                   | [`AdjustmentRecord`]         |
+//! |           | `u` + coupon code                     | [`StoredCoupon`]             |
+//! |           | `w` + code + `0x00` + customer id     | [`CustomerCouponUses`]       |
 //! | `outbox`  | own seq (be u64)                      | [`OutboxEntry`]              |
 //!
 //! Writes go through [`WriteSet`]: built outside the transaction (encoding included), applied in
@@ -258,6 +262,16 @@ pub(crate) const CONFLICT: u8 = b'x';
 pub(crate) const COMMAND: u8 = b'c';
 pub(crate) const ADJUSTMENT: u8 = b'a';
 
+/// The terms of a coupon code the hub sent (`records` tree).
+pub(crate) fn coupon_key(code: &str) -> Vec<u8> {
+    prefixed(b'u', &[code.as_bytes()])
+}
+
+/// A customer's redemptions of a coupon code at this node (`records` tree).
+pub(crate) fn customer_coupon_key(code: &str, customer: &protocol::CustomerId) -> Vec<u8> {
+    prefixed(b'w', &[code.as_bytes(), &[0], &customer.to_bytes()])
+}
+
 pub(crate) fn outbox_key(seq: u64) -> Vec<u8> {
     seq.to_be_bytes().to_vec()
 }
@@ -274,6 +288,21 @@ pub(crate) fn id_of_key(key: &[u8]) -> Option<Ulid> {
 
 // ---- stored values -------------------------------------------------------------------------
 
+/// A coupon code the node may redeem at the till, as the hub last described it; `ended` once
+/// the hub ended it (the node then refuses it and has handed back its rights).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCoupon {
+    pub terms: protocol::replication::CouponTerms,
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// How often one customer redeemed a coupon code at this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerCouponUses {
+    pub uses: u64,
+}
+
 macro_rules! stored {
     ($ty:ty, $kind:literal) => {
         impl Stored for $ty {
@@ -282,6 +311,9 @@ macro_rules! stored {
         }
     };
 }
+
+stored!(StoredCoupon, "edge.coupon");
+stored!(CustomerCouponUses, "edge.coupon_uses");
 
 /// The node's sync and numbering cursors, rewritten in every change's transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,9 +366,14 @@ impl Cursors {
 }
 
 /// The catalog version in use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CatalogMeta {
     pub version: u64,
+    /// The hub's fingerprint of the version's content (empty: not known, e.g. stored before
+    /// catalog deltas, or from a hub before them): told in `Hello`, so the hub sends a delta
+    /// only from content it knows.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 stored!(CatalogMeta, "edge.catalog_meta");
 
@@ -350,6 +387,9 @@ pub(crate) struct StagedChunk {
     #[serde(default)]
     pub promotions: Vec<Promotion>,
     pub products: Vec<Product>,
+    /// The version's fingerprint, as the hub sent it.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 stored!(StagedChunk, "edge.catalog_chunk");
 
@@ -576,6 +616,7 @@ mod tests {
                 customer: None,
                 clerk: Some("anna".into()),
                 promotions: Default::default(),
+                coupons: Vec::new(),
             };
             w.put(
                 T::Sales,
@@ -607,8 +648,15 @@ mod tests {
     fn a_value_of_another_kind_is_refused_not_misread() {
         let (_dir, db) = open();
         let mut w = WriteSet::default();
-        w.put(T::Meta, CURSORS.to_vec(), &CatalogMeta { version: 3 })
-            .expect("encodes");
+        w.put(
+            T::Meta,
+            CURSORS.to_vec(),
+            &CatalogMeta {
+                version: 3,
+                fingerprint: String::new(),
+            },
+        )
+        .expect("encodes");
         db.commit(&w).expect("commits");
         assert!(matches!(
             db.get::<Cursors>(T::Meta, CURSORS),

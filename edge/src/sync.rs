@@ -5,14 +5,16 @@
 //! already has, run the rights policy), then, in one loop: send outbox batches from the hub's
 //! `have + 1` (at most [`MAX_IN_FLIGHT`] unacknowledged, woken at once when a local change
 //! becomes durable), apply incoming `Deltas` and acknowledge them once durable, store `Catalog`
-//! chunks (with the promotions that travel in them), send a heartbeat every `heartbeat_every`,
-//! and close after `idle_timeout` of silence.
+//! chunks (with the promotions that travel in them) and `CatalogDelta` parts (answering one that
+//! does not start at the node's version with `CatalogWanted`), send a heartbeat every
+//! `heartbeat_every`, and close after `idle_timeout` of silence.
 //! Between sessions: exponential backoff with full jitter, reset after a `Welcome`; at the
 //! maximum after a version or replica refusal, and after a `401` (an unknown or retired node, or
 //! a bad credential), which is also shown as the sync problem until a `Welcome` clears it.
 
 use crate::config::EdgeSettings;
-use crate::store::{now_ms, Batch, Store};
+use crate::storage::StagedChunk;
+use crate::store::{now_ms, Batch, CatalogDeltaPart, DeltaOutcome, Store};
 use futures_util::{SinkExt, StreamExt};
 use protocol::replication::sync::{
     close, decode_frame, encode_frame, Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -172,6 +174,9 @@ async fn session(
         catalog_version,
         time_ms: now_ms(),
         pending,
+        // The session is the catalog's only writer: it has not changed since `hello_state`.
+        catalog_fingerprint: store.catalog().fingerprint.clone(),
+        catalog_deltas: true,
     };
     if let Err(e) = send(&mut sink, &hello).await {
         return End::grow(e);
@@ -427,6 +432,8 @@ fn kind(frame: &Frame) -> &'static str {
         Frame::Deltas { .. } => "deltas",
         Frame::Ack { .. } => "ack",
         Frame::Catalog { .. } => "catalog",
+        Frame::CatalogDelta { .. } => "catalog_delta",
+        Frame::CatalogWanted { .. } => "catalog_wanted",
         Frame::Heartbeat { .. } => "heartbeat",
         Frame::Unknown => "unknown",
     }
@@ -570,14 +577,64 @@ impl Live {
                 categories,
                 promotions,
                 products,
+                fingerprint,
             } => {
                 let store = self.store.clone();
-                blocking(move || {
-                    store
-                        .apply_catalog_chunk(version, part, parts, categories, promotions, products)
-                })
-                .await
-                .map_err(End::grow)?;
+                let chunk = StagedChunk {
+                    parts,
+                    categories,
+                    promotions,
+                    products,
+                    fingerprint,
+                };
+                blocking(move || store.apply_catalog_part(version, part, chunk))
+                    .await
+                    .map_err(End::grow)?;
+            }
+            Frame::CatalogDelta {
+                from_version,
+                to_version,
+                fingerprint,
+                part,
+                parts,
+                categories,
+                removed_categories,
+                promotions,
+                removed,
+                products,
+            } => {
+                if part >= parts || from_version == to_version {
+                    let reason = format!("a CatalogDelta {from_version} → {to_version}, part {part} of {parts}, breaks the protocol");
+                    close_with(sink, stream, close::MALFORMED, &reason).await;
+                    return Err(End::grow(format!("closed: {reason}")));
+                }
+                let delta = CatalogDeltaPart {
+                    from_version,
+                    to_version,
+                    fingerprint,
+                    part,
+                    parts,
+                    categories,
+                    removed_categories,
+                    promotions,
+                    removed,
+                    products,
+                };
+                let store = self.store.clone();
+                let outcome = blocking(move || store.apply_catalog_delta(delta))
+                    .await
+                    .map_err(End::grow)?;
+                if let (DeltaOutcome::Refused { current }, 0) = (outcome, part) {
+                    tracing::warn!(
+                        current,
+                        from_version,
+                        to_version,
+                        "a catalog delta does not start at this node's version: asking for the whole catalog"
+                    );
+                    send(sink, &Frame::CatalogWanted { version: current })
+                        .await
+                        .map_err(End::grow)?;
+                }
             }
             Frame::Heartbeat { time_ms, pending } => {
                 tracing::trace!(hub_time_ms = time_ms, hub_pending = pending, "heartbeat");

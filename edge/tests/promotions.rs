@@ -99,6 +99,7 @@ async fn send_catalog(
             categories,
             promotions,
             products: first.to_vec(),
+            fingerprint: String::new(),
         })
         .await;
     session
@@ -109,6 +110,7 @@ async fn send_catalog(
             categories: Vec::new(),
             promotions: Vec::new(),
             products: second.to_vec(),
+            fingerprint: String::new(),
         })
         .await;
     let store = node.store();

@@ -77,6 +77,7 @@ async fn send_catalog(session: &mut HubSession, node: &EdgeHandle) {
                 },
                 promotions: vec![],
                 products: chunk.to_vec(),
+                fingerprint: "f1".into(),
             })
             .await;
     }

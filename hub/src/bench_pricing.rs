@@ -317,6 +317,8 @@ fn basket(products: usize, lines: usize, rng: &mut Rng, now: OffsetDateTime) -> 
 
 fn context(promotions: &[Promotion], rng: &mut Rng, now: OffsetDateTime) -> PromotionContext {
     let mut ctx = PromotionContext::new(Currency::EUR, Channel::Web, now);
+    // A signed-in shopper: promotions limited per customer are evaluated (a guest skips them).
+    ctx.known_customer = true;
     ctx.segments.insert("vip".into());
     ctx.shipping = Some(eur(490));
     for p in promotions {

@@ -76,6 +76,11 @@ impl From<CheckoutFailure> for BackendError {
                     "items": short.iter().map(|(sku, left)| serde_json::json!({"sku": sku, "available": left})).collect::<Vec<_>>()
                 })),
             },
+            CheckoutFailure::OfferUnavailable { code, message } => BackendError::Conflict {
+                code,
+                message,
+                details: None,
+            },
             CheckoutFailure::RateLimited(secs) => BackendError::RateLimited {
                 retry_after: secs,
                 message: format!("too many checkout attempts for this basket: try again in {secs} s"),

@@ -74,6 +74,11 @@ pub struct EdgeSettings {
     /// A node clock further than this from the hub's is shown to the operator, e.g. `5m`.
     #[serde(deserialize_with = "human")]
     pub max_clock_skew: Duration,
+    /// Coupon escrow: the redemption rights of a limited coupon the hub keeps topped up at each
+    /// connected node (`docs/edge-sync.md`, "Coupons at the till").
+    pub coupon_grant_per_node: u64,
+    /// … but never more, per grant, than this share of what the hub still holds (percent).
+    pub coupon_grant_percent: u8,
 }
 
 impl Default for EdgeSettings {
@@ -83,6 +88,8 @@ impl Default for EdgeSettings {
             heartbeat_every: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
             max_clock_skew: Duration::from_secs(300),
+            coupon_grant_per_node: 5,
+            coupon_grant_percent: 20,
         }
     }
 }

@@ -1,6 +1,12 @@
 //! Pricing with promotions for the hub's channels: the context a basket is priced in (channel,
-//! time, the coupons entered, a first order), the live promotions from [`Offers`], and the one
-//! engine in `protocol` — so the basket page, the app, a quote and a checkout agree to the cent.
+//! time, the coupons entered, a first order, whether the shopper is signed in, what free
+//! shipping is worth), the live promotions from [`Offers`], and the one engine in `protocol` —
+//! so the basket page, the app, a quote and a checkout agree to the cent.
+//!
+//! Free shipping is valued at the cheapest shipping option for the basket as it is: to the
+//! shop's home country (its first market) on the basket page, to the destination in a quote and
+//! a checkout — whichever method is then chosen. So a basket and a checkout to the home country
+//! choose the same promotions, and picking a dearer method never changes which ones win.
 //!
 //! [`Offers`]: crate::actors::offers::Offers
 
@@ -50,13 +56,17 @@ pub fn context(
     let customer = customer_of(basket);
     let mut ctx = PromotionContext::new(basket.currency, hints.channel, now);
     ctx.first_order = hints.first_order && customer.is_some();
+    ctx.known_customer = customer.is_some();
+    // The basket's own pending checkout holds reservations: they are its own, not a use by
+    // someone else.
+    let own = basket.checkout;
     let coupons: Coupons = basket
         .coupons
         .iter()
         .map(|code| {
             (
                 code.clone(),
-                deps.offers.coupon_promotion(code, customer, now),
+                deps.offers.coupon_promotion_for(code, customer, now, own),
             )
         })
         .collect();
@@ -75,9 +85,36 @@ pub fn context(
         .map(|p| p.id.clone())
         .collect();
     if !limited.is_empty() {
-        ctx.usage = deps.offers.usage(customer, &limited);
+        ctx.usage = deps.offers.usage_for(customer, &limited, own);
     }
     (ctx, coupons)
+}
+
+/// What free shipping is worth when promotions are compared: the price of the cheapest
+/// shipping option to `country` for the basket as it is (no discount), or `None` when nothing
+/// ships there.
+pub fn shipping_value(
+    deps: &Deps,
+    catalog: &CatalogSnapshot,
+    basket: &Basket,
+    country: &str,
+) -> Option<Money> {
+    deps.checkout
+        .pricing
+        .shipping_options(basket, |sku| catalog.product_by_sku(sku), country)
+        .ok()?
+        .first()
+        .map(|option| option.price)
+}
+
+/// The shop's home country: its first market's, where a basket is assumed to ship until the
+/// shopper names a destination.
+pub fn home_country(deps: &Deps) -> Option<&str> {
+    deps.checkout
+        .pricing
+        .markets
+        .first()
+        .map(|m| m.country.as_str())
 }
 
 /// What each coupon code did to the priced basket, in words.
@@ -120,7 +157,9 @@ pub fn price(
     hints: Hints,
 ) -> Result<(PricedBasket, Vec<CouponStatus>), PricingError> {
     let catalog = deps.catalog.load();
-    let (ctx, coupons) = context(deps, basket, hints, deps.clock.now());
+    let (mut ctx, coupons) = context(deps, basket, hints, deps.clock.now());
+    // Priced as a checkout to the home country would be (see the module docs).
+    ctx.shipping = home_country(deps).and_then(|c| shipping_value(deps, &catalog, basket, c));
     let live = deps.offers.live();
     let mut priced = protocol::pricing::price_basket_with_promotions(
         basket,
@@ -153,7 +192,8 @@ pub struct CheckoutOffers {
     pub coupons: Vec<String>,
 }
 
-/// Evaluates the live promotions for a checkout of `basket` now.
+/// Evaluates the live promotions for a checkout of `basket` now; free shipping is worth
+/// `shipping` (see [`shipping_value`]).
 pub fn checkout_offers(
     deps: &Deps,
     catalog: &CatalogSnapshot,

@@ -113,6 +113,7 @@ fn sale(units: u32) -> SaleRecord {
         customer: None,
         clerk: Some("ada".into()),
         promotions: Default::default(),
+        coupons: Vec::new(),
     }
 }
 
@@ -132,6 +133,9 @@ fn hello(replica: &str, location: &str, have: Vector, catalog_version: u64) -> F
         catalog_version,
         time_ms: 1_700_000_000_000,
         pending: 0,
+        // As a node before catalog deltas: the whole catalog at each new version.
+        catalog_fingerprint: String::new(),
+        catalog_deltas: false,
     }
 }
 
@@ -352,6 +356,8 @@ async fn a_wrong_version_or_replica_is_closed_with_a_reason() {
         catalog_version: 0,
         time_ms: 0,
         pending: 0,
+        catalog_fingerprint: String::new(),
+        catalog_deltas: false,
     })
     .await;
     let (code, reason) = node.closed().await;
@@ -1562,4 +1568,343 @@ async fn a_promotion_going_live_or_ending_gives_connected_nodes_a_new_catalog_ve
     assert!(ended > live);
     assert!(promoted.is_empty());
     assert_eq!(next_catalog(&mut paris).await, (ended, Vec::new()));
+}
+
+/// Reads the hub's stream (acknowledging each batch, skipping catalog offers) until `done`
+/// says the items read so far are enough: answers them.
+async fn hub_items_until(node: &mut Node, mut done: impl FnMut(&[Item]) -> bool) -> Vec<Item> {
+    let mut seen = Vec::new();
+    loop {
+        match node.recv().await {
+            Frame::Deltas { to_seq, items, .. } => {
+                node.send(&Frame::Ack {
+                    origin: ReplicaId::hub(),
+                    seq: to_seq,
+                })
+                .await;
+                seen.extend(items);
+                if done(&seen) {
+                    return seen;
+                }
+            }
+            Frame::Catalog { .. } => {}
+            other => panic!("expected the hub's stream, got {other:?}"),
+        }
+    }
+}
+
+/// The uses the back office counts for a coupon code of SPRING.
+fn coupon_uses(hub: &common::TestHub, code: &str) -> u64 {
+    hub.handle
+        .backoffice
+        .coupons("SPRING")
+        .expect("coupons")
+        .into_iter()
+        .find(|c| c.code == code)
+        .expect("the code")
+        .uses
+}
+
+async fn coupon_row(c: &reqwest::Client, hub: &common::TestHub, code: &str) -> Option<Value> {
+    let view: Value = admin(c, hub, "/api/v1/admin/edge/coupons")
+        .json_body()
+        .await;
+    view["coupons"]
+        .as_array()?
+        .iter()
+        .find(|r| r["code"] == code)
+        .cloned()
+}
+
+fn coupon_sale(code: &str, customer: Option<protocol::CustomerId>) -> SaleRecord {
+    SaleRecord {
+        coupons: vec![code.to_string()],
+        customer,
+        ..sale(1)
+    }
+}
+
+#[actix_web::test]
+async fn a_limited_coupon_is_shared_between_online_and_a_store_and_never_used_beyond_its_limit() {
+    let hub = spawn_with(|dir| {
+        let mut s = settings(dir);
+        s.edge.coupon_grant_per_node = 3;
+        s.edge.coupon_grant_percent = 50;
+        s
+    })
+    .await;
+    let c = client();
+    let merchandiser = back_office_user(&c, &hub, "merch@example.com", &["merchandiser"]).await;
+    let approver = back_office_user(&c, &hub, "approver@example.com", &["approver"]).await;
+    for (path, token, body, status) in [
+        (
+            "/api/v1/backoffice/promotions".to_string(),
+            &merchandiser,
+            json!({"id": "SPRING", "name": "Spring coupon",
+                   "spec": {"conditions": [{"type": "coupon"}],
+                            "benefit": {"type": "percent_off_basket", "percent_bp": 1000}}}),
+            StatusCode::CREATED,
+        ),
+        (
+            "/api/v1/backoffice/promotions/SPRING/approve".to_string(),
+            &approver,
+            json!({}),
+            StatusCode::OK,
+        ),
+        (
+            "/api/v1/backoffice/promotions/SPRING/coupons".to_string(),
+            &merchandiser,
+            json!({"code": "spring6", "max_uses": 6}),
+            StatusCode::CREATED,
+        ),
+        (
+            "/api/v1/backoffice/promotions/SPRING/coupons".to_string(),
+            &merchandiser,
+            json!({"code": "once-each", "max_uses_per_customer": 1}),
+            StatusCode::CREATED,
+        ),
+    ] {
+        let res = c
+            .post(hub.url(&path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), status, "{path}");
+    }
+    let key = Scarce::Coupon {
+        code: "SPRING6".into(),
+    };
+
+    // Berlin connects: it gets the code's terms and half of the 6 redemptions (at most 3).
+    let mut node = connect(&hub, Some(BERLIN)).await.expect("upgraded");
+    node.handshake("berlin", "store-berlin", Vector::new(), None)
+        .await;
+    let has_grant = |i: &Item| matches!(i, Item::Rights { key: k, state } if *k == key && state.held(&berlin()) > 0);
+    let has_terms = |i: &Item| matches!(i, Item::Coupon(t) if t.code == "SPRING6");
+    let items = hub_items_until(&mut node, |seen| {
+        seen.iter().any(has_grant) && seen.iter().any(has_terms)
+    })
+    .await;
+    let terms = items
+        .iter()
+        .find_map(|i| match i {
+            Item::Coupon(t) if t.code == "SPRING6" => Some(t.clone()),
+            _ => None,
+        })
+        .expect("terms");
+    assert!(terms.limited);
+    assert_eq!(terms.promotion.as_str(), "SPRING");
+    let mut granted = Rights::new();
+    for i in &items {
+        if let Item::Rights { key: k, state } = i {
+            if *k == key {
+                granted.merge(state);
+            }
+        }
+    }
+    assert_eq!(granted.held(&berlin()), 3);
+    assert_eq!(
+        granted.created(),
+        6,
+        "the hub alone created the redemptions"
+    );
+
+    // Online, only what the hub kept can be used: 3 orders, then the code is used up there.
+    let bo = &hub.handle.backoffice;
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        let order = protocol::OrderId::new();
+        bo.redeem("SPRING6", None, order)
+            .await
+            .expect("an online use");
+        orders.push(order);
+    }
+    let refused = bo.redeem("SPRING6", None, protocol::OrderId::new()).await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    // Offline, the store used its 3 (its row: 3 consumed, nothing created), one sale each.
+    let mut at_node = granted.clone();
+    at_node.consume(&berlin(), 3).expect("held");
+    let mut items: Vec<Item> = (0..3)
+        .map(|_| Item::Sale(coupon_sale("SPRING6", None)))
+        .collect();
+    items.push(Item::Rights {
+        key: key.clone(),
+        state: at_node.row(&berlin()),
+    });
+    assert_eq!(node.deltas(1, 1, items).await, 1);
+
+    // The hub's usage of the code counts the store's 3 beside the 3 online: 6 of 6.
+    assert_eq!(coupon_uses(&hub, "SPRING6"), 6);
+    // The hub's counter follows the online uses at its next coupon pass (twice a second).
+    let row = eventually(WAIT, || async {
+        let row = coupon_row(&c, &hub, "SPRING6").await?;
+        (row["hub_consumed"] == 3).then_some(row)
+    })
+    .await;
+    assert_eq!(row["hub_holds"], 0, "{row}");
+    assert_eq!(row["store_uses"], 3, "{row}");
+    assert_eq!(row["stores"]["berlin"]["used"], 3, "{row}");
+    assert_eq!(row["stores"]["berlin"]["holds"], 0, "{row}");
+
+    // A cancelled online order gives its use back: it can be used once more, online or by a
+    // store, not both.
+    bo.release("SPRING6", orders[0]).await.expect("released");
+    eventually(WAIT, || async {
+        let row = coupon_row(&c, &hub, "SPRING6").await?;
+        (row["hub_holds"] == 1).then_some(())
+    })
+    .await;
+    bo.redeem("SPRING6", None, protocol::OrderId::new())
+        .await
+        .expect("the use given back");
+    assert!(bo
+        .redeem("SPRING6", None, protocol::OrderId::new())
+        .await
+        .is_err());
+    assert_eq!(coupon_uses(&hub, "SPRING6"), 6);
+
+    // Two offline redemptions by one customer of a once-per-customer code: both sales stand,
+    // and the hub records the broken limit as a conflict for a person.
+    let ada = protocol::CustomerId::new();
+    assert_eq!(
+        node.deltas(
+            2,
+            2,
+            vec![
+                Item::Sale(coupon_sale("ONCE-EACH", Some(ada))),
+                Item::Sale(coupon_sale("ONCE-EACH", Some(ada))),
+            ],
+        )
+        .await,
+        2
+    );
+    let view = node_view(&c, &hub, "berlin").await;
+    let conflicts: Vec<&Value> = view["conflicts"]
+        .as_array()
+        .expect("conflicts")
+        .iter()
+        .filter(|c| c["kind"] == "coupon_per_customer_limit")
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{view}");
+    assert!(conflicts[0]["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("ONCE-EACH"));
+    // The customer's store uses count online too.
+    assert!(bo
+        .check("ONCE-EACH", Some(ada), time::OffsetDateTime::now_utc())
+        .is_err());
+}
+
+#[actix_web::test]
+async fn a_coupon_that_ends_calls_back_the_rights_a_store_holds() {
+    let hub = spawn_with(|dir| {
+        let mut s = settings(dir);
+        s.edge.coupon_grant_per_node = 3;
+        s.edge.coupon_grant_percent = 50;
+        s
+    })
+    .await;
+    let c = client();
+    let merchandiser = back_office_user(&c, &hub, "merch@example.com", &["merchandiser"]).await;
+    let approver = back_office_user(&c, &hub, "approver@example.com", &["approver"]).await;
+    for (path, token, body) in [
+        (
+            "/api/v1/backoffice/promotions",
+            &merchandiser,
+            json!({"id": "SPRING", "name": "Spring coupon",
+                   "spec": {"conditions": [{"type": "coupon"}],
+                            "benefit": {"type": "percent_off_basket", "percent_bp": 1000}}}),
+        ),
+        (
+            "/api/v1/backoffice/promotions/SPRING/approve",
+            &approver,
+            json!({}),
+        ),
+        (
+            "/api/v1/backoffice/promotions/SPRING/coupons",
+            &merchandiser,
+            json!({"code": "LATER4", "max_uses": 4}),
+        ),
+    ] {
+        let res = c
+            .post(hub.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+    }
+    let key = Scarce::Coupon {
+        code: "LATER4".into(),
+    };
+    let mut node = connect(&hub, Some(BERLIN)).await.expect("upgraded");
+    node.handshake("berlin", "store-berlin", Vector::new(), None)
+        .await;
+    // Topped up to 3 (2, then 1 more: never over half of what the hub holds per grant).
+    let mut at_node = Rights::new();
+    hub_items_until(&mut node, |seen| {
+        for i in seen {
+            if let Item::Rights { key: k, state } = i {
+                if *k == key {
+                    at_node.merge(state);
+                }
+            }
+        }
+        at_node.held(&berlin()) == 3
+    })
+    .await;
+    assert_eq!(
+        coupon_uses(&hub, "LATER4"),
+        3,
+        "the store's 3 count as taken"
+    );
+    assert!(hub
+        .handle
+        .backoffice
+        .check("LATER4", None, time::OffsetDateTime::now_utc())
+        .is_ok());
+
+    // The promotion ends: the hub asks the store for the rights back.
+    let res = c
+        .post(hub.url("/api/v1/backoffice/promotions/SPRING/end"))
+        .bearer_auth(&approver)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::OK);
+    let items = hub_items_until(&mut node, |seen| {
+        seen.iter().any(|i| {
+            matches!(i, Item::Command(Command { kind: CommandKind::EndCoupon { code }, .. }) if code == "LATER4")
+        })
+    })
+    .await;
+    assert!(!items.is_empty());
+    // The node hands back what it holds; the hub counts them no more.
+    at_node
+        .transfer(&berlin(), &ReplicaId::hub(), 3)
+        .expect("held");
+    assert_eq!(
+        node.deltas(
+            1,
+            1,
+            vec![Item::Rights {
+                key: key.clone(),
+                state: at_node.row(&berlin()),
+            }],
+        )
+        .await,
+        1
+    );
+    eventually(WAIT, || async {
+        (coupon_uses(&hub, "LATER4") == 0).then_some(())
+    })
+    .await;
+    let row = coupon_row(&c, &hub, "LATER4").await.expect("row");
+    assert_eq!(row["hub_holds"], 4, "{row}");
+    assert_eq!(row["stores"]["berlin"]["holds"], 0, "{row}");
 }

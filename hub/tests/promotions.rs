@@ -24,7 +24,7 @@ fn eur(minor: i64) -> Value {
 }
 
 /// Who asks for a basket: a guest with the basket's token, or a signed-in customer.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Who {
     Guest(String),
     Customer(String),
@@ -123,6 +123,24 @@ impl Shop {
                 )))
                 .bearer_auth(&self.author)
                 .json(&json!({"code": code})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "coupon {code}: {body}");
+    }
+
+    /// A public coupon code for a promotion, with limits (`max_uses`, `max_uses_per_customer`).
+    async fn limited_coupon(&self, promotion: &str, code: &str, limits: Value) {
+        let mut body = json!({"code": code});
+        if let (Value::Object(body), Value::Object(limits)) = (&mut body, limits) {
+            body.extend(limits);
+        }
+        let (status, body) = send(
+            self.c
+                .post(self.url(&format!(
+                    "/api/v1/backoffice/promotions/{promotion}/coupons"
+                )))
+                .bearer_auth(&self.author)
+                .json(&body),
         )
         .await;
         assert_eq!(status, StatusCode::CREATED, "coupon {code}: {body}");
@@ -269,9 +287,23 @@ impl Shop {
 
     /// Starts a checkout to Berlin with standard shipping; it must succeed.
     async fn checkout(&self, id: &str, who: &Who, via: Via<'_>) -> Value {
+        let (status, checkout) = self.try_checkout(id, who, via, "standard").await;
+        assert_eq!(status, StatusCode::CREATED, "checkout: {checkout}");
+        assert_eq!(checkout["state"], "payment_pending");
+        checkout
+    }
+
+    /// Asks for a checkout to Berlin by `method`: the status and the body.
+    async fn try_checkout(
+        &self,
+        id: &str,
+        who: &Who,
+        via: Via<'_>,
+        method: &str,
+    ) -> (StatusCode, Value) {
         let mut body = json!({
             "address": {"name": "Ada Lovelace", "line1": "Unter den Linden 1", "city": "Berlin", "postcode": "10117", "country": "DE"},
-            "shipping_method": "standard",
+            "shipping_method": method,
         });
         if let Who::Guest(_) = who {
             body["email"] = json!("guest@example.com");
@@ -280,10 +312,27 @@ impl Shop {
             .c
             .post(self.url(&format!("/api/v1/baskets/{id}/checkout")))
             .json(&body);
-        let (status, checkout) = send(self.as_(rb, who, via)).await;
-        assert_eq!(status, StatusCode::CREATED, "checkout: {checkout}");
-        assert_eq!(checkout["state"], "payment_pending");
-        checkout
+        send(self.as_(rb, who, via)).await
+    }
+
+    /// Cancels a pending checkout as its shopper; answers the checkout.
+    async fn cancel(&self, checkout: &Value, who: &Who) -> Value {
+        let id = checkout["id"].as_str().expect("checkout id");
+        let rb = self
+            .c
+            .post(self.url(&format!("/api/v1/checkouts/{id}/cancel")));
+        let (status, body) = send(self.as_(rb, who, None)).await;
+        assert_eq!(status, StatusCode::OK, "cancel: {body}");
+        body
+    }
+
+    /// Units of a SKU the shop can still promise online (product detail by slug).
+    async fn available(&self, slug: &str) -> i64 {
+        let (status, body) = send(self.c.get(self.url(&format!("/api/v1/products/{slug}")))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["variants"][0]["available"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no availability: {body}"))
     }
 
     /// The provider's session of a checkout.
@@ -912,4 +961,442 @@ async fn a_guests_coupon_follows_them_into_their_account() {
     );
     assert_eq!(minor(&b["discount"]), 100);
     assert_adds_up(b);
+}
+
+#[actix_web::test]
+async fn a_shopper_cannot_claim_the_till_channel_with_a_header() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "TILL3",
+        "3 euros off at the till",
+        json!({
+            "conditions": [{"type": "channel", "any_of": ["pos", "board"]}],
+            "benefit": {"type": "amount_off_basket", "amount": eur(300)},
+        }),
+    )
+    .await;
+    let (id, who) = shop.guest_basket(&[("BEANS", 1)], Some("web")).await;
+
+    // Naming the till or a board on the shopper API is refused, and changes nothing.
+    for channel in ["pos", "POS", "board", "voice"] {
+        let rb = shop
+            .c
+            .post(shop.url(&format!("/api/v1/baskets/{id}/lines")))
+            .json(&json!({"sku": "TEA", "quantity": 1}));
+        let (status, body) = send(shop.as_(rb, &who, Some(channel))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{channel}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_channel", "{body}");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains("web or mobile"), "{message}");
+    }
+    let rb = shop.c.get(shop.url(&format!(
+        "/api/v1/baskets/{id}/quote?country=DE&shipping_method=standard"
+    )));
+    let (status, body) = send(shop.as_(rb, &who, Some("pos"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "quote: {body}");
+    let (status, body) = shop.try_checkout(&id, &who, Some("pos"), "standard").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "checkout: {body}");
+    assert_eq!(body["error"]["code"], "invalid_channel");
+
+    // The basket is as it was: one line, priced for the web, no till promotion.
+    let b = shop.basket(&id, &who).await;
+    assert_eq!(b["lines"].as_array().map(Vec::len), Some(1), "{b}");
+    assert_eq!(minor(&b["discount"]), 0, "{b}");
+    assert_eq!(not_applied_reason(&b, "TILL3"), Some("not on channel web"));
+    let checkout = shop.checkout(&id, &who, Some("web")).await;
+    assert_eq!(minor(&checkout["breakdown"]["discount"]), 0, "{checkout}");
+}
+
+/// Two guests, each with BEANS and the code in their basket; answers (basket, who) of each.
+async fn two_baskets_with(shop: &Shop, code: Option<&str>) -> [(String, Who); 2] {
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let (id, who) = shop.guest_basket(&[("BEANS", 1)], None).await;
+        if let Some(code) = code {
+            let (status, b, _) = shop.enter(&id, &who, code).await;
+            assert_eq!(status, StatusCode::OK, "{b}");
+            assert_eq!(
+                coupon_status(&b, code).map(|c| &c["applied"]),
+                Some(&json!(true)),
+                "{b}"
+            );
+        }
+        out.push((id, who));
+    }
+    out.try_into().expect("two baskets")
+}
+
+#[actix_web::test]
+async fn two_checkouts_at_once_cannot_both_use_a_coupons_last_use() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "LASTONE",
+        "The last one: 2 euros off",
+        json!({
+            "conditions": [{"type": "coupon"}],
+            "benefit": {"type": "amount_off_basket", "amount": eur(200)},
+        }),
+    )
+    .await;
+    shop.limited_coupon("LASTONE", "LAST-ONE", json!({"max_uses": 1}))
+        .await;
+    let [(a, a_who), (b, b_who)] = two_baskets_with(&shop, Some("LAST-ONE")).await;
+
+    // Both check out at the same moment: exactly one gets the coupon, the other is refused
+    // with the reason, and neither is charged without being told.
+    let (first, second) = tokio::join!(
+        shop.try_checkout(&a, &a_who, None, "standard"),
+        shop.try_checkout(&b, &b_who, None, "standard"),
+    );
+    let outcomes = [(first, &a, &a_who), (second, &b, &b_who)];
+    let won: Vec<_> = outcomes
+        .iter()
+        .filter(|((status, _), _, _)| *status == StatusCode::CREATED)
+        .collect();
+    let lost: Vec<_> = outcomes
+        .iter()
+        .filter(|((status, _), _, _)| *status != StatusCode::CREATED)
+        .collect();
+    assert_eq!((won.len(), lost.len()), (1, 1), "{outcomes:?}");
+    let ((_, winner), winner_basket, winner_who) = won[0];
+    let ((status, refusal), loser_basket, loser_who) = lost[0];
+    assert_eq!(minor(&winner["breakdown"]["discount"]), 200, "{winner}");
+    assert_eq!(*status, StatusCode::CONFLICT, "{refusal}");
+    assert_eq!(refusal["error"]["code"], "coupon_unavailable", "{refusal}");
+    let message = refusal["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("LAST-ONE") && message.contains("used up"),
+        "{message}"
+    );
+
+    // The winner's basket, locked while it pays, still shows its coupon; the loser's says it
+    // is used up (reserved by the pending checkout) and prices without it.
+    let w = shop.basket(winner_basket, winner_who).await;
+    assert_eq!(
+        coupon_status(&w, "LAST-ONE").map(|c| &c["applied"]),
+        Some(&json!(true)),
+        "{w}"
+    );
+    let l = shop.basket(loser_basket, loser_who).await;
+    assert_eq!(
+        coupon_status(&l, "LAST-ONE"),
+        Some(
+            &json!({"code": "LAST-ONE", "applied": false, "message": "this coupon has been used up"})
+        ),
+        "{l}"
+    );
+    assert_eq!(minor(&l["discount"]), 0);
+
+    // The winner cancels: the use is given back, and the other shopper gets it.
+    shop.cancel(winner, winner_who).await;
+    let l = shop.basket(loser_basket, loser_who).await;
+    assert_eq!(minor(&l["discount"]), 200, "{l}");
+    let checkout = shop.checkout(loser_basket, loser_who, None).await;
+    assert_eq!(minor(&checkout["breakdown"]["discount"]), 200);
+    shop.pay(&checkout, loser_who).await;
+
+    // Used by that order: the first shopper's next checkout is refused with the reason.
+    let (status, body) = shop
+        .try_checkout(winner_basket, winner_who, None, "standard")
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "coupon_unavailable");
+}
+
+#[actix_web::test]
+async fn two_checkouts_at_once_cannot_both_use_a_promotions_last_use() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "FIRSTONE",
+        "The first order gets 2 euros off",
+        json!({
+            "benefit": {"type": "amount_off_basket", "amount": eur(200)},
+            "limits": {"per_order": null, "per_customer": null, "total": 1},
+        }),
+    )
+    .await;
+    let [(a, a_who), (b, b_who)] = two_baskets_with(&shop, None).await;
+    for (id, who) in [(&a, &a_who), (&b, &b_who)] {
+        assert_eq!(applied_ids(&shop.basket(id, who).await), ["FIRSTONE"]);
+    }
+
+    // Both check out at the same moment: one checkout holds the promotion, the other is priced
+    // without it (as its basket now shows), never both with it.
+    let (first, second) = tokio::join!(
+        shop.try_checkout(&a, &a_who, None, "standard"),
+        shop.try_checkout(&b, &b_who, None, "standard"),
+    );
+    for (status, body) in [&first, &second] {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+    }
+    let mut discounts = [
+        minor(&first.1["breakdown"]["discount"]),
+        minor(&second.1["breakdown"]["discount"]),
+    ];
+    discounts.sort_unstable();
+    assert_eq!(discounts, [0, 200], "{first:?} {second:?}");
+    let (winner, winner_who, loser, loser_who) = if minor(&first.1["breakdown"]["discount"]) == 200
+    {
+        (&first.1, &a_who, &b, &b_who)
+    } else {
+        (&second.1, &b_who, &a, &a_who)
+    };
+    let l = shop.basket(loser, loser_who).await;
+    assert_eq!(
+        not_applied_reason(&l, "FIRSTONE"),
+        Some("limit reached: 1 of 1 uses in total"),
+        "{l}"
+    );
+
+    // Paid, the use is the order's: the promotion stays used up.
+    shop.pay(winner, winner_who).await;
+    let (other, other_who) = shop.guest_basket(&[("BEANS", 1)], None).await;
+    let o = shop.basket(&other, &other_who).await;
+    assert_eq!(
+        not_applied_reason(&o, "FIRSTONE"),
+        Some("limit reached: 1 of 1 uses in total"),
+        "{o}"
+    );
+}
+
+#[actix_web::test]
+async fn a_checkout_that_runs_out_of_time_gives_its_reserved_coupon_back() {
+    let shop = Shop::start_with(|s| {
+        s.checkout.hold_for = std::time::Duration::from_secs(2);
+        s.checkout.sweep_every = std::time::Duration::from_millis(100);
+    })
+    .await;
+    shop.promotion(
+        "LASTONE",
+        "The last one: 2 euros off",
+        json!({
+            "conditions": [{"type": "coupon"}],
+            "benefit": {"type": "amount_off_basket", "amount": eur(200)},
+        }),
+    )
+    .await;
+    shop.limited_coupon("LASTONE", "LAST-ONE", json!({"max_uses": 1}))
+        .await;
+    let [(a, a_who), (b, b_who)] = two_baskets_with(&shop, Some("LAST-ONE")).await;
+    let held = shop.checkout(&a, &a_who, None).await;
+    assert_eq!(minor(&held["breakdown"]["discount"]), 200);
+    let (status, body) = shop.try_checkout(&b, &b_who, None, "standard").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // The first shopper never pays: when the hold runs out, the checkout expires and the use
+    // comes back.
+    let id = held["id"].as_str().expect("checkout id");
+    common::eventually(std::time::Duration::from_secs(30), || async {
+        let rb = shop.c.get(shop.url(&format!("/api/v1/checkouts/{id}")));
+        let (status, checkout) = send(shop.as_(rb, &a_who, None)).await;
+        assert_eq!(status, StatusCode::OK, "{checkout}");
+        (checkout["state"] == "expired").then_some(())
+    })
+    .await;
+    let basket = shop.basket(&b, &b_who).await;
+    assert_eq!(
+        coupon_status(&basket, "LAST-ONE").map(|c| &c["applied"]),
+        Some(&json!(true)),
+        "{basket}"
+    );
+    let checkout = shop.checkout(&b, &b_who, None).await;
+    assert_eq!(minor(&checkout["breakdown"]["discount"]), 200);
+}
+
+#[actix_web::test]
+async fn a_promotion_or_coupon_limited_per_customer_is_for_signed_in_customers() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "ONCEEACH",
+        "1 euro off, once per customer",
+        json!({
+            "benefit": {"type": "amount_off_basket", "amount": eur(100)},
+            "combination": {"type": "stackable", "group": "once"},
+            "limits": {"per_order": null, "per_customer": 1, "total": null},
+        }),
+    )
+    .await;
+    shop.promotion(
+        "MEMBERS",
+        "Members: 2 euros off, twice each",
+        json!({
+            "conditions": [{"type": "coupon"}],
+            "benefit": {"type": "amount_off_basket", "amount": eur(200)},
+            "combination": {"type": "stackable", "group": "members"},
+            "limits": {"per_order": null, "per_customer": 2, "total": null},
+        }),
+    )
+    .await;
+    shop.coupon("MEMBERS", "MEMBERS-2").await;
+
+    // A guest has no count: the promotion is left out, with the reason, and the code is refused.
+    let (guest, guest_who) = shop.guest_basket(&[("BEANS", 1)], None).await;
+    let b = shop.basket(&guest, &guest_who).await;
+    assert!(applied_ids(&b).is_empty(), "{b}");
+    assert_eq!(
+        not_applied_reason(&b, "ONCEEACH"),
+        Some("limited to 1 use per customer: sign in to get it")
+    );
+    let (status, body, _) = shop.enter(&guest, &guest_who, "MEMBERS-2").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "this coupon is limited per customer: sign in to use it"
+    );
+    let checkout = shop.checkout(&guest, &guest_who, None).await;
+    assert_eq!(minor(&checkout["breakdown"]["discount"]), 0, "{checkout}");
+
+    // Signed in, both apply, and the order counts against the customer's limit.
+    let ada = shop.hub.register(&shop.c, "ada@example.com").await;
+    let who = Who::Customer(ada["session_token"].as_str().expect("token").to_string());
+    let id = ada["basket"]["id"].as_str().expect("basket id").to_string();
+    shop.add(&id, &who, None, "BEANS", 1).await;
+    let (status, b, _) = shop.enter(&id, &who, "members-2").await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(applied_ids(&b), ["ONCEEACH", "MEMBERS"], "{b}");
+    let checkout = shop.checkout(&id, &who, None).await;
+    assert_eq!(minor(&checkout["breakdown"]["discount"]), 300);
+    shop.pay(&checkout, &who).await;
+    let b = shop.add(&id, &who, None, "BEANS", 1).await;
+    assert_eq!(
+        not_applied_reason(&b, "ONCEEACH"),
+        Some("limit reached: 1 of 1 uses by this customer"),
+        "{b}"
+    );
+}
+
+#[actix_web::test]
+async fn a_free_gift_of_a_sku_in_the_basket_holds_both_units() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "TEAGIFT",
+        "A free tea with your beans",
+        json!({
+            "conditions": [{"type": "skus", "skus": ["BEANS"]}],
+            "benefit": {"type": "free_gift", "sku": "TEA", "quantity": 1},
+        }),
+    )
+    .await;
+    assert_eq!(shop.available("green-tea").await, 5);
+    let (id, who) = shop.guest_basket(&[("BEANS", 1), ("TEA", 2)], None).await;
+    let b = shop.basket(&id, &who).await;
+    assert_eq!(applied_ids(&b), ["TEAGIFT"], "{b}");
+
+    // Two teas bought and one given: the checkout holds three.
+    let checkout = shop.checkout(&id, &who, None).await;
+    let teas: u64 = checkout["breakdown"]["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter(|l| l["sku"] == "TEA")
+        .filter_map(|l| l["quantity"].as_u64())
+        .sum();
+    assert_eq!(teas, 3, "{checkout}");
+    assert_eq!(shop.available("green-tea").await, 2);
+
+    // Cancelled, all three come back; paid, all three are sold.
+    shop.cancel(&checkout, &who).await;
+    assert_eq!(shop.available("green-tea").await, 5);
+    let checkout = shop.checkout(&id, &who, None).await;
+    shop.pay(&checkout, &who).await;
+    assert_eq!(shop.available("green-tea").await, 2);
+}
+
+#[actix_web::test]
+async fn free_shipping_wins_or_loses_alike_on_the_basket_and_at_checkout() {
+    let shop = Shop::start().await;
+    shop.promotion(
+        "FREESHIP",
+        "Free delivery",
+        json!({"benefit": {"type": "free_shipping"}, "combination": {"type": "exclusive"}}),
+    )
+    .await;
+    shop.promotion(
+        "THREEOFF",
+        "3 euros off",
+        json!({
+            "benefit": {"type": "amount_off_basket", "amount": eur(300)},
+            "combination": {"type": "exclusive"},
+        }),
+    )
+    .await;
+
+    // Standard delivery to Germany costs 4.90 under 50 euros: free delivery is worth more
+    // than 3 euros off, on the basket as at checkout — whatever the method.
+    let (id, who) = shop.guest_basket(&[("BEANS", 1)], None).await;
+    let b = shop.basket(&id, &who).await;
+    assert_eq!(applied_ids(&b), ["FREESHIP"], "{b}");
+    assert_eq!(b["promotions"]["free_shipping"], true);
+    assert_eq!(
+        not_applied_reason(&b, "THREEOFF"),
+        Some("beaten by exclusive promotion FREESHIP (EUR 4.90 > EUR 3.00)")
+    );
+    let quote = shop.quote(&id, &who, None).await;
+    assert_eq!(
+        (
+            minor(&quote["discount"]),
+            minor(&quote["shipping"]["price"])
+        ),
+        (0, 0)
+    );
+    let (status, express) = shop.try_checkout(&id, &who, None, "express").await;
+    assert_eq!(status, StatusCode::CREATED, "{express}");
+    assert_eq!(
+        (
+            minor(&express["breakdown"]["discount"]),
+            minor(&express["breakdown"]["shipping"]["price"])
+        ),
+        (0, 0),
+        "{express}"
+    );
+    shop.cancel(&express, &who).await;
+
+    // From 50 euros standard delivery is free anyway: 3 euros off wins on the basket, and at
+    // checkout, even by express (free delivery is valued at the cheapest option).
+    let b = shop.add(&id, &who, None, "BEANS", 3).await;
+    assert_eq!(applied_ids(&b), ["THREEOFF"], "{b}");
+    assert_eq!(b["promotions"]["free_shipping"], false);
+    let (status, express) = shop.try_checkout(&id, &who, None, "express").await;
+    assert_eq!(status, StatusCode::CREATED, "{express}");
+    assert_eq!(
+        (
+            minor(&express["breakdown"]["discount"]),
+            minor(&express["breakdown"]["shipping"]["price"])
+        ),
+        (300, 990),
+        "{express}"
+    );
+}
+
+#[actix_web::test]
+async fn an_ipv6_guesser_is_held_back_across_its_64() {
+    // The hub believes 127.0.0.1 as a proxy, so X-Forwarded-For names the clients.
+    let shop = Shop::start_with(|s| {
+        s.channels.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    })
+    .await;
+    let (id, who) = shop.guest_basket(&[("BEANS", 1)], None).await;
+    for n in 1..=5 {
+        let client = format!("2001:db8:7:7::{n}");
+        let (status, body, _) = shop
+            .enter_from(&id, &who, &format!("GUESS-000{n}"), Some(&client))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{client}: {body}");
+    }
+    // A fresh address of the same /64 is the same client.
+    let (status, body, retry_after) = shop
+        .enter_from(
+            &id,
+            &who,
+            "GUESS-0006",
+            Some("2001:db8:7:7:1234:5678:9abc:def0"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(retry_after.is_some(), "Retry-After");
+    // The next /64 is someone else; IPv4 clients count per address.
+    for client in ["2001:db8:7:8::1", "198.51.100.7"] {
+        let (status, body, _) = shop.enter_from(&id, &who, "GUESS-0007", Some(client)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{client}: {body}");
+    }
 }

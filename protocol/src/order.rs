@@ -90,13 +90,18 @@ pub struct CheckoutRecord {
 }
 
 impl CheckoutRecord {
-    /// Units per SKU to hold, from the frozen lines.
+    /// Units per SKU to hold, from the frozen lines: one entry per SKU (in the order of its
+    /// first line) with the units of all its lines — a free gift of a SKU that is also bought is
+    /// a line of its own, and a hold per (checkout, SKU) must take both.
     pub fn units(&self) -> Vec<(Sku, u32)> {
-        self.breakdown
-            .lines
-            .iter()
-            .map(|l| (l.sku.clone(), l.quantity))
-            .collect()
+        let mut units: Vec<(Sku, u32)> = Vec::with_capacity(self.breakdown.lines.len());
+        for line in &self.breakdown.lines {
+            match units.iter_mut().find(|(sku, _)| *sku == line.sku) {
+                Some((_, quantity)) => *quantity = quantity.saturating_add(line.quantity),
+                None => units.push((line.sku.clone(), line.quantity)),
+            }
+        }
+        units
     }
 
     /// The customer who owns it, if any.
@@ -422,6 +427,44 @@ mod tests {
             timeline: Vec::new(),
             returned: false,
         }
+    }
+
+    #[test]
+    fn units_add_up_the_lines_of_one_sku() {
+        let order = an_order();
+        let mut gift = order.breakdown.lines[0].clone();
+        gift.quantity = 1;
+        gift.discount = gift.line_total;
+        let mut breakdown = order.breakdown.clone();
+        breakdown.lines.push(gift);
+        let record = CheckoutRecord {
+            id: order.checkout,
+            basket: order.basket,
+            basket_version: 1,
+            owner: crate::basket::BasketOwner::Anonymous,
+            channel: Channel::Web,
+            subject: order.subject,
+            email: order.email.clone(),
+            address: order.address.clone(),
+            breakdown,
+            state: CheckoutState::PaymentPending,
+            attempt: 1,
+            session_id: None,
+            payment_url: None,
+            session_expires_at: None,
+            created_at: order.created_at,
+            hold_until: order.created_at,
+            hold_released: false,
+            message: None,
+            order: None,
+            promotions: Vec::new(),
+            coupons: Vec::new(),
+        };
+        assert_eq!(
+            record.units(),
+            vec![(Sku::parse("A").expect("sku"), 3)],
+            "two bought and one free gift of the same SKU: one hold of three"
+        );
     }
 
     fn parcel(id: &str, tracking: &str, quantity: u32) -> FulfilmentUpdate {

@@ -56,7 +56,8 @@ fn info() -> Value {
             "the caller; an unknown cookie is ignored. An anonymous shopper reaches their basket ",
             "with its token in the `X-Basket-Token` header or the `omnihub_basket` cookie, never in ",
             "the URL.\n\n",
-            "**Context headers.** `X-Channel` names the channel (`web`, `mobile`, ...) and ",
+            "**Context headers.** `X-Channel` names the channel, `web` or `mobile` (any other ",
+            "value is a 400 `invalid_channel`: till and board prices come from the store's edge node), and ",
             "`X-Anonymous-Id` an app install's anonymous id, for interaction events.\n\n",
             "**Errors.** Every error body is `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`: ",
             "`code` is stable and machine-readable, `message` says what to fix. A basket or ",
@@ -245,7 +246,7 @@ impl Error {
             Error::Unauthorized => "Not signed in: `unauthenticated` (no live session cookie or bearer token where one is needed), `invalid_token` (the bearer token is unknown or expired: sign in again) or `bad_credentials` (sign-in with a wrong email or password).",
             Error::Forbidden => "`origin_not_allowed`: a cookie-authenticated live-basket upgrade from an origin other than this site or the configured allowed origins.",
             Error::NotFound => "`not_found`: no such resource, or it is not yours (the two are never told apart): a basket, a product, a category, a customer, a checkout, an order, a SKU that is not sold (adding a line) or a line the basket does not have (changing or removing one). An id that is not a ULID is a 404 as well.",
-            Error::Conflict => "The request conflicts with the current state. `email_taken` (registration: an account with this email already exists); `basket_locked` (a change to a basket whose payment is in progress: pay, cancel the checkout or wait for its hold to expire); `out_of_stock` (checkout: not enough units to hold; `details.items` lists each short SKU with the units `available`); `items_unavailable` (checkout or quote: the basket holds SKUs no longer sold, listed in `details.skus`: remove them); `payment_not_completed` (the provider reports the payment as not completed).",
+            Error::Conflict => "The request conflicts with the current state. `email_taken` (registration: an account with this email already exists); `basket_locked` (a change to a basket whose payment is in progress: pay, cancel the checkout or wait for its hold to expire); `out_of_stock` (checkout: not enough units to hold; `details.items` lists each short SKU with the units `available`); `items_unavailable` (checkout or quote: the basket holds SKUs no longer sold, listed in `details.skus`: remove them); `coupon_unavailable` (checkout: a coupon code on the basket can no longer be used — its last use taken by another order or by a pending checkout, which reserves its uses; expired; its promotion over — the message names it and why: remove it to check out without it); `promotion_used_up` (checkout: the limited promotions in the price kept running out while it was priced: read the basket and try again); `payment_not_completed` (the provider reports the payment as not completed).",
             Error::PayloadTooLarge => "`payload_too_large`: the body is larger than 64 KiB.",
             Error::UnsupportedMediaType => "`unsupported_media_type`: send the body as JSON with `Content-Type: application/json`.",
             Error::Unprocessable => "The request is well-formed but refused; the message says what to fix. `invalid_field` (a body field is missing, unknown or of the wrong type), `invalid_sku` (a SKU is not 1 to 64 characters of `A-Z a-z 0-9 . _ -`), `quantity_out_of_range` (a line holds 1 to 999 units), `insufficient_stock` (more units than are available), `basket_closed` (the anonymous basket was merged into a customer's basket), at registration `invalid_email`, `invalid_name` or `weak_password`, and at checkout `basket_empty`, `pricing_failed`, and with `details.fields` (one `{field, message}` per field to fix, worded for the shopper) `invalid_address`, `invalid_email`, `country_not_served` or `unknown_shipping_method`.",
@@ -600,7 +601,7 @@ fn apply_coupon() -> Value {
     json!({
         "operationId": "applyCoupon",
         "summary": "Enter a coupon code",
-        "description": "Codes are matched without regard to case. A code that is unknown, expired or used up is a 422 `invalid_coupon` whose message says why; after repeated invalid codes from one client a 429 with `Retry-After`. A valid code is kept on the basket and explained in `coupons` (applied, or what is missing, e.g. a minimum basket value) and `promotions`. At most five codes: 422 `too_many_coupons`. Locked while a payment is in progress: 409 `basket_locked`.",
+        "description": "Codes are matched without regard to case. A code that is unknown, expired or used up (uses reserved by pending checkouts count), or limited per customer while the shopper is not signed in, is a 422 `invalid_coupon` whose message says why; after repeated invalid codes from one client (an IPv6 client: its /64) a 429 with `Retry-After`. A valid code is kept on the basket and explained in `coupons` (applied, or what is missing, e.g. a minimum basket value) and `promotions`. At most five codes: 422 `too_many_coupons`. Locked while a payment is in progress: 409 `basket_locked`.",
         "tags": ["baskets"],
         "security": sec_basket_owner(),
         "parameters": basket_params(false),
@@ -714,7 +715,7 @@ fn start_checkout() -> Value {
     json!({
         "operationId": "startCheckout",
         "summary": "Start the checkout: hold the stock, open the payment",
-        "description": "Validates the address (every problem at once, in `details.fields` of a 422 `invalid_address`), prices the basket for the destination with the chosen shipping method, holds the stock (all or nothing: 409 `out_of_stock` with the units left per SKU), locks the basket and opens a payment at the provider for exactly the total. The body never carries an amount, and unknown fields (a client's idea of the total) are ignored. `email` is required for guests; a signed-in customer's account email is used when it is left out. While a payment is pending, asking again answers the same checkout. At most 10 attempts per basket in 10 minutes (429 `rate_limited`). A provider that cannot be reached is a 503 `payment_provider_unavailable`: nothing was charged and the stock is released.",
+        "description": "Validates the address (every problem at once, in `details.fields` of a 422 `invalid_address`), prices the basket for the destination with the chosen shipping method, reserves the uses of the coupons and promotions with usage limits in the price (until the checkout is paid, cancelled or expires; a coupon code on the basket that can no longer be used is a 409 `coupon_unavailable` naming it, and a promotion whose last use another checkout took is left out of the price, as the basket then shows), holds the stock (all or nothing: 409 `out_of_stock` with the units left per SKU), locks the basket and opens a payment at the provider for exactly the total. The body never carries an amount, and unknown fields (a client's idea of the total) are ignored. `email` is required for guests; a signed-in customer's account email is used when it is left out. While a payment is pending, asking again answers the same checkout. At most 10 attempts per basket in 10 minutes (429 `rate_limited`). A provider that cannot be reached is a 503 `payment_provider_unavailable`: nothing was charged and the stock is released.",
         "tags": ["checkout"],
         "security": sec_basket_owner(),
         "parameters": basket_params(false),
@@ -948,8 +949,8 @@ fn context_parameters() -> Value {
     json!({
         "XChannel": {
             "name": "X-Channel", "in": "header", "required": false,
-            "description": "The channel the request comes through, for events and prices: `web`, `mobile`, `pos`, `board`, `voice` or `chat` (case-insensitive; anything else is recorded as `unknown`). Default: `mobile` when the request has a bearer token or an `X-Basket-Token`, else `web`. Promotions may be limited to channels: a basket is priced for the channel of its last change, a quote and a checkout for the channel that asks.",
-            "schema": { "type": "string", "example": "mobile" },
+            "description": "The channel the request comes through, for events and prices: `web` or `mobile` (case-insensitive). Any other value — `pos`, `board` and the rest — is refused with 400 `invalid_channel` and the request does nothing: promotions limited to tills or boards are priced by the store's edge node, which the hub authenticates, never by a header a shopper can set. Default: `mobile` when the request has a bearer token or an `X-Basket-Token`, else `web`. Promotions may be limited to channels: a basket is priced for the channel of its last change, a quote and a checkout for the channel that asks.",
+            "schema": { "type": "string", "enum": ["web", "mobile"], "example": "mobile" },
         },
         "XAnonymousId": {
             "name": "X-Anonymous-Id", "in": "header", "required": false,

@@ -4,17 +4,19 @@
 
 use super::{now_ms, Store, Writer, MAX_ENTRY_ITEMS};
 use crate::journal::JournalRecord;
+use crate::ops::OpError;
 use crate::storage::{
-    idempotency_key, number_key, on_hand_key, outbox_key, record_key, rights_key, sale_key,
-    AdjustmentKind, AdjustmentRecord, AppliedCommand, Cursors, IdRef, OutboxEntry, SaleEntry,
-    StoreError, StoredConflict, StoredDeficit, StoredOnHand, StoredRights, StoredSettlement,
-    WriteSet, ADJUSTMENT, COMMAND, CONFLICT, CURSORS, DEFICIT, SETTLEMENT, T,
+    coupon_key, customer_coupon_key, idempotency_key, number_key, on_hand_key, outbox_key,
+    record_key, rights_key, sale_key, AdjustmentKind, AdjustmentRecord, AppliedCommand, Cursors,
+    CustomerCouponUses, IdRef, OutboxEntry, SaleEntry, StoreError, StoredConflict, StoredCoupon,
+    StoredDeficit, StoredOnHand, StoredRights, StoredSettlement, WriteSet, ADJUSTMENT, COMMAND,
+    CONFLICT, CURSORS, DEFICIT, SETTLEMENT, T,
 };
 use protocol::replication::sync::{Item, Scarce};
 use protocol::replication::{
-    Command, CommandKind, DeficitRecord, Hlc, OnHand, ReplicaId, Rights, SaleRecord,
+    Command, CommandKind, CouponTerms, DeficitRecord, Hlc, OnHand, ReplicaId, Rights, SaleRecord,
 };
-use protocol::{LocationId, Sku};
+use protocol::{CustomerId, LocationId, Sku};
 use std::collections::{BTreeMap, BTreeSet};
 use ulid::Ulid;
 
@@ -39,6 +41,9 @@ pub(super) struct Change<'a> {
     /// States this node changed itself: their own entries/rows go to the hub.
     own_on_hand: BTreeSet<Sku>,
     own_rights: BTreeSet<Sku>,
+    /// Coupon codes whose redemption rights this node used or handed back: its row goes to
+    /// the hub.
+    own_coupons: BTreeSet<String>,
     /// Records this node made, for the hub.
     records: Vec<Item>,
     pub(super) writes: WriteSet,
@@ -59,6 +64,7 @@ impl<'a> Change<'a> {
             dirty_rights: BTreeSet::new(),
             own_on_hand: BTreeSet::new(),
             own_rights: BTreeSet::new(),
+            own_coupons: BTreeSet::new(),
             records: Vec::new(),
             writes: WriteSet::default(),
             journal_sale: None,
@@ -138,6 +144,59 @@ impl<'a> Change<'a> {
         self.own_on_hand.insert(sku.clone());
         self.own_rights.insert(sku.clone());
         Ok(consumed)
+    }
+
+    /// Redeems one use of a coupon for a sale: a limited code consumes one of the redemption
+    /// rights this node holds (none held: refused, whether the link is up or not); a code
+    /// limited per customer counts the customer's use here (the node knows only its own: two
+    /// stores' uses beyond the limit are a conflict the hub records at merge).
+    pub(super) fn redeem_coupon(
+        &mut self,
+        terms: &CouponTerms,
+        customer: Option<CustomerId>,
+    ) -> Result<(), OpError> {
+        let refuse = |reason: String| {
+            Err(OpError::invalid(
+                "invalid_coupon",
+                format!("coupon {}: {reason}", terms.code),
+            ))
+        };
+        if let (Some(max), Some(c)) = (terms.per_customer, customer) {
+            let key = customer_coupon_key(&terms.code, &c);
+            let used = self
+                .store
+                .db
+                .get::<CustomerCouponUses>(T::Records, &key)?
+                .unwrap_or_default();
+            if used.uses >= max {
+                return refuse(format!(
+                    "the customer has used it {} time(s) already, as often as it allows",
+                    used.uses
+                ));
+            }
+            self.writes.put(
+                T::Records,
+                key,
+                &CustomerCouponUses {
+                    uses: used.uses + 1,
+                },
+            )?;
+        }
+        if terms.limited {
+            let me = self.me().clone();
+            let key = Scarce::Coupon {
+                code: terms.code.clone(),
+            };
+            let rights = self.rights_mut(&key)?;
+            if rights.consume(&me, 1).is_err() {
+                let used = rights.u.get(&me).copied().unwrap_or(0);
+                return refuse(format!(
+                    "this store holds no more redemptions of it ({used} used here); the hub grants more while the store is connected, and it may still be used online"
+                ));
+            }
+            self.own_coupons.insert(terms.code.clone());
+        }
+        Ok(())
     }
 
     /// Makes a deficit record (stored, journaled and sent with this change).
@@ -401,6 +460,21 @@ impl<'a> Change<'a> {
                     .put(T::Records, record_key(CONFLICT, c.id), &StoredConflict(c))?;
             }
             Item::Command(c) => self.command(c, touched)?,
+            Item::Coupon(terms) => {
+                if origin.is_hub() {
+                    self.w.clock.observe(&terms.at);
+                    self.writes.put(
+                        T::Records,
+                        coupon_key(&terms.code),
+                        &StoredCoupon {
+                            terms,
+                            ended: false,
+                        },
+                    )?;
+                } else {
+                    tracing::warn!(%origin, code = %terms.code, "coupon terms from a replica other than the hub: ignored");
+                }
+            }
             Item::Sale(s) => {
                 tracing::debug!(sale = %s.id, "a sale record from the hub: not this node's, ignored")
             }
@@ -490,6 +564,22 @@ impl<'a> Change<'a> {
                 }
                 tracing::info!(%sku, asked = units, given = give, "the hub asked for rights");
             }
+            CommandKind::EndCoupon { code } => {
+                let ckey = coupon_key(code);
+                if let Some(mut stored) = self.store.db.get::<StoredCoupon>(T::Records, &ckey)? {
+                    stored.ended = true;
+                    self.writes.put(T::Records, ckey, &stored)?;
+                }
+                let (me, hub) = (self.me().clone(), self.store.hub.clone());
+                let key = Scarce::Coupon { code: code.clone() };
+                let rights = self.rights_mut(&key)?;
+                let back = rights.held(&me);
+                if back > 0 && rights.transfer(&me, &hub, back).is_ok() {
+                    self.own_coupons.insert(code.clone());
+                    seq = Some(self.cursors.next_seq);
+                }
+                tracing::info!(%code, handed_back = back, "the hub ended a coupon");
+            }
             CommandKind::Unknown => {
                 tracing::debug!(command = %c.id, "a command kind this build does not know: ignored")
             }
@@ -521,6 +611,10 @@ impl<'a> Change<'a> {
         }
         for sku in self.own_rights.clone() {
             self.dirty_rights.insert(self.own_key(&sku));
+        }
+        for code in &self.own_coupons {
+            self.dirty_rights
+                .insert(Scarce::Coupon { code: code.clone() });
         }
         for k in &self.dirty_on_hand {
             if let Some(state) = self.on_hand.get(k) {
@@ -559,6 +653,15 @@ impl<'a> Change<'a> {
         }
         for sku in &self.own_rights {
             let key = self.own_key(sku);
+            if let Some(state) = self.rights.get(&key) {
+                items.push(Item::Rights {
+                    state: state.row(&me),
+                    key,
+                });
+            }
+        }
+        for code in &self.own_coupons {
+            let key = Scarce::Coupon { code: code.clone() };
             if let Some(state) = self.rights.get(&key) {
                 items.push(Item::Rights {
                     state: state.row(&me),

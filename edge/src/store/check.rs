@@ -9,19 +9,22 @@ use crate::ops::{
 };
 use crate::storage::AdjustmentKind;
 use protocol::promotion::{PromotionContext, PromotionSummary};
-use protocol::replication::{SaleLine, SalePayment, SaleRecord};
+use protocol::replication::{CouponTerms, SaleLine, SalePayment, SaleRecord};
 use protocol::{Basket, BasketId, BasketOwner, Channel, Currency, LocationId, Money, Sku};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 /// Checks and prices a sale request (no lock held) with the promotions that came with the
-/// catalog, as the hub prices a basket: on the POS channel, in this store, at `now`. No coupon
-/// and nothing about the customer (segments, first order) is known at the till yet.
+/// catalog, as the hub prices a basket: on the POS channel, in this store, at `now`, with the
+/// promotions the presented coupons unlock (checked by the caller). A coupon whose promotion
+/// does not apply to the sale refuses the sale with the engine's reason. Nothing about the
+/// customer (segments, first order) is known at the till yet.
 pub(super) fn price_sale(
     catalog: &Catalog,
     store: &LocationId,
     now: OffsetDateTime,
     req: &SaleRequest,
+    coupons: &[CouponTerms],
 ) -> Result<PricedSale, OpError> {
     let mut problems = Vec::new();
     if req.lines.is_empty() {
@@ -97,6 +100,7 @@ pub(super) fn price_sale(
     }
     let mut ctx = PromotionContext::new(currency, Channel::Pos, now);
     ctx.store = Some(store.clone());
+    ctx.coupons = coupons.iter().map(|c| c.promotion.clone()).collect();
     let priced = protocol::pricing::price_basket_with_promotions(
         &basket,
         |s| catalog.snapshot.product_by_sku(s),
@@ -118,6 +122,28 @@ pub(super) fn price_sale(
                 currency
             ),
         ));
+    }
+    for c in coupons {
+        if !priced
+            .promotions
+            .applied
+            .iter()
+            .any(|a| a.id == c.promotion)
+        {
+            let why = priced
+                .promotions
+                .not_applied
+                .iter()
+                .find(|n| n.id == c.promotion)
+                .map_or_else(
+                    || "its promotion is not running at this store".to_string(),
+                    |n| n.reason.clone(),
+                );
+            return Err(OpError::invalid(
+                "coupon_not_applicable",
+                format!("coupon {} gives nothing on this sale: {why}", c.code),
+            ));
+        }
     }
     let payments = parse_payments(req, priced.total)?;
     let lines = priced

@@ -8,28 +8,31 @@
 //! refused ([`StoreError::Failed`]) and `/readyz` answers 503 until the node is restarted.
 
 mod batch;
+mod catalog;
 mod change;
 mod check;
 
 use crate::journal::{Journal, JournalRecord};
 use crate::ops::{
     AdjustmentReceipt, AdjustmentRequest, DeficitView, OpError, ReplayReport, SaleReceipt,
-    SaleRequest, Shortage, StockLine,
+    SaleRequest, Shortage, StockLine, MAX_SALE_COUPONS,
 };
 use crate::storage::{
-    id_of_key, idempotency_key, number_key, on_hand_key, on_hand_prefix, outbox_key, record_key,
-    rights_key, sale_key, staged_key, stock_rights_prefix, AdjustmentRecord, CatalogMeta, Cursors,
-    Db, IdRef, OutboxEntry, SaleEntry, StagedChunk, StoreError, StoredConflict, StoredDeficit,
-    StoredOnHand, StoredPromotion, StoredRights, StoredSettlement, WriteSet, ADJUSTMENT,
-    CATALOG_META, CONFLICT, CURSORS, DEFICIT, PROMOTION, SETTLEMENT, T,
+    coupon_key, id_of_key, idempotency_key, number_key, on_hand_key, on_hand_prefix, outbox_key,
+    record_key, rights_key, sale_key, staged_key, stock_rights_prefix, AdjustmentRecord,
+    CatalogMeta, Cursors, Db, IdRef, OutboxEntry, SaleEntry, StagedChunk, StoreError,
+    StoredConflict, StoredCoupon, StoredDeficit, StoredOnHand, StoredPromotion, StoredRights,
+    StoredSettlement, WriteSet, ADJUSTMENT, CATALOG_META, CONFLICT, CURSORS, DEFICIT, PROMOTION,
+    SETTLEMENT, T,
 };
 pub(crate) use batch::Batch;
 use batch::BatchBuilder;
+pub use catalog::{CatalogChanges, CatalogDeltaPart, DeltaOutcome};
 use change::Change;
 use check::{change_due, check_adjustment, check_idempotency_key, price_sale};
 use protocol::promotion::{Promotion, PromotionId, PromotionSet};
 use protocol::replication::sync::{Item, Scarce};
-use protocol::replication::{Hlc, HybridClock, ReplicaId, Rights, SaleRecord};
+use protocol::replication::{CouponTerms, Hlc, HybridClock, ReplicaId, Rights, SaleRecord};
 use protocol::{CatalogQuery, CatalogSnapshot, Category, LocationId, Product, Sku};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -66,11 +69,13 @@ pub struct Catalog {
     /// The promotions live on the hub when this version was issued, indexed for pricing: every
     /// sale is priced with them, online or offline.
     pub promotions: PromotionSet,
+    /// The hub's fingerprint of this version's content (empty when not known).
+    pub fingerprint: String,
     barcodes: HashMap<String, Sku>,
 }
 
 impl Catalog {
-    fn new(snapshot: CatalogSnapshot, promotions: Vec<Promotion>) -> Catalog {
+    fn new(snapshot: CatalogSnapshot, promotions: Vec<Promotion>, fingerprint: String) -> Catalog {
         let barcodes = snapshot
             .products()
             .iter()
@@ -80,6 +85,7 @@ impl Catalog {
         Catalog {
             snapshot,
             promotions: PromotionSet::new(promotions),
+            fingerprint,
             barcodes,
         }
     }
@@ -341,7 +347,8 @@ impl Store {
     ) -> Result<SaleReceipt, OpError> {
         let idem = check_idempotency_key(idempotency)?.map(|k| format!("sale:{k}"));
         let now = self.corrected_now()?;
-        let priced = price_sale(&self.catalog(), &self.me.location, now, req)?;
+        let coupons = self.coupon_terms(req, now)?;
+        let priced = price_sale(&self.catalog(), &self.me.location, now, req, &coupons)?;
         let mut w = self.writer()?;
         if let Some(key) = &idem {
             if let Some(found) = self.db.get::<IdRef>(T::Sales, &idempotency_key(key))? {
@@ -368,6 +375,9 @@ impl Store {
         if !short.is_empty() && priced.override_reason.is_none() {
             return Err(OpError::InsufficientRights(short));
         }
+        for terms in &coupons {
+            ch.redeem_coupon(terms, req.customer)?;
+        }
         let at = ch.stamp();
         let id = Ulid::new();
         let number = format!("{}-{:06}", self.me.replica, ch.cursors.next_receipt);
@@ -385,6 +395,7 @@ impl Store {
             customer: req.customer,
             clerk: priced.clerk.clone(),
             promotions: priced.promotions,
+            coupons: coupons.iter().map(|c| c.code.clone()).collect(),
         };
         let mut deficits = Vec::new();
         for (sku, qty) in &priced.units {
@@ -880,7 +891,7 @@ impl Store {
 
     /// Stores one `Catalog` chunk; when every part of its version is stored, switches to that
     /// version — its categories, products and promotions, in one atomic batch — and returns it.
-    #[tracing::instrument(skip_all, fields(version, part, parts))]
+    /// The version's fingerprint is not known (see [`Store::apply_catalog_part`]).
     pub fn apply_catalog_chunk(
         &self,
         version: u64,
@@ -889,6 +900,25 @@ impl Store {
         categories: Vec<Category>,
         promotions: Vec<Promotion>,
         products: Vec<Product>,
+    ) -> Result<Option<u64>, StoreError> {
+        let chunk = StagedChunk {
+            parts,
+            categories,
+            promotions,
+            products,
+            fingerprint: String::new(),
+        };
+        self.apply_catalog_part(version, part, chunk)
+    }
+
+    /// [`Store::apply_catalog_chunk`] for a chunk as the hub sent it, with the version's
+    /// fingerprint (kept with the version once switched).
+    #[tracing::instrument(skip_all, fields(version, part, parts = chunk.parts))]
+    pub(crate) fn apply_catalog_part(
+        &self,
+        version: u64,
+        part: u32,
+        chunk: StagedChunk,
     ) -> Result<Option<u64>, StoreError> {
         let _guard = self
             .catalog_writer
@@ -910,13 +940,7 @@ impl Store {
                 stage.remove(key);
             }
         }
-        let parts = parts.max(1);
-        let chunk = StagedChunk {
-            parts,
-            categories,
-            promotions,
-            products,
-        };
+        let parts = chunk.parts.max(1);
         stage.insert(staged_key(version, part), protocol::encode(&chunk)?);
         tree.apply_batch(stage)?;
         let mut prefix = vec![b's'];
@@ -932,7 +956,11 @@ impl Store {
         let mut categories: BTreeMap<String, Category> = BTreeMap::new();
         let mut promotions: BTreeMap<PromotionId, Promotion> = BTreeMap::new();
         let mut products: BTreeMap<protocol::ProductId, Product> = BTreeMap::new();
+        let mut fingerprint = String::new();
         for c in staged {
+            if !c.fingerprint.is_empty() {
+                fingerprint = c.fingerprint;
+            }
             categories.extend(c.categories.into_iter().map(|c| (c.id.0.clone(), c)));
             promotions.extend(c.promotions.into_iter().map(|p| (p.id.clone(), p)));
             products.extend(c.products.into_iter().map(|p| (p.id, p)));
@@ -956,7 +984,11 @@ impl Store {
             key.extend_from_slice(p.id.as_str().as_bytes());
             switch.insert(key, protocol::encode(&StoredPromotion(p.clone()))?);
         }
-        switch.insert(CATALOG_META, protocol::encode(&CatalogMeta { version })?);
+        let meta = CatalogMeta {
+            version,
+            fingerprint: fingerprint.clone(),
+        };
+        switch.insert(CATALOG_META, protocol::encode(&meta)?);
         tree.apply_batch(switch)?;
         self.flush_or_fail(&format!("the switch to catalog version {version}"))?;
         let catalog = Catalog::new(
@@ -966,6 +998,7 @@ impl Store {
                 products.into_values().collect(),
             ),
             promotions.into_values().collect(),
+            fingerprint,
         );
         let live = catalog.promotions.len();
         match self.catalog.write() {
@@ -979,6 +1012,92 @@ impl Store {
             "catalog switched"
         );
         Ok(Some(version))
+    }
+
+    // ---- coupons ----------------------------------------------------------------------------
+
+    /// The terms of the coupon codes a sale presents, each checked as far as it can be without
+    /// the writer lock: normalised (trimmed, upper case, duplicates dropped), known to this node
+    /// (public codes the hub sent; a single-use code never is), not ended, not expired at
+    /// `now`, and with the customer named when the code is limited per customer. The rights
+    /// and the customer's count are checked under the lock ([`Change::redeem_coupon`]).
+    fn coupon_terms(
+        &self,
+        req: &SaleRequest,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<CouponTerms>, OpError> {
+        if req.coupons.len() > MAX_SALE_COUPONS {
+            return Err(OpError::invalid(
+                "invalid_coupon",
+                format!("a sale takes at most {MAX_SALE_COUPONS} coupon codes"),
+            ));
+        }
+        let now_ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let mut out: Vec<CouponTerms> = Vec::new();
+        for typed in &req.coupons {
+            let code = normalize_coupon(typed);
+            if out.iter().any(|t| t.code == code) {
+                continue;
+            }
+            let refuse = |reason: String| {
+                Err(OpError::invalid(
+                    "invalid_coupon",
+                    format!("coupon {}: {reason}", shown(&code)),
+                ))
+            };
+            let Some(stored) = self
+                .db
+                .get::<StoredCoupon>(T::Records, &coupon_key(&code))?
+            else {
+                return refuse(
+                    "this code is not known at this store; a personal (single-use) code can only be used online".into(),
+                );
+            };
+            if stored.ended {
+                return refuse("this coupon has ended".into());
+            }
+            if stored.terms.expires_at_ms.is_some_and(|e| e <= now_ms) {
+                return refuse("this coupon expired".into());
+            }
+            if let Some(other) = out.iter().find(|t| t.promotion == stored.terms.promotion) {
+                return refuse(format!(
+                    "it unlocks the same promotion as coupon {}: one is enough",
+                    other.code
+                ));
+            }
+            if stored.terms.per_customer.is_some() && req.customer.is_none() {
+                return refuse(
+                    "this coupon is limited per customer: identify the customer (customer) to use it".into(),
+                );
+            }
+            out.push(stored.terms);
+        }
+        Ok(out)
+    }
+
+    /// The coupon codes this node may redeem, with the redemption rights it holds of each
+    /// limited one (`None`: unlimited).
+    pub fn coupons(&self) -> Result<Vec<(CouponTerms, bool, Option<u64>)>, StoreError> {
+        let mut out = Vec::new();
+        for v in self
+            .db
+            .tree(T::Records)
+            .scan_prefix(coupon_key(""))
+            .values()
+        {
+            let stored: StoredCoupon = protocol::decode(&v?)?;
+            let held = if stored.terms.limited {
+                let key = Scarce::Coupon {
+                    code: stored.terms.code.clone(),
+                };
+                let rights: Option<StoredRights> = self.db.get(T::Stock, &rights_key(&key))?;
+                Some(rights.map_or(0, |r| r.state.held(&self.me.replica)))
+            } else {
+                None
+            };
+            out.push((stored.terms, stored.ended, held));
+        }
+        Ok(out)
     }
 
     // ---- recovery ---------------------------------------------------------------------------
@@ -1067,6 +1186,20 @@ impl Store {
     }
 }
 
+/// A coupon code as typed, normalised as the hub normalises basket coupons: trimmed, upper case.
+pub fn normalize_coupon(code: &str) -> String {
+    code.trim().to_ascii_uppercase()
+}
+
+/// A code as it may be echoed in a message: at most 32 characters, nothing but what codes are
+/// made of.
+fn shown(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(32)
+        .collect()
+}
+
 fn seq_of_key(key: &[u8]) -> Result<u64, StoreError> {
     let bytes: [u8; 8] = key
         .try_into()
@@ -1095,6 +1228,7 @@ fn load_catalog(db: &Db) -> Result<Catalog, StoreError> {
     Ok(Catalog::new(
         CatalogSnapshot::new(meta.version, categories, products),
         promotions,
+        meta.fingerprint,
     ))
 }
 

@@ -129,6 +129,7 @@ fn sale(units: i64) -> SaleRequest {
         customer: None,
         clerk: None,
         override_reason: None,
+        coupons: Vec::new(),
     }
 }
 
@@ -682,4 +683,202 @@ fn a_flush_failure_on_an_ack_fails_the_store_but_the_journal_knows_the_ack() {
     assert_eq!(store.journal.marked(), 2);
     assert_eq!(store.journal_records(), 0);
     assert!(store.failure().is_some());
+}
+
+// ---- coupons at the till -------------------------------------------------------------------
+
+fn coupon_promotion(id: &str) -> Promotion {
+    Promotion {
+        id: PromotionId::parse(id).expect("valid id"),
+        name: format!("Promotion {id}"),
+        spec: protocol::promotion::PromotionSpec::from_json(
+            r#"{"conditions": [{"type": "coupon"}], "benefit": {"type": "percent_off_basket", "percent_bp": 1000}}"#,
+        )
+        .expect("valid spec"),
+        created_seq: 1,
+    }
+}
+
+fn terms(code: &str, limited: bool, per_customer: Option<u64>) -> Item {
+    Item::Coupon(CouponTerms {
+        code: code.into(),
+        promotion: PromotionId::parse("SPRING").expect("id"),
+        expires_at_ms: None,
+        per_customer,
+        limited,
+        at: stamp(),
+    })
+}
+
+/// A store with 20 COF-1 and the SPRING promotion (10 % off with a coupon) in its catalog.
+fn coupon_store(dir: &Path) -> Store {
+    let store = open(dir, "berlin");
+    store
+        .apply_catalog_chunk(
+            2,
+            0,
+            1,
+            vec![category()],
+            vec![coupon_promotion("SPRING")],
+            vec![product("COF-1", 500)],
+        )
+        .expect("catalog");
+    store.adjust(&receipt(20), None).expect("receipt");
+    store
+}
+
+fn with_coupons(codes: &[&str], customer: Option<protocol::CustomerId>) -> SaleRequest {
+    SaleRequest {
+        coupons: codes.iter().map(|c| c.to_string()).collect(),
+        customer,
+        ..sale(1)
+    }
+}
+
+fn refusal(result: Result<SaleReceipt, OpError>) -> (String, String) {
+    match result {
+        Err(OpError::Invalid { code, message, .. }) => (code.to_string(), message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_offline_node_redeems_exactly_the_rights_it_was_granted_then_refuses() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = coupon_store(dir.path());
+    let me = rid("berlin");
+    let coupon = Scarce::Coupon {
+        code: "SPRING10".into(),
+    };
+    // The hub created 10 redemptions and granted this node 3; the link then goes down (the
+    // store was never connected in this test: everything below happens offline).
+    let mut at_hub = Rights::new();
+    at_hub.create(&hub(), 10);
+    at_hub.transfer(&hub(), &me, 3).expect("held");
+    from_hub(
+        &store,
+        vec![
+            terms("SPRING10", true, None),
+            Item::Rights {
+                key: coupon.clone(),
+                state: at_hub.row(&hub()),
+            },
+        ],
+    );
+    assert!(!store.is_connected());
+    for _ in 0..3 {
+        // Typed in lower case with spaces: normalised like the hub's basket coupons.
+        let sold = store
+            .sell(&with_coupons(&[" spring10 "], None), None)
+            .expect("redeemed from a granted right");
+        assert_eq!(sold.entry.sale.coupons, vec!["SPRING10".to_string()]);
+        assert_eq!(sold.entry.sale.total.minor, 450, "10 % off EUR 5.00");
+        assert_eq!(sold.entry.sale.promotions.applied[0].id.as_str(), "SPRING");
+    }
+    let receipts = store.cursors().expect("cursors").next_receipt;
+    let (code, message) = refusal(store.sell(&with_coupons(&["SPRING10"], None), None));
+    assert_eq!(code, "invalid_coupon");
+    assert!(
+        message.contains("holds no more redemptions") && message.contains("3 used here"),
+        "{message}"
+    );
+    assert_eq!(
+        store.cursors().expect("cursors").next_receipt,
+        receipts,
+        "nothing recorded"
+    );
+    // The node's row tells the hub it used 3 and created none.
+    let (_, last) = store
+        .db
+        .tree(T::Outbox)
+        .iter()
+        .last()
+        .expect("an entry")
+        .expect("reads");
+    let entry: OutboxEntry = protocol::decode(&last).expect("decodes");
+    let row = entry
+        .items
+        .iter()
+        .find_map(|i| match i {
+            Item::Rights { key, state } if *key == coupon => Some(state.clone()),
+            _ => None,
+        })
+        .expect("the coupon's row");
+    assert_eq!(row.u.get(&me), Some(&3));
+    assert_eq!(row.created(), 0);
+    // A code the hub never sent (a private single-use one, or a typo) is refused with why.
+    let (code, message) = refusal(store.sell(&with_coupons(&["VIP-7K2M9Q4X8Z3A"], None), None));
+    assert_eq!(code, "invalid_coupon");
+    assert!(message.contains("can only be used online"), "{message}");
+}
+
+#[test]
+fn an_ended_coupon_is_refused_and_its_rights_go_back_to_the_hub() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = coupon_store(dir.path());
+    let me = rid("berlin");
+    let coupon = Scarce::Coupon {
+        code: "SPRING10".into(),
+    };
+    let mut at_hub = Rights::new();
+    at_hub.create(&hub(), 10);
+    at_hub.transfer(&hub(), &me, 4).expect("held");
+    from_hub(
+        &store,
+        vec![
+            terms("SPRING10", true, None),
+            Item::Rights {
+                key: coupon.clone(),
+                state: at_hub.row(&hub()),
+            },
+        ],
+    );
+    store
+        .sell(&with_coupons(&["SPRING10"], None), None)
+        .expect("redeemed");
+    from_hub(
+        &store,
+        vec![Item::Command(Command {
+            id: Ulid::new(),
+            kind: CommandKind::EndCoupon {
+                code: "SPRING10".into(),
+            },
+            at: stamp(),
+        })],
+    );
+    let (code, message) = refusal(store.sell(&with_coupons(&["SPRING10"], None), None));
+    assert_eq!(code, "invalid_coupon");
+    assert!(message.contains("has ended"), "{message}");
+    let held: StoredRights = store
+        .db
+        .get(T::Stock, &rights_key(&coupon))
+        .expect("reads")
+        .expect("row");
+    assert_eq!(held.state.held(&me), 0);
+    assert_eq!(held.state.r[&me][&hub()], 3, "the 3 unused handed back");
+    let mut merged = at_hub;
+    merged.merge(&held.state.row(&me));
+    assert_eq!(merged.held(&hub()), 9);
+}
+
+#[test]
+fn a_per_customer_coupon_needs_the_customer_and_counts_their_uses_here() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = coupon_store(dir.path());
+    from_hub(&store, vec![terms("ONCE", false, Some(1))]);
+    let (_, message) = refusal(store.sell(&with_coupons(&["ONCE"], None), None));
+    assert!(message.contains("identify the customer"), "{message}");
+    let ada = protocol::CustomerId::new();
+    let sold = store
+        .sell(&with_coupons(&["once"], Some(ada)), None)
+        .expect("first use");
+    assert_eq!(sold.entry.sale.coupons, vec!["ONCE".to_string()]);
+    let (_, message) = refusal(store.sell(&with_coupons(&["ONCE"], Some(ada)), None));
+    assert!(message.contains("as often as it allows"), "{message}");
+    store
+        .sell(
+            &with_coupons(&["ONCE"], Some(protocol::CustomerId::new())),
+            None,
+        )
+        .expect("another customer");
 }

@@ -115,6 +115,7 @@ pub fn sale(lines: Vec<SaleLineRequest>, paid_cash: &str) -> SaleRequest {
         customer: None,
         clerk: Some("anna".into()),
         override_reason: None,
+        coupons: Vec::new(),
     }
 }
 

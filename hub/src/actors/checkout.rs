@@ -4,17 +4,23 @@
 //! the previous one left: one checkout at a time, one order per payment.
 //!
 //! The path of a payment:
-//! 1. `StartCheckout`: validate the address, price with `protocol::checkout`, **hold** the stock
+//! 1. `StartCheckout`: validate the address, price with `protocol::checkout`, **reserve** the
+//!    limited coupon and promotion uses in the price (a coupon whose last use another order or
+//!    pending checkout took is refused; a promotion is priced out again), **hold** the stock
 //!    (all or nothing), lock the basket and store the checkout in one unit of work, then open a
 //!    Checkout Session at the provider with an idempotency key derived from (checkout, attempt).
 //! 2. `PaymentSucceeded` (webhook, success redirect or reconciliation, in any order and any number
 //!    of times): one unit of work creates the order (refused by storage if the checkout already
-//!    has one), marks the checkout paid and empties the basket; then the holds become a sale.
+//!    has one), marks the checkout paid and empties the basket; then the holds become a sale and
+//!    the reservation the order's uses.
 //! 3. `EndCheckout` (the shopper cancels, the hold runs out): expire the provider's session
-//!    **first** so the old basket can never be paid, then give the stock back and unlock.
+//!    **first** so the old basket can never be paid, then give the stock and the reserved uses
+//!    back and unlock. A reservation also lapses by itself when the hold ends, so one a crash
+//!    left behind never keeps a coupon from other shoppers for longer.
 
 use super::basket::{Access, BasketActor, BasketFailure};
 use super::inventory::HoldFailure;
+use super::offers::{Reservation, ReserveFailure};
 use super::Deps;
 use crate::auth;
 use crate::config::CheckoutSettings;
@@ -63,6 +69,11 @@ pub enum CheckoutFailure {
     OutOfStock(Vec<(Sku, i64)>),
     #[error("too many checkout attempts")]
     RateLimited(u64),
+    /// A coupon code on the basket cannot be used any more (`coupon_unavailable`: used up by
+    /// other orders or pending checkouts, expired, …), or the promotions kept running out while
+    /// it was priced (`promotion_used_up`); `message` says which and what to do.
+    #[error("{message}")]
+    OfferUnavailable { code: &'static str, message: String },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -237,7 +248,8 @@ impl Handler<StartCheckout> for BasketActor {
                     Err(CheckoutFailure::Address(_)
                         | CheckoutFailure::Email
                         | CheckoutFailure::Pricing(_)
-                        | CheckoutFailure::Basket(_))
+                        | CheckoutFailure::Basket(_)
+                        | CheckoutFailure::OfferUnavailable { .. })
                 );
                 if counted {
                     act.attempts.push_back(now);
@@ -262,7 +274,8 @@ pub(crate) async fn first_order(deps: &Deps, basket: &Basket) -> bool {
 }
 
 /// The whole price of a checkout of `basket` with the live promotions: the promotions are
-/// evaluated with the shipping method's price known (free shipping is then worth it), and
+/// evaluated with free shipping worth the cheapest option to the destination (as the basket
+/// page values it for the home country, whatever method is chosen: see `crate::pricing`), and
 /// their per-line discounts priced into the breakdown.
 pub(crate) fn price_with_offers(
     deps: &Deps,
@@ -274,7 +287,8 @@ pub(crate) fn price_with_offers(
 ) -> Result<(protocol::Breakdown, crate::pricing::CheckoutOffers), CheckoutError> {
     let pricing = &deps.checkout.pricing;
     let lookup = |sku: &Sku| catalog.product_by_sku(sku);
-    let plain = price_checkout(
+    // Refuses an unknown country or method before promotions are looked at.
+    price_checkout(
         basket,
         lookup,
         Money::zero(basket.currency),
@@ -282,9 +296,9 @@ pub(crate) fn price_with_offers(
         shipping_method,
         pricing,
     )?;
-    let offers =
-        crate::pricing::checkout_offers(deps, catalog, basket, hints, Some(plain.shipping.price))
-            .map_err(CheckoutError::from)?;
+    let shipping = crate::pricing::shipping_value(deps, catalog, basket, country);
+    let offers = crate::pricing::checkout_offers(deps, catalog, basket, hints, shipping)
+        .map_err(CheckoutError::from)?;
     let breakdown = protocol::checkout::price_checkout_with_line_discounts(
         basket,
         lookup,
@@ -306,27 +320,28 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
         Ok(e) => e,
         Err(f) => return (None, Err(f)),
     };
-    let priced = {
-        let catalog = deps.catalog.load();
-        let hints = crate::pricing::Hints {
-            channel: msg.channel,
-            first_order: first_order(&deps, &basket).await,
-        };
-        price_with_offers(
-            &deps,
-            &catalog,
-            &basket,
-            hints,
-            &address.country,
-            &msg.input.shipping_method,
-        )
-    };
-    let (breakdown, offers) = match priced {
-        Ok(b) => b,
-        Err(e) => return (None, Err(e.into())),
-    };
     let now = deps.clock.now();
     let id = CheckoutId::new();
+    let hold_until = now + cfg.settings.hold_for;
+    // A code the shopper entered is paid with or not at all: one that cannot be used any more
+    // is refused with its reason, never silently left out of the price.
+    if let Some(refused) = unusable_coupon(&deps, &basket, now) {
+        return (None, Err(refused));
+    }
+    let hints = crate::pricing::Hints {
+        channel: msg.channel,
+        first_order: first_order(&deps, &basket).await,
+    };
+    let target = Target {
+        country: &address.country,
+        method: &msg.input.shipping_method,
+        checkout: id,
+        until: hold_until,
+    };
+    let (breakdown, offers) = match price_and_reserve(&deps, &basket, hints, &target).await {
+        Ok(priced) => priced,
+        Err(e) => return (None, Err(e)),
+    };
     let mut record = CheckoutRecord {
         id,
         basket: basket.id,
@@ -343,7 +358,7 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
         payment_url: None,
         session_expires_at: None,
         created_at: now,
-        hold_until: now + cfg.settings.hold_for,
+        hold_until,
         hold_released: false,
         message: None,
         order: None,
@@ -356,11 +371,13 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
         .hold(id, &LocationId::online(), &units, record.hold_until)
         .await
     {
+        release_reservation(&deps, id).await;
         return (None, Err(e.into()));
     }
     let mut locked = basket.clone();
     if let Err(e) = locked.lock(id, now) {
         let _ = deps.inventory.end(id, false, Some(&units)).await;
+        release_reservation(&deps, id).await;
         return (None, Err(BasketFailure::Rejected(e).into()));
     }
     let unit = UnitOfWork::new()
@@ -368,6 +385,7 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
         .with(Change::PutBasket(locked.clone()));
     if let Err(e) = deps.storage.commit(unit).await {
         let _ = deps.inventory.end(id, false, Some(&units)).await;
+        release_reservation(&deps, id).await;
         return (None, Err(e.into()));
     }
     deps.recorder.do_send(super::recorder::Record(
@@ -394,6 +412,7 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
         Err(e) => {
             tracing::warn!(checkout = %id, error = %e, "cannot open the payment; checkout cancelled");
             let _ = deps.inventory.end(id, false, Some(&units)).await;
+            release_reservation(&deps, id).await;
             record.state = CheckoutState::Cancelled;
             record.message = Some(
                 "The payment service could not be reached and nothing was charged. Please try again in a moment."
@@ -408,6 +427,126 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
                 Ok(()) => (Some(unlocked), Err(e.into())),
                 Err(se) => (None, Err(se.into())),
             }
+        }
+    }
+}
+
+/// Where and for which checkout a basket is priced and its uses reserved.
+struct Target<'a> {
+    country: &'a str,
+    method: &'a str,
+    checkout: CheckoutId,
+    /// When the reservation lapses: the end of the stock hold.
+    until: OffsetDateTime,
+}
+
+/// How often a checkout is priced again when a promotion in its price reached its limit
+/// between pricing and reserving.
+const REPRICES: usize = 3;
+
+/// The first coupon code on the basket that can no longer be used (used up, expired, its
+/// promotion over), refused with the reason.
+fn unusable_coupon(deps: &Deps, basket: &Basket, now: OffsetDateTime) -> Option<CheckoutFailure> {
+    let customer = match basket.owner {
+        protocol::BasketOwner::Customer(c) => Some(c),
+        protocol::BasketOwner::Anonymous => None,
+    };
+    basket.coupons.iter().find_map(|code| {
+        deps.offers
+            .coupon_promotion_for(code, customer, now, None)
+            .err()
+            .map(|reason| coupon_refused(code, &reason))
+    })
+}
+
+fn coupon_refused(code: &str, reason: &str) -> CheckoutFailure {
+    CheckoutFailure::OfferUnavailable {
+        code: "coupon_unavailable",
+        message: format!(
+            "the coupon {code} can no longer be used: {reason}. Remove it from your basket to check out without it."
+        ),
+    }
+}
+
+/// Prices the checkout with the live promotions and reserves the limited coupon and promotion
+/// uses in its price until the hold ends (see `crate::backoffice::reservations`). Another
+/// checkout may take the last use of a promotion between the two: the basket is then priced
+/// again, now without it (as the basket page shows it), and the checkout goes on at that price.
+/// A coupon code is never left out so: one used up meanwhile refuses the checkout.
+async fn price_and_reserve(
+    deps: &Deps,
+    basket: &Basket,
+    hints: crate::pricing::Hints,
+    target: &Target<'_>,
+) -> Result<(protocol::Breakdown, crate::pricing::CheckoutOffers), CheckoutFailure> {
+    for _ in 0..REPRICES {
+        let (breakdown, offers) = {
+            let catalog = deps.catalog.load();
+            price_with_offers(deps, &catalog, basket, hints, target.country, target.method)?
+        };
+        let reservation = Reservation {
+            customer: match basket.owner {
+                protocol::BasketOwner::Customer(c) => Some(c),
+                protocol::BasketOwner::Anonymous => None,
+            },
+            coupons: offers.coupons.clone(),
+            promotions: offers.promotions.clone(),
+            until: target.until,
+        };
+        match deps.offers.reserve(target.checkout, &reservation).await {
+            Ok(()) => return Ok((breakdown, offers)),
+            Err(ReserveFailure::Promotion { name, reason }) => {
+                tracing::info!(checkout = %target.checkout, promotion = %name, %reason, "a promotion ran out while checking out; priced again without it");
+            }
+            Err(ReserveFailure::Coupon { code, reason }) => {
+                return Err(coupon_refused(&code, &reason))
+            }
+            Err(ReserveFailure::Unavailable(e)) => return Err(StorageError::Io(e).into()),
+        }
+    }
+    Err(CheckoutFailure::OfferUnavailable {
+        code: "promotion_used_up",
+        message: "the promotions in your basket are being used up by other orders right now: check your basket and try again in a moment".into(),
+    })
+}
+
+/// Gives back a checkout's reserved uses. A failure is logged: the reservation then lapses by
+/// itself when the checkout's hold ends.
+async fn release_reservation(deps: &Deps, checkout: CheckoutId) {
+    if let Err(reason) = deps.offers.release_reservation(checkout).await {
+        tracing::warn!(%checkout, %reason, "reserved coupon and promotion uses not given back yet; they lapse with the hold");
+    }
+}
+
+/// The coupons and promotions in a placed order's price become its uses: the checkout's
+/// reservation, or — a checkout from before reservations, or one whose reservation lapsed or
+/// could not be turned into uses — each code redeemed and each promotion counted now (a code
+/// used up meanwhile is logged: the order was paid as priced). An order recorded cancelled
+/// uses none and gives the reservation back.
+async fn use_offers(deps: &Deps, record: &CheckoutRecord, order: &OrderRecord) {
+    if order.cancelled.is_some() {
+        release_reservation(deps, record.id).await;
+        return;
+    }
+    match deps.offers.commit_reservation(record.id, order.id).await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(reason) => {
+            tracing::warn!(order = %order.number, %reason, "reserved uses not turned into the order's; counting them one by one")
+        }
+    }
+    for code in &record.coupons {
+        if let Err(reason) = deps.offers.redeem(code, record.customer(), order.id).await {
+            tracing::warn!(order = %order.number, code = %code, %reason, "coupon not redeemed");
+        }
+    }
+    if !record.promotions.is_empty() {
+        if let Err(reason) = deps
+            .offers
+            .record_uses(&record.promotions, record.customer(), order.id)
+            .await
+        {
+            tracing::warn!(order = %order.number, %reason, "promotion uses not counted");
         }
     }
 }
@@ -584,6 +723,7 @@ async fn end(
                         {
                             return (None, Err(e.into()));
                         }
+                        release_reservation(&deps, record.id).await;
                         return (None, Ok((record, None)));
                     }
                     return (None, Err(expire_error.into()));
@@ -598,6 +738,7 @@ async fn end(
     {
         return (None, Err(e.into()));
     }
+    release_reservation(&deps, record.id).await;
     let (state, kind, message) = match why {
         EndReason::Cancelled => (
             CheckoutState::Cancelled,
@@ -699,7 +840,22 @@ async fn complete(
                 .inventory
                 .end(record.id, true, Some(&record.units()))
                 .await;
-            return (None, stored_order(&deps, id).await);
+            let order = stored_order(&deps, id).await;
+            // A crash after the order and before its uses leaves the reservation: settle it.
+            if let Ok(order) = &order {
+                let settled = if order.cancelled.is_none() {
+                    deps.offers
+                        .commit_reservation(record.id, order.id)
+                        .await
+                        .map(|_| ())
+                } else {
+                    deps.offers.release_reservation(record.id).await
+                };
+                if let Err(reason) = settled {
+                    tracing::warn!(order = %order.number, %reason, "reserved uses not settled yet");
+                }
+            }
+            return (None, order);
         }
         Ok(None) => {}
         Err(e) => return (None, Err(e.into())),
@@ -847,28 +1003,9 @@ async fn complete(
         Err(e) => return (None, Err(e.into())),
     }
     deps.outbox.wake();
-    // The coupons in the price are used by this order (once per order, however often this
-    // runs). A code used up meanwhile by another order is logged: this one was paid as priced.
-    // An order recorded cancelled (refunded at once) uses none.
-    let redeemed = if order.cancelled.is_none() {
-        record.coupons.as_slice()
-    } else {
-        &[]
-    };
-    for code in redeemed {
-        if let Err(reason) = deps.offers.redeem(code, record.customer(), order.id).await {
-            tracing::warn!(order = %order.number, code = %code, %reason, "coupon not redeemed");
-        }
-    }
-    if order.cancelled.is_none() && !record.promotions.is_empty() {
-        if let Err(reason) = deps
-            .offers
-            .record_uses(&record.promotions, record.customer(), order.id)
-            .await
-        {
-            tracing::warn!(order = %order.number, %reason, "promotion uses not counted");
-        }
-    }
+    // The coupons and promotions in the price are used by this order (once per order, however
+    // often this runs).
+    use_offers(&deps, &record, &order).await;
     if stock_ok {
         if let Err(e) = deps
             .inventory

@@ -11,7 +11,7 @@ use super::{Backoffice, BackofficeError};
 use crate::clock::Clock;
 use crate::storage::{Result, StorageError};
 use protocol::promotion::PromotionId;
-use protocol::{CustomerId, FieldError, OrderId, Stored};
+use protocol::{CheckoutId, CustomerId, FieldError, OrderId, Stored};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -230,32 +230,60 @@ impl Backoffice {
         store::get(self.store.as_ref(), &coupon_key(code))
     }
 
-    /// Whether a code may be used by `customer` now, without using it.
+    /// Whether a code may be used by `customer` now, without using it: not expired, its
+    /// promotion live (and, if that promotion is limited per customer, a signed-in customer),
+    /// and a use left (see [`Backoffice::limit_refusal`]).
     fn evaluate(
         &self,
         coupon: &CouponRecord,
         customer: Option<CustomerId>,
         now: OffsetDateTime,
+        except: Option<CheckoutId>,
     ) -> std::result::Result<(), CouponRefusal> {
         if coupon.limits.expires_at.is_some_and(|e| e <= now) {
             return Err(CouponRefusal::Expired);
         }
-        let live = self
+        let promotion = self
             .promotion_record(coupon.promotion.as_str())?
-            .is_some_and(|p| p.status_at(now) == Status::Active);
-        if !live {
-            return Err(CouponRefusal::PromotionNotLive);
+            .filter(|p| p.status_at(now) == Status::Active)
+            .ok_or(CouponRefusal::PromotionNotLive)?;
+        // A guest's uses are not counted: a promotion limited per customer is not for guests.
+        if promotion.spec.limits.per_customer.is_some() && customer.is_none() {
+            return Err(CouponRefusal::SignInRequired);
         }
-        if coupon.limits.max_uses.is_some_and(|m| coupon.uses >= m) {
+        self.limit_refusal(coupon, customer, now, except)
+    }
+
+    /// Whether a code has a use left for `customer`: its uses plus the reservations of pending
+    /// checkouts (other than `except`) are below `max_uses`, and below `max_uses_per_customer`
+    /// for this customer (a guest cannot use a code limited per customer).
+    pub(super) fn limit_refusal(
+        &self,
+        coupon: &CouponRecord,
+        customer: Option<CustomerId>,
+        now: OffsetDateTime,
+        except: Option<CheckoutId>,
+    ) -> std::result::Result<(), CouponRefusal> {
+        let limits = &coupon.limits;
+        if limits.max_uses_per_customer.is_some() && customer.is_none() {
+            return Err(CouponRefusal::SignInRequired);
+        }
+        if limits.max_uses.is_none() && limits.max_uses_per_customer.is_none() {
+            return Ok(());
+        }
+        let held = self.coupon_held(&coupon.code, customer, now, except)?;
+        if limits
+            .max_uses
+            .is_some_and(|m| coupon.uses.saturating_add(held.total) >= m)
+        {
             return Err(CouponRefusal::UsedUp);
         }
-        if let Some(max) = coupon.limits.max_uses_per_customer {
-            let customer = customer.ok_or(CouponRefusal::SignInRequired)?;
+        if let (Some(max), Some(customer)) = (limits.max_uses_per_customer, customer) {
             let used = self
                 .store
                 .get(&customer_uses_key(&coupon.code, customer))?
                 .map_or(0, |v| read_u64(&v));
-            if used >= max {
+            if used.saturating_add(held.by_customer) >= max {
                 return Err(CouponRefusal::UsedUpForCustomer);
             }
         }
@@ -263,19 +291,31 @@ impl Backoffice {
     }
 
     /// Checks a code for a customer (`None`: a guest) at `now`: the promotion it unlocks, or
-    /// why it does not apply. Uses nothing.
+    /// why it does not apply. Uses nothing; pending checkouts' reservations count as uses.
     pub fn check(
         &self,
         code: &str,
         customer: Option<CustomerId>,
         now: OffsetDateTime,
     ) -> std::result::Result<CouponGrant, CouponRefusal> {
+        self.check_for(code, customer, now, None)
+    }
+
+    /// [`Backoffice::check`] for the basket of checkout `own` (its pending checkout), whose
+    /// own reservation does not count against it.
+    pub fn check_for(
+        &self,
+        code: &str,
+        customer: Option<CustomerId>,
+        now: OffsetDateTime,
+        own: Option<CheckoutId>,
+    ) -> std::result::Result<CouponGrant, CouponRefusal> {
         let code = normalize(code);
         if code_problem(&code).is_some() {
             return Err(CouponRefusal::Unknown);
         }
         let coupon = self.coupon(&code)?.ok_or(CouponRefusal::Unknown)?;
-        self.evaluate(&coupon, customer, now)?;
+        self.evaluate(&coupon, customer, now, own)?;
         Ok(CouponGrant {
             promotion: coupon.promotion,
             code,
@@ -295,7 +335,7 @@ impl Backoffice {
             return Err(CouponRefusal::Unknown);
         }
         let _lock = self.writes.lock().await;
-        let mut coupon = self.coupon(&code)?.ok_or(CouponRefusal::Unknown)?;
+        let coupon = self.coupon(&code)?.ok_or(CouponRefusal::Unknown)?;
         let grant = CouponGrant {
             promotion: coupon.promotion.clone(),
             code: code.clone(),
@@ -304,12 +344,35 @@ impl Backoffice {
             return Ok(grant);
         }
         let now = self.now();
-        self.evaluate(&coupon, customer, now)?;
-        coupon.uses += 1;
+        self.evaluate(&coupon, customer, now, None)?;
         let mut batch = Batch::new();
-        batch.put(coupon_key(&code), &coupon)?;
+        self.stage_redemption(&mut batch, &code, customer, order, now)?;
+        self.commit(batch).await?;
+        tracing::info!(code = %code, order = %order, "coupon redeemed");
+        Ok(grant)
+    }
+
+    /// Stages an order's use of a code (normalised): one more use of the code and of the
+    /// customer, and the redemption record. Nothing when the order used it already, or the
+    /// code no longer exists.
+    pub(super) fn stage_redemption(
+        &self,
+        batch: &mut Batch,
+        code: &str,
+        customer: Option<CustomerId>,
+        order: OrderId,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        if self.store.get(&redemption_key(code, order))?.is_some() {
+            return Ok(());
+        }
+        let Some(mut coupon) = self.coupon(code)? else {
+            return Ok(());
+        };
+        coupon.uses += 1;
+        batch.put(coupon_key(code), &coupon)?;
         batch.put(
-            redemption_key(&code, order),
+            redemption_key(code, order),
             &Redemption {
                 order,
                 customer,
@@ -317,13 +380,11 @@ impl Backoffice {
             },
         )?;
         if let Some(c) = customer {
-            let k = customer_uses_key(&code, c);
+            let k = customer_uses_key(code, c);
             let used = self.store.get(&k)?.map_or(0, |v| read_u64(&v));
             batch.put_raw(k, (used + 1).to_be_bytes().to_vec());
         }
-        self.commit(batch).await?;
-        tracing::info!(code = %code, order = %order, "coupon redeemed");
-        Ok(grant)
+        Ok(())
     }
 
     /// Gives back the use an order made of a code (the order was cancelled). `false` when that
@@ -661,8 +722,26 @@ impl Backoffice {
     }
 }
 
-/// Counts invalid codes per client in a sliding window: after `limit` within `window`, the
-/// client is refused until the oldest of them leaves the window.
+/// Who a client is for the guard: an IPv4 address as it is; an IPv6 address by its /64 prefix,
+/// the smallest block a provider hands one subscriber (SLAAC and privacy addresses rotate
+/// freely inside it, so the full address would give a guesser a fresh count each time); an
+/// IPv4-mapped IPv6 address as its IPv4 address. Anything else (not an address) as given.
+pub fn client_key(client: &str) -> String {
+    match client.trim().parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(network))
+            }
+        },
+        Err(_) => client.to_string(),
+    }
+}
+
+/// Counts invalid codes per client (see [`client_key`]) in a sliding window: after `limit`
+/// within `window`, the client is refused until the oldest of them leaves the window.
 pub struct CouponGuard {
     limit: usize,
     window: Duration,
@@ -693,10 +772,11 @@ impl CouponGuard {
 
     pub fn guard(&self, client: &str) -> std::result::Result<(), RetryAfter> {
         let now = self.clock.now();
+        let client = client_key(client);
         let Ok(mut clients) = self.clients.lock() else {
             return Ok(());
         };
-        let Some(times) = clients.get_mut(client) else {
+        let Some(times) = clients.get_mut(&client) else {
             return Ok(());
         };
         self.prune(times, now);
@@ -716,7 +796,7 @@ impl CouponGuard {
         let Ok(mut clients) = self.clients.lock() else {
             return;
         };
-        let times = clients.entry(client.to_string()).or_default();
+        let times = clients.entry(client_key(client)).or_default();
         self.prune(times, now);
         times.push_back(now);
         while times.len() > self.limit {
@@ -725,5 +805,56 @@ impl CouponGuard {
         if self.records.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             clients.retain(|_, times| times.back().is_some_and(|t| *t + self.window > now));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use time::macros::datetime;
+
+    #[test]
+    fn ipv6_clients_are_one_client_per_64_and_ipv4_per_address() {
+        let table = [
+            ("192.0.2.7", "192.0.2.7"),
+            (" 192.0.2.7 ", "192.0.2.7"),
+            ("2001:db8:1:2:a:b:c:d", "2001:db8:1:2::/64"),
+            ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+            ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+            ("::ffff:192.0.2.9", "192.0.2.9"),
+            ("::1", "::/64"),
+            ("not-an-address", "not-an-address"),
+        ];
+        for (client, key) in table {
+            assert_eq!(client_key(client), key, "{client}");
+        }
+    }
+
+    #[test]
+    fn a_guesser_rotating_addresses_in_its_64_is_still_refused() {
+        let guard = CouponGuard::new(
+            3,
+            Duration::from_secs(600),
+            Arc::new(ManualClock::new(datetime!(2026-03-01 09:00 UTC))),
+        );
+        for host in 1..=3 {
+            let client = format!("2001:db8:aa:bb::{host}");
+            assert_eq!(guard.guard(&client), Ok(()), "guess {host}");
+            guard.record_invalid(&client);
+        }
+        assert!(
+            guard.guard("2001:db8:aa:bb:ffff:1:2:3").is_err(),
+            "another address of the same /64"
+        );
+        assert_eq!(guard.guard("2001:db8:aa:bc::1"), Ok(()), "the next /64");
+        for _ in 0..2 {
+            guard.record_invalid("198.51.100.1");
+        }
+        guard.record_invalid("198.51.100.2");
+        assert_eq!(guard.guard("198.51.100.1"), Ok(()), "IPv4: per address");
+        guard.record_invalid("198.51.100.1");
+        assert!(guard.guard("198.51.100.1").is_err());
+        assert_eq!(guard.guard("198.51.100.2"), Ok(()));
     }
 }

@@ -5,7 +5,10 @@
 //!
 //! [`Backoffice`] is the entry point: [`Backoffice::live`] is the set of live promotions that
 //! pricing applies, [`Backoffice::check`] / [`Backoffice::redeem`] / [`Backoffice::release`] use
-//! coupons, [`Backoffice::guard`] / [`Backoffice::record_invalid`] rate-limit code guessing,
+//! coupons, [`Backoffice::reserve`] / [`Backoffice::commit_reservation`] /
+//! [`Backoffice::release_reservation`] hold a pending checkout's limited uses (see
+//! [`reservations`]), [`Backoffice::guard`] / [`Backoffice::record_invalid`] rate-limit code
+//! guessing (IPv6 clients by their /64),
 //! [`Backoffice::appliers`] are the importer's feed appliers, and [`routes::configure`] mounts
 //! the API (`/api/v1/admin/users`, `/api/v1/backoffice/*`). Handlers authenticate with the
 //! [`users::BackOfficeUser`] extractor and check roles with [`users::BackOfficeUser::require`].
@@ -16,9 +19,11 @@
 
 pub mod audit;
 pub mod coupons;
+mod escrow;
 pub mod feeds;
 mod offers;
 pub mod promotions;
+pub mod reservations;
 pub mod routes;
 pub mod store;
 pub mod usage;

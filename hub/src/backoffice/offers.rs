@@ -2,10 +2,10 @@
 //! with an order, and the guard against guessing.
 
 use super::Backoffice;
-use crate::actors::offers::Offers;
+use crate::actors::offers::{Offers, Reservation, ReserveFailure};
 use async_trait::async_trait;
 use protocol::promotion::{PromotionId, PromotionSet};
-use protocol::{CustomerId, OrderId};
+use protocol::{CheckoutId, CustomerId, OrderId};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -39,7 +39,17 @@ impl Offers for Backoffice {
         customer: Option<CustomerId>,
         now: OffsetDateTime,
     ) -> Result<PromotionId, String> {
-        self.check(code, customer, now)
+        Offers::coupon_promotion_for(self, code, customer, now, None)
+    }
+
+    fn coupon_promotion_for(
+        &self,
+        code: &str,
+        customer: Option<CustomerId>,
+        now: OffsetDateTime,
+        own: Option<CheckoutId>,
+    ) -> Result<PromotionId, String> {
+        self.check_for(code, customer, now, own)
             .map(|grant| grant.promotion)
             .map_err(|refusal| refusal.to_string())
     }
@@ -61,12 +71,46 @@ impl Offers for Backoffice {
         customer: Option<CustomerId>,
         promotions: &[PromotionId],
     ) -> std::collections::BTreeMap<PromotionId, protocol::promotion::Usage> {
-        Backoffice::usage(self, customer, promotions).unwrap_or_else(|e| {
-            // Unknown usage reads as none: a limit is then checked again when the order
-            // records its uses.
+        Offers::usage_for(self, customer, promotions, None)
+    }
+
+    fn usage_for(
+        &self,
+        customer: Option<CustomerId>,
+        promotions: &[PromotionId],
+        own: Option<CheckoutId>,
+    ) -> std::collections::BTreeMap<PromotionId, protocol::promotion::Usage> {
+        Backoffice::usage_for(self, customer, promotions, own).unwrap_or_else(|e| {
+            // Unknown usage reads as none: a limit is then checked again when a checkout
+            // reserves its uses.
             tracing::warn!(error = %e, "cannot read promotion usage");
             Default::default()
         })
+    }
+
+    async fn reserve(
+        &self,
+        checkout: CheckoutId,
+        reservation: &Reservation,
+    ) -> Result<(), ReserveFailure> {
+        Backoffice::reserve(self, checkout, reservation).await
+    }
+
+    async fn commit_reservation(
+        &self,
+        checkout: CheckoutId,
+        order: OrderId,
+    ) -> Result<bool, String> {
+        Backoffice::commit_reservation(self, checkout, order)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn release_reservation(&self, checkout: CheckoutId) -> Result<(), String> {
+        Backoffice::release_reservation(self, checkout)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn record_uses(
@@ -90,6 +134,32 @@ impl Offers for Backoffice {
         Backoffice::release(self, code, order)
             .await
             .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    // ---- Coupons at the stores' tills (hub/src/backoffice/escrow.rs) ------------------------
+
+    fn store_coupons(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<crate::edge::coupons::StoreCoupon>, String> {
+        Backoffice::store_coupons(self, now).map_err(|e| e.to_string())
+    }
+
+    async fn set_store_share(&self, code: &str, away: u64) -> Result<Option<u64>, String> {
+        Backoffice::set_store_share(self, code, away)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn record_store_use(
+        &self,
+        code: &str,
+        customer: Option<CustomerId>,
+        sale: ulid::Ulid,
+    ) -> Result<Option<(u64, u64)>, String> {
+        Backoffice::record_store_use(self, code, customer, sale)
+            .await
             .map_err(|e| e.to_string())
     }
 }

@@ -1,12 +1,13 @@
 //! How often each promotion has been used — by orders, in total and per customer — for the
 //! engine's `limits.total` and `limits.per_customer`. An order counts once however often it is
-//! recorded, and a cancelled order gives its uses back.
+//! recorded, and a cancelled order gives its uses back. A pending checkout's reservation
+//! (`super::reservations`) counts as a use until it becomes one or is given back.
 
 use super::store::{key, read_u64, Batch};
 use super::Backoffice;
 use crate::storage::Result;
 use protocol::promotion::{PromotionId, Usage};
-use protocol::{CustomerId, OrderId};
+use protocol::{CheckoutId, CustomerId, OrderId};
 use std::collections::BTreeMap;
 
 fn total_key(promotion: &PromotionId) -> Vec<u8> {
@@ -33,17 +34,32 @@ impl Backoffice {
         Ok(self.store.get(k)?.map_or(0, |v| read_u64(&v)))
     }
 
-    /// The uses so far of `promotions` (those with limits), for `customer` and in total.
+    /// The uses so far of `promotions` (those with limits), for `customer` and in total,
+    /// counting the reservations of pending checkouts as uses.
     pub fn usage(
         &self,
         customer: Option<CustomerId>,
         promotions: &[PromotionId],
     ) -> Result<BTreeMap<PromotionId, Usage>> {
+        self.usage_for(customer, promotions, None)
+    }
+
+    /// [`Backoffice::usage`] leaving out the reservation of checkout `own`.
+    pub fn usage_for(
+        &self,
+        customer: Option<CustomerId>,
+        promotions: &[PromotionId],
+        own: Option<CheckoutId>,
+    ) -> Result<BTreeMap<PromotionId, Usage>> {
+        let now = self.now();
         let mut out = BTreeMap::new();
         for p in promotions {
-            let total = self.counter(&total_key(p))?;
+            let held = self.promotion_held(p, customer, now, own)?;
+            let total = self.counter(&total_key(p))?.saturating_add(held.total);
             let by_customer = match customer {
-                Some(c) => self.counter(&customer_key(p, c))?,
+                Some(c) => self
+                    .counter(&customer_key(p, c))?
+                    .saturating_add(held.by_customer),
                 None => 0,
             };
             out.insert(
@@ -66,6 +82,18 @@ impl Backoffice {
     ) -> Result<()> {
         let _lock = self.writes.lock().await;
         let mut batch = Batch::new();
+        self.stage_uses(&mut batch, promotions, customer, order)?;
+        self.commit(batch).await
+    }
+
+    /// Stages an order's use of each promotion it has not counted yet.
+    pub(super) fn stage_uses(
+        &self,
+        batch: &mut Batch,
+        promotions: &[PromotionId],
+        customer: Option<CustomerId>,
+        order: OrderId,
+    ) -> Result<()> {
         for p in promotions {
             let ok = order_key(p, order);
             if self.store.get(&ok)?.is_some() {
@@ -83,7 +111,7 @@ impl Backoffice {
                 customer.map_or_else(Vec::new, |c| c.to_bytes().to_vec()),
             );
         }
-        self.commit(batch).await
+        Ok(())
     }
 
     /// Gives back an order's uses (the order was cancelled).

@@ -30,6 +30,7 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
         .route("/edge/nodes/{replica}", web::get().to(show))
         .route("/edge/nodes/{replica}/retire", web::post().to(retire))
         .route("/edge/sales", web::get().to(sales))
+        .route("/edge/coupons", web::get().to(coupons))
 }
 
 /// The API error of an edge error.
@@ -261,4 +262,53 @@ async fn sales(
         .await
         .map_err(api_error)?;
     Ok(HttpResponse::Ok().json(json!({ "count": sales.len(), "sales": sales })))
+}
+
+/// `GET /api/v1/admin/edge/coupons`: each limited coupon's redemption rights as the hub has
+/// merged them: what the hub created (`hub_created`: the limit, plus a use given back by each
+/// cancelled online order) and consumed (`hub_consumed`: online uses), what it still holds,
+/// and per store replica what it `used` and still `holds` (`store_uses` in total).
+async fn coupons(
+    _: AdminAuthorized,
+    handle: web::Data<HubHandle>,
+) -> Result<HttpResponse, ApiError> {
+    let hub = ReplicaId::hub();
+    let rows = handle
+        .edge
+        .store
+        .coupon_rights()
+        .await
+        .map_err(|e| api_error(EdgeError::Storage(e)))?;
+    let coupons: Vec<Value> = rows
+        .iter()
+        .filter_map(|row| {
+            let Scarce::Coupon { code } = &row.key else {
+                return None;
+            };
+            let r = &row.state;
+            let stores: BTreeMap<String, Value> =
+                r.r.keys()
+                    .chain(r.u.keys())
+                    .filter(|i| !i.is_hub())
+                    .map(|i| {
+                        (
+                            i.to_string(),
+                            json!({
+                                "used": r.u.get(i).copied().unwrap_or(0),
+                                "holds": r.held_signed(i).max(0),
+                            }),
+                        )
+                    })
+                    .collect();
+            Some(json!({
+                "code": code,
+                "hub_created": r.r.get(&hub).and_then(|row| row.get(&hub)).copied().unwrap_or(0),
+                "hub_consumed": r.u.get(&hub).copied().unwrap_or(0),
+                "hub_holds": r.held_signed(&hub).max(0),
+                "store_uses": r.u.iter().filter(|(i, _)| !i.is_hub()).map(|(_, n)| *n).sum::<u64>(),
+                "stores": stores,
+            }))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "coupons": coupons })))
 }

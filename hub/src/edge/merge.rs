@@ -20,6 +20,7 @@
 
 use super::store::{EdgeStore, EdgeWrite, OnHandRow, RetiredRecord, RightsRow};
 use super::{unix_ms, Node, Nodes};
+use crate::actors::offers::Offers;
 use crate::storage::Result;
 use async_trait::async_trait;
 use protocol::replication::sync::{item_size, Item, Scarce, MAX_BATCH_BYTES, MAX_BATCH_ITEMS};
@@ -114,7 +115,7 @@ impl<'a> Working<'a> {
         Ok(self.on_hand.entry(k).or_default())
     }
 
-    async fn rights_mut(&mut self, key: &Scarce) -> Result<&mut Rights> {
+    pub(super) async fn rights_mut(&mut self, key: &Scarce) -> Result<&mut Rights> {
         if !self.rights.contains_key(key) {
             let stored = self.store.rights(key).await?.unwrap_or_default();
             self.rights.insert(key.clone(), stored);
@@ -132,11 +133,31 @@ impl<'a> Working<'a> {
     }
 
     /// The merged rights of `key` as this write sees it, without touching them.
-    async fn rights_view(&self, key: &Scarce) -> Result<Rights> {
+    pub(super) async fn rights_view(&self, key: &Scarce) -> Result<Rights> {
         match self.rights.get(key) {
             Some(state) => Ok(state.clone()),
             None => Ok(self.store.rights(key).await?.unwrap_or_default()),
         }
+    }
+
+    /// Every coupon's rights as this write sees them.
+    pub(super) async fn coupon_rows(&self) -> Result<Vec<RightsRow>> {
+        let mut rows: BTreeMap<Scarce, Rights> = self
+            .store
+            .coupon_rights()
+            .await?
+            .into_iter()
+            .map(|r| (r.key, r.state))
+            .collect();
+        for (key, state) in &self.rights {
+            if matches!(key, Scarce::Coupon { .. }) {
+                rows.insert(key.clone(), state.clone());
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(key, state)| RightsRow { key, state })
+            .collect())
     }
 
     /// Whether a record id is neither stored nor already in this write.
@@ -147,7 +168,7 @@ impl<'a> Working<'a> {
     /// Queues an item for a node; a `Rights` state of a key already queued is merged into the
     /// earlier one (pointwise max: a later row of the hub never hides a whole state relayed
     /// before it in the same write).
-    fn queue(&mut self, node: &ReplicaId, item: Item) {
+    pub(super) fn queue(&mut self, node: &ReplicaId, item: Item) {
         let entry = self.outbox.entry(node.clone()).or_default();
         if let Item::Rights { key, state } = &item {
             if let Some(Item::Rights { state: queued, .. }) = entry
@@ -245,6 +266,8 @@ fn bounded_entries(items: Vec<Item>) -> Vec<Vec<Item>> {
 pub struct Env<'a> {
     pub nodes: &'a Nodes,
     pub holds: &'a dyn Holds,
+    /// The back office: coupon uses made at the stores are counted there.
+    pub offers: &'a dyn Offers,
     pub now: OffsetDateTime,
 }
 
@@ -338,6 +361,7 @@ pub async fn merge_batch(
                 }
                 let stored = w.store.has_sale(sale.id).await?;
                 if w.is_new(sale.id, stored) {
+                    count_coupon_uses(w, env, clock, origin, &sale).await?;
                     w.write.events.push(sale_event(&sale, env.now));
                     w.write.sales.push(sale);
                 }
@@ -374,9 +398,13 @@ pub async fn merge_batch(
                     give_back(w, env, origin, sku, location).await?;
                 }
             }
-            // The hub writes settlements; node states were merged above; unknown kinds are
-            // ignored.
-            Item::Settlement(_) | Item::OnHand { .. } | Item::Rights { .. } | Item::Unknown => {}
+            // The hub writes settlements and coupon terms; node states were merged above;
+            // unknown kinds are ignored.
+            Item::Settlement(_)
+            | Item::Coupon(_)
+            | Item::OnHand { .. }
+            | Item::Rights { .. }
+            | Item::Unknown => {}
         }
     }
     if !foreign.is_empty() {
@@ -405,6 +433,40 @@ pub async fn merge_batch(
                 .join("; ")
         );
         w.conflict(env, clock, &origin.replica, "coupon_creation", detail);
+    }
+    Ok(())
+}
+
+/// Counts a new store sale's coupon uses in the back office (once per sale, so a batch sent
+/// again counts nothing more); a customer now beyond a code's per-customer limit (two stores
+/// redeemed it offline) becomes a conflict record, for a person: the sale stands.
+async fn count_coupon_uses(
+    w: &mut Working<'_>,
+    env: &Env<'_>,
+    clock: &mut HybridClock,
+    origin: &Node,
+    sale: &SaleRecord,
+) -> Result<()> {
+    for code in &sale.coupons {
+        let over = env
+            .offers
+            .record_store_use(code, sale.customer, sale.id)
+            .await
+            .map_err(|e| {
+                crate::storage::StorageError::Io(format!("coupon use not counted: {e}"))
+            })?;
+        if let (Some((used, max)), Some(customer)) = (over, sale.customer) {
+            w.conflict(
+                env,
+                clock,
+                &origin.replica,
+                "coupon_per_customer_limit",
+                format!(
+                    "customer {customer} has used coupon {code} {used} times, {max} allowed: sale {} ({}) at {} was made offline beyond the limit",
+                    sale.number, sale.id, sale.location
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -629,6 +691,7 @@ mod tests {
         let env = Env {
             nodes,
             holds: &holds,
+            offers: &crate::actors::offers::NoOffers,
             now: OffsetDateTime::now_utc(),
         };
         let mut clock = HybridClock::new(ReplicaId::hub());
@@ -794,6 +857,7 @@ mod tests {
         let env = Env {
             nodes: &nodes,
             holds: &holds,
+            offers: &crate::actors::offers::NoOffers,
             now: OffsetDateTime::now_utc(),
         };
         let old_node = nodes.get(&old).expect("configured").clone();
@@ -984,6 +1048,7 @@ mod tests {
             customer: None,
             clerk: None,
             promotions: Default::default(),
+            coupons: Vec::new(),
         }
     }
 

@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod coupons;
 pub mod merge;
 pub mod replica;
 pub mod session;

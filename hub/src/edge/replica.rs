@@ -4,7 +4,8 @@
 //! It also knows which session each node has (a second one replaces the first) and what the
 //! operator sees of each node.
 
-use super::catalog::{catalog_digest, fingerprint_with, NodeCatalog};
+use super::catalog::{catalog_digest, fingerprint_with, CatalogChange, History, NodeCatalog};
+use super::coupons::{node_promotions, pass as coupon_pass, CouponPolicy, Known};
 use super::merge::{merge_batch, relay_location, Env, Holds, Working};
 use super::session::{CatalogChanged, NodeSession, OutboxGrew, Replaced, RetiredNow};
 use super::store::{CatalogVersion, EdgeStore, EdgeWrite, NodeMeta, NodeState, RetiredRecord};
@@ -28,13 +29,18 @@ use ulid::Ulid;
 /// How often the replica looks whether the catalog snapshot or the live promotions were
 /// replaced (both are an `Arc` swap away, so a look costs two loads and a pointer compare).
 const CATALOG_POLL: Duration = Duration::from_millis(250);
+/// How often the replica passes over the coupons the stores may redeem (terms, grants, ends).
+const COUPON_POLL: Duration = Duration::from_millis(500);
 
 /// What the replica last looked at, to tell a change cheaply.
 struct Seen {
     snapshot: Arc<CatalogSnapshot>,
     /// [`catalog_digest`] of `snapshot` (the costly part of the fingerprint).
     digest: [u8; 32],
+    /// What the nodes get of `live` ([`node_promotions`]).
     promotions: Arc<PromotionSet>,
+    /// The back office's live set as last looked at.
+    live: Arc<PromotionSet>,
 }
 
 /// What the replica knows of one node.
@@ -71,6 +77,9 @@ pub struct EdgeReplica {
     catalog_given: BTreeSet<ReplicaId>,
     levels: mpsc::UnboundedSender<Vec<StockLevel>>,
     live: BTreeMap<ReplicaId, Live>,
+    /// What the coupon passes sent each node.
+    coupons: Known,
+    coupon_policy: CouponPolicy,
 }
 
 /// A node's session said `Hello`: registers it (replacing an older one) and answers what the
@@ -234,13 +243,22 @@ impl EdgeReplica {
         let nodes = Arc::new(Nodes::from_settings(&start.settings).map_err(EdgeError::Config)?);
         let mut loaded = start.store.load().await?;
         let snapshot = start.catalog.load_full();
-        let promotions = offers.live();
+        let live_set = offers.live();
+        let promotions = node_promotions(&live_set);
         let digest = catalog_digest(&snapshot);
         let fp = fingerprint_with(&digest, promotions.promotions());
         let mut catalog_fresh = false;
+        let stored_changes = std::mem::take(&mut loaded.catalog_changes);
+        let stored_versions: Vec<u64> = stored_changes.iter().map(|c| c.to).collect();
+        let mut history = History::default();
         let catalog_version = match loaded.catalog.take() {
-            Some(c) if c.fingerprint == fp => c,
+            Some(c) if c.fingerprint == fp => {
+                history = History::rebuild(stored_changes, c.version);
+                c
+            }
             before => {
+                // The content changed while the hub was down: what changed is not known, so
+                // nodes behind get the whole catalog.
                 catalog_fresh = true;
                 let c = CatalogVersion {
                     version: before.map_or(1, |b| b.version.saturating_add(1)),
@@ -250,12 +268,26 @@ impl EdgeReplica {
                     .store
                     .commit(EdgeWrite {
                         catalog: Some(c.clone()),
+                        catalog_changes_dropped: stored_versions.clone(),
                         ..EdgeWrite::default()
                     })
                     .await?;
                 c
             }
         };
+        let unusable: Vec<u64> = stored_versions
+            .into_iter()
+            .filter(|v| !catalog_fresh && !history.versions().any(|h| h == *v))
+            .collect();
+        if !unusable.is_empty() {
+            start
+                .store
+                .commit(EdgeWrite {
+                    catalog_changes_dropped: unusable,
+                    ..EdgeWrite::default()
+                })
+                .await?;
+        }
         let levels: Vec<StockLevel> = start
             .store
             .all_on_hand()
@@ -302,11 +334,14 @@ impl EdgeReplica {
             offered: NodeCatalog {
                 snapshot: snapshot.clone(),
                 promotions: promotions.clone(),
+                fingerprint: catalog_version.fingerprint.clone(),
+                history: Arc::new(history),
             },
             seen: Seen {
                 snapshot,
                 digest,
                 promotions,
+                live: live_set,
             },
             catalog_retry: false,
             catalog_version,
@@ -314,6 +349,11 @@ impl EdgeReplica {
             catalog_given: BTreeSet::new(),
             levels: tx,
             live,
+            coupons: Known::default(),
+            coupon_policy: CouponPolicy {
+                per_node: start.settings.coupon_grant_per_node,
+                percent: start.settings.coupon_grant_percent,
+            },
         }
         .start();
         Ok(EdgeHandle {
@@ -399,8 +439,13 @@ impl EdgeReplica {
     /// or closed: the back office publishes a new set for each).
     fn check_catalog(&mut self, ctx: &mut Context<Self>) {
         let snapshot = self.catalog.load_full();
-        let promotions = self.offers.live();
+        let live = self.offers.live();
         let new_snapshot = !Arc::ptr_eq(&snapshot, &self.seen.snapshot);
+        let mut promotions = self.seen.promotions.clone();
+        if !Arc::ptr_eq(&live, &self.seen.live) {
+            promotions = node_promotions(&live);
+            self.seen.live = live;
+        }
         let new_promotions = !Arc::ptr_eq(&promotions, &self.seen.promotions)
             && promotions.promotions() != self.seen.promotions.promotions();
         if !new_snapshot && !new_promotions && !self.catalog_retry {
@@ -424,13 +469,24 @@ impl EdgeReplica {
             version,
             fingerprint: fp,
         };
-        let offer = NodeCatalog {
+        let mut offer = NodeCatalog {
             snapshot: self.seen.snapshot.clone(),
             promotions: self.seen.promotions.clone(),
+            fingerprint: next.fingerprint.clone(),
+            history: Arc::default(),
         };
+        // What changed, kept for catalog deltas if small enough.
+        let products = offer.snapshot.products().len();
+        let change =
+            CatalogChange::between(self.catalog_version.version, &self.offered, version, &offer)
+                .kept(products);
+        let (history, dropped) = self.offered.history.with(change.clone(), products);
+        offer.history = Arc::new(history);
         let store = self.store.clone();
         let write = EdgeWrite {
             catalog: Some(next.clone()),
+            catalog_change: change,
+            catalog_changes_dropped: dropped,
             ..EdgeWrite::default()
         };
         ctx.wait(
@@ -458,12 +514,83 @@ impl EdgeReplica {
     }
 }
 
+impl EdgeReplica {
+    /// One coupon pass ([`super::coupons::pass`]) for the connected nodes, committed like a
+    /// merge; the actor waits for it, so no merge interleaves.
+    fn check_coupons(&mut self, ctx: &mut Context<Self>) {
+        let connected: Vec<ReplicaId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.session.is_some() && l.state.retired.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        if connected.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let coupons = match self.offers.store_coupons(now) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "the coupons for the stores cannot be read");
+                return;
+            }
+        };
+        let mut known = std::mem::take(&mut self.coupons);
+        let (store, nodes, holds, offers) = (
+            self.store.clone(),
+            self.nodes.clone(),
+            self.holds.clone(),
+            self.offers.clone(),
+        );
+        let mut hlc = self.hlc.clone();
+        let policy = self.coupon_policy;
+        ctx.wait(
+            async move {
+                let env = Env {
+                    nodes: &nodes,
+                    holds: holds.as_ref(),
+                    offers: offers.as_ref(),
+                    now,
+                };
+                let mut w = Working::new(store.as_ref());
+                let planned = coupon_pass(
+                    &mut w, &env, &mut hlc, &coupons, &connected, &mut known, policy,
+                )
+                .await
+                .map(|()| w.finish());
+                let res = match planned {
+                    Ok(p) if p.write.is_empty() => Ok(BTreeMap::new()),
+                    Ok(p) => store.commit(p.write).await,
+                    Err(e) => Err(e),
+                };
+                (res, known, hlc)
+            }
+            .into_actor(self)
+            .map(|(res, known, hlc), act, _| {
+                act.hlc = hlc;
+                match res {
+                    Ok(last) => {
+                        act.coupons = known;
+                        act.outbox_grew(last);
+                    }
+                    Err(e) => {
+                        // Sent again in full at the next pass.
+                        tracing::error!(error = %e, "coupon pass failed");
+                        act.coupons = Known::default();
+                    }
+                }
+            }),
+        );
+    }
+}
+
 impl Actor for EdgeReplica {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
         ctx.run_interval(CATALOG_POLL, |act, ctx| act.check_catalog(ctx));
+        ctx.run_interval(COUPON_POLL, |act, ctx| act.check_coupons(ctx));
     }
 }
 
@@ -486,6 +613,7 @@ impl Handler<Connect> for EdgeReplica {
             })
         });
         let (nodes, holds, now) = (self.nodes.clone(), self.holds.clone(), self.clock.now());
+        let offers = self.offers.clone();
         let Some(live) = self.live.get_mut(&msg.node) else {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EdgeError::UnknownNode(
                 msg.node.0,
@@ -552,6 +680,7 @@ impl Handler<Connect> for EdgeReplica {
                     let env = Env {
                         nodes: &nodes,
                         holds: holds.as_ref(),
+                        offers: offers.as_ref(),
                         now,
                     };
                     let mut w = Working::new(store.as_ref());
@@ -587,6 +716,7 @@ impl Handler<Connect> for EdgeReplica {
                     .ok_or_else(|| EdgeError::UnknownNode(msg.node.0.clone()))?;
                 live.state.meta = meta;
                 live.acked = node_acked;
+                act.coupons.forget(&msg.node);
                 Ok(Welcomed {
                     have: live.state.have,
                     acked: node_acked,
@@ -659,6 +789,7 @@ impl Handler<ApplyDeltas> for EdgeReplica {
         let store = self.store.clone();
         let nodes = self.nodes.clone();
         let holds = self.holds.clone();
+        let offers = self.offers.clone();
         let mut hlc = self.hlc.clone();
         let to_seq = msg.to_seq;
         let node = msg.node.clone();
@@ -670,6 +801,7 @@ impl Handler<ApplyDeltas> for EdgeReplica {
                     let env = Env {
                         nodes: &nodes,
                         holds: holds.as_ref(),
+                        offers: offers.as_ref(),
                         now,
                     };
                     let mut w = Working::new(store.as_ref());
@@ -822,12 +954,14 @@ impl Handler<Retire> for EdgeReplica {
         let store = self.store.clone();
         let nodes = self.nodes.clone();
         let holds = self.holds.clone();
+        let offers = self.offers.clone();
         let now = self.clock.now();
         AtomicResponse::new(Box::pin(
             async move {
                 let env = Env {
                     nodes: &nodes,
                     holds: holds.as_ref(),
+                    offers: offers.as_ref(),
                     now,
                 };
                 let mut w = Working::new(store.as_ref());

@@ -10,7 +10,7 @@
 //!   [`MAX_IN_FLIGHT`] unacknowledged batches, catalog chunks, heartbeats and the idle timeout;
 //! - the writer task sends what the actor queues, in order, and closes the socket last.
 
-use super::catalog::NodeCatalog;
+use super::catalog::{CatalogChange, DeltaPlan, NodeCatalog};
 use super::replica::{
     ApplyDeltas, Connect, Disconnect, EdgeReplica, Heard, NodeAcked, RecordConflict, Welcomed,
 };
@@ -119,6 +119,9 @@ enum Outgoing {
         version: u64,
         catalog: NodeCatalog,
     },
+    /// What changed since the node's catalog version, cut into `CatalogDelta` frames as the
+    /// socket takes them.
+    Delta(Box<CatalogChange>),
     Close(u16, String),
 }
 
@@ -134,8 +137,22 @@ async fn write_loop(mut session: actix_ws::Session, mut queue: mpsc::UnboundedRe
             Outgoing::Catalog { version, catalog } => {
                 let plan = catalog.plan();
                 for part in 0..plan.parts() {
-                    let frame = plan.frame(&catalog.snapshot, catalog.promotions(), version, part);
+                    let frame = plan.frame(
+                        &catalog.snapshot,
+                        catalog.promotions(),
+                        &catalog.fingerprint,
+                        version,
+                        part,
+                    );
                     if !send(&mut session, &frame).await {
+                        return;
+                    }
+                }
+            }
+            Outgoing::Delta(change) => {
+                let plan = DeltaPlan::new(&change);
+                for part in 0..plan.parts() {
+                    if !send(&mut session, &plan.frame(&change, part)).await {
                         return;
                     }
                 }
@@ -389,7 +406,13 @@ pub struct NodeSession {
     /// A node batch is being applied: the hub's own batches wait until its ack is sent, so a
     /// node always sees the ack of its batch before what the hub did about it.
     applying: bool,
+    /// The node's catalog version and its fingerprint once what was queued is applied.
     node_catalog: u64,
+    node_fingerprint: String,
+    /// The node applies catalog deltas (it said so in `Hello`).
+    catalog_deltas: bool,
+    /// The hub's catalog version last offered, for a node that asks for the whole of it.
+    latest: Option<(u64, NodeCatalog)>,
     /// The hub's outbox was found to miss entries the node needs (recorded once per session).
     gap_recorded: bool,
     /// Dropped with the actor: tells the reader to stop waiting for frames.
@@ -417,6 +440,9 @@ impl NodeSession {
             stream: Stream::default(),
             applying: false,
             node_catalog: 0,
+            node_fingerprint: String::new(),
+            catalog_deltas: false,
+            latest: None,
             gap_recorded: false,
             _alive: alive,
         }
@@ -442,16 +468,40 @@ impl NodeSession {
         self.close(ctx, close::MALFORMED, reason);
     }
 
-    /// Sends the catalog (with the live promotions) if the node's version differs from the
-    /// hub's. An empty catalog (a hub still loading its data) is not offered: the till would
-    /// have nothing to sell; the next version comes as soon as the catalog is there.
+    /// Brings the node to the hub's catalog version (with the live promotions) if its version
+    /// differs: with what changed since its version when the node reads deltas and the hub's
+    /// history covers its version (and the content it has under that number), otherwise with
+    /// the whole catalog. An empty catalog (a hub still loading its data) is not offered: the
+    /// till would have nothing to sell; the next version comes as soon as the catalog is there.
     fn offer_catalog(&mut self, version: u64, catalog: NodeCatalog) {
-        if self.node_catalog != version && catalog.has_products() {
-            tracing::info!(node = %self.node.replica, from = self.node_catalog, to = version,
-                promotions = catalog.promotions.len(), "sending the catalog");
-            self.node_catalog = version;
-            let _ = self.out.send(Outgoing::Catalog { version, catalog });
+        self.latest = Some((version, catalog.clone()));
+        if self.node_catalog == version || !catalog.has_products() {
+            return;
         }
+        let delta = self
+            .catalog_deltas
+            .then(|| catalog.delta_from(self.node_catalog, &self.node_fingerprint, version))
+            .flatten();
+        match delta {
+            Some(change) => {
+                tracing::info!(node = %self.node.replica, from = self.node_catalog, to = version,
+                    products = change.products.len(), removed = change.removed.len(),
+                    promotions = change.promotions.is_some(), "sending the catalog's changes");
+                let _ = self.out.send(Outgoing::Delta(Box::new(change)));
+                self.node_catalog = version;
+                self.node_fingerprint = catalog.fingerprint;
+            }
+            None => self.send_catalog(version, catalog),
+        }
+    }
+
+    /// Sends the whole catalog at `version`.
+    fn send_catalog(&mut self, version: u64, catalog: NodeCatalog) {
+        tracing::info!(node = %self.node.replica, from = self.node_catalog, to = version,
+            promotions = catalog.promotions.len(), "sending the catalog");
+        self.node_catalog = version;
+        self.node_fingerprint = catalog.fingerprint.clone();
+        let _ = self.out.send(Outgoing::Catalog { version, catalog });
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
@@ -567,6 +617,8 @@ impl NodeSession {
             catalog_version,
             time_ms,
             pending,
+            catalog_fingerprint,
+            catalog_deltas,
         } = frame
         else {
             self.malformed(ctx, "the first frame must be hello");
@@ -611,6 +663,8 @@ impl NodeSession {
             return;
         }
         self.node_catalog = catalog_version;
+        self.node_fingerprint = catalog_fingerprint;
+        self.catalog_deltas = catalog_deltas;
         let connect = Connect {
             node: replica,
             session: self.id,
@@ -802,10 +856,22 @@ impl Handler<Inbound> for NodeSession {
                 pending,
             }),
             Frame::Hello { .. } => self.malformed(ctx, "hello was already received"),
-            Frame::Welcome { .. } | Frame::Catalog { .. } => self.malformed(
-                ctx,
-                "welcome and catalog frames go from the hub to the node",
-            ),
+            Frame::CatalogWanted { version } => {
+                // A delta did not fit the node's catalog: the whole catalog it is then.
+                tracing::warn!(node = %self.node.replica, version, "the node asks for the whole catalog");
+                self.node_catalog = version;
+                self.node_fingerprint.clear();
+                if let Some((latest, catalog)) = self.latest.clone() {
+                    if catalog.has_products() {
+                        self.send_catalog(latest, catalog);
+                    }
+                }
+            }
+            Frame::Welcome { .. } | Frame::Catalog { .. } | Frame::CatalogDelta { .. } => self
+                .malformed(
+                    ctx,
+                    "welcome and catalog frames go from the hub to the node",
+                ),
             Frame::Unknown => {
                 tracing::debug!(node = %self.node.replica, "unknown frame kind ignored");
             }

@@ -6,12 +6,13 @@
 //! `rights/c{code}`, `sale/{id}`, `saleloc/{location}\0{id}` (value: when the hub first stored
 //! the sale, Unix ms u64 big-endian; empty for sales stored before it was kept), `deficit/{id}`,
 //! `deficitloc/{location}\0{id}`, `settle/{deficit}`, `conflict/{id}`,
-//! `conflictnode/{node}\0{id}`, `cmdseen/{id}`, `catalog`. Ids are ULIDs, big-endian, so key order
-//! is time order.
+//! `conflictnode/{node}\0{id}`, `cmdseen/{id}`, `catalog`, `catchange/{version}` (u64
+//! big-endian: the kept change that led to that catalog version). Ids are ULIDs, big-endian, so
+//! key order is time order.
 
 use super::store::{
-    CatalogVersion, DeficitView, EdgeStore, EdgeWrite, Loaded, MergedSale, NodeMeta, OnHandRow,
-    OutboxEntry, RetiredRecord, RightsRow, StoredConflict, StoredDeficit, StoredSale,
+    CatalogChange, CatalogVersion, DeficitView, EdgeStore, EdgeWrite, Loaded, MergedSale, NodeMeta,
+    OnHandRow, OutboxEntry, RetiredRecord, RightsRow, StoredConflict, StoredDeficit, StoredSale,
     StoredSettlement,
 };
 use crate::storage::sled::{event_entries, SledStorage};
@@ -204,6 +205,16 @@ impl SledEdgeStore {
             state.outbox_len = self.count(&outbox_prefix(node))?;
         }
         loaded.catalog = self.get::<CatalogVersion>(&key("catalog", &[]))?;
+        for kv in self.tree.scan_prefix(key("catchange", &[])) {
+            let (_, v) = kv.map_err(io)?;
+            // A change is only an optimisation (nodes behind it get the whole catalog).
+            match codec::decode::<CatalogChange>(&v) {
+                Ok(change) => loaded.catalog_changes.push(change),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a kept catalog change is unreadable; left out")
+                }
+            }
+        }
         Ok(loaded)
     }
 
@@ -311,6 +322,12 @@ impl SledEdgeStore {
         }
         if let Some(c) = &write.catalog {
             batch.insert(key("catalog", &[]), codec::encode(c)?);
+        }
+        for to in &write.catalog_changes_dropped {
+            batch.remove(key("catchange", &[&to.to_be_bytes()]));
+        }
+        if let Some(c) = &write.catalog_change {
+            batch.insert(key("catchange", &[&c.to.to_be_bytes()]), codec::encode(c)?);
         }
         Ok(Staged {
             batch,
@@ -446,6 +463,13 @@ impl EdgeStore for SledEdgeStore {
             .await
     }
 
+    async fn coupon_rights(&self) -> Result<Vec<RightsRow>> {
+        let mut prefix = key("rights", &[]);
+        prefix.push(b'c');
+        self.blocking(move |s| s.scan(&prefix, false, usize::MAX))
+            .await
+    }
+
     async fn sales(&self, location: Option<&LocationId>, limit: usize) -> Result<Vec<MergedSale>> {
         let location = location.cloned();
         self.blocking(move |s| {
@@ -538,6 +562,7 @@ mod tests {
             customer: None,
             clerk: None,
             promotions: Default::default(),
+            coupons: Vec::new(),
         }
     }
 

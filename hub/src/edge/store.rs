@@ -3,6 +3,7 @@
 //! [`super::merge`]; the store only reads rows and commits an [`EdgeWrite`] atomically and
 //! durably.
 
+pub use super::catalog::CatalogChange;
 use crate::storage::Result;
 use async_trait::async_trait;
 use protocol::replication::sync::{Item, Scarce, Vector};
@@ -182,6 +183,10 @@ pub struct EdgeWrite {
     /// Interaction events, appended to the hub's event log in the same transaction.
     pub events: Vec<Event>,
     pub catalog: Option<CatalogVersion>,
+    /// The change that led to `catalog` (kept for catalog deltas), and the kept changes to drop
+    /// (by the version they lead to).
+    pub catalog_change: Option<CatalogChange>,
+    pub catalog_changes_dropped: Vec<u64>,
 }
 
 impl EdgeWrite {
@@ -200,6 +205,8 @@ impl EdgeWrite {
             && self.outbox_floor.is_empty()
             && self.events.is_empty()
             && self.catalog.is_none()
+            && self.catalog_change.is_none()
+            && self.catalog_changes_dropped.is_empty()
     }
 }
 
@@ -221,6 +228,8 @@ pub struct NodeState {
 pub struct Loaded {
     pub nodes: BTreeMap<ReplicaId, NodeState>,
     pub catalog: Option<CatalogVersion>,
+    /// The kept changes between catalog versions (any order; unreadable ones left out).
+    pub catalog_changes: Vec<CatalogChange>,
 }
 
 /// A deficit with the hub's settlement of it, if made.
@@ -260,6 +269,8 @@ pub trait EdgeStore: Send + Sync + 'static {
     async fn all_on_hand(&self) -> Result<Vec<OnHandRow>>;
     async fn location_on_hand(&self, location: &LocationId) -> Result<Vec<OnHandRow>>;
     async fn location_rights(&self, location: &LocationId) -> Result<Vec<RightsRow>>;
+    /// Every coupon's redemption rights (`Scarce::Coupon` rows).
+    async fn coupon_rights(&self) -> Result<Vec<RightsRow>>;
     /// Store sales newest first, at one location or everywhere, with when each was merged.
     async fn sales(&self, location: Option<&LocationId>, limit: usize) -> Result<Vec<MergedSale>>;
     /// Deficits at a location, newest first, with their settlements.

@@ -27,6 +27,12 @@ pub(super) fn eligibility(
     }
     let usage = ctx.usage.get(&promotion.id).copied().unwrap_or_default();
     if let Some(limit) = spec.limits.per_customer {
+        if !ctx.known_customer {
+            let uses = if limit == 1 { "use" } else { "uses" };
+            return Err(format!(
+                "limited to {limit} {uses} per customer: sign in to get it"
+            ));
+        }
         if usage.by_customer >= limit {
             return Err(format!(
                 "limit reached: {} of {limit} uses by this customer",

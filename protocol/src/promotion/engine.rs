@@ -25,7 +25,8 @@ pub struct PromoLine {
     pub quantity: u32,
 }
 
-/// How often a promotion has been used (orders placed with it).
+/// How often a promotion has been used (orders placed with it, and checkouts holding a use
+/// while their payment is pending).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Usage {
@@ -50,6 +51,11 @@ pub struct PromotionContext {
     /// The customer has never ordered (false for an anonymous shopper unless known otherwise).
     #[serde(default)]
     pub first_order: bool,
+    /// The shopper is a known customer (signed in, or identified at the till), whose uses of a
+    /// promotion are counted. A promotion limited per customer does not apply without one: a
+    /// guest has no count, so the limit could not hold.
+    #[serde(default)]
+    pub known_customer: bool,
     /// Promotions unlocked by the valid coupons presented.
     #[serde(default)]
     pub coupons: BTreeSet<PromotionId>,
@@ -76,6 +82,7 @@ impl PromotionContext {
             now,
             segments: BTreeSet::new(),
             first_order: false,
+            known_customer: false,
             coupons: BTreeSet::new(),
             usage: BTreeMap::new(),
             shipping: None,

@@ -25,7 +25,9 @@
 //! 1. Promotions are taken in application order: higher `priority` first, then older (lower
 //!    `created_seq`), then by id. One that fails a condition, is in another currency than the
 //!    basket, or has reached a limit (`per_customer` or `total` by the context's [`Usage`]) is
-//!    not applied, with the reason.
+//!    not applied, with the reason. A promotion limited per customer needs a known customer
+//!    ([`PromotionContext::known_customer`]): a guest's uses are not counted, so it is not
+//!    applied to a guest ("sign in to get it").
 //! 2. Option S, the stackable promotions: each applies in that order to what is left of each
 //!    line after the earlier ones, so discounts never exceed a line and never go below zero.
 //!    Within one stackable group only the first promotion that gives something applies;

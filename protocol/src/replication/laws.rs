@@ -305,3 +305,160 @@ fn a_sale_beyond_rights_is_refused_by_the_counter() {
     let totals: BTreeMap<_, _> = r.u.clone();
     assert_eq!(totals.get(&node), Some(&2));
 }
+
+// ---------- Coupon redemptions (bounded counter, the hub the only creator) ----------
+
+/// The hub's side of a limited coupon: its replica of the counter, and what the back office
+/// knows (online uses, and the uses it was told are away at the stores).
+#[derive(Clone, Debug)]
+struct CouponHub {
+    rights: Rights,
+    limit: u64,
+    online: u64,
+    away_recorded: u64,
+}
+
+#[derive(Clone, Debug)]
+enum CouponOp {
+    /// The hub grants node `usize` up to `u64` rights (what it holds, at most).
+    Grant(usize, u64),
+    /// An online order redeems the code (the back office's check: online + away < limit).
+    Online,
+    /// An online order is cancelled: its use is given back.
+    Cancel,
+    /// A node redeems at the till from the rights it holds (offline or not).
+    Redeem(usize),
+    /// A node hands back every right it holds (the coupon ended).
+    GiveBack(usize),
+    /// The back office hears the uses now away (returns lower it).
+    Sync,
+    /// A sync in one direction: `to` merges `from`'s state (0 is the hub).
+    Merge(usize, usize),
+}
+
+fn coupon_op() -> impl Strategy<Value = CouponOp> {
+    prop_oneof![
+        (1usize..3, 1u64..5).prop_map(|(n, k)| CouponOp::Grant(n, k)),
+        Just(CouponOp::Online),
+        Just(CouponOp::Online),
+        Just(CouponOp::Cancel),
+        (1usize..3).prop_map(CouponOp::Redeem),
+        (1usize..3).prop_map(CouponOp::Redeem),
+        (1usize..3).prop_map(CouponOp::GiveBack),
+        Just(CouponOp::Sync),
+        (0usize..3, 0usize..3).prop_map(|(a, b)| CouponOp::Merge(a, b)),
+        (0usize..3, 0usize..3).prop_map(|(a, b)| CouponOp::Merge(a, b)),
+    ]
+}
+
+impl CouponHub {
+    fn new(limit: u64) -> CouponHub {
+        let mut rights = Rights::new();
+        rights.align_own(&ReplicaId::hub(), limit);
+        CouponHub {
+            rights,
+            limit,
+            online: 0,
+            away_recorded: 0,
+        }
+    }
+
+    /// What the edge replica does: the back office first agrees to the uses away (it refuses
+    /// more than the limit leaves), then the grant is made.
+    fn grant(&mut self, node: &ReplicaId, units: u64) {
+        let hub = ReplicaId::hub();
+        let mut planned = self.rights.clone();
+        let give = units.min(planned.held(&hub));
+        if give == 0 || planned.transfer(&hub, node, give).is_err() {
+            return;
+        }
+        let away = planned.given_away(&hub);
+        if away > self.away_recorded && self.online + away > self.limit {
+            return;
+        }
+        self.away_recorded = away;
+        self.rights = planned;
+    }
+
+    fn online(&mut self) {
+        if self.online + self.away_recorded < self.limit {
+            self.online += 1;
+            let short = self
+                .rights
+                .align_own(&ReplicaId::hub(), self.limit - self.online);
+            assert_eq!(
+                short, 0,
+                "an online use is always covered by the hub's rights"
+            );
+        }
+    }
+
+    fn cancel(&mut self) {
+        if self.online > 0 {
+            self.online -= 1;
+            self.rights
+                .align_own(&ReplicaId::hub(), self.limit - self.online);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A coupon limited to `limit` uses, granted by the hub to two stores, redeemed online and
+    /// at both tills, in any interleaving of grants, redemptions, cancellations, give-backs and
+    /// merges (stale, repeated, in any direction): online uses plus store uses never exceed the
+    /// limit, and no replica's own rights go below zero.
+    #[test]
+    fn coupon_uses_online_and_in_stores_never_exceed_the_limit(
+        limit in 1u64..12,
+        ops in proptest::collection::vec(coupon_op(), 0..120),
+    ) {
+        let mut hub = CouponHub::new(limit);
+        let mut nodes = [Rights::new(), Rights::new()];
+        for op in &ops {
+            match *op {
+                CouponOp::Grant(n, k) => hub.grant(&replica(n), k),
+                CouponOp::Online => hub.online(),
+                CouponOp::Cancel => hub.cancel(),
+                CouponOp::Redeem(n) => {
+                    let me = replica(n);
+                    if nodes[n - 1].held(&me) >= 1 {
+                        nodes[n - 1].consume(&me, 1).expect("held");
+                    }
+                }
+                CouponOp::GiveBack(n) => {
+                    let me = replica(n);
+                    let held = nodes[n - 1].held(&me);
+                    nodes[n - 1].transfer(&me, &ReplicaId::hub(), held).expect("held");
+                }
+                CouponOp::Sync => {
+                    let away = hub.rights.given_away(&ReplicaId::hub());
+                    prop_assert!(away <= hub.away_recorded, "the back office never hears less than is away");
+                    hub.away_recorded = away;
+                }
+                CouponOp::Merge(from, to) => {
+                    let theirs = if from == 0 { hub.rights.row(&ReplicaId::hub()) } else { nodes[from - 1].row(&replica(from)) };
+                    if to == 0 {
+                        // The hub merges a node's row (the node's own creations are dropped).
+                        hub.rights.merge(&theirs);
+                    } else {
+                        nodes[to - 1].merge(&theirs);
+                    }
+                }
+            }
+            let mut all = hub.rights.clone();
+            for n in &nodes {
+                all.merge(n);
+            }
+            let store_uses: u64 = (1..3).map(|n| all.u.get(&replica(n)).copied().unwrap_or(0)).sum();
+            prop_assert!(hub.online + store_uses <= limit,
+                "online {} + stores {store_uses} > limit {limit}", hub.online);
+            prop_assert!(hub.rights.held_signed(&ReplicaId::hub()) >= 0);
+            for (i, n) in nodes.iter().enumerate() {
+                prop_assert!(n.held_signed(&replica(i + 1)) >= 0);
+            }
+            prop_assert!(all.value() >= 0);
+        }
+    }
+}

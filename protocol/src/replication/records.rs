@@ -6,7 +6,7 @@ use super::{Hlc, ReplicaId};
 use crate::ids::{CustomerId, LocationId, Sku};
 use crate::money::Money;
 use crate::pricing::TaxLine;
-use crate::promotion::PromotionSummary;
+use crate::promotion::{PromotionId, PromotionSummary};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
@@ -54,6 +54,10 @@ pub struct SaleRecord {
     /// promotions that did not apply are not kept. Absent from a sale without promotions.
     #[serde(default, skip_serializing_if = "no_promotions")]
     pub promotions: PromotionSummary,
+    /// The coupon codes redeemed with the sale (normalised: upper case). Absent from a sale
+    /// without coupons, and from sales made before nodes took coupons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coupons: Vec<String>,
 }
 
 fn no_promotions(s: &PromotionSummary) -> bool {
@@ -103,6 +107,29 @@ pub struct ConflictRecord {
     pub at: Hlc,
 }
 
+/// The terms of a public coupon code the hub lets the stores redeem at the till (hub → node,
+/// sent again whenever they change). A code with a total limit (`limited`) is redeemed at a
+/// node only from the redemption rights the node holds (`Scarce::Coupon`, the hub creates them
+/// and grants each node a share); a code without one needs no rights. Private single-use codes
+/// are never sent: they stay with the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CouponTerms {
+    /// Upper case, as typed codes are normalised.
+    pub code: String,
+    /// The promotion the code unlocks (its `coupon` condition).
+    pub promotion: PromotionId,
+    /// Unix milliseconds from which the code is expired, if it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    /// Redemptions one customer may make (hub and stores together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_customer: Option<u64>,
+    /// The total is limited: redeem only from rights held.
+    #[serde(default)]
+    pub limited: bool,
+    pub at: Hlc,
+}
+
 /// A hub command to a node, applied by the node once (by id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
@@ -138,6 +165,9 @@ pub enum CommandKind {
         location: LocationId,
         units: u64,
     },
+    /// The coupon ended on the hub (expired, withdrawn, its promotion ended): the node stops
+    /// redeeming it and hands the hub back every redemption right of it that it holds.
+    EndCoupon { code: String },
     /// A command this build does not know: ignored.
     #[serde(other)]
     Unknown,

@@ -157,6 +157,46 @@ impl Rights {
         Ok(())
     }
 
+    /// Net rights `from` has handed to the others: given minus given back (never below 0).
+    /// For a coupon this is what the hub has sent to the stores, used there or not.
+    pub fn given_away(&self, from: &ReplicaId) -> u64 {
+        let given: i128 = self
+            .r
+            .get(from)
+            .map(|row| {
+                row.iter()
+                    .filter(|(to, _)| *to != from)
+                    .map(|(_, n)| i128::from(*n))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let back: i128 = self
+            .r
+            .iter()
+            .filter(|(i, _)| *i != from)
+            .map(|(_, row)| i128::from(row.get(from).copied().unwrap_or(0)))
+            .sum();
+        u64::try_from((given - back).max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// The creator `at` aligns what it has made available, created minus its own consumption
+    /// (`R[at][at] − U[at]`), with `target`: it creates the difference when below, and consumes
+    /// it from the rights it holds when above. Entries only grow, so a figure that goes down and
+    /// up again (an online order redeemed, then cancelled) is a consumption, then a creation.
+    /// Returns what it could not consume because it no longer holds it (handed on).
+    pub fn align_own(&mut self, at: &ReplicaId, target: u64) -> u64 {
+        let current =
+            i128::from(self.get(at, at)) - i128::from(self.u.get(at).copied().unwrap_or(0));
+        let target = i128::from(target);
+        if target > current {
+            self.create(at, u64::try_from(target - current).unwrap_or(u64::MAX));
+            0
+        } else {
+            let excess = u64::try_from(current - target).unwrap_or(u64::MAX);
+            excess - self.consume_up_to(at, excess)
+        }
+    }
+
     /// The hub writes off the rights `retired` holds now (its id is being retired). Written by the
     /// hub alone; a second call keeps the larger figure.
     pub fn retire(&mut self, retired: &ReplicaId) {

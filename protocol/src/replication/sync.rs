@@ -9,16 +9,21 @@
 //!    Items are state deltas or immutable records, so a batch sent twice is harmless.
 //! 3. Hub → node: the catalog as a chunked `Catalog` snapshot when the node's version is behind;
 //!    part 0 also carries the hub's live promotions, so one catalog version is one set of
-//!    products, prices and promotions.
+//!    products, prices and promotions. A node that says so in `Hello` (`catalog_deltas`) and
+//!    whose version the hub still has the changes since gets a chunked `CatalogDelta` instead
+//!    (what changed, not the whole catalog); a delta that does not fit the node's version is
+//!    answered with `CatalogWanted`, and the hub sends the whole catalog.
 //! 4. `Heartbeat` both ways: liveness, the sender's time and its unacknowledged backlog.
 //!
 //! A frame kind or item kind a peer does not know decodes as `Unknown` and is ignored.
 
 use super::counter::Entry;
-use super::{Command, ConflictRecord, DeficitRecord, ReplicaId, Rights, SaleRecord, Settlement};
-use crate::catalog::{Category, Product};
+use super::{
+    Command, ConflictRecord, CouponTerms, DeficitRecord, ReplicaId, Rights, SaleRecord, Settlement,
+};
+use crate::catalog::{Category, CategoryId, Product};
 use crate::codec::{decode, encode, CodecError, Stored};
-use crate::ids::{LocationId, Sku};
+use crate::ids::{LocationId, ProductId, Sku};
 use crate::promotion::Promotion;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -96,6 +101,8 @@ pub enum Item {
     Settlement(Settlement),
     Conflict(ConflictRecord),
     Command(Command),
+    /// The terms of a coupon code the node may redeem (hub → node).
+    Coupon(CouponTerms),
     /// An item kind this build does not know: ignored.
     #[serde(other)]
     Unknown,
@@ -116,6 +123,15 @@ pub enum Frame {
         time_ms: u64,
         /// Changes the node has not had acknowledged yet.
         pending: u64,
+        /// The fingerprint the hub gave with the node's catalog version (empty when unknown: a
+        /// catalog from a hub before deltas). The hub sends a delta only from a version whose
+        /// content it knows the node has.
+        #[serde(default)]
+        catalog_fingerprint: String,
+        /// The node applies `CatalogDelta` frames. An older node sends no such field and is
+        /// given whole `Catalog` snapshots, as before.
+        #[serde(default)]
+        catalog_deltas: bool,
     },
     Welcome {
         have: Vector,
@@ -145,6 +161,45 @@ pub enum Frame {
         #[serde(default, deserialize_with = "readable_promotions")]
         promotions: Vec<Promotion>,
         products: Vec<Product>,
+        /// The hub's fingerprint of this version's content (every part; empty from a hub before
+        /// deltas). The node keeps it and tells it in `Hello`.
+        #[serde(default)]
+        fingerprint: String,
+    },
+    /// The change from catalog version `from_version` to `to_version`, in `parts` parts cut like
+    /// `Catalog` chunks (at most `CATALOG_CHUNK` products and `MAX_BATCH_BYTES` each). Part 0
+    /// carries the categories upserted and removed and, when they changed, the whole set of live
+    /// promotions; removals and upserts of products may fill any part. A node whose version is
+    /// `from_version` stores the parts and, with the last, switches to `to_version` in one write
+    /// — the same catalog the whole snapshot of `to_version` gives; any other node ignores it
+    /// and answers `CatalogWanted`. Only sent to a node whose `Hello` set `catalog_deltas`.
+    CatalogDelta {
+        from_version: u64,
+        to_version: u64,
+        /// The fingerprint of `to_version`'s content.
+        fingerprint: String,
+        part: u32,
+        parts: u32,
+        /// Categories new or changed (by id).
+        #[serde(default)]
+        categories: Vec<Category>,
+        #[serde(default)]
+        removed_categories: Vec<CategoryId>,
+        /// The whole set of live promotions at `to_version`, when it differs from
+        /// `from_version`'s (`None`: unchanged). Unreadable ones are left out, as in `Catalog`.
+        #[serde(default, deserialize_with = "readable_promotions_if_changed")]
+        promotions: Option<Vec<Promotion>>,
+        /// Products gone (by id).
+        #[serde(default)]
+        removed: Vec<ProductId>,
+        /// Products new or changed (whole, by id).
+        #[serde(default)]
+        products: Vec<Product>,
+    },
+    /// Node → hub: a `CatalogDelta` did not fit this node's catalog, which is at `version`:
+    /// send the whole catalog.
+    CatalogWanted {
+        version: u64,
     },
     Heartbeat {
         time_ms: u64,
@@ -161,19 +216,31 @@ pub enum Frame {
 /// the session at every connection, stopping the node's sales from reaching the hub. The node
 /// prices without such a promotion until it is upgraded.
 pub fn readable_promotions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Promotion>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Readable {
-        Known(Box<Promotion>),
-        Unreadable(serde::de::IgnoredAny),
-    }
-    Ok(Vec::<Readable>::deserialize(d)?
-        .into_iter()
+    Ok(known(Vec::<Readable>::deserialize(d)?))
+}
+
+/// Reads a `CatalogDelta`'s promotions (absent or nil: unchanged) like [`readable_promotions`].
+pub fn readable_promotions_if_changed<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Promotion>>, D::Error> {
+    Ok(Option::<Vec<Readable>>::deserialize(d)?.map(known))
+}
+
+/// A promotion as a peer sent it: one this build reads, or one it does not.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Readable {
+    Known(Box<Promotion>),
+    Unreadable(serde::de::IgnoredAny),
+}
+
+fn known(list: Vec<Readable>) -> Vec<Promotion> {
+    list.into_iter()
         .filter_map(|p| match p {
             Readable::Known(p) => Some(*p),
             Readable::Unreadable(_) => None,
         })
-        .collect())
+        .collect()
 }
 
 impl Stored for Frame {
@@ -364,6 +431,7 @@ mod tests {
                 ),
             ],
             products: Vec::new(),
+            fingerprint: "f".repeat(64),
         };
         let bytes = encode_frame(&frame).expect("encoded");
         assert_eq!(decode_frame(&bytes).expect("decoded"), frame);
@@ -446,6 +514,192 @@ mod tests {
         }
     }
 
+    fn delta(promotions: Option<Vec<Promotion>>) -> Frame {
+        Frame::CatalogDelta {
+            from_version: 4,
+            to_version: 6,
+            fingerprint: "a".repeat(64),
+            part: 0,
+            parts: 2,
+            categories: vec![Category {
+                id: CategoryId("tea".into()),
+                name: "Tea".into(),
+                description: String::new(),
+                position: 2,
+            }],
+            removed_categories: vec![CategoryId("cocoa".into())],
+            promotions,
+            removed: vec![ProductId::new()],
+            products: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn catalog_deltas_round_trip_and_tell_unchanged_from_emptied_promotions() {
+        let tea = promotion(
+            "TEA10",
+            r#"{"type": "percent_off_basket", "percent_bp": 1000}"#,
+        );
+        for promotions in [None, Some(Vec::new()), Some(vec![tea])] {
+            let frame = delta(promotions);
+            let bytes = encode_frame(&frame).expect("encoded");
+            assert_eq!(decode_frame(&bytes).expect("decoded"), frame);
+        }
+        let wanted = Frame::CatalogWanted { version: 4 };
+        let bytes = encode_frame(&wanted).expect("encoded");
+        assert_eq!(decode_frame(&bytes).expect("decoded"), wanted);
+
+        // A newer hub's promotion this build cannot read is left out of a delta as well.
+        #[derive(Serialize)]
+        struct Newer {
+            t: &'static str,
+            from_version: u64,
+            to_version: u64,
+            fingerprint: &'static str,
+            part: u32,
+            parts: u32,
+            promotions: Vec<serde_json::Value>,
+        }
+        let mut unknown = serde_json::to_value(promotion(
+            "HOLO",
+            r#"{"type": "percent_off_basket", "percent_bp": 1000}"#,
+        ))
+        .expect("json");
+        unknown["spec"]["benefit"] = serde_json::json!({"type": "hologram"});
+        let newer = rmp_serde::to_vec_named(&Envelope {
+            v: 1,
+            k: "sync",
+            b: Newer {
+                t: "catalog_delta",
+                from_version: 1,
+                to_version: 2,
+                fingerprint: "f",
+                part: 0,
+                parts: 1,
+                promotions: vec![unknown],
+            },
+        })
+        .expect("encoded");
+        match decode_frame(&newer).expect("decoded") {
+            Frame::CatalogDelta {
+                promotions,
+                products,
+                removed,
+                ..
+            } => {
+                assert_eq!(promotions, Some(Vec::new()));
+                assert!(products.is_empty() && removed.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The frames as a build before catalog deltas knew them (the kinds it matches on).
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(tag = "t", rename_all = "snake_case")]
+    enum BeforeDeltas {
+        Hello {
+            version: u16,
+            catalog_version: u64,
+        },
+        Catalog {
+            version: u64,
+            products: Vec<Product>,
+        },
+        #[serde(other)]
+        Unknown,
+    }
+
+    impl Stored for BeforeDeltas {
+        const KIND: &'static str = "sync";
+        const VERSION: u16 = 1;
+    }
+
+    #[test]
+    fn peers_before_deltas_ignore_them_and_are_read_as_such() {
+        // An older node reads a delta, or a hub's reply to a CatalogWanted, as a kind it
+        // does not know: ignored.
+        for frame in [delta(None), Frame::CatalogWanted { version: 3 }] {
+            let bytes = encode(&frame).expect("encoded");
+            assert!(matches!(
+                decode::<BeforeDeltas>(&bytes).expect("decoded"),
+                BeforeDeltas::Unknown
+            ));
+        }
+        // ... and the new fields of the frames it knows are skipped.
+        let snapshot = Frame::Catalog {
+            version: 3,
+            part: 0,
+            parts: 1,
+            categories: Vec::new(),
+            promotions: Vec::new(),
+            products: Vec::new(),
+            fingerprint: "b".repeat(64),
+        };
+        let hello = Frame::Hello {
+            version: PROTOCOL_VERSION,
+            replica: ReplicaId("berlin".into()),
+            location: LocationId("store-berlin".into()),
+            have: Vector::new(),
+            catalog_version: 3,
+            time_ms: 1,
+            pending: 0,
+            catalog_fingerprint: "b".repeat(64),
+            catalog_deltas: true,
+        };
+        for frame in [&snapshot, &hello] {
+            let bytes = encode_frame(frame).expect("encoded");
+            assert_eq!(&decode_frame(&bytes).expect("decoded"), frame);
+        }
+        assert!(matches!(
+            decode::<BeforeDeltas>(&encode(&snapshot).expect("encoded")).expect("decoded"),
+            BeforeDeltas::Catalog { version: 3, products } if products.is_empty()
+        ));
+        assert!(matches!(
+            decode::<BeforeDeltas>(&encode(&hello).expect("encoded")).expect("decoded"),
+            BeforeDeltas::Hello {
+                version: PROTOCOL_VERSION,
+                catalog_version: 3
+            }
+        ));
+
+        // An older node's Hello has neither field: it asks for no deltas, knows no fingerprint.
+        #[derive(Serialize)]
+        struct OldHello {
+            t: &'static str,
+            version: u16,
+            replica: &'static str,
+            location: &'static str,
+            have: Vector,
+            catalog_version: u64,
+            time_ms: u64,
+            pending: u64,
+        }
+        let old = rmp_serde::to_vec_named(&Envelope {
+            v: 1,
+            k: "sync",
+            b: OldHello {
+                t: "hello",
+                version: PROTOCOL_VERSION,
+                replica: "berlin",
+                location: "store-berlin",
+                have: Vector::new(),
+                catalog_version: 3,
+                time_ms: 1,
+                pending: 0,
+            },
+        })
+        .expect("encoded");
+        match decode_frame(&old).expect("decoded") {
+            Frame::Hello {
+                catalog_fingerprint,
+                catalog_deltas,
+                ..
+            } => assert_eq!((catalog_fingerprint.as_str(), catalog_deltas), ("", false)),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(decode_frame(&[0xc1, 0xff, 0x00]).is_err());
@@ -487,6 +741,7 @@ mod tests {
                     customer: None,
                     clerk: Some("anna".into()),
                     promotions: Default::default(),
+                    coupons: Vec::new(),
                 })
             })
             .collect();

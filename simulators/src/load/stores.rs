@@ -628,6 +628,7 @@ fn sale_request(skus: &[String], cursor: &mut usize, lines: usize) -> SaleReques
         customer: None,
         clerk: Some("bench".into()),
         override_reason: None,
+        coupons: Vec::new(),
     }
 }
 
