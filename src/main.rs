@@ -34,6 +34,10 @@ enum Command {
         /// own (ids kept, so the hub counts each once). Retire the old replica id on the hub.
         #[arg(long)]
         replay_journal: Option<PathBuf>,
+        /// Reads a staff PIN (4 to 8 digits) from stdin, prints its argon2id hash for a
+        /// `[[pos.staff]]` entry's `pin_hash`, and exits.
+        #[arg(long)]
+        hash_pin: bool,
     },
     /// Runs a partner simulator (a real protocol server standing in for a partner).
     #[command(subcommand)]
@@ -145,9 +149,16 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Import(args) => import::run(args),
         Command::Hub { config } => run_hub(config),
+        Command::Edge { hash_pin: true, .. } => {
+            let mut pin = String::new();
+            std::io::stdin().read_line(&mut pin)?;
+            println!("{}", edge_node::hash_pin(pin.trim())?);
+            Ok(())
+        }
         Command::Edge {
             config,
             replay_journal,
+            ..
         } => run_edge(config, replay_journal),
         Command::Sim(command) => Ok(simulators::run_sim(command)?),
         Command::Load(command) => Ok(simulators::load::run(command)?),

@@ -1,5 +1,7 @@
-//! The node's HTTP API (JSON), for the in-store POS and the operator. Everything but `/healthz`
-//! and `/readyz` requires `Authorization: Bearer <api_token>`. Errors are
+//! The node's HTTP API (JSON), for the in-store POS and the operator. Everything but `/healthz`,
+//! `/readyz` and the staff sign-in (`POST /api/v1/staff/sessions`, `crate::pos`) requires
+//! `Authorization: Bearer` with the node's `api_token` (machine clients) or a staff session
+//! token (the POS; some acts need one, see `docs/pos.md`). Errors are
 //! `{"error": {"code", "message", "details"?}}`: a 4xx says what to fix, a 5xx leaks nothing.
 //! Money is a decimal string in the catalog's currency (`"12.34"`), with `currency` beside it.
 
@@ -12,11 +14,11 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use protocol::promotion::{Gift, PromotionSummary};
 use protocol::replication::{DeficitRecord, Hlc, Settlement};
 use protocol::{Money, Product, Sku};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::fmt;
@@ -29,6 +31,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// What the handlers share.
 pub(crate) struct ApiState {
     pub store: Arc<Store>,
+    pub pos: Arc<crate::pos::Pos>,
     pub token: SecretString,
     pub hub_url: String,
     pub max_clock_skew_ms: u64,
@@ -42,9 +45,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         }))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
+        .service(crate::pos::http::sign_in_resource())
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(require_token))
+                .configure(crate::pos::http::routes)
                 .route("/sales", web::post().to(post_sale))
                 .route("/sales", web::get().to(list_sales))
                 .route("/sales/{id}", web::get().to(get_sale))
@@ -75,7 +80,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -84,7 +93,7 @@ impl ApiError {
         }
     }
 
-    fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -152,6 +161,9 @@ impl From<OpError> for ApiError {
                 }
             }
             OpError::NotFound(what) => ApiError::not_found(what),
+            OpError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
             OpError::InsufficientRights(ref short) => {
                 let details = json!({ "short": short });
                 ApiError::new(StatusCode::CONFLICT, "insufficient_rights", e.to_string())
@@ -234,38 +246,35 @@ async fn no_route(req: HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-/// Requires `Authorization: Bearer <api_token>` (compared in constant time).
+/// Requires `Authorization: Bearer` with the node's `api_token` (compared in constant time) or a
+/// valid staff session token, and tells the handlers which (a [`crate::pos::Caller`]).
 async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let allowed = match req.app_data::<web::Data<ApiState>>() {
-        Some(state) => req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| {
-                use subtle::ConstantTimeEq;
-                given
-                    .as_bytes()
-                    .ct_eq(state.token.expose_secret().as_bytes())
-                    .into()
-            }),
-        None => false,
+    let bearer = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let caller = match (req.app_data::<web::Data<ApiState>>(), bearer) {
+        (Some(state), Some(given)) => crate::pos::http::identify(state, &given).await?,
+        _ => None,
     };
-    if !allowed {
+    let Some(caller) = caller else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
-            "send the node's API token as Authorization: Bearer <api_token>",
+            "send the node's API token (or a staff session token) as Authorization: Bearer <token>",
         )
         .into());
-    }
+    };
+    req.extensions_mut().insert(caller);
     next.call(req).await
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     web::block(f).await.map_err(|e| {
@@ -276,7 +285,7 @@ async fn blocking<T: Send + 'static>(
 
 // ---- views --------------------------------------------------------------------------------
 
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
@@ -563,8 +572,10 @@ async fn post_sale(
     body: web::Json<SaleRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
+    let till = crate::pos::http::till_sale(&state, &req)?;
     let store = state.store.clone();
-    let receipt = blocking(move || Ok(store.sell(&body, key.as_deref())?)).await?;
+    let receipt =
+        blocking(move || Ok(store.sell_at(&body, key.as_deref(), till.as_ref())?)).await?;
     let mut res = HttpResponse::Created();
     if receipt.replayed {
         res.insert_header(("Idempotent-Replayed", "true"));
@@ -956,6 +967,11 @@ mod tests {
         store.update_sync(|s| s.running = true);
         let state = web::Data::new(ApiState {
             store: store.clone(),
+            pos: Arc::new(crate::pos::Pos::new(
+                store.clone(),
+                &crate::config::PosSettings::default(),
+                crate::pos::PosClock::system(),
+            )),
             token: SecretString::from("token-0123456789".to_string()),
             hub_url: "ws://hub".into(),
             max_clock_skew_ms: 300_000,

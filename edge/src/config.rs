@@ -47,6 +47,56 @@ pub struct EdgeSettings {
     #[serde(deserialize_with = "human")]
     pub max_clock_skew: Duration,
     pub sync: SyncSettings,
+    /// The POS: staff who sign in with a PIN, the tills, sessions (`docs/pos.md`).
+    pub pos: PosSettings,
+}
+
+/// Staff, tills and staff sessions of the in-store POS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PosSettings {
+    /// The shop's currency: till floats, cash counts and Z-reports are in it.
+    pub currency: protocol::Currency,
+    /// A staff session unused for this long is over (the staff member signs in again), e.g. `12h`.
+    #[serde(deserialize_with = "human")]
+    pub session_idle: Duration,
+    /// The store's tills by id, e.g. `["1", "2"]` (letters, digits, `-`, `_`; at most 32).
+    pub tills: Vec<String>,
+    /// Who may sign in (none by default: the POS is closed until staff are listed).
+    pub staff: Vec<StaffMember>,
+}
+
+impl Default for PosSettings {
+    fn default() -> Self {
+        PosSettings {
+            currency: protocol::Currency::EUR,
+            session_idle: Duration::from_secs(12 * 3600),
+            tills: Vec::new(),
+            staff: Vec::new(),
+        }
+    }
+}
+
+/// What a staff member may do: a manager can also unlock a locked colleague.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaffRole {
+    Clerk,
+    Manager,
+}
+
+/// One staff member of this store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffMember {
+    /// Their id at the till and on sales (`clerk`), e.g. `anna` or `1042`.
+    pub id: String,
+    pub name: String,
+    pub role: StaffRole,
+    /// The argon2id PHC string of their PIN (`omnihub edge --hash-pin`). A PIN has few
+    /// combinations: whoever reads this hash can find the PIN, so it is kept out of logs and
+    /// the file must be readable by the node only.
+    pub pin_hash: SecretString,
 }
 
 /// Timing of the sync connection to the hub.
@@ -95,6 +145,7 @@ impl Default for EdgeSettings {
             online_share_percent: 50,
             max_clock_skew: Duration::from_secs(300),
             sync: SyncSettings::default(),
+            pos: PosSettings::default(),
         }
     }
 }
@@ -204,12 +255,66 @@ impl EdgeSettings {
                 s.backoff_initial, s.backoff_max
             ));
         }
-        Ok(())
+        self.pos.check().or_else(|m| bad(format!("pos.{m}")))
     }
 
     /// The credential as sent to the hub (empty when unset; [`EdgeSettings::check`] refuses that).
     pub(crate) fn credential_text(&self) -> &str {
         self.credential.as_ref().map_or("", |c| c.expose_secret())
+    }
+}
+
+/// An id of a till or a staff member: 1 to `max` letters, digits, `-` or `_`.
+fn is_plain_id(id: &str, max: usize) -> bool {
+    !id.is_empty()
+        && id.len() <= max
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl PosSettings {
+    /// Refuses POS settings that cannot work, naming the key (without the `pos.` prefix).
+    fn check(&self) -> Result<(), String> {
+        if self.session_idle.is_zero() {
+            return Err("session_idle must be above zero, e.g. 12h".into());
+        }
+        let mut tills = std::collections::BTreeSet::new();
+        for till in &self.tills {
+            if !is_plain_id(till, 32) {
+                return Err(format!(
+                    "tills: '{till}' is not a till id (1 to 32 letters, digits, '-' or '_')"
+                ));
+            }
+            if !tills.insert(till) {
+                return Err(format!("tills: '{till}' is listed twice"));
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for m in &self.staff {
+            if !is_plain_id(&m.id, 40) {
+                return Err(format!(
+                    "staff: '{}' is not a staff id (1 to 40 letters, digits, '-' or '_')",
+                    m.id
+                ));
+            }
+            if !ids.insert(&m.id) {
+                return Err(format!("staff: id '{}' is listed twice", m.id));
+            }
+            if m.name.trim().is_empty() {
+                return Err(format!("staff: '{}' has no name", m.id));
+            }
+            match argon2::PasswordHash::new(m.pin_hash.expose_secret()) {
+                Ok(h) if h.algorithm == argon2::Algorithm::Argon2id.ident() => {}
+                _ => {
+                    return Err(format!(
+                        "staff: the pin_hash of '{}' is not an argon2id hash: make one with `omnihub edge --hash-pin`",
+                        m.id
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -349,6 +454,41 @@ mod tests {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.toml");
             let s = EdgeSettings::load(Some(&path)).map_err(|e| e.to_string())?;
             assert_eq!(format!("{s:?}"), format!("{:?}", EdgeSettings::default()));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn staff_and_tills_load_from_the_pos_section() {
+        figment::Jail::expect_with(|jail| {
+            let hash = crate::pos::hash_pin("0042").map_err(|e| e.to_string())?;
+            jail.create_file(
+                "pos.toml",
+                &format!(
+                    "[pos]\ncurrency = \"GBP\"\nsession_idle = \"8h\"\ntills = [\"1\", \"front\"]\n\
+                     [[pos.staff]]\nid = \"anna\"\nname = \"Anna\"\nrole = \"manager\"\npin_hash = \"{hash}\"\n"
+                ),
+            )?;
+            let s = EdgeSettings::load(Some(Path::new("pos.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.pos.currency, protocol::Currency::GBP);
+            assert_eq!(s.pos.session_idle, Duration::from_secs(8 * 3600));
+            assert_eq!(s.pos.tills, ["1", "front"]);
+            assert_eq!(s.pos.staff[0].role, StaffRole::Manager);
+            assert!(
+                !format!("{s:?}").contains(&hash),
+                "PIN hashes never reach Debug output"
+            );
+            let s = EdgeSettings {
+                credential: valid().credential,
+                api_token: valid().api_token,
+                ..s
+            };
+            assert!(s.check().is_ok(), "{:?}", s.check());
+            jail.create_file(
+                "bad.toml",
+                "[[pos.staff]]\nid = \"x\"\nname = \"X\"\nrole = \"boss\"\npin_hash = \"h\"\n",
+            )?;
+            assert!(EdgeSettings::load(Some(Path::new("bad.toml"))).is_err());
             Ok(())
         });
     }

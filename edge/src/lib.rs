@@ -16,23 +16,25 @@
 //! takes over an old journal), and [`store::Store`] for in-process use without HTTP.
 //!
 //! Modules: [`config`] (settings), [`storage`] (sled layout), [`journal`], [`store`] (the single
-//! writer and the domain operations), [`ops`] (requests, results, refusals), [`api`] (HTTP),
-//! `sync` (the WebSocket client).
+//! writer and the domain operations), [`ops`] (requests, results, refusals), [`pos`] (staff PIN
+//! sign-in, tills and Z-reports), [`api`] (HTTP), `sync` (the WebSocket client).
 
 pub mod api;
 pub mod config;
 pub mod journal;
 pub mod ops;
+pub mod pos;
 pub mod storage;
 pub mod store;
 mod sync;
 
-pub use config::{ConfigError, EdgeSettings, SyncSettings};
+pub use config::{ConfigError, EdgeSettings, PosSettings, StaffMember, StaffRole, SyncSettings};
 pub use journal::{read_journal, JournalRecord, JournalScan, JOURNAL_FILE};
 pub use ops::{
     AdjustmentReceipt, AdjustmentRequest, DeficitView, OpError, PaymentMethod, PaymentRequest,
     ReplayReport, SaleLineRequest, SaleReceipt, SaleRequest, Shortage, StockLine,
 };
+pub use pos::{hash_pin, PosClock};
 pub use storage::StoreError;
 pub use store::{Identity, Store, SyncState};
 pub use sync::MAX_IN_FLIGHT;
@@ -104,8 +106,17 @@ async fn open_store(settings: &EdgeSettings) -> Result<Store, EdgeError> {
 impl EdgeNode {
     /// Checks the settings, opens storage, binds `listen`, and starts the HTTP server and the
     /// sync task. Runs on a Tokio runtime (or an actix System).
-    #[tracing::instrument(skip_all, fields(replica = %settings.replica, location = %settings.location))]
     pub async fn start(settings: EdgeSettings) -> Result<EdgeHandle, EdgeError> {
+        EdgeNode::start_with_clock(settings, PosClock::system()).await
+    }
+
+    /// [`EdgeNode::start`] with the clock staff sessions and tills are judged by (a manual one
+    /// in tests).
+    #[tracing::instrument(skip_all, fields(replica = %settings.replica, location = %settings.location))]
+    pub async fn start_with_clock(
+        settings: EdgeSettings,
+        clock: PosClock,
+    ) -> Result<EdgeHandle, EdgeError> {
         settings.check()?;
         let settings = Arc::new(settings);
         let store = Arc::new(open_store(&settings).await?);
@@ -117,6 +128,7 @@ impl EdgeNode {
         let addr = listener.local_addr()?;
         let state = web::Data::new(api::ApiState {
             store: store.clone(),
+            pos: Arc::new(pos::Pos::new(store.clone(), &settings.pos, clock)),
             token: settings.api_token.clone().unwrap_or_default(),
             hub_url: settings.hub_url.clone(),
             max_clock_skew_ms: settings.max_clock_skew.as_millis() as u64,

@@ -202,6 +202,10 @@ pub enum OpError {
     },
     #[error("{0} not found")]
     NotFound(String),
+    /// The operation does not fit the state things are in (e.g. a sale at a till that is not
+    /// open); `message` says what to do first.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("the node holds too few rights to sell {}: give override_reason to sell anyway (each short unit becomes a deficit record)", skus(.0))]
     InsufficientRights(Vec<Shortage>),
     #[error(transparent)]

@@ -24,6 +24,7 @@
 //! |           | `u` + coupon code                     | [`StoredCoupon`]             |
 //! |           | `w` + code + `0x00` + customer id     | [`CustomerCouponUses`]       |
 //! | `outbox`  | own seq (be u64)                      | [`OutboxEntry`]              |
+//! | `pos`     | see `crate::pos` (staff PIN failures and sessions, tills, Z-reports)   |
 //!
 //! Writes go through [`WriteSet`]: built outside the transaction (encoding included), applied in
 //! one sled transaction over every tree, so a change and its outbox entry land together or not
@@ -83,9 +84,13 @@ pub(crate) enum T {
     Sales = 3,
     Records = 4,
     Outbox = 5,
+    /// Node-local POS state (never sent to the hub): `crate::pos`.
+    Pos = 6,
 }
 
-const TREE_NAMES: [&str; 6] = ["meta", "catalog", "stock", "sales", "records", "outbox"];
+const TREE_NAMES: [&str; 7] = [
+    "meta", "catalog", "stock", "sales", "records", "outbox", "pos",
+];
 
 /// The database and its trees.
 pub(crate) struct Db {
@@ -424,8 +429,20 @@ pub struct SaleEntry {
     /// The replica whose journal this sale was replayed from, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_from: Option<ReplicaId>,
+    /// The till it was rung up at by a signed-in staff member (absent from sales made with the
+    /// node's API token and from sales stored before tills). Local: the hub gets the staff id
+    /// as the sale's `clerk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub till: Option<TillMark>,
 }
 stored!(SaleEntry, "edge.sale");
+
+/// Where a sale was rung up: the till and its open session (one session per Z-report).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TillMark {
+    pub till: String,
+    pub session: Ulid,
+}
 
 /// A pointer to a record by id (receipt number and idempotency key indexes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -625,6 +642,7 @@ mod tests {
                     sale,
                     deficits: vec![],
                     replayed_from: None,
+                    till: None,
                 },
             )
             .expect("encodes");

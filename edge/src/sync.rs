@@ -177,6 +177,8 @@ async fn session(
         // The session is the catalog's only writer: it has not changed since `hello_state`.
         catalog_fingerprint: store.catalog().fingerprint.clone(),
         catalog_deltas: true,
+        // This node applies coupon terms, redeems coupon rights and hands them back.
+        coupons: true,
     };
     if let Err(e) = send(&mut sink, &hello).await {
         return End::grow(e);

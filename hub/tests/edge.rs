@@ -136,7 +136,20 @@ fn hello(replica: &str, location: &str, have: Vector, catalog_version: u64) -> F
         // As a node before catalog deltas: the whole catalog at each new version.
         catalog_fingerprint: String::new(),
         catalog_deltas: false,
+        // A node that takes coupons at the till (see `hello_before_coupons` for one that
+        // does not).
+        coupons: true,
     }
+}
+
+/// `Hello` of a node from before coupons at the till: `coupons` false, as an absent field
+/// decodes.
+fn hello_before_coupons(replica: &str, location: &str) -> Frame {
+    let mut frame = hello(replica, location, Vector::new(), 0);
+    if let Frame::Hello { coupons, .. } = &mut frame {
+        *coupons = false;
+    }
+    frame
 }
 
 /// A node's end of the socket, with frames read ahead while waiting for an ack.
@@ -358,6 +371,7 @@ async fn a_wrong_version_or_replica_is_closed_with_a_reason() {
         pending: 0,
         catalog_fingerprint: String::new(),
         catalog_deltas: false,
+        coupons: false,
     })
     .await;
     let (code, reason) = node.closed().await;
@@ -1907,4 +1921,156 @@ async fn a_coupon_that_ends_calls_back_the_rights_a_store_holds() {
     let row = coupon_row(&c, &hub, "LATER4").await.expect("row");
     assert_eq!(row["hub_holds"], 4, "{row}");
     assert_eq!(row["stores"]["berlin"]["holds"], 0, "{row}");
+}
+
+/// Makes live promotions and their codes as business users do: each `(promotion, spec, code
+/// and limits)`.
+async fn live_codes(c: &reqwest::Client, hub: &common::TestHub, codes: &[(&str, Value, Value)]) {
+    let merchandiser = back_office_user(c, hub, "merch@example.com", &["merchandiser"]).await;
+    let approver = back_office_user(c, hub, "approver@example.com", &["approver"]).await;
+    for (promotion, spec, coupon) in codes {
+        for (path, token, body) in [
+            (
+                "/api/v1/backoffice/promotions".to_string(),
+                &merchandiser,
+                json!({"id": promotion, "name": promotion, "spec": spec}),
+            ),
+            (
+                format!("/api/v1/backoffice/promotions/{promotion}/approve"),
+                &approver,
+                json!({}),
+            ),
+            (
+                format!("/api/v1/backoffice/promotions/{promotion}/coupons"),
+                &merchandiser,
+                coupon.clone(),
+            ),
+        ] {
+            let res = c
+                .post(hub.url(&path))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("sent");
+            assert!(res.status().is_success(), "{path}: {}", res.status());
+        }
+    }
+}
+
+fn uses_of(hub: &common::TestHub, promotion: &str, code: &str) -> u64 {
+    hub.handle
+        .backoffice
+        .coupons(promotion)
+        .expect("coupons")
+        .into_iter()
+        .find(|c| c.code == code)
+        .expect("the code")
+        .uses
+}
+
+#[actix_web::test]
+async fn codes_of_a_promotion_limited_online_are_not_shared_with_the_stores() {
+    let hub = spawn().await;
+    let c = client();
+    let coupon = json!({"type": "coupon"});
+    let off = json!({"type": "percent_off_basket", "percent_bp": 1000});
+    live_codes(
+        &c,
+        &hub,
+        &[
+            (
+                "CAPPED",
+                json!({"conditions": [coupon], "benefit": off, "limits": {"total": 100}}),
+                json!({"code": "capped5", "max_uses": 5}),
+            ),
+            (
+                "SPRING",
+                json!({"conditions": [coupon], "benefit": off}),
+                json!({"code": "open5", "max_uses": 5}),
+            ),
+        ],
+    )
+    .await;
+    let mut node = connect(&hub, Some(BERLIN)).await.expect("upgraded");
+    node.handshake("berlin", "store-berlin", Vector::new(), None)
+        .await;
+    let open = Scarce::Coupon {
+        code: "OPEN5".into(),
+    };
+    // The pass that grants OPEN5 has been over CAPPED5 too.
+    let items = hub_items_until(&mut node, |seen| {
+        seen.iter()
+            .any(|i| matches!(i, Item::Rights { key, state } if *key == open && state.held(&berlin()) > 0))
+    })
+    .await;
+    let capped = |i: &Item| match i {
+        Item::Coupon(t) => t.code == "CAPPED5",
+        Item::Rights {
+            key: Scarce::Coupon { code },
+            ..
+        } => code == "CAPPED5",
+        _ => false,
+    };
+    assert!(!items.iter().any(capped), "{items:?}");
+    assert_eq!(
+        uses_of(&hub, "CAPPED", "CAPPED5"),
+        0,
+        "nothing away at the stores"
+    );
+    assert_eq!(uses_of(&hub, "SPRING", "OPEN5"), 1, "one granted to berlin");
+}
+
+#[actix_web::test]
+async fn a_node_from_before_coupons_is_granted_none() {
+    let hub = spawn_with(|dir| {
+        let mut s = settings(dir);
+        s.edge.coupon_grant_per_node = 2;
+        s.edge.coupon_grant_percent = 50;
+        s
+    })
+    .await;
+    let c = client();
+    live_codes(
+        &c,
+        &hub,
+        &[(
+            "SPRING",
+            json!({"conditions": [{"type": "coupon"}],
+                   "benefit": {"type": "percent_off_basket", "percent_bp": 1000}}),
+            json!({"code": "open10", "max_uses": 10}),
+        )],
+    )
+    .await;
+    // Berlin runs an older build: its Hello says nothing of coupons.
+    let mut old = connect(&hub, Some(BERLIN)).await.expect("upgraded");
+    old.send(&hello_before_coupons("berlin", "store-berlin"))
+        .await;
+    assert!(matches!(old.recv().await, Frame::Welcome { .. }));
+    // Paris takes coupons: the pass that grants it is over every node connected.
+    let mut paris = connect(&hub, Some(PARIS)).await.expect("upgraded");
+    paris
+        .handshake("paris", "store-paris", Vector::new(), None)
+        .await;
+    let key = Scarce::Coupon {
+        code: "OPEN10".into(),
+    };
+    let paris_id = ReplicaId("paris".into());
+    hub_items_until(&mut paris, |seen| {
+        seen.iter().any(
+            |i| matches!(i, Item::Rights { key: k, state } if *k == key && state.held(&paris_id) > 0),
+        )
+    })
+    .await;
+    // Paris holds its 2 (topped up to coupon_grant_per_node at once): the hub keeps the 8
+    // others, none went to berlin.
+    let row = coupon_row(&c, &hub, "OPEN10")
+        .await
+        .expect("the code's row");
+    assert_eq!(row["hub_holds"], 8, "{row}");
+    assert_eq!(
+        uses_of(&hub, "SPRING", "OPEN10"),
+        2,
+        "only paris's count as away"
+    );
 }

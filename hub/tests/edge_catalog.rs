@@ -158,6 +158,7 @@ impl Node {
             pending: 0,
             catalog_fingerprint: self.model.fingerprint.clone(),
             catalog_deltas: deltas,
+            coupons: false,
         };
         self.send(&hello).await;
         match self.recv().await {

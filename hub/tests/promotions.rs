@@ -1203,6 +1203,112 @@ async fn a_checkout_that_runs_out_of_time_gives_its_reserved_coupon_back() {
     assert_eq!(minor(&checkout["breakdown"]["discount"]), 200);
 }
 
+/// Waits (polling the clock) until a checkout's stock hold has ended.
+async fn after_the_hold(checkout: &Value) {
+    let ends = checkout["hold_expires_at"]
+        .as_str()
+        .expect("hold_expires_at");
+    let ends = time::OffsetDateTime::parse(ends, &time::format_description::well_known::Rfc3339)
+        .expect("a time");
+    common::eventually(std::time::Duration::from_secs(30), || async {
+        (time::OffsetDateTime::now_utc() > ends + time::Duration::milliseconds(200)).then_some(())
+    })
+    .await;
+}
+
+/// A hub whose holds end after a second and whose sweeper does not come round in these tests:
+/// as when the provider cannot be reached to expire a session, a checkout stays payable after
+/// its hold ran out.
+async fn shop_with_a_short_hold() -> Shop {
+    Shop::start_with(|s| {
+        s.checkout.hold_for = std::time::Duration::from_secs(1);
+        s.checkout.sweep_every = std::time::Duration::from_secs(3600);
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_coupons_last_use_stays_reserved_while_its_checkout_can_still_be_paid() {
+    let shop = shop_with_a_short_hold().await;
+    shop.promotion(
+        "LASTONE",
+        "The last one: 2 euros off",
+        json!({
+            "conditions": [{"type": "coupon"}],
+            "benefit": {"type": "amount_off_basket", "amount": eur(200)},
+        }),
+    )
+    .await;
+    shop.limited_coupon("LASTONE", "LAST-ONE", json!({"max_uses": 1}))
+        .await;
+    let [(a, a_who), (b, b_who)] = two_baskets_with(&shop, Some("LAST-ONE")).await;
+    let first = shop.checkout(&a, &a_who, None).await;
+    assert_eq!(minor(&first["breakdown"]["discount"]), 200);
+
+    // The hold ran out, the payment page is still open: the use is still the first
+    // checkout's, so a second shopper cannot take it.
+    after_the_hold(&first).await;
+    let l = shop.basket(&b, &b_who).await;
+    assert_eq!(
+        coupon_status(&l, "LAST-ONE").map(|c| &c["applied"]),
+        Some(&json!(false)),
+        "{l}"
+    );
+    let (status, body) = shop.try_checkout(&b, &b_who, None, "standard").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "coupon_unavailable", "{body}");
+
+    // The first shopper pays late: the order gets the use it was priced with, once.
+    shop.pay(&first, &a_who).await;
+    let used = shop
+        .hub
+        .handle
+        .backoffice
+        .coupons("LASTONE")
+        .expect("coupons")
+        .into_iter()
+        .find(|c| c.code == "LAST-ONE")
+        .expect("the code")
+        .uses;
+    assert_eq!(used, 1);
+    let (status, body) = shop.try_checkout(&b, &b_who, None, "standard").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+#[actix_web::test]
+async fn a_promotions_last_use_stays_reserved_while_its_checkout_can_still_be_paid() {
+    let shop = shop_with_a_short_hold().await;
+    shop.promotion(
+        "FIRSTONE",
+        "The first order gets 2 euros off",
+        json!({
+            "benefit": {"type": "amount_off_basket", "amount": eur(200)},
+            "limits": {"per_order": null, "per_customer": null, "total": 1},
+        }),
+    )
+    .await;
+    let [(a, a_who), (b, b_who)] = two_baskets_with(&shop, None).await;
+    let first = shop.checkout(&a, &a_who, None).await;
+    assert_eq!(minor(&first["breakdown"]["discount"]), 200);
+    after_the_hold(&first).await;
+    let second = shop.checkout(&b, &b_who, None).await;
+    assert_eq!(
+        minor(&second["breakdown"]["discount"]),
+        0,
+        "the only use is still held by the first checkout: {second}"
+    );
+    shop.pay(&first, &a_who).await;
+    shop.pay(&second, &b_who).await;
+    let p = protocol::promotion::PromotionId::parse("FIRSTONE").expect("id");
+    let usage = shop
+        .hub
+        .handle
+        .backoffice
+        .usage(None, std::slice::from_ref(&p))
+        .expect("usage");
+    assert_eq!(usage[&p].total, 1, "used once, by the order priced with it");
+}
+
 #[actix_web::test]
 async fn a_promotion_or_coupon_limited_per_customer_is_for_signed_in_customers() {
     let shop = Shop::start().await;

@@ -323,6 +323,28 @@ impl Store {
         self.db.healthy()
     }
 
+    /// The database, for the POS's reads of its own tree.
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A change local to this node that goes nowhere (no outbox entry): staff PIN failures
+    /// and sessions, tills. `f` reads what it needs under the writer lock, so it never
+    /// interleaves with a sale, and returns its writes, committed in one transaction and
+    /// flushed before this returns.
+    pub(crate) fn local_change<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<(WriteSet, R), E>,
+    ) -> Result<R, E> {
+        let _writer = self.writer()?;
+        let (writes, out) = f(&self.db)?;
+        if !writes.is_empty() {
+            self.db.commit(&writes)?;
+            self.flush_or_fail("a POS change")?;
+        }
+        Ok(out)
+    }
+
     /// Flushes everything (graceful shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()
@@ -339,27 +361,53 @@ impl Store {
     /// (refusing units beyond them unless `override_reason` is given, which makes deficit
     /// records), and answers only once it is durable. A retry with the same idempotency key
     /// returns the first sale unchanged.
-    #[tracing::instrument(skip_all, fields(lines = req.lines.len()))]
     pub fn sell(
         &self,
         req: &SaleRequest,
         idempotency: Option<&str>,
     ) -> Result<SaleReceipt, OpError> {
+        self.sell_at(req, idempotency, None)
+    }
+
+    /// Records a sale as [`Store::sell`] does; with `till`, rung up by a signed-in staff
+    /// member at an open till: refused (`till_closed`) unless that till is open, the staff id
+    /// becomes the sale's clerk, and the till's running totals change in the sale's own write.
+    #[tracing::instrument(skip_all, fields(lines = req.lines.len(), till = till.map(|t| t.till.as_str())))]
+    pub fn sell_at(
+        &self,
+        req: &SaleRequest,
+        idempotency: Option<&str>,
+        till: Option<&crate::pos::TillSale>,
+    ) -> Result<SaleReceipt, OpError> {
         let idem = check_idempotency_key(idempotency)?.map(|k| format!("sale:{k}"));
+        // A retry of a sale already made gets its receipt, whatever changed since (a code
+        // ended, a price changed): looked up before pricing, and again under the writer lock
+        // for a retry racing its first attempt.
+        let replayed = |key: &str| -> Result<Option<SaleReceipt>, OpError> {
+            // A store that failed a flush answers nothing until a restart: the sale found may
+            // be one whose write was never made durable.
+            self.refuse_if_failed()?;
+            let Some(found) = self.db.get::<IdRef>(T::Sales, &idempotency_key(key))? else {
+                return Ok(None);
+            };
+            // The first answer was given only once durable; make sure that is still so.
+            self.db.flush()?;
+            Ok(Some(SaleReceipt {
+                replayed: true,
+                ..self.sale_receipt(found.id)?
+            }))
+        };
+        if let Some(receipt) = idem.as_deref().map(replayed).transpose()?.flatten() {
+            return Ok(receipt);
+        }
         let now = self.corrected_now()?;
         let coupons = self.coupon_terms(req, now)?;
         let priced = price_sale(&self.catalog(), &self.me.location, now, req, &coupons)?;
         let mut w = self.writer()?;
-        if let Some(key) = &idem {
-            if let Some(found) = self.db.get::<IdRef>(T::Sales, &idempotency_key(key))? {
-                // The first answer was given only once durable; make sure that is still so.
-                self.db.flush()?;
-                return Ok(SaleReceipt {
-                    replayed: true,
-                    ..self.sale_receipt(found.id)?
-                });
-            }
+        if let Some(receipt) = idem.as_deref().map(replayed).transpose()?.flatten() {
+            return Ok(receipt);
         }
+        let clerk = till.map(|t| t.staff.clone()).or(priced.clerk);
         let mut ch = Change::new(self, &mut w);
         let mut short = Vec::new();
         for (sku, qty) in &priced.units {
@@ -393,7 +441,7 @@ impl Store {
             taxes: priced.taxes,
             payments: priced.payments,
             customer: req.customer,
-            clerk: priced.clerk.clone(),
+            clerk: clerk.clone(),
             promotions: priced.promotions,
             coupons: coupons.iter().map(|c| c.code.clone()).collect(),
         };
@@ -407,16 +455,27 @@ impl Store {
                     qty - consumed,
                     reason,
                     Some(id),
-                    priced.clerk.clone(),
+                    clerk.clone(),
                     &at,
                 )?);
             }
             ch.policy(sku)?;
         }
+        let till = match till {
+            Some(t) => Some(crate::pos::till::ring_up(
+                &self.db,
+                &mut ch.writes,
+                t,
+                &sale,
+                change_due(&sale),
+            )?),
+            None => None,
+        };
         let entry = SaleEntry {
             sale,
             deficits: deficits.iter().map(|d| d.id).collect(),
             replayed_from: None,
+            till,
         };
         ch.record_sale(&entry, idem.as_deref())?;
         ch.finish()?;
@@ -1177,6 +1236,7 @@ impl Store {
                 sale,
                 deficits,
                 replayed_from: Some(record.replica.clone()),
+                till: None,
             };
             ch.record_sale(&entry, None)?;
             ch.finish()?;

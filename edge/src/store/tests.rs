@@ -882,3 +882,48 @@ fn a_per_customer_coupon_needs_the_customer_and_counts_their_uses_here() {
         )
         .expect("another customer");
 }
+
+#[test]
+fn a_retried_sale_gets_its_receipt_even_after_its_coupon_ended() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = coupon_store(dir.path());
+    let me = rid("berlin");
+    let mut at_hub = Rights::new();
+    at_hub.create(&hub(), 10);
+    at_hub.transfer(&hub(), &me, 2).expect("held");
+    from_hub(
+        &store,
+        vec![
+            terms("SPRING10", true, None),
+            Item::Rights {
+                key: Scarce::Coupon {
+                    code: "SPRING10".into(),
+                },
+                state: at_hub.row(&hub()),
+            },
+        ],
+    );
+    let sale = with_coupons(&["SPRING10"], None);
+    let first = store.sell(&sale, Some("till-1-0042")).expect("sold");
+    assert!(!first.replayed);
+    // The hub ends the code before the till's retry (its answer was lost) comes in.
+    from_hub(
+        &store,
+        vec![Item::Command(Command {
+            id: Ulid::new(),
+            kind: CommandKind::EndCoupon {
+                code: "SPRING10".into(),
+            },
+            at: stamp(),
+        })],
+    );
+    let again = store
+        .sell(&sale, Some("till-1-0042"))
+        .expect("the retry gets the stored receipt, not a refusal");
+    assert!(again.replayed);
+    assert_eq!(again.entry.sale.id, first.entry.sale.id);
+    assert_eq!(again.entry.sale.total, first.entry.sale.total);
+    // A new sale with the code is refused: it has ended.
+    let (code, _) = refusal(store.sell(&sale, Some("till-1-0043")));
+    assert_eq!(code, "invalid_coupon");
+}

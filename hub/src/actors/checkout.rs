@@ -15,8 +15,11 @@
 //!    the reservation the order's uses.
 //! 3. `EndCheckout` (the shopper cancels, the hold runs out): expire the provider's session
 //!    **first** so the old basket can never be paid, then give the stock and the reserved uses
-//!    back and unlock. A reservation also lapses by itself when the hold ends, so one a crash
-//!    left behind never keeps a coupon from other shoppers for longer.
+//!    back and unlock. While the session can still be paid (even after the hold ran out and
+//!    the provider could not be asked to expire it) the reservation stays: a late payment
+//!    finds its uses. It lapses by itself once the session can no longer be paid (its expiry
+//!    plus slack), so one a crash left behind never keeps a coupon from other shoppers for
+//!    longer.
 
 use super::basket::{Access, BasketActor, BasketFailure};
 use super::inventory::HoldFailure;
@@ -323,6 +326,9 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
     let now = deps.clock.now();
     let id = CheckoutId::new();
     let hold_until = now + cfg.settings.hold_for;
+    // The session is asked to expire then (provider time): the reservation lasts until the
+    // provider can no longer take its payment.
+    let session_expires_at = session_expiry(&cfg);
     // A code the shopper entered is paid with or not at all: one that cannot be used any more
     // is refused with its reason, never silently left out of the price.
     if let Some(refused) = unusable_coupon(&deps, &basket, now) {
@@ -336,7 +342,7 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
         country: &address.country,
         method: &msg.input.shipping_method,
         checkout: id,
-        until: hold_until,
+        until: payable_until(&deps, session_expires_at),
     };
     let (breakdown, offers) = match price_and_reserve(&deps, &basket, hints, &target).await {
         Ok(priced) => priced,
@@ -394,12 +400,18 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
             .with("checkout", id)
             .with("total", record.breakdown.total),
     ));
-    let new = new_session(&record, &cfg);
+    let new = new_session(&record, &cfg, session_expires_at);
     match cfg.payments.create_session(&new).await {
         Ok(session) => {
             record.session_id = Some(session.id);
             record.payment_url = session.url;
-            record.session_expires_at = Some(session.expires_at.unwrap_or(new.expires_at));
+            let expires_at = session.expires_at.unwrap_or(new.expires_at);
+            record.session_expires_at = Some(expires_at);
+            if expires_at > new.expires_at {
+                // The provider keeps the page open longer than asked: the reservation lasts
+                // as long (a reservation of the same checkout only ever grows).
+                extend_reservation(&deps, &record, expires_at).await;
+            }
             match deps
                 .storage
                 .commit(UnitOfWork::new().with(Change::PutCheckout(record.clone())))
@@ -436,8 +448,48 @@ struct Target<'a> {
     country: &'a str,
     method: &'a str,
     checkout: CheckoutId,
-    /// When the reservation lapses: the end of the stock hold.
+    /// When the reservation lapses: when the provider can no longer take the payment
+    /// ([`payable_until`]), not the end of the stock hold — a payment made after the hold
+    /// ran out still becomes an order (its stock is taken again if there), and must find the
+    /// coupon and promotion uses it was priced with.
     until: OffsetDateTime,
+}
+
+/// Past its session's expiry plus this slack (for the provider's clock and a payment being
+/// completed as it expires) the provider takes no payment for it: [`end`] then gives the
+/// checkout up even when the provider cannot be asked, and its reservation has lapsed.
+const SESSION_SLACK_SECS: i64 = 300;
+
+/// When the provider is asked to expire a session opened now (unix seconds, provider time):
+/// it wants 30 minutes to 24 hours; the hub expires it itself when the hold ends.
+fn session_expiry(cfg: &CheckoutDeps) -> i64 {
+    let wall = OffsetDateTime::now_utc().unix_timestamp();
+    let life = cfg.settings.hold_for.as_secs().clamp(31 * 60, 23 * 3600) as i64;
+    wall + life + 60
+}
+
+/// The moment, on the hub's clock, after which a session expiring at `expires_at` (unix
+/// seconds, provider time) can no longer be paid: its expiry plus [`SESSION_SLACK_SECS`].
+/// A checkout's reservation lasts until then, so it never lapses while its payment can still
+/// go through; one left behind by a crash lapses then all the same.
+fn payable_until(deps: &Deps, expires_at: i64) -> OffsetDateTime {
+    let wall = OffsetDateTime::now_utc().unix_timestamp();
+    let left = expires_at.saturating_sub(wall).max(0) + SESSION_SLACK_SECS;
+    deps.clock.now() + time::Duration::seconds(left)
+}
+
+/// Makes a checkout's reservation last until its session, expiring at `expires_at`, can no
+/// longer be paid. A failure is logged (the reservation then lapses at the end it has).
+async fn extend_reservation(deps: &Deps, record: &CheckoutRecord, expires_at: i64) {
+    let reservation = Reservation {
+        customer: record.customer(),
+        coupons: record.coupons.clone(),
+        promotions: record.promotions.clone(),
+        until: payable_until(deps, expires_at),
+    };
+    if let Err(reason) = deps.offers.reserve(record.id, &reservation).await {
+        tracing::warn!(checkout = %record.id, %reason, "reservation not extended to the payment session's end");
+    }
 }
 
 /// How often a checkout is priced again when a promotion in its price reached its limit
@@ -469,7 +521,8 @@ fn coupon_refused(code: &str, reason: &str) -> CheckoutFailure {
 }
 
 /// Prices the checkout with the live promotions and reserves the limited coupon and promotion
-/// uses in its price until the hold ends (see `crate::backoffice::reservations`). Another
+/// uses in its price until the payment can no longer be made (see
+/// `crate::backoffice::reservations`). Another
 /// checkout may take the last use of a promotion between the two: the basket is then priced
 /// again, now without it (as the basket page shows it), and the checkout goes on at that price.
 /// A coupon code is never left out so: one used up meanwhile refuses the checkout.
@@ -511,10 +564,10 @@ async fn price_and_reserve(
 }
 
 /// Gives back a checkout's reserved uses. A failure is logged: the reservation then lapses by
-/// itself when the checkout's hold ends.
+/// itself once the checkout's session can no longer be paid.
 async fn release_reservation(deps: &Deps, checkout: CheckoutId) {
     if let Err(reason) = deps.offers.release_reservation(checkout).await {
-        tracing::warn!(%checkout, %reason, "reserved coupon and promotion uses not given back yet; they lapse with the hold");
+        tracing::warn!(%checkout, %reason, "reserved coupon and promotion uses not given back yet; they lapse with the payment session");
     }
 }
 
@@ -577,7 +630,7 @@ async fn checkout_email(
 
 /// The Checkout Session for a frozen checkout: its lines as the page shows them, unless a
 /// discount makes per-line amounts differ from the total (then one line with the total).
-fn new_session(record: &CheckoutRecord, cfg: &CheckoutDeps) -> NewSession {
+fn new_session(record: &CheckoutRecord, cfg: &CheckoutDeps, expires_at: i64) -> NewSession {
     let b = &record.breakdown;
     let mut lines: Vec<PageLine> = b
         .lines
@@ -617,9 +670,6 @@ fn new_session(record: &CheckoutRecord, cfg: &CheckoutDeps) -> NewSession {
             quantity: 1,
         }];
     }
-    // The provider wants 30 minutes to 24 hours; the hub expires it itself when the hold ends.
-    let wall = OffsetDateTime::now_utc().unix_timestamp();
-    let life = cfg.settings.hold_for.as_secs().clamp(31 * 60, 23 * 3600) as i64;
     let base = cfg.public_url.trim_end_matches('/');
     NewSession {
         checkout_id: record.id.to_string(),
@@ -632,7 +682,7 @@ fn new_session(record: &CheckoutRecord, cfg: &CheckoutDeps) -> NewSession {
             record.id
         ),
         cancel_url: format!("{base}/checkout/{}/cancel", record.id),
-        expires_at: wall + life + 60,
+        expires_at,
         idempotency_key: format!("checkout-{}-{}", record.id, record.attempt),
     }
 }
@@ -692,7 +742,9 @@ async fn end(
             let read = payments.session(&sid).await;
             // Past its own expiry (plus slack for clocks), the provider takes no payment for it.
             let wall = OffsetDateTime::now_utc().unix_timestamp();
-            let lapsed = record.session_expires_at.is_some_and(|at| wall > at + 300);
+            let lapsed = record
+                .session_expires_at
+                .is_some_and(|at| wall > at + SESSION_SLACK_SECS);
             match read {
                 Ok(s) if s.is_paid() => {
                     let (b, res) = complete(deps, basket, record.clone(), s).await;
@@ -708,7 +760,9 @@ async fn end(
                     if why == EndReason::HoldExpired && now >= record.hold_until + grace {
                         // The provider is down: the stock goes back (recorded first, so a late
                         // payment knows it must find stock again), the basket stays locked until
-                        // the session is known to be expired or paid.
+                        // the session is known to be expired or paid. The reserved coupon and
+                        // promotion uses stay: the session may still be paid, and its order
+                        // must find them (they lapse by themselves once it cannot be).
                         if !record.hold_released {
                             record.hold_released = true;
                             let unit = UnitOfWork::new().with(Change::PutCheckout(record.clone()));
@@ -723,7 +777,6 @@ async fn end(
                         {
                             return (None, Err(e.into()));
                         }
-                        release_reservation(&deps, record.id).await;
                         return (None, Ok((record, None)));
                     }
                     return (None, Err(expire_error.into()));

@@ -9,8 +9,9 @@ use time::OffsetDateTime;
 
 /// The limited uses a checkout holds while its payment is pending: reserved when it starts,
 /// counted against every limit as if used, made uses when its order is placed, given back when
-/// it ends without one. A reservation lapses by itself at `until` (the end of the stock hold),
-/// so one left behind by a crash never holds a use for longer than that.
+/// it ends without one. A reservation lapses by itself at `until` (when the checkout's payment
+/// session can no longer be paid), so one left behind by a crash never holds a use for longer
+/// than that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub customer: Option<CustomerId>,
@@ -137,7 +138,7 @@ pub trait Offers: Send + Sync {
 
     /// Reserves the limited uses of a checkout's coupons and promotions, all or none, checking
     /// every limit against the uses and the other checkouts' reservations. The same checkout
-    /// again answers `Ok` and changes nothing.
+    /// again answers `Ok` and changes nothing but a later `until`, which extends it.
     async fn reserve(
         &self,
         _checkout: CheckoutId,

@@ -39,10 +39,17 @@ impl Backoffice {
     }
 
     /// The public codes of the live promotions not expired at `now`, as the stores see them.
+    /// A promotion limited in total or per customer is not among what the stores price with
+    /// ([`crate::edge::coupons::node_promotions`]), so its codes are left out: a store could
+    /// never redeem them, and rights granted of them would only be lost to online orders (the
+    /// coupon pass calls back what was granted before).
     pub fn store_coupons(&self, now: OffsetDateTime) -> Result<Vec<StoreCoupon>> {
         let live = self.live();
         let mut out = Vec::new();
         for p in live.promotions() {
+            if crate::edge::coupons::limited(p) {
+                continue;
+            }
             for c in self.coupons(p.id.as_str())? {
                 if c.batch.is_some() || c.limits.expires_at.is_some_and(|e| e <= now) {
                     continue;

@@ -8,9 +8,15 @@
 //! A reservation is stored under the checkout (`resv/{checkout}`, everything it holds) and
 //! indexed under each limited code (`cresv/{code}\0{checkout}`) and promotion
 //! (`presv/{promotion}\0{checkout}`), so counting the reservations of one code is a prefix scan.
-//! It lapses at its `until` (the end of the checkout's stock hold): a lapsed reservation no
-//! longer counts, and the next reservation of the same code or promotion deletes it, so one
-//! left behind by a crash never holds a use for longer than the hold.
+//! It lapses at its `until`: when the checkout's payment session can no longer be paid (its
+//! expiry plus the slack the checkout's end allows the provider), not when its stock hold
+//! ends — a payment can go through after the hold ran out (the sweeper could not expire the
+//! session), and its order must then find the uses it was priced with. Until then only the
+//! checkout's end (cancelled, expired at the provider, paid) gives it back. A lapsed
+//! reservation no longer counts, and the next reservation of the same code or promotion
+//! deletes it, so one left behind by a crash never holds a use for longer than its session.
+//! Reserving again for the same checkout with a later `until` extends it (the provider kept
+//! the session open longer than asked).
 
 use super::store::{self, key, prefix, Batch};
 use super::Backoffice;
@@ -175,8 +181,9 @@ impl Backoffice {
     }
 
     /// Reserves the limited uses of a checkout's coupons and promotions, all or none (see the
-    /// module docs). The same checkout again changes nothing; a checkout whose price holds
-    /// nothing limited stores nothing (its order then redeems with [`Backoffice::redeem`]).
+    /// module docs). The same checkout again changes nothing but a later `until`, which
+    /// extends its reservation; a checkout whose price holds nothing limited stores nothing
+    /// (its order then redeems with [`Backoffice::redeem`]).
     pub async fn reserve(
         &self,
         checkout: CheckoutId,
@@ -187,15 +194,16 @@ impl Backoffice {
             return Ok(());
         }
         let _lock = self.writes.lock().await;
-        if self
-            .store
-            .get(&reservation_key(checkout))
-            .map_err(unavailable)?
-            .is_some()
-        {
-            return Ok(());
-        }
         let now = self.now();
+        if let Some(record) =
+            store::get::<ReservationRecord>(self.store.as_ref(), &reservation_key(checkout))
+                .map_err(unavailable)?
+        {
+            return self
+                .extend(record, reservation.until, now)
+                .await
+                .map_err(unavailable);
+        }
         let customer = reservation.customer;
         let held = ReservedUse {
             checkout,
@@ -264,6 +272,46 @@ impl Backoffice {
             .map_err(unavailable)?;
         self.commit(batch).await.map_err(unavailable)?;
         tracing::info!(%checkout, "coupon and promotion uses reserved");
+        Ok(())
+    }
+
+    /// Moves the end of a checkout's reservation to `until` when that is later and the
+    /// reservation has not lapsed (a lapsed one may have lost its uses to other checkouts
+    /// already: it is not revived).
+    async fn extend(
+        &self,
+        mut record: ReservationRecord,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        if until <= record.until || record.until <= now {
+            return Ok(());
+        }
+        record.until = until;
+        let held = ReservedUse {
+            checkout: record.checkout,
+            customer: record.customer,
+            until,
+        };
+        let mut batch = Batch::new();
+        let holds = record
+            .coupons
+            .iter()
+            .map(|c| coupon_hold_key(c, record.checkout))
+            .chain(
+                record
+                    .promotions
+                    .iter()
+                    .map(|p| promotion_hold_key(p, record.checkout)),
+            );
+        for k in holds {
+            if self.store.get(&k)?.is_some() {
+                batch.put(k, &held)?;
+            }
+        }
+        batch.put(reservation_key(record.checkout), &record)?;
+        self.commit(batch).await?;
+        tracing::info!(checkout = %record.checkout, %until, "reservation extended");
         Ok(())
     }
 
@@ -540,6 +588,34 @@ mod tests {
             "c2's reservation cleared c1's"
         );
         assert_eq!(bo.check("LAST-ONE", None, now), Err(CouponRefusal::UsedUp));
+    }
+
+    #[actix_web::test]
+    async fn reserving_again_with_a_later_end_extends_the_reservation_which_still_lapses() {
+        let (bo, clock) = memory();
+        live(&bo, "ONE", json!({}), true).await;
+        coupon(&bo, "ONE", "LAST-ONE", Some(1)).await;
+        let c1 = CheckoutId::new();
+        let minutes = |m| T0 + time::Duration::minutes(m);
+        bo.reserve(c1, &hold(None, &["LAST-ONE"], &["ONE"], minutes(15)))
+            .await
+            .expect("reserved");
+        // The payment session stays open longer than asked: the reservation follows it.
+        bo.reserve(c1, &hold(None, &["LAST-ONE"], &["ONE"], minutes(40)))
+            .await
+            .expect("extended");
+        // An earlier end never shortens it.
+        bo.reserve(c1, &hold(None, &["LAST-ONE"], &["ONE"], minutes(20)))
+            .await
+            .expect("unchanged");
+        clock.advance(std::time::Duration::from_secs(30 * 60));
+        assert_eq!(
+            bo.check("LAST-ONE", None, minutes(30)),
+            Err(CouponRefusal::UsedUp),
+            "still c1's at 30 minutes"
+        );
+        // Past its end it lapses all the same (a crash left it behind).
+        assert!(bo.check("LAST-ONE", None, minutes(40)).is_ok());
     }
 
     #[actix_web::test]

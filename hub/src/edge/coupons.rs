@@ -29,8 +29,9 @@ use time::OffsetDateTime;
 use ulid::Ulid;
 
 /// Whether a promotion is limited in total or per customer: its uses are counted by orders on
-/// the hub, which a node cannot see, so nodes do not apply it (`docs/promotions.md`).
-fn limited(p: &Promotion) -> bool {
+/// the hub, which a node cannot see, so nodes do not apply it (`docs/promotions.md`), and its
+/// codes are not shared with the stores.
+pub(crate) fn limited(p: &Promotion) -> bool {
     p.spec.limits.total.is_some() || p.spec.limits.per_customer.is_some()
 }
 
@@ -92,6 +93,23 @@ impl Known {
         self.sent.remove(node);
         self.ended.retain(|(n, _)| n != node);
     }
+
+    /// A code is live (again): a node asked to end it is no longer taken as ended, and is sent
+    /// its terms again (a node stores terms as not ended), so it redeems it again; asked to
+    /// end it should it end once more.
+    fn live_again(&mut self, code: &str) {
+        let sent = &mut self.sent;
+        self.ended.retain(|(node, c)| {
+            if c != code {
+                return true;
+            }
+            if let Some(terms) = sent.get_mut(node) {
+                terms.remove(code);
+            }
+            false
+        });
+        self.ended_share.remove(code);
+    }
 }
 
 fn terms_of(c: &StoreCoupon, clock: &mut HybridClock, now: OffsetDateTime) -> CouponTerms {
@@ -126,7 +144,9 @@ fn offers_error(e: String) -> StorageError {
 }
 
 /// One pass over the coupons: terms to the connected nodes, grants topped up, ended codes
-/// called back. Touches only rows that change.
+/// called back. Touches only rows that change. Answers whether it settled everything it
+/// could: `false` when the back office refused a share (a pending checkout or an online order
+/// holds what the grant would take), so a later pass with the same inputs tries again.
 pub async fn pass(
     w: &mut Working<'_>,
     env: &Env<'_>,
@@ -135,10 +155,12 @@ pub async fn pass(
     connected: &[ReplicaId],
     known: &mut Known,
     policy: CouponPolicy,
-) -> Result<()> {
+) -> Result<bool> {
     let hub = ReplicaId::hub();
     let offers = env.offers;
+    let mut settled = true;
     for c in coupons {
+        known.live_again(&c.code);
         let terms = terms_of(c, clock, env.now);
         let key = Scarce::Coupon {
             code: c.code.clone(),
@@ -184,6 +206,7 @@ pub async fn pass(
             if agreed.is_none() {
                 // The limit does not leave that much (online uses came in meanwhile): no grant
                 // this time; the share is set to what is away without it.
+                settled = false;
                 planned = aligned;
                 granted.clear();
                 let away = planned.given_away(&hub);
@@ -214,7 +237,8 @@ pub async fn pass(
             );
         }
     }
-    end_coupons(w, env, clock, coupons, connected, known).await
+    end_coupons(w, env, clock, coupons, connected, known).await?;
+    Ok(settled)
 }
 
 /// Calls back the rights of codes no longer live, and lets the back office hear the share
@@ -235,7 +259,6 @@ async fn end_coupons(
             continue;
         };
         if live.contains(code.as_str()) {
-            known.ended_share.remove(code);
             continue;
         }
         for node in connected {
@@ -278,6 +301,142 @@ mod tests {
             .expect("spec"),
             created_seq: 1,
         }
+    }
+
+    /// Holds nothing for checkouts.
+    struct NoHolds;
+
+    #[async_trait::async_trait]
+    impl super::super::merge::Holds for NoHolds {
+        fn held(&self, _: &protocol::LocationId, _: &protocol::Sku) -> u64 {
+            0
+        }
+        async fn holders(&self, _: &protocol::LocationId, _: &protocol::Sku) -> Vec<String> {
+            Vec::new()
+        }
+    }
+
+    /// A back office that agrees to every share away at the stores.
+    struct Agreeing;
+
+    #[async_trait::async_trait]
+    impl crate::actors::offers::Offers for Agreeing {
+        fn guard(&self, _: &str) -> std::result::Result<(), u64> {
+            Ok(())
+        }
+        fn record_invalid(&self, _: &str) {}
+        async fn check_coupon(
+            &self,
+            _: &str,
+            _: Option<protocol::CustomerId>,
+            _: OffsetDateTime,
+        ) -> std::result::Result<String, String> {
+            Err("unknown".into())
+        }
+        async fn set_store_share(
+            &self,
+            _: &str,
+            _: u64,
+        ) -> std::result::Result<Option<u64>, String> {
+            Ok(Some(0))
+        }
+    }
+
+    /// What one pass queues for `node`.
+    async fn one_pass(
+        store: &dyn crate::edge::store::EdgeStore,
+        env: &Env<'_>,
+        clock: &mut HybridClock,
+        coupons: &[StoreCoupon],
+        known: &mut Known,
+        node: &ReplicaId,
+    ) -> Vec<Item> {
+        let mut w = Working::new(store);
+        let policy = CouponPolicy {
+            per_node: 2,
+            percent: 50,
+        };
+        pass(
+            &mut w,
+            env,
+            clock,
+            coupons,
+            std::slice::from_ref(node),
+            known,
+            policy,
+        )
+        .await
+        .expect("a pass");
+        let planned = w.finish();
+        let queued = planned
+            .write
+            .outbox
+            .iter()
+            .filter(|(n, _)| n == node)
+            .flat_map(|(_, items)| items.clone())
+            .collect();
+        store.commit(planned.write).await.expect("committed");
+        queued
+    }
+
+    #[actix_web::test]
+    async fn a_code_live_again_is_sent_its_terms_again_and_ended_again_later() {
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = crate::storage::sled::SledStorage::open(dir.path(), 8).expect("opens");
+        let store = crate::edge::sled_store::SledEdgeStore::open(&storage).expect("tree");
+        let settings = crate::config::EdgeSettings {
+            nodes: vec![crate::config::EdgeNodeSettings {
+                replica: "berlin".into(),
+                location: "store-berlin".into(),
+                name: "Berlin".into(),
+                credential_sha256: hex::encode(crate::auth::token_hash("berlin-credential")),
+            }],
+            ..crate::config::EdgeSettings::default()
+        };
+        let nodes = crate::edge::Nodes::from_settings(&settings).expect("nodes");
+        let env = Env {
+            nodes: &nodes,
+            holds: &NoHolds,
+            offers: &Agreeing,
+            now: OffsetDateTime::now_utc(),
+        };
+        let berlin = ReplicaId("berlin".into());
+        let code = StoreCoupon {
+            code: "LATER4".into(),
+            promotion: PromotionId::parse("SPRING").expect("id"),
+            max_uses: Some(4),
+            max_uses_per_customer: None,
+            expires_at: None,
+            online: 0,
+            away: 0,
+        };
+        let mut clock = HybridClock::new(ReplicaId::hub());
+        let mut known = Known::default();
+        let terms = |items: &[Item]| {
+            items
+                .iter()
+                .any(|i| matches!(i, Item::Coupon(t) if t.code == "LATER4"))
+        };
+        let ends = |items: &[Item]| {
+            items.iter().any(|i| {
+                matches!(i, Item::Command(Command { kind: CommandKind::EndCoupon { code }, .. }) if code == "LATER4")
+            })
+        };
+        let live = std::slice::from_ref(&code);
+
+        let first = one_pass(store.as_ref(), &env, &mut clock, live, &mut known, &berlin).await;
+        assert!(terms(&first), "{first:?}");
+        // The code ends: the node, which holds rights of it, is asked for them back.
+        let ended = one_pass(store.as_ref(), &env, &mut clock, &[], &mut known, &berlin).await;
+        assert!(ends(&ended), "{ended:?}");
+        // Live again: its terms go out again (the node stores them as not ended).
+        let again = one_pass(store.as_ref(), &env, &mut clock, live, &mut known, &berlin).await;
+        assert!(terms(&again), "{again:?}");
+        let quiet = one_pass(store.as_ref(), &env, &mut clock, live, &mut known, &berlin).await;
+        assert!(!terms(&quiet), "sent once: {quiet:?}");
+        // And ending once more asks again.
+        let ended = one_pass(store.as_ref(), &env, &mut clock, &[], &mut known, &berlin).await;
+        assert!(ends(&ended), "{ended:?}");
     }
 
     #[test]

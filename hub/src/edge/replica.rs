@@ -5,7 +5,7 @@
 //! operator sees of each node.
 
 use super::catalog::{catalog_digest, fingerprint_with, CatalogChange, History, NodeCatalog};
-use super::coupons::{node_promotions, pass as coupon_pass, CouponPolicy, Known};
+use super::coupons::{node_promotions, pass as coupon_pass, CouponPolicy, Known, StoreCoupon};
 use super::merge::{merge_batch, relay_location, Env, Holds, Working};
 use super::session::{CatalogChanged, NodeSession, OutboxGrew, Replaced, RetiredNow};
 use super::store::{CatalogVersion, EdgeStore, EdgeWrite, NodeMeta, NodeState, RetiredRecord};
@@ -17,7 +17,7 @@ use crate::config::EdgeSettings;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use protocol::promotion::PromotionSet;
-use protocol::replication::sync::{Item, Vector};
+use protocol::replication::sync::{Item, Scarce, Vector};
 use protocol::replication::{Command, CommandKind, ConflictRecord, HybridClock, ReplicaId};
 use protocol::{CatalogSnapshot, LocationId, Sku, StockLevel};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +29,8 @@ use ulid::Ulid;
 /// How often the replica looks whether the catalog snapshot or the live promotions were
 /// replaced (both are an `Arc` swap away, so a look costs two loads and a pointer compare).
 const CATALOG_POLL: Duration = Duration::from_millis(250);
-/// How often the replica passes over the coupons the stores may redeem (terms, grants, ends).
+/// How often the replica reads the coupons the stores may redeem (off the actor) and, when
+/// anything a pass depends on changed, passes over them (terms, grants, ends).
 const COUPON_POLL: Duration = Duration::from_millis(500);
 
 /// What the replica last looked at, to tell a change cheaply.
@@ -50,6 +51,20 @@ struct Live {
     acked: u64,
     /// The current session: its id and address.
     session: Option<(u64, Addr<NodeSession>)>,
+    /// The current session's node said in `Hello` that it takes coupons at the till: only such
+    /// a node is sent coupon terms and granted coupon rights (an older one would keep rights
+    /// it never uses nor hands back).
+    coupons: bool,
+}
+
+/// What the last coupon pass that settled everything was made of: a pass with the same
+/// inputs would change nothing, so it is skipped.
+#[derive(PartialEq)]
+struct CouponInputs {
+    /// [`EdgeReplica::coupon_gen`] when it ran.
+    generation: u64,
+    coupons: Vec<StoreCoupon>,
+    connected: Vec<ReplicaId>,
 }
 
 pub struct EdgeReplica {
@@ -80,6 +95,14 @@ pub struct EdgeReplica {
     /// What the coupon passes sent each node.
     coupons: Known,
     coupon_policy: CouponPolicy,
+    /// Grows whenever something a coupon pass reads besides the back office's coupons may
+    /// have changed: a node connected or went (its terms are sent again), a merge touched a
+    /// coupon's rights, a replica was retired, a pass failed or left work for the next.
+    coupon_gen: u64,
+    /// A read of the coupons is under way (off the actor).
+    coupon_reading: bool,
+    /// The inputs of the last pass that settled everything.
+    coupon_last: Option<CouponInputs>,
 }
 
 /// A node's session said `Hello`: registers it (replacing an older one) and answers what the
@@ -94,6 +117,8 @@ pub struct Connect {
     pub catalog_version: u64,
     pub time_ms: u64,
     pub pending: u64,
+    /// The node takes coupons at the till (`Hello.coupons`).
+    pub coupons: bool,
 }
 
 /// What a session needs after `Hello`.
@@ -317,6 +342,7 @@ impl EdgeReplica {
                         state,
                         acked,
                         session: None,
+                        coupons: false,
                     },
                 )
             })
@@ -354,6 +380,9 @@ impl EdgeReplica {
                 per_node: start.settings.coupon_grant_per_node,
                 percent: start.settings.coupon_grant_percent,
             },
+            coupon_gen: 0,
+            coupon_reading: false,
+            coupon_last: None,
         }
         .start();
         Ok(EdgeHandle {
@@ -515,26 +544,74 @@ impl EdgeReplica {
 }
 
 impl EdgeReplica {
-    /// One coupon pass ([`super::coupons::pass`]) for the connected nodes, committed like a
-    /// merge; the actor waits for it, so no merge interleaves.
-    fn check_coupons(&mut self, ctx: &mut Context<Self>) {
-        let connected: Vec<ReplicaId> = self
-            .live
+    /// The connected nodes that take coupons at the till.
+    fn coupon_nodes(&self) -> Vec<ReplicaId> {
+        self.live
             .iter()
-            .filter(|(_, l)| l.session.is_some() && l.state.retired.is_none())
+            .filter(|(_, l)| l.session.is_some() && l.coupons && l.state.retired.is_none())
             .map(|(r, _)| r.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Something a coupon pass reads may have changed: the next poll passes.
+    fn coupons_changed(&mut self) {
+        self.coupon_gen = self.coupon_gen.wrapping_add(1);
+    }
+
+    /// Reads the coupons the stores may redeem off the actor (a storage scan must not stall
+    /// merges and sessions), then passes over them if anything changed since the last pass
+    /// that settled everything ([`EdgeReplica::coupon_pass`]).
+    fn check_coupons(&mut self, ctx: &mut Context<Self>) {
+        if self.coupon_reading || self.coupon_nodes().is_empty() {
+            return;
+        }
+        self.coupon_reading = true;
+        let now = self.clock.now();
+        let offers = self.offers.clone();
+        ctx.spawn(
+            async move {
+                tokio::task::spawn_blocking(move || offers.store_coupons(now))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|read| read)
+            }
+            .into_actor(self)
+            .map(move |read, act, ctx| {
+                act.coupon_reading = false;
+                match read {
+                    Ok(coupons) => act.coupon_pass(ctx, coupons, now),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the coupons for the stores cannot be read")
+                    }
+                }
+            }),
+        );
+    }
+
+    /// One coupon pass ([`super::coupons::pass`]) for the connected nodes that take coupons,
+    /// committed like a merge; the actor waits for it, so no merge interleaves. Skipped when
+    /// its inputs — the coupons (with their uses), the nodes, and [`EdgeReplica::coupon_gen`]
+    /// (what a merge, a connection or a retirement changed) — are those of the last pass that
+    /// settled everything: it would change nothing.
+    fn coupon_pass(
+        &mut self,
+        ctx: &mut Context<Self>,
+        coupons: Vec<StoreCoupon>,
+        now: time::OffsetDateTime,
+    ) {
+        let connected = self.coupon_nodes();
         if connected.is_empty() {
             return;
         }
-        let now = self.clock.now();
-        let coupons = match self.offers.store_coupons(now) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "the coupons for the stores cannot be read");
-                return;
-            }
+        let inputs = CouponInputs {
+            generation: self.coupon_gen,
+            coupons,
+            connected,
         };
+        if self.coupon_last.as_ref() == Some(&inputs) {
+            return;
+        }
+        self.coupon_last = None;
         let mut known = std::mem::take(&mut self.coupons);
         let (store, nodes, holds, offers) = (
             self.store.clone(),
@@ -554,24 +631,34 @@ impl EdgeReplica {
                 };
                 let mut w = Working::new(store.as_ref());
                 let planned = coupon_pass(
-                    &mut w, &env, &mut hlc, &coupons, &connected, &mut known, policy,
+                    &mut w,
+                    &env,
+                    &mut hlc,
+                    &inputs.coupons,
+                    &inputs.connected,
+                    &mut known,
+                    policy,
                 )
                 .await
-                .map(|()| w.finish());
+                .map(|settled| (settled, w.finish()));
                 let res = match planned {
-                    Ok(p) if p.write.is_empty() => Ok(BTreeMap::new()),
-                    Ok(p) => store.commit(p.write).await,
+                    Ok((settled, p)) if p.write.is_empty() => Ok((settled, BTreeMap::new())),
+                    // What it wrote changes what the next pass reads: that one runs too.
+                    Ok((_, p)) => store.commit(p.write).await.map(|last| (false, last)),
                     Err(e) => Err(e),
                 };
-                (res, known, hlc)
+                (res, known, hlc, inputs)
             }
             .into_actor(self)
-            .map(|(res, known, hlc), act, _| {
+            .map(|(res, known, hlc, inputs), act, _| {
                 act.hlc = hlc;
                 match res {
-                    Ok(last) => {
+                    Ok((settled, last)) => {
                         act.coupons = known;
                         act.outbox_grew(last);
+                        if settled {
+                            act.coupon_last = Some(inputs);
+                        }
                     }
                     Err(e) => {
                         // Sent again in full at the next pass.
@@ -628,6 +715,7 @@ impl Handler<Connect> for EdgeReplica {
             tracing::info!(node = %msg.node, old_session = old_id, "a new session replaces the old one");
             old.do_send(Replaced);
         }
+        live.coupons = msg.coupons;
         let relay = heir_of_retired && live.state.meta.connected_ms.is_none();
         let skew = i64::try_from(now_ms)
             .unwrap_or(i64::MAX)
@@ -717,6 +805,7 @@ impl Handler<Connect> for EdgeReplica {
                 live.state.meta = meta;
                 live.acked = node_acked;
                 act.coupons.forget(&msg.node);
+                act.coupon_gen = act.coupon_gen.wrapping_add(1);
                 Ok(Welcomed {
                     have: live.state.have,
                     acked: node_acked,
@@ -743,11 +832,13 @@ impl Handler<Disconnect> for EdgeReplica {
             return AtomicResponse::new(Box::pin(actix::fut::ready(())));
         };
         live.session = None;
+        live.coupons = false;
         live.state.meta.disconnected_ms = Some(now_ms);
         let write = EdgeWrite {
             meta: vec![(msg.node.clone(), live.state.meta.clone())],
             ..EdgeWrite::default()
         };
+        self.coupons_changed();
         let store = self.store.clone();
         AtomicResponse::new(Box::pin(
             async move {
@@ -786,6 +877,18 @@ impl Handler<ApplyDeltas> for EdgeReplica {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(have))));
         }
         meta.last_sync_ms = Some(unix_ms(now));
+        if msg.items.iter().any(|i| {
+            matches!(
+                i,
+                Item::Rights {
+                    key: Scarce::Coupon { .. },
+                    ..
+                }
+            )
+        }) {
+            // A node's row of a coupon's counter: what the next coupon pass sees of it.
+            self.coupons_changed();
+        }
         let store = self.store.clone();
         let nodes = self.nodes.clone();
         let holds = self.holds.clone();
@@ -921,7 +1024,7 @@ impl Handler<ForwardCommand> for EdgeReplica {
                     let seen = store.on_hand(location, sku).await?.unwrap_or_default();
                     *as_seen = Some(seen.value());
                 }
-                tracing::info!(node = %owner, command = %command.id, kind = ?command.kind,
+                tracing::debug!(node = %owner, command = %command.id, kind = ?command.kind,
                     "command queued for the node");
                 let write = EdgeWrite {
                     outbox: vec![(owner, vec![Item::Command(command)])],
@@ -951,6 +1054,8 @@ impl Handler<Retire> for EdgeReplica {
             return ready(Ok(done.clone()));
         }
         let retired = self.retired_set();
+        // The retirement writes off the coupon rights the replica held.
+        self.coupons_changed();
         let store = self.store.clone();
         let nodes = self.nodes.clone();
         let holds = self.holds.clone();

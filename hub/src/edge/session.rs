@@ -619,6 +619,7 @@ impl NodeSession {
             pending,
             catalog_fingerprint,
             catalog_deltas,
+            coupons,
         } = frame
         else {
             self.malformed(ctx, "the first frame must be hello");
@@ -673,6 +674,7 @@ impl NodeSession {
             catalog_version,
             time_ms,
             pending,
+            coupons,
         };
         ctx.wait(
             self.replica

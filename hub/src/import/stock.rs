@@ -7,9 +7,12 @@
 //!   durable unit per inventory shard), which also records a 16-byte digest of each applied
 //!   row's identity (movement id, or location/SKU/version of a level) in the same unit: a row
 //!   re-sent after a crash is applied once. The digests are held in memory (16 bytes a row).
-//!   A row whose movement id, or whose level of a SKU and location, is already pending in the
-//!   page starts a new part of it, decided once the part before is applied: a rejected row's
-//!   movement is never taken as seen, so a correction later in the page applies.
+//!   Of the levels of one SKU and location in a page only the highest version is applied (the
+//!   others are stale, or unchanged/rejected at the same version, as they would be after it),
+//!   so a page of many levels of one SKU costs one durable write, not one per level. A row
+//!   whose movement id is already pending in the page starts a new part of it, decided once
+//!   the part before is applied: a rejected row's movement is never taken as seen, so a
+//!   correction later in the page applies.
 //! - Levels' versions are stored before their effects, so a crash can only leave a re-apply to
 //!   do, never an older level applied over a newer one (see [`StockApplier`]'s `apply_part`).
 //! - A store location (one owned by a configured edge node) is never changed by the hub: the
@@ -599,6 +602,73 @@ impl StockApplier {
     }
 }
 
+/// Keeps one level per SKU and location of a page: the highest version (the first row of it).
+/// The others are decided against it as they would be once it is applied — an older version
+/// is stale; the same version again unchanged, or rejected with other content — and left out
+/// (`fields` set to `None`), so a page of many levels of one SKU is one part (one durable write
+/// of versions, one inventory call), not a part and a flush per level. The movements between
+/// them still apply in page order; the kept level sets on hand where it stands in the page.
+fn superseded_levels(
+    rows: &[Row],
+    fields: &mut [Option<StockFields>],
+    applied: &Applied,
+    outcomes: &mut [Option<RowOutcome>],
+) {
+    let mut best: HashMap<Key, (usize, u64, i64)> = HashMap::new();
+    for (i, f) in fields.iter().enumerate() {
+        let Some(StockFields {
+            sku,
+            location,
+            kind: StockKind::Level(n),
+            version,
+        }) = f
+        else {
+            continue;
+        };
+        let kept = best
+            .entry((location.clone(), sku.clone()))
+            .or_insert((i, *version, *n));
+        if *version > kept.1 {
+            *kept = (i, *version, *n);
+        }
+    }
+    for (i, f) in fields.iter_mut().enumerate() {
+        let Some(StockFields {
+            sku,
+            location,
+            kind: StockKind::Level(n),
+            version,
+        }) = f
+        else {
+            continue;
+        };
+        let key = (location.clone(), sku.clone());
+        let Some(&(kept, kept_version, kept_n)) = best.get(&key) else {
+            continue;
+        };
+        if kept == i {
+            continue;
+        }
+        let stale = applied
+            .levels
+            .get(&key)
+            .is_some_and(|a| a.version > *version);
+        let entity = format!("this SKU's stock at {location}");
+        outcomes[i] = if stale {
+            Some(RowOutcome::Stale)
+        } else {
+            fields::by_version(
+                &rows[i],
+                *version,
+                Some(kept_version),
+                *n == kept_n,
+                &entity,
+            )
+        };
+        *f = None;
+    }
+}
+
 #[async_trait]
 impl FeedApplier for StockApplier {
     fn feed(&self) -> FeedKind {
@@ -610,7 +680,7 @@ impl FeedApplier for StockApplier {
         let side = &self.deps.side;
         let nodes = self.deps.edge.nodes();
         let mut outcomes: Vec<Option<RowOutcome>> = vec![None; rows.len()];
-        let fields: Vec<Option<StockFields>> = rows
+        let mut fields: Vec<Option<StockFields>> = rows
             .iter()
             .zip(&mut outcomes)
             .map(
@@ -625,6 +695,7 @@ impl FeedApplier for StockApplier {
             .collect();
         let validated = started.elapsed();
         let mut applied = self.applied.lock().await;
+        superseded_levels(&rows, &mut fields, &applied, &mut outcomes);
         let mut from = 0;
         let mut parts = 0u32;
         while from < rows.len() {

@@ -843,3 +843,44 @@ async fn a_feed_without_an_applier_is_not_enabled() {
         .expect("enabled now");
     assert_eq!((r.applied, r.rejected, r.rows), (1, 1, 2));
 }
+
+#[actix_web::test]
+async fn of_many_levels_of_one_sku_in_a_page_only_the_newest_is_applied() {
+    let h = harness().await;
+    h.csv(FeedKind::Products, PRODUCTS).await;
+    // 40 counts of one SKU at a store and 40 online, versions out of order, the newest (40)
+    // in the middle, a repeat of it at the end; a movement in between still applies.
+    let mut body = STOCK_HEAD.to_string();
+    let versions: Vec<u64> = (1..=20).chain((21..=40).rev()).collect();
+    for v in &versions {
+        body.push_str(&format!("TEA-1-100,store-berlin,level,{v},,{v}\n"));
+        body.push_str(&format!("COF-1-500,online,level,{},,{v}\n", v * 10));
+    }
+    body.push_str("COF-1-500,online,delta,5,rcv-late,1\n");
+    body.push_str("TEA-1-100,store-berlin,level,40,,40\n");
+    body.push_str("COF-1-500,online,level,7,,40\n");
+    let r = h.csv(FeedKind::Stock, &body).await;
+    // Applied: one level each and the movement; unchanged: the same newest level again;
+    // stale: the 78 older ones; rejected: version 40 again with another quantity.
+    assert_eq!(counts(&r), (3, 1, 78, 1), "{:?}", r.errors);
+    assert_eq!(fields_of(&r), vec![(83, "version")]);
+    assert_eq!(
+        h.on_hand("online", "COF-1-500"),
+        Some(405),
+        "level 400, then +5"
+    );
+    let queued = h.queued().await;
+    assert_eq!(
+        queued.len(),
+        1,
+        "one count for the node, not one per level: {queued:?}"
+    );
+    assert!(
+        matches!(&queued[0], CommandKind::Count { on_hand: 40, .. }),
+        "{queued:?}"
+    );
+    // The same page again changes nothing.
+    let again = h.csv(FeedKind::Stock, &body).await;
+    assert_eq!(counts(&again).0, 0, "{:?}", again.errors);
+    assert_eq!(h.queued().await.len(), 1);
+}

@@ -132,6 +132,13 @@ pub enum Frame {
         /// given whole `Catalog` snapshots, as before.
         #[serde(default)]
         catalog_deltas: bool,
+        /// The node takes coupons at the till: it applies `Item::Coupon` terms, redeems from
+        /// the `Scarce::Coupon` rights it holds and hands them back on `EndCoupon`. The hub
+        /// shares coupon terms and rights only with a node that says so; an older node sends
+        /// no such field (false) and is given none, so no right is stranded where it is
+        /// never used nor returned.
+        #[serde(default)]
+        coupons: bool,
     },
     Welcome {
         have: Vector,
@@ -646,6 +653,7 @@ mod tests {
             pending: 0,
             catalog_fingerprint: "b".repeat(64),
             catalog_deltas: true,
+            coupons: true,
         };
         for frame in [&snapshot, &hello] {
             let bytes = encode_frame(frame).expect("encoded");
@@ -663,7 +671,8 @@ mod tests {
             }
         ));
 
-        // An older node's Hello has neither field: it asks for no deltas, knows no fingerprint.
+        // An older node's Hello has none of the later fields: it asks for no deltas, knows no
+        // fingerprint, takes no coupons.
         #[derive(Serialize)]
         struct OldHello {
             t: &'static str,
@@ -694,8 +703,13 @@ mod tests {
             Frame::Hello {
                 catalog_fingerprint,
                 catalog_deltas,
+                coupons,
                 ..
-            } => assert_eq!((catalog_fingerprint.as_str(), catalog_deltas), ("", false)),
+            } => assert_eq!(
+                (catalog_fingerprint.as_str(), catalog_deltas, coupons),
+                ("", false, false),
+                "an older node takes no coupons"
+            ),
             other => panic!("{other:?}"),
         }
     }
