@@ -190,6 +190,10 @@ pub struct CheckoutOffers {
     pub discounts: LineDiscounts,
     pub promotions: Vec<PromotionId>,
     pub coupons: Vec<String>,
+    /// Codes on the basket that could not be used when this price was made (used up or held
+    /// by another checkout, expired, ...), with the reason: a checkout refuses them rather
+    /// than leave them out of the price.
+    pub unusable: Vec<(String, String)>,
 }
 
 /// Evaluates the live promotions for a checkout of `basket` now; free shipping is worth
@@ -207,6 +211,15 @@ pub fn checkout_offers(
     let outcome =
         protocol::pricing::evaluate_basket(basket, |sku| catalog.product_by_sku(sku), &live, &ctx)?;
     let promotions: Vec<PromotionId> = outcome.applied.iter().map(|a| a.id.clone()).collect();
+    let unusable = coupons
+        .iter()
+        .filter_map(|(code, unlocked)| {
+            unlocked
+                .as_ref()
+                .err()
+                .map(|reason| (code.clone(), reason.clone()))
+        })
+        .collect();
     let coupons = coupons
         .into_iter()
         .filter_map(|(code, unlocked)| {
@@ -222,5 +235,6 @@ pub fn checkout_offers(
         discounts: LineDiscounts::from(&outcome),
         promotions,
         coupons,
+        unusable,
     })
 }

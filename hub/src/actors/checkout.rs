@@ -537,6 +537,11 @@ async fn price_and_reserve(
             let catalog = deps.catalog.load();
             price_with_offers(deps, &catalog, basket, hints, target.country, target.method)?
         };
+        // A code another checkout took the last use of since the check at the start was left
+        // out of this price: refused, never dropped silently.
+        if let Some((code, reason)) = offers.unusable.first() {
+            return Err(coupon_refused(code, reason));
+        }
         let reservation = Reservation {
             customer: match basket.owner {
                 protocol::BasketOwner::Customer(c) => Some(c),
