@@ -54,6 +54,40 @@ const DEMO_USERS: [(&str, &str, &[&str]); 2] = [
     ),
 ];
 
+/// The demo stores' staff at the till: (id, name, role, PIN). Printed in the banner; a real
+/// store lists its own with `omnihub edge --hash-pin`.
+const DEMO_STAFF: [(&str, &str, &str, &str); 2] = [
+    ("lena", "Lena Vogel", "clerk", "1234"),
+    ("max", "Max Brandt", "manager", "9876"),
+];
+
+/// A demo node's settings file: its POS staff (PIN hashes made afresh at each start) and till.
+/// Readable by the owner only: whoever reads a PIN hash can find the PIN.
+fn write_store_settings(data: &std::path::Path, replica: &str) -> anyhow::Result<PathBuf> {
+    let mut toml = String::from(
+        "# Written by `omnihub demo` at each start: the demo store's POS.\n[pos]\ncurrency = \"EUR\"\ntills = [\"1\", \"2\"]\n",
+    );
+    for (id, name, role, pin) in DEMO_STAFF {
+        let hash = edge_node::hash_pin(pin).context("hashing a demo PIN")?;
+        toml.push_str(&format!(
+            "\n[[pos.staff]]\nid = \"{id}\"\nname = \"{name}\"\nrole = \"{role}\"\npin_hash = \"{hash}\"\n"
+        ));
+    }
+    let path = data.join(format!("edge-{replica}.toml"));
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    std::io::Write::write_all(
+        &mut file
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?,
+        toml.as_bytes(),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// A demo node's credential towards the hub (the hub's settings hold only its SHA-256).
 fn demo_credential(replica: &str) -> String {
     format!("omnihub-demo-node-{replica}")
@@ -368,8 +402,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // One edge node per store: each keeps selling if its link to the hub goes down.
     let mut stores = Vec::new();
     for (replica, location, name, port) in DEMO_STORES {
+        let store_settings = write_store_settings(&args.data, replica)?;
         let child = Command::new(&exe)
             .arg("edge")
+            .arg("--config")
+            .arg(&store_settings)
             .env("OMNIHUB_EDGE_REPLICA", replica)
             .env("OMNIHUB_EDGE_LOCATION", location)
             .env("OMNIHUB_EDGE_STORE_NAME", name)
@@ -437,13 +474,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         wait_ready(&format!("{base}/readyz"), node, Duration::from_secs(30))?;
         seed_store(base, replica)?;
     }
+    let staff: String = DEMO_STAFF
+        .iter()
+        .map(|(id, name, role, pin)| format!("{name} ({id}, {role}) PIN {pin}   "))
+        .collect();
     let users = seed_backoffice(&hub_url)?;
     let users: String = users
         .iter()
         .map(|(email, token)| format!("\n                  {email}  Bearer {token}"))
         .collect();
     println!(
-        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
+        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
         simulators::mail::MailArgs::DEFAULT_SMTP,
         hub::app::DEMO_EMAIL,
         hub::app::DEMO_PASSWORD,

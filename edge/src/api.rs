@@ -1,7 +1,8 @@
 //! The node's HTTP API (JSON), for the in-store POS and the operator. Everything but `/healthz`,
 //! `/readyz` and the staff sign-in (`POST /api/v1/staff/sessions`, `crate::pos`) requires
 //! `Authorization: Bearer` with the node's `api_token` (machine clients) or a staff session
-//! token (the POS; some acts need one, see `docs/pos.md`). Errors are
+//! token (the POS; some acts need one, see `docs/pos.md`); the till's pages at `/pos`
+//! (`crate::pos::pages`) use a session cookie instead, there only. Errors are
 //! `{"error": {"code", "message", "details"?}}`: a 4xx says what to fix, a 5xx leaks nothing.
 //! Money is a decimal string in the catalog's currency (`"12.34"`), with `currency` beside it.
 
@@ -46,11 +47,13 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .service(crate::pos::http::sign_in_resource())
+        .configure(crate::pos::pages::configure)
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(require_token))
                 .configure(crate::pos::http::routes)
                 .route("/sales", web::post().to(post_sale))
+                .route("/sales/quote", web::post().to(quote_sale))
                 .route("/sales", web::get().to(list_sales))
                 .route("/sales/{id}", web::get().to(get_sale))
                 .route("/stock/adjustments", web::post().to(post_adjustment))
@@ -111,6 +114,25 @@ impl ApiError {
             "unavailable",
             "the node's storage is unavailable: retry shortly",
         )
+    }
+
+    /// The message with the fields it names, for a page that shows the error to a person.
+    pub(crate) fn explain(&self) -> String {
+        let fields: Vec<&str> = self
+            .details
+            .as_ref()
+            .and_then(|d| d["fields"].as_array())
+            .map(|f| f.iter().filter_map(|p| p["message"].as_str()).collect())
+            .unwrap_or_default();
+        if fields.is_empty() {
+            self.message.clone()
+        } else {
+            format!(
+                "{} ({})",
+                self.message.trim_end_matches(": see details"),
+                fields.join("; ")
+            )
+        }
     }
 
     fn with_details(mut self, details: serde_json::Value) -> ApiError {
@@ -437,17 +459,50 @@ struct SaleView {
     replayed_from: Option<String>,
 }
 
+fn shelf_total(l: &protocol::replication::SaleLine) -> i64 {
+    i64::from(l.quantity).saturating_mul(l.unit_price.minor)
+}
+
+fn lines_view(
+    lines: &[protocol::replication::SaleLine],
+    currency: protocol::Currency,
+) -> Vec<SaleLineView> {
+    lines
+        .iter()
+        .map(|l| SaleLineView {
+            sku: l.sku.clone(),
+            name: l.name.clone(),
+            quantity: l.quantity,
+            unit_price: money(l.unit_price),
+            discount: money(Money::new(
+                shelf_total(l).saturating_sub(l.total.minor),
+                currency,
+            )),
+            total: money(l.total),
+            tax_rate_bp: l.tax_rate_bp,
+        })
+        .collect()
+}
+
+fn taxes_view(taxes: &[protocol::TaxLine]) -> Vec<TaxView> {
+    taxes
+        .iter()
+        .map(|t| TaxView {
+            rate_bp: t.rate_bp,
+            gross: money(t.gross),
+            tax: money(t.tax),
+        })
+        .collect()
+}
+
 fn sale_view(r: &SaleReceipt) -> SaleView {
     let s = &r.entry.sale;
     let paid: i64 = s.payments.iter().map(|p| p.amount.minor).sum();
     let currency = s.total.currency;
-    let shelf = |l: &protocol::replication::SaleLine| {
-        i64::from(l.quantity).saturating_mul(l.unit_price.minor)
-    };
     let subtotal = s
         .lines
         .iter()
-        .fold(0i64, |sum, l| sum.saturating_add(shelf(l)));
+        .fold(0i64, |sum, l| sum.saturating_add(shelf_total(l)));
     SaleView {
         id: s.id,
         number: s.number.clone(),
@@ -455,33 +510,13 @@ fn sale_view(r: &SaleReceipt) -> SaleView {
         location: s.location.to_string(),
         at: at(&s.at),
         currency: s.total.currency.code().to_string(),
-        lines: s
-            .lines
-            .iter()
-            .map(|l| SaleLineView {
-                sku: l.sku.clone(),
-                name: l.name.clone(),
-                quantity: l.quantity,
-                unit_price: money(l.unit_price),
-                discount: money(Money::new(shelf(l).saturating_sub(l.total.minor), currency)),
-                total: money(l.total),
-                tax_rate_bp: l.tax_rate_bp,
-            })
-            .collect(),
+        lines: lines_view(&s.lines, currency),
         subtotal: money(Money::new(subtotal, currency)),
         discount: money(Money::new(subtotal.saturating_sub(s.total.minor), currency)),
         total: money(s.total),
         promotions: promotions_view(&s.promotions),
         coupons: s.coupons.clone(),
-        taxes: s
-            .taxes
-            .iter()
-            .map(|t| TaxView {
-                rate_bp: t.rate_bp,
-                gross: money(t.gross),
-                tax: money(t.tax),
-            })
-            .collect(),
+        taxes: taxes_view(&s.taxes),
         payments: s
             .payments
             .iter()
@@ -581,6 +616,31 @@ async fn post_sale(
         res.insert_header(("Idempotent-Replayed", "true"));
     }
     Ok(res.json(sale_view(&receipt)))
+}
+
+/// `POST /api/v1/sales/quote`: a sale request priced by the same code as `POST /api/v1/sales`
+/// (catalog, promotions, coupons), recorded nowhere. Payments in the body are ignored.
+async fn quote_sale(
+    state: web::Data<ApiState>,
+    body: web::Json<SaleRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let q = blocking(move || Ok(store.quote(&body)?)).await?;
+    let currency = q.total.currency;
+    let subtotal = q
+        .lines
+        .iter()
+        .fold(0i64, |sum, l| sum.saturating_add(shelf_total(l)));
+    Ok(HttpResponse::Ok().json(json!({
+        "currency": currency.code(),
+        "lines": lines_view(&q.lines, currency),
+        "subtotal": money(Money::new(subtotal, currency)),
+        "discount": money(Money::new(subtotal.saturating_sub(q.total.minor), currency)),
+        "total": money(q.total),
+        "taxes": taxes_view(&q.taxes),
+        "promotions": promotions_view(&q.promotions),
+        "coupons": q.coupons,
+    })))
 }
 
 /// `?limit=&cursor=` of a listing.

@@ -17,7 +17,8 @@
 //!
 //! Modules: [`config`] (settings), [`storage`] (sled layout), [`journal`], [`store`] (the single
 //! writer and the domain operations), [`ops`] (requests, results, refusals), [`pos`] (staff PIN
-//! sign-in, tills and Z-reports), [`api`] (HTTP), `sync` (the WebSocket client).
+//! sign-in, tills and Z-reports, and the till's HTML pages at `/pos`), [`api`] (HTTP), `sync`
+//! (the WebSocket client).
 
 pub mod api;
 pub mod config;
@@ -32,7 +33,7 @@ pub use config::{ConfigError, EdgeSettings, PosSettings, StaffMember, StaffRole,
 pub use journal::{read_journal, JournalRecord, JournalScan, JOURNAL_FILE};
 pub use ops::{
     AdjustmentReceipt, AdjustmentRequest, DeficitView, OpError, PaymentMethod, PaymentRequest,
-    ReplayReport, SaleLineRequest, SaleReceipt, SaleRequest, Shortage, StockLine,
+    ReplayReport, SaleLineRequest, SaleQuote, SaleReceipt, SaleRequest, Shortage, StockLine,
 };
 pub use pos::{hash_pin, PosClock};
 pub use storage::StoreError;

@@ -130,6 +130,19 @@ pub struct SaleReceipt {
     pub replayed: bool,
 }
 
+/// A sale priced as it would be recorded, but not recorded: what the till shows while the sale
+/// is rung up (`POST /api/v1/sales/quote`). Payments are not checked; rights are checked only
+/// when the sale is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleQuote {
+    pub lines: Vec<protocol::replication::SaleLine>,
+    pub total: Money,
+    pub taxes: Vec<protocol::TaxLine>,
+    pub promotions: protocol::promotion::PromotionSummary,
+    /// The coupon codes that would be redeemed, normalised.
+    pub coupons: Vec<String>,
+}
+
 /// An adjustment as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdjustmentReceipt {

@@ -16,6 +16,7 @@
 //! | `z` + till id + `0x00` + n (be u64)  | [`till::ZReport`]     |
 
 pub(crate) mod http;
+pub(crate) mod pages;
 pub mod staff;
 pub mod till;
 
@@ -163,6 +164,16 @@ impl Pos {
 
     pub(crate) fn member(&self, id: &str) -> Option<&StaffMember> {
         self.staff.get(id)
+    }
+
+    /// The staff who may sign in, by id.
+    pub(crate) fn staff_list(&self) -> impl Iterator<Item = &StaffMember> {
+        self.staff.values()
+    }
+
+    /// The store's tills, as configured.
+    pub(crate) fn tills(&self) -> &[String] {
+        &self.tills
     }
 
     /// The till id if this store has it.

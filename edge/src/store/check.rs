@@ -145,7 +145,6 @@ pub(super) fn price_sale(
             ));
         }
     }
-    let payments = parse_payments(req, priced.total)?;
     let lines = priced
         .lines
         .iter()
@@ -173,7 +172,6 @@ pub(super) fn price_sale(
         lines,
         total: priced.total,
         taxes: priced.taxes,
-        payments,
         clerk,
         override_reason,
         promotions: PromotionSummary {
@@ -379,7 +377,6 @@ pub(super) struct PricedSale {
     pub lines: Vec<SaleLine>,
     pub total: Money,
     pub taxes: Vec<protocol::TaxLine>,
-    pub payments: Vec<SalePayment>,
     pub clerk: Option<String>,
     pub override_reason: Option<String>,
     /// The promotions that applied, gifts and free shipping.
@@ -387,8 +384,9 @@ pub(super) struct PricedSale {
 }
 
 /// Checks the payments: amounts in the sale's currency, together covering the total; only
-/// cash may exceed it (the excess is the change due).
-fn parse_payments(req: &SaleRequest, total: Money) -> Result<Vec<SalePayment>, OpError> {
+/// cash may exceed it (the excess is the change due). Apart from [`price_sale`], so a quote
+/// prices a sale that has no payments yet.
+pub(super) fn parse_payments(req: &SaleRequest, total: Money) -> Result<Vec<SalePayment>, OpError> {
     let currency = total.currency;
     let mut problems = Vec::new();
     let mut payments = Vec::with_capacity(req.payments.len());

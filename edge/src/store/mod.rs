@@ -29,7 +29,7 @@ pub(crate) use batch::Batch;
 use batch::BatchBuilder;
 pub use catalog::{CatalogChanges, CatalogDeltaPart, DeltaOutcome};
 use change::Change;
-use check::{change_due, check_adjustment, check_idempotency_key, price_sale};
+use check::{change_due, check_adjustment, check_idempotency_key, parse_payments, price_sale};
 use protocol::promotion::{Promotion, PromotionId, PromotionSet};
 use protocol::replication::sync::{Item, Scarce};
 use protocol::replication::{CouponTerms, Hlc, HybridClock, ReplicaId, Rights, SaleRecord};
@@ -403,6 +403,7 @@ impl Store {
         let now = self.corrected_now()?;
         let coupons = self.coupon_terms(req, now)?;
         let priced = price_sale(&self.catalog(), &self.me.location, now, req, &coupons)?;
+        let payments = parse_payments(req, priced.total)?;
         let mut w = self.writer()?;
         if let Some(receipt) = idem.as_deref().map(replayed).transpose()?.flatten() {
             return Ok(receipt);
@@ -439,7 +440,7 @@ impl Store {
             lines: priced.lines,
             total: priced.total,
             taxes: priced.taxes,
-            payments: priced.payments,
+            payments,
             customer: req.customer,
             clerk: clerk.clone(),
             promotions: priced.promotions,
@@ -486,6 +487,21 @@ impl Store {
             entry,
             deficits,
             replayed: false,
+        })
+    }
+
+    /// Prices a sale request with the same code as [`Store::sell_at`] (catalog, promotions,
+    /// coupons at this store, now) without recording anything: the till's running total.
+    pub fn quote(&self, req: &SaleRequest) -> Result<crate::ops::SaleQuote, OpError> {
+        let now = self.corrected_now()?;
+        let coupons = self.coupon_terms(req, now)?;
+        let priced = price_sale(&self.catalog(), &self.me.location, now, req, &coupons)?;
+        Ok(crate::ops::SaleQuote {
+            lines: priced.lines,
+            total: priced.total,
+            taxes: priced.taxes,
+            promotions: priced.promotions,
+            coupons: coupons.into_iter().map(|c| c.code).collect(),
         })
     }
 

@@ -1,0 +1,473 @@
+//! The POS pages at `/pos` over HTTP, against a real node on port 0 (the hub is unreachable, as
+//! in a store whose internet is down): sign-in with the staff list and tries left, the session
+//! cookie, opening a till, a sale rung up through the forms (scan, +/−, a bad EAN-13 refused),
+//! paid in cash, its receipt against the node's own figures, and the Z-report at closing.
+
+mod common;
+
+use common::*;
+use edge_node::{EdgeHandle, EdgeNode, EdgeSettings, StaffMember, StaffRole};
+use protocol::promotion::{Promotion, PromotionId, PromotionSpec};
+use protocol::{Category, CategoryId, Currency, Money, Product, ProductId, Variant};
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const LENA_PIN: &str = "1234"; // clerk
+const MAX_PIN: &str = "9876"; // manager
+
+/// Barcodes with valid EAN-13 check digits.
+const COFFEE: &str = "4000000000013";
+const TEA: &str = "4000000000020";
+
+fn item(sku_text: &str, name: &str, price: i64, rate: u32, barcode: &str) -> Product {
+    Product {
+        id: ProductId::new(),
+        slug: name.to_lowercase().replace(' ', "-"),
+        name: name.into(),
+        brand: "Omni".into(),
+        description: String::new(),
+        category: CategoryId("coffee".into()),
+        tax_rate_bp: rate,
+        tax_class: "standard".into(),
+        image: String::new(),
+        variants: vec![Variant {
+            sku: sku(sku_text),
+            title: "Default".into(),
+            price: Money::new(price, Currency::EUR),
+            compare_at: None,
+            barcode: Some(barcode.into()),
+            weight_grams: 250,
+        }],
+        attributes: Default::default(),
+    }
+}
+
+/// Tea three for two: the third tea is free.
+fn tea_promotion() -> Promotion {
+    Promotion {
+        id: PromotionId::parse("TEA3FOR2").expect("valid id"),
+        name: "Tea 3 for 2".into(),
+        spec: PromotionSpec::from_json(
+            r#"{"combination": {"type": "stackable", "group": "tea"},
+                "benefit": {"type": "buy_x_get_y", "buy": {"type": "skus", "skus": ["TEA-1"]}, "buy_quantity": 2,
+                            "get": {"type": "skus", "skus": ["TEA-1"]}, "get_quantity": 1, "percent_bp": 10000}}"#,
+        )
+        .expect("valid spec"),
+        created_seq: 1,
+    }
+}
+
+fn member(id: &str, name: &str, role: StaffRole, pin: &str) -> StaffMember {
+    StaffMember {
+        id: id.into(),
+        name: name.into(),
+        role,
+        pin_hash: edge_node::hash_pin(pin).expect("hashes").into(),
+    }
+}
+
+fn pos_settings(dir: &std::path::Path) -> EdgeSettings {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut s = settings(dir, &format!("ws://127.0.0.1:{port}/sync"));
+    s.pos.tills = vec!["1".into()];
+    s.pos.staff = vec![
+        member("lena", "Lena Clerk", StaffRole::Clerk, LENA_PIN),
+        member("max", "Max Manager", StaffRole::Manager, MAX_PIN),
+    ];
+    s
+}
+
+/// A node with coffee (EUR 4.99), tea (EUR 2.50, three for two) and stock of both.
+async fn start(dir: &std::path::Path) -> EdgeHandle {
+    let node = EdgeNode::start(pos_settings(dir)).await.expect("starts");
+    let store = node.store();
+    tokio::task::spawn_blocking(move || {
+        let categories = vec![Category {
+            id: CategoryId("coffee".into()),
+            name: "Coffee".into(),
+            description: String::new(),
+            position: 1,
+        }];
+        let products = vec![
+            item("COF-1", "House Coffee", 499, 1900, COFFEE),
+            item("TEA-1", "Green Tea", 250, 700, TEA),
+        ];
+        store
+            .apply_catalog_chunk(1, 1, 1, categories, vec![tea_promotion()], products)
+            .expect("catalog installs");
+    })
+    .await
+    .expect("joins");
+    for s in ["COF-1", "TEA-1"] {
+        node.adjust(receipt(s, 20), None)
+            .await
+            .expect("stock arrives");
+    }
+    node
+}
+
+/// A browser: keeps cookies, does not follow redirects (the tests look at them).
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The value of the first hidden field `name` on the page.
+    fn field(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no field {name} on the page:\n{}", self.body))
+            + marker.len();
+        self.body[start..]
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Browser {
+    fn new(node: &EdgeHandle) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base: node.base_url.clone(),
+        }
+    }
+
+    async fn page(&self, req: reqwest::RequestBuilder) -> Page {
+        let res = req.send().await.expect("answers");
+        Page {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body: res.text().await.expect("a body"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        self.page(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.page(self.client.post(format!("{}{path}", self.base)).form(form))
+            .await
+    }
+
+    /// Posts a form, expects a redirect, and gets where it leads.
+    async fn post_then_follow(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let res = self.post(path, form).await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{path}: {}", res.body);
+        let next = self.get(res.location()).await;
+        assert_eq!(
+            next.status,
+            StatusCode::OK,
+            "{}: {}",
+            res.location(),
+            next.body
+        );
+        next
+    }
+
+    async fn sign_in(&self, staff: &str, pin: &str) -> Page {
+        self.post("/pos/sign-in", &[("staff", staff), ("pin", pin)])
+            .await
+    }
+}
+
+/// One change to the sale on `page` (its cart, coupons and CSRF token).
+async fn sale_action(b: &Browser, page: &Page, action: &[(&str, &str)]) -> Page {
+    let (csrf, cart, coupons) = (
+        page.field("csrf"),
+        page.field("cart"),
+        page.field("coupons"),
+    );
+    let mut form = vec![
+        ("csrf", csrf.as_str()),
+        ("cart", cart.as_str()),
+        ("coupons", coupons.as_str()),
+    ];
+    form.extend_from_slice(action);
+    b.post("/pos/sale", &form).await
+}
+
+async fn api(node: &EdgeHandle, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", node.base_url))
+        .bearer_auth(API_TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.expect("answers");
+    assert!(res.status().is_success(), "{path}: {}", res.status());
+    res.json().await.expect("JSON")
+}
+
+#[tokio::test]
+async fn sign_in_lists_the_staff_and_counts_wrong_pins_down_to_the_lock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(dir.path()).await;
+    let b = Browser::new(&node);
+
+    let page = b.get("/pos").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Lena Clerk") && page.body.contains("Max Manager"));
+    assert!(page.body.contains("value=\"lena\""));
+    assert!(page.body.contains("data-keypad"), "an on-screen keypad");
+
+    // Not signed in: the till sends you to sign in.
+    let till = b.get("/pos/till").await;
+    assert_eq!(till.status, StatusCode::SEE_OTHER);
+    assert_eq!(till.location(), "/pos");
+
+    let wrong = b.sign_in("lena", "0000").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("4 tries left"), "{}", wrong.body);
+    assert!(
+        wrong.body.contains("value=\"lena\" required checked"),
+        "keeps the name picked"
+    );
+    for left in ["3 tries left", "2 tries left", "1 try left"] {
+        let wrong = b.sign_in("lena", "0000").await;
+        assert!(wrong.body.contains(left), "{left}: {}", wrong.body);
+    }
+    let locked = b.sign_in("lena", "0000").await;
+    assert_eq!(locked.status, StatusCode::LOCKED);
+    assert!(locked.body.contains("ask a manager"), "{}", locked.body);
+    // Locked for the right PIN too, and no cookie is set.
+    let locked = b.sign_in("lena", LENA_PIN).await;
+    assert_eq!(locked.status, StatusCode::LOCKED);
+    assert!(locked.headers.get(SET_COOKIE).is_none());
+
+    let bad = b.sign_in("max", "12").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("4 to 8 digits"));
+
+    // A sign-in posted from another site is refused before the PIN is tried.
+    let foreign = b
+        .page(
+            b.client
+                .post(format!("{}/pos/sign-in", b.base))
+                .header("Origin", "http://evil.example")
+                .form(&[("staff", "max"), ("pin", MAX_PIN)]),
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    assert!(foreign.headers.get(SET_COOKIE).is_none());
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_sale_from_scan_to_receipt_and_the_z_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(dir.path()).await;
+    let b = Browser::new(&node);
+
+    let signed = b.sign_in("lena", LENA_PIN).await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+    assert_eq!(signed.location(), "/pos/till");
+    let cookie = signed
+        .headers
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_string();
+    assert!(cookie.starts_with("pos_session=st_"), "{cookie}");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/pos"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+    // The cookie is for the pages only: the JSON API still wants a bearer token.
+    let session = cookie.split(';').next().expect("name=value");
+    let api_with_cookie = reqwest::Client::new()
+        .get(format!("{}/api/v1/sync", node.base_url))
+        .header("Cookie", session)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(api_with_cookie.status(), StatusCode::UNAUTHORIZED);
+
+    // The store's only till is closed: open it with a float.
+    let closed = b.get("/pos/till").await;
+    assert_eq!(closed.status, StatusCode::OK);
+    assert!(closed.body.contains("Till 1 is closed"), "{}", closed.body);
+    assert!(closed.body.contains("Lena Clerk") && closed.body.contains("Berlin"));
+    assert!(closed.body.contains("Offline"), "the hub is unreachable");
+    let refused = b
+        .post(
+            "/pos/till/open",
+            &[("csrf", &closed.field("csrf")), ("amount", "-5")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let open = b
+        .post_then_follow(
+            "/pos/till/open",
+            &[("csrf", &closed.field("csrf")), ("amount", "100.00")],
+        )
+        .await;
+    assert!(open.body.contains("data-scan"), "{}", open.body);
+    assert!(open.body.contains("Scan an item to start a sale."));
+
+    // Without the CSRF token a form changes nothing.
+    let forged = b
+        .post("/pos/sale", &[("action", "scan"), ("code", COFFEE)])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    // Scan a coffee and three teas (the third is free), with + and − on the way.
+    let mut page = open;
+    for code in [COFFEE, TEA, TEA] {
+        let res = sale_action(&b, &page, &[("action", "scan"), ("code", code)]).await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+        page = b.get(res.location()).await;
+        assert_eq!(page.status, StatusCode::OK);
+    }
+    assert_eq!(page.field("cart"), "COF-1:1,TEA-1:2");
+    let res = sale_action(&b, &page, &[("action", "inc"), ("index", "0")]).await;
+    page = b.get(res.location()).await;
+    assert_eq!(page.field("cart"), "COF-1:2,TEA-1:2");
+    let res = sale_action(&b, &page, &[("action", "dec"), ("index", "0")]).await;
+    page = b.get(res.location()).await;
+    let res = sale_action(&b, &page, &[("action", "add"), ("code", "TEA-1")]).await;
+    page = b.get(res.location()).await;
+    assert_eq!(page.field("cart"), "COF-1:1,TEA-1:3");
+
+    // A misread barcode: a clear message, and the sale is unchanged.
+    let bad = sale_action(&b, &page, &[("action", "scan"), ("code", "4000000000014")]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad.body.contains("not a valid EAN-13 barcode") && bad.body.contains("should be 3"),
+        "{}",
+        bad.body
+    );
+    assert_eq!(bad.field("cart"), "COF-1:1,TEA-1:3");
+    let short = sale_action(&b, &page, &[("action", "scan"), ("code", "400000")]).await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(short.body.contains("13 digits"), "{}", short.body);
+
+    // The page shows the node's price: the same as its quote endpoint.
+    let quote = api(
+        &node,
+        reqwest::Method::POST,
+        "/api/v1/sales/quote",
+        Some(json!({"lines": [{"sku": "COF-1", "quantity": 1}, {"sku": "TEA-1", "quantity": 3}]})),
+    )
+    .await;
+    assert_eq!(quote["total"], "9.99", "{quote}");
+    assert_eq!(quote["discount"], "2.50");
+    assert!(page.body.contains("€9.99") && page.body.contains("Tea 3 for 2"));
+    assert!(
+        api(&node, reqwest::Method::GET, "/api/v1/sales", None).await["sales"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+
+    // Pay EUR 20.00 cash; a second tap of the same page's button rings nothing up again.
+    let pay = [("action", "cash"), ("amount", "20.00")];
+    let key = page.field("key");
+    let mut form = pay.to_vec();
+    form.push(("key", &key));
+    let paid = sale_action(&b, &page, &form).await;
+    assert_eq!(paid.status, StatusCode::SEE_OTHER, "{}", paid.body);
+    let again = sale_action(&b, &page, &form).await;
+    assert_eq!(again.location(), paid.location());
+    let receipt = b.get(paid.location()).await;
+    assert_eq!(receipt.status, StatusCode::OK);
+    let number = paid.location().trim_start_matches("/pos/receipts/");
+    let sale = api(
+        &node,
+        reqwest::Method::GET,
+        &format!("/api/v1/sales/{number}"),
+        None,
+    )
+    .await;
+    assert_eq!(sale["total"], "9.99");
+    assert_eq!(sale["change_due"], "10.01");
+    assert_eq!(sale["clerk"], "lena");
+    assert!(receipt.body.contains(number));
+    assert!(
+        receipt.body.contains("data-receipt-total>€9.99<"),
+        "{}",
+        receipt.body
+    );
+    assert!(receipt.body.contains("data-change-due>€10.01<"));
+    assert!(receipt.body.contains("Green Tea") && receipt.body.contains("Next sale"));
+
+    // Close the till with EUR 110.00 counted: expected 100.00 + 20.00 − 10.01 = 109.99.
+    let till = b.get("/pos/till").await;
+    let report = b
+        .post_then_follow(
+            "/pos/till/close",
+            &[("csrf", &till.field("csrf")), ("amount", "110.00")],
+        )
+        .await;
+    assert!(report.body.contains("Z-report No. 1"), "{}", report.body);
+    assert!(report.body.contains("data-z-sales>1<"));
+    assert!(report.body.contains("data-z-net>€9.99<"));
+    assert!(report.body.contains("data-z-expected>€109.99<"));
+    assert!(report.body.contains("data-z-variance>€0.01<"));
+    assert!(report.body.contains("Print Z-report"));
+    let reopened = b.get("/pos/till").await;
+    assert!(reopened.body.contains("Till 1 is closed"));
+
+    // Sign out: the cookie no longer opens the till.
+    let out = b
+        .post("/pos/sign-out", &[("csrf", &reopened.field("csrf"))])
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(b.get("/pos/till").await.location(), "/pos");
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn the_assets_are_embedded_and_the_quote_refuses_what_the_sale_would() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(dir.path()).await;
+    let b = Browser::new(&node);
+    let css = b.get("/pos/static/pos.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(css.body.contains("@media print"));
+    let js = b.get("/pos/static/pos.js").await;
+    assert!(js.body.contains("ean13Problem"));
+
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/sales/quote", node.base_url))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"lines": [{"sku": "NOPE-1", "quantity": 1}]}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = res.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "unknown_item");
+
+    // The status badge's source needs the session cookie.
+    assert_eq!(b.get("/pos/status").await.status, StatusCode::UNAUTHORIZED);
+    b.sign_in("max", MAX_PIN).await;
+    let status: Value = serde_json::from_str(&b.get("/pos/status").await.body).expect("JSON");
+    assert_eq!(status["online"], false);
+    node.stop().await.expect("stops");
+}
