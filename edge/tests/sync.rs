@@ -437,23 +437,39 @@ async fn an_oversized_frame_closes_with_too_big_and_changes_nothing() {
     let mut s = hub.session().await;
     handshake(&mut s, 0).await;
     eventually(5, "connected", || node.sync_state().connected.then_some(())).await;
-    s.send_raw(vec![0x90; MAX_FRAME_BYTES + 512 * 1024]).await;
+    // The node may refuse the frame from its header and cut the link while the rest is still
+    // being written: then the write fails here, and the close frame may or may not have been
+    // read before the cut. Either way the node's own record of the close is checked below.
+    let sent = s
+        .try_send_raw(vec![0x90; MAX_FRAME_BYTES + 512 * 1024])
+        .await;
     let close_frame = loop {
-        match s.next_message().await {
-            Some(Message::Close(Some(frame))) => break frame,
-            Some(Message::Binary(_)) => continue, // heartbeats
-            other => panic!("expected a close, got {other:?}"),
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut s.ws),
+        )
+        .await
+        .expect("a message in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => break Some(frame),
+            Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Err(_)) | None if sent.is_err() => break None,
+            other => panic!("expected a close, got {other:?} (send: {sent:?})"),
         }
     };
-    assert_eq!(close_frame.code, CloseCode::from(close::TOO_BIG));
-    assert!(close_frame.reason.as_str().contains("bytes"));
+    if let Some(frame) = close_frame {
+        assert_eq!(frame.code, CloseCode::from(close::TOO_BIG));
+        assert!(frame.reason.as_str().contains("bytes"));
+    }
     let store = node.store();
     assert!(store.cursors().expect("cursors").have.is_empty());
     // It reconnects.
     let mut s = hub.session().await;
     handshake(&mut s, 0).await;
     eventually(5, "the close reason shown", || {
-        node.sync_state().last_close.filter(|r| r.contains("bytes"))
+        node.sync_state()
+            .last_close
+            .filter(|r| r.contains(&format!("frame over {MAX_FRAME_BYTES} bytes")))
     })
     .await;
     drop(store);

@@ -253,10 +253,15 @@ impl HubSession {
     }
 
     pub async fn send_raw(&mut self, bytes: Vec<u8>) {
-        self.ws
-            .send(Message::Binary(bytes.into()))
-            .await
-            .expect("sends");
+        self.try_send_raw(bytes).await.expect("sends");
+    }
+
+    /// Sends raw bytes as one binary message; the error when the peer cut the link meanwhile.
+    pub async fn try_send_raw(
+        &mut self,
+        bytes: Vec<u8>,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.ws.send(Message::Binary(bytes.into())).await
     }
 
     /// The next message of any kind (5 s at most).
