@@ -7,7 +7,8 @@
 //! Money is a decimal string in the catalog's currency (`"12.34"`), with `currency` beside it.
 
 use crate::ops::{
-    AdjustmentReceipt, AdjustmentRequest, DeficitView, OpError, SaleReceipt, SaleRequest, StockLine,
+    AdjustmentReceipt, AdjustmentRequest, DeficitView, ManualAdjustmentRequest, ManualAdjustments,
+    OpError, SaleReceipt, SaleRequest, StockLine,
 };
 use crate::storage::{AdjustmentKind, StoreError};
 use crate::store::{now_ms, Store};
@@ -54,6 +55,10 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(crate::pos::http::routes)
                 .route("/sales", web::post().to(post_sale))
                 .route("/sales/quote", web::post().to(quote_sale))
+                .route(
+                    "/pos/audit",
+                    web::get().to(crate::pos::overrides::audit_route),
+                )
                 .route("/sales", web::get().to(list_sales))
                 .route("/sales/{id}", web::get().to(get_sale))
                 .route("/stock/adjustments", web::post().to(post_adjustment))
@@ -601,16 +606,126 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The body of `POST /api/v1/sales` and `POST /api/v1/sales/quote`: a [`SaleRequest`] whose
+/// lines may carry a manual price adjustment, with the manager's approval of them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaleBody {
+    lines: Vec<SaleLineBody>,
+    #[serde(default)]
+    payments: Vec<crate::ops::PaymentRequest>,
+    #[serde(default)]
+    customer: Option<protocol::CustomerId>,
+    #[serde(default)]
+    clerk: Option<String>,
+    #[serde(default)]
+    override_reason: Option<String>,
+    #[serde(default)]
+    coupons: Vec<String>,
+    /// A manager's approval of the lines' manual adjustments (one for the whole sale).
+    #[serde(default)]
+    approval: Option<crate::ops::ApprovalRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaleLineBody {
+    #[serde(default)]
+    sku: Option<String>,
+    #[serde(default)]
+    barcode: Option<String>,
+    quantity: i64,
+    #[serde(default)]
+    price_override: Option<String>,
+    #[serde(default)]
+    manual_discount: Option<crate::ops::ManualDiscountRequest>,
+}
+
+impl SaleBody {
+    fn split(
+        self,
+    ) -> (
+        SaleRequest,
+        ManualAdjustments,
+        Option<crate::ops::ApprovalRequest>,
+    ) {
+        let mut lines = Vec::with_capacity(self.lines.len());
+        let mut manual = ManualAdjustments::default();
+        for l in self.lines {
+            let a = ManualAdjustmentRequest {
+                price_override: l.price_override,
+                manual_discount: l.manual_discount,
+            };
+            manual.lines.push((!a.is_empty()).then_some(a));
+            lines.push(crate::ops::SaleLineRequest {
+                sku: l.sku,
+                barcode: l.barcode,
+                quantity: l.quantity,
+            });
+        }
+        let req = SaleRequest {
+            lines,
+            payments: self.payments,
+            customer: self.customer,
+            clerk: self.clerk,
+            override_reason: self.override_reason,
+            coupons: self.coupons,
+        };
+        (req, manual, self.approval)
+    }
+}
+
+/// Checks the manager's approval of a sale's manual adjustments (none needed without one):
+/// 403 `manager_approval_required` without it, 403 for a clerk or a wrong PIN (counted toward
+/// the manager's lock), 423 once the manager is locked, 422 without a reason.
+pub(crate) async fn approve(
+    state: &web::Data<ApiState>,
+    manual: &mut ManualAdjustments,
+    approval: Option<crate::ops::ApprovalRequest>,
+) -> Result<(), ApiError> {
+    if !manual.any() {
+        return Ok(());
+    }
+    let Some(approval) = approval else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "manager_approval_required",
+            "a price override or manual discount needs a manager's approval: send \"approval\": {\"manager\": <a manager's staff id>, \"pin\": <their PIN>, \"reason\": <3 to 200 characters>} with the sale",
+        ));
+    };
+    let pos = state.pos.clone();
+    let approved = blocking(move || pos.approve(&approval).map_err(approval_error)).await?;
+    manual.approved = Some(approved);
+    Ok(())
+}
+
+/// A refused approval as an answer: a wrong PIN is `403` here (the caller's own session is
+/// fine; the manager's PIN is not), counted toward the manager's lock.
+pub(crate) fn approval_error(e: crate::pos::PosError) -> ApiError {
+    match e {
+        crate::pos::PosError::WrongPin { .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_pin",
+            format!("the manager's {e}"),
+        ),
+        other => other.into(),
+    }
+}
+
 async fn post_sale(
     state: web::Data<ApiState>,
     req: HttpRequest,
-    body: web::Json<SaleRequest>,
+    body: web::Json<SaleBody>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let till = crate::pos::http::till_sale(&state, &req)?;
+    let (body, mut manual, approval) = body.into_inner().split();
+    crate::pos::http::check_staff_sale(&req, &body)?;
+    approve(&state, &mut manual, approval).await?;
     let store = state.store.clone();
     let receipt =
-        blocking(move || Ok(store.sell_at(&body, key.as_deref(), till.as_ref())?)).await?;
+        blocking(move || Ok(store.sell_with(&body, key.as_deref(), till.as_ref(), &manual)?))
+            .await?;
     let mut res = HttpResponse::Created();
     if receipt.replayed {
         res.insert_header(("Idempotent-Replayed", "true"));
@@ -622,10 +737,12 @@ async fn post_sale(
 /// (catalog, promotions, coupons), recorded nowhere. Payments in the body are ignored.
 async fn quote_sale(
     state: web::Data<ApiState>,
-    body: web::Json<SaleRequest>,
+    body: web::Json<SaleBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let (body, mut manual, approval) = body.into_inner().split();
+    approve(&state, &mut manual, approval).await?;
     let store = state.store.clone();
-    let q = blocking(move || Ok(store.quote(&body)?)).await?;
+    let q = blocking(move || Ok(store.quote_with(&body, &manual)?)).await?;
     let currency = q.total.currency;
     let subtotal = q
         .lines
@@ -710,6 +827,8 @@ async fn post_adjustment(
     body: web::Json<AdjustmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
+    let mut body = body.into_inner();
+    crate::pos::http::check_staff_adjustment(&req, &mut body)?;
     let store = state.store.clone();
     let receipt = blocking(move || Ok(store.adjust(&body, key.as_deref())?)).await?;
     let mut res = HttpResponse::Created();

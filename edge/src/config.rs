@@ -60,6 +60,9 @@ pub struct PosSettings {
     /// A staff session unused for this long is over (the staff member signs in again), e.g. `12h`.
     #[serde(deserialize_with = "human")]
     pub session_idle: Duration,
+    /// A staff session ends this long after its sign-in whatever the activity, e.g. `12h`.
+    #[serde(deserialize_with = "human")]
+    pub session_max_age: Duration,
     /// The store's tills by id, e.g. `["1", "2"]` (letters, digits, `-`, `_`; at most 32).
     pub tills: Vec<String>,
     /// Who may sign in (none by default: the POS is closed until staff are listed).
@@ -71,6 +74,7 @@ impl Default for PosSettings {
         PosSettings {
             currency: protocol::Currency::EUR,
             session_idle: Duration::from_secs(12 * 3600),
+            session_max_age: Duration::from_secs(12 * 3600),
             tills: Vec::new(),
             staff: Vec::new(),
         }
@@ -278,6 +282,9 @@ impl PosSettings {
     fn check(&self) -> Result<(), String> {
         if self.session_idle.is_zero() {
             return Err("session_idle must be above zero, e.g. 12h".into());
+        }
+        if self.session_max_age.is_zero() {
+            return Err("session_max_age must be above zero, e.g. 12h".into());
         }
         let mut tills = std::collections::BTreeSet::new();
         for till in &self.tills {

@@ -37,6 +37,89 @@ pub struct SaleRequest {
     pub coupons: Vec<String>,
 }
 
+/// A manager's approval of a sale's manual price adjustments: who approves, their PIN (checked
+/// like a sign-in, wrong PINs counted toward their lock) and why.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRequest {
+    /// The manager's staff id.
+    pub manager: String,
+    /// The manager's PIN (4 to 8 digits, as a string). Never logged nor stored.
+    pub pin: String,
+    /// Why the price is changed: 3 to 200 characters, kept in the audit.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Debug for ApprovalRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalRequest")
+            .field("manager", &self.manager)
+            .field("pin", &"<redacted>")
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+/// A manual adjustment's approval once the manager's PIN was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    pub manager: String,
+    pub reason: String,
+}
+
+/// A manual discount on one line: `amount` off the line (a decimal string) or `percent` off it
+/// (1 to 100); exactly one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualDiscountRequest {
+    #[serde(default)]
+    pub amount: Option<String>,
+    #[serde(default)]
+    pub percent: Option<u32>,
+}
+
+/// A manual price adjustment of one sale line (exactly one of the two), approved by a manager.
+/// An adjusted line takes no promotion.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ManualAdjustmentRequest {
+    /// A new unit price (decimal string, from 0 up to the shelf price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_override: Option<String>,
+    /// A discount off the whole line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_discount: Option<ManualDiscountRequest>,
+}
+
+impl ManualAdjustmentRequest {
+    pub fn is_empty(&self) -> bool {
+        self.price_override.is_none() && self.manual_discount.is_none()
+    }
+}
+
+/// The manual adjustments of a sale: per line of the [`SaleRequest`] (by index; `None` for a
+/// line at its catalog price), and the manager's approval, once checked (`None`: none given):
+/// for the whole sale (the API), or per line (the POS pages, where each line's adjustment was
+/// approved on its own), a line's own approval first.
+#[derive(Debug, Clone, Default)]
+pub struct ManualAdjustments {
+    pub lines: Vec<Option<ManualAdjustmentRequest>>,
+    pub approved: Option<Approved>,
+    pub line_approvals: std::collections::BTreeMap<usize, Approved>,
+}
+
+impl ManualAdjustments {
+    /// The approval of line `i`'s adjustment.
+    pub fn approval_of(&self, i: usize) -> Option<&Approved> {
+        self.line_approvals.get(&i).or(self.approved.as_ref())
+    }
+
+    /// Whether any line is adjusted.
+    pub fn any(&self) -> bool {
+        self.lines.iter().flatten().any(|a| !a.is_empty())
+    }
+}
+
 /// The most coupon codes one sale may carry.
 pub const MAX_SALE_COUPONS: usize = 5;
 

@@ -72,7 +72,8 @@
     });
   }
 
-  // Online/offline badge from the node's sync state.
+  // Online/offline badge from the node's sync state. The poll only looks at the session (it
+  // does not keep it alive); once the session is over, the page goes back to the sign-in.
   var badge = $("[data-sync]");
   if (badge && document.body.getAttribute("data-page") !== "signin") {
     var poll = function () {
@@ -82,7 +83,8 @@
           badge.className = "sync " + (s.online ? "online" : "offline");
           badge.textContent = (s.online ? "Online" : "Offline") + (s.pending ? " · " + s.pending + " unsynced" : "");
         })
-        .catch(function () {
+        .catch(function (status) {
+          if (status === 401) { location.href = "/pos"; return; }
           badge.className = "sync offline";
           badge.textContent = "Node unreachable";
         });

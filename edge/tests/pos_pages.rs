@@ -19,6 +19,9 @@ const MAX_PIN: &str = "9876"; // manager
 /// Barcodes with valid EAN-13 check digits.
 const COFFEE: &str = "4000000000013";
 const TEA: &str = "4000000000020";
+const EVIL: &str = "4000000000037";
+/// A product name that would run as script if a page did not escape it.
+const EVIL_NAME: &str = "<script>alert(1)</script> Tea";
 
 fn item(sku_text: &str, name: &str, price: i64, rate: u32, barcode: &str) -> Product {
     Product {
@@ -95,6 +98,7 @@ async fn start(dir: &std::path::Path) -> EdgeHandle {
         let products = vec![
             item("COF-1", "House Coffee", 499, 1900, COFFEE),
             item("TEA-1", "Green Tea", 250, 700, TEA),
+            item("EVIL-1", EVIL_NAME, 100, 700, EVIL),
         ];
         store
             .apply_catalog_chunk(1, 1, 1, categories, vec![tea_promotion()], products)
@@ -102,7 +106,7 @@ async fn start(dir: &std::path::Path) -> EdgeHandle {
     })
     .await
     .expect("joins");
-    for s in ["COF-1", "TEA-1"] {
+    for s in ["COF-1", "TEA-1", "EVIL-1"] {
         node.adjust(receipt(s, 20), None)
             .await
             .expect("stock arrives");
@@ -128,6 +132,13 @@ impl Page {
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
+    }
+
+    /// The value of the first field `name` on the page, if it has one.
+    fn field_if_any(&self, name: &str) -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker)? + marker.len();
+        self.body[start..].split('"').next().map(str::to_string)
     }
 
     /// The value of the first hidden field `name` on the page.
@@ -198,18 +209,23 @@ impl Browser {
     }
 }
 
-/// One change to the sale on `page` (its cart, coupons and CSRF token).
+/// One change to the sale on `page` (its cart, coupons, key and CSRF token, as its forms
+/// carry them).
 async fn sale_action(b: &Browser, page: &Page, action: &[(&str, &str)]) -> Page {
     let (csrf, cart, coupons) = (
         page.field("csrf"),
         page.field("cart"),
         page.field("coupons"),
     );
+    let key = page.field_if_any("key");
     let mut form = vec![
         ("csrf", csrf.as_str()),
         ("cart", cart.as_str()),
         ("coupons", coupons.as_str()),
     ];
+    if let Some(key) = &key {
+        form.push(("key", key.as_str()));
+    }
     form.extend_from_slice(action);
     b.post("/pos/sale", &form).await
 }
@@ -386,10 +402,7 @@ async fn a_sale_from_scan_to_receipt_and_the_z_report() {
     );
 
     // Pay EUR 20.00 cash; a second tap of the same page's button rings nothing up again.
-    let pay = [("action", "cash"), ("amount", "20.00")];
-    let key = page.field("key");
-    let mut form = pay.to_vec();
-    form.push(("key", &key));
+    let form = [("action", "cash"), ("amount", "20.00")];
     let paid = sale_action(&b, &page, &form).await;
     assert_eq!(paid.status, StatusCode::SEE_OTHER, "{}", paid.body);
     let again = sale_action(&b, &page, &form).await;
@@ -469,5 +482,216 @@ async fn the_assets_are_embedded_and_the_quote_refuses_what_the_sale_would() {
     b.sign_in("max", MAX_PIN).await;
     let status: Value = serde_json::from_str(&b.get("/pos/status").await.body).expect("JSON");
     assert_eq!(status["online"], false);
+    node.stop().await.expect("stops");
+}
+
+/// Opens the store's till with a float and returns the empty sale screen.
+async fn open_till(b: &Browser) -> Page {
+    let closed = b.get("/pos/till").await;
+    b.post_then_follow(
+        "/pos/till/open",
+        &[("csrf", &closed.field("csrf")), ("amount", "50.00")],
+    )
+    .await
+}
+
+/// Applies one change to the sale and follows the redirect to the new sale screen.
+async fn change_sale(b: &Browser, page: &Page, action: &[(&str, &str)]) -> Page {
+    let res = sale_action(b, page, action).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let next = b.get(res.location()).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+    next
+}
+
+async fn sales_count(node: &EdgeHandle) -> usize {
+    api(node, reqwest::Method::GET, "/api/v1/sales", None).await["sales"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn back_and_pay_again_replays_the_first_receipt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(dir.path()).await;
+    let b = Browser::new(&node);
+    b.sign_in("lena", LENA_PIN).await;
+    let empty = open_till(&b).await;
+    assert_eq!(empty.field_if_any("key"), None, "no sale, no key yet");
+
+    // The sale's key is made with its first item and kept in the address and the forms.
+    let res = sale_action(&b, &empty, &[("action", "scan"), ("code", COFFEE)]).await;
+    let address = res.location().to_string();
+    let page = b.get(&address).await;
+    let key = page.field("key");
+    assert!(address.contains(&format!("key={key}")), "{address}");
+    let page = change_sale(&b, &page, &[("action", "scan"), ("code", TEA)]).await;
+    assert_eq!(page.field("key"), key, "the key stays with the sale");
+
+    let paid = sale_action(&b, &page, &[("action", "cash"), ("amount", "10.00")]).await;
+    assert_eq!(paid.status, StatusCode::SEE_OTHER, "{}", paid.body);
+    assert!(paid.location().starts_with("/pos/receipts/"));
+    // Back to the sale screen (the browser loads its address again), then Cash again.
+    let back = b.get(&address).await;
+    assert_eq!(back.status, StatusCode::OK);
+    let again = sale_action(&b, &back, &[("action", "cash"), ("amount", "10.00")]).await;
+    assert_eq!(again.location(), paid.location(), "the first receipt");
+    assert_eq!(sales_count(&node).await, 1, "rung up once");
+
+    // Next sale starts a new key; so does voiding a sale.
+    let next = b.get("/pos/till").await;
+    let next = change_sale(&b, &next, &[("action", "scan"), ("code", COFFEE)]).await;
+    let second = next.field("key");
+    assert_ne!(second, key);
+    let voided = change_sale(&b, &next, &[("action", "clear")]).await;
+    let restarted = change_sale(&b, &voided, &[("action", "scan"), ("code", COFFEE)]).await;
+    assert_ne!(restarted.field("key"), second);
+    let paid2 = sale_action(&b, &restarted, &[("action", "card"), ("amount", "4.99")]).await;
+    assert_ne!(paid2.location(), paid.location());
+    assert_eq!(sales_count(&node).await, 2);
+    // A sale in the address without a key (a recalled held sale) gets one before it shows.
+    let recalled = b.get("/pos/till?cart=COF-1%3A1&coupons=").await;
+    assert_eq!(recalled.status, StatusCode::SEE_OTHER);
+    assert!(
+        recalled.location().contains("&key="),
+        "{}",
+        recalled.location()
+    );
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_manager_unlocks_a_locked_clerk_from_the_till_screen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(dir.path()).await;
+    // Lena signs in, then someone locks her name with wrong PINs.
+    let lena = Browser::new(&node);
+    lena.sign_in("lena", LENA_PIN).await;
+    let guesser = Browser::new(&node);
+    for _ in 0..5 {
+        guesser.sign_in("lena", "0000").await;
+    }
+    assert_eq!(
+        guesser.sign_in("lena", LENA_PIN).await.status,
+        StatusCode::LOCKED
+    );
+
+    // A clerk sees no unlock list and cannot unlock (not even herself).
+    let till = lena.get("/pos/till").await;
+    assert!(!till.body.contains("data-unlock"), "{}", till.body);
+    let refused = lena
+        .post("/pos/staff/lena/unlock", &[("csrf", &till.field("csrf"))])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(refused.body.contains("needs a manager"), "{}", refused.body);
+
+    let max = Browser::new(&node);
+    max.sign_in("max", MAX_PIN).await;
+    let till = max.get("/pos/till").await;
+    assert!(till.body.contains("data-unlock=\"lena\""), "{}", till.body);
+    // Without the CSRF token nothing happens.
+    let forged = max.post("/pos/staff/lena/unlock", &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        guesser.sign_in("lena", LENA_PIN).await.status,
+        StatusCode::LOCKED
+    );
+    let done = max
+        .post("/pos/staff/lena/unlock", &[("csrf", &till.field("csrf"))])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let till = max.get(done.location()).await;
+    assert!(!till.body.contains("data-unlock"), "{}", till.body);
+    assert_eq!(
+        guesser.sign_in("lena", LENA_PIN).await.status,
+        StatusCode::SEE_OTHER,
+        "Lena signs in again"
+    );
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn forms_refuse_another_sessions_csrf_token_and_a_foreign_origin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(dir.path()).await;
+    let lena = Browser::new(&node);
+    lena.sign_in("lena", LENA_PIN).await;
+    let page = open_till(&lena).await;
+    let max = Browser::new(&node);
+    max.sign_in("max", MAX_PIN).await;
+    let max_page = max.get("/pos/till").await;
+    assert_ne!(max_page.field("csrf"), page.field("csrf"));
+
+    // Max's token in Lena's form: refused, the sale unchanged.
+    let foreign_token = lena
+        .post(
+            "/pos/sale",
+            &[
+                ("csrf", &max_page.field("csrf")),
+                ("cart", ""),
+                ("coupons", ""),
+                ("action", "scan"),
+                ("code", COFFEE),
+            ],
+        )
+        .await;
+    assert_eq!(foreign_token.status, StatusCode::FORBIDDEN);
+    // Lena's own token, posted from another site: refused.
+    let csrf = page.field("csrf");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("cart", ""),
+        ("coupons", ""),
+        ("action", "scan"),
+        ("code", COFFEE),
+    ];
+    let cross_site = lena
+        .page(
+            lena.client
+                .post(format!("{}/pos/sale", lena.base))
+                .header("Origin", "http://evil.example")
+                .form(&form),
+        )
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    // The same form from the till's own origin goes through.
+    let origin = lena.base.trim_end_matches('/').to_string();
+    let same_site = lena
+        .page(
+            lena.client
+                .post(format!("{}/pos/sale", lena.base))
+                .header("Origin", origin)
+                .form(&form),
+        )
+        .await;
+    assert_eq!(
+        same_site.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        same_site.body
+    );
+    assert_eq!(sales_count(&node).await, 0);
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_product_name_with_markup_is_shown_as_text_on_the_till_and_the_receipt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = start(dir.path()).await;
+    let b = Browser::new(&node);
+    b.sign_in("lena", LENA_PIN).await;
+    let page = open_till(&b).await;
+    let escaped = "&lt;script&gt;alert(1)&lt;/script&gt; Tea";
+    let page = change_sale(&b, &page, &[("action", "scan"), ("code", EVIL)]).await;
+    assert!(!page.body.contains(EVIL_NAME), "{}", page.body);
+    assert!(page.body.contains(escaped), "{}", page.body);
+    let found = b.get("/pos/till?q=script").await;
+    assert!(!found.body.contains(EVIL_NAME) && found.body.contains(escaped));
+    let paid = sale_action(&b, &page, &[("action", "cash"), ("amount", "1.00")]).await;
+    assert_eq!(paid.status, StatusCode::SEE_OTHER, "{}", paid.body);
+    let receipt = b.get(paid.location()).await;
+    assert_eq!(receipt.status, StatusCode::OK);
+    assert!(!receipt.body.contains(EVIL_NAME), "{}", receipt.body);
+    assert!(receipt.body.contains(escaped), "{}", receipt.body);
     node.stop().await.expect("stops");
 }

@@ -5,6 +5,8 @@ use super::staff::TOKEN_PREFIX;
 use super::till::{TillSession, TillState, TillTotals, ZReport};
 use super::{Caller, PosError, SignedIn, TillSale};
 use crate::api::{blocking, rfc3339, ApiError, ApiState};
+use crate::config::StaffRole;
+use crate::ops::{AdjustmentRequest, SaleRequest};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use protocol::Money;
@@ -114,6 +116,70 @@ pub(crate) fn till_sale(state: &ApiState, req: &HttpRequest) -> Result<Option<Ti
             }))
         }
     }
+}
+
+/// The session's staff id as a request's `clerk`: a body naming someone else is refused (a
+/// clerk must not put a sale or a count on a colleague's name).
+fn clerk_is(who: &SignedIn, named: Option<&str>) -> Result<(), ApiError> {
+    match named {
+        Some(clerk) if clerk != who.id => Err(PosError::Forbidden(format!(
+            "'clerk' must be you ('{}') with a staff session: leave it out, the node records the signed-in staff member",
+            who.id
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+fn needs_manager(who: &SignedIn, what: &str) -> Result<(), ApiError> {
+    if who.role == StaffRole::Manager {
+        return Ok(());
+    }
+    Err(PosError::Forbidden(format!(
+        "{what} needs a manager: ask a manager to sign in and do it"
+    ))
+    .into())
+}
+
+/// What a staff session may ask of `POST /api/v1/sales`: its own name as the clerk, and
+/// selling beyond the node's rights (`override_reason`) only as a manager. The node's API
+/// token is not limited here.
+pub(crate) fn check_staff_sale(req: &HttpRequest, sale: &SaleRequest) -> Result<(), ApiError> {
+    let Caller::Staff(who) = caller(req)? else {
+        return Ok(());
+    };
+    clerk_is(&who, sale.clerk.as_deref())?;
+    if sale.override_reason.is_some() {
+        needs_manager(
+            &who,
+            "selling beyond the stock the node holds (override_reason)",
+        )?;
+    }
+    Ok(())
+}
+
+/// What a staff session may ask of `POST /api/v1/stock/adjustments`: a receipt of goods
+/// (any staff member: taking in a delivery is a clerk's job), a count or damage only as a
+/// manager; the clerk recorded is always the session's staff member. The node's API token
+/// is not limited here.
+pub(crate) fn check_staff_adjustment(
+    req: &HttpRequest,
+    adjustment: &mut AdjustmentRequest,
+) -> Result<(), ApiError> {
+    let Caller::Staff(who) = caller(req)? else {
+        return Ok(());
+    };
+    let (clerk, manager_only) = match adjustment {
+        AdjustmentRequest::Receipt { clerk, .. } => (clerk, None),
+        AdjustmentRequest::Count { clerk, .. } => (clerk, Some("a stock count")),
+        AdjustmentRequest::Damage { clerk, .. } => (clerk, Some("writing off damaged goods")),
+    };
+    clerk_is(&who, clerk.as_deref())?;
+    if let Some(what) = manager_only {
+        needs_manager(&who, what)?;
+    }
+    *clerk = Some(who.id);
+    Ok(())
 }
 
 /// The routes inside `/api/v1` (behind the token middleware).
@@ -243,6 +309,10 @@ fn totals_json(t: &TillTotals) -> serde_json::Value {
         },
         "tenders": tenders,
         "change_given": money(t.change_given),
+        "manual_adjustments": {
+            "count": t.manual_adjustments,
+            "total": money(t.manual_total()),
+        },
         "refunds": {
             "count": t.refunds,
             "total": money(t.refunded),

@@ -14,8 +14,11 @@
 //! | `a` + SHA-256 of the session token   | [`staff::StaffSession`] |
 //! | `t` + till id                        | [`till::TillState`]   |
 //! | `z` + till id + `0x00` + n (be u64)  | [`till::ZReport`]     |
+//! | `m` + sale id + line (be u32)        | [`overrides::ManualAdjustmentRecord`] (the audit) |
+//! | `g` + grant id                       | [`overrides::ApprovalGrant`] (the POS page) |
 
 pub(crate) mod http;
+pub mod overrides;
 pub(crate) mod pages;
 pub mod staff;
 pub mod till;
@@ -139,6 +142,8 @@ pub struct Pos {
     tills: Vec<String>,
     pub(crate) currency: protocol::Currency,
     idle_ms: u64,
+    /// A session ends this long after its sign-in, however busy.
+    max_age_ms: u64,
     clock: PosClock,
 }
 
@@ -154,6 +159,7 @@ impl Pos {
             tills: settings.tills.clone(),
             currency: settings.currency,
             idle_ms: u64::try_from(settings.session_idle.as_millis()).unwrap_or(u64::MAX),
+            max_age_ms: u64::try_from(settings.session_max_age.as_millis()).unwrap_or(u64::MAX),
             clock,
         }
     }

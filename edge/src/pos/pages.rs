@@ -12,13 +12,18 @@
 //!   so nothing is stored until the sale is paid. Every change is priced by the node
 //!   ([`crate::store::Store::quote`], the code a sale is priced with) and refused, unchanged,
 //!   when the node cannot price it. Paying records the sale with an idempotency key made when
-//!   the page was rendered, so a double tap rings it up once.
+//!   the sale starts and carried with it like `cart`, so a double tap, or Back and pay again,
+//!   rings it up once.
 
 use super::staff::TOKEN_PREFIX;
 use super::till::{TillSession, TillTotals, ZReport};
 use super::{PosError, SignedIn, TillSale};
 use crate::api::{blocking, rfc3339, ApiError, ApiState};
-use crate::ops::{PaymentMethod, PaymentRequest, SaleLineRequest, SaleQuote, SaleRequest};
+use crate::config::StaffRole;
+use crate::ops::{
+    ApprovalRequest, Approved, ManualAdjustmentRequest, ManualAdjustments, ManualDiscountRequest,
+    PaymentMethod, PaymentRequest, SaleLineRequest, SaleQuote, SaleRequest,
+};
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -137,6 +142,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/", web::get().to(sign_in_page))
             .route("/sign-in", web::post().to(sign_in))
             .route("/sign-out", web::post().to(sign_out))
+            .route("/staff/{id}/unlock", web::post().to(unlock))
             .route("/till", web::get().to(till_page))
             .route("/till/select", web::post().to(select_till))
             .route("/till/open", web::post().to(open_till))
@@ -211,7 +217,12 @@ async fn chrome(
         .await
         .unwrap_or(0);
     let sync = state.store.sync_state();
+    let locked = match who {
+        Some(w) if w.role == StaffRole::Manager => locked_staff(state).await,
+        _ => Vec::new(),
+    };
     json!({
+        "locked": locked,
         "store": state.store.identity().store_name,
         "asset": asset_version(),
         "online": sync.connected,
@@ -221,6 +232,22 @@ async fn chrome(
         "till": till,
         "tills": state.pos.tills(),
     })
+}
+
+/// The staff members locked after too many wrong PINs (shown to a manager, to unlock).
+async fn locked_staff(state: &web::Data<ApiState>) -> Vec<serde_json::Value> {
+    let pos = state.pos.clone();
+    blocking(move || {
+        let mut out = Vec::new();
+        for m in pos.staff_list() {
+            if pos.pin_failures(&m.id)?.locked() {
+                out.push(json!({"id": m.id, "name": m.name}));
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .unwrap_or_default()
 }
 
 async fn error_page(
@@ -245,6 +272,16 @@ async fn signed_in(
     state: &web::Data<ApiState>,
     req: &HttpRequest,
 ) -> Result<Option<SignedIn>, ApiError> {
+    session_of(state, req, true).await
+}
+
+/// The staff member behind the session cookie; `touch: false` only looks (a background poll
+/// is not a use of the till and must not keep the session from going idle).
+async fn session_of(
+    state: &web::Data<ApiState>,
+    req: &HttpRequest,
+    touch: bool,
+) -> Result<Option<SignedIn>, ApiError> {
     let Some(token) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()) else {
         return Ok(None);
     };
@@ -252,7 +289,14 @@ async fn signed_in(
         return Ok(None);
     }
     let pos = state.pos.clone();
-    match blocking(move || Ok(pos.authenticate(&token))).await? {
+    let check = move || {
+        if touch {
+            pos.authenticate(&token)
+        } else {
+            pos.peek(&token)
+        }
+    };
+    match blocking(move || Ok(check())).await? {
         Ok(who) => Ok(Some(who)),
         Err(PosError::Unauthenticated { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -466,6 +510,25 @@ async fn sign_out(
     res
 }
 
+/// `POST /pos/staff/{id}/unlock`: a manager lifts a colleague's lock (a clerk is refused).
+async fn unlock(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> HttpResponse {
+    let who = match check_form(&state, &req, &form.csrf).await {
+        Ok(who) => who,
+        Err(res) => return res,
+    };
+    let pos = state.pos.clone();
+    let (by, id) = (super::Caller::Staff(who.clone()), path.into_inner());
+    match blocking(move || Ok(pos.unlock(&by, &id)?)).await {
+        Ok(_) => see_other("/pos/till"),
+        Err(e) => error_page(&state, Some(&who), e.status_code(), e.explain()).await,
+    }
+}
+
 // ---- the till -----------------------------------------------------------------------------
 
 /// The sale being rung up: SKUs with quantities, and coupon codes. It lives in the page (hidden
@@ -474,6 +537,13 @@ async fn sign_out(
 struct Draft {
     lines: Vec<(Sku, i64)>,
     coupons: Vec<String>,
+    /// The sale's idempotency key (a ULID; empty until the first item is added): made when the
+    /// sale starts and carried with it, so paying twice (a double tap, or Back and pay again)
+    /// records it once. A new one comes only with a new sale (Void sale, Next sale).
+    key: String,
+    /// Lines whose price a manager changed: the SKU and the id of the manager's approval
+    /// (`crate::pos::overrides::ApprovalGrant`, kept on the node; never the PIN).
+    adjusted: Vec<(Sku, String)>,
 }
 
 impl Draft {
@@ -492,6 +562,51 @@ impl Draft {
             d.add_coupon(code)?;
         }
         Ok(d)
+    }
+
+    /// The sale's idempotency key from the page (empty: none yet).
+    fn with_key(mut self, key: &str) -> Result<Draft, String> {
+        let key = key.trim();
+        if !key.is_empty() && ulid::Ulid::from_string(key).is_err() {
+            return Err("the sale's key is damaged".into());
+        }
+        self.key = key.to_string();
+        Ok(self)
+    }
+
+    /// The manual adjustments from the page: `SKU~grant,…`.
+    fn with_adjustments(mut self, adj: &str) -> Result<Draft, String> {
+        for item in adj.split(',').filter(|s| !s.is_empty()) {
+            let (sku, grant) = item
+                .split_once('~')
+                .ok_or_else(|| "a price change is damaged".to_string())?;
+            let sku = Sku::parse(sku).map_err(|_| format!("'{sku}' is not a SKU"))?;
+            if grant.is_empty() || grant.len() > 64 || !grant.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err("a price change's approval is damaged".into());
+            }
+            if self.lines.iter().any(|(s, _)| *s == sku) {
+                self.adjusted.retain(|(s, _)| *s != sku);
+                self.adjusted.push((sku, grant.to_string()));
+            }
+        }
+        Ok(self)
+    }
+
+    fn adjustment_list(&self) -> String {
+        self.adjusted
+            .iter()
+            .map(|(s, g)| format!("{s}~{g}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Gives a sale with items its key, if it has none yet.
+    fn keyed(mut self) -> Draft {
+        if self.key.is_empty() && !self.lines.is_empty() {
+            self.key = ulid::Ulid::new().to_string();
+        }
+        self
     }
 
     fn cart(&self) -> String {
@@ -582,6 +697,12 @@ impl Draft {
                 encode(&self.cart()),
                 encode(&self.coupon_list())
             ));
+            if !self.key.is_empty() {
+                to.push_str(&format!("&key={}", encode(&self.key)));
+            }
+            if !self.adjusted.is_empty() {
+                to.push_str(&format!("&adj={}", encode(&self.adjustment_list())));
+            }
         }
         to
     }
@@ -655,6 +776,10 @@ struct TillQuery {
     cart: String,
     #[serde(default)]
     coupons: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    adj: String,
     q: Option<String>,
 }
 
@@ -668,7 +793,19 @@ async fn till_page(
         Err(res) => return res,
     };
     let q = query.into_inner();
-    let (draft, error) = match Draft::parse(&q.cart, &q.coupons) {
+    let (draft, error) = match Draft::parse(&q.cart, &q.coupons)
+        .and_then(|d| d.with_key(&q.key))
+        .and_then(|d| d.with_adjustments(&q.adj))
+    {
+        // A sale in the address without its key (a recalled held sale, an old link) gets one
+        // now, in the address, so a reload or Back keeps it.
+        Ok(d) if d.key.is_empty() && !d.lines.is_empty() => {
+            let mut to = d.keyed().href();
+            if let Some(text) = q.q.as_deref().filter(|t| !t.is_empty()) {
+                to.push_str(&format!("&q={}", encode(text)));
+            }
+            return see_other(&to);
+        }
         Ok(d) => (d, None),
         Err(e) => (
             Draft::default(),
@@ -718,7 +855,7 @@ async fn till_view(
                    "currency": state.pos.currency.code(), "reports": till_state.next_report.saturating_sub(1)}),
         );
     };
-    let (quote, quote_error) = match quote(state, draft).await {
+    let (quote, quote_error) = match quote(state, who, draft).await {
         Ok(q) => (q, None),
         Err(e) => (None, Some(e.explain())),
     };
@@ -743,7 +880,10 @@ async fn till_view(
             "total_minor": quote.as_ref().map(|q| q.total.minor),
             "exponent": state.pos.currency.exponent(),
             "quick_cash": quote.as_ref().map(|q| quick_cash(q.total)).unwrap_or_default(),
-            "key": ulid::Ulid::new().to_string(),
+            "key": draft.key,
+            "adj": draft.adjustment_list(),
+            "managers": state.pos.staff_list().filter(|m| m.role == StaffRole::Manager)
+                .map(|m| json!({"id": m.id, "name": m.name})).collect::<Vec<_>>(),
             "q": search.unwrap_or_default(),
             "searched": search.is_some_and(|s| !s.trim().is_empty()),
             "results": results,
@@ -752,13 +892,73 @@ async fn till_view(
     )
 }
 
-async fn quote(state: &ApiState, draft: &Draft) -> Result<Option<SaleQuote>, ApiError> {
+async fn quote(
+    state: &ApiState,
+    who: &SignedIn,
+    draft: &Draft,
+) -> Result<Option<SaleQuote>, ApiError> {
     if draft.lines.is_empty() {
         return Ok(None);
     }
+    let manual = manual_of(state, who, draft, None).await?;
     let store = state.store.clone();
     let req = draft.request(Vec::new());
-    blocking(move || Ok(store.quote(&req)?)).await.map(Some)
+    blocking(move || Ok(store.quote_with(&req, &manual)?))
+        .await
+        .map(Some)
+}
+
+/// The sale's manual adjustments from the managers' approvals it carries (each checked: for
+/// this clerk, this sale and that SKU, not too old), and `extra` — a line's adjustment being
+/// asked for, with an approval whose PIN is not checked yet (to check its bounds first).
+async fn manual_of(
+    state: &ApiState,
+    who: &SignedIn,
+    draft: &Draft,
+    extra: Option<(usize, ManualAdjustmentRequest)>,
+) -> Result<ManualAdjustments, ApiError> {
+    let pos = state.pos.clone();
+    let (who, draft) = (who.clone(), draft.clone());
+    blocking(move || {
+        let mut manual = ManualAdjustments {
+            lines: vec![None; draft.lines.len()],
+            ..ManualAdjustments::default()
+        };
+        for (sku, id) in &draft.adjusted {
+            let Some(i) = draft.lines.iter().position(|(s, _)| s == sku) else {
+                continue;
+            };
+            let grant = pos.grant_for(&who, &draft.key, sku, id)?.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "manager_approval_required",
+                    format!("the manager's approval of the price of {sku} is no longer valid: remove the price change and ask a manager again"),
+                )
+            })?;
+            manual.lines[i] = Some(grant.adjustment());
+            manual.line_approvals.insert(
+                i,
+                Approved {
+                    manager: grant.manager,
+                    reason: grant.reason,
+                },
+            );
+        }
+        if let Some((i, a)) = extra {
+            if let Some(slot) = manual.lines.get_mut(i) {
+                *slot = Some(a);
+                manual.line_approvals.insert(
+                    i,
+                    Approved {
+                        manager: "(pending)".into(),
+                        reason: "(pending)".into(),
+                    },
+                );
+            }
+        }
+        Ok(manual)
+    })
+    .await
 }
 
 async fn search_products(state: &ApiState, text: &str) -> Vec<serde_json::Value> {
@@ -816,6 +1016,7 @@ fn draft_lines(draft: &Draft, quote: Option<&SaleQuote>) -> Vec<serde_json::Valu
                 priced.map_or_else(|| json!({"sku": sku, "name": sku.to_string()}), line_view);
             v["index"] = json!(i);
             v["quantity"] = json!(qty);
+            v["adjusted"] = json!(draft.adjusted.iter().any(|(s, _)| s == sku));
             v
         })
         .collect()
@@ -1015,6 +1216,22 @@ struct SaleForm {
     amount: String,
     #[serde(default)]
     key: String,
+    #[serde(default)]
+    adj: String,
+    /// A manual adjustment (action `adjust`): one of a new unit price, an amount or a percent
+    /// off the line, with the reason and the approving manager's id and PIN.
+    #[serde(default)]
+    new_price: String,
+    #[serde(default)]
+    discount: String,
+    #[serde(default)]
+    percent: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    manager: String,
+    #[serde(default)]
+    pin: String,
 }
 
 /// `POST /pos/sale`: one change to the sale being rung up (scan, add, +, −, remove, coupon,
@@ -1029,8 +1246,11 @@ async fn sale_action(
         Ok(who) => who,
         Err(res) => return res,
     };
-    let draft = match Draft::parse(&form.cart, &form.coupons) {
-        Ok(d) => d,
+    let draft = match Draft::parse(&form.cart, &form.coupons)
+        .and_then(|d| d.with_key(&form.key))
+        .and_then(|d| d.with_adjustments(&form.adj))
+    {
+        Ok(d) => d.keyed(),
         Err(e) => {
             let msg = format!("The sale on the page could not be read ({e}): start it again.");
             return till_view(
@@ -1068,8 +1288,17 @@ async fn sale_action(
             Ok(())
         }
         ("remove", Some(i)) => {
-            next.lines.remove(i);
+            let (sku, _) = next.lines.remove(i);
+            next.adjusted.retain(|(s, _)| *s != sku);
             Ok(())
+        }
+        ("unadjust", Some(i)) => {
+            let sku = next.lines[i].0.clone();
+            next.adjusted.retain(|(s, _)| *s != sku);
+            Ok(())
+        }
+        ("adjust", Some(i)) => {
+            return adjust(&state, &req, &who, &draft, i, &form).await;
         }
         ("coupon", _) => next.add_coupon(&form.code),
         ("uncoupon", _) => {
@@ -1089,13 +1318,16 @@ async fn sale_action(
             };
             return pay(&state, &req, &who, &draft, method, &form).await;
         }
-        ("inc" | "dec" | "remove", None) => Err("That line is no longer on the sale.".into()),
+        ("inc" | "dec" | "remove" | "unadjust" | "adjust", None) => {
+            Err("That line is no longer on the sale.".into())
+        }
         _ => Err("Unknown action: reload the till.".into()),
     };
     if let Err(msg) = edited {
         return refuse(msg, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
-    if let Err(e) = quote(&state, &next).await {
+    let next = next.keyed();
+    if let Err(e) = quote(&state, &who, &next).await {
         return refuse(e.explain(), e.status_code()).await;
     }
     see_other(&next.href())
@@ -1145,14 +1377,117 @@ async fn pay(
         amount,
         reference: None,
     }]);
-    let key = Some(form.key.clone()).filter(|k| !k.is_empty());
+    let key = Some(draft.key.clone()).filter(|k| !k.is_empty());
+    let manual = match manual_of(state, who, draft, None).await {
+        Ok(m) => m,
+        Err(e) => return refuse(e.explain(), e.status_code()).await,
+    };
     let store = state.store.clone();
-    match blocking(move || Ok(store.sell_at(&request, key.as_deref(), Some(&sale))?)).await {
+    match blocking(move || Ok(store.sell_with(&request, key.as_deref(), Some(&sale), &manual)?))
+        .await
+    {
         Ok(receipt) => see_other(&format!(
             "/pos/receipts/{}",
             encode(&receipt.entry.sale.number)
         )),
         Err(e) => refuse(e.explain(), e.status_code()).await,
+    }
+}
+
+/// A manager changes line `i`'s price (action `adjust`): the adjustment's bounds are checked
+/// first (no PIN counted for a typo in the price), then the manager's PIN (counted toward
+/// their lock); the page then carries the approval's id, never the PIN, and is shown again by
+/// a redirect, so the PIN is in neither the address nor the page.
+async fn adjust(
+    state: &web::Data<ApiState>,
+    req: &HttpRequest,
+    who: &SignedIn,
+    draft: &Draft,
+    i: usize,
+    form: &SaleForm,
+) -> HttpResponse {
+    let refuse = |msg: String, status: StatusCode| {
+        till_view(state, req, who, draft, None, Some(msg), status)
+    };
+    let text = |t: &str| Some(t.trim().replace(',', ".")).filter(|t| !t.is_empty());
+    let percent = match text(&form.percent).map(|p| p.parse::<u32>()) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(_)) => {
+            return refuse(
+                "A percent off is a whole number from 1 to 100.".into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+    };
+    let adjustment = match (text(&form.new_price), text(&form.discount), percent) {
+        (Some(p), None, None) => ManualAdjustmentRequest {
+            price_override: Some(p),
+            manual_discount: None,
+        },
+        (None, amount @ Some(_), None) => ManualAdjustmentRequest {
+            price_override: None,
+            manual_discount: Some(ManualDiscountRequest {
+                amount,
+                percent: None,
+            }),
+        },
+        (None, None, percent @ Some(_)) => ManualAdjustmentRequest {
+            price_override: None,
+            manual_discount: Some(ManualDiscountRequest {
+                amount: None,
+                percent,
+            }),
+        },
+        _ => {
+            return refuse(
+                "Give one of: a new price, an amount off, or a percent off.".into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+    };
+    let mut unadjusted = draft.clone();
+    let sku = draft.lines[i].0.clone();
+    unadjusted.adjusted.retain(|(s, _)| *s != sku);
+    // The bounds (price up to the shelf price, discount within the line), before the PIN.
+    let check = match manual_of(state, who, &unadjusted, Some((i, adjustment.clone()))).await {
+        Ok(manual) => {
+            let store = state.store.clone();
+            let req = unadjusted.request(Vec::new());
+            blocking(move || Ok(store.quote_with(&req, &manual)?)).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = check {
+        return refuse(e.explain(), e.status_code()).await;
+    }
+    let approval = ApprovalRequest {
+        manager: form.manager.trim().to_string(),
+        pin: form.pin.trim().to_string(),
+        reason: Some(form.reason.clone()),
+    };
+    let pos = state.pos.clone();
+    let (w, key, s) = (who.clone(), draft.key.clone(), sku.clone());
+    let granted = blocking(move || {
+        pos.grant(&w, &key, &s, &adjustment, &approval)
+            .map_err(crate::api::approval_error)
+    })
+    .await;
+    match granted {
+        Ok(id) => {
+            let mut next = unadjusted;
+            next.adjusted.push((sku, id));
+            see_other(&next.href())
+        }
+        Err(e) => {
+            refuse(
+                format!("Approval refused: {}", e.explain()),
+                e.status_code(),
+            )
+            .await
+        }
     }
 }
 
@@ -1283,9 +1618,10 @@ fn report_view(r: &ZReport) -> serde_json::Value {
 
 // ---- status and assets --------------------------------------------------------------------
 
-/// `GET /pos/status`: the node's sync state for the header's online/offline badge.
+/// `GET /pos/status`: the node's sync state for the header's online/offline badge. It only
+/// looks at the session: a page polling in the background is not someone using the till.
 async fn status(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    match signed_in(&state, &req).await {
+    match session_of(&state, &req, false).await {
         Ok(Some(_)) => {}
         Ok(None) => {
             return ApiError::new(

@@ -9,6 +9,7 @@
 use super::{Pos, PosError, SignedIn};
 use crate::ops::OpError;
 use crate::storage::{Db, TillMark, WriteSet, T};
+use crate::store::PricedManual;
 use protocol::codec::Stored;
 use protocol::money::MoneyError;
 use protocol::replication::SaleRecord;
@@ -46,6 +47,13 @@ pub struct TillTotals {
     pub refunded: Money,
     /// The part of `refunded` paid out of the drawer.
     pub cash_refunded: Money,
+    /// Lines with a manual price adjustment approved by a manager (absent from totals stored
+    /// before adjustments: zero).
+    #[serde(default)]
+    pub manual_adjustments: u64,
+    /// What those adjustments took off (part of `discounts`); `None` reads as zero.
+    #[serde(default)]
+    pub manual_discount: Option<Money>,
 }
 
 impl TillTotals {
@@ -61,12 +69,36 @@ impl TillTotals {
             refunds: 0,
             refunded: zero,
             cash_refunded: zero,
+            manual_adjustments: 0,
+            manual_discount: None,
         }
     }
 
+    /// What manual adjustments took off (zero when there were none).
+    pub fn manual_total(&self) -> Money {
+        self.manual_discount
+            .unwrap_or(Money::zero(self.net.currency))
+    }
+
     /// These totals with one more sale (checked: a currency mix or an overflow is an error).
-    fn with_sale(&self, sale: &SaleRecord, change: Money) -> Result<TillTotals, MoneyError> {
+    fn with_sale(
+        &self,
+        sale: &SaleRecord,
+        change: Money,
+        manual: &[PricedManual],
+    ) -> Result<TillTotals, MoneyError> {
         let mut t = self.clone();
+        if !manual.is_empty() {
+            let mut off = t.manual_total();
+            for m in manual {
+                off = off.checked_add(m.discount)?;
+            }
+            t.manual_discount = Some(off);
+            t.manual_adjustments = t
+                .manual_adjustments
+                .checked_add(manual.len() as u64)
+                .ok_or(MoneyError::Overflow)?;
+        }
         let mut gross = Money::zero(t.net.currency);
         for l in &sale.lines {
             gross = gross.checked_add(l.unit_price.checked_mul(i64::from(l.quantity))?)?;
@@ -180,12 +212,13 @@ pub(crate) fn ring_up(
     at: &TillSale,
     sale: &SaleRecord,
     change: Money,
+    manual: &[PricedManual],
 ) -> Result<TillMark, OpError> {
     let key = till_key(&at.till);
     let mut state: TillState = db.get(T::Pos, &key)?.unwrap_or_default();
     let open = state.open.as_mut().ok_or_else(|| closed(&at.till))?;
     let till_currency = open.float.currency;
-    open.totals = open.totals.with_sale(sale, change).map_err(|e| match e {
+    open.totals = open.totals.with_sale(sale, change, manual).map_err(|e| match e {
         MoneyError::CurrencyMismatch(..) => OpError::invalid(
             "wrong_currency",
             format!(

@@ -4,10 +4,12 @@
 use super::change::Target;
 use super::Catalog;
 use crate::ops::{
-    clean_text, AdjustmentRequest, FieldProblem, OpError, SaleRequest, MAX_ADJUSTMENT_UNITS,
-    MAX_LINE_QUANTITY, MAX_SALE_LINES, MAX_TEXT_CHARS,
+    clean_text, AdjustmentRequest, Approved, FieldProblem, ManualAdjustmentRequest,
+    ManualAdjustments, OpError, SaleRequest, MAX_ADJUSTMENT_UNITS, MAX_LINE_QUANTITY,
+    MAX_SALE_LINES, MAX_TEXT_CHARS,
 };
 use crate::storage::AdjustmentKind;
+use protocol::money::MoneyError;
 use protocol::promotion::{PromotionContext, PromotionSummary};
 use protocol::replication::{CouponTerms, SaleLine, SalePayment, SaleRecord};
 use protocol::{Basket, BasketId, BasketOwner, Channel, Currency, LocationId, Money, Sku};
@@ -25,6 +27,7 @@ pub(super) fn price_sale(
     now: OffsetDateTime,
     req: &SaleRequest,
     coupons: &[CouponTerms],
+    manual: &ManualAdjustments,
 ) -> Result<PricedSale, OpError> {
     let mut problems = Vec::new();
     if req.lines.is_empty() {
@@ -41,6 +44,14 @@ pub(super) fn price_sale(
     }
     let mut unknown = Vec::new();
     let mut wanted: Vec<(Sku, i64)> = Vec::new();
+    // Lines with a manual adjustment: (index in the request, SKU, quantity, adjustment).
+    let mut adjusted: Vec<(usize, Sku, i64, &ManualAdjustmentRequest)> = Vec::new();
+    if manual.lines.len() > req.lines.len() {
+        problems.push(FieldProblem {
+            field: "lines".into(),
+            message: "a manual adjustment names a line the sale does not have".into(),
+        });
+    }
     for (i, line) in req.lines.iter().enumerate() {
         if !(1..=MAX_LINE_QUANTITY).contains(&line.quantity) {
             problems.push(FieldProblem {
@@ -52,9 +63,25 @@ pub(super) fn price_sale(
             });
         }
         let sku = resolve_line(catalog, i, line, &mut problems, &mut unknown);
-        if let Some(sku) = sku {
-            wanted.push((sku, line.quantity));
+        let adjustment = manual
+            .lines
+            .get(i)
+            .and_then(Option::as_ref)
+            .filter(|a| !a.is_empty());
+        match (sku, adjustment) {
+            (Some(sku), Some(a)) => adjusted.push((i, sku, line.quantity, a)),
+            (Some(sku), None) => wanted.push((sku, line.quantity)),
+            (None, _) => {}
         }
+    }
+    if adjusted
+        .iter()
+        .any(|(i, ..)| manual.approval_of(*i).is_none())
+    {
+        return Err(OpError::invalid(
+            "manager_approval_required",
+            "a price override or manual discount needs a manager's approval: send approval {manager, pin, reason}",
+        ));
     }
     let clerk = clean_text("clerk", req.clerk.as_deref(), &mut problems);
     let override_reason = match req.override_reason.as_deref() {
@@ -82,9 +109,22 @@ pub(super) fn price_sale(
         ));
     }
     let currency = wanted
-        .first()
-        .and_then(|(sku, _)| catalog.snapshot.product_by_sku(sku)?.variant(sku))
+        .iter()
+        .map(|(sku, _)| sku)
+        .chain(adjusted.iter().map(|(_, sku, _, _)| sku))
+        .next()
+        .and_then(|sku| catalog.snapshot.product_by_sku(sku)?.variant(sku))
         .map_or(Currency::EUR, |v| v.price.currency);
+    let manual_lines = adjusted
+        .iter()
+        .map(|(i, sku, qty, a)| {
+            let approved = manual.approval_of(*i).cloned().unwrap_or_else(|| Approved {
+                manager: String::new(),
+                reason: String::new(),
+            });
+            manual_line(catalog, currency, *i, sku, *qty, a, approved)
+        })
+        .collect::<Result<Vec<_>, OpError>>()?;
     let mut basket = Basket::new(BasketId::new(), BasketOwner::Anonymous, currency, now);
     for (sku, qty) in &wanted {
         basket.add(sku.clone(), *qty, i64::MAX, now).map_err(|e| {
@@ -145,7 +185,7 @@ pub(super) fn price_sale(
             ));
         }
     }
-    let lines = priced
+    let mut lines: Vec<SaleLine> = priced
         .lines
         .iter()
         .map(|l| SaleLine {
@@ -167,11 +207,30 @@ pub(super) fn price_sale(
     for l in &priced.lines {
         *units.entry(l.sku.clone()).or_default() += u64::from(l.quantity);
     }
+    // Manually adjusted lines follow the promoted ones, outside the promotion engine; the total
+    // and the taxes are then those of all the lines, by the protocol's rule (tax per rate on
+    // the summed lines of that rate, after discounts).
+    let (mut total, mut taxes) = (priced.total, priced.taxes);
+    let mut manual_out = Vec::with_capacity(manual_lines.len());
+    if !manual_lines.is_empty() {
+        for (m, line) in manual_lines {
+            *units.entry(line.sku.clone()).or_default() += u64::from(line.quantity);
+            manual_out.push(PricedManual {
+                sale_line: lines.len(),
+                ..m
+            });
+            lines.push(line);
+        }
+        let overflow = |_| OpError::invalid("amount_out_of_range", "the sale's total is too large");
+        total = Money::sum(currency, lines.iter().map(|l| l.total)).map_err(overflow)?;
+        taxes = taxes_of(currency, &lines).map_err(overflow)?;
+    }
     Ok(PricedSale {
         units: units.into_iter().collect(),
         lines,
-        total: priced.total,
-        taxes: priced.taxes,
+        total,
+        taxes,
+        manual: manual_out,
         clerk,
         override_reason,
         promotions: PromotionSummary {
@@ -181,6 +240,195 @@ pub(super) fn price_sale(
             ..priced.promotions
         },
     })
+}
+
+/// A manually adjusted line as it was before and after the adjustment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PricedManual {
+    /// The line's index in the request.
+    pub line: usize,
+    /// Its index in the sale record's lines.
+    pub sale_line: usize,
+    pub sku: Sku,
+    pub quantity: u32,
+    pub shelf_price: Money,
+    /// The new unit price, for a price override.
+    pub new_price: Option<Money>,
+    /// The percent off, for a discount given in percent.
+    pub percent: Option<u32>,
+    /// What the adjustment took off the line (at shelf prices).
+    pub discount: Money,
+    /// The line's total after it.
+    pub total: Money,
+    /// Who approved it and why.
+    pub approved: Approved,
+}
+
+fn bad_manual(i: usize, what: &str, message: String) -> OpError {
+    OpError::fields(
+        "invalid_adjustment",
+        format!("line {i}'s manual adjustment is refused: {message}"),
+        vec![FieldProblem {
+            field: format!("lines[{i}].{what}"),
+            message,
+        }],
+    )
+}
+
+/// Prices a manually adjusted line: its shelf price from the catalog, less the adjustment
+/// (a price from 0 up to the shelf price, a discount from more than 0 up to the line).
+fn manual_line(
+    catalog: &Catalog,
+    currency: Currency,
+    i: usize,
+    sku: &Sku,
+    quantity: i64,
+    a: &ManualAdjustmentRequest,
+    approved: Approved,
+) -> Result<(PricedManual, SaleLine), OpError> {
+    let (product, variant) = catalog
+        .snapshot
+        .product_by_sku(sku)
+        .and_then(|p| p.variant(sku).map(|v| (p, v)))
+        .ok_or_else(|| bad_manual(i, "sku", format!("{sku} is not in the catalog")))?;
+    let shelf = variant.price;
+    if shelf.currency != currency {
+        return Err(OpError::invalid(
+            "mixed_currencies",
+            format!(
+                "{sku} cannot be sold together with {currency}: its price is in another currency"
+            ),
+        ));
+    }
+    let qty =
+        u32::try_from(quantity).map_err(|_| bad_manual(i, "quantity", "out of range".into()))?;
+    let too_large =
+        |_: MoneyError| bad_manual(i, "quantity", "the line's total is too large".into());
+    let line_total = shelf.checked_mul(i64::from(qty)).map_err(too_large)?;
+    let amount = |field: &str, text: &str| -> Result<Money, OpError> {
+        Money::parse_decimal(text, currency).map_err(|_| {
+            bad_manual(
+                i,
+                field,
+                format!(
+                    "'{}' is not an amount in {currency}: use a decimal string such as \"2.50\" with at most {} decimals",
+                    text.chars().take(32).collect::<String>(),
+                    currency.exponent()
+                ),
+            )
+        })
+    };
+    let (new_price, percent, discount) = match (&a.price_override, &a.manual_discount) {
+        (Some(p), None) => {
+            let p = amount("price_override", p)?;
+            if p.minor < 0 || p.minor > shelf.minor {
+                return Err(bad_manual(
+                    i,
+                    "price_override",
+                    format!("the new price {p} must be from 0 up to the shelf price {shelf}"),
+                ));
+            }
+            let new_total = p.checked_mul(i64::from(qty)).map_err(too_large)?;
+            (
+                Some(p),
+                None,
+                Money::new(line_total.minor - new_total.minor, currency),
+            )
+        }
+        (None, Some(d)) => match (&d.amount, d.percent) {
+            (Some(text), None) => {
+                let off = amount("manual_discount.amount", text)?;
+                if off.minor <= 0 || off.minor > line_total.minor {
+                    return Err(bad_manual(
+                        i,
+                        "manual_discount.amount",
+                        format!("the discount {off} must be more than 0 and at most the line's total {line_total}"),
+                    ));
+                }
+                (None, None, off)
+            }
+            (None, Some(pct)) => {
+                if !(1..=100).contains(&pct) {
+                    return Err(bad_manual(
+                        i,
+                        "manual_discount.percent",
+                        format!("{pct} percent is out of range: 1 to 100"),
+                    ));
+                }
+                let off = protocol::pricing::round_div(
+                    i128::from(line_total.minor) * i128::from(pct),
+                    100,
+                );
+                let off = i64::try_from(off).map_err(|_| too_large(MoneyError::Overflow))?;
+                (None, Some(pct), Money::new(off, currency))
+            }
+            _ => {
+                return Err(bad_manual(
+                    i,
+                    "manual_discount",
+                    "give exactly one of amount and percent".into(),
+                ))
+            }
+        },
+        _ => {
+            return Err(bad_manual(
+                i,
+                "price_override",
+                "give exactly one of price_override and manual_discount".into(),
+            ))
+        }
+    };
+    let total = Money::new(line_total.minor - discount.minor, currency);
+    let line = SaleLine {
+        sku: sku.clone(),
+        name: if variant.title.is_empty() || variant.title == "Default" {
+            product.name.clone()
+        } else {
+            format!("{} – {}", product.name, variant.title)
+        },
+        quantity: qty,
+        unit_price: shelf,
+        total,
+        tax_rate_bp: product.tax_rate_bp,
+    };
+    let m = PricedManual {
+        line: i,
+        sale_line: 0,
+        sku: sku.clone(),
+        quantity: qty,
+        shelf_price: shelf,
+        new_price,
+        percent,
+        discount,
+        total,
+        approved,
+    };
+    Ok((m, line))
+}
+
+/// Tax per rate of sale lines (tax-inclusive totals), by the protocol's rule: per rate on the
+/// summed lines of that rate ([`protocol::pricing::included_tax`]); rates with nothing left
+/// out, as the promotion pricing leaves them out.
+fn taxes_of(
+    currency: Currency,
+    lines: &[SaleLine],
+) -> Result<Vec<protocol::TaxLine>, protocol::money::MoneyError> {
+    let mut by_rate: BTreeMap<u32, i64> = BTreeMap::new();
+    for l in lines {
+        let slot = by_rate.entry(l.tax_rate_bp).or_default();
+        *slot = slot
+            .checked_add(l.total.minor)
+            .ok_or(protocol::money::MoneyError::Overflow)?;
+    }
+    Ok(by_rate
+        .into_iter()
+        .map(|(rate_bp, gross)| protocol::TaxLine {
+            rate_bp,
+            gross: Money::new(gross, currency),
+            tax: Money::new(protocol::pricing::included_tax(gross, rate_bp), currency),
+        })
+        .filter(|t| t.gross.minor != 0 || t.tax.minor != 0)
+        .collect())
 }
 
 /// The SKU a sale line names (by SKU or barcode), or a problem noted in `problems` (invalid)
@@ -379,6 +627,8 @@ pub(super) struct PricedSale {
     pub taxes: Vec<protocol::TaxLine>,
     pub clerk: Option<String>,
     pub override_reason: Option<String>,
+    /// The manually adjusted lines (approved by a manager), in the order of the sale's lines.
+    pub manual: Vec<PricedManual>,
     /// The promotions that applied, gifts and free shipping.
     pub promotions: PromotionSummary,
 }

@@ -14,8 +14,8 @@ mod check;
 
 use crate::journal::{Journal, JournalRecord};
 use crate::ops::{
-    AdjustmentReceipt, AdjustmentRequest, DeficitView, OpError, ReplayReport, SaleReceipt,
-    SaleRequest, Shortage, StockLine, MAX_SALE_COUPONS,
+    AdjustmentReceipt, AdjustmentRequest, DeficitView, ManualAdjustments, OpError, ReplayReport,
+    SaleReceipt, SaleRequest, Shortage, StockLine, MAX_SALE_COUPONS,
 };
 use crate::storage::{
     coupon_key, id_of_key, idempotency_key, number_key, on_hand_key, on_hand_prefix, outbox_key,
@@ -29,6 +29,7 @@ pub(crate) use batch::Batch;
 use batch::BatchBuilder;
 pub use catalog::{CatalogChanges, CatalogDeltaPart, DeltaOutcome};
 use change::Change;
+pub(crate) use check::PricedManual;
 use check::{change_due, check_adjustment, check_idempotency_key, parse_payments, price_sale};
 use protocol::promotion::{Promotion, PromotionId, PromotionSet};
 use protocol::replication::sync::{Item, Scarce};
@@ -372,12 +373,25 @@ impl Store {
     /// Records a sale as [`Store::sell`] does; with `till`, rung up by a signed-in staff
     /// member at an open till: refused (`till_closed`) unless that till is open, the staff id
     /// becomes the sale's clerk, and the till's running totals change in the sale's own write.
-    #[tracing::instrument(skip_all, fields(lines = req.lines.len(), till = till.map(|t| t.till.as_str())))]
     pub fn sell_at(
         &self,
         req: &SaleRequest,
         idempotency: Option<&str>,
         till: Option<&crate::pos::TillSale>,
+    ) -> Result<SaleReceipt, OpError> {
+        self.sell_with(req, idempotency, till, &ManualAdjustments::default())
+    }
+
+    /// Records a sale as [`Store::sell_at`] does, with manual price adjustments of its lines
+    /// approved by a manager (whose PIN the caller checked): the adjusted lines take no
+    /// promotion, and each adjustment goes to the POS audit in the sale's own write.
+    #[tracing::instrument(skip_all, fields(lines = req.lines.len(), till = till.map(|t| t.till.as_str()), manual = manual.any()))]
+    pub fn sell_with(
+        &self,
+        req: &SaleRequest,
+        idempotency: Option<&str>,
+        till: Option<&crate::pos::TillSale>,
+        manual: &ManualAdjustments,
     ) -> Result<SaleReceipt, OpError> {
         let idem = check_idempotency_key(idempotency)?.map(|k| format!("sale:{k}"));
         // A retry of a sale already made gets its receipt, whatever changed since (a code
@@ -402,7 +416,14 @@ impl Store {
         }
         let now = self.corrected_now()?;
         let coupons = self.coupon_terms(req, now)?;
-        let priced = price_sale(&self.catalog(), &self.me.location, now, req, &coupons)?;
+        let priced = price_sale(
+            &self.catalog(),
+            &self.me.location,
+            now,
+            req,
+            &coupons,
+            manual,
+        )?;
         let payments = parse_payments(req, priced.total)?;
         let mut w = self.writer()?;
         if let Some(receipt) = idem.as_deref().map(replayed).transpose()?.flatten() {
@@ -446,6 +467,7 @@ impl Store {
             promotions: priced.promotions,
             coupons: coupons.iter().map(|c| c.code.clone()).collect(),
         };
+        let manual_lines = priced.manual;
         let mut deficits = Vec::new();
         for (sku, qty) in &priced.units {
             let consumed = ch.take_stock(sku, *qty)?;
@@ -469,9 +491,17 @@ impl Store {
                 t,
                 &sale,
                 change_due(&sale),
+                &manual_lines,
             )?),
             None => None,
         };
+        crate::pos::overrides::record(
+            &mut ch.writes,
+            &sale,
+            till.as_ref(),
+            &manual_lines,
+            now_ms(),
+        )?;
         let entry = SaleEntry {
             sale,
             deficits: deficits.iter().map(|d| d.id).collect(),
@@ -493,9 +523,26 @@ impl Store {
     /// Prices a sale request with the same code as [`Store::sell_at`] (catalog, promotions,
     /// coupons at this store, now) without recording anything: the till's running total.
     pub fn quote(&self, req: &SaleRequest) -> Result<crate::ops::SaleQuote, OpError> {
+        self.quote_with(req, &ManualAdjustments::default())
+    }
+
+    /// Prices a sale request with manual adjustments as [`Store::sell_with`] would, recording
+    /// nothing.
+    pub fn quote_with(
+        &self,
+        req: &SaleRequest,
+        manual: &ManualAdjustments,
+    ) -> Result<crate::ops::SaleQuote, OpError> {
         let now = self.corrected_now()?;
         let coupons = self.coupon_terms(req, now)?;
-        let priced = price_sale(&self.catalog(), &self.me.location, now, req, &coupons)?;
+        let priced = price_sale(
+            &self.catalog(),
+            &self.me.location,
+            now,
+            req,
+            &coupons,
+            manual,
+        )?;
         Ok(crate::ops::SaleQuote {
             lines: priced.lines,
             total: priced.total,
