@@ -7,9 +7,9 @@
 
 mod common;
 
+use common::pos::*;
 use common::*;
-use edge_node::{EdgeHandle, EdgeNode, EdgeSettings, PosClock, StaffMember, StaffRole};
-use protocol::promotion::{Promotion, PromotionId, PromotionSpec};
+use edge_node::{EdgeHandle, EdgeNode, EdgeSettings, PosClock, StaffRole};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -18,194 +18,28 @@ use std::path::Path;
 const MARA_PIN: &str = "80953172"; // manager
 const BEN_PIN: &str = "123456"; // clerk
 
-fn member(id: &str, role: StaffRole, pin: &str) -> StaffMember {
-    StaffMember {
-        id: id.into(),
-        name: id.to_uppercase(),
-        role,
-        pin_hash: edge_node::hash_pin(pin).expect("hashes").into(),
-    }
-}
-
 fn pos_settings(dir: &Path) -> EdgeSettings {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut s = settings(dir, &format!("ws://127.0.0.1:{port}/sync"));
-    s.pos.tills = vec!["1".into()];
-    s.pos.staff = vec![
-        member("mara", StaffRole::Manager, MARA_PIN),
-        member("ben", StaffRole::Clerk, BEN_PIN),
+    let staff = vec![
+        member("mara", "MARA", StaffRole::Manager, MARA_PIN),
+        member("ben", "BEN", StaffRole::Clerk, BEN_PIN),
     ];
-    s
-}
-
-/// Tea three for two: the third tea is free.
-fn tea_promotion() -> Promotion {
-    Promotion {
-        id: PromotionId::parse("TEA3FOR2").expect("valid id"),
-        name: "Tea 3 for 2".into(),
-        spec: PromotionSpec::from_json(
-            r#"{"combination": {"type": "stackable", "group": "tea"},
-                "benefit": {"type": "buy_x_get_y", "buy": {"type": "skus", "skus": ["TEA-1"]}, "buy_quantity": 2,
-                            "get": {"type": "skus", "skus": ["TEA-1"]}, "get_quantity": 1, "percent_bp": 10000}}"#,
-        )
-        .expect("valid spec"),
-        created_seq: 1,
-    }
+    offline_settings(dir, &["1"], staff)
 }
 
 async fn start(settings: &EdgeSettings) -> EdgeHandle {
     let node = EdgeNode::start_with_clock(settings.clone(), PosClock::system())
         .await
         .expect("starts");
-    let store = node.store();
-    tokio::task::spawn_blocking(move || {
-        let (categories, products) = catalog();
-        store
-            .apply_catalog_chunk(1, 1, 1, categories, vec![tea_promotion()], products)
-            .expect("catalog installs");
-    })
-    .await
-    .expect("joins");
+    let (categories, products) = catalog();
+    install_catalog(&node, categories, products, false).await;
     node
 }
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(node: &EdgeHandle) -> Api {
-        Api {
-            client: reqwest::Client::new(),
-            base: node.base_url.clone(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        till: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(t) = till {
-            req = req.header("X-Till", t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("answers");
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn sign_in(&self, staff: &str, pin: &str) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            "/api/v1/staff/sessions",
-            None,
-            None,
-            Some(json!({"staff_id": staff, "pin": pin})),
-        )
-        .await
-    }
-
-    async fn token(&self, staff: &str, pin: &str) -> String {
-        let (status, body) = self.sign_in(staff, pin).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["token"].as_str().expect("a token").to_string()
-    }
-
-    async fn sell(&self, token: &str, sale: Value) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            "/api/v1/sales",
-            Some(token),
-            Some("1"),
-            Some(sale),
-        )
-        .await
-    }
-
-    async fn receive_stock(&self) {
-        for (sku, units) in [("COF-1", 20), ("MUG-1", 10), ("TEA-1", 20)] {
-            let (status, body) = self
-                .call(
-                    Method::POST,
-                    "/api/v1/stock/adjustments",
-                    Some(API_TOKEN),
-                    None,
-                    Some(json!({"kind": "receipt", "sku": sku, "units": units})),
-                )
-                .await;
-            assert_eq!(status, StatusCode::CREATED, "{body}");
-        }
-    }
-
-    async fn open_till(&self, token: &str) {
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/tills/1/open",
-                Some(token),
-                None,
-                Some(json!({"float": "100.00"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("")
-}
+/// The stock each test receives before it sells.
+const STOCK: [(&str, i64); 3] = [("COF-1", 20), ("MUG-1", 10), ("TEA-1", 20)];
 
 fn approval(manager: &str, pin: &str) -> Value {
     json!({"manager": manager, "pin": pin, "reason": "damaged box, sold as is"})
-}
-
-/// Everything the node logs in this test binary, at debug level and up.
-fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .without_time()
-            .with_ansi(false)
-            .with_writer(move || LogWriter(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        logs
-    })
-    .clone()
-}
-
-struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +48,7 @@ async fn approved_adjustments_change_total_and_tax_and_reach_audit_and_z_report(
     let dir = tempfile::tempdir().expect("temp dir");
     let node = start(&pos_settings(dir.path())).await;
     let api = Api::new(&node);
-    api.receive_stock().await;
+    api.receive(&STOCK).await;
     let ben = api.token("ben", BEN_PIN).await;
     api.open_till(&ben).await;
 
@@ -237,7 +71,7 @@ async fn approved_adjustments_change_total_and_tax_and_reach_audit_and_z_report(
         .await;
     assert_eq!(status, StatusCode::OK, "{q}");
     assert_eq!(q["total"], "18.98", "{q}");
-    let (status, a) = api.sell(&ben, sale_a).await;
+    let (status, a) = api.sell(&ben, Some("1"), sale_a).await;
     assert_eq!(status, StatusCode::CREATED, "{a}");
     assert_eq!(
         (
@@ -276,6 +110,7 @@ async fn approved_adjustments_change_total_and_tax_and_reach_audit_and_z_report(
     let (status, b) = api
         .sell(
             &ben,
+            Some("1"),
             json!({
                 "lines": [{"sku": "TEA-1", "quantity": 3, "manual_discount": {"percent": 10}},
                           {"sku": "MUG-1", "quantity": 1}],
@@ -298,6 +133,7 @@ async fn approved_adjustments_change_total_and_tax_and_reach_audit_and_z_report(
     let (status, c) = api
         .sell(
             &ben,
+            Some("1"),
             json!({"lines": [{"sku": "TEA-1", "quantity": 3}],
                    "payments": [{"method": "cash", "amount": "5.00"}]}),
         )
@@ -448,7 +284,7 @@ async fn adjustments_without_a_managers_approval_or_beyond_the_line_are_refused(
     let dir = tempfile::tempdir().expect("temp dir");
     let node = start(&pos_settings(dir.path())).await;
     let api = Api::new(&node);
-    api.receive_stock().await;
+    api.receive(&STOCK).await;
     let ben = api.token("ben", BEN_PIN).await;
     api.open_till(&ben).await;
     let mug = |adjustment: Value, approval: Option<Value>| {
@@ -547,7 +383,7 @@ async fn adjustments_without_a_managers_approval_or_beyond_the_line_are_refused(
         ),
     ];
     for (sale, status, want) in cases {
-        let (got, body) = api.sell(&ben, sale.clone()).await;
+        let (got, body) = api.sell(&ben, Some("1"), sale.clone()).await;
         assert_eq!((got, code(&body)), (status, want), "{sale}: {body}");
         let (got, body) = api
             .call(
@@ -561,7 +397,11 @@ async fn adjustments_without_a_managers_approval_or_beyond_the_line_are_refused(
         assert_eq!((got, code(&body)), (status, want), "quote {sale}: {body}");
     }
     let (status, body) = api
-        .sell(&ben, mug(json!({"price_override": "9.00"}), None))
+        .sell(
+            &ben,
+            Some("1"),
+            mug(json!({"price_override": "9.00"}), None),
+        )
         .await;
     assert!(
         body["error"]["message"]
@@ -572,8 +412,7 @@ async fn adjustments_without_a_managers_approval_or_beyond_the_line_are_refused(
     );
     // A discount of the whole line is allowed: the mug for nothing.
     let (status, body) = api
-        .sell(
-            &ben,
+        .sell(&ben, Some("1"),
             json!({"lines": [{"sku": "MUG-1", "quantity": 1, "manual_discount": {"amount": "12.00"}},
                              {"sku": "COF-1", "quantity": 1}],
                    "payments": [{"method": "cash", "amount": "4.99"}],
@@ -615,7 +454,7 @@ async fn five_wrong_manager_pins_lock_the_manager_for_approvals_and_sign_in() {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = start(&pos_settings(dir.path())).await;
     let api = Api::new(&node);
-    api.receive_stock().await;
+    api.receive(&STOCK).await;
     let ben = api.token("ben", BEN_PIN).await;
     api.open_till(&ben).await;
     let sale = |pin: &str| {
@@ -624,7 +463,7 @@ async fn five_wrong_manager_pins_lock_the_manager_for_approvals_and_sign_in() {
                "approval": approval("mara", pin)})
     };
     for left in [4, 3, 2, 1] {
-        let (status, body) = api.sell(&ben, sale("99999999")).await;
+        let (status, body) = api.sell(&ben, Some("1"), sale("99999999")).await;
         assert_eq!(
             (status, code(&body)),
             (StatusCode::FORBIDDEN, "wrong_pin"),
@@ -633,14 +472,14 @@ async fn five_wrong_manager_pins_lock_the_manager_for_approvals_and_sign_in() {
         let message = body["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains(&format!("{left} tr")), "{body}");
     }
-    let (status, body) = api.sell(&ben, sale("99999999")).await;
+    let (status, body) = api.sell(&ben, Some("1"), sale("99999999")).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::LOCKED, "staff_locked"),
         "{body}"
     );
     // Locked: the right PIN neither approves nor signs in.
-    let (status, body) = api.sell(&ben, sale(MARA_PIN)).await;
+    let (status, body) = api.sell(&ben, Some("1"), sale(MARA_PIN)).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::LOCKED, "staff_locked"),
@@ -663,13 +502,13 @@ async fn five_wrong_manager_pins_lock_the_manager_for_approvals_and_sign_in() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = api.sell(&ben, sale("99999999")).await;
+    let (status, body) = api.sell(&ben, Some("1"), sale("99999999")).await;
     assert_eq!(
         (status, code(&body)),
         (StatusCode::FORBIDDEN, "wrong_pin"),
         "{body}"
     );
-    let (status, body) = api.sell(&ben, sale(MARA_PIN)).await;
+    let (status, body) = api.sell(&ben, Some("1"), sale(MARA_PIN)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["total"], "9.00", "{body}");
     // The good PIN cleared the count: four tries left again; a wrong sign-in counts too.
@@ -687,7 +526,7 @@ async fn five_wrong_manager_pins_lock_the_manager_for_approvals_and_sign_in() {
         "{body}"
     );
     for _ in 0..4 {
-        api.sell(&ben, sale("99999999")).await;
+        api.sell(&ben, Some("1"), sale("99999999")).await;
     }
     // Locks are durable across a restart (the same count as sign-in's).
     node.stop().await.expect("stops");
@@ -702,68 +541,7 @@ async fn five_wrong_manager_pins_lock_the_manager_for_approvals_and_sign_in() {
     node.stop().await.expect("stops");
 }
 
-/// A browser for the POS pages: keeps cookies, does not follow redirects.
-struct Browser {
-    client: reqwest::Client,
-    base: String,
-}
-
-struct Page {
-    status: StatusCode,
-    location: String,
-    body: String,
-}
-
-impl Page {
-    fn field_if_any(&self, name: &str) -> Option<String> {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self.body.find(&marker)? + marker.len();
-        self.body[start..].split('"').next().map(str::to_string)
-    }
-
-    fn field(&self, name: &str) -> String {
-        self.field_if_any(name)
-            .unwrap_or_else(|| panic!("no field {name} on the page:\n{}", self.body))
-    }
-}
-
 impl Browser {
-    fn new(node: &EdgeHandle) -> Browser {
-        Browser {
-            client: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
-            base: node.base_url.clone(),
-        }
-    }
-
-    async fn page(&self, req: reqwest::RequestBuilder) -> Page {
-        let res = req.send().await.expect("answers");
-        let location = res
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        Page {
-            status: res.status(),
-            location,
-            body: res.text().await.expect("a body"),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        self.page(self.client.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
-        self.page(self.client.post(format!("{}{path}", self.base)).form(form))
-            .await
-    }
-
     /// One change to the sale on `page`, as its forms carry it.
     async fn sale_action(&self, page: &Page, action: &[(&str, &str)]) -> Page {
         let fields: Vec<(&str, String)> = ["csrf", "cart", "coupons", "key", "adj"]
@@ -777,7 +555,7 @@ impl Browser {
 
     async fn follow(&self, res: Page) -> Page {
         assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
-        let next = self.get(&res.location).await;
+        let next = self.get(res.location()).await;
         assert_eq!(next.status, StatusCode::OK, "{}", next.body);
         next
     }
@@ -789,7 +567,7 @@ async fn the_till_page_changes_a_price_with_a_managers_pin_that_stays_off_the_pa
     let dir = tempfile::tempdir().expect("temp dir");
     let node = start(&pos_settings(dir.path())).await;
     let api = Api::new(&node);
-    api.receive_stock().await;
+    api.receive(&STOCK).await;
     let b = Browser::new(&node);
     let signed = b
         .post("/pos/sign-in", &[("staff", "ben"), ("pin", BEN_PIN)])
@@ -846,9 +624,9 @@ async fn the_till_page_changes_a_price_with_a_managers_pin_that_stays_off_the_pa
     let approved = b.sale_action(&sale, &adjust("9.00", MARA_PIN)).await;
     assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
     assert!(
-        !approved.location.contains(MARA_PIN),
+        !approved.location().contains(MARA_PIN),
         "{}",
-        approved.location
+        approved.location()
     );
     let adjusted = b.follow(approved).await;
     assert!(!adjusted.body.contains(MARA_PIN));
@@ -873,9 +651,9 @@ async fn the_till_page_changes_a_price_with_a_managers_pin_that_stays_off_the_pa
         .await;
     assert_eq!(paid.status, StatusCode::SEE_OTHER, "{}", paid.body);
     assert!(
-        paid.location.starts_with("/pos/receipts/"),
+        paid.location().starts_with("/pos/receipts/"),
         "{}",
-        paid.location
+        paid.location()
     );
     let (status, audit) = api
         .call(

@@ -5,11 +5,11 @@
 
 mod common;
 
+use common::pos::*;
 use common::*;
-use edge_node::{EdgeHandle, EdgeNode, EdgeSettings, StaffMember, StaffRole};
-use protocol::promotion::{Promotion, PromotionId, PromotionSpec};
-use protocol::{Category, CategoryId, Currency, Money, Product, ProductId, Variant};
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use edge_node::{EdgeHandle, EdgeNode, EdgeSettings, StaffRole};
+use protocol::Product;
+use reqwest::header::SET_COOKIE;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -23,89 +23,32 @@ const EVIL: &str = "4000000000037";
 /// A product name that would run as script if a page did not escape it.
 const EVIL_NAME: &str = "<script>alert(1)</script> Tea";
 
+/// A product as `common::product` makes it, without a description.
 fn item(sku_text: &str, name: &str, price: i64, rate: u32, barcode: &str) -> Product {
-    Product {
-        id: ProductId::new(),
-        slug: name.to_lowercase().replace(' ', "-"),
-        name: name.into(),
-        brand: "Omni".into(),
-        description: String::new(),
-        category: CategoryId("coffee".into()),
-        tax_rate_bp: rate,
-        tax_class: "standard".into(),
-        image: String::new(),
-        variants: vec![Variant {
-            sku: sku(sku_text),
-            title: "Default".into(),
-            price: Money::new(price, Currency::EUR),
-            compare_at: None,
-            barcode: Some(barcode.into()),
-            weight_grams: 250,
-        }],
-        attributes: Default::default(),
-    }
-}
-
-/// Tea three for two: the third tea is free.
-fn tea_promotion() -> Promotion {
-    Promotion {
-        id: PromotionId::parse("TEA3FOR2").expect("valid id"),
-        name: "Tea 3 for 2".into(),
-        spec: PromotionSpec::from_json(
-            r#"{"combination": {"type": "stackable", "group": "tea"},
-                "benefit": {"type": "buy_x_get_y", "buy": {"type": "skus", "skus": ["TEA-1"]}, "buy_quantity": 2,
-                            "get": {"type": "skus", "skus": ["TEA-1"]}, "get_quantity": 1, "percent_bp": 10000}}"#,
-        )
-        .expect("valid spec"),
-        created_seq: 1,
-    }
-}
-
-fn member(id: &str, name: &str, role: StaffRole, pin: &str) -> StaffMember {
-    StaffMember {
-        id: id.into(),
-        name: name.into(),
-        role,
-        pin_hash: edge_node::hash_pin(pin).expect("hashes").into(),
-    }
+    let mut p = product(sku_text, name, price, rate, barcode);
+    p.description = String::new();
+    p
 }
 
 fn pos_settings(dir: &std::path::Path) -> EdgeSettings {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut s = settings(dir, &format!("ws://127.0.0.1:{port}/sync"));
-    s.pos.tills = vec!["1".into()];
-    s.pos.staff = vec![
+    let staff = vec![
         member("lena", "Lena Clerk", StaffRole::Clerk, LENA_PIN),
         member("max", "Max Manager", StaffRole::Manager, MAX_PIN),
     ];
-    s
+    offline_settings(dir, &["1"], staff)
 }
 
 /// A node with coffee (EUR 4.99), tea (EUR 2.50, three for two) and stock of both.
 async fn start(dir: &std::path::Path) -> EdgeHandle {
     let node = EdgeNode::start(pos_settings(dir)).await.expect("starts");
-    let store = node.store();
-    tokio::task::spawn_blocking(move || {
-        let categories = vec![Category {
-            id: CategoryId("coffee".into()),
-            name: "Coffee".into(),
-            description: String::new(),
-            position: 1,
-        }];
-        let products = vec![
-            item("COF-1", "House Coffee", 499, 1900, COFFEE),
-            item("TEA-1", "Green Tea", 250, 700, TEA),
-            item("EVIL-1", EVIL_NAME, 100, 700, EVIL),
-        ];
-        store
-            .apply_catalog_chunk(1, 1, 1, categories, vec![tea_promotion()], products)
-            .expect("catalog installs");
-    })
-    .await
-    .expect("joins");
+    // The one category of the shared catalog ("coffee"), with products of this test's own.
+    let (categories, _) = catalog();
+    let products = vec![
+        item("COF-1", "House Coffee", 499, 1900, COFFEE),
+        item("TEA-1", "Green Tea", 250, 700, TEA),
+        item("EVIL-1", EVIL_NAME, 100, 700, EVIL),
+    ];
+    install_catalog(&node, categories, products, false).await;
     for s in ["COF-1", "TEA-1", "EVIL-1"] {
         node.adjust(receipt(s, 20), None)
             .await
@@ -114,80 +57,7 @@ async fn start(dir: &std::path::Path) -> EdgeHandle {
     node
 }
 
-/// A browser: keeps cookies, does not follow redirects (the tests look at them).
-struct Browser {
-    client: reqwest::Client,
-    base: String,
-}
-
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn location(&self) -> &str {
-        self.headers
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    /// The value of the first field `name` on the page, if it has one.
-    fn field_if_any(&self, name: &str) -> Option<String> {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self.body.find(&marker)? + marker.len();
-        self.body[start..].split('"').next().map(str::to_string)
-    }
-
-    /// The value of the first hidden field `name` on the page.
-    fn field(&self, name: &str) -> String {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self
-            .body
-            .find(&marker)
-            .unwrap_or_else(|| panic!("no field {name} on the page:\n{}", self.body))
-            + marker.len();
-        self.body[start..]
-            .split('"')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
 impl Browser {
-    fn new(node: &EdgeHandle) -> Browser {
-        Browser {
-            client: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
-            base: node.base_url.clone(),
-        }
-    }
-
-    async fn page(&self, req: reqwest::RequestBuilder) -> Page {
-        let res = req.send().await.expect("answers");
-        Page {
-            status: res.status(),
-            headers: res.headers().clone(),
-            body: res.text().await.expect("a body"),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        self.page(self.client.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
-        self.page(self.client.post(format!("{}{path}", self.base)).form(form))
-            .await
-    }
-
     /// Posts a form, expects a redirect, and gets where it leads.
     async fn post_then_follow(&self, path: &str, form: &[(&str, &str)]) -> Page {
         let res = self.post(path, form).await;

@@ -5,9 +5,9 @@
 
 mod common;
 
+use common::pos::*;
 use common::*;
-use edge_node::{EdgeHandle, EdgeNode, EdgeSettings, PosClock, StaffMember, StaffRole};
-use protocol::promotion::{Promotion, PromotionId, PromotionSpec};
+use edge_node::{EdgeHandle, EdgeNode, EdgeSettings, PosClock, StaffRole};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -17,127 +17,25 @@ const ANNA_PIN: &str = "4711"; // manager
 const BEN_PIN: &str = "123456"; // clerk
 const CLEO_PIN: &str = "0007"; // clerk
 
-fn member(id: &str, role: StaffRole, pin: &str) -> StaffMember {
-    StaffMember {
-        id: id.into(),
-        name: id.to_uppercase(),
-        role,
-        pin_hash: edge_node::hash_pin(pin).expect("hashes").into(),
-    }
-}
-
 /// A node in `dir` (offline), with tills 1 and 2 and three staff members.
 fn pos_settings(dir: &Path, idle: Duration) -> EdgeSettings {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut s = settings(dir, &format!("ws://127.0.0.1:{port}/sync"));
-    s.pos.tills = vec!["1".into(), "2".into()];
-    s.pos.session_idle = idle;
-    s.pos.staff = vec![
-        member("anna", StaffRole::Manager, ANNA_PIN),
-        member("ben", StaffRole::Clerk, BEN_PIN),
-        member("cleo", StaffRole::Clerk, CLEO_PIN),
+    let staff = vec![
+        member("anna", "ANNA", StaffRole::Manager, ANNA_PIN),
+        member("ben", "BEN", StaffRole::Clerk, BEN_PIN),
+        member("cleo", "CLEO", StaffRole::Clerk, CLEO_PIN),
     ];
+    let mut s = offline_settings(dir, &["1", "2"], staff);
+    s.pos.session_idle = idle;
     s
-}
-
-/// Tea three for two: the third tea is free.
-fn tea_promotion() -> Promotion {
-    Promotion {
-        id: PromotionId::parse("TEA3FOR2").expect("valid id"),
-        name: "Tea 3 for 2".into(),
-        spec: PromotionSpec::from_json(
-            r#"{"combination": {"type": "stackable", "group": "tea"},
-                "benefit": {"type": "buy_x_get_y", "buy": {"type": "skus", "skus": ["TEA-1"]}, "buy_quantity": 2,
-                            "get": {"type": "skus", "skus": ["TEA-1"]}, "get_quantity": 1, "percent_bp": 10000}}"#,
-        )
-        .expect("valid spec"),
-        created_seq: 1,
-    }
 }
 
 async fn start(settings: &EdgeSettings, clock: &PosClock) -> EdgeHandle {
     let node = EdgeNode::start_with_clock(settings.clone(), clock.clone())
         .await
         .expect("starts");
-    let store = node.store();
-    tokio::task::spawn_blocking(move || {
-        if store.catalog().version() == 0 {
-            let (categories, products) = catalog();
-            store
-                .apply_catalog_chunk(1, 1, 1, categories, vec![tea_promotion()], products)
-                .expect("catalog installs");
-        }
-    })
-    .await
-    .expect("joins");
+    let (categories, products) = catalog();
+    install_catalog(&node, categories, products, true).await;
     node
-}
-
-struct Api {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(node: &EdgeHandle) -> Api {
-        Api {
-            client: reqwest::Client::new(),
-            base: node.base_url.clone(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        till: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(t) = till {
-            req = req.header("X-Till", t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("answers");
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn sign_in(&self, staff: &str, pin: &str) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            "/api/v1/staff/sessions",
-            None,
-            None,
-            Some(json!({"staff_id": staff, "pin": pin})),
-        )
-        .await
-    }
-
-    /// Signs in and returns the session token.
-    async fn token(&self, staff: &str, pin: &str) -> String {
-        let (status, body) = self.sign_in(staff, pin).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["token"].as_str().expect("a token").to_string()
-    }
-
-    async fn sell(&self, token: &str, till: Option<&str>, sale: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, "/api/v1/sales", Some(token), till, Some(sale))
-            .await
-    }
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("")
 }
 
 fn message(body: &Value) -> &str {
@@ -337,18 +235,8 @@ async fn a_till_opens_sells_and_closes_into_a_z_report_with_its_variance() {
     let settings = pos_settings(dir.path(), Duration::from_secs(12 * 3600));
     let node = start(&settings, &clock).await;
     let api = Api::new(&node);
-    for (sku, units) in [("COF-1", 10), ("MUG-1", 5), ("TEA-1", 10)] {
-        let (status, body) = api
-            .call(
-                Method::POST,
-                "/api/v1/stock/adjustments",
-                Some(API_TOKEN),
-                None,
-                Some(json!({"kind": "receipt", "sku": sku, "units": units})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
+    api.receive(&[("COF-1", 10), ("MUG-1", 5), ("TEA-1", 10)])
+        .await;
     let ben = api.token("ben", BEN_PIN).await;
     let coffees = json!({"lines": [{"sku": "COF-1", "quantity": 2}],
                          "payments": [{"method": "cash", "amount": "20.00"}]});
@@ -730,16 +618,7 @@ async fn a_staff_session_acts_as_itself_and_a_clerk_cannot_count_or_override() {
     assert_eq!(body["clerk"], "anna", "{body}");
 
     // Sales: only a manager sells beyond the node's rights; nobody sells on another's name.
-    let (status, body) = api
-        .call(
-            Method::POST,
-            "/api/v1/tills/1/open",
-            Some(&ben),
-            None,
-            Some(json!({"float": "100.00"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    api.open_till(&ben).await;
     let line = json!([{"sku": "COF-1", "quantity": 1}]);
     let cash = json!([{"method": "cash", "amount": "10.00"}]);
     let (status, body) = api
@@ -854,41 +733,6 @@ async fn a_session_ends_at_its_maximum_age_however_busy() {
     node.stop().await.expect("stops");
 }
 
-/// Everything the node logs in this test binary, at debug level and up.
-fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .without_time()
-            .with_ansi(false)
-            .with_writer(move || LogWriter(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        logs
-    })
-    .clone()
-}
-
-struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn neither_pins_nor_tokens_reach_the_log() {
     const DORA_PIN: &str = "86429753";
@@ -900,7 +744,7 @@ async fn neither_pins_nor_tokens_reach_the_log() {
     settings
         .pos
         .staff
-        .push(member("dora", StaffRole::Clerk, DORA_PIN));
+        .push(member("dora", "DORA", StaffRole::Clerk, DORA_PIN));
     let node = start(&settings, &clock).await;
     let api = Api::new(&node);
     let (status, _) = api.sign_in("dora", WRONG_PIN).await;

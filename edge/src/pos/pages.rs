@@ -822,6 +822,36 @@ async fn till_page(
     till_view(&state, &req, &who, &draft, q.q.as_deref(), error, status).await
 }
 
+/// The till screen again with `draft` (and no search), saying why the last action was refused.
+async fn till_refusal(
+    state: &web::Data<ApiState>,
+    req: &HttpRequest,
+    who: &SignedIn,
+    draft: &Draft,
+    msg: String,
+    status: StatusCode,
+) -> HttpResponse {
+    till_view(state, req, who, draft, None, Some(msg), status).await
+}
+
+/// The till screen with no sale on it, saying why a till action was refused.
+async fn till_error(
+    state: &web::Data<ApiState>,
+    req: &HttpRequest,
+    who: &SignedIn,
+    e: ApiError,
+) -> HttpResponse {
+    till_refusal(
+        state,
+        req,
+        who,
+        &Draft::default(),
+        e.explain(),
+        e.status_code(),
+    )
+    .await
+}
+
 /// The till screen: a till picker, the "open till" form, or the sale being rung up.
 async fn till_view(
     state: &web::Data<ApiState>,
@@ -1104,17 +1134,7 @@ async fn select_till(
         Err(res) => return res,
     };
     if let Err(e) = state.pos.known_till(&form.till) {
-        let e = ApiError::from(e);
-        return till_view(
-            &state,
-            &req,
-            &who,
-            &Draft::default(),
-            None,
-            Some(e.explain()),
-            e.status_code(),
-        )
-        .await;
+        return till_error(&state, &req, &who, ApiError::from(e)).await;
     }
     let mut res = see_other("/pos/till");
     let cookie = Cookie::build(TILL_COOKIE, form.till.clone())
@@ -1181,19 +1201,7 @@ async fn till_act(
     .await;
     match done {
         Ok(Ok(to)) => see_other(to.as_deref().unwrap_or("/pos/till")),
-        Ok(Err(e)) => {
-            let e = ApiError::from(e);
-            till_view(
-                &state,
-                &req,
-                &who,
-                &Draft::default(),
-                None,
-                Some(e.explain()),
-                e.status_code(),
-            )
-            .await
-        }
+        Ok(Err(e)) => till_error(&state, &req, &who, ApiError::from(e)).await,
         Err(e) => error_page(&state, Some(&who), e.status_code(), e.explain()).await,
     }
 }
@@ -1253,13 +1261,12 @@ async fn sale_action(
         Ok(d) => d.keyed(),
         Err(e) => {
             let msg = format!("The sale on the page could not be read ({e}): start it again.");
-            return till_view(
+            return till_refusal(
                 &state,
                 &req,
                 &who,
                 &Draft::default(),
-                None,
-                Some(msg),
+                msg,
                 StatusCode::BAD_REQUEST,
             )
             .await;
@@ -1267,7 +1274,7 @@ async fn sale_action(
     };
     let refuse = |msg: String, status: StatusCode| {
         let (state, req, who, draft) = (state.clone(), req.clone(), who.clone(), draft.clone());
-        async move { till_view(&state, &req, &who, &draft, None, Some(msg), status).await }
+        async move { till_refusal(&state, &req, &who, &draft, msg, status).await }
     };
     let index = form
         .index
@@ -1342,9 +1349,8 @@ async fn pay(
     method: PaymentMethod,
     form: &SaleForm,
 ) -> HttpResponse {
-    let refuse = |msg: String, status: StatusCode| {
-        till_view(state, req, who, draft, None, Some(msg), status)
-    };
+    let refuse =
+        |msg: String, status: StatusCode| till_refusal(state, req, who, draft, msg, status);
     if draft.lines.is_empty() {
         return refuse(
             "Scan an item first.".into(),
@@ -1406,9 +1412,8 @@ async fn adjust(
     i: usize,
     form: &SaleForm,
 ) -> HttpResponse {
-    let refuse = |msg: String, status: StatusCode| {
-        till_view(state, req, who, draft, None, Some(msg), status)
-    };
+    let refuse =
+        |msg: String, status: StatusCode| till_refusal(state, req, who, draft, msg, status);
     let text = |t: &str| Some(t.trim().replace(',', ".")).filter(|t| !t.is_empty());
     let percent = match text(&form.percent).map(|p| p.parse::<u32>()) {
         None => None,

@@ -4,6 +4,8 @@
 // tungstenite's handshake callback returns its own (large) error response type: its API.
 #![allow(clippy::result_large_err)]
 
+pub mod pos;
+
 use edge_node::{EdgeSettings, Identity, SaleLineRequest, SaleRequest, Store};
 use futures_util::{SinkExt, StreamExt};
 use protocol::replication::sync::{decode_frame, encode_frame, Frame, MAX_FRAME_BYTES};
@@ -30,7 +32,7 @@ pub fn location() -> LocationId {
     LocationId("store-berlin".into())
 }
 
-fn product(sku_text: &str, name: &str, price: i64, rate: u32, barcode: &str) -> Product {
+pub fn product(sku_text: &str, name: &str, price: i64, rate: u32, barcode: &str) -> Product {
     Product {
         id: ProductId::new(),
         slug: name.to_lowercase().replace(' ', "-"),
