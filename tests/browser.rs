@@ -1,6 +1,7 @@
 //! The storefront in a real browser (headless Chromium through chromedriver): search, a product
 //! page, add to basket, sign in with the anonymous basket merged, and the open basket page
-//! updating live when the shopper's app changes the basket.
+//! updating live when the shopper's app changes the basket; and a store's till at an offline edge
+//! node: sign in on the PIN keypad, scan three items, pay cash, the receipt.
 //! Runs with `cargo test --features browser-tests --test browser`; needs Debian's `chromium` and
 //! `chromium-driver` (`.ci/run` installs them when missing).
 
@@ -175,4 +176,225 @@ async fn a_guest_pays_on_the_providers_page_after_a_decline_and_sees_the_order()
     })
     .await;
     page.close().await;
+}
+
+/// The POS pages of a real edge node whose hub is unreachable (the store is offline): a clerk
+/// signs in with the on-screen keypad, picks a till and opens it, scans three items the way a
+/// keyboard-wedge scanner types them (digits + Enter), sees the node's own total, pays cash and
+/// gets a receipt with the change due, which the node has recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clerk_at_an_offline_till_scans_three_items_pays_cash_and_gets_a_receipt() {
+    use edge_node::{AdjustmentRequest, EdgeNode, EdgeSettings, StaffMember, StaffRole};
+    use protocol::{Category, CategoryId, Currency, Money, Product, ProductId, Sku, Variant};
+
+    const API_TOKEN: &str = "browser-test-api-token-0123456789";
+    const PIN: &str = "2580";
+    // (SKU, name, price in cents, VAT in basis points, a barcode with a valid EAN-13 check digit).
+    const ITEMS: [(&str, &str, i64, u32, &str); 3] = [
+        ("COF-1", "House Coffee", 499, 1900, "4000000000013"),
+        ("TEA-1", "Green Tea", 250, 700, "4000000000020"),
+        ("MUG-1", "Stoneware Mug", 1200, 1900, "4000000000037"),
+    ];
+    let euros = |minor: i64| format!("{}.{:02}", minor / 100, minor % 100);
+
+    // A node whose hub is a free port nobody listens on, with a clerk, a manager and two tills.
+    let data = tempfile::tempdir().expect("temp dir");
+    let hub_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut settings = EdgeSettings {
+        data_dir: data.path().to_path_buf(),
+        hub_url: format!("ws://127.0.0.1:{hub_port}/sync"),
+        credential: Some("browser-test-node-credential".to_string().into()),
+        api_token: Some(API_TOKEN.to_string().into()),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        workers: 1,
+        cache_mb: 4,
+        ..EdgeSettings::default()
+    };
+    settings.pos.tills = vec!["1".into(), "2".into()];
+    settings.pos.staff = [
+        ("lena", "Lena Clerk", StaffRole::Clerk, PIN),
+        ("max", "Max Manager", StaffRole::Manager, "9876"),
+    ]
+    .into_iter()
+    .map(|(id, name, role, pin)| StaffMember {
+        id: id.into(),
+        name: name.into(),
+        role,
+        pin_hash: edge_node::hash_pin(pin).expect("hashes").into(),
+    })
+    .collect();
+    let node = EdgeNode::start(settings).await.expect("the node starts");
+    let base = node.base_url.clone();
+
+    // The catalog (as the hub would have sent it before the link went down) and stock.
+    let categories = vec![Category {
+        id: CategoryId("coffee".into()),
+        name: "Coffee".into(),
+        description: String::new(),
+        position: 1,
+    }];
+    let products: Vec<Product> = ITEMS
+        .iter()
+        .map(|&(sku, name, price, rate, barcode)| Product {
+            id: ProductId::new(),
+            slug: name.to_lowercase().replace(' ', "-"),
+            name: name.into(),
+            brand: "Omni".into(),
+            description: String::new(),
+            category: CategoryId("coffee".into()),
+            tax_rate_bp: rate,
+            tax_class: "standard".into(),
+            image: String::new(),
+            variants: vec![Variant {
+                sku: Sku::parse(sku).expect("valid sku"),
+                title: "Default".into(),
+                price: Money::new(price, Currency::EUR),
+                compare_at: None,
+                barcode: Some(barcode.into()),
+                weight_grams: 250,
+            }],
+            attributes: Default::default(),
+        })
+        .collect();
+    let store = node.store();
+    tokio::task::spawn_blocking(move || {
+        store
+            .apply_catalog_chunk(1, 1, 1, categories, Vec::new(), products)
+            .expect("the catalog installs");
+    })
+    .await
+    .expect("joins");
+    for (sku, ..) in ITEMS {
+        let delivery = AdjustmentRequest::Receipt {
+            sku: sku.into(),
+            units: 10,
+            reason: None,
+            clerk: None,
+        };
+        node.adjust(delivery, None).await.expect("stock arrives");
+    }
+
+    let driver = Driver::start().await;
+    let page = driver.session().await;
+    let wait = Duration::from_secs(10);
+
+    // Sign in: pick the clerk's tile, tap the PIN on the keypad (a wrong digit, then ⌫).
+    page.goto(&format!("{base}/pos")).await;
+    page.wait_for_text("main legend", wait, |t| t.contains("Who is signing in"))
+        .await;
+    page.click("label.staff-tile:has(input[value=lena]) span")
+        .await;
+    assert!(page.is_selected("input[name=staff][value=lena]").await);
+    for key in ["2", "5", "9", "back", "8", "0"] {
+        page.click(&format!("[data-keypad] button[data-key='{key}']"))
+            .await;
+    }
+    assert_eq!(page.property("#pin", "value").await, json!(PIN));
+    page.click("form.signin button[type=submit]").await;
+
+    // Two tills: pick till 1, then open it with a float.
+    page.wait_for_text("main h1", wait, |t| t.contains("Which till"))
+        .await;
+    assert!(page.text(".bar .clerk").await.contains("Lena Clerk"));
+    assert!(
+        page.text("[data-sync]").await.contains("Offline"),
+        "the hub is unreachable"
+    );
+    page.click("form[action='/pos/till/select'] button[value='1']")
+        .await;
+    page.wait_for_text("main h1", wait, |t| t.contains("Till 1 is closed"))
+        .await;
+    page.type_into("#float", "100.00").await;
+    page.click("form[action='/pos/till/open'] button[type=submit]")
+        .await;
+    page.wait_for_text("table.lines tbody", wait, |t| {
+        t.contains("Scan an item to start a sale.")
+    })
+    .await;
+
+    // Scan three items: each barcode typed into the scan field and Enter, as a scanner does.
+    for (_, name, _, _, barcode) in ITEMS {
+        page.type_into("[data-scan]", &format!("{barcode}\u{E007}"))
+            .await;
+        page.wait_for_text("table.lines tbody", wait, |t| t.contains(name))
+            .await;
+    }
+    let lines = page.text("table.lines tbody").await;
+    assert!(
+        ITEMS.iter().all(|(_, name, ..)| lines.contains(name)),
+        "{lines}"
+    );
+
+    // The total shown is the node's own quote, the catalog prices added up.
+    let http = common::http_client();
+    let quote: Value = http
+        .post(format!("{base}/api/v1/sales/quote"))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"lines": ITEMS.iter().map(|(sku, ..)| json!({"sku": sku, "quantity": 1})).collect::<Vec<_>>()}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let total_minor: i64 = ITEMS.iter().map(|i| i.2).sum();
+    assert_eq!(quote["total"], euros(total_minor), "{quote}");
+    let shown = page
+        .wait_for_text("[data-total]", wait, |t| t.contains('€'))
+        .await;
+    assert_eq!(shown.trim(), format!("€{}", euros(total_minor)));
+
+    // Pay cash, more than the total: the page shows the change as the amount is typed.
+    let given_minor = 5000;
+    let change_minor = given_minor - total_minor;
+    page.type_into("[data-given]", &euros(given_minor)).await;
+    page.wait_for_text("[data-change]", wait, |t| {
+        t.trim() == format!("Change due: {}", euros(change_minor))
+    })
+    .await;
+    page.click("form[data-cash-form] button[type=submit]").await;
+
+    // The receipt: its number, total and change due, and a print button.
+    let number = page
+        .wait_for_text("[data-receipt-number]", wait, |t| !t.trim().is_empty())
+        .await
+        .trim()
+        .to_string();
+    assert!(
+        page.current_url()
+            .await
+            .ends_with(&format!("/pos/receipts/{number}")),
+        "on the receipt page"
+    );
+    assert_eq!(
+        page.text("[data-receipt-total]").await.trim(),
+        format!("€{}", euros(total_minor))
+    );
+    assert_eq!(
+        page.text("[data-change-due]").await.trim(),
+        format!("€{}", euros(change_minor))
+    );
+    assert_eq!(
+        page.text("button[data-print]").await.trim(),
+        "Print receipt"
+    );
+
+    // The node recorded the sale, offline, with the same total and change.
+    let res = http
+        .get(format!("{base}/api/v1/sales/{number}"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 200);
+    let sale: Value = res.json().await.expect("json");
+    assert_eq!(sale["total"], euros(total_minor), "{sale}");
+    assert_eq!(sale["change_due"], euros(change_minor), "{sale}");
+    assert_eq!(sale["clerk"], "lena", "{sale}");
+    page.close().await;
+    drop(driver);
+    node.stop().await.expect("the node stops");
 }

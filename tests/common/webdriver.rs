@@ -218,6 +218,31 @@ impl Session {
             .to_string()
     }
 
+    /// The current value of a DOM property (e.g. `value` of an input) of the first element
+    /// matching `css`, as JSON.
+    pub async fn property(&self, css: &str, name: &str) -> Value {
+        let el = self.find(css).await;
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{el}/property/{name}"),
+            None,
+        )
+        .await
+    }
+
+    /// Whether the first element matching `css` (a radio button, a checkbox) is selected.
+    pub async fn is_selected(&self, css: &str) -> bool {
+        let el = self.find(css).await;
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{el}/selected"),
+            None,
+        )
+        .await
+        .as_bool()
+        .unwrap_or(false)
+    }
+
     /// Polls `text(css)` until `check` holds, or panics after `timeout`.
     pub async fn wait_for_text(
         &self,
