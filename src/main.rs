@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 mod bench_import;
+mod bench_pos;
 mod demo;
 mod import;
 
@@ -64,6 +65,10 @@ enum BenchCommand {
     /// catalog snapshots, then stock deltas, in rows/s against the targets (10,000 and 50,000).
     /// Build with --release.
     Import(bench_import::ImportBenchArgs),
+    /// A POS sale on an edge node in-process (offline, 5,000 products): 5 scans and a cash
+    /// payment per sale, over the JSON API and the till page, in latency percentiles against
+    /// the target (scan and payment p99 under 20 ms). Build with --release.
+    Pos(bench_pos::PosBenchArgs),
 }
 
 /// The flags of `omnihub bench pricing`.
@@ -168,6 +173,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Import(args)) => bench_import::run(args),
+        Command::Bench(BenchCommand::Pos(args)) => bench_pos::run(args),
     }
 }
 
