@@ -27,9 +27,18 @@ async fn a_shopper_browses_fills_a_basket_signs_in_and_sees_live_updates() {
     // Search from the header, open the first result, add it.
     page.type_into("#site-search", "coffee").await;
     page.click("form.search button[type=submit]").await;
-    assert!(page.current_url().await.contains("/search?q=coffee"));
+    page.wait_for_url(Duration::from_secs(10), |u| u.contains("/search?q=coffee"))
+        .await;
+    page.wait_for_text("main a.card-link", Duration::from_secs(10), |t| {
+        !t.trim().is_empty()
+    })
+    .await;
     page.click("main a.card-link").await;
-    let product = page.text("main h1").await;
+    page.wait_for_url(Duration::from_secs(10), |u| u.contains("/p/"))
+        .await;
+    let product = page
+        .wait_for_text("main h1", Duration::from_secs(10), |t| !t.trim().is_empty())
+        .await;
     page.click("form.buy button[type=submit]").await;
     page.wait_for_text("[data-basket-count]", Duration::from_secs(5), |t| {
         t.trim() == "1"
@@ -43,8 +52,15 @@ async fn a_shopper_browses_fills_a_basket_signs_in_and_sees_live_updates() {
     page.type_into("main input[name=password]", "omnihub-demo")
         .await;
     page.click("main form button[type=submit]").await;
-    assert!(page.current_url().await.ends_with("/basket"));
-    assert!(page.text(".site-header").await.contains("Hi, Demo Shopper"));
+    // (The sign-in page's own URL ends in `next=/basket` too.)
+    page.wait_for_url(Duration::from_secs(10), |u| {
+        u.ends_with("/basket") && !u.contains("/signin")
+    })
+    .await;
+    page.wait_for_text(".site-header", Duration::from_secs(10), |t| {
+        t.contains("Hi, Demo Shopper")
+    })
+    .await;
     assert!(
         page.text("main .lines").await.contains(&product),
         "the merged line is in the basket"
@@ -144,12 +160,9 @@ async fn a_guest_pays_on_the_providers_page_after_a_decline_and_sees_the_order()
     page.click("button[data-pay]").await;
 
     // The provider's page: the card is typed there, never at the shop.
-    assert!(
-        page.current_url()
-            .await
-            .starts_with(&format!("{}/pay/", sim.base)),
-        "on the provider's page"
-    );
+    let provider = format!("{}/pay/", sim.base);
+    page.wait_for_url(Duration::from_secs(10), |u| u.starts_with(&provider))
+        .await;
     page.type_into("#card_number", "4000 0000 0000 0002").await;
     page.type_into("#card_expiry", "12 / 34").await;
     page.type_into("#card_cvc", "123").await;

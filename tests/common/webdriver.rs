@@ -243,6 +243,23 @@ impl Session {
         .unwrap_or(false)
     }
 
+    /// Polls the current URL until `check` holds, or panics after `timeout`: a click that
+    /// submits a form returns before the browser has necessarily moved to the next page.
+    pub async fn wait_for_url(&self, timeout: Duration, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let url = self.current_url().await;
+            if check(&url) {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the URL never matched; last: {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls `text(css)` until `check` holds, or panics after `timeout`.
     pub async fn wait_for_text(
         &self,
