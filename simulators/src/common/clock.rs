@@ -38,6 +38,17 @@ impl SimClock {
     }
 }
 
+/// The interval at which a simulator moves its lifecycles along: a tenth of a lifecycle step,
+/// between 10 ms and 500 ms; a late tick is delayed, not bunched.
+pub(crate) fn ticks(step: std::time::Duration) -> tokio::time::Interval {
+    use std::time::Duration;
+    let mut tick = tokio::time::interval(
+        (step / 10).clamp(Duration::from_millis(10), Duration::from_millis(500)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -330,10 +330,7 @@ impl Simulator for LogisticsSim {
 /// Moves parcels along as simulated time passes, a tenth of a step at a time (10 ms to
 /// 500 ms).
 async fn ticker(shared: Arc<Shared>, step: Duration) {
-    let mut tick = tokio::time::interval(
-        (step / 10).clamp(Duration::from_millis(10), Duration::from_millis(500)),
-    );
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::common::clock::ticks(step);
     loop {
         tick.tick().await;
         shared.tick();

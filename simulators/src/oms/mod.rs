@@ -336,10 +336,7 @@ impl Simulator for OmsSim {
 
 /// Moves orders along as simulated time passes, a tenth of a step at a time (10 ms to 500 ms).
 async fn ticker(shared: Arc<Shared>, step: Duration) {
-    let mut tick = tokio::time::interval(
-        (step / 10).clamp(Duration::from_millis(10), Duration::from_millis(500)),
-    );
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = crate::common::clock::ticks(step);
     loop {
         tick.tick().await;
         // Shipping calls run on their own; the next tick does not wait for them.
