@@ -120,6 +120,15 @@ impl WriteSet {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// The latest write of `key` in this set, if any (`Some(None)`: removed).
+    pub fn pending(&self, tree: T, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.ops
+            .iter()
+            .rev()
+            .find(|(t, k, _)| *t == tree && k.as_slice() == key)
+            .map(|(_, _, v)| v.as_deref())
+    }
 }
 
 impl Db {

@@ -255,6 +255,7 @@ impl Application {
                 payments,
                 public_url,
                 order_seq: AtomicU64::new(storage.last_order_sequence("W").await?),
+                edge: Some(edge.clone()),
             }),
             outbox: outbox.clone(),
             offers: backoffice.clone(),
@@ -272,6 +273,7 @@ impl Application {
             view,
             settings.channels.session_days,
         ));
+        crate::collect::apply_reports(&edge, backend.clone());
         let handle = HubHandle {
             backend: backend.clone(),
             directory,

@@ -260,9 +260,11 @@ impl HubBackend {
         let pricing = &self.deps.checkout.pricing;
         let catalog = self.deps.catalog.load();
         let country = country.trim().to_ascii_uppercase();
-        let options = pricing
+        let mut options = pricing
             .shipping_options(&stored, |sku| catalog.product_by_sku(sku), &country)
             .map_err(|e| BackendError::from(CheckoutFailure::Pricing(e)))?;
+        // Click-and-collect at each store that can promise the whole basket.
+        options.extend(crate::collect::options(&self.deps, &stored).await);
         let method = shipping_method
             .map(str::to_string)
             .or_else(|| options.first().map(|o| o.id.clone()));

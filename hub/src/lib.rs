@@ -17,6 +17,7 @@ pub mod bench;
 pub mod bench_pricing;
 pub mod checkout;
 pub mod clock;
+pub mod collect;
 pub mod config;
 pub mod demo;
 pub mod edge;

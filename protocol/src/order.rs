@@ -260,6 +260,27 @@ pub struct OrderRecord {
     /// Set when the OMS reports goods sent back.
     #[serde(default)]
     pub returned: bool,
+    /// Click-and-collect: the store the shopper collects from and where the pickup stands
+    /// (absent for a delivered order, and from orders made before click-and-collect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickup: Option<OrderPickup>,
+}
+
+/// The pickup of a click-and-collect order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPickup {
+    /// The store's location (it has an edge node).
+    pub location: LocationId,
+    pub store_name: String,
+    /// Where it stands at the store, as the store last reported (only moves forward).
+    #[serde(default)]
+    pub state: crate::replication::PickupState,
+    /// The hub consumed its rights at the store and queued the pick list for the node.
+    #[serde(default)]
+    pub promised: bool,
+    /// The cancellation went to the node (its units are released there).
+    #[serde(default)]
+    pub released: bool,
 }
 
 /// One parcel of an order.
@@ -325,6 +346,12 @@ impl OrderRecord {
             "Refunded"
         } else if self.shipments.iter().any(|s| s.exception.is_some()) {
             "Delivery problem"
+        } else if let Some(p) = &self.pickup {
+            match p.state {
+                crate::replication::PickupState::Waiting => "Being prepared for pickup",
+                crate::replication::PickupState::Ready => "Ready for pickup",
+                crate::replication::PickupState::Collected => "Collected",
+            }
         } else {
             self.progress_shown().label()
         }
@@ -426,6 +453,7 @@ mod tests {
             shipments: Vec::new(),
             timeline: Vec::new(),
             returned: false,
+            pickup: None,
         }
     }
 

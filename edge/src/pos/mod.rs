@@ -20,6 +20,7 @@
 pub(crate) mod http;
 pub mod overrides;
 pub(crate) mod pages;
+pub(crate) mod pickups;
 pub mod staff;
 pub mod till;
 

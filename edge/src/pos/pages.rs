@@ -55,7 +55,15 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pos/zreport.html"),
     ),
     ("error.html", include_str!("../../templates/pos/error.html")),
+    (
+        "collect.html",
+        include_str!("../../templates/pos/collect.html"),
+    ),
 ];
+
+/// The "Click & collect" screen (`pages_collect.rs`).
+#[path = "pages_collect.rs"]
+mod collect;
 
 const POS_CSS: &str = include_str!("../../static/pos.css");
 const POS_JS: &str = include_str!("../../static/pos.js");
@@ -151,6 +159,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/receipts/{number}", web::get().to(receipt_page))
             .route("/reports/{till}/{number}", web::get().to(report_page))
             .route("/status", web::get().to(status))
+            .route("/collect", web::get().to(collect::page))
+            .route("/collect/{order}", web::post().to(collect::act))
             .route("/static/pos.css", web::get().to(stylesheet))
             .route("/static/pos.js", web::get().to(script)),
     );

@@ -393,6 +393,45 @@ impl<'a> Change<'a> {
         Ok(())
     }
 
+    /// The database (reads of what this change has not touched).
+    pub(super) fn db(&self) -> &crate::storage::Db {
+        &self.store.db
+    }
+
+    /// This node's replica and location.
+    pub(super) fn identity(&self) -> (ReplicaId, LocationId) {
+        (self.me().clone(), self.store.me.location.clone())
+    }
+
+    /// A record this node made, sent to the hub with this change (a pickup report).
+    pub(super) fn report(&mut self, item: Item) {
+        self.records.push(item);
+    }
+
+    /// On hand of a SKU at this node's location, as this change sees it.
+    pub(super) fn on_hand_here(&mut self, sku: &Sku) -> Result<i64, StoreError> {
+        let loc = self.store.me.location.clone();
+        Ok(self.on_hand_mut(&loc, sku)?.value())
+    }
+
+    /// Units of a click-and-collect order leave the shelf at the handover: on hand goes down,
+    /// no rights are consumed (the hub consumed its own for them when the order was paid).
+    pub(super) fn hand_over_units(&mut self, sku: &Sku, units: u64) -> Result<(), StoreError> {
+        let (me, loc) = (self.me().clone(), self.store.me.location.clone());
+        self.on_hand_mut(&loc, sku)?.remove(&me, units);
+        self.own_on_hand.insert(sku.clone());
+        Ok(())
+    }
+
+    /// Units set aside for a cancelled pickup are sellable again: this node, the creator of its
+    /// location's rights, creates rights for them (on hand is unchanged: they never left).
+    pub(super) fn recreate_rights(&mut self, sku: &Sku, units: u64) -> Result<(), StoreError> {
+        let (me, key) = (self.me().clone(), self.own_key(sku));
+        self.rights_mut(&key)?.create(&me, units);
+        self.own_rights.insert(sku.clone());
+        Ok(())
+    }
+
     /// Merges one item of a batch from `origin`.
     pub(super) fn merge_item(
         &mut self,
@@ -480,6 +519,9 @@ impl<'a> Change<'a> {
             }
             Item::Deficit(d) => {
                 tracing::debug!(deficit = %d.id, "a deficit record from the hub: not this node's, ignored")
+            }
+            Item::Pickup(r) => {
+                tracing::debug!(order = %r.order, "a pickup report from the hub: not this node's, ignored")
             }
             Item::Unknown => tracing::debug!("an item kind this build does not know: ignored"),
         }
@@ -579,6 +621,20 @@ impl<'a> Change<'a> {
                     seq = Some(self.cursors.next_seq);
                 }
                 tracing::info!(%code, handed_back = back, "the hub ended a coupon");
+            }
+            CommandKind::Pickup(order) if order.location == own => {
+                super::pickup::receive(self, c.id, order)?;
+            }
+            CommandKind::CancelPickup {
+                order,
+                location,
+                reason,
+            } if *location == own => {
+                let released = super::pickup::cancel(self, *order, reason)?;
+                if !released.is_empty() {
+                    seq = Some(self.cursors.next_seq);
+                }
+                touched.extend(released);
             }
             CommandKind::Unknown => {
                 tracing::debug!(command = %c.id, "a command kind this build does not know: ignored")

@@ -11,6 +11,7 @@ mod batch;
 mod catalog;
 mod change;
 mod check;
+mod pickup;
 
 use crate::journal::{Journal, JournalRecord};
 use crate::ops::{
@@ -31,6 +32,7 @@ pub use catalog::{CatalogChanges, CatalogDeltaPart, DeltaOutcome};
 use change::Change;
 pub(crate) use check::PricedManual;
 use check::{change_due, check_adjustment, check_idempotency_key, parse_payments, price_sale};
+pub use pickup::Pickup;
 use protocol::promotion::{Promotion, PromotionId, PromotionSet};
 use protocol::replication::sync::{Item, Scarce};
 use protocol::replication::{CouponTerms, Hlc, HybridClock, ReplicaId, Rights, SaleRecord};
@@ -442,6 +444,8 @@ impl Store {
                 });
             }
         }
+        // Units on the click-and-collect pick list are never sold at the till, override or not.
+        pickup::refuse_held(&mut ch, &priced.units)?;
         if !short.is_empty() && priced.override_reason.is_none() {
             return Err(OpError::InsufficientRights(short));
         }

@@ -53,6 +53,8 @@ pub struct CheckoutDeps {
     pub public_url: String,
     /// The last online order number handed out.
     pub order_seq: AtomicU64,
+    /// The stores' edge nodes, for click-and-collect (`crate::collect`); none: no pickups.
+    pub edge: Option<crate::edge::EdgeHandle>,
 }
 
 /// Why a checkout step failed.
@@ -288,7 +290,7 @@ pub(crate) fn price_with_offers(
     country: &str,
     shipping_method: &str,
 ) -> Result<(protocol::Breakdown, crate::pricing::CheckoutOffers), CheckoutError> {
-    let pricing = &deps.checkout.pricing;
+    let pricing = &*crate::collect::pricing(deps, shipping_method);
     let lookup = |sku: &Sku| catalog.product_by_sku(sku);
     // Refuses an unknown country or method before promotions are looked at.
     price_checkout(
@@ -372,10 +374,14 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
         coupons: offers.coupons,
     };
     let units = record.units();
-    if let Err(e) = deps
-        .inventory
-        .hold(id, &LocationId::online(), &units, record.hold_until)
-        .await
+    if let Err(e) = hold_stock(
+        &deps,
+        id,
+        &record.breakdown.shipping.id,
+        &units,
+        record.hold_until,
+    )
+    .await
     {
         release_reservation(&deps, id).await;
         return (None, Err(e.into()));
@@ -942,10 +948,14 @@ async fn complete(
     let mut stock_ok = false;
     if attention.is_none() {
         let until = deps.clock.now() + deps.checkout.settings.hold_for;
-        match deps
-            .inventory
-            .hold(record.id, &LocationId::online(), &units, until)
-            .await
+        match hold_stock(
+            &deps,
+            record.id,
+            &record.breakdown.shipping.id,
+            &units,
+            until,
+        )
+        .await
         {
             Ok(()) => stock_ok = true,
             Err(HoldFailure::Short(short)) => {
@@ -1009,6 +1019,7 @@ async fn complete(
             what: format!("Order placed and paid ({})", record.breakdown.total),
         }],
         returned: false,
+        pickup: crate::collect::order_pickup(&deps, &record.breakdown.shipping.id),
     };
     let paid_record = paid(record.clone(), &order);
     let mut after = basket.clone();
@@ -1021,7 +1032,8 @@ async fn complete(
     }
     // The OMS hears of an order to fulfil in the same unit: never an order it misses, never a
     // message about an order that is not stored.
-    if order.cancelled.is_none() {
+    // A pickup is fulfilled by its store, not the OMS.
+    if order.cancelled.is_none() && order.pickup.is_none() {
         unit.outbox
             .push(crate::fulfilment::order_placed(&order, now));
     }
@@ -1064,10 +1076,17 @@ async fn complete(
     // The coupons and promotions in the price are used by this order (once per order, however
     // often this runs).
     use_offers(&deps, &record, &order).await;
+    // A pickup's units are consumed from the hub's rights at the store and put on its pick
+    // list; then the hold is given back (the consumption took its place).
+    let (order, consume) = if stock_ok && order.pickup.is_some() {
+        (promise_pickup(&deps, order).await, false)
+    } else {
+        (order, true)
+    };
     if stock_ok {
         if let Err(e) = deps
             .inventory
-            .end(record.id, true, Some(&record.units()))
+            .end(record.id, consume, Some(&record.units()))
             .await
         {
             // The sweeper finds the holds of a paid checkout and consumes them.
@@ -1223,6 +1242,27 @@ async fn restock(deps: &Deps, mut order: OrderRecord) -> Result<OrderRecord, Che
         .iter()
         .map(|l| (l.sku.clone(), l.quantity))
         .collect();
+    if order.pickup.is_some() {
+        // Never left the store's shelf: the node takes the order off its pick list and makes
+        // the units sellable again (the command is applied once there).
+        let reason = order
+            .cancelled
+            .clone()
+            .unwrap_or_else(|| "cancelled".into());
+        crate::collect::release(deps, &order, &reason)
+            .await
+            .map_err(|e| {
+                CheckoutFailure::Refused(format!("the store could not be told yet: {e}"))
+            })?;
+        if let Some(p) = order.pickup.as_mut() {
+            p.released = true;
+        }
+        order.restock_due = false;
+        deps.storage
+            .commit(UnitOfWork::new().with(Change::PutOrder(order.clone())))
+            .await?;
+        return Ok(order);
+    }
     // A crash between the two steps restocks again on the retry: the units then count twice,
     // which a stock count corrects; never the other way round (lost units nobody knows of).
     deps.inventory
@@ -1249,6 +1289,17 @@ async fn refund(
         // Cancelled already: a retry still gives back uses a crash may have kept.
         release_coupons(deps, &order).await;
         return Ok(order);
+    }
+    if cancel
+        && order
+            .pickup
+            .as_ref()
+            .is_some_and(|p| p.state == protocol::replication::PickupState::Collected)
+    {
+        return Err(CheckoutFailure::Refused(format!(
+            "order {} was collected at the store: refund it instead of cancelling",
+            order.number
+        )));
     }
     if cancel && order.progress > Progress::Packed {
         return Err(CheckoutFailure::Refused(format!(
@@ -1319,7 +1370,7 @@ async fn refund(
                 .with("order", order.id)
                 .with("amount", Money::new(refunded, amount.currency)),
         );
-    if cancel && order.needs_attention.is_none() {
+    if cancel && order.needs_attention.is_none() && order.pickup.is_none() {
         unit.outbox
             .push(crate::fulfilment::order_cancelled(&order, now));
     }
@@ -1434,4 +1485,53 @@ impl Handler<ApplyFulfilment> for BasketActor {
             .into_actor(self),
         ))
     }
+}
+
+/// Holds a checkout's units where its shipping method takes them from: the pickup store
+/// (from the rights the hub holds there, see `crate::collect::hold`) or the online warehouse.
+async fn hold_stock(
+    deps: &Deps,
+    checkout: CheckoutId,
+    method: &str,
+    units: &[(Sku, u32)],
+    until: OffsetDateTime,
+) -> Result<(), HoldFailure> {
+    match crate::collect::location_of(method) {
+        Some(store) => crate::collect::hold(deps, checkout, &store, units, until).await,
+        None => {
+            deps.inventory
+                .hold(checkout, &LocationId::online(), units, until)
+                .await
+        }
+    }
+}
+
+/// Puts a paid pickup order on its store's pick list and records that it is promised there;
+/// units the hub held too few rights for (a race with the store) flag the order for a person.
+async fn promise_pickup(deps: &Deps, mut order: OrderRecord) -> OrderRecord {
+    let short = match crate::collect::promise(deps, &order).await {
+        Ok(short) => short,
+        Err(e) => {
+            tracing::error!(order = %order.number, error = %e, "pickup not sent to the store yet");
+            return order;
+        }
+    };
+    if let Some(p) = order.pickup.as_mut() {
+        p.promised = true;
+    }
+    if !short.is_empty() && order.needs_attention.is_none() {
+        let lines: Vec<String> = short.iter().map(|(s, n)| format!("{s} × {n}")).collect();
+        order.needs_attention = Some(format!(
+            "The store's stock promised to this pickup ran short ({}): contact the shopper.",
+            lines.join(", ")
+        ));
+    }
+    if let Err(e) = deps
+        .storage
+        .commit(UnitOfWork::new().with(Change::PutOrder(order.clone())))
+        .await
+    {
+        tracing::error!(order = %order.number, error = %e, "pickup promised but not recorded on the order");
+    }
+    order
 }

@@ -10,6 +10,7 @@ pub mod customer;
 pub mod directory;
 pub mod inventory;
 pub mod offers;
+pub mod pickup;
 pub mod recorder;
 
 use crate::clock::Clock;

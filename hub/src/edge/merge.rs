@@ -81,6 +81,8 @@ pub struct Working<'a> {
     /// One outbox entry per node per write; `Rights` items coalesced per key.
     outbox: BTreeMap<ReplicaId, Vec<Item>>,
     pub write: EdgeWrite,
+    /// New click-and-collect reports, applied to their orders once the write is durable.
+    pub pickups: Vec<protocol::replication::PickupReport>,
 }
 
 /// A planned write with what to do once it is durable.
@@ -91,6 +93,8 @@ pub struct Planned {
     pub levels: Vec<StockLevel>,
     /// Nodes with new outbox entries.
     pub notify: BTreeSet<ReplicaId>,
+    /// New click-and-collect reports (see [`Working::pickups`]).
+    pub pickups: Vec<protocol::replication::PickupReport>,
 }
 
 impl<'a> Working<'a> {
@@ -103,6 +107,7 @@ impl<'a> Working<'a> {
             new_ids: BTreeSet::new(),
             outbox: BTreeMap::new(),
             write: EdgeWrite::default(),
+            pickups: Vec::new(),
         }
     }
 
@@ -235,6 +240,7 @@ impl<'a> Working<'a> {
             write: self.write,
             levels,
             notify,
+            pickups: self.pickups,
         }
     }
 }
@@ -396,6 +402,20 @@ pub async fn merge_batch(
                         continue;
                     }
                     give_back(w, env, origin, sku, location).await?;
+                }
+            }
+            // A store's click-and-collect report: kept once by id (with the commands seen),
+            // applied to its order once this write is durable.
+            Item::Pickup(report) => {
+                clock.observe(&report.at);
+                if report.location != origin.location {
+                    foreign.push(format!("pickup {} at {}", report.order, report.location));
+                    continue;
+                }
+                let seen = w.store.command_seen(report.id).await?;
+                if w.is_new(report.id, seen) {
+                    w.write.commands_seen.push(report.id);
+                    w.pickups.push(report);
                 }
             }
             // The hub writes settlements and coupon terms; node states were merged above;

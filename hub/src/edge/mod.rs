@@ -145,6 +145,8 @@ impl From<&EdgeSettings> for Timing {
 /// What the rest of the hub holds of edge sync: the replica's address, the nodes and the store.
 #[derive(Clone)]
 pub struct EdgeHandle {
+    /// Where the stores' click-and-collect reports go (see [`replica::pickup`]).
+    pub(crate) pickups: replica::pickup::ReportSink,
     pub(crate) replica: actix::Addr<EdgeReplica>,
     pub(crate) nodes: Arc<Nodes>,
     pub(crate) store: Arc<dyn EdgeStore>,

@@ -67,7 +67,13 @@ struct CouponInputs {
     connected: Vec<ReplicaId>,
 }
 
+/// Click-and-collect: promising pickups at a store, and where the nodes' reports go.
+#[path = "pickup.rs"]
+pub mod pickup;
+
 pub struct EdgeReplica {
+    /// Where merged pickup reports go.
+    pickups: pickup::ReportSink,
     store: Arc<dyn EdgeStore>,
     nodes: Arc<Nodes>,
     holds: Arc<dyn Holds>,
@@ -348,7 +354,9 @@ impl EdgeReplica {
             })
             .collect();
         let timing = Timing::from(&start.settings);
+        let pickups = pickup::ReportSink::default();
         let replica = EdgeReplica {
+            pickups: pickups.clone(),
             store: start.store.clone(),
             nodes: nodes.clone(),
             holds: start.holds,
@@ -386,6 +394,7 @@ impl EdgeReplica {
         }
         .start();
         Ok(EdgeHandle {
+            pickups,
             replica,
             nodes,
             store: start.store,
@@ -910,6 +919,7 @@ impl Handler<ApplyDeltas> for EdgeReplica {
                     let mut w = Working::new(store.as_ref());
                     merge_batch(&mut w, &env, &mut hlc, &origin, msg.items).await?;
                     let mut planned = w.finish();
+                    let pickups = std::mem::take(&mut planned.pickups);
                     planned.write.have = Some((node.clone(), to_seq));
                     planned.write.meta.push((node, stored_meta));
                     // Crash tests stop here: merged in memory, nothing stored, nothing acked.
@@ -919,13 +929,14 @@ impl Handler<ApplyDeltas> for EdgeReplica {
                     fail::fail_point!("edge.merge.after_commit_before_ack", |_| {
                         std::process::abort()
                     });
-                    Ok::<_, EdgeError>((planned.levels, last, hlc))
+                    Ok::<_, EdgeError>((planned.levels, last, hlc, pickups))
                 },
                 span,
             )
             .into_actor(self)
             .map(move |res, act, _| {
-                let (levels, last, hlc) = res?;
+                let (levels, last, hlc, pickups) = res?;
+                act.pickups.send(pickups);
                 act.hlc = hlc;
                 if let Some(live) = act.live.get_mut(&msg.node) {
                     live.state.have = to_seq;

@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod counter;
 pub mod gmap;
+pub mod pickup;
 pub mod records;
 pub mod rights;
 pub mod sync;
@@ -17,6 +18,7 @@ pub mod sync;
 pub use clock::{Hlc, HybridClock};
 pub use counter::OnHand;
 pub use gmap::GrowMap;
+pub use pickup::{PickupLine, PickupOrder, PickupReport, PickupState};
 pub use records::{
     Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord, SaleLine, SalePayment,
     SaleRecord, Settlement,

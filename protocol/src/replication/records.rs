@@ -168,6 +168,16 @@ pub enum CommandKind {
     /// The coupon ended on the hub (expired, withdrawn, its promotion ended): the node stops
     /// redeeming it and hands the hub back every redemption right of it that it holds.
     EndCoupon { code: String },
+    /// A paid click-and-collect order for the node's location: its lines go on the store's
+    /// pick list. The hub consumed its own rights for them when the order was paid.
+    Pickup(super::PickupOrder),
+    /// The order was cancelled before the handover: off the pick list, and the node creates
+    /// rights for its units again (they never left the shelf). Too late once collected.
+    CancelPickup {
+        order: crate::ids::OrderId,
+        location: LocationId,
+        reason: String,
+    },
     /// A command this build does not know: ignored.
     #[serde(other)]
     Unknown,

@@ -103,6 +103,8 @@ pub enum Item {
     Command(Command),
     /// The terms of a coupon code the node may redeem (hub → node).
     Coupon(CouponTerms),
+    /// A store's report about a click-and-collect order (node → hub): picked, short, collected.
+    Pickup(super::PickupReport),
     /// An item kind this build does not know: ignored.
     #[serde(other)]
     Unknown,

@@ -1,0 +1,276 @@
+//! Click-and-collect on the hub (`docs/click-and-collect.md`): the "collect in store"
+//! delivery option of online checkout, the stock the hub may promise for it, and the way the
+//! stores' reports reach the orders.
+//!
+//! - The option is a shipping method `collect:<location>` (no charge), offered by the quote
+//!   for each store whose whole basket the hub can promise: the rights the hub holds at that
+//!   store (granted by its node) less what checkouts already hold there.
+//! - A checkout for pickup holds those units at the store (hub-local, like `online`); the paid
+//!   order consumes the hub's rights there and goes on the store's pick list
+//!   ([`crate::edge::replica::pickup::PromisePickup`]); a cancellation before the handover
+//!   sends the node `CancelPickup`, which makes the units sellable again there.
+//! - The node's reports (picked, short, collected) are applied to the order by its basket
+//!   actor ([`crate::actors::pickup::ApplyPickup`]), idempotently.
+
+use crate::actors::inventory::HoldFailure;
+use crate::actors::Deps;
+use crate::edge::replica::pickup::PromisePickup;
+use crate::edge::replica::ForwardCommand;
+use crate::edge::{EdgeError, EdgeHandle};
+use protocol::checkout::{CheckoutConfig, Rate, ShippingMethodConfig, ShippingOption};
+use protocol::order::{OrderPickup, OrderRecord};
+use protocol::replication::sync::Scarce;
+use protocol::replication::{CommandKind, PickupLine, PickupOrder, ReplicaId};
+use protocol::{Basket, CheckoutId, LocationId, Money, Sku};
+use std::borrow::Cow;
+use time::OffsetDateTime;
+
+/// The prefix of a pickup's shipping method: `collect:store-1`.
+pub const METHOD_PREFIX: &str = "collect:";
+
+/// The store a shipping method collects at, if it is a pickup.
+pub fn location_of(method: &str) -> Option<LocationId> {
+    method
+        .strip_prefix(METHOD_PREFIX)
+        .filter(|l| !l.is_empty())
+        .map(|l| LocationId(l.to_string()))
+}
+
+/// The name shoppers see for a store.
+pub fn store_name(edge: &EdgeHandle, location: &LocationId) -> Option<String> {
+    edge.nodes()
+        .of_location(location)
+        .last()
+        .map(|n| n.name.clone())
+}
+
+/// The pricing configuration for a shipping method: for a pickup, every zone also has the
+/// method, at no charge; otherwise the configuration as it is.
+pub fn pricing<'a>(deps: &'a Deps, method: &str) -> Cow<'a, CheckoutConfig> {
+    let base = &deps.checkout.pricing;
+    let (Some(location), Some(edge)) = (location_of(method), deps.checkout.edge.as_ref()) else {
+        return Cow::Borrowed(base);
+    };
+    let Some(name) = store_name(edge, &location) else {
+        return Cow::Borrowed(base);
+    };
+    let mut config = base.clone();
+    for zone in &mut config.zones {
+        zone.methods.push(ShippingMethodConfig {
+            id: method.to_string(),
+            name: format!("Collect in store: {name}"),
+            rate: Rate::Flat {
+                amount: "0.00".into(),
+            },
+            free_over: None,
+            delivery: format!("Ready for pickup at {name} once the store has picked it"),
+            tax_class: "standard".into(),
+        });
+    }
+    Cow::Owned(config)
+}
+
+/// Units the hub can still promise of `sku` at a store: the rights it holds there less what
+/// checkouts hold there.
+pub async fn promisable(deps: &Deps, edge: &EdgeHandle, location: &LocationId, sku: &Sku) -> i64 {
+    let key = Scarce::Stock {
+        sku: sku.clone(),
+        location: location.clone(),
+    };
+    let held_rights = match edge.store().rights(&key).await {
+        Ok(r) => r.map_or(0, |r| r.held(&ReplicaId::hub())),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the hub's rights at a store");
+            0
+        }
+    };
+    let held_for_checkouts = deps
+        .inventory
+        .level(location, sku)
+        .map_or(0, |l| l.held.max(0));
+    i64::try_from(held_rights).unwrap_or(i64::MAX) - held_for_checkouts
+}
+
+/// The pickup options for a basket: each store that can promise every line, at no charge.
+pub async fn options(deps: &Deps, basket: &Basket) -> Vec<ShippingOption> {
+    let Some(edge) = deps.checkout.edge.as_ref() else {
+        return Vec::new();
+    };
+    if basket.lines.is_empty() {
+        return Vec::new();
+    }
+    let mut stores: Vec<(LocationId, String)> = Vec::new();
+    for n in edge.nodes().iter() {
+        if !stores.iter().any(|(l, _)| l == &n.location) {
+            stores.push((n.location.clone(), n.name.clone()));
+        }
+    }
+    let mut out = Vec::new();
+    for (location, name) in stores {
+        let mut all = true;
+        for line in &basket.lines {
+            if promisable(deps, edge, &location, &line.sku).await < i64::from(line.quantity) {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            out.push(ShippingOption {
+                id: format!("{METHOD_PREFIX}{}", location.0),
+                name: format!("Collect in store: {name}"),
+                price: Money::zero(basket.currency),
+                delivery: format!("Ready for pickup at {name} once the store has picked it"),
+            });
+        }
+    }
+    out
+}
+
+/// Holds a pickup checkout's units at the store, all or nothing, from what the hub can promise
+/// there: held first, then checked against the rights (a concurrent checkout that pushed the
+/// holds beyond them gives its hold back), so the hub never holds more than it holds rights for.
+pub async fn hold(
+    deps: &Deps,
+    checkout: CheckoutId,
+    location: &LocationId,
+    units: &[(Sku, u32)],
+    until: OffsetDateTime,
+) -> Result<(), HoldFailure> {
+    let Some(edge) = deps.checkout.edge.as_ref() else {
+        return Err(HoldFailure::Short(
+            units.iter().map(|(s, _)| (s.clone(), 0)).collect(),
+        ));
+    };
+    deps.inventory
+        .hold(checkout, location, units, until)
+        .await?;
+    let mut short = Vec::new();
+    for (sku, q) in units {
+        let left = promisable(deps, edge, location, sku).await;
+        if left < 0 {
+            short.push((sku.clone(), (left + i64::from(*q)).max(0)));
+        }
+    }
+    if short.is_empty() {
+        Ok(())
+    } else {
+        deps.inventory.end(checkout, false, Some(units)).await?;
+        Err(HoldFailure::Short(short))
+    }
+}
+
+/// Where a checkout's stock is held: its pickup store, or the online warehouse.
+pub fn hold_location(method: &str) -> LocationId {
+    location_of(method).unwrap_or_else(LocationId::online)
+}
+
+/// The pickup of a new order whose shipping method collects at a store.
+pub fn order_pickup(deps: &Deps, method: &str) -> Option<OrderPickup> {
+    let location = location_of(method)?;
+    let store_name = deps
+        .checkout
+        .edge
+        .as_ref()
+        .and_then(|e| store_name(e, &location))
+        .unwrap_or_else(|| location.0.clone());
+    Some(OrderPickup {
+        location,
+        store_name,
+        state: Default::default(),
+        promised: false,
+        released: false,
+    })
+}
+
+/// Puts a paid pickup order on its store's pick list (consuming the hub's rights there).
+/// Answers what the hub held too few rights for.
+pub async fn promise(deps: &Deps, order: &OrderRecord) -> Result<Vec<(Sku, u64)>, EdgeError> {
+    let (Some(p), Some(edge)) = (order.pickup.as_ref(), deps.checkout.edge.as_ref()) else {
+        return Ok(Vec::new());
+    };
+    let lines = order
+        .breakdown
+        .lines
+        .iter()
+        .map(|l| PickupLine {
+            sku: l.sku.clone(),
+            name: if l.variant.is_empty() {
+                l.name.clone()
+            } else {
+                format!("{} – {}", l.name, l.variant)
+            },
+            quantity: l.quantity,
+        })
+        .collect();
+    edge.replica
+        .send(PromisePickup(PickupOrder {
+            order: order.id,
+            number: order.number.clone(),
+            location: p.location.clone(),
+            customer_name: order.address.name.clone(),
+            lines,
+        }))
+        .await
+        .map_err(|_| EdgeError::Closed)?
+}
+
+/// Takes a cancelled pickup order off its store's pick list (the node makes its units
+/// sellable again).
+pub async fn release(deps: &Deps, order: &OrderRecord, reason: &str) -> Result<(), EdgeError> {
+    let (Some(p), Some(edge)) = (order.pickup.as_ref(), deps.checkout.edge.as_ref()) else {
+        return Ok(());
+    };
+    edge.replica
+        .send(ForwardCommand {
+            location: p.location.clone(),
+            kind: CommandKind::CancelPickup {
+                order: order.id,
+                location: p.location.clone(),
+                reason: reason.to_string(),
+            },
+        })
+        .await
+        .map_err(|_| EdgeError::Closed)??;
+    Ok(())
+}
+
+/// Applies the stores' reports to their orders as they are merged, retrying each a few times
+/// (a basket actor being activated, storage busy).
+pub fn apply_reports(edge: &EdgeHandle, backend: std::sync::Arc<crate::backend::HubBackend>) {
+    let Some(mut rx) = edge.pickups.listen() else {
+        return;
+    };
+    actix::spawn(async move {
+        while let Some(reports) = rx.recv().await {
+            for report in reports {
+                let mut delay = std::time::Duration::from_millis(100);
+                for attempt in 1..=5 {
+                    match backend.apply_pickup(report.clone()).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < 5 => {
+                            tracing::warn!(order = %report.order, error = %e, "pickup report not applied yet; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                        Err(e) => {
+                            tracing::error!(order = %report.order, state = report.state.as_str(), error = %e, "pickup report could not be applied to its order")
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+impl crate::backend::HubBackend {
+    /// Applies a store's pickup report to its order (through the order's basket actor).
+    pub async fn apply_pickup(
+        &self,
+        report: protocol::replication::PickupReport,
+    ) -> Result<(), channels::BackendError> {
+        let order = self.admin_order(&report.order.to_string()).await?;
+        self.ask_basket(order.basket, crate::actors::pickup::ApplyPickup(report))
+            .await
+            .map(|_| ())
+    }
+}
