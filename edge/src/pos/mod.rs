@@ -20,6 +20,8 @@
 pub(crate) mod http;
 pub mod overrides;
 pub(crate) mod pages;
+pub(crate) mod pages_returns;
+pub mod returns;
 pub mod staff;
 pub mod till;
 

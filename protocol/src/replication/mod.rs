@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod counter;
 pub mod gmap;
+pub mod numbers;
 pub mod records;
 pub mod rights;
 pub mod sync;
@@ -17,9 +18,10 @@ pub mod sync;
 pub use clock::{Hlc, HybridClock};
 pub use counter::OnHand;
 pub use gmap::GrowMap;
+pub use numbers::{receipt_number, receipt_prefix};
 pub use records::{
-    Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord, SaleLine, SalePayment,
-    SaleRecord, Settlement,
+    Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord, ReturnLine, ReturnRecord,
+    SaleLine, SalePayment, SaleRecord, Settlement,
 };
 pub use rights::{Rights, RightsError};
 

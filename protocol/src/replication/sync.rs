@@ -19,7 +19,8 @@
 
 use super::counter::Entry;
 use super::{
-    Command, ConflictRecord, CouponTerms, DeficitRecord, ReplicaId, Rights, SaleRecord, Settlement,
+    Command, ConflictRecord, CouponTerms, DeficitRecord, ReplicaId, ReturnRecord, Rights,
+    SaleRecord, Settlement,
 };
 use crate::catalog::{Category, CategoryId, Product};
 use crate::codec::{decode, encode, CodecError, Stored};
@@ -103,6 +104,8 @@ pub enum Item {
     Command(Command),
     /// The terms of a coupon code the node may redeem (hub → node).
     Coupon(CouponTerms),
+    /// Goods taken back against a store sale's receipt (node → hub), with their refunds.
+    Return(ReturnRecord),
     /// An item kind this build does not know: ignored.
     #[serde(other)]
     Unknown,
