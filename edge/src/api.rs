@@ -54,6 +54,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(actix_web::middleware::from_fn(require_token))
                 .configure(crate::pos::http::routes)
                 .configure(crate::pos::pickups::routes)
+                .configure(crate::pos::returns::routes)
                 .route("/sales", web::post().to(post_sale))
                 .route("/sales/quote", web::post().to(quote_sale))
                 .route(

@@ -67,6 +67,9 @@ pub struct PosSettings {
     pub tills: Vec<String>,
     /// Who may sign in (none by default: the POS is closed until staff are listed).
     pub staff: Vec<StaffMember>,
+    /// A return refunding more than this (a decimal amount in `currency`) needs a manager:
+    /// their own session, or their PIN as an approval (`docs/pos.md`, "Returns and exchanges").
+    pub return_approval_over: String,
 }
 
 impl Default for PosSettings {
@@ -77,6 +80,7 @@ impl Default for PosSettings {
             session_max_age: Duration::from_secs(12 * 3600),
             tills: Vec::new(),
             staff: Vec::new(),
+            return_approval_over: "100.00".into(),
         }
     }
 }
@@ -280,6 +284,7 @@ fn is_plain_id(id: &str, max: usize) -> bool {
 impl PosSettings {
     /// Refuses POS settings that cannot work, naming the key (without the `pos.` prefix).
     fn check(&self) -> Result<(), String> {
+        crate::pos::returns::approval_limit(self)?;
         if self.session_idle.is_zero() {
             return Err("session_idle must be above zero, e.g. 12h".into());
         }

@@ -80,7 +80,7 @@ async fn a_till_sells_over_http_while_the_hub_is_unreachable() {
         .expect("answers");
     assert_eq!(res.status(), StatusCode::CREATED);
     let sold: Value = res.json().await.expect("json");
-    assert_eq!(sold["number"], "berlin-000001");
+    assert_eq!(sold["number"], "BERLIN-000001");
     assert_eq!(sold["total"], "14.97");
     assert_eq!(sold["currency"], "EUR");
     assert_eq!(sold["change_due"], "0.03");
@@ -111,7 +111,7 @@ async fn a_till_sells_over_http_while_the_hub_is_unreachable() {
         &client,
         &node,
         get.clone(),
-        "/api/v1/sales/berlin-000001",
+        "/api/v1/sales/BERLIN-000001",
         None,
     )
     .await;
@@ -176,7 +176,7 @@ async fn a_till_sells_over_http_while_the_hub_is_unreachable() {
         None,
     )
     .await;
-    assert_eq!(body["sales"][0]["number"], "berlin-000001");
+    assert_eq!(body["sales"][0]["number"], "BERLIN-000001");
     assert_eq!(body["next_cursor"], Value::Null);
 
     let (status, body) = call(&client, &node, get.clone(), "/api/v1/stock", None).await;

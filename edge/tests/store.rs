@@ -32,7 +32,7 @@ fn a_sale_consumes_rights_and_on_hand_and_is_priced_from_the_catalog() {
     let s = &r.entry.sale;
     assert_eq!(s.total.minor, 2 * 499 + 250);
     assert_eq!(r.change_due.minor, 2000 - 1248);
-    assert_eq!(s.number, "berlin-000001");
+    assert_eq!(s.number, "BERLIN-000001");
     assert!(r.deficits.is_empty());
     // Tax per rate on the summed lines: 19 % of 9.98 and 7 % of 2.50.
     let taxes: Vec<(u32, i64)> = s.taxes.iter().map(|t| (t.rate_bp, t.tax.minor)).collect();
@@ -53,10 +53,10 @@ fn a_sale_consumes_rights_and_on_hand_and_is_priced_from_the_catalog() {
     let second = store
         .sell(&sale(vec![line("COF-1", 1)], "4.99"), None)
         .expect("sold");
-    assert_eq!(second.entry.sale.number, "berlin-000002");
+    assert_eq!(second.entry.sale.number, "BERLIN-000002");
     assert_eq!(second.change_due.minor, 0);
     let found = store
-        .find_sale("berlin-000001")
+        .find_sale("BERLIN-000001")
         .expect("reads")
         .expect("found");
     assert_eq!(found.entry.sale.id, s.id);
@@ -339,7 +339,7 @@ fn everything_survives_reopening() {
     let next = store
         .sell(&sale(vec![line("COF-1", 1)], "5.00"), None)
         .expect("sold");
-    assert_eq!(next.entry.sale.number, "berlin-000002");
+    assert_eq!(next.entry.sale.number, "BERLIN-000002");
     assert!(
         next.entry.sale.at > sold.entry.sale.at,
         "stamps keep growing"
@@ -376,7 +376,7 @@ fn a_rebuilt_node_replays_the_old_journal_keeping_ids_and_numbers() {
     assert_eq!(report.deficit_units, 3);
 
     let got = new
-        .find_sale("berlin-000001")
+        .find_sale("BERLIN-000001")
         .expect("reads")
         .expect("kept its number");
     assert_eq!(got.entry.sale.id, sold.entry.sale.id);
@@ -407,6 +407,12 @@ fn a_rebuilt_node_replays_the_old_journal_keeping_ids_and_numbers() {
     );
     let next = new.sell(&sale(vec![line("TEA-1", 1)], "2.50"), None);
     assert!(matches!(next, Err(OpError::InsufficientRights(_))));
+    // The rebuilt node's own numbers carry its replica: never one of the old node's.
+    new.adjust(&receipt("COF-1", 1), None).expect("receipt");
+    let own = new
+        .sell(&sale(vec![line("COF-1", 1)], "5.00"), None)
+        .expect("sold");
+    assert_eq!(own.entry.sale.number, "BERLIN-2-000001");
 }
 
 #[test]

@@ -194,6 +194,8 @@ impl Application {
             crate::edge::EdgeError::Storage(e) => HubError::Storage(e),
             other => HubError::Config(format!("[edge]: {other}")),
         })?;
+        let store_returns = crate::edge::returns::Returns::open(&storage)?;
+        store_returns.start_worker(payments.clone());
         let recorder = Recorder::new(dyn_storage.clone()).start();
         let threads = if settings.actor_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -361,6 +363,11 @@ impl Application {
                 .route(
                     "/api/v1/edge/sync",
                     web::get().to(crate::edge::session::sync),
+                )
+                .app_data(web::Data::new(store_returns.clone()))
+                .route(
+                    "/api/v1/edge/receipts/{receipt}",
+                    web::get().to(crate::edge::returns::receipt),
                 )
                 .configure(crate::unsubscribe::configure)
                 .route("/healthz", web::get().to(healthz))

@@ -78,7 +78,7 @@ fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
 }
 
 /// The signed-in staff member, or 403 for the node's API token.
-fn staff(req: &HttpRequest) -> Result<SignedIn, ApiError> {
+pub(crate) fn staff(req: &HttpRequest) -> Result<SignedIn, ApiError> {
     match caller(req)? {
         Caller::Staff(who) => Ok(who),
         Caller::Node => Err(PosError::Forbidden(

@@ -21,6 +21,8 @@ pub(crate) mod http;
 pub mod overrides;
 pub(crate) mod pages;
 pub(crate) mod pickups;
+pub(crate) mod pages_returns;
+pub mod returns;
 pub mod staff;
 pub mod till;
 

@@ -59,6 +59,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "collect.html",
         include_str!("../../templates/pos/collect.html"),
     ),
+    (
+        "returns.html",
+        include_str!("../../templates/pos/returns.html"),
+    ),
 ];
 
 /// The "Click & collect" screen (`pages_collect.rs`).
@@ -158,6 +162,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/sale", web::post().to(sale_action))
             .route("/receipts/{number}", web::get().to(receipt_page))
             .route("/reports/{till}/{number}", web::get().to(report_page))
+            .configure(super::pages_returns::configure)
             .route("/status", web::get().to(status))
             .route("/collect", web::get().to(collect::page))
             .route("/collect/{order}", web::post().to(collect::act))
@@ -168,7 +173,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 // ---- rendering ----------------------------------------------------------------------------
 
-fn render(status: StatusCode, name: &str, ctx: serde_json::Value) -> HttpResponse {
+pub(super) fn render(status: StatusCode, name: &str, ctx: serde_json::Value) -> HttpResponse {
     let html = templates()
         .get_template(name)
         .and_then(|t| t.render(Value::from_serialize(&ctx)));
@@ -193,7 +198,7 @@ fn see_other(to: &str) -> HttpResponse {
 }
 
 /// A price as shown at the till: `€12.34`.
-fn show(m: Money) -> String {
+pub(super) fn show(m: Money) -> String {
     let text = m.to_decimal_string();
     let (sign, digits) = match text.strip_prefix('-') {
         Some(rest) => ("-", rest),
@@ -217,7 +222,7 @@ fn when(ms: u64) -> String {
 }
 
 /// What every page's header bar shows: the store, sync state, the clerk and their till.
-async fn chrome(
+pub(super) async fn chrome(
     state: &web::Data<ApiState>,
     who: Option<&SignedIn>,
     till: Option<&str>,
@@ -314,7 +319,10 @@ async fn session_of(
 }
 
 /// The signed-in staff member, or the response to send instead (to the sign-in page).
-async fn require(state: &web::Data<ApiState>, req: &HttpRequest) -> Result<SignedIn, HttpResponse> {
+pub(super) async fn require(
+    state: &web::Data<ApiState>,
+    req: &HttpRequest,
+) -> Result<SignedIn, HttpResponse> {
     match signed_in(state, req).await {
         Ok(Some(who)) => Ok(who),
         Ok(None) => {
@@ -367,7 +375,7 @@ fn same_origin(req: &HttpRequest) -> bool {
 }
 
 /// Refuses a POST from another site or without the session's CSRF token.
-async fn check_form(
+pub(super) async fn check_form(
     state: &web::Data<ApiState>,
     req: &HttpRequest,
     csrf: &str,
@@ -388,7 +396,7 @@ async fn check_form(
 
 /// The till this browser rings up at: its cookie when the store has that till, else the
 /// store's only till.
-fn selected_till(state: &ApiState, req: &HttpRequest) -> Option<String> {
+pub(super) fn selected_till(state: &ApiState, req: &HttpRequest) -> Option<String> {
     let tills = state.pos.tills();
     if let Some(c) = req.cookie(TILL_COOKIE) {
         if tills.iter().any(|t| t == c.value()) {

@@ -81,7 +81,7 @@ impl TillTotals {
     }
 
     /// These totals with one more sale (checked: a currency mix or an overflow is an error).
-    fn with_sale(
+    pub(crate) fn with_sale(
         &self,
         sale: &SaleRecord,
         change: Money,
@@ -181,7 +181,7 @@ impl Stored for ZReport {
     const VERSION: u16 = 1;
 }
 
-fn till_key(till: &str) -> Vec<u8> {
+pub(crate) fn till_key(till: &str) -> Vec<u8> {
     let mut k = vec![b't'];
     k.extend_from_slice(till.as_bytes());
     k
@@ -195,7 +195,7 @@ fn report_key(till: &str, number: u64) -> Vec<u8> {
     k
 }
 
-fn closed(till: &str) -> OpError {
+pub(crate) fn closed(till: &str) -> OpError {
     OpError::Conflict {
         code: "till_closed",
         message: format!(

@@ -118,7 +118,7 @@ impl<'a> Change<'a> {
     }
 
     /// Stock arrived: add on hand, create as many rights.
-    fn add_stock(&mut self, sku: &Sku, units: u64) -> Result<(), StoreError> {
+    pub(super) fn add_stock(&mut self, sku: &Sku, units: u64) -> Result<(), StoreError> {
         let (me, loc, key) = (
             self.me().clone(),
             self.store.me.location.clone(),
@@ -228,6 +228,11 @@ impl<'a> Change<'a> {
         self.journal_deficits.push(d.clone());
         self.records.push(Item::Deficit(d.clone()));
         Ok(d)
+    }
+
+    /// Sends a record this node made to the hub with this change (e.g. a return).
+    pub(super) fn push_record(&mut self, item: Item) {
+        self.records.push(item);
     }
 
     pub(super) fn record_sale(
@@ -522,6 +527,9 @@ impl<'a> Change<'a> {
             }
             Item::Pickup(r) => {
                 tracing::debug!(order = %r.order, "a pickup report from the hub: not this node's, ignored")
+            }
+            Item::Return(r) => {
+                tracing::debug!(r#return = %r.id, "a return record from the hub: not this node's, ignored")
             }
             Item::Unknown => tracing::debug!("an item kind this build does not know: ignored"),
         }

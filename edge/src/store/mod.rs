@@ -12,6 +12,7 @@ mod catalog;
 mod change;
 mod check;
 mod pickup;
+mod returns;
 
 use crate::journal::{Journal, JournalRecord};
 use crate::ops::{
@@ -30,6 +31,7 @@ pub(crate) use batch::Batch;
 use batch::BatchBuilder;
 pub use catalog::{CatalogChanges, CatalogDeltaPart, DeltaOutcome};
 use change::Change;
+pub(crate) use check::change_due as change_due_of;
 pub(crate) use check::PricedManual;
 use check::{change_due, check_adjustment, check_idempotency_key, parse_payments, price_sale};
 pub use pickup::Pickup;
@@ -37,6 +39,10 @@ use protocol::promotion::{Promotion, PromotionId, PromotionSet};
 use protocol::replication::sync::{Item, Scarce};
 use protocol::replication::{CouponTerms, Hlc, HybridClock, ReplicaId, Rights, SaleRecord};
 use protocol::{CatalogQuery, CatalogSnapshot, Category, LocationId, Product, Sku};
+pub use returns::{
+    plan as plan_return, refunded, ExchangeRequest, ReturnBy, ReturnEntry, ReturnLineRequest,
+    ReturnReceipt, ReturnRequest, ReturnableSale,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -454,7 +460,10 @@ impl Store {
         }
         let at = ch.stamp();
         let id = Ulid::new();
-        let number = format!("{}-{:06}", self.me.replica, ch.cursors.next_receipt);
+        let number = protocol::replication::receipt_number(
+            &protocol::replication::receipt_prefix(&self.me.location, &self.me.replica),
+            ch.cursors.next_receipt,
+        );
         ch.cursors.next_receipt += 1;
         let sale = SaleRecord {
             id,

@@ -274,7 +274,7 @@ fn a_journal_failure_after_a_durable_commit_names_the_sale_and_still_wakes_the_s
         })) => (id, number),
         other => panic!("expected Unjournaled with the sale, got {other:?}"),
     };
-    assert_eq!(number, "berlin-000001");
+    assert_eq!(number, "BERLIN-000001");
     let c = store.cursors().expect("cursors");
     assert_eq!(*store.durable_seq().borrow(), c.next_seq - 1, "sync woken");
     assert!(store.failure().is_none(), "the database is fine");

@@ -418,6 +418,16 @@ pub async fn merge_batch(
                     w.pickups.push(report);
                 }
             }
+            Item::Return(r) => {
+                clock.observe(&r.at);
+                if r.location != origin.location {
+                    foreign.push(format!("return {} at {}", r.id, r.location));
+                    continue;
+                }
+                if w.is_new(r.id, false) {
+                    w.write.returns.push(r);
+                }
+            }
             // The hub writes settlements and coupon terms; node states were merged above;
             // unknown kinds are ignored.
             Item::Settlement(_)

@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod coupons;
 pub mod merge;
 pub mod replica;
+pub mod returns;
 pub mod session;
 pub mod sled_store;
 pub mod store;

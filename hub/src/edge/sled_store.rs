@@ -247,6 +247,12 @@ impl SledEdgeStore {
                 key("saleloc", &[sale.location.0.as_bytes(), &id]),
                 at_ms.to_be_bytes().to_vec(),
             );
+            batch.insert(super::returns::sale_number_key(&sale.number), id.to_vec());
+        }
+        for r in &write.returns {
+            if !self.contains(&super::returns::return_key(r.id))? {
+                super::returns::stage(&mut batch, r)?;
+            }
         }
         for d in &write.deficits {
             let id = id_bytes(d.id);

@@ -187,6 +187,8 @@ pub struct EdgeWrite {
     /// (by the version they lead to).
     pub catalog_change: Option<CatalogChange>,
     pub catalog_changes_dropped: Vec<u64>,
+    /// Store returns (stored only if their id is new, with their due card refunds).
+    pub returns: Vec<protocol::replication::ReturnRecord>,
 }
 
 impl EdgeWrite {
@@ -207,6 +209,7 @@ impl EdgeWrite {
             && self.catalog.is_none()
             && self.catalog_change.is_none()
             && self.catalog_changes_dropped.is_empty()
+            && self.returns.is_empty()
     }
 }
 

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod counter;
 pub mod gmap;
 pub mod pickup;
+pub mod numbers;
 pub mod records;
 pub mod rights;
 pub mod sync;
@@ -19,9 +20,10 @@ pub use clock::{Hlc, HybridClock};
 pub use counter::OnHand;
 pub use gmap::GrowMap;
 pub use pickup::{PickupLine, PickupOrder, PickupReport, PickupState};
+pub use numbers::{receipt_number, receipt_prefix};
 pub use records::{
-    Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord, SaleLine, SalePayment,
-    SaleRecord, Settlement,
+    Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord, ReturnLine, ReturnRecord,
+    SaleLine, SalePayment, SaleRecord, Settlement,
 };
 pub use rights::{Rights, RightsError};
 

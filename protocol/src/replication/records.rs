@@ -182,3 +182,58 @@ pub enum CommandKind {
     #[serde(other)]
     Unknown,
 }
+
+/// One line of a return: units of one line of the original sale coming back, and what they are
+/// refunded at (their share of the sale line's total, discounts included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnLine {
+    /// The line of the original sale (its index in the sale's lines).
+    pub line: u32,
+    pub sku: Sku,
+    pub name: String,
+    pub quantity: u32,
+    /// What these units are refunded at: the line's total (after its discounts) in proportion.
+    pub amount: Money,
+    /// The units went back on the shelf at the returning store (false: damaged, not resold).
+    #[serde(default = "yes")]
+    pub restocked: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Goods brought back against a store sale's receipt: made on the node that took them back,
+/// immutable, keyed by a ULID made there. Its refunds go to the sale's original tenders: cash
+/// from that node's till, a card to the sale's card payment (by its provider reference), which
+/// the hub refunds through its payment client exactly once per return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnRecord {
+    pub id: Ulid,
+    /// The return's own number (`…-R000001`), printed on the refund slip.
+    pub number: String,
+    /// The node that took the goods back, and its location (where the stock went back).
+    pub replica: ReplicaId,
+    pub location: LocationId,
+    pub at: Hlc,
+    /// The original sale: its id, receipt number and the location it was made at.
+    pub sale: Ulid,
+    pub sale_number: String,
+    pub sale_location: LocationId,
+    pub lines: Vec<ReturnLine>,
+    /// The value of the goods returned (the sum of the lines).
+    pub total: Money,
+    /// What was paid back, by tender. A card refund carries the original card payment's
+    /// reference; `exchange` is the part set against the new goods of an exchange.
+    pub refunds: Vec<SalePayment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk: Option<String>,
+    /// The manager who approved the return, when it needed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The sale of an exchange's new goods, made in the same transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_sale: Option<Ulid>,
+}

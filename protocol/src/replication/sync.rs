@@ -19,7 +19,8 @@
 
 use super::counter::Entry;
 use super::{
-    Command, ConflictRecord, CouponTerms, DeficitRecord, ReplicaId, Rights, SaleRecord, Settlement,
+    Command, ConflictRecord, CouponTerms, DeficitRecord, ReplicaId, ReturnRecord, Rights,
+    SaleRecord, Settlement,
 };
 use crate::catalog::{Category, CategoryId, Product};
 use crate::codec::{decode, encode, CodecError, Stored};
@@ -105,6 +106,8 @@ pub enum Item {
     Coupon(CouponTerms),
     /// A store's report about a click-and-collect order (node → hub): picked, short, collected.
     Pickup(super::PickupReport),
+    /// Goods taken back against a store sale's receipt (node → hub), with their refunds.
+    Return(ReturnRecord),
     /// An item kind this build does not know: ignored.
     #[serde(other)]
     Unknown,
