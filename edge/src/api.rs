@@ -53,6 +53,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(require_token))
                 .configure(crate::pos::http::routes)
+                .configure(crate::pos::customers::routes)
                 .route("/sales", web::post().to(post_sale))
                 .route("/sales/quote", web::post().to(quote_sale))
                 .route(

@@ -134,10 +134,12 @@ impl EdgeNode {
             hub_url: settings.hub_url.clone(),
             max_clock_skew_ms: settings.max_clock_skew.as_millis() as u64,
         });
+        let desk = web::Data::new(pos::customers::HubDesk::new(&settings, store.clone()));
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
+                .app_data(desk.clone())
                 .configure(api::configure)
         })
         .disable_signals()
