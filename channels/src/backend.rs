@@ -199,6 +199,20 @@ pub struct CustomerView {
     pub basket_id: Option<BasketId>,
 }
 
+/// What finds a customer at a store's till.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InStoreDetails {
+    pub phone: Option<String>,
+    pub loyalty_number: Option<String>,
+}
+
+/// A change of [`InStoreDetails`], as typed (`None`: leave it; `Some(None)`: remove it).
+#[derive(Debug, Clone, Default)]
+pub struct InStoreChange {
+    pub phone: Option<Option<String>>,
+    pub loyalty_number: Option<Option<String>>,
+}
+
 /// A successful sign-in.
 #[derive(Debug, Clone)]
 pub struct SignedIn {
@@ -369,4 +383,20 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Whether storage is open and workers run.
     async fn ready(&self) -> bool;
+
+    /// What finds the customer at a store's till: their phone number and loyalty number
+    /// (`docs/pos.md`, "Customers at the till"). A backend without customers in stores has none.
+    async fn in_store(&self, _customer: CustomerId) -> Result<InStoreDetails, BackendError> {
+        Err(BackendError::NotFound("in-store details"))
+    }
+
+    /// Sets or clears the customer's phone number and loyalty number (`None`: leave it as it
+    /// is; `Some(None)`: remove it), as typed: the backend checks and normalises them.
+    async fn set_in_store(
+        &self,
+        _customer: CustomerId,
+        _change: InStoreChange,
+    ) -> Result<InStoreDetails, BackendError> {
+        Err(BackendError::NotFound("in-store details"))
+    }
 }

@@ -55,6 +55,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(crate::pos::http::routes)
                 .configure(crate::pos::pickups::routes)
                 .configure(crate::pos::returns::routes)
+                .configure(crate::pos::customers::routes)
                 .route("/sales", web::post().to(post_sale))
                 .route("/sales/quote", web::post().to(quote_sale))
                 .route(

@@ -135,11 +135,13 @@ impl EdgeNode {
             max_clock_skew_ms: settings.max_clock_skew.as_millis() as u64,
         });
         let returns = web::Data::new(pos::returns::HubLink::new(&settings)?);
+        let desk = web::Data::new(pos::customers::HubDesk::new(&settings, store.clone()));
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(returns.clone())
+                .app_data(desk.clone())
                 .configure(api::configure)
         })
         .disable_signals()

@@ -126,6 +126,9 @@ pub struct Application {
 /// The demo shopper's credentials.
 pub const DEMO_EMAIL: &str = "shopper@example.com";
 pub const DEMO_PASSWORD: &str = "omnihub-demo";
+/// The demo shopper's phone number and loyalty number (a clerk finds them at the till by these).
+pub const DEMO_PHONE: &str = "+49 30 1234567";
+pub const DEMO_LOYALTY_NUMBER: &str = "70000001";
 
 impl Application {
     /// Opens storage, starts the actors and binds the listener. Must run inside an actix System.
@@ -220,6 +223,17 @@ impl Application {
             Arc::new(crate::clock::SystemClock),
             settings.outbox.policy(),
         );
+        // Store sales with a customer get their receipt by email (queued with the merge).
+        edge.replica
+            .send(crate::edge::replica::SetSaleFollowUp(Arc::new(
+                crate::edge::receipts::StoreReceipts {
+                    storage: dyn_storage.clone(),
+                    outbox: outbox.clone(),
+                    clock: clock.clone(),
+                },
+            )))
+            .await
+            .map_err(|e| HubError::Config(format!("[edge]: {e}")))?;
         let import = crate::import::start(crate::import::Start {
             settings: settings.import.clone(),
             storage: storage.clone(),
@@ -330,6 +344,7 @@ impl Application {
         let ops = web::Data::new(OpsAccess {
             token: settings.ops_token.clone(),
         });
+        let till_lookups = web::Data::new(crate::edge::customers::LookupGuard::default());
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::<
@@ -369,6 +384,7 @@ impl Application {
                     "/api/v1/edge/receipts/{receipt}",
                     web::get().to(crate::edge::returns::receipt),
                 )
+                .configure(crate::edge::customers::configure(till_lookups.clone()))
                 .configure(crate::unsubscribe::configure)
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
@@ -452,7 +468,20 @@ pub async fn seed_demo(handle: &HubHandle) -> Result<(), HubError> {
         )
         .await
     {
-        Ok(_) | Err(BackendError::EmailTaken) => Ok(()),
+        // The demo shopper can be found at the till by phone or loyalty number.
+        Ok(signed_in) => handle
+            .backend
+            .set_in_store(
+                signed_in.customer.id,
+                channels::backend::InStoreChange {
+                    phone: Some(Some(DEMO_PHONE.into())),
+                    loyalty_number: Some(Some(DEMO_LOYALTY_NUMBER.into())),
+                },
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| HubError::Demo(e.to_string())),
+        Err(BackendError::EmailTaken) => Ok(()),
         Err(e) => Err(HubError::Demo(e.to_string())),
     }
 }

@@ -1,6 +1,9 @@
 //! The hub's implementation of the channels' [`Backend`]: it resolves who may reach what, finds
 //! or activates the right actor, and turns actor and storage failures into channel errors.
 
+mod in_store;
+pub use in_store::TillKey;
+
 use crate::actors::basket::{
     Access, ApplyCommand, BasketActor, BasketFailure, GetView, MergeInto, Watch,
 };
@@ -398,6 +401,8 @@ impl Backend for HubBackend {
             created_at: now,
             basket: Some(basket.id),
             marketing_opt_out: false,
+            phone: None,
+            loyalty_number: None,
         };
         let unit = UnitOfWork::new()
             .with(Change::ClaimEmail {
@@ -678,6 +683,21 @@ impl Backend for HubBackend {
 
     async fn ready(&self) -> bool {
         self.deps.storage.healthy() && self.directory.connected()
+    }
+
+    async fn in_store(
+        &self,
+        customer: CustomerId,
+    ) -> Result<channels::backend::InStoreDetails, BackendError> {
+        self.in_store_details(customer).await
+    }
+
+    async fn set_in_store(
+        &self,
+        customer: CustomerId,
+        change: channels::backend::InStoreChange,
+    ) -> Result<channels::backend::InStoreDetails, BackendError> {
+        self.set_in_store_details(customer, change).await
     }
 }
 

@@ -78,6 +78,32 @@ pub struct Basket {
     /// when entered and again on every pricing; at most [`MAX_COUPONS`].
     #[serde(default)]
     pub coupons: Vec<String>,
+    /// The latest pulls of this basket's lines onto a store's till, newest last (at most
+    /// [`MAX_TILL_PULLS`]): a retried pull answers what the first one took, and moves nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub till_pulls: Vec<TillPull>,
+}
+
+/// What a till pull took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TillPulled {
+    pub lines: Vec<(Sku, u32)>,
+    /// False for a pull made before (a retry): nothing changed.
+    pub changed: bool,
+}
+
+/// The most till pulls a basket remembers.
+pub const MAX_TILL_PULLS: usize = 20;
+
+/// A till took a basket's lines (`docs/pos.md`, "Customers at the till").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TillPull {
+    /// The pull's id, made by the node (the same for every retry of one pull).
+    pub id: String,
+    /// The SKUs and quantities that moved.
+    pub lines: Vec<(Sku, u32)>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
 /// The most coupon codes one basket holds.
@@ -122,7 +148,44 @@ impl Basket {
             merged_into: None,
             checkout: None,
             coupons: Vec::new(),
+            till_pulls: Vec::new(),
         }
+    }
+
+    /// Moves the lines a till may take (`sellable` says which SKUs) out of the basket for the
+    /// till pull `id`, and remembers the pull. A pull already made answers what it took and
+    /// changes nothing (`changed` is false), so a retry never moves a line twice.
+    pub fn pull_to_till(
+        &mut self,
+        id: &str,
+        sellable: impl Fn(&Sku) -> bool,
+        now: OffsetDateTime,
+    ) -> Result<TillPulled, BasketError> {
+        if let Some(done) = self.till_pulls.iter().find(|p| p.id == id) {
+            return Ok(TillPulled {
+                lines: done.lines.clone(),
+                changed: false,
+            });
+        }
+        self.open()?;
+        let (moved, kept): (Vec<BasketLine>, Vec<BasketLine>) =
+            self.lines.drain(..).partition(|l| sellable(&l.sku));
+        self.lines = kept;
+        let lines: Vec<(Sku, u32)> = moved.into_iter().map(|l| (l.sku, l.quantity)).collect();
+        self.till_pulls.push(TillPull {
+            id: id.to_string(),
+            lines: lines.clone(),
+            at: now,
+        });
+        if self.till_pulls.len() > MAX_TILL_PULLS {
+            let extra = self.till_pulls.len() - MAX_TILL_PULLS;
+            self.till_pulls.drain(..extra);
+        }
+        self.touch(now);
+        Ok(TillPulled {
+            lines,
+            changed: true,
+        })
     }
 
     /// Adds a normalised coupon code (a code already there changes nothing and is not an
@@ -425,5 +488,36 @@ mod tests {
         let mut b = Basket::new(BasketId::new(), BasketOwner::Anonymous, Currency::EUR, now);
         b.mark_merged(BasketId::new(), now);
         assert_eq!(b.add(sku(2), 1, 10, now), Err(BasketError::Merged));
+    }
+
+    #[test]
+    fn a_till_pull_moves_the_lines_once_and_a_retry_moves_nothing() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
+        let mut basket = Basket::new(BasketId::new(), BasketOwner::Anonymous, Currency::EUR, now);
+        basket.add(sku(1), 2, 5, now).expect("added");
+        basket.add(sku(2), 1, 50, now).expect("added");
+        basket.add(sku(3), 4, 5000, now).expect("added");
+        // The till cannot sell D: it stays in the web basket.
+        let first = basket
+            .pull_to_till("pull-1", |s| *s != sku(3), now)
+            .expect("pulled");
+        assert!(first.changed);
+        assert_eq!(first.lines, vec![(sku(1), 2), (sku(2), 1)]);
+        assert_eq!(basket.lines.len(), 1);
+        let version = basket.version;
+        basket.add(sku(1), 1, 5, now).expect("added after the pull");
+        let retry = basket
+            .pull_to_till("pull-1", |_| true, now)
+            .expect("retried");
+        assert!(!retry.changed);
+        assert_eq!(retry.lines, first.lines);
+        assert_eq!(basket.version, version + 1, "the retry changed nothing");
+        assert_eq!(basket.lines.len(), 2);
+        for i in 0..MAX_TILL_PULLS + 3 {
+            basket
+                .pull_to_till(&format!("p{i}"), |_| true, now)
+                .expect("pulled");
+        }
+        assert_eq!(basket.till_pulls.len(), MAX_TILL_PULLS);
     }
 }

@@ -21,6 +21,14 @@ pub struct CustomerRecord {
     /// The customer asked for no marketing email (an unsubscribe link, or the account page).
     #[serde(default)]
     pub marketing_opt_out: bool,
+    /// The customer's phone number as [`normalize_phone`] keeps it (`+` and digits); unique.
+    /// A clerk finds the customer at the till by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// The customer's loyalty number ([`normalize_loyalty`]: digits); unique. A clerk finds the
+    /// customer at the till by it (typed, or scanned from the loyalty card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty_number: Option<String>,
 }
 
 impl std::fmt::Debug for CustomerRecord {
@@ -57,6 +65,68 @@ pub fn is_plausible_email(email: &str) -> bool {
         && !email.chars().any(char::is_whitespace)
 }
 
+/// A phone number for an exact lookup: spaces, `-`, `.`, `/` and brackets dropped, a leading
+/// `00` read as `+`; then `+` and 7 to 15 digits, or 7 to 15 digits. `Err` says what to fix.
+pub fn normalize_phone(phone: &str) -> Result<String, String> {
+    let kept: String = phone
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '/' | '(' | ')'))
+        .collect();
+    let (plus, digits) = match kept.strip_prefix('+') {
+        Some(rest) => (true, rest.to_string()),
+        None => match kept.strip_prefix("00") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, kept.clone()),
+        },
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(
+            "a phone number is digits, optionally after '+' (spaces and dashes are fine)".into(),
+        );
+    }
+    if !(7..=15).contains(&digits.len()) {
+        return Err(format!(
+            "a phone number has 7 to 15 digits, this has {}: type the whole number",
+            digits.len()
+        ));
+    }
+    Ok(if plus { format!("+{digits}") } else { digits })
+}
+
+/// A loyalty number for an exact lookup: spaces and dashes dropped, then 8 to 16 digits.
+/// `Err` says what to fix.
+pub fn normalize_loyalty(number: &str) -> Result<String, String> {
+    let digits: String = number
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-'))
+        .collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("a loyalty number is digits (spaces and dashes are fine)".into());
+    }
+    if !(8..=16).contains(&digits.len()) {
+        return Err(format!(
+            "a loyalty number has 8 to 16 digits, this has {}: type or scan the whole number",
+            digits.len()
+        ));
+    }
+    Ok(digits)
+}
+
+/// An email as a clerk may see it: the first character of the local part, `***`, and the
+/// domain (`a***@example.com`), so a person at the till can confirm who it is without reading
+/// the address.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
 /// A sign-in session. Stored under a hash of its token, so a copy of the database holds no
 /// usable token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,5 +158,34 @@ mod tests {
             assert!(!is_plausible_email(bad), "{bad}");
         }
         assert_eq!(normalize_email("  Ada@Example.COM "), "ada@example.com");
+    }
+
+    #[test]
+    fn phones_loyalty_numbers_and_masks() {
+        for (typed, kept) in [
+            ("+49 30 1234-567", "+49301234567"),
+            ("0049 (30) 1234567", "+49301234567"),
+            ("030 1234567", "0301234567"),
+        ] {
+            assert_eq!(normalize_phone(typed).as_deref(), Ok(kept), "{typed}");
+        }
+        for bad in [
+            "",
+            "+",
+            "12345",
+            "+49 30 abc",
+            "1234567890123456",
+            "++4930123456",
+        ] {
+            assert!(normalize_phone(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            normalize_loyalty("7000 0001-23").as_deref(),
+            Ok("7000000123")
+        );
+        for bad in ["", "1234567", "12345678901234567", "7000x00012"] {
+            assert!(normalize_loyalty(bad).is_err(), "{bad}");
+        }
+        assert_eq!(mask_email("ada@example.com"), "a***@example.com");
     }
 }

@@ -142,3 +142,44 @@ pub async fn events(
         items: state.backend.timeline(id, limit).await?,
     }))
 }
+
+/// Body of `PUT /customers/me/in-store`: a field left out stays as it is; `null` or `""`
+/// removes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InStoreBody {
+    #[serde(default, deserialize_with = "present")]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub loyalty_number: Option<Option<String>>,
+}
+
+/// A field that is present (`Some`), with `null` or an empty string as `Some(None)`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    let value: Option<String> = Option::deserialize(d)?;
+    Ok(Some(value.filter(|v| !v.trim().is_empty())))
+}
+
+/// `GET /customers/me/in-store`: the phone number and loyalty number a clerk finds you by.
+pub async fn in_store(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, ApiError> {
+    let id = ctx.customer()?;
+    Ok(HttpResponse::Ok().json(state.backend.in_store(id).await?))
+}
+
+/// `PUT /customers/me/in-store {"phone", "loyalty_number"}`.
+pub async fn set_in_store(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    body: web::Json<InStoreBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = ctx.customer()?;
+    let body = body.into_inner();
+    let change = crate::backend::InStoreChange {
+        phone: body.phone,
+        loyalty_number: body.loyalty_number,
+    };
+    Ok(HttpResponse::Ok().json(state.backend.set_in_store(id, change).await?))
+}

@@ -26,6 +26,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/customers", web::post().to(customers::register))
             .route("/customers/me", web::get().to(customers::me))
             .route("/customers/me/events", web::get().to(customers::events))
+            .route("/customers/me/in-store", web::get().to(customers::in_store))
+            .route(
+                "/customers/me/in-store",
+                web::put().to(customers::set_in_store),
+            )
             .route("/sessions", web::post().to(customers::sign_in))
             .route("/sessions/current", web::delete().to(customers::sign_out))
             .route("/orders", web::get().to(checkout::list))

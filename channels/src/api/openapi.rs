@@ -379,6 +379,7 @@ fn paths() -> Value {
         order_paths(),
         customer_paths(),
         event_paths(),
+        in_store_paths(),
     ] {
         if let Value::Object(area) = area {
             for (path, item) in area {
@@ -923,6 +924,45 @@ fn event_paths() -> Value {
                 &[Error::BadRequest, Error::Unauthorized, Error::Unavailable],
             ),
         } },
+    })
+}
+
+/// The phone number and loyalty number a clerk finds the customer by at a store's till.
+fn in_store_paths() -> Value {
+    let details = json!({
+        "type": "object",
+        "properties": {
+            "phone": { "type": ["string", "null"], "description": "`+` and 7 to 15 digits" },
+            "loyalty_number": { "type": ["string", "null"], "description": "8 to 16 digits" },
+        },
+    });
+    json!({
+        "/customers/me/in-store": {
+            "get": {
+                "operationId": "getMyInStoreDetails",
+                "summary": "What finds the signed-in customer at a store's till",
+                "tags": ["customers"],
+                "security": sec_customer(),
+                "parameters": context_params(),
+                "responses": responses(
+                    json!({ "200": ok("The phone number and loyalty number.", details.clone()) }),
+                    &[Error::Unauthorized, Error::NotFound, Error::Unavailable],
+                ),
+            },
+            "put": {
+                "operationId": "setMyInStoreDetails",
+                "summary": "Sets or removes the phone number and loyalty number",
+                "description": "A field left out stays as it is; `null` or an empty string removes it. Each belongs to one customer.",
+                "tags": ["customers"],
+                "security": sec_customer(),
+                "parameters": context_params(),
+                "requestBody": { "required": true, "content": json_body(details.clone()) },
+                "responses": responses(
+                    json!({ "200": ok("The phone number and loyalty number now.", details) }),
+                    &[Error::BadRequest, Error::Unauthorized, Error::Conflict, Error::Unprocessable, Error::Unavailable],
+                ),
+            },
+        },
     })
 }
 

@@ -16,7 +16,9 @@
 //! | `z` + till id + `0x00` + n (be u64)  | [`till::ZReport`]     |
 //! | `m` + sale id + line (be u32)        | [`overrides::ManualAdjustmentRecord`] (the audit) |
 //! | `g` + grant id                       | [`overrides::ApprovalGrant`] (the POS page) |
+//! | `C` + customer id                    | [`customers::TillCustomer`] (found on the hub) |
 
+pub mod customers;
 pub(crate) mod http;
 pub mod overrides;
 pub(crate) mod pages;

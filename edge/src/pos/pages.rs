@@ -15,6 +15,9 @@
 //!   the sale starts and carried with it like `cart`, so a double tap, or Back and pay again,
 //!   rings it up once.
 
+#[path = "pages_customer.rs"]
+mod customer;
+
 use super::staff::TOKEN_PREFIX;
 use super::till::{TillSession, TillTotals, ZReport};
 use super::{PosError, SignedIn, TillSale};
@@ -160,6 +163,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/till/open", web::post().to(open_till))
             .route("/till/close", web::post().to(close_till))
             .route("/sale", web::post().to(sale_action))
+            .route("/customer", web::post().to(customer::customer_action))
             .route("/receipts/{number}", web::get().to(receipt_page))
             .route("/reports/{till}/{number}", web::get().to(report_page))
             .configure(super::pages_returns::configure)
@@ -562,6 +566,10 @@ struct Draft {
     /// Lines whose price a manager changed: the SKU and the id of the manager's approval
     /// (`crate::pos::overrides::ApprovalGrant`, kept on the node; never the PIN).
     adjusted: Vec<(Sku, String)>,
+    /// The customer attached to the sale (found on the hub from this node: `customer::attach`),
+    /// and whether their web basket was pulled onto it (`cust`, `pulled` in the page).
+    customer: Option<protocol::CustomerId>,
+    pulled: bool,
 }
 
 impl Draft {
@@ -617,6 +625,19 @@ impl Draft {
             .map(|(s, g)| format!("{s}~{g}"))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The attached customer from the page (`cust`, `pulled`).
+    fn with_customer(mut self, cust: &str, pulled: &str) -> Result<Draft, String> {
+        let cust = cust.trim();
+        if !cust.is_empty() {
+            self.customer = Some(
+                cust.parse()
+                    .map_err(|_| "the sale's customer is damaged".to_string())?,
+            );
+            self.pulled = pulled == "1";
+        }
+        Ok(self)
     }
 
     /// Gives a sale with items its key, if it has none yet.
@@ -699,7 +720,7 @@ impl Draft {
                 })
                 .collect(),
             payments,
-            customer: None,
+            customer: self.customer,
             clerk: None,
             override_reason: None,
             coupons: self.coupons.clone(),
@@ -721,6 +742,13 @@ impl Draft {
             if !self.adjusted.is_empty() {
                 to.push_str(&format!("&adj={}", encode(&self.adjustment_list())));
             }
+        }
+        if let Some(c) = self.customer {
+            to.push(if to.contains('?') { '&' } else { '?' });
+            to.push_str(&format!(
+                "cust={c}{}",
+                if self.pulled { "&pulled=1" } else { "" }
+            ));
         }
         to
     }
@@ -798,6 +826,10 @@ struct TillQuery {
     key: String,
     #[serde(default)]
     adj: String,
+    #[serde(default)]
+    cust: String,
+    #[serde(default)]
+    pulled: String,
     q: Option<String>,
 }
 
@@ -814,6 +846,7 @@ async fn till_page(
     let (draft, error) = match Draft::parse(&q.cart, &q.coupons)
         .and_then(|d| d.with_key(&q.key))
         .and_then(|d| d.with_adjustments(&q.adj))
+        .and_then(|d| d.with_customer(&q.cust, &q.pulled))
     {
         // A sale in the address without its key (a recalled held sale, an old link) gets one
         // now, in the address, so a reload or Back keeps it.
@@ -936,6 +969,9 @@ async fn till_view(
             "searched": search.is_some_and(|s| !s.trim().is_empty()),
             "results": results,
             "session": session_view(&session),
+            "cust": draft.customer,
+            "pulled": draft.pulled,
+            "customer": customer::panel(state, draft).await,
         }),
     )
 }
@@ -1244,6 +1280,10 @@ struct SaleForm {
     key: String,
     #[serde(default)]
     adj: String,
+    #[serde(default)]
+    cust: String,
+    #[serde(default)]
+    pulled: String,
     /// A manual adjustment (action `adjust`): one of a new unit price, an amount or a percent
     /// off the line, with the reason and the approving manager's id and PIN.
     #[serde(default)]
@@ -1275,6 +1315,7 @@ async fn sale_action(
     let draft = match Draft::parse(&form.cart, &form.coupons)
         .and_then(|d| d.with_key(&form.key))
         .and_then(|d| d.with_adjustments(&form.adj))
+        .and_then(|d| d.with_customer(&form.cust, &form.pulled))
     {
         Ok(d) => d.keyed(),
         Err(e) => {
@@ -1388,6 +1429,9 @@ async fn pay(
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
+    }
+    if let Err(msg) = customer::check_attached(state, draft).await {
+        return refuse(msg, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
     let Some(till) = selected_till(state, req) else {
         return see_other("/pos/till");
@@ -1562,6 +1606,8 @@ async fn receipt_page(
             "payments": s.payments.iter().map(|p| json!({"method": p.method, "amount": show(p.amount)})).collect::<Vec<_>>(),
             "change": show(r.change_due),
             "has_change": r.change_due.minor > 0,
+            "qr": super::customers::qr_svg(&s.number),
+            "customer": customer::on_receipt(&state, s.customer).await,
         }),
     )
 }

@@ -2,6 +2,9 @@
 //! (quantity, stock), committed durably, and only then applied, answered and pushed to every
 //! live watcher — web, mobile, POS — as a freshly priced view.
 
+mod till_pull;
+pub use till_pull::PullToTill;
+
 use super::directory::{Deregister, Directory};
 use super::{idle_expired, Deps};
 use crate::storage::{Change, StorageError, UnitOfWork};

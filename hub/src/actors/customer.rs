@@ -1,6 +1,9 @@
 //! The customer actor: one per customer, on every channel. It holds the customer's record and
 //! the id of their one basket, so web, mobile, POS and boards all reach the same basket.
 
+mod in_store;
+pub use in_store::SetInStore;
+
 use super::directory::{Deregister, Directory};
 use super::{idle_expired, Deps};
 use crate::storage::{Change, StorageError, UnitOfWork};

@@ -17,7 +17,9 @@
 pub mod admin;
 pub mod catalog;
 pub mod coupons;
+pub mod customers;
 pub mod merge;
+pub mod receipts;
 pub mod replica;
 pub mod returns;
 pub mod session;

@@ -109,6 +109,21 @@ pub struct EdgeReplica {
     coupon_reading: bool,
     /// The inputs of the last pass that settled everything.
     coupon_last: Option<CouponInputs>,
+    /// What a merge does for store sales it meets first (emailed receipts), once set.
+    sale_follow_up: Option<Arc<dyn super::receipts::SaleFollowUp>>,
+}
+
+/// Sets what merges do for the store sales they meet first (see [`super::receipts`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetSaleFollowUp(pub Arc<dyn super::receipts::SaleFollowUp>);
+
+impl Handler<SetSaleFollowUp> for EdgeReplica {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSaleFollowUp, _ctx: &mut Context<Self>) {
+        self.sale_follow_up = Some(msg.0);
+    }
 }
 
 /// A node's session said `Hello`: registers it (replacing an older one) and answers what the
@@ -391,6 +406,7 @@ impl EdgeReplica {
             coupon_gen: 0,
             coupon_reading: false,
             coupon_last: None,
+            sale_follow_up: None,
         }
         .start();
         Ok(EdgeHandle {
@@ -906,6 +922,7 @@ impl Handler<ApplyDeltas> for EdgeReplica {
         let to_seq = msg.to_seq;
         let node = msg.node.clone();
         let stored_meta = meta.clone();
+        let follow_up = self.sale_follow_up.clone();
         let span = tracing::info_span!("edge_merge", node = %msg.node, from = msg.from_seq, to = to_seq, items = msg.items.len());
         AtomicResponse::new(Box::pin(
             tracing::Instrument::instrument(
@@ -920,6 +937,11 @@ impl Handler<ApplyDeltas> for EdgeReplica {
                     merge_batch(&mut w, &env, &mut hlc, &origin, msg.items).await?;
                     let mut planned = w.finish();
                     let pickups = std::mem::take(&mut planned.pickups);
+                    if let Some(f) = &follow_up {
+                        if !planned.write.sales.is_empty() {
+                            f.before_store(&origin.name, &planned.write.sales).await?;
+                        }
+                    }
                     planned.write.have = Some((node.clone(), to_seq));
                     planned.write.meta.push((node, stored_meta));
                     // Crash tests stop here: merged in memory, nothing stored, nothing acked.

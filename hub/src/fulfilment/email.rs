@@ -128,10 +128,12 @@ pub enum EmailKind {
     Refund,
     BackInStock,
     AbandonedBasket,
+    /// The receipt of a store sale with a customer attached (transactional).
+    StoreReceipt,
 }
 
 impl EmailKind {
-    pub const ALL: [EmailKind; 7] = [
+    pub const ALL: [EmailKind; 8] = [
         EmailKind::OrderConfirmation,
         EmailKind::PaymentFailed,
         EmailKind::Shipped,
@@ -139,6 +141,7 @@ impl EmailKind {
         EmailKind::Refund,
         EmailKind::BackInStock,
         EmailKind::AbandonedBasket,
+        EmailKind::StoreReceipt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -150,6 +153,7 @@ impl EmailKind {
             EmailKind::Refund => "refund",
             EmailKind::BackInStock => "back_in_stock",
             EmailKind::AbandonedBasket => "abandoned_basket",
+            EmailKind::StoreReceipt => "store_receipt",
         }
     }
 
@@ -327,6 +331,47 @@ pub fn refund(
         EmailKind::Refund,
         format!("email:refund:{}:{refund_id}", order.id),
         payload.into(),
+        now,
+    )
+}
+
+/// The receipt of a store sale, for the customer attached at the till: queued once per sale
+/// (its key is the sale's id, so the sale sent again by the node, or merged again, queues
+/// nothing more, and every copy SMTP sends again has the same `Message-ID`).
+pub fn store_receipt(
+    sale: &protocol::replication::SaleRecord,
+    to: &str,
+    name: &str,
+    store: &str,
+    now: OffsetDateTime,
+) -> OutboxMessage {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(sale.at.ms) * 1_000_000)
+        .unwrap_or(now)
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let payload = json!({
+        "to": to,
+        "name": name,
+        "store": store,
+        "sale_id": sale.id.to_string(),
+        "number": sale.number,
+        "created_at": at,
+        "lines": sale.lines.iter().map(|l| json!({
+            "sku": l.sku,
+            "name": l.name,
+            "variant": null,
+            "quantity": l.quantity,
+            "unit_price": l.unit_price,
+            "line_total": l.total,
+        })).collect::<Vec<_>>(),
+        "total": sale.total,
+        "taxes": sale.taxes.iter().map(|t| json!({"rate_bp": t.rate_bp, "tax": t.tax})).collect::<Vec<_>>(),
+        "payments": sale.payments.iter().map(|p| json!({"method": p.method, "amount": p.amount})).collect::<Vec<_>>(),
+    });
+    email(
+        EmailKind::StoreReceipt,
+        format!("email:store_receipt:{}", sale.id),
+        payload,
         now,
     )
 }
@@ -556,7 +601,7 @@ macro_rules! templates {
 }
 
 /// Every template, embedded. `.html` ones are autoescaped, `.txt` ones are not.
-const TEMPLATES: [(&str, &str); 32] = templates!(
+const TEMPLATES: [(&str, &str); 36] = templates!(
     "base.html",
     "macros.html",
     "en/subject.txt",
@@ -574,6 +619,8 @@ const TEMPLATES: [(&str, &str); 32] = templates!(
     "en/back_in_stock.txt",
     "en/abandoned_basket.html",
     "en/abandoned_basket.txt",
+    "en/store_receipt.html",
+    "en/store_receipt.txt",
     "de/subject.txt",
     "de/order_confirmation.html",
     "de/order_confirmation.txt",
@@ -589,6 +636,8 @@ const TEMPLATES: [(&str, &str); 32] = templates!(
     "de/back_in_stock.txt",
     "de/abandoned_basket.html",
     "de/abandoned_basket.txt",
+    "de/store_receipt.html",
+    "de/store_receipt.txt",
 );
 
 /// A rendered email.

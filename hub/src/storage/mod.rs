@@ -53,6 +53,14 @@ pub enum Change {
         email: String,
         customer: CustomerId,
     },
+    /// Claims a phone number or loyalty number for a customer (idempotent for the same
+    /// customer); the unit fails with `Conflict` if another customer holds it.
+    ClaimAlias {
+        alias: CustomerAlias,
+        customer: CustomerId,
+    },
+    /// Gives up a phone number or loyalty number (the customer changed or removed it).
+    ReleaseAlias(CustomerAlias),
     PutSession {
         token_hash: [u8; 32],
         session: SessionRecord,
@@ -99,6 +107,27 @@ pub enum Change {
         destination: String,
         id: ulid::Ulid,
     },
+}
+
+/// A key other than the email that finds exactly one customer (normalised: see
+/// `protocol::customer::normalize_phone` and `normalize_loyalty`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CustomerAlias {
+    Phone(String),
+    Loyalty(String),
+}
+
+impl CustomerAlias {
+    /// The index key's tail: a kind byte, then the normalised value.
+    pub fn key_bytes(&self) -> Vec<u8> {
+        let (kind, value) = match self {
+            CustomerAlias::Phone(v) => (b'p', v),
+            CustomerAlias::Loyalty(v) => (b'l', v),
+        };
+        let mut k = vec![kind];
+        k.extend_from_slice(value.as_bytes());
+        k
+    }
 }
 
 /// Digests of applied ERP rows (16 bytes each, concatenated), one record per unit of work.
@@ -161,6 +190,8 @@ pub trait BasketStore: Send + Sync {
 pub trait CustomerStore: Send + Sync {
     async fn customer(&self, id: CustomerId) -> Result<Option<CustomerRecord>>;
     async fn customer_by_email(&self, email: &str) -> Result<Option<CustomerRecord>>;
+    /// The customer holding a phone number or loyalty number (exact match).
+    async fn customer_by_alias(&self, alias: &CustomerAlias) -> Result<Option<CustomerRecord>>;
     async fn session(&self, token_hash: [u8; 32]) -> Result<Option<SessionRecord>>;
     /// This deployment's secret for signing links sent to customers (unsubscribe), made once.
     async fn link_secret(&self) -> Result<[u8; 32]>;

@@ -333,6 +333,26 @@ impl Writer {
                     new_claims.push(k.clone());
                     (k, Some(customer.to_bytes().to_vec()))
                 }
+                Change::ClaimAlias { alias, customer } => {
+                    let k = key("alias", &alias.key_bytes());
+                    let mine = customer.to_bytes();
+                    let held_by_other = match self.entities.get(&k).map_err(io)? {
+                        Some(v) => v.as_ref() != mine.as_slice(),
+                        None => false,
+                    };
+                    if claimed.contains(&k) || held_by_other {
+                        let what = match alias {
+                            super::CustomerAlias::Phone(_) => "phone number",
+                            super::CustomerAlias::Loyalty(_) => "loyalty number",
+                        };
+                        return Err(StorageError::Conflict(format!(
+                            "this {what} belongs to another customer"
+                        )));
+                    }
+                    new_claims.push(k.clone());
+                    (k, Some(mine.to_vec()))
+                }
+                Change::ReleaseAlias(alias) => (key("alias", &alias.key_bytes()), None),
                 Change::PutSession {
                     token_hash,
                     session,
@@ -479,6 +499,23 @@ impl CustomerStore for SledStorage {
         let raw = self
             .entities
             .get(key("email", email.as_bytes()))
+            .map_err(io)?;
+        match raw.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()) {
+            Some(b) => {
+                self.customer(CustomerId(ulid::Ulid(u128::from_be_bytes(b))))
+                    .await
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn customer_by_alias(
+        &self,
+        alias: &super::CustomerAlias,
+    ) -> Result<Option<CustomerRecord>> {
+        let raw = self
+            .entities
+            .get(key("alias", &alias.key_bytes()))
             .map_err(io)?;
         match raw.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()) {
             Some(b) => {

@@ -1,0 +1,65 @@
+//! A store's till takes the customer's basket (`docs/pos.md`, "Customers at the till"): the
+//! lines leave this basket and go onto the sale at the till, which prices them itself. The
+//! pull is idempotent by its id (kept in the basket, committed with the lines' removal), so a
+//! retried pull answers the same lines and moves nothing.
+
+use super::{BasketActor, BasketFailure};
+use crate::storage::{Change, UnitOfWork};
+use actix::prelude::*;
+use protocol::basket::TillPulled;
+use protocol::{Channel, Event, EventKind, Subject};
+
+/// Moves the basket's lines to a till (pull `id`, made by the node; `store` names it for the
+/// customer's timeline). Only SKUs in the catalog move: anything else stays in the basket.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<TillPulled, BasketFailure>")]
+pub struct PullToTill {
+    pub id: String,
+    pub store: String,
+}
+
+impl Handler<PullToTill> for BasketActor {
+    type Result = AtomicResponse<Self, Result<TillPulled, BasketFailure>>;
+
+    fn handle(&mut self, msg: PullToTill, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let mut next = self.basket.clone();
+        let catalog = self.deps.catalog.load_full();
+        let now = self.deps.clock.now();
+        let pulled =
+            match next.pull_to_till(&msg.id, |sku| catalog.product_by_sku(sku).is_some(), now) {
+                Ok(p) => p,
+                Err(e) => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e.into())))),
+            };
+        if !pulled.changed {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(pulled))));
+        }
+        let storage = self.deps.storage.clone();
+        let unit = UnitOfWork::new().with(Change::PutBasket(next.clone()));
+        AtomicResponse::new(Box::pin(
+            async move { storage.commit(unit).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    if let protocol::BasketOwner::Customer(c) = next.owner {
+                        let units: u32 = pulled.lines.iter().map(|(_, q)| q).sum();
+                        let event = Event::new(
+                            now,
+                            Subject::Customer(c),
+                            Channel::Pos,
+                            EventKind::BasketCleared,
+                        )
+                        .with("basket", next.id)
+                        .with("pulled_to_till", &msg.store)
+                        .with("lines", pulled.lines.len())
+                        .with("units", units);
+                        act.deps
+                            .recorder
+                            .do_send(super::super::recorder::Record(event));
+                    }
+                    act.adopt(next);
+                    Ok(pulled)
+                }),
+        ))
+    }
+}
