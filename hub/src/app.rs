@@ -58,6 +58,8 @@ pub struct HubHandle {
     pub backoffice: Arc<crate::backoffice::Backoffice>,
     /// The ERP importer: its appliers (register more with `import.register`), runs, cursors.
     pub import: crate::import::Importer,
+    /// The in-store boards' playlists and audience (`crate::edge::boards`).
+    pub boards: Arc<crate::edge::boards::HubBoards>,
 }
 
 impl HubHandle {
@@ -272,6 +274,7 @@ impl Application {
             view,
             settings.channels.session_days,
         ));
+        let boards = crate::edge::boards::HubBoards::open(&storage)?;
         let handle = HubHandle {
             backend: backend.clone(),
             directory,
@@ -283,6 +286,7 @@ impl Application {
             edge,
             backoffice: backoffice.clone(),
             import: import.clone(),
+            boards,
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -360,6 +364,7 @@ impl Application {
                     "/api/v1/edge/sync",
                     web::get().to(crate::edge::session::sync),
                 )
+                .configure(crate::edge::boards::node_routes)
                 .configure(crate::unsubscribe::configure)
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))

@@ -73,6 +73,11 @@ impl<'a> Change<'a> {
         }
     }
 
+    /// A record for the hub made by another module (a board's event).
+    pub(super) fn push_record(&mut self, item: Item) {
+        self.records.push(item);
+    }
+
     fn me(&self) -> &ReplicaId {
         &self.store.me.replica
     }
@@ -480,6 +485,9 @@ impl<'a> Change<'a> {
             }
             Item::Deficit(d) => {
                 tracing::debug!(deficit = %d.id, "a deficit record from the hub: not this node's, ignored")
+            }
+            Item::Event(e) => {
+                tracing::debug!(event = %e.id, "an event from the hub: the hub keeps the event log, ignored")
             }
             Item::Unknown => tracing::debug!("an item kind this build does not know: ignored"),
         }

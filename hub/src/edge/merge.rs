@@ -398,6 +398,8 @@ pub async fn merge_batch(
                     give_back(w, env, origin, sku, location).await?;
                 }
             }
+            // An interaction at the store (a board impression, ...): into the event log.
+            Item::Event(e) => w.write.events.push(e),
             // The hub writes settlements and coupon terms; node states were merged above;
             // unknown kinds are ignored.
             Item::Settlement(_)
