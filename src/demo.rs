@@ -73,6 +73,7 @@ fn write_store_settings(data: &std::path::Path, replica: &str) -> anyhow::Result
             "\n[[pos.staff]]\nid = \"{id}\"\nname = \"{name}\"\nrole = \"{role}\"\npin_hash = \"{hash}\"\n"
         ));
     }
+    toml.push_str(&crate::demo_boards::store_settings(replica));
     let path = data.join(format!("edge-{replica}.toml"));
     let mut file = std::fs::OpenOptions::new();
     file.write(true).create(true).truncate(true);
@@ -479,12 +480,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|(id, name, role, pin)| format!("{name} ({id}, {role}) PIN {pin}   "))
         .collect();
     let users = seed_backoffice(&hub_url)?;
+    if let Some((_, base, _)) = stores.first() {
+        crate::demo_boards::publish(&hub_url, DEMO_ADMIN_TOKEN, base, DEMO_STORE_TOKEN)?;
+    }
+    let boards = crate::demo_boards::banner(
+        &DEMO_STORES
+            .iter()
+            .map(|(replica, _, _, port)| (*replica, *port))
+            .collect::<Vec<_>>(),
+    );
     let users: String = users
         .iter()
         .map(|(email, token)| format!("\n                  {email}  Bearer {token}"))
         .collect();
     println!(
-        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
+        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Store boards    playlists: {hub_url}/api/v1/admin/boards/playlists (admin token){boards}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
         simulators::mail::MailArgs::DEFAULT_SMTP,
         hub::app::DEMO_EMAIL,
         hub::app::DEMO_PASSWORD,

@@ -4,9 +4,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+mod bench_boards;
 mod bench_import;
 mod bench_pos;
 mod demo;
+mod demo_boards;
 mod import;
 
 #[derive(Parser)]
@@ -69,6 +71,10 @@ enum BenchCommand {
     /// payment per sale, over the JSON API and the till page, in latency percentiles against
     /// the target (scan and payment p99 under 20 ms). Build with --release.
     Pos(bench_pos::PosBenchArgs),
+    /// Boards on an edge node in-process (offline): 50 boards connected over WebSocket, stock
+    /// changes posted one after the other, the time until every board has the new stock in
+    /// latency percentiles against the target (p99 under 200 ms). Build with --release.
+    Boards(bench_boards::BoardsBenchArgs),
 }
 
 /// The flags of `omnihub bench pricing`.
@@ -174,6 +180,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Import(args)) => bench_import::run(args),
         Command::Bench(BenchCommand::Pos(args)) => bench_pos::run(args),
+        Command::Bench(BenchCommand::Boards(args)) => bench_boards::run(args),
     }
 }
 

@@ -74,6 +74,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/deficits", web::get().to(list_deficits))
                 .route("/conflicts", web::get().to(list_conflicts))
                 .route("/sync", web::get().to(sync_status))
+                .route("/boards", web::get().to(crate::boards::http::list))
                 .default_service(web::to(no_route)),
         )
         .default_service(web::to(no_route));

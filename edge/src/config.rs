@@ -49,6 +49,8 @@ pub struct EdgeSettings {
     pub sync: SyncSettings,
     /// The POS: staff who sign in with a PIN, the tills, sessions (`docs/pos.md`).
     pub pos: PosSettings,
+    /// The store's advertising boards (`docs/boards.md`).
+    pub boards: crate::boards::BoardSettings,
 }
 
 /// Staff, tills and staff sessions of the in-store POS.
@@ -154,6 +156,7 @@ impl Default for EdgeSettings {
             max_clock_skew: Duration::from_secs(300),
             sync: SyncSettings::default(),
             pos: PosSettings::default(),
+            boards: crate::boards::BoardSettings::default(),
         }
     }
 }
@@ -263,6 +266,9 @@ impl EdgeSettings {
                 s.backoff_initial, s.backoff_max
             ));
         }
+        self.boards
+            .check()
+            .or_else(|m| bad(format!("boards.{m}")))?;
         self.pos.check().or_else(|m| bad(format!("pos.{m}")))
     }
 

@@ -21,6 +21,7 @@
 //! (the WebSocket client).
 
 pub mod api;
+pub mod boards;
 pub mod config;
 pub mod journal;
 pub mod ops;
@@ -127,6 +128,12 @@ impl EdgeNode {
                 source,
             })?;
         let addr = listener.local_addr()?;
+        let (stop_sync, stopped) = watch::channel(false);
+        let boards = web::Data::from(boards::Boards::start(
+            store.clone(),
+            &settings,
+            stopped.clone(),
+        )?);
         let state = web::Data::new(api::ApiState {
             store: store.clone(),
             pos: Arc::new(pos::Pos::new(store.clone(), &settings.pos, clock)),
@@ -142,6 +149,8 @@ impl EdgeNode {
                 .app_data(state.clone())
                 .app_data(returns.clone())
                 .app_data(desk.clone())
+                .app_data(boards.clone())
+                .configure(boards::http::configure)
                 .configure(api::configure)
         })
         .disable_signals()
@@ -155,7 +164,6 @@ impl EdgeNode {
             .run();
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
-        let (stop_sync, stopped) = watch::channel(false);
         store.update_sync(|s| s.running = true);
         let sync_task = tokio::spawn(sync::run(store.clone(), settings.clone(), stopped));
         tracing::info!(%addr, hub = %settings.hub_url, "edge node started");

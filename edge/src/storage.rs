@@ -207,6 +207,11 @@ impl Db {
         Ok(())
     }
 
+    /// A tree of a module's own, outside the transactional set (`crate::boards`).
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// Whether the database answers a read.
     pub fn healthy(&self) -> bool {
         self.tree(T::Meta).get(CURSORS).is_ok()

@@ -226,6 +226,22 @@ async fn session(
         s.next_attempt_ms = None;
     });
     tracing::info!(skew_ms = skew, resume_from = next, "connected to the hub");
+    // The boards' playlist this node holds: the hub sends its own if it differs.
+    let s = store.clone();
+    let boards_have = match blocking(move || crate::boards::stored_playlist(&s)).await {
+        Ok(p) => p.version,
+        Err(e) => return End::grow(e),
+    };
+    if let Err(e) = send(
+        &mut sink,
+        &Frame::BoardsHave {
+            version: boards_have,
+        },
+    )
+    .await
+    {
+        return End::grow(e);
+    }
     let mut live = Live {
         store: store.clone(),
         me,
@@ -437,6 +453,8 @@ fn kind(frame: &Frame) -> &'static str {
         Frame::CatalogDelta { .. } => "catalog_delta",
         Frame::CatalogWanted { .. } => "catalog_wanted",
         Frame::Heartbeat { .. } => "heartbeat",
+        Frame::BoardsHave { .. } => "boards_have",
+        Frame::Boards { .. } => "boards",
         Frame::Unknown => "unknown",
     }
 }
@@ -637,6 +655,12 @@ impl Live {
                         .await
                         .map_err(End::grow)?;
                 }
+            }
+            Frame::Boards { version, playlist } => {
+                let store = self.store.clone();
+                blocking(move || crate::boards::store_playlist(&store, version, playlist))
+                    .await
+                    .map_err(End::grow)?;
             }
             Frame::Heartbeat { time_ms, pending } => {
                 tracing::trace!(hub_time_ms = time_ms, hub_pending = pending, "heartbeat");

@@ -58,6 +58,8 @@ pub struct HubHandle {
     pub backoffice: Arc<crate::backoffice::Backoffice>,
     /// The ERP importer: its appliers (register more with `import.register`), runs, cursors.
     pub import: crate::import::Importer,
+    /// The in-store boards' playlists and audience (`crate::edge::boards`).
+    pub boards: Arc<crate::edge::boards::HubBoards>,
 }
 
 impl HubHandle {
@@ -290,6 +292,7 @@ impl Application {
             settings.channels.session_days,
         ));
         crate::collect::apply_reports(&edge, backend.clone());
+        let boards = crate::edge::boards::HubBoards::open(&storage)?;
         let handle = HubHandle {
             backend: backend.clone(),
             directory,
@@ -301,6 +304,7 @@ impl Application {
             edge,
             backoffice: backoffice.clone(),
             import: import.clone(),
+            boards,
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -385,6 +389,7 @@ impl Application {
                     web::get().to(crate::edge::returns::receipt),
                 )
                 .configure(crate::edge::customers::configure(till_lookups.clone()))
+                .configure(crate::edge::boards::node_routes)
                 .configure(crate::unsubscribe::configure)
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))

@@ -44,6 +44,10 @@ pub enum EventKind {
     OrderCancelled,
     /// The OMS or the carrier moved an order on (payload: `status`, `source`).
     OrderUpdated,
+    /// A board showed an item (payload: `board`, `store`, `item`, `segment`?).
+    BoardImpression,
+    /// A shopper touched or scanned at a board (payload: `board`, `store`, `item`?, `action`).
+    BoardInteraction,
     #[serde(other)]
     Unknown,
 }

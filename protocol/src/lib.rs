@@ -9,6 +9,7 @@
 //! [`checkout::price_checkout`], [`basket::Basket`], [`codec::encode`] / [`codec::decode`].
 
 pub mod basket;
+pub mod board;
 pub mod catalog;
 pub mod channel;
 pub mod checkout;

@@ -73,6 +73,11 @@ impl<'a> Change<'a> {
         }
     }
 
+    /// Sends a record this node made to the hub with this change (a return, a board's event).
+    pub(super) fn push_record(&mut self, item: Item) {
+        self.records.push(item);
+    }
+
     fn me(&self) -> &ReplicaId {
         &self.store.me.replica
     }
@@ -228,11 +233,6 @@ impl<'a> Change<'a> {
         self.journal_deficits.push(d.clone());
         self.records.push(Item::Deficit(d.clone()));
         Ok(d)
-    }
-
-    /// Sends a record this node made to the hub with this change (e.g. a return).
-    pub(super) fn push_record(&mut self, item: Item) {
-        self.records.push(item);
     }
 
     pub(super) fn record_sale(
@@ -530,6 +530,9 @@ impl<'a> Change<'a> {
             }
             Item::Return(r) => {
                 tracing::debug!(r#return = %r.id, "a return record from the hub: not this node's, ignored")
+            }
+            Item::Event(e) => {
+                tracing::debug!(event = %e.id, "an event from the hub: the hub keeps the event log, ignored")
             }
             Item::Unknown => tracing::debug!("an item kind this build does not know: ignored"),
         }

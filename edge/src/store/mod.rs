@@ -354,6 +354,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Queues records for the hub (board events) as one durable change: in the outbox, so
+    /// they reach the hub after any outage, exactly once.
+    pub(crate) fn queue_records(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.writer()?;
+        let mut ch = Change::new(self, &mut w);
+        for item in items {
+            ch.push_record(item);
+        }
+        ch.finish()?;
+        Ok(())
+    }
+
     /// Flushes everything (graceful shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()

@@ -4,6 +4,7 @@
 // tungstenite's handshake callback returns its own (large) error response type: its API.
 #![allow(clippy::result_large_err)]
 
+pub mod boards;
 pub mod pos;
 
 use edge_node::{EdgeSettings, Identity, SaleLineRequest, SaleRequest, Store};

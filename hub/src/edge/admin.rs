@@ -25,7 +25,7 @@ const RECORDS: usize = 100;
 
 /// Registers the routes inside the admin scope.
 pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
-    scope
+    super::boards::routes(scope)
         .route("/edge/nodes", web::get().to(list))
         .route("/edge/nodes/{replica}", web::get().to(show))
         .route("/edge/nodes/{replica}/retire", web::post().to(retire))

@@ -428,6 +428,8 @@ pub async fn merge_batch(
                     w.write.returns.push(r);
                 }
             }
+            // An interaction at the store (a board impression, ...): into the event log.
+            Item::Event(e) => w.write.events.push(e),
             // The hub writes settlements and coupon terms; node states were merged above;
             // unknown kinds are ignored.
             Item::Settlement(_)

@@ -105,7 +105,9 @@ pub async fn sync(
     let (out, outgoing) = mpsc::unbounded_channel();
     actix_web::rt::spawn(write_loop(session.clone(), outgoing));
     let (alive, gone) = tokio::sync::oneshot::channel();
-    let addr = NodeSession::new(id, node, &edge, out, alive).start();
+    let mut session_actor = NodeSession::new(id, node, &edge, out, alive);
+    session_actor.boards = Some(handle.boards.clone());
+    let addr = session_actor.start();
     actix_web::rt::spawn(read_loop(stream, session, addr, gone));
     Ok(response)
 }
@@ -415,6 +417,9 @@ pub struct NodeSession {
     latest: Option<(u64, NodeCatalog)>,
     /// The hub's outbox was found to miss entries the node needs (recorded once per session).
     gap_recorded: bool,
+    /// The hub's board publications, and the version the node has (once it said `BoardsHave`).
+    boards: Option<Arc<super::boards::HubBoards>>,
+    node_boards: Option<u64>,
     /// Dropped with the actor: tells the reader to stop waiting for frames.
     _alive: tokio::sync::oneshot::Sender<()>,
 }
@@ -444,6 +449,8 @@ impl NodeSession {
             catalog_deltas: false,
             latest: None,
             gap_recorded: false,
+            boards: None,
+            node_boards: None,
             _alive: alive,
         }
     }
@@ -869,11 +876,14 @@ impl Handler<Inbound> for NodeSession {
                     }
                 }
             }
-            Frame::Welcome { .. } | Frame::Catalog { .. } | Frame::CatalogDelta { .. } => self
-                .malformed(
-                    ctx,
-                    "welcome and catalog frames go from the hub to the node",
-                ),
+            Frame::BoardsHave { version } => self.boards_have(ctx, version),
+            Frame::Welcome { .. }
+            | Frame::Catalog { .. }
+            | Frame::CatalogDelta { .. }
+            | Frame::Boards { .. } => self.malformed(
+                ctx,
+                "welcome and catalog frames go from the hub to the node",
+            ),
             Frame::Unknown => {
                 tracing::debug!(node = %self.node.replica, "unknown frame kind ignored");
             }
@@ -943,6 +953,45 @@ impl Handler<OutboxGrew> for NodeSession {
         self.stream.last = self.stream.last.max(msg.last);
         self.pump(ctx);
     }
+}
+
+impl NodeSession {
+    /// The node plays boards and has their playlist at `version`: bring it to the hub's, and
+    /// follow every later publication.
+    fn boards_have(&mut self, ctx: &mut Context<Self>, version: u64) {
+        let Some(boards) = self.boards.clone() else {
+            return;
+        };
+        if self.node_boards.is_none() {
+            ctx.add_stream(super::boards::changes(boards.subscribe()));
+        }
+        self.node_boards = Some(version);
+        self.offer_boards();
+    }
+
+    fn offer_boards(&mut self) {
+        let (Some(boards), Some(have)) = (&self.boards, self.node_boards) else {
+            return;
+        };
+        let (version, playlist) = boards.current_for(&self.node.location);
+        if version == 0 || version == have {
+            return;
+        }
+        tracing::info!(node = %self.node.replica, from = have, to = version, "sending the board playlist");
+        self.node_boards = Some(version);
+        self.send(Frame::Boards { version, playlist });
+    }
+}
+
+impl StreamHandler<super::boards::BoardsPublished> for NodeSession {
+    fn handle(&mut self, _: super::boards::BoardsPublished, _ctx: &mut Context<Self>) {
+        if self.open && !self.closing {
+            self.offer_boards();
+        }
+    }
+
+    /// The publications never end while the hub runs; if they do, the session goes on.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 impl Handler<CatalogChanged> for NodeSession {

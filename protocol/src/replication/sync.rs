@@ -108,6 +108,9 @@ pub enum Item {
     Pickup(super::PickupReport),
     /// Goods taken back against a store sale's receipt (node → hub), with their refunds.
     Return(ReturnRecord),
+    /// An interaction recorded at the store (node → hub), e.g. a board impression: the hub
+    /// appends it to the event log with the batch.
+    Event(crate::event::Event),
     /// An item kind this build does not know: ignored.
     #[serde(other)]
     Unknown,
@@ -216,6 +219,18 @@ pub enum Frame {
     Heartbeat {
         time_ms: u64,
         pending: u64,
+    },
+    /// Node → hub, once after `Welcome`: the node plays boards and holds their playlist at
+    /// `version` (0: none yet). The hub answers with `Boards` when its publication differs, and
+    /// sends `Boards` again whenever it publishes. A node that never says so gets none.
+    BoardsHave {
+        version: u64,
+    },
+    /// Hub → node: the board playlist for the node's store at the hub's publication `version`
+    /// (the hub is the single writer; the node keeps the last one it was sent).
+    Boards {
+        version: u64,
+        playlist: crate::board::BoardPlaylist,
     },
     /// A frame kind this build does not know: ignored.
     #[serde(other)]

@@ -1,0 +1,469 @@
+//! The store's advertising boards (`docs/boards.md`): full-screen pages at `/boards/{id}` fed
+//! over a WebSocket by this node.
+//!
+//! - The playlist comes from the hub (the single writer) over the sync session
+//!   (`Frame::BoardsHave` / `Frame::Boards`) and is kept in the node's own sled tree `boards`,
+//!   so boards play it with the hub unreachable and after a restart.
+//! - The feed ([`feed`]) is the playlist with the store's live prices, stock and the offers the
+//!   promotion engine really applies (the till's pricing), recomputed whenever a local change
+//!   lands (a sale, an adjustment, a hub command) and every second; boards get it when it
+//!   differs.
+//! - Presence: a shopper who identifies at a board (a loyalty QR scanned at a kiosk, or a beacon
+//!   event posted to the node) is looked up on the hub (consent and segments; cached for
+//!   offline use); with consent and content for one of their segments the board shows that
+//!   content for `presence_for`, with nothing about the shopper on screen; otherwise the default.
+//! - Boards authenticate with their own token (SHA-256 in the settings), send heartbeats (the
+//!   node keeps last-seen per board: `GET /api/v1/boards`), and every impression and
+//!   interaction is a DXP event (channel `board`) queued in the sync outbox.
+
+pub mod config;
+pub(crate) mod feed;
+pub(crate) mod http;
+
+pub use config::{hash_board_token, BoardConfig, BoardSettings};
+
+use crate::store::{now_ms, Store};
+use protocol::board::{BoardAudience, BoardPlaylist, BoardPublication};
+use protocol::codec::{decode, encode};
+use protocol::replication::sync::Item;
+use protocol::{AnonymousId, Channel, CustomerId, Event, EventKind, Subject};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const PLAYLIST_KEY: &[u8] = b"playlist";
+const AUDIENCE: u8 = b'a';
+/// How often the feed is recomputed even when nothing local changed (catalog versions,
+/// promotions starting, the playlist from the hub).
+const REFRESH: Duration = Duration::from_secs(1);
+/// How long the hub may take to answer an audience lookup before the cache is used.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The boards' tree of the node's database.
+fn tree(store: &Store) -> Result<sled::Tree, crate::StoreError> {
+    store.db().open_tree("boards")
+}
+
+/// The board playlist the node holds (version 0: none yet).
+pub fn stored_playlist(store: &Store) -> Result<BoardPublication, crate::StoreError> {
+    match tree(store)?.get(PLAYLIST_KEY)? {
+        Some(bytes) => Ok(decode(&bytes)?),
+        None => Ok(BoardPublication::default()),
+    }
+}
+
+/// Keeps the hub's playlist, durably. The sync session is its only writer in a running node;
+/// tests and tools seed a node's playlist with it.
+pub fn store_playlist(
+    store: &Store,
+    version: u64,
+    playlist: BoardPlaylist,
+) -> Result<(), crate::StoreError> {
+    let t = tree(store)?;
+    t.insert(
+        PLAYLIST_KEY,
+        encode(&BoardPublication { version, playlist })?,
+    )?;
+    t.flush()?;
+    tracing::info!(version, "board playlist from the hub stored");
+    Ok(())
+}
+
+/// What a board is doing, as ops see it.
+#[derive(Debug, Clone, Default)]
+struct Status {
+    connections: u32,
+    last_seen_ms: Option<u64>,
+}
+
+/// A consenting shopper's segment shown on a board until a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Presence {
+    pub segment: String,
+    pub until_ms: u64,
+    customer: CustomerId,
+}
+
+/// What the hub (or the cache) says about a shopper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Audience {
+    Known {
+        personalise: bool,
+        segments: Vec<String>,
+        cached: bool,
+    },
+    /// The hub could not be asked and nothing fresh is cached.
+    Unknown,
+}
+
+/// The outcome of a shopper identifying at a board (nothing about who they are).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Identified {
+    pub personalised: bool,
+    pub segment: Option<String>,
+    pub until_ms: Option<u64>,
+    /// `hub`, `cache` or `unknown`.
+    pub source: &'static str,
+}
+
+/// How the node asks the hub about shoppers.
+struct HubLink {
+    base: String,
+    credential: SecretString,
+    client: reqwest::Client,
+}
+
+/// The boards of this node.
+pub struct Boards {
+    pub(crate) settings: BoardSettings,
+    hashes: Vec<(String, [u8; 32])>,
+    /// Declared before `store`, so it is dropped first: the node's `stop` returns once nothing
+    /// holds the store, and by then no tree of its database may be left open either.
+    tree: sled::Tree,
+    pub(crate) store: Arc<Store>,
+    pub(crate) feed: watch::Sender<Arc<feed::Feed>>,
+    presence: Mutex<BTreeMap<String, Presence>>,
+    pub(crate) presence_changed: watch::Sender<u64>,
+    status: Mutex<BTreeMap<String, Status>>,
+    hub: Option<HubLink>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// `http(s)://host:port` of a `ws(s)://host:port/...` sync URL.
+fn hub_http_base(hub_url: &str) -> Option<String> {
+    let (scheme, rest) = if let Some(r) = hub_url.strip_prefix("ws://") {
+        ("http://", r)
+    } else if let Some(r) = hub_url.strip_prefix("wss://") {
+        ("https://", r)
+    } else {
+        return None;
+    };
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}{host}"))
+}
+
+impl Boards {
+    /// Loads the playlist the node holds and starts the feed task (until `shutdown`).
+    pub(crate) fn start(
+        store: Arc<Store>,
+        settings: &crate::EdgeSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Boards>, crate::EdgeError> {
+        let b = &settings.boards;
+        let hashes = b
+            .list
+            .iter()
+            .filter_map(|c| Some((c.id.clone(), config::token_hash_of(&c.token_sha256)?)))
+            .collect();
+        let hub = match (hub_http_base(&settings.hub_url), &settings.credential) {
+            (Some(base), Some(credential)) => Some(HubLink {
+                base,
+                credential: credential.clone(),
+                client: reqwest::Client::builder()
+                    .timeout(LOOKUP_TIMEOUT)
+                    .build()
+                    .map_err(|e| crate::EdgeError::Task(format!("HTTP client: {e}")))?,
+            }),
+            _ => None,
+        };
+        let tree = tree(&store)?;
+        let (feed, _) = watch::channel(Arc::new(feed::Feed::default()));
+        let (presence_changed, _) = watch::channel(0);
+        let boards = Arc::new(Boards {
+            settings: b.clone(),
+            hashes,
+            tree,
+            store,
+            feed,
+            presence: Mutex::new(BTreeMap::new()),
+            presence_changed,
+            status: Mutex::new(BTreeMap::new()),
+            hub,
+            shutdown,
+        });
+        tokio::spawn(feed::run(boards.clone()));
+        Ok(boards)
+    }
+
+    /// The board's settings, if configured.
+    pub(crate) fn board(&self, id: &str) -> Option<&BoardConfig> {
+        self.settings.list.iter().find(|b| b.id == id)
+    }
+
+    /// Whether `token` is board `id`'s (constant time, every configured hash compared).
+    pub(crate) fn authenticate(&self, id: &str, token: &str) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let presented: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let mut found = false;
+        for (board, hash) in &self.hashes {
+            let same = bool::from(presented.ct_eq(hash));
+            found |= same && board == id;
+        }
+        found
+    }
+
+    /// A board connected or sent anything: it is alive now.
+    pub(crate) fn seen(&self, id: &str, connection: i32) {
+        if let Ok(mut status) = self.status.lock() {
+            let s = status.entry(id.to_string()).or_default();
+            s.last_seen_ms = Some(now_ms());
+            s.connections = s.connections.saturating_add_signed(connection);
+        }
+    }
+
+    /// The presence shown on a board now, if any.
+    pub(crate) fn presence_of(&self, id: &str) -> Option<Presence> {
+        let now = now_ms();
+        self.presence
+            .lock()
+            .ok()?
+            .get(id)
+            .filter(|p| p.until_ms > now)
+            .cloned()
+    }
+
+    /// The anonymous subject of a board's events without a consenting shopper: stable per
+    /// store and board, so analytics can count a board's audience.
+    fn anonymous(&self, board: &str) -> Subject {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(
+            format!("board:{}:{board}", self.store.identity().location.0).as_bytes(),
+        );
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Subject::Anonymous(AnonymousId(ulid::Ulid(u128::from_be_bytes(bytes))))
+    }
+
+    /// Records board events, durably, in the outbox to the hub.
+    pub(crate) async fn record(
+        &self,
+        board: &str,
+        events: Vec<(EventKind, Option<CustomerId>, BTreeMap<String, String>)>,
+    ) -> Result<usize, crate::StoreError> {
+        let store = self.store.clone();
+        let at = store.corrected_now()?;
+        let location = store.identity().location.0.clone();
+        let items: Vec<Item> = events
+            .into_iter()
+            .map(|(kind, customer, payload)| {
+                let subject = customer.map_or_else(|| self.anonymous(board), Subject::Customer);
+                let mut e = Event::new(at, subject, Channel::Board, kind)
+                    .with("board", board)
+                    .with("store", &location);
+                e.payload.extend(payload);
+                Item::Event(e)
+            })
+            .collect();
+        let n = items.len();
+        tokio::task::spawn_blocking(move || store.queue_records(items))
+            .await
+            .map_err(|e| crate::StoreError::Corrupt(format!("event task: {e}")))??;
+        Ok(n)
+    }
+
+    /// Asks the hub about a shopper (caching the answer), or uses a fresh cached answer.
+    pub(crate) async fn audience(&self, customer: CustomerId) -> Audience {
+        if let Some(link) = &self.hub {
+            match self.ask_hub(link, customer).await {
+                Ok(answer) => {
+                    let cached = BoardAudience {
+                        consent: answer.0,
+                        segments: answer.1.clone(),
+                        updated_ms: now_ms(),
+                    };
+                    if let Err(e) = self.cache(customer, &cached) {
+                        tracing::warn!(error = %e, "a shopper's audience could not be cached");
+                    }
+                    return Audience::Known {
+                        personalise: answer.0,
+                        segments: answer.1,
+                        cached: false,
+                    };
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "the hub could not be asked about a shopper: using the cache")
+                }
+            }
+        }
+        let key = audience_key(customer);
+        let cached: Option<BoardAudience> = self
+            .tree
+            .get(&key)
+            .ok()
+            .flatten()
+            .and_then(|v| decode(&v).ok());
+        let max_age = self.settings.audience_cache_for.as_millis() as u64;
+        match cached {
+            Some(a) if now_ms().saturating_sub(a.updated_ms) <= max_age => Audience::Known {
+                personalise: a.consent,
+                segments: a.segments,
+                cached: true,
+            },
+            _ => Audience::Unknown,
+        }
+    }
+
+    async fn ask_hub(
+        &self,
+        link: &HubLink,
+        customer: CustomerId,
+    ) -> Result<(bool, Vec<String>), String> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            personalise: bool,
+            #[serde(default)]
+            segments: Vec<String>,
+        }
+        let url = format!("{}/api/v1/edge/boards/audience/{customer}", link.base);
+        let response = link
+            .client
+            .get(url)
+            .bearer_auth(link.credential.expose_secret())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("the hub answered {}", response.status()));
+        }
+        let answer: Answer = response.json().await.map_err(|e| e.to_string())?;
+        Ok((answer.personalise, answer.segments))
+    }
+
+    fn cache(&self, customer: CustomerId, a: &BoardAudience) -> Result<(), crate::StoreError> {
+        self.tree.insert(audience_key(customer), encode(a)?)?;
+        Ok(())
+    }
+
+    /// A shopper identified at a board: its content for their segment for `presence_for` if
+    /// they consent and the playlist has content for one of their segments; else the default.
+    /// Recorded as an interaction (under the shopper only when they consent).
+    pub(crate) async fn identify(
+        &self,
+        board: &str,
+        customer: CustomerId,
+        action: &str,
+    ) -> Result<Identified, crate::StoreError> {
+        let audience = self.audience(customer).await;
+        let (personalise, segments, source) = match audience {
+            Audience::Known {
+                personalise,
+                segments,
+                cached,
+            } => (personalise, segments, if cached { "cache" } else { "hub" }),
+            Audience::Unknown => (false, Vec::new(), "unknown"),
+        };
+        let playlist = stored_playlist(&self.store)?;
+        let segment = personalise
+            .then(|| playlist.playlist.items_for(&segments).0.map(str::to_string))
+            .flatten();
+        let until_ms = segment
+            .as_ref()
+            .map(|_| now_ms() + self.settings.presence_for.as_millis() as u64);
+        if let Ok(mut presence) = self.presence.lock() {
+            match (&segment, until_ms) {
+                (Some(s), Some(until_ms)) => {
+                    presence.insert(
+                        board.to_string(),
+                        Presence {
+                            segment: s.clone(),
+                            until_ms,
+                            customer,
+                        },
+                    );
+                }
+                _ => {
+                    presence.remove(board);
+                }
+            }
+        }
+        self.presence_changed.send_modify(|n| *n += 1);
+        let mut payload = BTreeMap::new();
+        payload.insert("action".to_string(), action.to_string());
+        payload.insert("personalised".to_string(), segment.is_some().to_string());
+        if let Some(s) = &segment {
+            payload.insert("segment".to_string(), s.clone());
+        }
+        let who = personalise.then_some(customer);
+        self.record(board, vec![(EventKind::BoardInteraction, who, payload)])
+            .await?;
+        Ok(Identified {
+            personalised: segment.is_some(),
+            segment,
+            until_ms,
+            source,
+        })
+    }
+
+    /// The shopper behind a board's current presence, for its events (only a consenting one
+    /// is ever kept).
+    pub(crate) fn present_customer(&self, board: &str) -> Option<CustomerId> {
+        self.presence_of(board).map(|p| p.customer)
+    }
+
+    /// Every configured board as ops see it.
+    pub(crate) fn list(&self) -> Vec<serde_json::Value> {
+        let status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let dark_after = self.settings.dark_after.as_millis() as u64;
+        let now = now_ms();
+        let feed = self.feed.borrow().clone();
+        self.settings
+            .list
+            .iter()
+            .map(|b| {
+                let s = status.get(&b.id).cloned().unwrap_or_default();
+                let dark = s.connections == 0
+                    || s.last_seen_ms
+                        .is_none_or(|t| now.saturating_sub(t) > dark_after);
+                serde_json::json!({
+                    "id": b.id,
+                    "name": if b.name.is_empty() { &b.id } else { &b.name },
+                    "kiosk": b.kiosk,
+                    "url": format!("/boards/{}", b.id),
+                    "connections": s.connections,
+                    "last_seen": s.last_seen_ms.map(rfc3339),
+                    "dark": dark,
+                    "playlist_version": feed.version,
+                    "segment_showing": self.presence_of(&b.id).map(|p| p.segment),
+                })
+            })
+            .collect()
+    }
+}
+
+fn audience_key(customer: CustomerId) -> Vec<u8> {
+    let mut k = vec![AUDIENCE];
+    k.extend_from_slice(&customer.to_bytes());
+    k
+}
+
+/// RFC 3339 text of Unix milliseconds.
+pub(crate) fn rfc3339(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hub_http_base_comes_from_the_sync_url() {
+        assert_eq!(
+            hub_http_base("ws://127.0.0.1:8080/api/v1/edge/sync").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            hub_http_base("wss://hub.example/api").as_deref(),
+            Some("https://hub.example")
+        );
+        assert_eq!(hub_http_base("http://x/"), None);
+    }
+}

@@ -1,0 +1,410 @@
+//! The hub's side of the in-store boards (`docs/boards.md`): the board playlists it publishes
+//! (the single writer; one publication version for every scope, so a node that has version `v`
+//! has the hub's state of `v`), and the shoppers' board audience (consent and segments) that the
+//! nodes look up when a shopper identifies at a board.
+//!
+//! - Admin API (admin token): `GET /api/v1/admin/boards/playlists`,
+//!   `PUT /api/v1/admin/boards/playlists/{scope}` (`all` or a store location; optional
+//!   `base_version` for optimistic concurrency), `GET|PUT /api/v1/admin/boards/audience/{customer}`.
+//! - Node API (the node's sync credential): `GET /api/v1/edge/boards/audience/{customer}`
+//!   answers whether to personalise and for which segments — never who the shopper is.
+//! - Sync: a node that sends `BoardsHave { version }` after `Welcome` is sent `Boards` with its
+//!   store's playlist when its version differs, and again at every publication
+//!   ([`HubBoards::subscribe`]).
+//!
+//! Storage: the module's own sled tree `boards`: `p` + scope → `BoardPublication`, `a` +
+//! customer id → `BoardAudience`. The current version is the highest stored.
+
+use crate::admin::AdminAuthorized;
+use crate::app::HubHandle;
+use crate::storage::sled::SledStorage;
+use crate::storage::{CustomerStore, StorageError};
+use actix_web::{web, HttpRequest, HttpResponse};
+use arc_swap::ArcSwap;
+use channels::error::ApiError;
+use protocol::board::{is_plain_id, BoardAudience, BoardPlaylist, BoardPublication};
+use protocol::codec::{decode, encode};
+use protocol::{CustomerId, LocationId};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The scope of a playlist for every store.
+pub const ALL: &str = "all";
+
+const PLAYLIST: u8 = b'p';
+const AUDIENCE: u8 = b'a';
+
+/// What is published, as readers see it.
+#[derive(Debug, Default, Clone)]
+struct Published {
+    version: u64,
+    scopes: BTreeMap<String, BoardPublication>,
+}
+
+/// The hub's board publications and audience.
+pub struct HubBoards {
+    tree: sled::Tree,
+    state: ArcSwap<Published>,
+    /// Serialises publications (held across the flush, so versions are never issued twice).
+    writer: tokio::sync::Mutex<()>,
+    version: watch::Sender<u64>,
+}
+
+/// Why a publication was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(
+        "the playlists are at version {current}, not {base}: read them again and publish on top"
+    )]
+    Stale { base: u64, current: u64 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn io(e: sled::Error) -> StorageError {
+    StorageError::Io(e.to_string())
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+impl HubBoards {
+    /// Opens the module's tree and loads what is published.
+    pub fn open(storage: &SledStorage) -> Result<Arc<HubBoards>, StorageError> {
+        let (_, tree, _) = storage.module_trees("boards")?;
+        let mut published = Published::default();
+        for kv in tree.scan_prefix([PLAYLIST]) {
+            let (k, v) = kv.map_err(io)?;
+            let scope = String::from_utf8_lossy(&k[1..]).into_owned();
+            let p: BoardPublication = decode(&v)?;
+            published.version = published.version.max(p.version);
+            published.scopes.insert(scope, p);
+        }
+        let (version, _) = watch::channel(published.version);
+        Ok(Arc::new(HubBoards {
+            tree,
+            state: ArcSwap::from_pointee(published),
+            writer: tokio::sync::Mutex::new(()),
+            version,
+        }))
+    }
+
+    /// The current publication version and the playlist for a store: its own, else the one
+    /// for all stores, else an empty one.
+    pub fn current_for(&self, location: &LocationId) -> (u64, BoardPlaylist) {
+        let state = self.state.load();
+        let playlist = state
+            .scopes
+            .get(&location.0)
+            .or_else(|| state.scopes.get(ALL))
+            .map(|p| p.playlist.clone())
+            .unwrap_or_default();
+        (state.version, playlist)
+    }
+
+    /// Every scope's publication and the current version.
+    fn list(&self) -> (u64, BTreeMap<String, BoardPublication>) {
+        let state = self.state.load();
+        (state.version, state.scopes.clone())
+    }
+
+    /// Watches the publication version (the sessions push to their nodes when it moves).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Publishes a playlist for a scope (checked by the caller), durably; answers the new
+    /// version. With `base`, refuses unless the current version is `base`.
+    pub async fn publish(
+        &self,
+        scope: &str,
+        base: Option<u64>,
+        playlist: BoardPlaylist,
+    ) -> Result<u64, PublishError> {
+        let _writer = self.writer.lock().await;
+        let current = self.state.load().version;
+        if let Some(base) = base {
+            if base != current {
+                return Err(PublishError::Stale { base, current });
+            }
+        }
+        let version = current.saturating_add(1);
+        let publication = BoardPublication { version, playlist };
+        self.tree
+            .insert(
+                key(PLAYLIST, scope.as_bytes()),
+                encode(&publication).map_err(StorageError::from)?,
+            )
+            .map_err(io)?;
+        self.tree.flush_async().await.map_err(io)?;
+        let mut next = Published::clone(&self.state.load());
+        next.version = version;
+        next.scopes.insert(scope.to_string(), publication);
+        self.state.store(Arc::new(next));
+        self.version.send_replace(version);
+        tracing::info!(scope, version, "board playlist published");
+        Ok(version)
+    }
+
+    /// A customer's board audience record.
+    pub fn audience(&self, customer: CustomerId) -> Result<Option<BoardAudience>, StorageError> {
+        match self
+            .tree
+            .get(key(AUDIENCE, &customer.to_bytes()))
+            .map_err(io)?
+        {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets a customer's board audience record, durably.
+    pub async fn set_audience(
+        &self,
+        customer: CustomerId,
+        audience: &BoardAudience,
+    ) -> Result<(), StorageError> {
+        self.tree
+            .insert(key(AUDIENCE, &customer.to_bytes()), encode(audience)?)
+            .map_err(io)?;
+        self.tree.flush_async().await.map_err(io)?;
+        Ok(())
+    }
+}
+
+/// What a node is told about a shopper at a board: whether to personalise and for which
+/// segments. Personalised only with the shopper's board consent and no marketing opt-out.
+pub async fn presence_answer(
+    handle: &HubHandle,
+    customer: CustomerId,
+) -> Result<serde_json::Value, StorageError> {
+    let record = handle.storage.customer(customer).await?;
+    let audience = handle.boards.audience(customer)?;
+    let personalise = match (&record, &audience) {
+        (Some(c), Some(a)) => a.consent && !c.marketing_opt_out,
+        _ => false,
+    };
+    let segments = match (personalise, audience) {
+        (true, Some(a)) => a.segments,
+        _ => Vec::new(),
+    };
+    Ok(json!({ "personalise": personalise, "segments": segments }))
+}
+
+fn storage_error(e: StorageError) -> ApiError {
+    ApiError::from(channels::BackendError::Unavailable(e.to_string()))
+}
+
+fn parse_customer(text: &str) -> Result<CustomerId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::bad_request(
+            "bad_customer_id",
+            format!("'{text}' is not a customer id (a ULID, 26 characters)"),
+        )
+    })
+}
+
+/// Registers the admin routes inside the admin scope.
+pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
+    scope
+        .route("/boards/playlists", web::get().to(list_playlists))
+        .route("/boards/playlists/{scope}", web::put().to(publish))
+        .route("/boards/audience/{customer}", web::get().to(get_audience))
+        .route("/boards/audience/{customer}", web::put().to(put_audience))
+}
+
+/// Registers the route the nodes call with their sync credential.
+pub fn node_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/api/v1/edge/boards/audience/{customer}",
+        web::get().to(node_presence),
+    );
+}
+
+async fn list_playlists(
+    _: AdminAuthorized,
+    handle: web::Data<HubHandle>,
+) -> Result<HttpResponse, ApiError> {
+    let (version, scopes) = handle.boards.list();
+    Ok(HttpResponse::Ok().json(json!({ "version": version, "playlists": scopes })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    #[serde(default)]
+    base_version: Option<u64>,
+    playlist: BoardPlaylist,
+}
+
+async fn publish(
+    _: AdminAuthorized,
+    handle: web::Data<HubHandle>,
+    path: web::Path<String>,
+    body: web::Json<PublishBody>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = path.into_inner();
+    if scope != ALL && !handle.edge.nodes().is_store(&LocationId(scope.clone())) {
+        return Err(ApiError::unprocessable(
+            "unknown_scope",
+            format!("'{scope}' is neither 'all' nor a store location of an edge node"),
+        ));
+    }
+    let body = body.into_inner();
+    let problems = body.playlist.problems();
+    if !problems.is_empty() {
+        let fields: Vec<_> = problems
+            .iter()
+            .map(|(f, m)| json!({ "field": f, "message": m }))
+            .collect();
+        return Err(ApiError::unprocessable(
+            "invalid_playlist",
+            format!(
+                "the playlist is not valid: {}",
+                problems
+                    .iter()
+                    .map(|(f, m)| format!("{f}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+        .with_details(json!({ "fields": fields })));
+    }
+    match handle
+        .boards
+        .publish(&scope, body.base_version, body.playlist)
+        .await
+    {
+        Ok(version) => Ok(HttpResponse::Ok().json(json!({ "scope": scope, "version": version }))),
+        Err(e @ PublishError::Stale { .. }) => Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "stale_version",
+            e.to_string(),
+        )),
+        Err(PublishError::Storage(e)) => Err(storage_error(e)),
+    }
+}
+
+async fn get_audience(
+    _: AdminAuthorized,
+    handle: web::Data<HubHandle>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let customer = parse_customer(&path)?;
+    let audience = handle
+        .boards
+        .audience(customer)
+        .map_err(storage_error)?
+        .unwrap_or_default();
+    let answer = presence_answer(&handle, customer)
+        .await
+        .map_err(storage_error)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "customer": customer,
+        "consent": audience.consent,
+        "segments": audience.segments,
+        "personalise": answer["personalise"],
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AudienceBody {
+    consent: bool,
+    #[serde(default)]
+    segments: Vec<String>,
+}
+
+async fn put_audience(
+    _: AdminAuthorized,
+    handle: web::Data<HubHandle>,
+    path: web::Path<String>,
+    body: web::Json<AudienceBody>,
+) -> Result<HttpResponse, ApiError> {
+    let customer = parse_customer(&path)?;
+    if handle
+        .storage
+        .customer(customer)
+        .await
+        .map_err(storage_error)?
+        .is_none()
+    {
+        return Err(ApiError::not_found(&format!("customer {customer}")));
+    }
+    let body = body.into_inner();
+    if let Some(bad) = body.segments.iter().find(|s| !is_plain_id(s)) {
+        return Err(ApiError::unprocessable(
+            "bad_segment",
+            format!("segment '{bad}': a segment name is 1 to 64 letters, digits, '-' or '_'"),
+        ));
+    }
+    if body.segments.len() > protocol::board::MAX_SEGMENTS {
+        return Err(ApiError::unprocessable(
+            "too_many_segments",
+            format!("at most {} segments", protocol::board::MAX_SEGMENTS),
+        ));
+    }
+    let audience = BoardAudience {
+        consent: body.consent,
+        segments: body.segments,
+        updated_ms: super::unix_ms(time::OffsetDateTime::now_utc()),
+    };
+    handle
+        .boards
+        .set_audience(customer, &audience)
+        .await
+        .map_err(storage_error)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "customer": customer,
+        "consent": audience.consent,
+        "segments": audience.segments,
+    })))
+}
+
+/// `GET /api/v1/edge/boards/audience/{customer}` for a node (its sync credential as Bearer).
+async fn node_presence(
+    req: HttpRequest,
+    handle: web::Data<HubHandle>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let credential = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if handle.edge.nodes().authenticate(credential).is_none() {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "unknown_node",
+            "send the edge node's credential as Authorization: Bearer <credential>",
+        ));
+    }
+    let customer = parse_customer(&path)?;
+    let answer = presence_answer(&handle, customer)
+        .await
+        .map_err(storage_error)?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// A new publication (for a session's stream).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct BoardsPublished;
+
+/// The publications as a stream of [`BoardsPublished`], for a session actor.
+pub fn changes(
+    rx: watch::Receiver<u64>,
+) -> impl futures_util::Stream<Item = BoardsPublished> + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some((BoardsPublished, rx))
+    })
+}
