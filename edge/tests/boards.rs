@@ -288,6 +288,12 @@ async fn a_consenting_shopper_gets_their_segment_for_a_while_and_others_the_defa
             shy.to_string(),
             json!({"personalise": false, "segments": []}),
         ),
+        // A loyalty card (as scanned, normalised to its digits): the hub names its consenting
+        // owner for their events.
+        (
+            "70004242".to_string(),
+            json!({"personalise": true, "segments": ["coffee-lovers"], "customer": fan}),
+        ),
     ]);
     let (hub_url, hub) = audience_hub(audiences.clone()).await;
     let mut s = board_settings(dir.path(), &hub_url);
@@ -357,6 +363,48 @@ async fn a_consenting_shopper_gets_their_segment_for_a_while_and_others_the_defa
     );
     board.feed_until(|f| f["segment"].is_null()).await;
     assert_eq!(audiences.asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loyalty_card_scanned_at_a_kiosk_personalises_for_its_consenting_owner() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audiences = Audiences::default();
+    let fan = CustomerId::new();
+    audiences.answers.lock().expect("lock").insert(
+        "70004242".to_string(),
+        json!({"personalise": true, "segments": ["coffee-lovers"], "customer": fan}),
+    );
+    let (hub_url, hub) = audience_hub(audiences.clone()).await;
+    let node = EdgeNode::start(board_settings(dir.path(), &hub_url))
+        .await
+        .expect("starts");
+    let (categories, products) = catalog();
+    node.store()
+        .apply_catalog_chunk(1, 0, 1, categories, Vec::new(), products)
+        .expect("catalog");
+    edge_node::boards::store_playlist(&node.store(), 2, playlist()).expect("playlist");
+    let mut board = Board::connect(&node, "kiosk", KIOSK_TOKEN).await;
+    board.feed_until(|f| f["version"] == 2).await;
+    // The card as printed, with spaces: the node asks the hub by its digits.
+    board.send(json!({"t": "scan", "code": "7000 4242"})).await;
+    let personal = board.feed_until(|f| f["segment"] == "coffee-lovers").await;
+    assert!(
+        !personal.to_string().contains("7000"),
+        "no card number on screen"
+    );
+    // The same card by beacon, with the hub gone: from the cache.
+    hub.stop(true).await;
+    let (status, outcome) = beacon(&node, "kiosk", KIOSK_TOKEN, "7000-4242").await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(
+        (
+            outcome["personalised"].as_bool(),
+            outcome["source"].as_str()
+        ),
+        (Some(true), Some("cache"))
+    );
+    board.feed_until(|f| f["segment"] == "coffee-lovers").await;
     node.stop().await.expect("stops");
 }
 

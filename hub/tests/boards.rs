@@ -293,8 +293,18 @@ async fn a_node_learns_only_whether_to_personalise_for_a_consenting_shopper() {
     // No consent recorded: no personalisation.
     assert_eq!(
         ask(ada_id.clone(), BERLIN).await.1,
-        json!({"personalise": false, "segments": []})
+        json!({"personalise": false, "segments": [], "customer": null})
     );
+    // Ada's loyalty card: the code a kiosk scans.
+    let token = ada["session_token"].as_str().expect("session token");
+    let res = c
+        .put(hub.url("/api/v1/customers/me/in-store"))
+        .bearer_auth(token)
+        .json(&json!({"loyalty_number": "7000 4242"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(res.status(), StatusCode::OK);
 
     let put = |customer: String, body: Value| {
         let c = c.clone();
@@ -338,12 +348,23 @@ async fn a_node_learns_only_whether_to_personalise_for_a_consenting_shopper() {
         (status, answer.clone()),
         (
             StatusCode::OK,
-            json!({"personalise": true, "segments": ["coffee-lovers"]})
+            json!({"personalise": true, "segments": ["coffee-lovers"], "customer": ada_id})
         )
     );
     assert!(
-        !answer.to_string().contains("ada"),
-        "nothing about who she is"
+        !answer.to_string().contains("ada@"),
+        "nothing about who she is beyond the id for her events"
+    );
+    // Her loyalty number, as printed on the card, gives the same answer; a number no one has,
+    // the same as no consent; something else is refused.
+    assert_eq!(ask("7000-4242".into(), BERLIN).await.1, answer);
+    assert_eq!(
+        ask("70009999".into(), BERLIN).await.1,
+        json!({"personalise": false, "segments": [], "customer": null})
+    );
+    assert_eq!(
+        ask("not-a-card".into(), BERLIN).await.0,
+        StatusCode::BAD_REQUEST
     );
     // Consent withdrawn: the segments are not told either.
     assert_eq!(
@@ -356,8 +377,9 @@ async fn a_node_learns_only_whether_to_personalise_for_a_consenting_shopper() {
     );
     assert_eq!(
         ask(ada_id, BERLIN).await.1,
-        json!({"personalise": false, "segments": []})
+        json!({"personalise": false, "segments": [], "customer": null})
     );
+    assert_eq!(ask("70004242".into(), BERLIN).await.1["personalise"], false);
     // A stranger: the same answer as no consent.
     assert_eq!(
         ask(protocol::CustomerId::new().to_string(), BERLIN).await.1["personalise"],

@@ -79,6 +79,10 @@ pub struct BoardAudience {
     /// When it was last set (Unix milliseconds).
     #[serde(default)]
     pub updated_ms: u64,
+    /// The shopper the code belongs to, kept by a node only for a shopper who consents (the
+    /// subject of their board events); absent on the hub's own record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<crate::CustomerId>,
 }
 
 impl crate::codec::Stored for BoardAudience {
@@ -87,6 +91,21 @@ impl crate::codec::Stored for BoardAudience {
 }
 
 /// A plain id: 1 to 64 of letters, digits, `-` and `_`.
+/// What a shopper shows at a board, normalised: their customer id (26 characters, upper case)
+/// or their loyalty number (8 to 16 digits; spaces and dashes as printed on a card dropped).
+/// `None` for anything else.
+pub fn shopper_code(text: &str) -> Option<String> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<crate::CustomerId>() {
+        return Some(id.to_string());
+    }
+    let digits: String = text.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    (8..=16)
+        .contains(&digits.len())
+        .then_some(digits)
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+}
+
 pub fn is_plain_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64

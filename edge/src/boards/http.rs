@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use futures_util::StreamExt;
 use protocol::board::is_plain_id;
-use protocol::{CustomerId, EventKind};
+use protocol::EventKind;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -73,18 +73,19 @@ async fn page(boards: web::Data<Boards>, id: web::Path<String>) -> Result<HttpRe
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PresenceBody {
-    /// The shopper's loyalty id (their customer id, as on the loyalty QR).
+    /// What the shopper showed: their loyalty number (8 to 16 digits, as on the card) or
+    /// their customer id (26 characters, as on the app's loyalty QR).
     customer: String,
     /// `beacon` (default) or `scan`.
     #[serde(default)]
     via: Option<String>,
 }
 
-fn parse_customer(text: &str) -> Result<CustomerId, ApiError> {
-    text.trim().parse().map_err(|_| {
+fn parse_code(text: &str) -> Result<String, ApiError> {
+    protocol::board::shopper_code(text).ok_or_else(|| {
         ApiError::bad_request(
             "bad_loyalty_id",
-            format!("'{text}' is not a loyalty id (a customer id, 26 characters)"),
+            format!("'{text}' is not a loyalty number (8 to 16 digits) or a customer id (26 characters)"),
         )
     })
 }
@@ -118,7 +119,7 @@ async fn presence(
             "send the board's token (or the node's API token) as Authorization: Bearer <token>",
         ));
     }
-    let customer = parse_customer(&body.customer)?;
+    let code = parse_code(&body.customer)?;
     let via = match body.via.as_deref() {
         None | Some("beacon") => "beacon",
         Some("scan") => "scan",
@@ -129,7 +130,7 @@ async fn presence(
             ))
         }
     };
-    let outcome = boards.identify(&id, customer, via).await.map_err(|_| {
+    let outcome = boards.identify(&id, &code, via).await.map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -396,11 +397,11 @@ async fn handle(
                 .await
         }
         FromBoard::Scan { code } => {
-            let Ok(customer) = code.trim().parse::<CustomerId>() else {
+            let Some(code) = protocol::board::shopper_code(&code) else {
                 return send_error(session, "bad_loyalty_id", "that code is not a loyalty card")
                     .await;
             };
-            match boards.identify(id, customer, "scan").await {
+            match boards.identify(id, &code, "scan").await {
                 Ok(outcome) => {
                     let m = json!({ "t": "identified", "personalised": outcome.personalised });
                     return session.text(m.to_string()).await.is_ok();

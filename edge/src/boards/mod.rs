@@ -83,7 +83,7 @@ struct Status {
 pub(crate) struct Presence {
     pub segment: String,
     pub until_ms: u64,
-    customer: CustomerId,
+    customer: Option<CustomerId>,
 }
 
 /// What the hub (or the cache) says about a shopper.
@@ -92,6 +92,8 @@ pub(crate) enum Audience {
     Known {
         personalise: bool,
         segments: Vec<String>,
+        /// The shopper, told by the hub only when they consent.
+        customer: Option<CustomerId>,
         cached: bool,
     },
     /// The hub could not be asked and nothing fresh is cached.
@@ -265,21 +267,24 @@ impl Boards {
     }
 
     /// Asks the hub about a shopper (caching the answer), or uses a fresh cached answer.
-    pub(crate) async fn audience(&self, customer: CustomerId) -> Audience {
+    /// `code` is a normalised shopper code ([`protocol::board::shopper_code`]).
+    pub(crate) async fn audience(&self, code: &str) -> Audience {
         if let Some(link) = &self.hub {
-            match self.ask_hub(link, customer).await {
+            match self.ask_hub(link, code).await {
                 Ok(answer) => {
                     let cached = BoardAudience {
-                        consent: answer.0,
-                        segments: answer.1.clone(),
+                        consent: answer.personalise,
+                        segments: answer.segments.clone(),
                         updated_ms: now_ms(),
+                        customer: answer.customer,
                     };
-                    if let Err(e) = self.cache(customer, &cached) {
+                    if let Err(e) = self.cache(code, &cached) {
                         tracing::warn!(error = %e, "a shopper's audience could not be cached");
                     }
                     return Audience::Known {
-                        personalise: answer.0,
-                        segments: answer.1,
+                        personalise: answer.personalise,
+                        segments: answer.segments,
+                        customer: answer.customer,
                         cached: false,
                     };
                 }
@@ -288,7 +293,7 @@ impl Boards {
                 }
             }
         }
-        let key = audience_key(customer);
+        let key = audience_key(code);
         let cached: Option<BoardAudience> = self
             .tree
             .get(&key)
@@ -300,24 +305,15 @@ impl Boards {
             Some(a) if now_ms().saturating_sub(a.updated_ms) <= max_age => Audience::Known {
                 personalise: a.consent,
                 segments: a.segments,
+                customer: a.customer,
                 cached: true,
             },
             _ => Audience::Unknown,
         }
     }
 
-    async fn ask_hub(
-        &self,
-        link: &HubLink,
-        customer: CustomerId,
-    ) -> Result<(bool, Vec<String>), String> {
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            personalise: bool,
-            #[serde(default)]
-            segments: Vec<String>,
-        }
-        let url = format!("{}/api/v1/edge/boards/audience/{customer}", link.base);
+    async fn ask_hub(&self, link: &HubLink, code: &str) -> Result<HubAnswer, String> {
+        let url = format!("{}/api/v1/edge/boards/audience/{code}", link.base);
         let response = link
             .client
             .get(url)
@@ -328,12 +324,11 @@ impl Boards {
         if !response.status().is_success() {
             return Err(format!("the hub answered {}", response.status()));
         }
-        let answer: Answer = response.json().await.map_err(|e| e.to_string())?;
-        Ok((answer.personalise, answer.segments))
+        response.json().await.map_err(|e| e.to_string())
     }
 
-    fn cache(&self, customer: CustomerId, a: &BoardAudience) -> Result<(), crate::StoreError> {
-        self.tree.insert(audience_key(customer), encode(a)?)?;
+    fn cache(&self, code: &str, a: &BoardAudience) -> Result<(), crate::StoreError> {
+        self.tree.insert(audience_key(code), encode(a)?)?;
         Ok(())
     }
 
@@ -343,17 +338,23 @@ impl Boards {
     pub(crate) async fn identify(
         &self,
         board: &str,
-        customer: CustomerId,
+        code: &str,
         action: &str,
     ) -> Result<Identified, crate::StoreError> {
-        let audience = self.audience(customer).await;
-        let (personalise, segments, source) = match audience {
+        let audience = self.audience(code).await;
+        let (personalise, segments, customer, source) = match audience {
             Audience::Known {
                 personalise,
                 segments,
+                customer,
                 cached,
-            } => (personalise, segments, if cached { "cache" } else { "hub" }),
-            Audience::Unknown => (false, Vec::new(), "unknown"),
+            } => (
+                personalise,
+                segments,
+                customer,
+                if cached { "cache" } else { "hub" },
+            ),
+            Audience::Unknown => (false, Vec::new(), None, "unknown"),
         };
         let playlist = stored_playlist(&self.store)?;
         let segment = personalise
@@ -386,7 +387,7 @@ impl Boards {
         if let Some(s) = &segment {
             payload.insert("segment".to_string(), s.clone());
         }
-        let who = personalise.then_some(customer);
+        let who = customer.filter(|_| personalise);
         self.record(board, vec![(EventKind::BoardInteraction, who, payload)])
             .await?;
         Ok(Identified {
@@ -400,7 +401,7 @@ impl Boards {
     /// The shopper behind a board's current presence, for its events (only a consenting one
     /// is ever kept).
     pub(crate) fn present_customer(&self, board: &str) -> Option<CustomerId> {
-        self.presence_of(board).map(|p| p.customer)
+        self.presence_of(board).and_then(|p| p.customer)
     }
 
     /// Every configured board as ops see it.
@@ -433,10 +434,22 @@ impl Boards {
     }
 }
 
-fn audience_key(customer: CustomerId) -> Vec<u8> {
+/// A cached answer's key: the shopper code as scanned (normalised), so a loyalty number is
+/// never turned into a customer id on the node.
+fn audience_key(code: &str) -> Vec<u8> {
     let mut k = vec![AUDIENCE];
-    k.extend_from_slice(&customer.to_bytes());
+    k.extend_from_slice(code.as_bytes());
     k
+}
+
+/// The hub's answer about a shopper code.
+#[derive(serde::Deserialize)]
+struct HubAnswer {
+    personalise: bool,
+    #[serde(default)]
+    segments: Vec<String>,
+    #[serde(default)]
+    customer: Option<CustomerId>,
 }
 
 /// RFC 3339 text of Unix milliseconds.

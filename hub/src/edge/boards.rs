@@ -195,7 +195,15 @@ pub async fn presence_answer(
         (true, Some(a)) => a.segments,
         _ => Vec::new(),
     };
-    Ok(json!({ "personalise": personalise, "segments": segments }))
+    // The customer id goes back only for a consenting shopper (the subject of their board
+    // events): a loyalty number alone never tells a node who someone is.
+    let customer = personalise.then_some(customer);
+    Ok(json!({ "personalise": personalise, "segments": segments, "customer": customer }))
+}
+
+/// The answer for a code no customer has: the same as for one who does not consent.
+fn nobody() -> serde_json::Value {
+    json!({ "personalise": false, "segments": [], "customer": null })
 }
 
 fn storage_error(e: StorageError) -> ApiError {
@@ -354,6 +362,7 @@ async fn put_audience(
     let audience = BoardAudience {
         consent: body.consent,
         segments: body.segments,
+        customer: None,
         updated_ms: super::unix_ms(time::OffsetDateTime::now_utc()),
     };
     handle
@@ -387,10 +396,30 @@ async fn node_presence(
             "send the edge node's credential as Authorization: Bearer <credential>",
         ));
     }
-    let customer = parse_customer(&path)?;
-    let answer = presence_answer(&handle, customer)
-        .await
-        .map_err(storage_error)?;
+    let Some(code) = protocol::board::shopper_code(&path) else {
+        return Err(ApiError::bad_request(
+            "bad_shopper_code",
+            format!(
+                "'{}' is neither a customer id (26 characters) nor a loyalty number (8 to 16 digits)",
+                path.as_str()
+            ),
+        ));
+    };
+    let customer = match code.parse::<CustomerId>() {
+        Ok(id) => Some(id),
+        Err(_) => handle
+            .storage
+            .customer_by_alias(&crate::storage::CustomerAlias::Loyalty(code))
+            .await
+            .map_err(storage_error)?
+            .map(|c| c.id),
+    };
+    let answer = match customer {
+        Some(customer) => presence_answer(&handle, customer)
+            .await
+            .map_err(storage_error)?,
+        None => nobody(),
+    };
     Ok(HttpResponse::Ok().json(answer))
 }
 

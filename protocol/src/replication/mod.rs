@@ -10,8 +10,8 @@
 pub mod clock;
 pub mod counter;
 pub mod gmap;
-pub mod pickup;
 pub mod numbers;
+pub mod pickup;
 pub mod records;
 pub mod rights;
 pub mod sync;
@@ -19,8 +19,8 @@ pub mod sync;
 pub use clock::{Hlc, HybridClock};
 pub use counter::OnHand;
 pub use gmap::GrowMap;
-pub use pickup::{PickupLine, PickupOrder, PickupReport, PickupState};
 pub use numbers::{receipt_number, receipt_prefix};
+pub use pickup::{PickupLine, PickupOrder, PickupReport, PickupState};
 pub use records::{
     Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord, ReturnLine, ReturnRecord,
     SaleLine, SalePayment, SaleRecord, Settlement,
