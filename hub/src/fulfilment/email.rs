@@ -128,10 +128,12 @@ pub enum EmailKind {
     Refund,
     BackInStock,
     AbandonedBasket,
+    /// A click-and-collect order is ready at its store (transactional).
+    ReadyForPickup,
 }
 
 impl EmailKind {
-    pub const ALL: [EmailKind; 7] = [
+    pub const ALL: [EmailKind; 8] = [
         EmailKind::OrderConfirmation,
         EmailKind::PaymentFailed,
         EmailKind::Shipped,
@@ -139,6 +141,7 @@ impl EmailKind {
         EmailKind::Refund,
         EmailKind::BackInStock,
         EmailKind::AbandonedBasket,
+        EmailKind::ReadyForPickup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -150,6 +153,7 @@ impl EmailKind {
             EmailKind::Refund => "refund",
             EmailKind::BackInStock => "back_in_stock",
             EmailKind::AbandonedBasket => "abandoned_basket",
+            EmailKind::ReadyForPickup => "ready_for_pickup",
         }
     }
 
@@ -326,6 +330,28 @@ pub fn refund(
     email(
         EmailKind::Refund,
         format!("email:refund:{}:{refund_id}", order.id),
+        payload.into(),
+        now,
+    )
+}
+
+/// A click-and-collect order was picked and waits at its store: once per order, however often
+/// the store's report reaches the hub.
+pub fn ready_for_pickup(
+    order: &OrderRecord,
+    store: &str,
+    public_url: &str,
+    now: OffsetDateTime,
+) -> OutboxMessage {
+    let mut payload = order_payload(order, public_url);
+    payload.insert("store".into(), json!(store));
+    payload.insert(
+        "lines".into(),
+        order.breakdown.lines.iter().map(line_json).collect(),
+    );
+    email(
+        EmailKind::ReadyForPickup,
+        format!("email:ready_for_pickup:{}", order.id),
         payload.into(),
         now,
     )
@@ -556,7 +582,7 @@ macro_rules! templates {
 }
 
 /// Every template, embedded. `.html` ones are autoescaped, `.txt` ones are not.
-const TEMPLATES: [(&str, &str); 32] = templates!(
+const TEMPLATES: [(&str, &str); 36] = templates!(
     "base.html",
     "macros.html",
     "en/subject.txt",
@@ -574,6 +600,8 @@ const TEMPLATES: [(&str, &str); 32] = templates!(
     "en/back_in_stock.txt",
     "en/abandoned_basket.html",
     "en/abandoned_basket.txt",
+    "en/ready_for_pickup.html",
+    "en/ready_for_pickup.txt",
     "de/subject.txt",
     "de/order_confirmation.html",
     "de/order_confirmation.txt",
@@ -589,6 +617,8 @@ const TEMPLATES: [(&str, &str); 32] = templates!(
     "de/back_in_stock.txt",
     "de/abandoned_basket.html",
     "de/abandoned_basket.txt",
+    "de/ready_for_pickup.html",
+    "de/ready_for_pickup.txt",
 );
 
 /// A rendered email.
@@ -1024,6 +1054,7 @@ mod tests {
                 "https://shop.example.test/basket",
                 now(),
             ),
+            ready_for_pickup(o, "Berlin Mitte", PUBLIC_URL, now()),
         ]
     }
 
@@ -1079,6 +1110,7 @@ mod tests {
                 "abandoned_basket",
                 format!("email:abandoned_basket:{customer}:1"),
             ),
+            ("ready_for_pickup", format!("email:ready_for_pickup:{id}")),
         ];
         let built = one_of_each_for(&o);
         assert_eq!(built.len(), expected.len());
@@ -1566,7 +1598,7 @@ Omnihub Market
         let sink = start_sink(local(0)).await;
         let deliverer = deliverer_to(sink.smtp_addr());
         let all = one_of_each();
-        for message in &all[5..] {
+        for message in &all[5..7] {
             deliverer.deliver(message).await.unwrap();
         }
         let stored = sink.messages();
