@@ -109,6 +109,9 @@
     var status = document.getElementById("shipping-status");
     var pay = form.querySelector("[data-pay]");
     var region = document.getElementById("region");
+    var postal = form.querySelector("[data-postal]");
+    var pickupNote = form.querySelector("[data-pickup-note]");
+    var legend = form.querySelector("[data-address-legend]");
     if (!country || !optionsBox || !summary) return null;
     // The no-script button goes, so pressing Enter in a field means "Pay now".
     var update = form.querySelector("[data-update-shipping]");
@@ -137,6 +140,20 @@
       return checked ? checked.value : "";
     }
 
+    // Click-and-collect (`collect:<store>`) needs who collects, not a postal address.
+    function showPostal(method) {
+      if (!postal) return;
+      var pickup = (method || "").indexOf("collect:") === 0;
+      postal.hidden = pickup;
+      if (pickupNote) pickupNote.hidden = !pickup;
+      if (legend) legend.textContent = pickup ? "Who collects the order" : "Shipping address";
+      ["line1", "postcode", "city"].forEach(function (id) {
+        var input = document.getElementById(id);
+        if (input) input.required = !pickup;
+      });
+      if (region) region.required = !pickup && country.value === "US";
+    }
+
     function requote() {
       var mine = ++sequence;
       var wanted = chosenMethod();
@@ -151,6 +168,7 @@
         if (mine !== sequence) return;
         form.classList.remove("is-loading");
         showOptions(quote.shipping_options || [], quote.breakdown && quote.breakdown.shipping.id);
+        showPostal(quote.breakdown && quote.breakdown.shipping.id);
         if (quote.breakdown) showSummary(quote.breakdown);
         var label = country.options[country.selectedIndex];
         setStatus("Delivery to " + (label ? label.text : country.value), false);
@@ -248,7 +266,10 @@
 
     country.addEventListener("change", requote);
     form.addEventListener("change", function (e) {
-      if (e.target && e.target.name === "shipping_method") requote();
+      if (e.target && e.target.name === "shipping_method") {
+        showPostal(e.target.value);
+        requote();
+      }
     });
     return { requote: requote };
   }

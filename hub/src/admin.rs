@@ -90,6 +90,7 @@ fn admin_view(o: &OrderRecord) -> serde_json::Value {
         "shipments": o.shipments,
         "timeline": o.timeline,
         "returned": o.returned,
+        "pickup": o.pickup,
     })
 }
 

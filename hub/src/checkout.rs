@@ -620,14 +620,18 @@ impl HubBackend {
     /// Holds past their time whose checkout is no longer pending (a crash between the order and
     /// the sale): consume them if the checkout was paid, give them back otherwise.
     async fn settle_lapsed_hold(&self, checkout: CheckoutId) {
-        let state = match self.deps.storage.checkout(checkout).await {
-            Ok(Some(r)) => Some(r.state),
-            Ok(None) => None,
+        let (state, pickup) = match self.deps.storage.checkout(checkout).await {
+            Ok(Some(r)) => (
+                Some(r.state),
+                crate::collect::location_of(&r.breakdown.shipping.id).is_some(),
+            ),
+            Ok(None) => (None, false),
             Err(_) => return,
         };
         let consume = match state {
             Some(CheckoutState::PaymentPending) => return, // expired through its basket above
-            Some(CheckoutState::Paid) => true,
+            // A paid pickup consumes the hub's rights at the store instead (its promise).
+            Some(CheckoutState::Paid) => !pickup,
             _ => false,
         };
         if let Err(e) = self.deps.inventory.end(checkout, consume, None).await {

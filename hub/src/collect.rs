@@ -188,6 +188,9 @@ pub async fn promise(deps: &Deps, order: &OrderRecord) -> Result<Vec<(Sku, u64)>
     let (Some(p), Some(edge)) = (order.pickup.as_ref(), deps.checkout.edge.as_ref()) else {
         return Ok(Vec::new());
     };
+    // Crash tests make the promise fail here: the order stays `promised = false`, and the
+    // sweeper (or the next start) promises it again.
+    fail::fail_point!("collect.promise", |_| Err(EdgeError::Closed));
     let lines = order
         .breakdown
         .lines
@@ -234,32 +237,78 @@ pub async fn release(deps: &Deps, order: &OrderRecord, reason: &str) -> Result<(
     Ok(())
 }
 
-/// Applies the stores' reports to their orders as they are merged, retrying each a few times
-/// (a basket actor being activated, storage busy).
+/// How often the stored reports are looked at again when no merge woke the applier: a report
+/// whose order could not be written (storage busy, an actor restarting) is retried then.
+const REPLAY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Reports applied per pass.
+const REPLAY_BATCH: usize = 256;
+
+/// Applies the stores' reports to their orders. The merge stores each new report with the
+/// merge itself (one durable write); this applies the stored ones and drops each once its
+/// order has it: at start-up (reports left by a crash), after each merge that brought new
+/// ones, and every [`REPLAY_EVERY`]. Applying a report twice changes nothing.
 pub fn apply_reports(edge: &EdgeHandle, backend: std::sync::Arc<crate::backend::HubBackend>) {
-    let Some(mut rx) = edge.pickups.listen() else {
+    let Some(mut woken) = edge.pickups.listen() else {
         return;
     };
+    let store = edge.store.clone();
     actix::spawn(async move {
-        while let Some(reports) = rx.recv().await {
-            for report in reports {
-                let mut delay = std::time::Duration::from_millis(100);
-                for attempt in 1..=5 {
-                    match backend.apply_pickup(report.clone()).await {
-                        Ok(()) => break,
-                        Err(e) if attempt < 5 => {
-                            tracing::warn!(order = %report.order, error = %e, "pickup report not applied yet; retrying");
-                            tokio::time::sleep(delay).await;
-                            delay *= 2;
-                        }
-                        Err(e) => {
-                            tracing::error!(order = %report.order, state = report.state.as_str(), error = %e, "pickup report could not be applied to its order")
-                        }
+        // The first tick is immediate: what a crash left is applied at start-up.
+        let mut tick = tokio::time::interval(REPLAY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                got = woken.recv() => {
+                    if got.is_none() {
+                        return;
                     }
+                    // One pass covers every merge that woke us meanwhile.
+                    while woken.try_recv().is_ok() {}
                 }
             }
+            apply_stored(store.as_ref(), &backend).await;
         }
     });
+}
+
+/// One pass over the stored reports: answers how many were applied (and dropped).
+async fn apply_stored(
+    store: &dyn crate::edge::store::EdgeStore,
+    backend: &crate::backend::HubBackend,
+) -> usize {
+    let pending = match store.pending_pickups(REPLAY_BATCH).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the stores' pickup reports; retrying later");
+            return 0;
+        }
+    };
+    let mut applied = 0;
+    for report in pending {
+        // Crash tests stop the hub here: the report is stored, its order does not have it.
+        fail::fail_point!("collect.report.before_apply", |_| std::process::abort());
+        match backend.apply_pickup(report.clone()).await {
+            Ok(()) => {}
+            Err(channels::BackendError::NotFound(_)) => {
+                // Nothing to apply it to, now or later (the order is not one of this hub's).
+                tracing::error!(order = %report.order, location = %report.location.0,
+                    "pickup report about an unknown order: dropped");
+            }
+            Err(e) => {
+                tracing::warn!(order = %report.order, error = %e,
+                    "pickup report not applied yet; retrying later");
+                continue;
+            }
+        }
+        match store.pickup_applied(report.id).await {
+            Ok(()) => applied += 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "pickup report applied but not dropped; it is applied again later")
+            }
+        }
+    }
+    applied
 }
 
 impl crate::backend::HubBackend {

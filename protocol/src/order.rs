@@ -331,9 +331,17 @@ impl OrderRecord {
         }
     }
 
-    /// Whether the hub still owes work on it (a refund, a restock).
+    /// Whether the hub still owes work on it (a refund, a restock, a pickup promise).
     pub fn owes(&self) -> bool {
-        self.refund_due.is_some() || self.restock_due
+        self.refund_due.is_some() || self.restock_due || self.pickup_promise_due()
+    }
+
+    /// A paid click-and-collect order with its stock, not on its store's pick list yet (the
+    /// promise failed, or the hub stopped before it): retried until the store has it.
+    pub fn pickup_promise_due(&self) -> bool {
+        self.cancelled.is_none()
+            && self.stock_committed
+            && self.pickup.as_ref().is_some_and(|p| !p.promised)
     }
 
     /// What the shopper sees as the status.

@@ -5,6 +5,7 @@
 #[cfg(feature = "browser-tests")]
 pub mod webdriver;
 
+pub mod collect;
 pub mod shop;
 pub mod stores;
 

@@ -16,6 +16,8 @@ use protocol::{CheckoutId, EventKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Shipping methods that collect in a store (`collect:<location>`) need no postal address.
+const PICKUP_PREFIX: &str = "collect:";
 /// The country the form starts with when the shop ships there.
 const DEFAULT_COUNTRY: &str = "DE";
 /// The "Confirming your payment…" page reloads itself every this many seconds…
@@ -227,7 +229,10 @@ async fn render_form(
     };
     let signed_in = visitor.ctx.shopper.customer.is_some();
     visitor.allow_payment_redirect();
+    // Click-and-collect asks who collects, not where to deliver.
+    let pickup = form.shipping_method.starts_with(PICKUP_PREFIX);
     let page = context! {
+        pickup,
         country_label => country_name(&form.country).to_string(),
         form,
         countries,

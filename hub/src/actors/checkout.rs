@@ -317,7 +317,13 @@ pub(crate) fn price_with_offers(
 
 async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutRecord> {
     let cfg = deps.checkout.clone();
-    let address = match msg.input.address.validated(&cfg.pricing) {
+    // A pickup needs who collects it, not where to deliver (`crate::collect`).
+    let address = if crate::collect::location_of(&msg.input.shipping_method).is_some() {
+        msg.input.address.validated_for_pickup(&cfg.pricing)
+    } else {
+        msg.input.address.validated(&cfg.pricing)
+    };
+    let address = match address {
         Ok(a) => a,
         Err(fields) => return (None, Err(CheckoutFailure::Address(fields))),
     };
@@ -1083,7 +1089,10 @@ async fn complete(
     } else {
         (order, true)
     };
-    if stock_ok {
+    // A pickup whose promise failed keeps its hold at the store until the retry promises it
+    // (`settle_owed`).
+    let promise_due = order.pickup_promise_due();
+    if stock_ok && !promise_due {
         if let Err(e) = deps
             .inventory
             .end(record.id, consume, Some(&record.units()))
@@ -1216,9 +1225,28 @@ async fn own_order(
         .ok_or(CheckoutFailure::NotFound)
 }
 
-/// The refund still owed (capped by what can still be refunded), then the restock still owed.
+/// The pickup promise still owed, the refund still owed (capped by what can still be
+/// refunded), then the restock still owed.
 async fn settle_owed(deps: &Deps, order: OrderRecord) -> Result<OrderRecord, CheckoutFailure> {
     let mut order = order;
+    if order.pickup_promise_due() {
+        order = promise_pickup(deps, order).await;
+        if order.pickup_promise_due() {
+            return Err(CheckoutFailure::Refused(format!(
+                "order {} is not on its store's pick list yet",
+                order.number
+            )));
+        }
+        // The consumption took the hold's place.
+        let units = order_units(&order);
+        if let Err(e) = deps
+            .inventory
+            .end(order.checkout, false, Some(&units))
+            .await
+        {
+            tracing::warn!(order = %order.number, error = %e, "pickup promised; its hold is given back by the sweeper");
+        }
+    }
     if let Some(due) = order.refund_due {
         let refundable = order.payment.refundable();
         let amount = if due.minor <= refundable.minor {
@@ -1256,6 +1284,14 @@ async fn restock(deps: &Deps, mut order: OrderRecord) -> Result<OrderRecord, Che
             })?;
         if let Some(p) = order.pickup.as_mut() {
             p.released = true;
+        }
+        // A hold kept for a promise that never happened goes too.
+        if let Err(e) = deps
+            .inventory
+            .end(order.checkout, false, Some(&units))
+            .await
+        {
+            tracing::warn!(order = %order.number, error = %e, "cancelled pickup's hold is given back by the sweeper");
         }
         order.restock_due = false;
         deps.storage
@@ -1534,4 +1570,14 @@ async fn promise_pickup(deps: &Deps, mut order: OrderRecord) -> OrderRecord {
         tracing::error!(order = %order.number, error = %e, "pickup promised but not recorded on the order");
     }
     order
+}
+
+/// An order's units per SKU line.
+fn order_units(order: &OrderRecord) -> Vec<(Sku, u32)> {
+    order
+        .breakdown
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect()
 }

@@ -1,12 +1,13 @@
 //! A store's click-and-collect report applied to its order, on the order's basket actor (the
 //! one writer of the order): the pickup state only moves forward, so a report applied twice
-//! changes nothing the second time.
+//! changes nothing the second time. The step to "ready for pickup" mails the shopper, in the
+//! same unit of work as the order, with a key per order (queued once, one `Message-ID`).
 
 use super::basket::BasketActor;
 use crate::storage::{Change, UnitOfWork};
 use actix::prelude::*;
 use protocol::order::OrderRecord;
-use protocol::replication::PickupReport;
+use protocol::replication::{PickupReport, PickupState};
 use protocol::{Event, EventKind};
 
 /// Applies a store's report about a pickup order.
@@ -31,11 +32,11 @@ impl Handler<ApplyPickup> for BasketActor {
                     .ok_or(CheckoutFailure::NotFound)?;
                 let before = order.clone();
                 let now = deps.clock.now();
-                order.apply_pickup(&msg.0, now);
+                let moved = order.apply_pickup(&msg.0, now);
                 if order == before {
                     return Ok(order);
                 }
-                let unit = UnitOfWork::new()
+                let mut unit = UnitOfWork::new()
                     .with(Change::PutOrder(order.clone()))
                     .with_event(
                         Event::new(now, order.subject, order.channel, EventKind::OrderUpdated)
@@ -44,7 +45,20 @@ impl Handler<ApplyPickup> for BasketActor {
                             .with("status", order.status())
                             .with("source", "store"),
                     );
+                let store = order.pickup.as_ref().map(|p| p.store_name.clone());
+                if let (Some(PickupState::Ready), Some(store), None) =
+                    (moved, store, order.cancelled.as_ref())
+                {
+                    unit.outbox
+                        .push(crate::fulfilment::email::ready_for_pickup(
+                            &order,
+                            &store,
+                            &deps.checkout.public_url,
+                            now,
+                        ));
+                }
                 deps.storage.commit(unit).await?;
+                deps.outbox.wake();
                 tracing::info!(order = %order.number, status = order.status(), "pickup report applied");
                 Ok(order)
             }

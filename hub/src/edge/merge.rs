@@ -404,8 +404,8 @@ pub async fn merge_batch(
                     give_back(w, env, origin, sku, location).await?;
                 }
             }
-            // A store's click-and-collect report: kept once by id (with the commands seen),
-            // applied to its order once this write is durable.
+            // A store's click-and-collect report: kept once by id (with the commands seen) and
+            // stored until applied to its order, which happens once this write is durable.
             Item::Pickup(report) => {
                 clock.observe(&report.at);
                 if report.location != origin.location {
@@ -415,6 +415,8 @@ pub async fn merge_batch(
                 let seen = w.store.command_seen(report.id).await?;
                 if w.is_new(report.id, seen) {
                     w.write.commands_seen.push(report.id);
+                    // Kept with the merge until its order has it (`crate::collect`).
+                    w.write.pickups.push(report.clone());
                     w.pickups.push(report);
                 }
             }

@@ -6,7 +6,8 @@
 //!   row of each counter for the node and the command in one durable write, once per order
 //!   (the order's id is kept with the node commands seen).
 //! - The node's `Item::Pickup` reports (picked, short, collected) are merged once by id and
-//!   handed, after the merge is durable, to the [`ReportSink`] the hub's orders listen on.
+//!   stored with the merge; once it is durable the [`ReportSink`] wakes the applier
+//!   (`crate::collect::apply_reports`), which applies the stored reports to their orders.
 
 use super::EdgeReplica;
 use crate::edge::merge::Working;
@@ -18,7 +19,9 @@ use protocol::Sku;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
-/// Where merged pickup reports go (set once the hub's orders listen).
+/// Wakes the applier of stored pickup reports after a merge brought new ones (set once it
+/// listens). Only a wake-up: the stored reports are the truth, and the applier also looks at
+/// them at start-up and periodically.
 #[derive(Clone, Default)]
 pub struct ReportSink(Arc<OnceLock<mpsc::UnboundedSender<Vec<PickupReport>>>>);
 
@@ -39,9 +42,9 @@ impl ReportSink {
                     tracing::error!("pickup reports merged but nobody applies them to orders");
                 }
             }
-            None => tracing::warn!(
+            None => tracing::info!(
                 reports = reports.len(),
-                "pickup reports merged before the orders listen: not applied"
+                "pickup reports merged before the applier listens: applied once it does"
             ),
         }
     }

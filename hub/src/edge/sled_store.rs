@@ -6,14 +6,15 @@
 //! `rights/c{code}`, `sale/{id}`, `saleloc/{location}\0{id}` (value: when the hub first stored
 //! the sale, Unix ms u64 big-endian; empty for sales stored before it was kept), `deficit/{id}`,
 //! `deficitloc/{location}\0{id}`, `settle/{deficit}`, `conflict/{id}`,
-//! `conflictnode/{node}\0{id}`, `cmdseen/{id}`, `catalog`, `catchange/{version}` (u64
+//! `conflictnode/{node}\0{id}`, `cmdseen/{id}`, `pickup/{id}` (a click-and-collect report not yet
+//! applied to its order), `catalog`, `catchange/{version}` (u64
 //! big-endian: the kept change that led to that catalog version). Ids are ULIDs, big-endian, so
 //! key order is time order.
 
 use super::store::{
     CatalogChange, CatalogVersion, DeficitView, EdgeStore, EdgeWrite, Loaded, MergedSale, NodeMeta,
-    OnHandRow, OutboxEntry, RetiredRecord, RightsRow, StoredConflict, StoredDeficit, StoredSale,
-    StoredSettlement,
+    OnHandRow, OutboxEntry, RetiredRecord, RightsRow, StoredConflict, StoredDeficit,
+    StoredPickupReport, StoredSale, StoredSettlement,
 };
 use crate::storage::sled::{event_entries, SledStorage};
 use crate::storage::{Result, StorageError};
@@ -287,6 +288,12 @@ impl SledEdgeStore {
         for id in &write.commands_seen {
             batch.insert(key("cmdseen", &[&id_bytes(*id)]), Vec::new());
         }
+        for report in &write.pickups {
+            batch.insert(
+                key("pickup", &[&id_bytes(report.id)]),
+                codec::encode(&StoredPickupReport(report.clone()))?,
+            );
+        }
         for r in &write.retired {
             batch.insert(node_key("retired", &r.replica), codec::encode(r)?);
         }
@@ -395,6 +402,25 @@ impl EdgeStore for SledEdgeStore {
 
     async fn command_seen(&self, id: Ulid) -> Result<bool> {
         self.contains(&key("cmdseen", &[&id_bytes(id)]))
+    }
+
+    async fn pending_pickups(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<protocol::replication::PickupReport>> {
+        self.blocking(move |s| {
+            let stored: Vec<StoredPickupReport> = s.scan(&key("pickup", &[]), false, limit)?;
+            Ok(stored.into_iter().map(|r| r.0).collect())
+        })
+        .await
+    }
+
+    async fn pickup_applied(&self, id: Ulid) -> Result<()> {
+        self.tree
+            .remove(key("pickup", &[&id_bytes(id)]))
+            .map_err(io)?;
+        // Not flushed: lost in a crash, the report is only applied again, which changes nothing.
+        Ok(())
     }
 
     async fn commit(&self, write: EdgeWrite) -> Result<BTreeMap<ReplicaId, u64>> {

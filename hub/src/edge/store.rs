@@ -50,6 +50,18 @@ impl Stored for StoredSale {
     const VERSION: u16 = 1;
 }
 
+/// A store's click-and-collect report, merged but not yet applied to its order (kept until
+/// it is: `crate::collect` applies it and then drops it, so a crash in between only applies
+/// it again, which changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoredPickupReport(pub protocol::replication::PickupReport);
+
+impl Stored for StoredPickupReport {
+    const KIND: &'static str = "edge_pickup_report";
+    const VERSION: u16 = 1;
+}
+
 /// A store sale as the hub lists it: the record and when the hub first stored it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MergedSale {
@@ -172,6 +184,8 @@ pub struct EdgeWrite {
     pub conflicts: Vec<(ReplicaId, ConflictRecord)>,
     /// Node commands applied (each is applied once by id).
     pub commands_seen: Vec<Ulid>,
+    /// Click-and-collect reports to apply to their orders (kept until applied).
+    pub pickups: Vec<protocol::replication::PickupReport>,
     pub retired: Vec<RetiredRecord>,
     /// `have[node] = seq`: the highest node sequence applied.
     pub have: Option<(ReplicaId, u64)>,
@@ -200,6 +214,7 @@ impl EdgeWrite {
             && self.settlements.is_empty()
             && self.conflicts.is_empty()
             && self.commands_seen.is_empty()
+            && self.pickups.is_empty()
             && self.retired.is_empty()
             && self.have.is_none()
             && self.meta.is_empty()
@@ -252,6 +267,13 @@ pub trait EdgeStore: Send + Sync + 'static {
     async fn has_deficit(&self, id: Ulid) -> Result<bool>;
     async fn has_conflict(&self, id: Ulid) -> Result<bool>;
     async fn command_seen(&self, id: Ulid) -> Result<bool>;
+    /// Click-and-collect reports merged but not yet applied to their orders, oldest first.
+    async fn pending_pickups(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<protocol::replication::PickupReport>>;
+    /// Drops a report once its order has it.
+    async fn pickup_applied(&self, id: Ulid) -> Result<()>;
     /// Commits a write in one transaction and flushes it; answers each node's last outbox
     /// sequence after it.
     async fn commit(&self, write: EdgeWrite) -> Result<BTreeMap<ReplicaId, u64>>;

@@ -130,10 +130,12 @@ pub enum EmailKind {
     AbandonedBasket,
     /// The receipt of a store sale with a customer attached (transactional).
     StoreReceipt,
+    /// A click-and-collect order is ready at its store (transactional).
+    ReadyForPickup,
 }
 
 impl EmailKind {
-    pub const ALL: [EmailKind; 8] = [
+    pub const ALL: [EmailKind; 9] = [
         EmailKind::OrderConfirmation,
         EmailKind::PaymentFailed,
         EmailKind::Shipped,
@@ -142,6 +144,7 @@ impl EmailKind {
         EmailKind::BackInStock,
         EmailKind::AbandonedBasket,
         EmailKind::StoreReceipt,
+        EmailKind::ReadyForPickup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -154,6 +157,7 @@ impl EmailKind {
             EmailKind::BackInStock => "back_in_stock",
             EmailKind::AbandonedBasket => "abandoned_basket",
             EmailKind::StoreReceipt => "store_receipt",
+            EmailKind::ReadyForPickup => "ready_for_pickup",
         }
     }
 
@@ -372,6 +376,28 @@ pub fn store_receipt(
         EmailKind::StoreReceipt,
         format!("email:store_receipt:{}", sale.id),
         payload,
+        now,
+    )
+}
+
+/// A click-and-collect order was picked and waits at its store: once per order, however often
+/// the store's report reaches the hub.
+pub fn ready_for_pickup(
+    order: &OrderRecord,
+    store: &str,
+    public_url: &str,
+    now: OffsetDateTime,
+) -> OutboxMessage {
+    let mut payload = order_payload(order, public_url);
+    payload.insert("store".into(), json!(store));
+    payload.insert(
+        "lines".into(),
+        order.breakdown.lines.iter().map(line_json).collect(),
+    );
+    email(
+        EmailKind::ReadyForPickup,
+        format!("email:ready_for_pickup:{}", order.id),
+        payload.into(),
         now,
     )
 }
@@ -601,7 +627,7 @@ macro_rules! templates {
 }
 
 /// Every template, embedded. `.html` ones are autoescaped, `.txt` ones are not.
-const TEMPLATES: [(&str, &str); 36] = templates!(
+const TEMPLATES: [(&str, &str); 40] = templates!(
     "base.html",
     "macros.html",
     "en/subject.txt",
@@ -621,6 +647,8 @@ const TEMPLATES: [(&str, &str); 36] = templates!(
     "en/abandoned_basket.txt",
     "en/store_receipt.html",
     "en/store_receipt.txt",
+    "en/ready_for_pickup.html",
+    "en/ready_for_pickup.txt",
     "de/subject.txt",
     "de/order_confirmation.html",
     "de/order_confirmation.txt",
@@ -638,6 +666,8 @@ const TEMPLATES: [(&str, &str); 36] = templates!(
     "de/abandoned_basket.txt",
     "de/store_receipt.html",
     "de/store_receipt.txt",
+    "de/ready_for_pickup.html",
+    "de/ready_for_pickup.txt",
 );
 
 /// A rendered email.
@@ -1073,6 +1103,7 @@ mod tests {
                 "https://shop.example.test/basket",
                 now(),
             ),
+            ready_for_pickup(o, "Berlin Mitte", PUBLIC_URL, now()),
         ]
     }
 
@@ -1128,6 +1159,7 @@ mod tests {
                 "abandoned_basket",
                 format!("email:abandoned_basket:{customer}:1"),
             ),
+            ("ready_for_pickup", format!("email:ready_for_pickup:{id}")),
         ];
         let built = one_of_each_for(&o);
         assert_eq!(built.len(), expected.len());
@@ -1615,7 +1647,7 @@ Omnihub Market
         let sink = start_sink(local(0)).await;
         let deliverer = deliverer_to(sink.smtp_addr());
         let all = one_of_each();
-        for message in &all[5..] {
+        for message in &all[5..7] {
             deliverer.deliver(message).await.unwrap();
         }
         let stored = sink.messages();

@@ -19,19 +19,24 @@ const US_STATES: [&str; 51] = [
     "WI", "WV", "WY",
 ];
 
-/// Where an order goes.
+/// Where an order goes. A click-and-collect order has only the name (and maybe a phone
+/// number) of who collects it: the postal fields may be left out and stay empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Address {
     pub name: String,
+    #[serde(default)]
     pub line1: String,
     #[serde(default)]
     pub line2: String,
+    #[serde(default)]
     pub city: String,
     /// State or county; required for the US (the 2-letter state code).
     #[serde(default)]
     pub region: String,
+    #[serde(default)]
     pub postcode: String,
     /// ISO 3166-1 alpha-2; any case on input, upper case once validated.
+    #[serde(default)]
     pub country: String,
     #[serde(default)]
     pub phone: String,
@@ -123,6 +128,56 @@ impl Address {
         } else {
             Err(errors)
         }
+    }
+}
+
+impl Address {
+    /// Who collects a click-and-collect order: the name (required) and an optional phone
+    /// number, checked as for a delivery; no postal address (any given is dropped). The country
+    /// prices the order (its tax zone): the one given if the shop knows it, else the shop's
+    /// first.
+    pub fn validated_for_pickup(
+        &self,
+        config: &CheckoutConfig,
+    ) -> Result<Address, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let name = collapse_spaces(&self.name);
+        if let Some(message) = text_problem(
+            &name,
+            Some("Enter the name of who collects the order."),
+            MAX_TEXT_CHARS,
+        ) {
+            errors.push(FieldError::new("name", message));
+        }
+        let phone = collapse_spaces(&self.phone);
+        let phone_error = text_problem(&phone, None, MAX_PHONE_CHARS)
+            .map(|m| FieldError::new("phone", m))
+            .or_else(|| phone_problem(&phone));
+        errors.extend(phone_error);
+        let country = self.country.trim().to_ascii_uppercase();
+        let country = if country.is_empty() {
+            config
+                .countries()
+                .first()
+                .map(|c| c.to_string())
+                .unwrap_or_default()
+        } else {
+            country
+        };
+        errors.extend(country_problem(&country, config));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Address {
+            name,
+            line1: String::new(),
+            line2: String::new(),
+            city: String::new(),
+            region: String::new(),
+            postcode: String::new(),
+            country,
+            phone,
+        })
     }
 }
 
@@ -469,6 +524,37 @@ mod tests {
             fields(&control.validated(&config).expect_err("control")),
             ["city"]
         );
+    }
+
+    #[test]
+    fn a_pickup_needs_a_name_and_no_postal_address() {
+        let config = CheckoutConfig::default();
+        let only_name = Address {
+            name: "  Ada   Lovelace ".into(),
+            line1: "ignored 1".into(),
+            line2: String::new(),
+            city: String::new(),
+            region: String::new(),
+            postcode: "nonsense".into(),
+            country: String::new(),
+            phone: "+49 30 1234567".into(),
+        };
+        let valid = only_name.validated_for_pickup(&config).expect("valid");
+        assert_eq!(valid.name, "Ada Lovelace");
+        assert_eq!((valid.line1.as_str(), valid.postcode.as_str()), ("", ""));
+        assert_eq!(valid.country, config.countries()[0]);
+        assert_eq!(valid.phone, "+49 30 1234567");
+        let mut nameless = only_name.clone();
+        nameless.name = " ".into();
+        nameless.phone = "call me".into();
+        nameless.country = "CH".into();
+        let errors = nameless.validated_for_pickup(&config).expect_err("invalid");
+        assert_eq!(fields(&errors), ["name", "phone", "country"]);
+        // The JSON API may leave the postal fields out.
+        let parsed: Address =
+            serde_json::from_str(r#"{"name": "Ada"}"#).expect("a name is enough to parse");
+        assert!(parsed.validated_for_pickup(&config).is_ok());
+        assert!(parsed.validated(&config).is_err(), "not for a delivery");
     }
 
     #[test]
