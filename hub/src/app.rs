@@ -473,19 +473,32 @@ pub async fn seed_demo(handle: &HubHandle) -> Result<(), HubError> {
         )
         .await
     {
-        // The demo shopper can be found at the till by phone or loyalty number.
-        Ok(signed_in) => handle
-            .backend
-            .set_in_store(
-                signed_in.customer.id,
-                channels::backend::InStoreChange {
-                    phone: Some(Some(DEMO_PHONE.into())),
-                    loyalty_number: Some(Some(DEMO_LOYALTY_NUMBER.into())),
-                },
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| HubError::Demo(e.to_string())),
+        // The demo shopper can be found at the till by phone or loyalty number, and consents
+        // to content picked for them on the store boards (segment `coffee-lovers`).
+        Ok(signed_in) => {
+            handle
+                .backend
+                .set_in_store(
+                    signed_in.customer.id,
+                    channels::backend::InStoreChange {
+                        phone: Some(Some(DEMO_PHONE.into())),
+                        loyalty_number: Some(Some(DEMO_LOYALTY_NUMBER.into())),
+                    },
+                )
+                .await
+                .map_err(|e| HubError::Demo(e.to_string()))?;
+            let audience = protocol::board::BoardAudience {
+                consent: true,
+                segments: vec!["coffee-lovers".into()],
+                customer: None,
+                updated_ms: crate::edge::unix_ms(time::OffsetDateTime::now_utc()),
+            };
+            handle
+                .boards
+                .set_audience(signed_in.customer.id, &audience)
+                .await
+                .map_err(|e| HubError::Demo(e.to_string()))
+        }
         Err(BackendError::EmailTaken) => Ok(()),
         Err(e) => Err(HubError::Demo(e.to_string())),
     }
