@@ -195,7 +195,7 @@ impl Application {
             other => HubError::Config(format!("[edge]: {other}")),
         })?;
         let store_returns = crate::edge::returns::Returns::open(&storage)?;
-        store_returns.start_worker(payments.clone());
+        let store_refunds = payments.clone();
         let recorder = Recorder::new(dyn_storage.clone()).start();
         let threads = if settings.actor_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -274,6 +274,7 @@ impl Application {
             view,
             settings.channels.session_days,
         ));
+        store_returns.start_worker(store_refunds, backend.clone());
         let handle = HubHandle {
             backend: backend.clone(),
             directory,
