@@ -17,7 +17,7 @@
 
 use crate::storage::StoreError;
 use protocol::codec::{decode, encode, Stored};
-use protocol::replication::{DeficitRecord, ReplicaId, SaleRecord};
+use protocol::replication::{DeficitRecord, ReplicaId, ReturnRecord, SaleRecord};
 use protocol::LocationId;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -42,6 +42,10 @@ pub struct JournalRecord {
     pub sale: Option<SaleRecord>,
     #[serde(default)]
     pub deficits: Vec<DeficitRecord>,
+    /// Goods taken back at a till (a return, with its refunds), journaled like a sale so a
+    /// rebuilt node can still send it to the hub (the card refund is owed to the customer).
+    #[serde(default, rename = "return", skip_serializing_if = "Option::is_none")]
+    pub returned: Option<ReturnRecord>,
     /// A marker, not a change: the hub acknowledged every record up to this seq. A rebuilt node
     /// replays only what comes after the last marker, so a sale the hub already counted is
     /// never recorded (and its stock taken) a second time.
@@ -148,6 +152,7 @@ fn marker(acked: u64, replica: &ReplicaId, location: &LocationId) -> JournalReco
         location: location.clone(),
         sale: None,
         deficits: Vec::new(),
+        returned: None,
         acked_upto: Some(acked),
     }
 }
@@ -413,6 +418,7 @@ mod tests {
                 clerk: None,
                 at,
             }],
+            returned: None,
             acked_upto: None,
         }
     }

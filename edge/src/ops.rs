@@ -283,6 +283,9 @@ pub struct ReplayReport {
     pub already_synced: usize,
     /// Units sold beyond this node's rights, now deficit records.
     pub deficit_units: u64,
+    /// Returns (of the old node's journal) recorded again here and sent to the hub, which
+    /// keeps each once by id and owes their card refunds.
+    pub returns_replayed: usize,
     /// Records not replayed, and why.
     pub skipped: Vec<String>,
 }

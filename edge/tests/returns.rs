@@ -504,3 +504,63 @@ async fn the_returns_page_finds_the_receipt_and_shows_the_cash_to_hand_back() {
     assert_eq!(unknown.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(unknown.body.contains("needs the hub"), "{}", unknown.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_return_is_journaled_like_a_sale_and_a_rebuilt_node_replays_it_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_node, api, ben) = start(dir.path()).await;
+    let number = mug_sale(&api, &ben).await;
+    let (status, back) = take_back(
+        &api,
+        &ben,
+        json!({"receipt": number, "lines": [{"line": 0, "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{back}");
+
+    let journal = dir.path().join(edge_node::JOURNAL_FILE);
+    let records = edge_node::read_journal(&journal).expect("reads").records;
+    let journaled: Vec<_> = records.iter().filter_map(|r| r.returned.as_ref()).collect();
+    assert_eq!(journaled.len(), 1, "{records:?}");
+    assert_eq!(
+        journaled[0].id.to_string(),
+        back["id"].as_str().expect("id")
+    );
+    assert_eq!(
+        journaled[0].number,
+        back["number"].as_str().expect("number")
+    );
+    assert_eq!(journaled[0].sale_number, number);
+
+    // A rebuilt node replays it (the sale and the return, with their ids), and only once.
+    let new_dir = tempfile::tempdir().expect("temp dir");
+    let rebuilt = open_store(new_dir.path(), "berlin-2");
+    let report = rebuilt.replay(records.clone()).expect("replays");
+    assert_eq!(
+        (report.replayed, report.returns_replayed),
+        (1, 1),
+        "{report:?}"
+    );
+    let kept = rebuilt
+        .find_return(back["number"].as_str().expect("number"))
+        .expect("reads")
+        .expect("kept its number");
+    assert_eq!(&kept.record, journaled[0], "the record is unchanged");
+    let mug = rebuilt
+        .stock_of(&sku("MUG-1"))
+        .expect("reads")
+        .expect("known");
+    assert_eq!(mug.on_hand, -2 + 1, "sold two, one back on the shelf");
+    let again = rebuilt.replay(records).expect("replays");
+    assert_eq!(
+        (again.replayed, again.returns_replayed),
+        (0, 0),
+        "{again:?}"
+    );
+    assert_eq!(again.already_present, 2);
+    assert_eq!(
+        rebuilt.journal_records(),
+        2,
+        "the rebuilt node journals both"
+    );
+}

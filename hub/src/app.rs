@@ -200,7 +200,7 @@ impl Application {
             other => HubError::Config(format!("[edge]: {other}")),
         })?;
         let store_returns = crate::edge::returns::Returns::open(&storage)?;
-        store_returns.start_worker(payments.clone());
+        let store_refunds = payments.clone();
         let recorder = Recorder::new(dyn_storage.clone()).start();
         let threads = if settings.actor_threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -293,6 +293,7 @@ impl Application {
         ));
         crate::collect::apply_reports(&edge, backend.clone());
         let boards = crate::edge::boards::HubBoards::open(&storage)?;
+        store_returns.start_worker(store_refunds, backend.clone());
         let handle = HubHandle {
             backend: backend.clone(),
             directory,

@@ -259,7 +259,7 @@ pub(crate) async fn returnable(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "hub_unreachable",
                 format!(
-                    "receipt '{}' was not sold at this store: returning it needs the hub, which cannot be reached now ({e}). Take the return when the store is online again",
+                    "receipt '{}' was not sold at this store (another store's sale, or an online order): returning it needs the hub, which cannot be reached now ({e}). Take the return when the store is online again",
                     shown(&receipt)
                 ),
             ))
@@ -364,6 +364,7 @@ pub(crate) fn returnable_json(s: &ReturnableSale) -> Value {
         .collect();
     json!({
         "source": if s.local { "local" } else { "hub" },
+        "kind": if s.online_order() { "online_order" } else { "store_sale" },
         "sale": {
             "id": s.sale.id.to_string(), "number": s.sale.number, "location": s.sale.location,
             "total": money(s.sale.total), "currency": s.sale.total.currency.code(),

@@ -49,6 +49,7 @@ pub(super) struct Change<'a> {
     pub(super) writes: WriteSet,
     journal_sale: Option<SaleRecord>,
     journal_deficits: Vec<DeficitRecord>,
+    journal_return: Option<protocol::replication::ReturnRecord>,
     last_stamp_ms: u64,
 }
 
@@ -69,6 +70,7 @@ impl<'a> Change<'a> {
             writes: WriteSet::default(),
             journal_sale: None,
             journal_deficits: Vec::new(),
+            journal_return: None,
             last_stamp_ms: 0,
         }
     }
@@ -233,6 +235,12 @@ impl<'a> Change<'a> {
         self.journal_deficits.push(d.clone());
         self.records.push(Item::Deficit(d.clone()));
         Ok(d)
+    }
+
+    /// A return made (or replayed) in this change: sent to the hub and journaled like a sale.
+    pub(super) fn record_return(&mut self, r: &protocol::replication::ReturnRecord) {
+        self.records.push(Item::Return(r.clone()));
+        self.journal_return = Some(r.clone());
     }
 
     pub(super) fn record_sale(
@@ -766,7 +774,10 @@ impl<'a> Change<'a> {
         })?;
         if let Some((_, last)) = seqs {
             let mut journaled = Ok(());
-            if self.journal_sale.is_some() || !self.journal_deficits.is_empty() {
+            if self.journal_sale.is_some()
+                || !self.journal_deficits.is_empty()
+                || self.journal_return.is_some()
+            {
                 let sale = self.journal_sale.take();
                 let reference = sale.as_ref().map(|s| (s.id, s.number.clone()));
                 journaled = self
@@ -778,6 +789,7 @@ impl<'a> Change<'a> {
                         location: loc,
                         sale,
                         deficits: std::mem::take(&mut self.journal_deficits),
+                        returned: self.journal_return.take(),
                         acked_upto: None,
                     }])
                     .map_err(|e| {

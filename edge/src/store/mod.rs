@@ -205,6 +205,7 @@ impl Store {
         for r in journaled {
             known.extend(r.sale.iter().map(|s| s.id));
             known.extend(r.deficits.iter().map(|d| d.id));
+            known.extend(r.returned.iter().map(|x| x.id));
         }
         // Entries at or below the journal's last acknowledgement marker are on the hub: the
         // journal may have forgotten them before a crash kept the database from pruning them.
@@ -220,16 +221,18 @@ impl Store {
                 location: self.me.location.clone(),
                 sale: None,
                 deficits: Vec::new(),
+                returned: None,
                 acked_upto: None,
             };
             for item in entry.items {
                 match item {
                     Item::Sale(s) if !known.contains(&s.id) => record.sale = Some(s),
                     Item::Deficit(d) if !known.contains(&d.id) => record.deficits.push(d),
+                    Item::Return(r) if !known.contains(&r.id) => record.returned = Some(r),
                     _ => {}
                 }
             }
-            if record.sale.is_some() || !record.deficits.is_empty() {
+            if record.sale.is_some() || !record.deficits.is_empty() || record.returned.is_some() {
                 missing.push(record);
             }
         }
@@ -1272,6 +1275,14 @@ impl Store {
             if record.seq <= acked {
                 report.already_synced += 1;
                 continue;
+            }
+            if let Some(r) = record.returned {
+                if self.replay_return(r, &record.replica, &mut report)? {
+                    report.returns_replayed += 1;
+                }
+                if record.sale.is_none() {
+                    continue;
+                }
             }
             let Some(sale) = record.sale else {
                 report.skipped.push(format!(

@@ -26,7 +26,6 @@ use crate::ops::{
 use crate::pos::TillSale;
 use crate::storage::{idempotency_key, IdRef, SaleEntry, StoreError, TillMark, T};
 use protocol::codec::Stored;
-use protocol::replication::sync::Item;
 use protocol::replication::{ReturnLine, ReturnRecord, SalePayment, SaleRecord};
 use protocol::{Money, Sku};
 use serde::{Deserialize, Serialize};
@@ -144,6 +143,12 @@ impl ReturnableSale {
         self.sale.lines.get(line).map_or(0, |l| {
             u64::from(l.quantity).saturating_sub(self.returned(line))
         })
+    }
+
+    /// Whether it is an online order (found through the hub by its order number): it is
+    /// refunded to its payment only, never in cash from the till.
+    pub fn online_order(&self) -> bool {
+        self.sale.location == protocol::LocationId::online()
     }
 
     /// Adds returns not known yet (by id).
@@ -336,6 +341,32 @@ pub fn allocate(sale: &ReturnableSale, amount: Money) -> Vec<SalePayment> {
     out
 }
 
+/// An online order is refunded to the card it was paid with, through the hub: a refund that
+/// would need cash (the order's payment has less left than the goods are worth: the back office
+/// refunded some of it already) is refused.
+fn refuse_cash_for_order(
+    sale: &ReturnableSale,
+    refunds: &[SalePayment],
+    back: Money,
+) -> Result<(), OpError> {
+    let cash: i64 = refunds
+        .iter()
+        .filter(|p| p.method == "cash")
+        .map(|p| p.amount.minor)
+        .sum();
+    if cash == 0 {
+        return Ok(());
+    }
+    let card = Money::new(back.minor - cash, back.currency);
+    Err(OpError::Conflict {
+        code: "over_refund",
+        message: format!(
+            "online order {} can still be refunded {card} to its payment, and these goods come to {back}: part of the order was refunded already (from the back office). Take back fewer items, or ask the back office",
+            sale.sale.number
+        ),
+    })
+}
+
 impl Store {
     /// A sale of this node by receipt number (as typed, or in upper or lower case) or id.
     pub fn sale_for_return(&self, receipt: &str) -> Result<Option<SaleRecord>, StoreError> {
@@ -488,6 +519,9 @@ impl Store {
             });
         }
         refunds.extend(allocate(&sale, back));
+        if sale.online_order() {
+            refuse_cash_for_order(&sale, &refunds, back)?;
+        }
         let mut ch = Change::new(self, &mut w);
         let at = ch.stamp();
         let seq: ReturnSeq = self
@@ -577,7 +611,7 @@ impl Store {
             ch.writes
                 .put(T::Sales, idempotency_key(key), &IdRef { id })?;
         }
-        ch.push_record(Item::Return(entry.record.clone()));
+        ch.record_return(&entry.record);
         ch.finish()?;
         drop(w);
         tracing::info!(number = %entry.record.number, sale = %entry.record.sale_number, total = %entry.record.total, "return recorded");
@@ -590,6 +624,53 @@ impl Store {
             exchange,
             replayed: false,
         })
+    }
+
+    /// Records a return from an old node's journal again (same id and number) unless it is
+    /// here already: its restocked units go back on this store's shelf and the record goes to
+    /// the hub (which keeps it once by id). Answers whether it was recorded.
+    pub(super) fn replay_return(
+        &self,
+        r: ReturnRecord,
+        from: &protocol::replication::ReplicaId,
+        report: &mut crate::ops::ReplayReport,
+    ) -> Result<bool, OpError> {
+        if r.location != self.me.location {
+            report.skipped.push(format!(
+                "return {} ({}) was taken at {}, not at this node's location {}",
+                r.number, r.id, r.location, self.me.location
+            ));
+            return Ok(false);
+        }
+        let mut w = self.writer()?;
+        if self.db.contains(T::Sales, &return_key(r.id))? {
+            report.already_present += 1;
+            return Ok(false);
+        }
+        let mut ch = Change::new(self, &mut w);
+        let mut units: BTreeMap<Sku, u64> = BTreeMap::new();
+        for l in r.lines.iter().filter(|l| l.restocked) {
+            *units.entry(l.sku.clone()).or_default() += u64::from(l.quantity);
+        }
+        for (sku, n) in &units {
+            ch.add_stock(sku, *n)?;
+            ch.policy(sku)?;
+        }
+        let id = r.id;
+        let mut link = of_sale_prefix(r.sale);
+        link.extend_from_slice(&id.0.to_be_bytes());
+        ch.writes.put(T::Sales, link, &IdRef { id })?;
+        ch.writes
+            .put(T::Sales, return_number_key(&r.number), &IdRef { id })?;
+        let entry = ReturnEntry {
+            record: r,
+            till: None,
+        };
+        ch.writes.put(T::Sales, return_key(id), &entry)?;
+        ch.record_return(&entry.record);
+        ch.finish()?;
+        tracing::info!(number = %entry.record.number, from = %from, "return replayed from an old journal");
+        Ok(true)
     }
 
     /// The sale of an exchange's new goods, inside the return's change: paid first by a voucher

@@ -655,6 +655,7 @@ fn a_journal_record_put_back_below_the_marker_is_not_replayed() {
             location: loc(),
             sale: Some(a.entry.sale.clone()),
             deficits: vec![],
+            returned: None,
             acked_upto: None,
         });
         store.journal.append(&records[2..]).expect("appends");

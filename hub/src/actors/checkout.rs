@@ -1581,3 +1581,71 @@ fn order_units(order: &OrderRecord) -> Vec<(Sku, u32)> {
         .map(|l| (l.sku.clone(), l.quantity))
         .collect()
 }
+
+/// Refunds a store's return of an online order (`docs/pos.md`, "Returns and exchanges"): at
+/// most what the order's payment can still refund (back-office refunds count), with the
+/// return's idempotency key, recorded on the order like any refund. The outer error: the order
+/// could not be read; the inner one: the refund's own outcome (`Provider(Api)` is a refusal by
+/// the provider, for a person).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Result<StoreReturnRefund, CheckoutFailure>, CheckoutFailure>")]
+pub struct RefundStoreReturn {
+    pub order: OrderId,
+    pub amount: Money,
+    pub reason: String,
+    pub idempotency_key: String,
+}
+
+/// What a store return's refund of an online order came to.
+#[derive(Debug, Clone)]
+pub struct StoreReturnRefund {
+    /// The provider's refund id (`None` when nothing was left to refund, or for a replay of a
+    /// refund the order already records).
+    pub refund: Option<String>,
+    /// What was refunded.
+    pub amount: Money,
+    /// What was asked for beyond what the order's payment could still refund.
+    pub short: Money,
+}
+
+impl Handler<RefundStoreReturn> for BasketActor {
+    type Result =
+        AtomicResponse<Self, Result<Result<StoreReturnRefund, CheckoutFailure>, CheckoutFailure>>;
+
+    fn handle(&mut self, msg: RefundStoreReturn, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let deps = self.deps.clone();
+        let basket = self.basket.id;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let order = own_order(&deps, basket, msg.order).await?;
+                let currency = msg.amount.currency;
+                let left = order.payment.refundable().minor;
+                let amount = Money::new(msg.amount.minor.min(left).max(0), currency);
+                let short = Money::new(msg.amount.minor - amount.minor, currency);
+                if amount.minor == 0 {
+                    return Ok(Ok(StoreReturnRefund {
+                        refund: None,
+                        amount,
+                        short,
+                    }));
+                }
+                let before = order.payment.refunds.len();
+                let key = Some(msg.idempotency_key);
+                Ok(refund(&deps, order, Some(amount), &msg.reason, false, key)
+                    .await
+                    .map(|o| StoreReturnRefund {
+                        refund: o
+                            .payment
+                            .refunds
+                            .get(before..)
+                            .and_then(|r| r.last())
+                            .map(|r| r.id.clone()),
+                        amount,
+                        short,
+                    }))
+            }
+            .into_actor(self),
+        ))
+    }
+}

@@ -31,6 +31,11 @@ pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
         .route("/edge/nodes/{replica}/retire", web::post().to(retire))
         .route("/edge/sales", web::get().to(sales))
         .route("/edge/coupons", web::get().to(coupons))
+        .route("/edge/refunds", web::get().to(super::returns::list_refunds))
+        .route(
+            "/edge/refunds/{return}/retry",
+            web::post().to(super::returns::retry_refund),
+        )
 }
 
 /// The API error of an edge error.

@@ -6,6 +6,8 @@
 //! - merges the origin's own entries of stock on hand and its own row of each rights counter
 //!   (a node never writes another replica's row);
 //! - keeps each store sale once, by id, and records an interaction event for it;
+//! - keeps each store return once, by id, and records an `over_return` conflict when the
+//!   returns of one receipt take a line back beyond what was sold (two stores, one offline);
 //! - settles each new deficit from the rights it holds for that location minus what checkouts
 //!   hold there, and queues the `Settlement` (with its own rights row) to the node;
 //! - answers a node's `WantRights` by handing back every right it holds there but does not hold
@@ -426,7 +428,21 @@ pub async fn merge_batch(
                     foreign.push(format!("return {} at {}", r.id, r.location));
                     continue;
                 }
-                if w.is_new(r.id, false) {
+                let (sale, known) = w.store.sale_with_returns(r.sale).await?;
+                let stored = known.iter().any(|k| k.id == r.id);
+                if w.is_new(r.id, stored) {
+                    let sale =
+                        sale.or_else(|| w.write.sales.iter().find(|s| s.id == r.sale).cloned());
+                    let over = sale.and_then(|sale| {
+                        let mut all: Vec<&protocol::replication::ReturnRecord> =
+                            known.iter().collect();
+                        all.extend(w.write.returns.iter().filter(|x| x.sale == r.sale));
+                        all.push(&r);
+                        super::returns::over_return(&sale, &all)
+                    });
+                    if let Some(detail) = over {
+                        w.conflict(env, clock, &origin.replica, "over_return", detail);
+                    }
                     w.write.returns.push(r);
                 }
             }

@@ -388,6 +388,22 @@ impl EdgeStore for SledEdgeStore {
         Ok(self.get::<RightsRow>(&rights_key(scarce))?.map(|r| r.state))
     }
 
+    async fn sale_with_returns(
+        &self,
+        sale: Ulid,
+    ) -> Result<(
+        Option<protocol::replication::SaleRecord>,
+        Vec<protocol::replication::ReturnRecord>,
+    )> {
+        self.blocking(move |s| {
+            Ok((
+                super::returns::sale_in(&s.tree, sale)?,
+                super::returns::returns_in(&s.tree, sale)?,
+            ))
+        })
+        .await
+    }
+
     async fn has_sale(&self, id: Ulid) -> Result<bool> {
         self.contains(&key("sale", &[&id_bytes(id)]))
     }

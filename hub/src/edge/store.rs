@@ -302,4 +302,13 @@ pub trait EdgeStore: Send + Sync + 'static {
     async fn deficits(&self, location: &LocationId, limit: usize) -> Result<Vec<DeficitView>>;
     /// Conflicts raised by a node's sync (its own, or the hub's about it), newest first.
     async fn conflicts(&self, node: &ReplicaId, limit: usize) -> Result<Vec<ConflictRecord>>;
+    /// A store sale merged here (if it is) and the store returns of it (or of an online order
+    /// with this id) merged so far, oldest first.
+    async fn sale_with_returns(
+        &self,
+        sale: Ulid,
+    ) -> Result<(Option<SaleRecord>, Vec<protocol::replication::ReturnRecord>)> {
+        let _ = sale;
+        Ok((None, Vec::new()))
+    }
 }
