@@ -7,6 +7,7 @@ pub mod webdriver;
 
 pub mod shop;
 pub mod stores;
+pub mod till;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
