@@ -6,220 +6,11 @@
 
 mod common;
 
-use common::shop::{eventually, start_process, SimProcess};
+use common::shop::eventually;
 use common::stores::*;
+use common::till::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use simulators::load::proxy::Proxy;
-
-const PIN: &str = "4711";
-const EMAIL: &str = "ada.lovelace@example.com";
-
-struct Till {
-    _dir: tempfile::TempDir,
-    hub: common::HubProcess,
-    store: Store,
-    _mail: SimProcess,
-    inbox: String,
-    staff: String,
-}
-
-impl Till {
-    /// A call to the node's API with the clerk's session (or another token).
-    async fn call(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        let res = common::http_client()
-            .post(format!("{}{path}", self.store.node.base))
-            .bearer_auth(token)
-            .header("X-Till", "1")
-            .json(&body)
-            .send()
-            .await
-            .expect("sent");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn lookup(&self, body: Value) -> (u16, Value) {
-        self.call("/api/v1/pos/customers/lookup", &self.staff, body)
-            .await
-    }
-
-    async fn pull(&self, customer: &str, body: Value) -> (u16, Value) {
-        let path = format!("/api/v1/pos/customers/{customer}/basket/pull");
-        self.call(&path, &self.staff, body).await
-    }
-
-    /// Messages in the mail sink for `to`.
-    async fn mails(&self, to: &str) -> Vec<Value> {
-        mails(&self.inbox, to).await
-    }
-}
-
-/// Messages in the mail sink at `inbox` for `to`.
-async fn mails(inbox: &str, to: &str) -> Vec<Value> {
-    let body: Value = common::http_client()
-        .get(format!("{inbox}/api/messages?to={to}"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    body["messages"].as_array().cloned().unwrap_or_default()
-}
-
-/// The hub (with the mail sink as its SMTP server), one node with a clerk, till 1 open.
-async fn till() -> Till {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (mail, line) = start_process(
-        &[
-            "sim",
-            "mail",
-            "--smtp",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ],
-        "omnihub sim mail: SMTP on ",
-    );
-    let (smtp, inbox) = line.split_once(", inbox on ").expect("the mail line");
-    let (host, port) = smtp.rsplit_once(':').expect("host:port");
-    let config = hub_config(dir.path(), &[("berlin", "store-berlin")]);
-    let mut toml = std::fs::read_to_string(&config).expect("read");
-    toml.push_str(&format!("[email]\nhost = \"{host}\"\nport = {port}\n"));
-    std::fs::write(&config, toml).expect("written");
-    let hub = start_hub(dir.path(), &config);
-
-    let pin_hash = edge_node::hash_pin(PIN).expect("hashes");
-    let node_config = dir.path().join("edge.toml");
-    std::fs::write(
-        &node_config,
-        format!(
-            "[pos]\ntills = [\"1\"]\n[[pos.staff]]\nid = \"ana\"\nname = \"Ana Clerk\"\nrole = \"clerk\"\npin_hash = \"{pin_hash}\"\n"
-        ),
-    )
-    .expect("written");
-    let proxy = Proxy::start(hub_addr(&hub))
-        .await
-        .expect("the proxy listens");
-    let data = dir.path().join("berlin");
-    let env = node_env("berlin", "store-berlin", &data, &proxy);
-    let path = node_config.to_str().expect("utf-8").to_string();
-    let node = tokio::task::block_in_place(|| common::start_edge_with(&["--config", &path], &env));
-    let store = Store {
-        replica: "berlin".into(),
-        location: "store-berlin".into(),
-        data,
-        proxy,
-        node,
-    };
-    store.online().await;
-    let (status, session) = store
-        .post(
-            "/api/v1/staff/sessions",
-            json!({"staff_id": "ana", "pin": PIN}),
-            None,
-        )
-        .await;
-    assert_eq!(status, 201, "{session}");
-    let staff = session["token"].as_str().expect("a token").to_string();
-    let t = Till {
-        _dir: dir,
-        hub,
-        store,
-        _mail: mail,
-        inbox: inbox.trim_end_matches('/').to_string(),
-        staff,
-    };
-    let (status, open) = t
-        .call("/api/v1/tills/1/open", &t.staff, json!({"float": "100.00"}))
-        .await;
-    assert_eq!(status, 201, "{open}");
-    t
-}
-
-/// A shopper registered on the hub with a phone and loyalty number: (customer id, session
-/// token, basket id).
-async fn shopper(t: &Till) -> (String, String, String) {
-    let (status, signed) = hub_call(
-        &t.hub,
-        Method::POST,
-        "/api/v1/customers",
-        "",
-        Some(json!({"email": "Ada.Lovelace@Example.com", "name": "Ada Lovelace", "password": "analytical engine 1843"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{signed}");
-    let token = signed["session_token"].as_str().expect("token").to_string();
-    let id = signed["customer"]["id"].as_str().expect("id").to_string();
-    let basket = signed["customer"]["basket_id"]
-        .as_str()
-        .expect("basket")
-        .to_string();
-    let (status, details) = hub_call(
-        &t.hub,
-        Method::PUT,
-        "/api/v1/customers/me/in-store",
-        &token,
-        Some(json!({"phone": "+49 30 555-0001", "loyalty_number": "7000 1234"})),
-    )
-    .await;
-    assert_eq!(status, 200, "{details}");
-    assert_eq!(
-        details,
-        json!({"phone": "+49305550001", "loyalty_number": "70001234"})
-    );
-    (id, token, basket)
-}
-
-/// Puts `n` lines of SKUs the store sells into the shopper's web basket (SKUs with online
-/// stock); answers the SKUs and quantities.
-async fn fill_basket(t: &Till, token: &str, basket: &str, n: usize) -> Vec<(String, u64)> {
-    let mut added = Vec::new();
-    for i in 0..20 {
-        if added.len() == n {
-            break;
-        }
-        let sku = a_sku(&t.store, i).await;
-        let quantity = (added.len() + 1) as u64;
-        let (status, _) = hub_call(
-            &t.hub,
-            Method::POST,
-            &format!("/api/v1/baskets/{basket}/lines"),
-            token,
-            Some(json!({"sku": sku, "quantity": quantity})),
-        )
-        .await;
-        if status == 200 || status == 201 {
-            added.push((sku, quantity));
-        }
-    }
-    assert_eq!(added.len(), n, "enough SKUs in stock online");
-    added
-}
-
-async fn web_lines(t: &Till, token: &str, basket: &str) -> Vec<(String, u64)> {
-    let (status, view) = hub_call(
-        &t.hub,
-        Method::GET,
-        &format!("/api/v1/baskets/{basket}"),
-        token,
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{view}");
-    view["lines"]
-        .as_array()
-        .expect("lines")
-        .iter()
-        .map(|l| {
-            (
-                l["sku"].as_str().expect("sku").to_string(),
-                l["quantity"].as_u64().expect("quantity"),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clerk_finds_a_customer_by_an_exact_email_phone_or_loyalty_number_and_nothing_else() {
@@ -546,4 +337,114 @@ async fn offline_the_till_needs_the_hub_to_find_a_customer_and_sells_without_one
         201,
         "the sale goes on without a customer"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voided_sale_gives_the_pulled_lines_back_to_the_web_basket_once() {
+    let t = till().await;
+    let (id, token, basket) = shopper(&t).await;
+    let lines = fill_basket(&t, &token, &basket, 2).await;
+    for (sku, _) in &lines {
+        t.store.receive(sku, 50).await;
+    }
+    converged(&t.hub, &t.store).await;
+    let (status, _) = t.lookup(json!({"phone": "+49 30 555 0001"})).await;
+    assert_eq!(status, 200);
+    let give_back = |sale: String| {
+        let path = format!("/api/v1/pos/customers/{id}/basket/return");
+        let t = &t;
+        async move { t.call(&path, &t.staff, json!({ "sale": sale })).await }
+    };
+
+    // A sale nothing was pulled onto has nothing to give back.
+    let (status, refused) = give_back(protocol::CustomerId::new().to_string()).await;
+    assert_eq!(status, 404, "{refused}");
+    assert_eq!(refused["error"]["code"], "pull_not_found");
+
+    let sale = protocol::CustomerId::new().to_string();
+    let (status, pulled) = t.pull(&id, json!({"sale": sale})).await;
+    assert_eq!(status, 200, "{pulled}");
+    assert!(web_lines(&t, &token, &basket).await.is_empty());
+    // Meanwhile the shopper adds one more of the first line on the web.
+    let (status, _) = hub_call(
+        &t.hub,
+        Method::POST,
+        &format!("/api/v1/baskets/{basket}/lines"),
+        &token,
+        Some(json!({"sku": lines[0].0, "quantity": 1})),
+    )
+    .await;
+    assert!(status == 200 || status == 201);
+
+    // The clerk voids the sale: the pulled lines go back, added to what is there now.
+    let (status, back) = give_back(sale.clone()).await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["returned"], true);
+    let want = vec![(lines[0].0.clone(), lines[0].1 + 1), lines[1].clone()];
+    let mut got = web_lines(&t, &token, &basket).await;
+    got.sort();
+    let mut sorted = want.clone();
+    sorted.sort();
+    assert_eq!(got, sorted);
+    // A retry (double tap, a reload of the page) gives nothing more back.
+    for _ in 0..2 {
+        let (status, again) = give_back(sale.clone()).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["returned"], false);
+        assert_eq!(again["lines"], back["lines"]);
+    }
+    let mut got = web_lines(&t, &token, &basket).await;
+    got.sort();
+    assert_eq!(got, sorted, "given back once");
+    // The voided sale cannot take the lines again: a new sale pulls afresh.
+    let (status, replay) = t.pull(&id, json!({"sale": sale})).await;
+    assert_eq!(status, 409, "{replay}");
+    assert_eq!(replay["error"]["code"], "sale_voided");
+    let mut got = web_lines(&t, &token, &basket).await;
+    got.sort();
+    assert_eq!(got, sorted, "a voided pull is not pulled again");
+
+    // A sale that was rung up keeps its items: giving back is refused, the web stays empty.
+    let paid = protocol::CustomerId::new().to_string();
+    let (status, pulled) = t.pull(&id, json!({"sale": paid})).await;
+    assert_eq!(status, 200, "{pulled}");
+    let body = json!({
+        "lines": pulled["lines"].as_array().expect("lines").iter()
+            .map(|l| json!({"sku": l["sku"], "quantity": l["quantity"]})).collect::<Vec<_>>(),
+        "payments": [{"method": "cash", "amount": "5000.00"}],
+        "customer": id,
+    });
+    let res = common::http_client()
+        .post(format!("{}/api/v1/sales", t.store.node.base))
+        .bearer_auth(&t.staff)
+        .header("X-Till", "1")
+        .header("Idempotency-Key", &paid)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 201);
+    let (status, refused) = give_back(paid).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "sale_recorded");
+    assert!(web_lines(&t, &token, &basket).await.is_empty());
+
+    // Only staff; and the hub's endpoint wants the node's credential.
+    let (status, _) = t
+        .call(
+            &format!("/api/v1/pos/customers/{id}/basket/return"),
+            API_TOKEN,
+            json!({"sale": sale}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = hub_call(
+        &t.hub,
+        Method::POST,
+        &format!("/api/v1/edge/customers/{id}/basket/return"),
+        "not-a-node-credential",
+        Some(json!({"pull": sale})),
+    )
+    .await;
+    assert_eq!(status, 401);
 }

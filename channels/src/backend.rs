@@ -399,4 +399,13 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<InStoreDetails, BackendError> {
         Err(BackendError::NotFound("in-store details"))
     }
+
+    /// The customer's loyalty number, issued now if they have none (the backend makes it
+    /// unique); answers the details with it.
+    async fn issue_loyalty_number(
+        &self,
+        _customer: CustomerId,
+    ) -> Result<InStoreDetails, BackendError> {
+        Err(BackendError::NotFound("in-store details"))
+    }
 }

@@ -125,6 +125,11 @@ impl ApiError {
         )
     }
 
+    /// The stable code (e.g. `needs_hub`), for a page that acts on one refusal.
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// The message with the fields it names, for a page that shows the error to a person.
     pub(crate) fn explain(&self) -> String {
         let fields: Vec<&str> = self

@@ -349,7 +349,9 @@ impl Application {
         let ops = web::Data::new(OpsAccess {
             token: settings.ops_token.clone(),
         });
-        let till_lookups = web::Data::new(crate::edge::customers::LookupGuard::default());
+        let till_lookups = web::Data::new(crate::edge::customers::LookupGuard::new(
+            settings.edge.customer_lookups.clone(),
+        ));
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::<

@@ -699,6 +699,13 @@ impl Backend for HubBackend {
     ) -> Result<channels::backend::InStoreDetails, BackendError> {
         self.set_in_store_details(customer, change).await
     }
+
+    async fn issue_loyalty_number(
+        &self,
+        customer: CustomerId,
+    ) -> Result<channels::backend::InStoreDetails, BackendError> {
+        self.issue_loyalty(customer).await
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,9 @@ pub struct EdgeSettings {
     pub coupon_grant_per_node: u64,
     /// … but never more, per grant, than this share of what the hub still holds (percent).
     pub coupon_grant_percent: u8,
+    /// How many customer lookups a store's till may make (`docs/pos.md`, "Customers at the
+    /// till"): `[edge.customer_lookups]`.
+    pub customer_lookups: crate::edge::customers::LookupLimits,
 }
 
 impl Default for EdgeSettings {
@@ -90,6 +93,7 @@ impl Default for EdgeSettings {
             max_clock_skew: Duration::from_secs(300),
             coupon_grant_per_node: 5,
             coupon_grant_percent: 20,
+            customer_lookups: crate::edge::customers::LookupLimits::default(),
         }
     }
 }
@@ -151,6 +155,7 @@ impl EdgeSettings {
         if self.heartbeat_every.is_zero() || self.idle_timeout <= self.heartbeat_every {
             return Err("heartbeat_every must be more than 0 and less than idle_timeout".into());
         }
+        self.customer_lookups.check()?;
         Ok(())
     }
 }
@@ -428,7 +433,7 @@ impl Default for CheckoutSettings {
     }
 }
 
-fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -513,6 +518,7 @@ mod tests {
         assert_eq!(s.edge.heartbeat_every, d.edge.heartbeat_every);
         assert_eq!(s.edge.idle_timeout, d.edge.idle_timeout);
         assert_eq!(s.edge.max_clock_skew, d.edge.max_clock_skew);
+        assert_eq!(s.edge.customer_lookups, d.edge.customer_lookups);
         assert_eq!(s.edge.check(), Ok(()));
         assert_eq!(s.import.price_list, d.import.price_list);
         assert_eq!(s.import.signature_tolerance, d.import.signature_tolerance);

@@ -104,6 +104,13 @@ pub struct TillPull {
     pub lines: Vec<(Sku, u32)>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// When the till gave the lines back (it voided the sale): a pull is given back once.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub returned: Option<OffsetDateTime>,
 }
 
 /// The most coupon codes one basket holds.
@@ -176,6 +183,7 @@ impl Basket {
             id: id.to_string(),
             lines: lines.clone(),
             at: now,
+            returned: None,
         });
         if self.till_pulls.len() > MAX_TILL_PULLS {
             let extra = self.till_pulls.len() - MAX_TILL_PULLS;
@@ -186,6 +194,44 @@ impl Basket {
             lines,
             changed: true,
         })
+    }
+
+    /// Gives the lines of the till pull `id` back to the basket (the till voided the sale),
+    /// added to what the basket holds now (a line holds at most [`MAX_LINE_QUANTITY`]; stock is
+    /// checked again at checkout, as for any line). `None` if this basket has no such pull; a
+    /// pull given back before answers its lines with `changed` false and changes nothing.
+    pub fn return_from_till(
+        &mut self,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<TillPulled>, BasketError> {
+        let Some(at) = self.till_pulls.iter().position(|p| p.id == id) else {
+            return Ok(None);
+        };
+        let lines = self.till_pulls[at].lines.clone();
+        if self.till_pulls[at].returned.is_some() {
+            return Ok(Some(TillPulled {
+                lines,
+                changed: false,
+            }));
+        }
+        self.open()?;
+        for (sku, quantity) in &lines {
+            match self.lines.iter_mut().find(|l| l.sku == *sku) {
+                Some(line) => line.quantity = (line.quantity + quantity).min(MAX_LINE_QUANTITY),
+                None => self.lines.push(BasketLine {
+                    sku: sku.clone(),
+                    quantity: (*quantity).min(MAX_LINE_QUANTITY),
+                    added_at: now,
+                }),
+            }
+        }
+        self.till_pulls[at].returned = Some(now);
+        self.touch(now);
+        Ok(Some(TillPulled {
+            lines,
+            changed: true,
+        }))
     }
 
     /// Adds a normalised coupon code (a code already there changes nothing and is not an
@@ -519,5 +565,71 @@ mod tests {
                 .expect("pulled");
         }
         assert_eq!(basket.till_pulls.len(), MAX_TILL_PULLS);
+    }
+
+    #[test]
+    fn a_voided_till_sale_gives_its_pull_back_once() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
+        let mut basket = Basket::new(BasketId::new(), BasketOwner::Anonymous, Currency::EUR, now);
+        basket.add(sku(1), 2, 5, now).expect("added");
+        basket.add(sku(2), 1, 50, now).expect("added");
+        basket
+            .pull_to_till("sale-1", |_| true, now)
+            .expect("pulled");
+        assert!(basket.lines.is_empty());
+        assert_eq!(
+            basket.return_from_till("sale-2", now),
+            Ok(None),
+            "no such pull"
+        );
+        // The shopper added one more of A on the web meanwhile: the quantities add up.
+        basket.add(sku(1), 1, 5, now).expect("added");
+        let back = basket
+            .return_from_till("sale-1", now)
+            .expect("open")
+            .expect("the pull");
+        assert!(back.changed);
+        assert_eq!(back.lines, vec![(sku(1), 2), (sku(2), 1)]);
+        let held: Vec<(Sku, u32)> = basket
+            .lines
+            .iter()
+            .map(|l| (l.sku.clone(), l.quantity))
+            .collect();
+        assert_eq!(held, vec![(sku(1), 3), (sku(2), 1)]);
+        let version = basket.version;
+        let again = basket
+            .return_from_till("sale-1", now)
+            .expect("open")
+            .expect("the pull");
+        assert!(!again.changed);
+        assert_eq!(basket.version, version, "given back once");
+        assert_eq!(basket.lines.len(), 2);
+        // A pull is not pulled again after it was given back.
+        let retry = basket
+            .pull_to_till("sale-1", |_| true, now)
+            .expect("retried");
+        assert!(!retry.changed);
+        assert_eq!(basket.lines.len(), 2);
+        // A basket locked by a payment takes nothing back.
+        basket
+            .pull_to_till("sale-3", |_| true, now)
+            .expect("pulled");
+        basket.add(sku(0), 1, 5, now).expect("added");
+        basket.lock(CheckoutId::new(), now).expect("locked");
+        assert!(matches!(
+            basket.return_from_till("sale-3", now),
+            Err(BasketError::Locked(_))
+        ));
+        // Stored pulls from before `returned` existed still read.
+        let old = TillPull {
+            id: "p".into(),
+            lines: vec![(sku(1), 1)],
+            at: now,
+            returned: None,
+        };
+        let json = serde_json::to_value(&old).expect("encodes");
+        assert!(json.get("returned").is_none());
+        let back: TillPull = serde_json::from_value(json).expect("decodes");
+        assert_eq!(back, old);
     }
 }

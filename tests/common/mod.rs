@@ -8,6 +8,7 @@ pub mod webdriver;
 pub mod collect;
 pub mod shop;
 pub mod stores;
+pub mod till;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

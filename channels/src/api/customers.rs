@@ -183,3 +183,13 @@ pub async fn set_in_store(
     };
     Ok(HttpResponse::Ok().json(state.backend.set_in_store(id, change).await?))
 }
+
+/// `POST /customers/me/in-store/loyalty-number`: the customer's loyalty number, issued now if
+/// they have none (a second call answers the same number).
+pub async fn issue_loyalty_number(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, ApiError> {
+    let id = ctx.customer()?;
+    Ok(HttpResponse::Ok().json(state.backend.issue_loyalty_number(id).await?))
+}

@@ -31,6 +31,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/customers/me/in-store",
                 web::put().to(customers::set_in_store),
             )
+            .route(
+                "/customers/me/in-store/loyalty-number",
+                web::post().to(customers::issue_loyalty_number),
+            )
             .route("/sessions", web::post().to(customers::sign_in))
             .route("/sessions/current", web::delete().to(customers::sign_out))
             .route("/orders", web::get().to(checkout::list))

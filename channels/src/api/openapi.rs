@@ -958,8 +958,22 @@ fn in_store_paths() -> Value {
                 "parameters": context_params(),
                 "requestBody": { "required": true, "content": json_body(details.clone()) },
                 "responses": responses(
-                    json!({ "200": ok("The phone number and loyalty number now.", details) }),
+                    json!({ "200": ok("The phone number and loyalty number now.", details.clone()) }),
                     &[Error::BadRequest, Error::Unauthorized, Error::Conflict, Error::Unprocessable, Error::Unavailable],
+                ),
+            },
+        },
+        "/customers/me/in-store/loyalty-number": {
+            "post": {
+                "operationId": "issueMyLoyaltyNumber",
+                "summary": "Issues the signed-in customer a loyalty number",
+                "description": "The shop makes the number (12 digits, unique). A customer who has one gets the same back: calling again changes nothing.",
+                "tags": ["customers"],
+                "security": sec_customer(),
+                "parameters": context_params(),
+                "responses": responses(
+                    json!({ "200": ok("The phone number and loyalty number, with the loyalty number set.", details) }),
+                    &[Error::Unauthorized, Error::NotFound, Error::Unavailable],
                 ),
             },
         },

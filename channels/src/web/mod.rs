@@ -14,6 +14,7 @@ mod basket;
 mod catalog;
 mod checkout;
 mod format;
+mod in_store;
 mod orders;
 mod page;
 #[cfg(test)]
@@ -51,6 +52,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("order.html", include_str!("../../templates/order.html")),
     ("orders.html", include_str!("../../templates/orders.html")),
+    ("account.html", include_str!("../../templates/account.html")),
     ("signin.html", include_str!("../../templates/signin.html")),
     (
         "register.html",
@@ -183,6 +185,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
         )
         .service(page("/orders/{number}").route(web::get().to(orders::show)))
         .service(page("/account/orders").route(web::get().to(orders::history)))
+        .service(page("/account").route(web::get().to(in_store::show)))
+        .service(page("/account/phone").route(web::post().to(in_store::set_phone)))
+        .service(
+            page("/account/loyalty-number").route(web::post().to(in_store::get_loyalty_number)),
+        )
         .service(
             page("/signin")
                 .route(web::get().to(account::sign_in_form))

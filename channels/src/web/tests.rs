@@ -162,6 +162,8 @@ struct Memory {
     checkouts: Mutex<HashMap<CheckoutId, Checkout>>,
     orders: Mutex<Vec<Order>>,
     events: Mutex<Vec<Event>>,
+    /// Phone and loyalty numbers, as the hub keeps them (normalised, unique).
+    in_store: Mutex<HashMap<CustomerId, crate::backend::InStoreDetails>>,
 }
 
 /// How the hub words a pricing problem.
@@ -211,6 +213,7 @@ impl Memory {
             checkouts: Mutex::default(),
             orders: Mutex::default(),
             events: Mutex::default(),
+            in_store: Mutex::default(),
         }
     }
 
@@ -840,6 +843,61 @@ impl Backend for Memory {
 
     async fn ready(&self) -> bool {
         true
+    }
+
+    async fn in_store(
+        &self,
+        customer: CustomerId,
+    ) -> Result<crate::backend::InStoreDetails, BackendError> {
+        let all = self.in_store.lock().expect("lock");
+        Ok(all.get(&customer).cloned().unwrap_or_default())
+    }
+
+    async fn set_in_store(
+        &self,
+        customer: CustomerId,
+        change: crate::backend::InStoreChange,
+    ) -> Result<crate::backend::InStoreDetails, BackendError> {
+        let phone = match change.phone {
+            Some(Some(p)) => Some(Some(protocol::customer::normalize_phone(&p).map_err(
+                |message| BackendError::Unprocessable {
+                    code: "invalid_phone",
+                    message,
+                },
+            )?)),
+            other => other,
+        };
+        let mut all = self.in_store.lock().expect("lock");
+        if let Some(Some(p)) = &phone {
+            if all
+                .iter()
+                .any(|(c, d)| *c != customer && d.phone.as_ref() == Some(p))
+            {
+                return Err(BackendError::Conflict {
+                    code: "already_taken",
+                    message: "this phone number belongs to another customer".into(),
+                    details: None,
+                });
+            }
+        }
+        let mine = all.entry(customer).or_default();
+        if let Some(p) = phone {
+            mine.phone = p;
+        }
+        Ok(mine.clone())
+    }
+
+    async fn issue_loyalty_number(
+        &self,
+        customer: CustomerId,
+    ) -> Result<crate::backend::InStoreDetails, BackendError> {
+        let mut all = self.in_store.lock().expect("lock");
+        let issued = all.len();
+        let mine = all.entry(customer).or_default();
+        if mine.loyalty_number.is_none() {
+            mine.loyalty_number = Some(format!("7{:011}", 4711 + issued));
+        }
+        Ok(mine.clone())
     }
 }
 
@@ -1974,4 +2032,172 @@ async fn order_history_is_for_signed_in_customers() {
         !order.body.contains("Bookmark this page"),
         "customers have their history"
     );
+}
+
+#[actix_web::test]
+async fn the_account_page_sets_the_phone_number_and_gives_a_loyalty_number() {
+    let backend = Arc::new(Memory::new());
+    let app = app!(backend);
+    let mut ada = Browser::default();
+    let page = get!(app, ada, "/account");
+    assert_eq!(
+        (page.status, page.location()),
+        (StatusCode::SEE_OTHER, "/signin?next=%2Faccount")
+    );
+    let register = |name: &'static str, email: &'static str| {
+        let password = "correct horse battery";
+        [
+            ("name", name),
+            ("email", email),
+            ("password", password),
+            ("confirm", password),
+        ]
+    };
+    let csrf = ada.csrf();
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend(register("Ada", "ada@example.com"));
+    post!(app, ada, "/register", &form);
+    let page = get!(app, ada, "/account");
+    assert_eq!(page.status, StatusCode::OK);
+    for text in [
+        "Your account",
+        "ada@example.com",
+        "action=\"/account/phone\"",
+        "data-get-loyalty-number",
+        "href=\"/account\">Account</a>",
+    ] {
+        assert!(page.body.contains(text), "the page lacks {text}");
+    }
+    let csrf = ada.csrf();
+
+    // A form without the CSRF token changes nothing.
+    let forged = post!(app, ada, "/account/phone", &[("phone", "+49 30 1234567")]);
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(!get!(app, ada, "/account").body.contains("data-saved-phone"));
+
+    // A malformed number: what to fix, next to the field, with what was typed.
+    for (typed, says) in [
+        ("555", "7 to 15 digits"),
+        ("call me", "digits"),
+        (&"1".repeat(41), "too long"),
+    ] {
+        let refused = post!(
+            app,
+            ada,
+            "/account/phone",
+            &[("csrf", &csrf), ("phone", typed)]
+        );
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{typed}");
+        assert!(refused.body.contains(says), "{typed}: lacks {says}");
+        assert!(refused.body.contains("id=\"phone-error\" role=\"alert\""));
+        if typed.len() <= 40 {
+            assert!(
+                refused.body.contains(&format!("value=\"{typed}\"")),
+                "{typed} kept"
+            );
+        }
+        assert!(!refused.body.contains("data-saved-phone"), "nothing saved");
+    }
+
+    // A good number is kept as the hub normalises it.
+    let saved = post!(
+        app,
+        ada,
+        "/account/phone",
+        &[("csrf", &csrf), ("phone", " +49 (30) 123-4567 ")]
+    );
+    assert_eq!(
+        (saved.status, saved.location()),
+        (StatusCode::SEE_OTHER, "/account")
+    );
+    let page = get!(app, ada, "/account");
+    assert!(page
+        .body
+        .contains("Saved. Our clerks can find you by +49301234567."));
+    assert!(page
+        .body
+        .contains("<span data-saved-phone>+49301234567</span>"));
+
+    // Another shopper cannot take it; Ada keeps it.
+    let mut grace = Browser::default();
+    get!(app, grace, "/register");
+    let csrf_g = grace.csrf();
+    let mut form = vec![("csrf", csrf_g.as_str())];
+    form.extend(register("Grace", "grace@example.com"));
+    post!(app, grace, "/register", &form);
+    let csrf_g = grace.csrf();
+    let taken = post!(
+        app,
+        grace,
+        "/account/phone",
+        &[("csrf", &csrf_g), ("phone", "0049 30 1234567")]
+    );
+    assert_eq!(taken.status, StatusCode::CONFLICT);
+    assert!(taken.body.contains("belongs to another account"));
+    assert!(!taken.body.contains("+49301234567"), "not Ada's details");
+    assert!(get!(app, ada, "/account")
+        .body
+        .contains("data-saved-phone>+49301234567"));
+
+    // The loyalty number: issued once, then shown.
+    let got = post!(app, ada, "/account/loyalty-number", &[("csrf", &csrf)]);
+    assert_eq!(
+        (got.status, got.location()),
+        (StatusCode::SEE_OTHER, "/account")
+    );
+    let page = get!(app, ada, "/account");
+    let number = backend.in_store.lock().expect("lock")[&customer_of(&backend, "ada@example.com")]
+        .loyalty_number
+        .clone()
+        .expect("issued");
+    let shown = super::in_store::grouped(&number);
+    assert!(page
+        .body
+        .contains(&format!("Your loyalty number is {shown}.")));
+    assert!(page
+        .body
+        .contains(&format!("<strong data-loyalty-number>{shown}</strong>")));
+    assert!(!page.body.contains("data-get-loyalty-number"));
+    post!(app, ada, "/account/loyalty-number", &[("csrf", &csrf)]);
+    assert!(
+        get!(app, ada, "/account").body.contains(&shown),
+        "the same number again"
+    );
+
+    // An empty field removes the phone number.
+    let removed = post!(
+        app,
+        ada,
+        "/account/phone",
+        &[("csrf", &csrf), ("phone", "")]
+    );
+    assert_eq!(removed.status, StatusCode::SEE_OTHER);
+    let page = get!(app, ada, "/account");
+    assert!(page.body.contains("Your phone number is removed."));
+    assert!(!page.body.contains("data-saved-phone"));
+
+    // Signed out, the forms lead to the sign-in page.
+    post!(app, ada, "/signout", &[("csrf", &csrf)]);
+    let csrf = ada.csrf();
+    let out = post!(
+        app,
+        ada,
+        "/account/phone",
+        &[("csrf", &csrf), ("phone", "+4930999999")]
+    );
+    assert_eq!(
+        (out.status, out.location()),
+        (StatusCode::SEE_OTHER, "/signin?next=%2Faccount")
+    );
+}
+
+fn customer_of(backend: &Memory, email: &str) -> CustomerId {
+    backend
+        .accounts
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|a| a.view.email == email)
+        .map(|a| a.view.id)
+        .expect("registered")
 }

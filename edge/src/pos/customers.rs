@@ -12,6 +12,9 @@
 //!   their web basket for this sale; the pull's id is the sale's idempotency key, so a retry
 //!   moves nothing more and answers the same lines. The lines are priced here, from the node's
 //!   catalog: the body carries no price, and one that tries is refused.
+//! - `POST /api/v1/pos/customers/{id}/basket/return {"sale"}`: the sale was voided, so the
+//!   lines its pull took go back to the customer's web basket, once (a retry answers the same
+//!   lines with `"returned": false`). Refused once the sale is rung up (that is a return).
 
 use super::{Caller, PosError, SignedIn};
 use crate::api::{blocking, ApiError, ApiState};
@@ -85,6 +88,7 @@ fn known_code(code: &str) -> &'static str {
         "not_found" => "not_found",
         "basket_locked" => "basket_locked",
         "invalid_pull" => "invalid_pull",
+        "pull_not_found" => "pull_not_found",
         _ => "hub_refused",
     }
 }
@@ -179,19 +183,49 @@ impl HubDesk {
                 json!({"pull": sale_key}),
             )
             .await?;
-        let mut lines = Vec::new();
-        for l in answer["lines"].as_array().into_iter().flatten() {
-            let sku = l["sku"].as_str().and_then(|s| Sku::parse(s).ok());
-            let quantity = l["quantity"].as_u64().and_then(|q| u32::try_from(q).ok());
-            match (sku, quantity) {
-                (Some(sku), Some(quantity)) if quantity > 0 => {
-                    lines.push(PulledLine { sku, quantity })
-                }
-                _ => tracing::warn!(line = %l, "a pulled line did not read"),
-            }
-        }
-        Ok(lines)
+        Ok(read_lines(&answer))
     }
+
+    /// Gives the pull made for the sale `sale_key` back to the customer's basket (the sale was
+    /// voided); idempotent by the key.
+    pub async fn give_back(
+        &self,
+        customer: &CustomerId,
+        sale_key: &str,
+    ) -> Result<GivenBack, ApiError> {
+        let answer = self
+            .call(
+                &format!("/api/v1/edge/customers/{customer}/basket/return"),
+                json!({"pull": sale_key}),
+            )
+            .await?;
+        Ok(GivenBack {
+            lines: read_lines(&answer),
+            returned: answer["returned"].as_bool().unwrap_or(false),
+        })
+    }
+}
+
+/// The SKUs and quantities of the hub's answer about a pull.
+fn read_lines(answer: &serde_json::Value) -> Vec<PulledLine> {
+    let mut lines = Vec::new();
+    for l in answer["lines"].as_array().into_iter().flatten() {
+        let sku = l["sku"].as_str().and_then(|s| Sku::parse(s).ok());
+        let quantity = l["quantity"].as_u64().and_then(|q| u32::try_from(q).ok());
+        match (sku, quantity) {
+            (Some(sku), Some(quantity)) if quantity > 0 => lines.push(PulledLine { sku, quantity }),
+            _ => tracing::warn!(line = %l, "a pulled line did not read"),
+        }
+    }
+    lines
+}
+
+/// What a voided sale gave back to the customer's web basket.
+#[derive(Debug, Clone)]
+pub struct GivenBack {
+    pub lines: Vec<PulledLine>,
+    /// False when an earlier call gave them back already.
+    pub returned: bool,
 }
 
 /// Remembers a customer found on the hub, so the till can show and attach them.
@@ -201,6 +235,33 @@ pub(crate) fn remember(store: &Store, c: &TillCustomer) -> Result<(), PosError> 
         w.put(T::Pos, customer_key(&c.id), c)?;
         Ok::<_, PosError>((w, ()))
     })
+}
+
+fn voided_key(sale_key: &str) -> Vec<u8> {
+    let mut k = vec![b'V'];
+    k.extend_from_slice(sale_key.as_bytes());
+    k
+}
+
+/// A sale voided after its pull went back to the web basket (`pos` tree, key `V` + sale key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct VoidedSale {
+    customer: CustomerId,
+}
+
+impl Stored for VoidedSale {
+    const KIND: &'static str = "edge.pos.voided_sale";
+    const VERSION: u16 = 1;
+}
+
+/// Whether the sale `sale_key` was voided with its pull given back: such a sale is never rung
+/// up or pulled again (its lines are in the web basket again). A page from before the void
+/// (Back) is refused with this.
+pub(crate) fn was_voided(store: &Store, sale_key: &str) -> Result<bool, PosError> {
+    Ok(store
+        .db()
+        .get::<VoidedSale>(T::Pos, &voided_key(sale_key))?
+        .is_some())
 }
 
 /// A customer found on the hub from this node, if any.
@@ -229,6 +290,33 @@ pub(crate) async fn pull_basket(
     customer: &CustomerId,
     sale_key: &str,
 ) -> Result<(Vec<PulledLine>, Vec<Sku>), ApiError> {
+    check_pull(state, customer, sale_key).await?;
+    let (store, key) = (state.store.clone(), sale_key.to_string());
+    if blocking(move || Ok(was_voided(&store, &key)?)).await? {
+        return Err(sale_voided());
+    }
+    let lines = desk.pull(customer, sale_key).await?;
+    let catalog = state.store.catalog();
+    let (sellable, foreign): (Vec<PulledLine>, Vec<PulledLine>) = lines
+        .into_iter()
+        .partition(|l| catalog.snapshot.product_by_sku(&l.sku).is_some());
+    Ok((sellable, foreign.into_iter().map(|l| l.sku).collect()))
+}
+
+fn sale_voided() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "sale_voided",
+        "this sale was voided and its items went back to the customer's web basket: start a new sale",
+    )
+}
+
+/// Checks a sale key and that the customer was found here.
+async fn check_pull(
+    state: &ApiState,
+    customer: &CustomerId,
+    sale_key: &str,
+) -> Result<(), ApiError> {
     if ulid::Ulid::from_string(sale_key).is_err() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -244,12 +332,45 @@ pub(crate) async fn pull_basket(
             "look the customer up at this till first",
         ));
     }
-    let lines = desk.pull(customer, sale_key).await?;
-    let catalog = state.store.catalog();
-    let (sellable, foreign): (Vec<PulledLine>, Vec<PulledLine>) = lines
-        .into_iter()
-        .partition(|l| catalog.snapshot.product_by_sku(&l.sku).is_some());
-    Ok((sellable, foreign.into_iter().map(|l| l.sku).collect()))
+    Ok(())
+}
+
+/// Gives the customer's basket lines pulled onto the sale `sale_key` back to their web basket:
+/// the sale was voided. Refused once the sale is rung up (its items are sold: that is a
+/// return), so a paid sale never also refills the web basket.
+pub(crate) async fn give_back_pull(
+    state: &ApiState,
+    desk: &HubDesk,
+    customer: &CustomerId,
+    sale_key: &str,
+) -> Result<GivenBack, ApiError> {
+    check_pull(state, customer, sale_key).await?;
+    let (store, key) = (state.store.clone(), sale_key.to_string());
+    let rung_up = blocking(move || Ok(store.sale_recorded(&key).map_err(PosError::from)?)).await?;
+    if rung_up {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "sale_recorded",
+            "this sale is rung up, so its items are the customer's: take them back with a return",
+        ));
+    }
+    let back = desk.give_back(customer, sale_key).await?;
+    let (store, key, voided) = (
+        state.store.clone(),
+        voided_key(sale_key),
+        VoidedSale {
+            customer: *customer,
+        },
+    );
+    blocking(move || {
+        Ok(store.local_change(|_| {
+            let mut w = WriteSet::default();
+            w.put(T::Pos, key, &voided)?;
+            Ok::<_, PosError>((w, ()))
+        })?)
+    })
+    .await?;
+    Ok(back)
 }
 
 // ---- the JSON API ------------------------------------------------------------------------
@@ -276,6 +397,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/pos/customers/{id}/basket/pull",
             web::post().to(pull_route),
+        )
+        .route(
+            "/pos/customers/{id}/basket/return",
+            web::post().to(return_route),
         );
 }
 
@@ -374,6 +499,27 @@ async fn pull_route(
         "sale": sale,
         "lines": priced,
         "not_sold_here": foreign,
+    })))
+}
+
+async fn return_route(
+    state: web::Data<ApiState>,
+    desk: web::Data<HubDesk>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<PullBody>,
+) -> Result<HttpResponse, ApiError> {
+    let who = staff_only(&req)?;
+    let customer: CustomerId = path
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "customer not found"))?;
+    let sale = body.into_inner().sale;
+    let back = give_back_pull(&state, &desk, &customer, &sale).await?;
+    tracing::info!(clerk = %who.id, customer = %customer, lines = back.lines.len(), returned = back.returned, "voided sale: pull given back");
+    Ok(HttpResponse::Ok().json(json!({
+        "sale": sale,
+        "lines": back.lines.iter().map(|l| json!({"sku": l.sku, "quantity": l.quantity})).collect::<Vec<_>>(),
+        "returned": back.returned,
     })))
 }
 

@@ -1372,6 +1372,10 @@ async fn sale_action(
             next.coupons.retain(|c| *c != code);
             Ok(())
         }
+        // A sale with the customer's web basket on it gives the basket back first.
+        ("clear", _) if draft.pulled => {
+            return customer::void_pulled(&state, &req, &who, &draft).await;
+        }
         ("clear", _) => {
             next = Draft::default();
             Ok(())

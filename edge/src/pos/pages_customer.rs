@@ -3,11 +3,14 @@
 //! web/mobile basket onto it, or remove them. The customer travels with the sale in the page
 //! (`cust`, and `pulled` once their basket is on it) like `cart`; only a customer this node
 //! found on the hub can be attached. Offline, finding and pulling are refused with the
-//! node's "needs the hub" message and the sale goes on without a customer.
+//! node's "needs the hub" message and the sale goes on without a customer. Voiding a sale
+//! that holds the customer's web basket gives the basket back (once, by the sale's key).
 
 use super::{check_form, see_other, till_refusal, Draft};
 use crate::api::{blocking, ApiState};
-use crate::pos::customers::{find, pull_basket, recall, HubDesk, TillCustomer};
+use crate::pos::customers::{
+    find, give_back_pull, pull_basket, recall, was_voided, HubDesk, TillCustomer,
+};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use protocol::CustomerId;
@@ -58,8 +61,16 @@ pub(super) async fn panel(state: &ApiState, draft: &Draft) -> Option<serde_json:
     })
 }
 
-/// Refuses to ring up a sale whose customer this node never found (a hand-edited address).
+/// Refuses to ring up a sale whose customer this node never found (a hand-edited address), or
+/// one voided with its web basket given back (a page from before the void, reached with Back).
 pub(super) async fn check_attached(state: &ApiState, draft: &Draft) -> Result<(), String> {
+    if draft.pulled && !draft.key.is_empty() {
+        let (store, key) = (state.store.clone(), draft.key.clone());
+        let voided = blocking(move || Ok(was_voided(&store, &key)?)).await;
+        if !matches!(voided, Ok(false)) {
+            return Err("This sale was voided and its items went back to the customer's web basket: start a new sale.".into());
+        }
+    }
     match draft.customer {
         Some(id) if known(state, id).await.is_none() => Err(
             "This till does not know the sale's customer: remove the customer, or look them up again."
@@ -205,4 +216,56 @@ async fn pull(
     // Shown at once (not after a redirect) so the clerk reads it; a reload pulls nothing more.
     let msg = format!("Web basket pulled, but {}", problems.join("; "));
     refuse(next, msg, StatusCode::OK).await
+}
+
+/// "Void sale" on a sale the customer's web basket was pulled onto: the pulled lines go back to
+/// their web basket, then the till starts a new sale. If the hub cannot take them back now
+/// (offline, a payment in progress on the web), the sale stays on screen with what to do: try
+/// again, or remove the customer and void (the pulled lines then stay off the web basket).
+pub(super) async fn void_pulled(
+    state: &web::Data<ApiState>,
+    req: &HttpRequest,
+    who: &crate::pos::SignedIn,
+    draft: &Draft,
+) -> HttpResponse {
+    let Some(customer) = draft.customer else {
+        return see_other(&Draft::default().href());
+    };
+    let Some(desk) = req.app_data::<web::Data<HubDesk>>() else {
+        tracing::error!("the hub desk is not configured");
+        let msg = "This till cannot reach the hub for customers: remove the customer, then void the sale.";
+        return till_refusal(
+            state,
+            req,
+            who,
+            draft,
+            msg.into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .await;
+    };
+    let fresh = Draft::default();
+    let done = |msg: String| till_refusal(state, req, who, &fresh, msg, StatusCode::OK);
+    match give_back_pull(state, desk, &customer, &draft.key).await {
+        Ok(back) => {
+            let units: u32 = back.lines.iter().map(|l| l.quantity).sum();
+            tracing::info!(clerk = %who.id, %customer, units, returned = back.returned, "sale voided: web basket given back");
+            let what = match units {
+                0 => "There was nothing to give back to the customer's web basket.".to_string(),
+                1 => "The 1 item pulled from the customer's web basket is back in it.".to_string(),
+                n => format!("The {n} items pulled from the customer's web basket are back in it."),
+            };
+            done(format!("Sale voided. {what}")).await
+        }
+        Err(e) if e.code() == "pull_not_found" => {
+            done("Sale voided. The hub no longer knows what was pulled onto it, so nothing went back to the web basket.".into()).await
+        }
+        Err(e) => {
+            let msg = format!(
+                "Sale not voided: the customer's web basket could not be given back ({}). Try again, or remove the customer and then void: the pulled items then stay off the web basket.",
+                e.explain()
+            );
+            till_refusal(state, req, who, draft, msg, e.status_code()).await
+        }
+    }
 }

@@ -408,6 +408,13 @@ impl Store {
         self.sell_with(req, idempotency, till, &ManualAdjustments::default())
     }
 
+    /// Whether a sale was recorded under this `Idempotency-Key` (e.g. the till page's sale
+    /// key): a sale that is rung up is sold, whatever a page still shows.
+    pub fn sale_recorded(&self, idempotency: &str) -> Result<bool, StoreError> {
+        let key = idempotency_key(&format!("sale:{idempotency}"));
+        Ok(self.db.get::<IdRef>(T::Sales, &key)?.is_some())
+    }
+
     /// Records a sale as [`Store::sell_at`] does, with manual price adjustments of its lines
     /// approved by a manager (whose PIN the caller checked): the adjusted lines take no
     /// promotion, and each adjustment goes to the POS audit in the sale's own write.

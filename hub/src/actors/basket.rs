@@ -3,7 +3,7 @@
 //! live watcher — web, mobile, POS — as a freshly priced view.
 
 mod till_pull;
-pub use till_pull::PullToTill;
+pub use till_pull::{PullToTill, ReturnFromTill};
 
 use super::directory::{Deregister, Directory};
 use super::{idle_expired, Deps};

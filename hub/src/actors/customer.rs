@@ -2,7 +2,7 @@
 //! the id of their one basket, so web, mobile, POS and boards all reach the same basket.
 
 mod in_store;
-pub use in_store::SetInStore;
+pub use in_store::{IssueLoyaltyNumber, SetInStore};
 
 use super::directory::{Deregister, Directory};
 use super::{idle_expired, Deps};

@@ -3,8 +3,8 @@
 //! the pull of the customer's basket onto the till.
 
 use super::{unavailable, HubBackend};
-use crate::actors::basket::PullToTill;
-use crate::actors::customer::{GetCustomer, SetInStore};
+use crate::actors::basket::{PullToTill, ReturnFromTill};
+use crate::actors::customer::{GetCustomer, IssueLoyaltyNumber, SetInStore};
 use crate::storage::{CustomerAlias, StorageError};
 use channels::backend::{InStoreChange, InStoreDetails};
 use channels::BackendError;
@@ -48,6 +48,17 @@ impl TillKey {
             ))),
         }
     }
+}
+
+/// Fresh numbers tried before giving up (a clash is already a one-in-billions chance).
+const ISSUE_ATTEMPTS: usize = 5;
+
+/// A new loyalty number: `7` and 11 random digits.
+fn loyalty_candidate() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)?;
+    let n = u64::from_le_bytes(bytes) % 100_000_000_000;
+    Ok(format!("7{n:011}"))
 }
 
 fn details(c: &CustomerRecord) -> InStoreDetails {
@@ -104,6 +115,27 @@ impl HubBackend {
         }
     }
 
+    /// The customer's loyalty number, made now if they have none: `7` and 11 random digits
+    /// (hard to guess, and the till's lookups are rate-limited). A number another customer
+    /// holds is skipped for a fresh one.
+    pub(crate) async fn issue_loyalty(
+        &self,
+        customer: CustomerId,
+    ) -> Result<InStoreDetails, BackendError> {
+        for _ in 0..ISSUE_ATTEMPTS {
+            let candidate = loyalty_candidate().map_err(unavailable)?;
+            match self
+                .ask_customer(customer, IssueLoyaltyNumber { candidate })
+                .await?
+            {
+                Ok(record) => return Ok(details(&record)),
+                Err(StorageError::Conflict(_)) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(unavailable("no free loyalty number after several tries"))
+    }
+
     /// The customer with exactly this key, if any.
     pub async fn till_lookup(&self, key: &TillKey) -> Result<Option<CustomerRecord>, BackendError> {
         let storage = &self.deps.storage;
@@ -135,5 +167,40 @@ impl HubBackend {
         let basket = self.customer_basket(customer).await?;
         let pulled = self.ask_basket(basket, PullToTill { id, store }).await?;
         Ok(pulled.lines)
+    }
+
+    /// Gives the till pull `id` back to the customer's basket (the till voided the sale);
+    /// answers the lines given back and whether this call gave them (false: given before).
+    pub async fn return_from_till(
+        &self,
+        customer: CustomerId,
+        id: String,
+        store: String,
+    ) -> Result<(Vec<(Sku, u32)>, bool), BackendError> {
+        self.ask_customer(customer, GetCustomer).await?;
+        let basket = self.customer_basket(customer).await?;
+        match self
+            .ask_basket(basket, ReturnFromTill { id, store })
+            .await?
+        {
+            Some(back) => Ok((back.lines, back.changed)),
+            None => Err(BackendError::NotFound("till pull")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issued_loyalty_number_is_one_a_till_can_look_up() {
+        for _ in 0..50 {
+            let n = loyalty_candidate().expect("random");
+            assert_eq!(n.len(), 12, "{n}");
+            assert!(n.starts_with('7'));
+            assert_eq!(normalize_loyalty(&n), Ok(n.clone()));
+        }
+        assert_ne!(loyalty_candidate().ok(), loyalty_candidate().ok());
     }
 }

@@ -1,7 +1,8 @@
 //! A store's till takes the customer's basket (`docs/pos.md`, "Customers at the till"): the
 //! lines leave this basket and go onto the sale at the till, which prices them itself. The
 //! pull is idempotent by its id (kept in the basket, committed with the lines' removal), so a
-//! retried pull answers the same lines and moves nothing.
+//! retried pull answers the same lines and moves nothing. When the till voids the sale, the
+//! pull is given back (once, by the same id).
 
 use super::{BasketActor, BasketFailure};
 use crate::storage::{Change, UnitOfWork};
@@ -59,6 +60,59 @@ impl Handler<PullToTill> for BasketActor {
                     }
                     act.adopt(next);
                     Ok(pulled)
+                }),
+        ))
+    }
+}
+
+/// Gives the lines of the till pull `id` back to the basket: the till voided the sale
+/// (`store` names it for the customer's timeline). `None`: this basket has no such pull.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Option<TillPulled>, BasketFailure>")]
+pub struct ReturnFromTill {
+    pub id: String,
+    pub store: String,
+}
+
+impl Handler<ReturnFromTill> for BasketActor {
+    type Result = AtomicResponse<Self, Result<Option<TillPulled>, BasketFailure>>;
+
+    fn handle(&mut self, msg: ReturnFromTill, _ctx: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let mut next = self.basket.clone();
+        let now = self.deps.clock.now();
+        let back = match next.return_from_till(&msg.id, now) {
+            Ok(Some(back)) if back.changed => back,
+            other => {
+                let answer = other.map_err(BasketFailure::from);
+                return AtomicResponse::new(Box::pin(actix::fut::ready(answer)));
+            }
+        };
+        let storage = self.deps.storage.clone();
+        let unit = UnitOfWork::new().with(Change::PutBasket(next.clone()));
+        AtomicResponse::new(Box::pin(
+            async move { storage.commit(unit).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    res?;
+                    if let protocol::BasketOwner::Customer(c) = next.owner {
+                        let units: u32 = back.lines.iter().map(|(_, q)| q).sum();
+                        let event = Event::new(
+                            now,
+                            Subject::Customer(c),
+                            Channel::Pos,
+                            EventKind::BasketLineAdded,
+                        )
+                        .with("basket", next.id)
+                        .with("returned_from_till", &msg.store)
+                        .with("lines", back.lines.len())
+                        .with("units", units);
+                        act.deps
+                            .recorder
+                            .do_send(super::super::recorder::Record(event));
+                    }
+                    act.adopt(next);
+                    Ok(Some(back))
                 }),
         ))
     }

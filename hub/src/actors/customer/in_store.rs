@@ -78,3 +78,29 @@ impl Handler<SetInStore> for CustomerActor {
         ))
     }
 }
+
+/// Gives the customer the loyalty number `candidate` (normalised, made by the hub) unless they
+/// have one already: answers the record either way. `Conflict` when another customer holds
+/// the candidate (the caller tries another).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<protocol::CustomerRecord, StorageError>")]
+pub struct IssueLoyaltyNumber {
+    pub candidate: String,
+}
+
+impl Handler<IssueLoyaltyNumber> for CustomerActor {
+    type Result = AtomicResponse<Self, Result<protocol::CustomerRecord, StorageError>>;
+
+    fn handle(&mut self, msg: IssueLoyaltyNumber, ctx: &mut Context<Self>) -> Self::Result {
+        if self.customer.loyalty_number.is_some() {
+            self.last_active = self.deps.clock.now();
+            let record = self.customer.clone();
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(record))));
+        }
+        let set = SetInStore {
+            phone: None,
+            loyalty_number: Some(Some(msg.candidate)),
+        };
+        <Self as Handler<SetInStore>>::handle(self, set, ctx)
+    }
+}
