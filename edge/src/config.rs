@@ -67,6 +67,9 @@ pub struct PosSettings {
     pub tills: Vec<String>,
     /// Who may sign in (none by default: the POS is closed until staff are listed).
     pub staff: Vec<StaffMember>,
+    /// Card payments: the payment terminal, and the caps of offline (store-and-forward) card
+    /// payments (`[pos.card]`, `crate::pos::card`).
+    pub card: crate::pos::card::CardSettings,
 }
 
 impl Default for PosSettings {
@@ -77,6 +80,7 @@ impl Default for PosSettings {
             session_max_age: Duration::from_secs(12 * 3600),
             tills: Vec::new(),
             staff: Vec::new(),
+            card: crate::pos::card::CardSettings::default(),
         }
     }
 }
@@ -286,6 +290,7 @@ impl PosSettings {
         if self.session_max_age.is_zero() {
             return Err("session_max_age must be above zero, e.g. 12h".into());
         }
+        self.card.check(self.currency)?;
         let mut tills = std::collections::BTreeSet::new();
         for till in &self.tills {
             if !is_plain_id(till, 32) {
@@ -345,7 +350,7 @@ fn check_hub_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(

@@ -158,6 +158,9 @@ impl Application {
             .map_err(|e| HubError::Config(format!("[payments]: {e}")))?;
         let payments = PaymentClient::new(&settings.payments)
             .map_err(|e| HubError::Config(format!("[payments]: {e}")))?;
+        let card_authority = web::Data::new(crate::edge::card::CardAuthority {
+            payments: payments.clone(),
+        });
         let address = listener.local_addr()?;
         let public_url = settings
             .public_url
@@ -338,6 +341,7 @@ impl Application {
                 .app_data(admin.clone())
                 .app_data(fulfilment.clone())
                 .app_data(backoffice_data.clone())
+                .app_data(card_authority.clone())
                 .service(
                     web::resource("/webhooks/oms")
                         .app_data(web::PayloadConfig::new(256 * 1024))
@@ -360,6 +364,7 @@ impl Application {
                     "/api/v1/edge/sync",
                     web::get().to(crate::edge::session::sync),
                 )
+                .configure(crate::edge::card::configure)
                 .configure(crate::unsubscribe::configure)
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))

@@ -16,7 +16,9 @@
 //! | `z` + till id + `0x00` + n (be u64)  | [`till::ZReport`]     |
 //! | `m` + sale id + line (be u32)        | [`overrides::ManualAdjustmentRecord`] (the audit) |
 //! | `g` + grant id                       | [`overrides::ApprovalGrant`] (the POS page) |
+//! | `Cs` / `Co` + card payment id        | [`card::CardState`] (card tender) / open index |
 
+pub mod card;
 pub(crate) mod http;
 pub mod overrides;
 pub(crate) mod pages;

@@ -15,6 +15,7 @@
 //! a command to the node that owns it.
 
 pub mod admin;
+pub mod card;
 pub mod catalog;
 pub mod coupons;
 pub mod merge;

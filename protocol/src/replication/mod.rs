@@ -18,8 +18,8 @@ pub use clock::{Hlc, HybridClock};
 pub use counter::OnHand;
 pub use gmap::GrowMap;
 pub use records::{
-    Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord, SaleLine, SalePayment,
-    SaleRecord, Settlement,
+    CardStatus, CardTender, Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord,
+    SaleLine, SalePayment, SaleRecord, Settlement,
 };
 pub use rights::{Rights, RightsError};
 
