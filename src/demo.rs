@@ -371,6 +371,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         name: "ERP simulator",
         child,
     };
+    // The stores' payment terminal: the tills ask it to read cards (both demo stores share it).
+    let terminal_url = format!(
+        "http://{}",
+        simulators::terminal::TerminalSim::DEFAULT_LISTEN
+    );
+    let child = Command::new(&exe)
+        .args(["sim", "terminal"])
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the payment terminal simulator")?;
+    let mut terminal = Supervised {
+        name: "payment terminal simulator",
+        child,
+    };
     let hub_settings = write_hub_settings(&args.data)?;
     let child = Command::new(&exe)
         .arg("hub")
@@ -422,6 +436,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             )
             .env("OMNIHUB_EDGE_LISTEN", format!("127.0.0.1:{port}"))
             .env("OMNIHUB_EDGE_API_TOKEN", DEMO_STORE_TOKEN)
+            .env("OMNIHUB_EDGE_POS__CARD__TERMINAL_URL", &terminal_url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -471,6 +486,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         &mut erp,
         Duration::from_secs(30),
     )?;
+    wait_ready(
+        &format!("{terminal_url}/healthz"),
+        &mut terminal,
+        Duration::from_secs(30),
+    )?;
     for (node, base, replica) in stores.iter_mut() {
         wait_ready(&format!("{base}/readyz"), node, Duration::from_secs(30))?;
         seed_store(base, replica)?;
@@ -494,7 +514,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|(email, token)| format!("\n                  {email}  Bearer {token}"))
         .collect();
     println!(
-        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Store boards    playlists: {hub_url}/api/v1/admin/boards/playlists (admin token){boards}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
+        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Card terminal   {terminal_url}/  (present a test card, then press Card on the till)\n  Store boards    playlists: {hub_url}/api/v1/admin/boards/playlists (admin token){boards}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
         simulators::mail::MailArgs::DEFAULT_SMTP,
         hub::app::DEMO_EMAIL,
         hub::app::DEMO_PASSWORD,
@@ -502,7 +522,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     // Runs until a child stops: on Ctrl-C all of them do (they share the terminal's process
     // group); if one fails on its own, the others are stopped too.
-    let mut children = vec![hub, mail, payments, oms, logistics, erp];
+    let mut children = vec![hub, mail, payments, oms, logistics, erp, terminal];
     children.extend(stores.into_iter().map(|(node, _, _)| node));
     loop {
         for i in 0..children.len() {

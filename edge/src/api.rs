@@ -63,6 +63,10 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                     web::get().to(crate::pos::overrides::audit_route),
                 )
                 .route("/sales", web::get().to(list_sales))
+                .route(
+                    "/card/payments",
+                    web::get().to(crate::pos::card::list_route),
+                )
                 .route("/sales/{id}", web::get().to(get_sale))
                 .route("/stock/adjustments", web::post().to(post_adjustment))
                 .route("/stock", web::get().to(list_stock))
@@ -549,6 +553,13 @@ fn sale_view(r: &SaleReceipt) -> SaleView {
     }
 }
 
+/// A sale's view with each card payment's current state (`crate::pos::card`).
+fn sale_json(store: &Store, r: &SaleReceipt) -> serde_json::Value {
+    let mut view = serde_json::to_value(sale_view(r)).unwrap_or_default();
+    crate::pos::card::annotate(store, &r.entry.sale, &mut view);
+    view
+}
+
 #[derive(Serialize)]
 struct AdjustmentView {
     id: Ulid,
@@ -728,18 +739,26 @@ async fn post_sale(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let till = crate::pos::http::till_sale(&state, &req)?;
-    let (body, mut manual, approval) = body.into_inner().split();
+    let (mut body, mut manual, approval) = body.into_inner().split();
     crate::pos::http::check_staff_sale(&req, &body)?;
     approve(&state, &mut manual, approval).await?;
+    let authorised =
+        crate::pos::card::authorise(&req, &state, &mut body, key.as_deref(), &manual).await?;
     let store = state.store.clone();
-    let receipt =
-        blocking(move || Ok(store.sell_with(&body, key.as_deref(), till.as_ref(), &manual)?))
-            .await?;
+    let sold =
+        blocking(move || Ok(store.sell_with(&body, key.as_deref(), till.as_ref(), &manual)?)).await;
+    let receipt = match sold {
+        Ok(r) => r,
+        Err(e) => {
+            crate::pos::card::release_for(&req, &authorised).await;
+            return Err(e);
+        }
+    };
     let mut res = HttpResponse::Created();
     if receipt.replayed {
         res.insert_header(("Idempotent-Replayed", "true"));
     }
-    Ok(res.json(sale_view(&receipt)))
+    Ok(res.json(sale_json(&state.store, &receipt)))
 }
 
 /// `POST /api/v1/sales/quote`: a sale request priced by the same code as `POST /api/v1/sales`
@@ -810,7 +829,7 @@ async fn list_sales(
         .then(|| sales.last().map(|s| s.entry.sale.id.to_string()))
         .flatten();
     Ok(HttpResponse::Ok().json(json!({
-        "sales": sales.iter().map(sale_view).collect::<Vec<_>>(),
+        "sales": sales.iter().map(|s| sale_json(&state.store, s)).collect::<Vec<_>>(),
         "next_cursor": next,
     })))
 }
@@ -823,7 +842,7 @@ async fn get_sale(
     let store = state.store.clone();
     let k = key.clone();
     match blocking(move || Ok(store.find_sale(&k)?)).await? {
-        Some(sale) => Ok(HttpResponse::Ok().json(sale_view(&sale))),
+        Some(sale) => Ok(HttpResponse::Ok().json(sale_json(&state.store, &sale))),
         None => Err(ApiError::not_found(format!(
             "sale '{key}' (an id or a receipt number)"
         ))),

@@ -72,6 +72,9 @@ pub struct PosSettings {
     /// A return refunding more than this (a decimal amount in `currency`) needs a manager:
     /// their own session, or their PIN as an approval (`docs/pos.md`, "Returns and exchanges").
     pub return_approval_over: String,
+    /// Card payments: the payment terminal, and the caps of offline (store-and-forward) card
+    /// payments (`[pos.card]`, `crate::pos::card`).
+    pub card: crate::pos::card::CardSettings,
 }
 
 impl Default for PosSettings {
@@ -83,6 +86,7 @@ impl Default for PosSettings {
             tills: Vec::new(),
             staff: Vec::new(),
             return_approval_over: "100.00".into(),
+            card: crate::pos::card::CardSettings::default(),
         }
     }
 }
@@ -297,6 +301,7 @@ impl PosSettings {
         if self.session_max_age.is_zero() {
             return Err("session_max_age must be above zero, e.g. 12h".into());
         }
+        self.card.check(self.currency)?;
         let mut tills = std::collections::BTreeSet::new();
         for till in &self.tills {
             if !is_plain_id(till, 32) {
@@ -356,7 +361,7 @@ fn check_hub_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(

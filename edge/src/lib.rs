@@ -80,6 +80,8 @@ pub struct EdgeHandle {
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     sync_task: tokio::task::JoinHandle<()>,
+    /// The card forwarder (`pos::card::run`): stops with the sync task.
+    card_task: tokio::task::JoinHandle<()>,
     stop_sync: watch::Sender<bool>,
 }
 
@@ -136,13 +138,15 @@ impl EdgeNode {
         )?);
         let state = web::Data::new(api::ApiState {
             store: store.clone(),
-            pos: Arc::new(pos::Pos::new(store.clone(), &settings.pos, clock)),
+            pos: Arc::new(pos::Pos::new(store.clone(), &settings.pos, clock.clone())),
             token: settings.api_token.clone().unwrap_or_default(),
             hub_url: settings.hub_url.clone(),
             max_clock_skew_ms: settings.max_clock_skew.as_millis() as u64,
         });
         let returns = web::Data::new(pos::returns::HubLink::new(&settings)?);
         let desk = web::Data::new(pos::customers::HubDesk::new(&settings, store.clone()));
+        let cards = web::Data::new(pos::card::Cards::new(&settings, clock.clone()));
+        let card_forwarder = cards.clone().into_inner();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
@@ -151,6 +155,7 @@ impl EdgeNode {
                 .app_data(desk.clone())
                 .app_data(boards.clone())
                 .configure(boards::http::configure)
+                .app_data(cards.clone())
                 .configure(api::configure)
         })
         .disable_signals()
@@ -165,6 +170,13 @@ impl EdgeNode {
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
         store.update_sync(|s| s.running = true);
+        // Offline card payments are forwarded for authorisation once the hub is back; it stops
+        // with the sync task, and `stop` waits for it before releasing the store.
+        let card_task = tokio::spawn(pos::card::run(
+            store.clone(),
+            card_forwarder,
+            stopped.clone(),
+        ));
         let sync_task = tokio::spawn(sync::run(store.clone(), settings.clone(), stopped));
         tracing::info!(%addr, hub = %settings.hub_url, "edge node started");
         Ok(EdgeHandle {
@@ -174,6 +186,7 @@ impl EdgeNode {
             server: server_handle,
             server_task,
             sync_task,
+            card_task,
             stop_sync,
         })
     }
@@ -226,6 +239,9 @@ impl EdgeHandle {
     pub async fn stop(self) -> Result<(), EdgeError> {
         let _ = self.stop_sync.send(true);
         self.sync_task
+            .await
+            .map_err(|e| EdgeError::Task(e.to_string()))?;
+        self.card_task
             .await
             .map_err(|e| EdgeError::Task(e.to_string()))?;
         self.server.stop(true).await;

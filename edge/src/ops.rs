@@ -163,6 +163,12 @@ pub struct PaymentRequest {
     /// The terminal's or voucher's reference, never a card number.
     #[serde(default)]
     pub reference: Option<String>,
+    /// A card read by the store's payment terminal (`omnihub sim terminal`): its token, brand
+    /// and last four digits. The node authorises it through the hub, or takes it offline
+    /// within the caps (`crate::pos::card`). A card payment without it is recorded as taken
+    /// on a stand-alone terminal, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<crate::pos::card::CardRead>,
 }
 
 /// A stock adjustment made at the store.

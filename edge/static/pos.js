@@ -72,6 +72,22 @@
     });
   }
 
+  // Split tender: once the card part is typed, the cash field says what cash must cover (the
+  // node checks the real amounts; change comes from the cash part only).
+  var splitCard = $("[data-split-card]");
+  var splitCash = $("[data-split-cash]");
+  if (totals && splitCard && splitCash) {
+    var sExp = Number(totals.getAttribute("data-exponent")) || 0;
+    var sTotal = Number(totals.getAttribute("data-total-minor")) || 0;
+    splitCard.addEventListener("input", function () {
+      var m = splitCard.value.trim().replace(",", ".").match(/^(\d+)(?:\.(\d*))?$/);
+      if (!m || (m[2] || "").length > sExp) { splitCash.placeholder = "the rest, or more"; return; }
+      var minor = Number(m[1]) * Math.pow(10, sExp) + Number(((m[2] || "") + "000000").slice(0, sExp) || 0);
+      var rest = Math.max(sTotal - minor, 0);
+      splitCash.placeholder = "at least " + (rest / Math.pow(10, sExp)).toFixed(sExp);
+    });
+  }
+
   // Online/offline badge from the node's sync state. The poll only looks at the session (it
   // does not keep it alive); once the session is over, the page goes back to the sign-in.
   var badge = $("[data-sync]");

@@ -219,6 +219,7 @@ fn bad_requests_are_refused_with_the_field_to_fix() {
         method: PaymentMethod::Card,
         amount: "5.00".into(),
         reference: Some("T-1".into()),
+        card: None,
     };
     assert_eq!(field(store.sell(&card, None)).0, "overpaid");
     let mut both = sale(vec![line("COF-1", 1)], "1.00");

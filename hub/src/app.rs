@@ -163,6 +163,9 @@ impl Application {
             .map_err(|e| HubError::Config(format!("[payments]: {e}")))?;
         let payments = PaymentClient::new(&settings.payments)
             .map_err(|e| HubError::Config(format!("[payments]: {e}")))?;
+        let card_authority = web::Data::new(crate::edge::card::CardAuthority {
+            payments: payments.clone(),
+        });
         let address = listener.local_addr()?;
         let public_url = settings
             .public_url
@@ -364,6 +367,7 @@ impl Application {
                 .app_data(admin.clone())
                 .app_data(fulfilment.clone())
                 .app_data(backoffice_data.clone())
+                .app_data(card_authority.clone())
                 .service(
                     web::resource("/webhooks/oms")
                         .app_data(web::PayloadConfig::new(256 * 1024))
@@ -393,6 +397,7 @@ impl Application {
                 )
                 .configure(crate::edge::customers::configure(till_lookups.clone()))
                 .configure(crate::edge::boards::node_routes)
+                .configure(crate::edge::card::configure)
                 .configure(crate::unsubscribe::configure)
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))

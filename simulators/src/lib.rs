@@ -24,6 +24,7 @@ pub mod logistics;
 pub mod mail;
 pub mod oms;
 pub mod payments;
+pub mod terminal;
 
 /// The partner simulators.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -45,6 +46,9 @@ pub enum SimCommand {
     /// A carrier (default http://127.0.0.1:8204): shipments with tracking numbers, tracking
     /// events on an accelerated clock as signed webhooks, and a public tracking page.
     Logistics(logistics::LogisticsArgs),
+    /// The store's payment terminal (default http://127.0.0.1:8206): reads a test card chosen
+    /// on its page or named in the request and hands the POS only a token, brand and last4.
+    Terminal(terminal::TerminalArgs),
 }
 
 /// Why a simulator could not run.
@@ -60,6 +64,8 @@ pub enum SimError {
     Oms(#[from] oms::OmsError),
     #[error("logistics simulator: {0}")]
     Logistics(#[from] logistics::LogisticsError),
+    #[error("terminal simulator: {0}")]
+    Terminal(#[from] terminal::TerminalError),
 }
 
 /// Runs a partner simulator until Ctrl-C or SIGTERM. Builds its own runtime, so call it from
@@ -71,5 +77,6 @@ pub fn run_sim(command: SimCommand) -> Result<(), SimError> {
         SimCommand::Payments(args) => Ok(payments::run(args)?),
         SimCommand::Oms(args) => Ok(oms::run(args)?),
         SimCommand::Logistics(args) => Ok(logistics::run(args)?),
+        SimCommand::Terminal(args) => Ok(terminal::run(args)?),
     }
 }

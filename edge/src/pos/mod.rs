@@ -17,7 +17,9 @@
 //! | `m` + sale id + line (be u32)        | [`overrides::ManualAdjustmentRecord`] (the audit) |
 //! | `g` + grant id                       | [`overrides::ApprovalGrant`] (the POS page) |
 //! | `C` + customer id                    | [`customers::TillCustomer`] (found on the hub) |
+//! | `ks` / `ko` + card payment id        | [`card::CardState`] (card tender) / open index |
 
+pub mod card;
 pub mod customers;
 pub(crate) mod http;
 pub mod overrides;

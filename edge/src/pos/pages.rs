@@ -37,6 +37,9 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::OnceLock;
 
+#[path = "pages_card.rs"]
+mod pages_card;
+
 /// The staff session token (HttpOnly, SameSite=Strict, Path=/pos).
 const SESSION_COOKIE: &str = "pos_session";
 /// The till this browser rings up at.
@@ -1284,6 +1287,9 @@ struct SaleForm {
     cust: String,
     #[serde(default)]
     pulled: String,
+    /// The cash part of a split tender (action `terminal`).
+    #[serde(default)]
+    cash: String,
     /// A manual adjustment (action `adjust`): one of a new unit price, an amount or a percent
     /// off the line, with the reason and the approving manager's id and PIN.
     #[serde(default)]
@@ -1380,6 +1386,9 @@ async fn sale_action(
             next = Draft::default();
             Ok(())
         }
+        ("terminal", _) => {
+            return pages_card::pay_by_card(&state, &req, &who, &draft, &form).await;
+        }
         ("cash" | "card", _) => {
             let method = if form.action == "cash" {
                 PaymentMethod::Cash
@@ -1448,6 +1457,7 @@ async fn pay(
         method,
         amount,
         reference: None,
+        card: None,
     }]);
     let key = Some(draft.key.clone()).filter(|k| !k.is_empty());
     let manual = match manual_of(state, who, draft, None).await {
@@ -1607,7 +1617,8 @@ async fn receipt_page(
             "lines": s.lines.iter().map(line_view).collect::<Vec<_>>(),
             "totals": totals(&s.lines, s.total, &s.taxes, &s.promotions),
             "coupons": s.coupons,
-            "payments": s.payments.iter().map(|p| json!({"method": p.method, "amount": show(p.amount)})).collect::<Vec<_>>(),
+            "payments": s.payments.iter().map(|p| json!({"method": p.method, "amount": show(p.amount),
+                "card": super::card::receipt_card(&state.store, p)})).collect::<Vec<_>>(),
             "change": show(r.change_due),
             "has_change": r.change_due.minor > 0,
             "qr": super::customers::qr_svg(&s.number),

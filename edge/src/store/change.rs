@@ -243,6 +243,28 @@ impl<'a> Change<'a> {
         self.journal_return = Some(r.clone());
     }
 
+    /// Makes a conflict record of this node's (stored, and sent with this change).
+    pub(super) fn conflict(
+        &mut self,
+        kind: &str,
+        detail: String,
+    ) -> Result<protocol::replication::ConflictRecord, StoreError> {
+        let c = protocol::replication::ConflictRecord {
+            id: Ulid::new(),
+            replica: self.me().clone(),
+            kind: kind.to_string(),
+            detail,
+            at: self.stamp(),
+        };
+        self.writes.put(
+            T::Records,
+            record_key(CONFLICT, c.id),
+            &StoredConflict(c.clone()),
+        )?;
+        self.records.push(Item::Conflict(c.clone()));
+        Ok(c)
+    }
+
     pub(super) fn record_sale(
         &mut self,
         entry: &SaleEntry,

@@ -647,11 +647,17 @@ pub(super) fn parse_payments(req: &SaleRequest, total: Money) -> Result<Vec<Sale
             &mut problems,
         );
         match Money::parse_decimal(&p.amount, currency) {
-            Ok(m) if m.minor > 0 => payments.push(SalePayment {
-                method: p.method.as_str().to_string(),
-                amount: m,
-                reference,
-            }),
+            Ok(m) if m.minor > 0 => {
+                match crate::pos::card::tender_of(p, &format!("payments[{i}]")) {
+                    Ok((card, card_reference)) => payments.push(SalePayment {
+                        method: p.method.as_str().to_string(),
+                        amount: m,
+                        reference: card_reference.or(reference),
+                        card,
+                    }),
+                    Err(problem) => problems.push(problem),
+                }
+            }
             _ => problems.push(FieldProblem {
                 field: format!("payments[{i}].amount"),
                 message: format!(

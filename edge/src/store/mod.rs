@@ -372,6 +372,37 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a sale was recorded with this idempotency key (a retry gets the first receipt).
+    pub(crate) fn has_sale_key(&self, key: &str) -> Result<bool, OpError> {
+        match check_idempotency_key(Some(key))? {
+            Some(k) => Ok(self
+                .db
+                .contains(T::Sales, &idempotency_key(&format!("sale:{k}")))?),
+            None => Ok(false),
+        }
+    }
+
+    /// Records a conflict this node found (`kind`, `detail`), sent to the hub like its other
+    /// records, with node-local writes made by `f` (given the conflict's id and time), in one
+    /// change: one transaction with its outbox entry, flushed.
+    pub(crate) fn record_conflict_with(
+        &self,
+        kind: &str,
+        detail: String,
+        f: impl FnOnce(
+            &Db,
+            &mut WriteSet,
+            &protocol::replication::ConflictRecord,
+        ) -> Result<(), StoreError>,
+    ) -> Result<protocol::replication::ConflictRecord, StoreError> {
+        let mut w = self.writer()?;
+        let mut ch = Change::new(self, &mut w);
+        let record = ch.conflict(kind, detail)?;
+        f(&self.db, &mut ch.writes, &record)?;
+        ch.finish()?;
+        Ok(record)
+    }
+
     /// Flushes everything (graceful shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()
@@ -540,6 +571,7 @@ impl Store {
             &manual_lines,
             now_ms(),
         )?;
+        crate::pos::card::record(&self.db, &mut ch.writes, req, &sale)?;
         let entry = SaleEntry {
             sale,
             deficits: deficits.iter().map(|d| d.id).collect(),

@@ -304,6 +304,55 @@ pub fn plan(sale: &ReturnableSale, req: &ReturnRequest) -> Result<PlannedReturn,
     })
 }
 
+impl Store {
+    /// Fills in the provider reference of the sale's card payments taken offline (a sale record
+    /// is immutable: it was made before the authorisation) from this node's card states, so
+    /// their refunds go back to the card. A card payment whose authorisation is still pending,
+    /// or that was declined or flagged, cannot be refunded yet: refused, nothing changes (no
+    /// cash paid out for a card payment that may never be paid).
+    fn card_references(&self, sale: &mut ReturnableSale) -> Result<(), OpError> {
+        let local = sale.local;
+        for p in sale.sale.payments.iter_mut() {
+            let (true, None, Some(tender)) = (p.method == "card", &p.reference, &p.card) else {
+                continue;
+            };
+            let state = if local {
+                crate::pos::card::state_of(self, &tender.payment)?
+            } else {
+                None
+            };
+            match state {
+                Some(s) if s.phase == crate::pos::card::CardPhase::Authorised => {
+                    p.reference = s.reference.clone();
+                }
+                Some(s) if s.phase != crate::pos::card::CardPhase::PendingAuth => {
+                    return Err(OpError::Conflict {
+                        code: "card_payment_flagged",
+                        message: format!(
+                            "the card payment ({} ···· {}) of this receipt was {}: it is flagged for follow-up, so its goods cannot be refunded at the till",
+                            tender.brand,
+                            tender.last4,
+                            s.phase.as_str().replace('_', " ")
+                        ),
+                    });
+                }
+                _ => {
+                    return Err(OpError::Conflict {
+                        code: "card_authorisation_pending",
+                        message: format!(
+                            "the card payment ({} ···· {}) of this receipt was taken offline and is not authorised yet: take the return once it is (after the store is back online){}",
+                            tender.brand,
+                            tender.last4,
+                            if local { "" } else { ", at the store that sold it" }
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Shares `amount` out over the sale's tenders: each card payment with a reference first, up to
 /// what it paid less what was refunded to it before; the rest in cash (cash, vouchers, and
 /// card payments with no reference to refund to).
@@ -327,6 +376,7 @@ pub fn allocate(sale: &ReturnableSale, amount: Money) -> Vec<SalePayment> {
                 method: "card".into(),
                 amount: Money::new(take, amount.currency),
                 reference: Some(reference.clone()),
+                card: None,
             });
             left -= take;
         }
@@ -336,6 +386,7 @@ pub fn allocate(sale: &ReturnableSale, amount: Money) -> Vec<SalePayment> {
             method: "cash".into(),
             amount: Money::new(left, amount.currency),
             reference: None,
+            card: None,
         });
     }
     out
@@ -516,8 +567,10 @@ impl Store {
                 method: EXCHANGE.into(),
                 amount: Money::new(credit, currency),
                 reference: None,
+                card: None,
             });
         }
+        self.card_references(&mut sale)?;
         refunds.extend(allocate(&sale, back));
         if sale.online_order() {
             refuse_cash_for_order(&sale, &refunds, back)?;
@@ -695,6 +748,7 @@ impl Store {
                     method: PaymentMethod::Voucher,
                     amount: credit.to_decimal_string(),
                     reference: Some(format!("{EXCHANGE} {return_number}")),
+                    card: None,
                 },
             );
         }

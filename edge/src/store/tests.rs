@@ -125,6 +125,7 @@ fn sale(units: i64) -> SaleRequest {
             method: PaymentMethod::Cash,
             amount: format!("{}.00", 5 * units),
             reference: None,
+            card: None,
         }],
         customer: None,
         clerk: None,

@@ -108,6 +108,7 @@ pub fn cash(amount: &str) -> edge_node::PaymentRequest {
         method: edge_node::PaymentMethod::Cash,
         amount: amount.into(),
         reference: None,
+        card: None,
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod boards;
+pub mod card;
 pub mod catalog;
 pub mod coupons;
 pub mod customers;

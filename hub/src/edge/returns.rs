@@ -304,6 +304,7 @@ pub fn order_as_sale(order: &OrderRecord, store_refunded: i64) -> SaleRecord {
                 order.payment.amount.currency,
             ),
             reference: Some(intent.clone()),
+            card: None,
         })
         .collect();
     SaleRecord {

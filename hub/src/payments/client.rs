@@ -70,6 +70,30 @@ impl Session {
     }
 }
 
+/// A PaymentIntent, as much of it as the hub reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentIntent {
+    pub id: String,
+    /// `requires_capture` once a manual-capture intent is authorised, `succeeded` once
+    /// captured, `canceled`, …
+    pub status: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A card payment taken at a store's till, to authorise (`capture_method=manual`).
+#[derive(Debug, Clone)]
+pub struct NewCardPayment {
+    pub amount: i64,
+    /// ISO 4217, any case (sent in lower case).
+    pub currency: String,
+    /// The terminal's token: a provider PaymentMethod id.
+    pub payment_method: String,
+    pub metadata: Vec<(String, String)>,
+    pub idempotency_key: String,
+}
+
 /// A refund.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Refund {
@@ -198,6 +222,69 @@ impl PaymentClient {
             &format!("/v1/checkout/sessions/{}/expire", path_part(id)),
             Some(&[]),
             None,
+        )
+        .await
+    }
+
+    /// Creates and confirms a PaymentIntent with `capture_method=manual` for a card read at a
+    /// store's terminal: authorised (`requires_capture`), or a 402 decline as
+    /// [`ProviderError::Api`].
+    pub async fn authorize_card(&self, p: &NewCardPayment) -> Result<PaymentIntent, ProviderError> {
+        let mut form: Vec<(String, String)> = vec![
+            ("amount".into(), p.amount.to_string()),
+            ("currency".into(), p.currency.to_ascii_lowercase()),
+            ("payment_method".into(), p.payment_method.clone()),
+            ("capture_method".into(), "manual".into()),
+            ("confirm".into(), "true".into()),
+        ];
+        for (k, v) in &p.metadata {
+            form.push((format!("metadata[{k}]"), v.clone()));
+        }
+        self.send(
+            reqwest::Method::POST,
+            "/v1/payment_intents",
+            Some(&form),
+            Some(&p.idempotency_key),
+        )
+        .await
+    }
+
+    pub async fn payment_intent(&self, id: &str) -> Result<PaymentIntent, ProviderError> {
+        self.send(
+            reqwest::Method::GET,
+            &format!("/v1/payment_intents/{}", path_part(id)),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Captures an authorised PaymentIntent in full.
+    pub async fn capture_intent(
+        &self,
+        id: &str,
+        idempotency_key: &str,
+    ) -> Result<PaymentIntent, ProviderError> {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/v1/payment_intents/{}/capture", path_part(id)),
+            Some(&[]),
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    /// Cancels a PaymentIntent not captured (the authorisation is released).
+    pub async fn cancel_intent(
+        &self,
+        id: &str,
+        idempotency_key: &str,
+    ) -> Result<PaymentIntent, ProviderError> {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/v1/payment_intents/{}/cancel", path_part(id)),
+            Some(&[]),
+            Some(idempotency_key),
         )
         .await
     }

@@ -22,8 +22,8 @@ pub use gmap::GrowMap;
 pub use numbers::{receipt_number, receipt_prefix};
 pub use pickup::{PickupLine, PickupOrder, PickupReport, PickupState};
 pub use records::{
-    Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord, ReturnLine, ReturnRecord,
-    SaleLine, SalePayment, SaleRecord, Settlement,
+    CardStatus, CardTender, Command, CommandKind, ConflictRecord, CouponTerms, DeficitRecord,
+    ReturnLine, ReturnRecord, SaleLine, SalePayment, SaleRecord, Settlement,
 };
 pub use rights::{Rights, RightsError};
 

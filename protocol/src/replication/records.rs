@@ -31,6 +31,37 @@ pub struct SalePayment {
     /// The terminal's or the provider's reference, never a card number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// A card read by the store's payment terminal: how it was authorised, the brand and the
+    /// last four digits (never the number). Absent for other methods and for card payments
+    /// recorded before the terminal was wired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardTender>,
+}
+
+/// A card payment taken at a store's till through the payment terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardTender {
+    /// The node's id of this card payment (the provider's idempotency keys derive from it).
+    pub payment: String,
+    pub brand: String,
+    pub last4: String,
+    /// How it stood when the sale was recorded (its later outcome is the node's card state).
+    pub status: CardStatus,
+    /// Unix milliseconds when the card was taken (an offline payment's deadline runs from it).
+    pub taken_at_ms: u64,
+}
+
+/// How a card payment stood when its sale was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CardStatus {
+    /// Authorised online through the hub's payment provider (`reference` is the `pi_…`).
+    Authorised,
+    /// Taken while the hub was unreachable (store-and-forward): authorised after reconnection,
+    /// or flagged for follow-up.
+    PaidOfflinePendingAuth,
+    /// A status this build does not know.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A sale at a store's till: made on the node, immutable, keyed by a ULID made there.

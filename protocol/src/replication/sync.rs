@@ -771,6 +771,7 @@ mod tests {
                         method: "cash".into(),
                         amount: price,
                         reference: None,
+                        card: None,
                     }],
                     customer: None,
                     clerk: Some("anna".into()),

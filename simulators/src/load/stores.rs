@@ -624,6 +624,7 @@ fn sale_request(skus: &[String], cursor: &mut usize, lines: usize) -> SaleReques
             method: PaymentMethod::Cash,
             amount: CASH.into(),
             reference: None,
+            card: None,
         }],
         customer: None,
         clerk: Some("bench".into()),
