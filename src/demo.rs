@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The demo's click-and-collect order.
+#[path = "demo_collect.rs"]
+mod collect;
+
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// Delete ./data first and start from a clean demo.
@@ -513,8 +517,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(email, token)| format!("\n                  {email}  Bearer {token}"))
         .collect();
+    let (_, berlin, berlin_name, berlin_port) = DEMO_STORES[0];
+    let pickup = collect::banner_line(
+        &collect::PickupDemo {
+            hub: &hub_url,
+            admin_token: DEMO_ADMIN_TOKEN,
+            store: &format!("http://127.0.0.1:{berlin_port}"),
+            store_token: DEMO_STORE_TOKEN,
+            location: berlin,
+        },
+        berlin_name,
+    );
     println!(
-        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Card terminal   {terminal_url}/  (present a test card, then press Card on the till)\n  Store boards    playlists: {hub_url}/api/v1/admin/boards/playlists (admin token){boards}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
+        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Click & collect {pickup}\n  Card terminal   {terminal_url}/  (present a test card, then press Card on the till)\n  Store boards    playlists: {hub_url}/api/v1/admin/boards/playlists (admin token){boards}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
         simulators::mail::MailArgs::DEFAULT_SMTP,
         hub::app::DEMO_EMAIL,
         hub::app::DEMO_PASSWORD,
