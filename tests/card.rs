@@ -565,3 +565,103 @@ async fn an_offline_card_not_uploaded_within_the_deadline_is_flagged_not_authori
         "deadline_passed"
     );
 }
+
+/// Signs manager `anna` in at the shop's node, opens till 1, and answers her session token.
+async fn open_till(shop: &Shop) -> String {
+    let c = common::http_client();
+    let res = c
+        .post(format!("{}/api/v1/staff/sessions", shop.store.node.base))
+        .json(&json!({"staff_id": "anna", "pin": "4711"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 201);
+    let token = res.json::<Value>().await.expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let res = c
+        .post(format!("{}/api/v1/tills/1/open", shop.store.node.base))
+        .bearer_auth(&token)
+        .json(&json!({"float": "50.00"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), 201);
+    token
+}
+
+/// Returns line 0 of `receipt` (one unit) at till 1.
+async fn return_one(shop: &Shop, token: &str, receipt: &str) -> (u16, Value) {
+    let res = common::http_client()
+        .post(format!("{}/api/v1/returns", shop.store.node.base))
+        .bearer_auth(token)
+        .header("X-Till", "1")
+        .json(&json!({"receipt": receipt, "lines": [{"line": 0, "quantity": 1}]}))
+        .send()
+        .await
+        .expect("sent");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_sale_taken_offline_is_refunded_to_its_card_only_once_authorised() {
+    let hash = edge_node::hash_pin("4711").expect("hashes");
+    let shop = Shop::start(move |_| {
+        vec![
+            ("OMNIHUB_EDGE_POS__TILLS", "[\"1\"]".to_string()),
+            (
+                "OMNIHUB_EDGE_POS__STAFF",
+                format!("[{{id=\"anna\",name=\"Anna\",role=\"manager\",pin_hash=\"{hash}\"}}]"),
+            ),
+        ]
+    })
+    .await;
+    let token = open_till(&shop).await;
+    shop.store.proxy.cut();
+    shop.store.offline().await;
+    let (status, sale) = shop.sell_by_card("visa", 1).await;
+    assert_eq!(status, 201, "{sale}");
+    let receipt = sale["number"].as_str().expect("number").to_string();
+
+    // Not authorised yet: no cash goes out for a card payment that may never be paid.
+    let (status, refused) = return_one(&shop, &token, &receipt).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "card_authorisation_pending");
+
+    // Authorised after reconnection: the return goes back to that card, through the hub.
+    shop.store.proxy.restore();
+    shop.store.online().await;
+    let done = eventually(WAIT, || async {
+        let s = shop.sale(&sale["id"]).await;
+        (card_of(&s, 0)["captured"] == true).then_some(s)
+    })
+    .await;
+    let reference = card_of(&done, 0)["reference"]
+        .as_str()
+        .expect("pi")
+        .to_string();
+    let (status, taken) = return_one(&shop, &token, &receipt).await;
+    assert_eq!(status, 201, "{taken}");
+    assert_eq!(taken["refunds"][0]["method"], "card", "{taken}");
+    assert_eq!(taken["refunds"][0]["reference"], reference.as_str());
+    assert_eq!(taken["cash_refund"], "0.00", "{taken}");
+    let refunds = eventually(WAIT, || async {
+        let res = common::http_client()
+            .get(format!(
+                "{}/v1/refunds?payment_intent={reference}",
+                shop.payments.base_url()
+            ))
+            .bearer_auth("sk_test_omnihub")
+            .send()
+            .await
+            .expect("sent");
+        let list: Value = res.json().await.expect("json");
+        let data = list["data"].as_array().cloned().unwrap_or_default();
+        (!data.is_empty()).then_some(data)
+    })
+    .await;
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0]["amount"].as_i64(), Some(shop.price));
+}

@@ -277,6 +277,19 @@ impl EdgeSettings {
     }
 
     /// The credential as sent to the hub (empty when unset; [`EdgeSettings::check`] refuses that).
+    /// The hub's HTTP base (`http://host:port`) beside its sync URL (`ws://host:port/…`;
+    /// `wss://` gives `https://`), for the node's calls to the hub: card authorisations,
+    /// receipts of other stores, customers at the till, board audiences.
+    pub fn hub_http_base(&self) -> String {
+        let url = self.hub_url.as_str();
+        let (scheme, rest) = match url.split_once("://") {
+            Some(("wss", rest)) => ("https", rest),
+            Some((_, rest)) => ("http", rest),
+            None => ("http", url),
+        };
+        format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest))
+    }
+
     pub(crate) fn credential_text(&self) -> &str {
         self.credential.as_ref().map_or("", |c| c.expose_secret())
     }
@@ -375,6 +388,23 @@ pub(crate) fn human<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Erro
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hub_http_base_comes_from_the_sync_url() {
+        let with = |url: &str| EdgeSettings {
+            hub_url: url.into(),
+            ..EdgeSettings::default()
+        };
+        assert_eq!(
+            with("ws://127.0.0.1:8080/api/v1/edge/sync").hub_http_base(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(with("ws://hub:9/x").hub_http_base(), "http://hub:9");
+        assert_eq!(
+            with("wss://hub.example/api").hub_http_base(),
+            "https://hub.example"
+        );
+    }
 
     fn valid() -> EdgeSettings {
         EdgeSettings {

@@ -133,19 +133,6 @@ pub struct Boards {
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
-/// `http(s)://host:port` of a `ws(s)://host:port/...` sync URL.
-fn hub_http_base(hub_url: &str) -> Option<String> {
-    let (scheme, rest) = if let Some(r) = hub_url.strip_prefix("ws://") {
-        ("http://", r)
-    } else if let Some(r) = hub_url.strip_prefix("wss://") {
-        ("https://", r)
-    } else {
-        return None;
-    };
-    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
-    Some(format!("{scheme}{host}"))
-}
-
 impl Boards {
     /// Loads the playlist the node holds and starts the feed task (until `shutdown`).
     pub(crate) fn start(
@@ -159,16 +146,16 @@ impl Boards {
             .iter()
             .filter_map(|c| Some((c.id.clone(), config::token_hash_of(&c.token_sha256)?)))
             .collect();
-        let hub = match (hub_http_base(&settings.hub_url), &settings.credential) {
-            (Some(base), Some(credential)) => Some(HubLink {
-                base,
+        let hub = match &settings.credential {
+            Some(credential) => Some(HubLink {
+                base: settings.hub_http_base(),
                 credential: credential.clone(),
                 client: reqwest::Client::builder()
                     .timeout(LOOKUP_TIMEOUT)
                     .build()
                     .map_err(|e| crate::EdgeError::Task(format!("HTTP client: {e}")))?,
             }),
-            _ => None,
+            None => None,
         };
         let tree = tree(&store)?;
         let (feed, _) = watch::channel(Arc::new(feed::Feed::default()));
@@ -461,22 +448,4 @@ pub(crate) fn rfc3339(ms: u64) -> String {
                 .ok()
         })
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_hub_http_base_comes_from_the_sync_url() {
-        assert_eq!(
-            hub_http_base("ws://127.0.0.1:8080/api/v1/edge/sync").as_deref(),
-            Some("http://127.0.0.1:8080")
-        );
-        assert_eq!(
-            hub_http_base("wss://hub.example/api").as_deref(),
-            Some("https://hub.example")
-        );
-        assert_eq!(hub_http_base("http://x/"), None);
-    }
 }

@@ -469,7 +469,7 @@ impl Cards {
             http,
             settings: settings.pos.card.clone(),
             currency: settings.pos.currency,
-            hub_base: http_base(&settings.hub_url),
+            hub_base: settings.hub_http_base(),
             credential: SecretString::from(settings.credential_text().to_string()),
             clock,
         }
@@ -595,18 +595,6 @@ impl Cards {
             json!({"payment": payment, "reference": reference}),
         )
         .await
-    }
-}
-
-/// `ws://host:port/api/v1/edge/sync` → `http://host:port`.
-fn http_base(hub_url: &str) -> String {
-    let rest = hub_url
-        .strip_prefix("ws://")
-        .map(|r| ("http://", r))
-        .or_else(|| hub_url.strip_prefix("wss://").map(|r| ("https://", r)));
-    match rest {
-        Some((scheme, r)) => format!("{scheme}{}", r.split('/').next().unwrap_or(r)),
-        None => hub_url.trim_end_matches('/').to_string(),
     }
 }
 
@@ -1143,15 +1131,6 @@ pub(crate) async fn list_route(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_hub_base_comes_from_the_sync_url() {
-        assert_eq!(
-            http_base("ws://127.0.0.1:8080/api/v1/edge/sync"),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(http_base("ws://hub:9/x"), "http://hub:9");
-    }
 
     #[test]
     fn caps_must_be_amounts() {

@@ -95,12 +95,6 @@ fn known_code(code: &str) -> &'static str {
 
 impl HubDesk {
     pub fn new(settings: &EdgeSettings, store: Arc<Store>) -> HubDesk {
-        // `ws://host:port/api/v1/edge/sync` → `http://host:port` (the settings check allows ws:// only).
-        let rest = settings
-            .hub_url
-            .strip_prefix("ws://")
-            .unwrap_or(&settings.hub_url);
-        let host = rest.split('/').next().unwrap_or(rest);
         let client = reqwest::Client::builder()
             .timeout(HUB_TIMEOUT)
             .connect_timeout(HUB_TIMEOUT)
@@ -108,7 +102,7 @@ impl HubDesk {
             .unwrap_or_default();
         HubDesk {
             client,
-            base: format!("http://{host}"),
+            base: settings.hub_http_base(),
             credential: SecretString::from(settings.credential_text().to_string()),
             store,
         }

@@ -123,17 +123,13 @@ pub enum HubLookupError {
 
 impl HubLink {
     pub fn new(settings: &EdgeSettings) -> Result<HubLink, crate::ConfigError> {
-        let url = settings.hub_url.as_str();
-        let (scheme, rest) = url.split_once("://").unwrap_or(("ws", url));
-        let scheme = if scheme == "wss" { "https" } else { "http" };
-        let authority = rest.split('/').next().unwrap_or(rest);
         let http = reqwest::Client::builder()
             .timeout(HUB_TIMEOUT)
             .connect_timeout(HUB_TIMEOUT)
             .build()
             .map_err(|e| crate::ConfigError::Invalid(format!("hub_url: {e}")))?;
         Ok(HubLink {
-            base: format!("{scheme}://{authority}"),
+            base: settings.hub_http_base(),
             credential: SecretString::from(settings.credential_text().to_string()),
             http,
             approval_over: approval_limit(&settings.pos).map_err(crate::ConfigError::Invalid)?,

@@ -383,19 +383,7 @@ async fn node_presence(
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let credential = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if handle.edge.nodes().authenticate(credential).is_none() {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "unknown_node",
-            "send the edge node's credential as Authorization: Bearer <credential>",
-        ));
-    }
+    super::session::authenticated_node(&req, &handle.edge).await?;
     let Some(code) = protocol::board::shopper_code(&path) else {
         return Err(ApiError::bad_request(
             "bad_shopper_code",

@@ -56,7 +56,8 @@ struct SettleBody {
     reference: String,
 }
 
-fn node_of(req: &HttpRequest) -> Result<Node, ApiError> {
+/// The node whose credential the request carries (not retired), else 401.
+async fn node_of(req: &HttpRequest) -> Result<Node, ApiError> {
     let handle = req
         .app_data::<web::Data<crate::app::HubHandle>>()
         .ok_or_else(|| {
@@ -66,31 +67,7 @@ fn node_of(req: &HttpRequest) -> Result<Node, ApiError> {
                 "retry shortly",
             )
         })?;
-    let presented = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|c| !c.is_empty());
-    let Some(credential) = presented else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "edge_credential_required",
-            "send the node's credential as Authorization: Bearer <credential>",
-        ));
-    };
-    handle
-        .edge
-        .nodes
-        .authenticate(credential)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unknown_node",
-                "no edge node has this credential: check the node's credential and the hub's [edge] nodes",
-            )
-        })
+    super::session::authenticated_node(req, &handle.edge).await
 }
 
 fn authority(req: &HttpRequest) -> Result<web::Data<CardAuthority>, ApiError> {
@@ -128,7 +105,7 @@ async fn authorize(
     req: HttpRequest,
     body: web::Json<AuthorizeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let node = node_of(&req)?;
+    let node = node_of(&req).await?;
     let cards = authority(&req)?;
     let b = body.into_inner();
     if !plain(&b.payment, 64) || !b.token.starts_with("pm_") || !plain(&b.token, 100) {
@@ -229,7 +206,7 @@ async fn owned(
 /// same).
 #[tracing::instrument(name = "edge_card_capture", skip_all)]
 async fn capture(req: HttpRequest, body: web::Json<SettleBody>) -> Result<HttpResponse, ApiError> {
-    let node = node_of(&req)?;
+    let node = node_of(&req).await?;
     let cards = authority(&req)?;
     let b = body.into_inner();
     let intent = owned(&cards, &node, &b).await?;
@@ -254,7 +231,7 @@ async fn capture(req: HttpRequest, body: web::Json<SettleBody>) -> Result<HttpRe
 /// `POST /api/v1/edge/card/cancel`: releases an authorisation whose sale was not recorded.
 #[tracing::instrument(name = "edge_card_cancel", skip_all)]
 async fn cancel(req: HttpRequest, body: web::Json<SettleBody>) -> Result<HttpResponse, ApiError> {
-    let node = node_of(&req)?;
+    let node = node_of(&req).await?;
     let cards = authority(&req)?;
     let b = body.into_inner();
     let intent = owned(&cards, &node, &b).await?;

@@ -146,36 +146,7 @@ pub fn configure(guard: web::Data<LookupGuard>) -> impl FnOnce(&mut web::Service
 
 /// The node whose credential the request carries (not retired), else 401.
 async fn node_of(req: &HttpRequest, handle: &HubHandle) -> Result<Node, ApiError> {
-    let unauthorized = |code, message: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, message);
-    let credential = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| {
-            unauthorized(
-                "edge_credential_required",
-                "send the node's credential as Authorization: Bearer <credential>",
-            )
-        })?;
-    let node = handle
-        .edge
-        .nodes
-        .authenticate(credential)
-        .cloned()
-        .ok_or_else(|| unauthorized("unknown_node", "no edge node has this credential"))?;
-    let retired = handle
-        .edge
-        .live()
-        .await
-        .map_err(|e| ApiError::from(channels::BackendError::Unavailable(e.to_string())))?
-        .into_iter()
-        .any(|n| n.replica == node.replica && n.retired.is_some());
-    if retired {
-        return Err(unauthorized("node_retired", "this replica id is retired"));
-    }
-    Ok(node)
+    super::session::authenticated_node(req, &handle.edge).await
 }
 
 fn too_many(retry_after: u64) -> ApiError {

@@ -812,22 +812,7 @@ pub async fn receipt(
     handle: web::Data<HubHandle>,
     returns: web::Data<Arc<Returns>>,
 ) -> Result<HttpResponse, ApiError> {
-    let presented = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|c| !c.is_empty());
-    let Some(node) = presented
-        .and_then(|c| handle.edge.nodes.authenticate(c))
-        .cloned()
-    else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "edge_credential_required",
-            "send an edge node's credential as Authorization: Bearer <credential>",
-        ));
-    };
+    let node = super::session::authenticated_node(&req, &handle.edge).await?;
     let receipt = path.into_inner();
     let book = returns.get_ref().clone();
     let r = receipt.clone();

@@ -52,14 +52,13 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
     ApiError::new(actix_web::http::StatusCode::UNAUTHORIZED, code, message)
 }
 
-/// `GET /api/v1/edge/sync`: authenticates the node, upgrades, and starts its session.
-#[tracing::instrument(name = "edge_sync", skip_all)]
-pub async fn sync(
-    req: HttpRequest,
-    body: web::Payload,
-    handle: web::Data<HubHandle>,
-) -> Result<HttpResponse, ApiError> {
-    let edge = handle.edge.clone();
+/// The edge node whose credential the request carries as `Authorization: Bearer`, else `401`:
+/// none (`edge_credential_required`), unknown (`unknown_node`) or retired (`node_retired`, a
+/// rebuilt node has a new replica id and credential). Every node-facing route asks this.
+pub async fn authenticated_node(
+    req: &HttpRequest,
+    edge: &super::EdgeHandle,
+) -> Result<super::Node, ApiError> {
     let presented = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -90,6 +89,18 @@ pub async fn sync(
             "this replica id is retired: a rebuilt node connects with a new replica id and credential",
         ));
     }
+    Ok(node)
+}
+
+/// `GET /api/v1/edge/sync`: authenticates the node, upgrades, and starts its session.
+#[tracing::instrument(name = "edge_sync", skip_all)]
+pub async fn sync(
+    req: HttpRequest,
+    body: web::Payload,
+    handle: web::Data<HubHandle>,
+) -> Result<HttpResponse, ApiError> {
+    let edge = handle.edge.clone();
+    let node = authenticated_node(&req, &edge).await?;
     let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
         ApiError::bad_request(
             "not_a_websocket",

@@ -143,8 +143,8 @@ impl EmailKind {
         EmailKind::Refund,
         EmailKind::BackInStock,
         EmailKind::AbandonedBasket,
-        EmailKind::StoreReceipt,
         EmailKind::ReadyForPickup,
+        EmailKind::StoreReceipt,
     ];
 
     pub fn as_str(self) -> &'static str {
