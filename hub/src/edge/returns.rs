@@ -261,6 +261,34 @@ fn card_paid(sale: &SaleRecord, reference: &str) -> i64 {
         .sum()
 }
 
+/// What a card taken offline paid for a store sale, to the provider's `reference`: the sale
+/// was recorded before the card was authorised (no reference on it), so the PaymentIntent must
+/// say it was made for one of the sale's card payments (its `store_payment` and `replica`
+/// metadata, set when the hub authorised it). 0 when it does not, or the provider cannot say
+/// now (the refund is then `short`, for a person, and never larger than what was paid).
+async fn offline_card_paid(payments: &PaymentClient, sale: &SaleRecord, reference: &str) -> i64 {
+    let intent = match payments.payment_intent(reference).await {
+        Ok(intent) => intent,
+        Err(e) => {
+            tracing::warn!(sale = %sale.number, reference, error = %e, "the card payment of a store return could not be checked");
+            return 0;
+        }
+    };
+    if intent.metadata.get("replica") != Some(&sale.replica.0) {
+        return 0;
+    }
+    sale.payments
+        .iter()
+        .filter(|p| p.method == "card" && p.reference.is_none())
+        .filter(|p| {
+            p.card
+                .as_ref()
+                .is_some_and(|c| intent.metadata.get("store_payment") == Some(&c.payment))
+        })
+        .map(|p| p.amount.minor)
+        .sum()
+}
+
 /// An online order as a sale a till can take goods back against: its lines at what was paid
 /// for them (discounts in, shipping out), and its card payment at what is left of it after
 /// the refunds made without a store (from the back office): `store_refunded` is what the
@@ -520,7 +548,11 @@ impl Returns {
                 short_minor: 0,
             };
             if let Some(sale) = &sale {
-                let left = card_paid(sale, reference)
+                let paid = match card_paid(sale, reference) {
+                    0 => offline_card_paid(payments, sale, reference).await,
+                    paid => paid,
+                };
+                let left = paid
                     - self
                         .refunded_to(r.sale, reference, r.id)
                         .map_err(|e| e.to_string())?;
