@@ -98,6 +98,8 @@ async fn card_payment(sim: &str, minor: i64) -> String {
             ("currency", "eur".to_string()),
             ("payment_method", "pm_card_visa".to_string()),
             ("confirm", "true".to_string()),
+            // As the hub authorises a store's card payment: for that store's node.
+            ("metadata[replica]", "berlin".to_string()),
         ])
         .send()
         .await
@@ -572,6 +574,7 @@ async fn card_sale(
         ("currency", "eur".to_string()),
         ("payment_method", "pm_card_visa".to_string()),
         ("confirm", "true".to_string()),
+        ("metadata[replica]", store.replica.clone()),
     ];
     if manual {
         form.push(("capture_method", "manual".to_string()));
@@ -819,4 +822,79 @@ async fn a_refund_the_provider_refuses_is_listed_for_an_operator_who_retries_it(
         (409, &json!("nothing_to_retry")),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_return_never_refunds_a_payment_not_authorised_for_the_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (hub, payments) = hub_with_payments(dir.path(), &[("berlin", "store-berlin")]).await;
+    let berlin = Store::start_with(
+        dir.path(),
+        "berlin",
+        "store-berlin",
+        hub_addr(&hub),
+        &pos_env(),
+    )
+    .await;
+    berlin.online().await;
+    let sku = a_sku(&berlin, 0).await;
+    berlin.receive(&sku, 3).await;
+    let at_berlin = staff_at(&berlin).await;
+    let lines = json!([{"sku": sku, "quantity": 1}]);
+    let (_, quote) = call(
+        &berlin,
+        &at_berlin,
+        "POST",
+        "/api/v1/sales/quote",
+        Some(json!({"lines": lines})),
+    )
+    .await;
+    let total = quote["total"].as_str().expect("total").to_string();
+    // Someone else's payment (a web order's, say): paid, but not through this store's node.
+    let theirs: Value = common::http_client()
+        .post(format!("{}/v1/payment_intents", payments.base))
+        .bearer_auth(SECRET_KEY)
+        .form(&[
+            ("amount", money_minor(&quote["total"]).to_string()),
+            ("currency", "eur".to_string()),
+            ("payment_method", "pm_card_visa".to_string()),
+            ("confirm", "true".to_string()),
+        ])
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let theirs = theirs["id"].as_str().expect("id").to_string();
+    // A card payment typed in with that reference (no money taken), then the goods "returned".
+    let (status, sold) = call(
+        &berlin,
+        &at_berlin,
+        "POST",
+        "/api/v1/sales",
+        Some(json!({"lines": lines, "payments": [{"method": "card", "amount": total, "reference": theirs}]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sold}");
+    let (status, back) = call(
+        &berlin,
+        &at_berlin,
+        "POST",
+        "/api/v1/returns",
+        Some(json!({"receipt": sold["number"], "lines": [{"line": 0, "quantity": 1}]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{back}");
+    converged(&hub, &berlin).await;
+    // The hub does not refund it: flagged for a person, nothing paid to that card.
+    let failed = eventually(WAIT, || async {
+        store_refunds(&hub, "")
+            .await
+            .into_iter()
+            .find(|r| r["number"] == back["number"] && r["state"] == "failed")
+    })
+    .await;
+    assert!(failed["refunds"][0]["refund"].is_null(), "{failed}");
+    assert_eq!(refunds_of(&payments.base, &theirs).await, Vec::<i64>::new());
 }

@@ -53,7 +53,8 @@ const MAX_LISTED: usize = 500;
 pub struct CardSettings {
     /// The payment terminal's base URL (`omnihub sim terminal`).
     pub terminal_url: String,
-    /// The largest card payment taken offline (a decimal in the shop's currency).
+    /// The most one sale takes in card payments offline, its card payments together (a decimal in
+    /// the shop's currency).
     #[serde(deserialize_with = "amount_text")]
     pub offline_transaction_cap: String,
     /// The most the node holds in offline card payments not yet authorised.
@@ -375,10 +376,14 @@ pub(crate) fn record(
             _ => None,
         };
         if let Some(limits) = limits {
-            if p.amount.minor > limits.per_payment.minor {
-                return Err(over_transaction_cap(p.amount, limits.per_payment));
-            }
+            // The cap is per transaction: a sale's offline card payments together.
             offline_here = offline_here.saturating_add(p.amount.minor);
+            if offline_here > limits.per_payment.minor {
+                return Err(over_transaction_cap(
+                    Money::new(offline_here, p.amount.currency),
+                    limits.per_payment,
+                ));
+            }
             let held = outstanding(db, p.amount.currency)?;
             let after = held.minor.saturating_add(offline_here);
             if after > limits.node_total.minor {
@@ -422,7 +427,7 @@ fn over_transaction_cap(amount: Money, cap: Money) -> OpError {
     OpError::invalid(
         "offline_card_cap",
         format!(
-            "the hub is unreachable: card payments up to {cap} can be taken offline, this one is {amount}. Take the rest in cash or split it, or wait until the node is back online"
+            "the hub is unreachable: card payments up to {cap} a sale can be taken offline, this sale's come to {amount}. Take the rest in cash, or wait until the node is back online"
         ),
     )
 }
@@ -740,6 +745,7 @@ pub(crate) async fn authorise_with(
     let limits = cards.limits()?;
     let mut authorised: Vec<(String, String)> = Vec::new();
     let taken_at_ms = cards.clock.now_ms();
+    let mut offline_in_sale = 0i64;
     for i in 0..body.payments.len() {
         if body.payments[i].card.is_none() {
             continue;
@@ -775,9 +781,11 @@ pub(crate) async fn authorise_with(
                 ));
             }
             Decision::Unreachable(why) => {
-                if amount.minor > limits.per_payment.minor {
+                offline_in_sale = offline_in_sale.saturating_add(amount.minor);
+                if offline_in_sale > limits.per_payment.minor {
                     release(cards, &authorised).await;
-                    return Err(over_transaction_cap(amount, limits.per_payment).into());
+                    let offline = Money::new(offline_in_sale, amount.currency);
+                    return Err(over_transaction_cap(offline, limits.per_payment).into());
                 }
                 tracing::info!(%payment, reason = %why, "card taken offline (store-and-forward)");
                 Auth::Offline { limits }

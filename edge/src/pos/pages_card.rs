@@ -33,6 +33,11 @@ pub(super) async fn pay_by_card(
         )
         .await;
     }
+    // The same checks as for cash: the customer was found at this node, and a sale voided
+    // after a basket pull is not paid (its lines went back to the web basket).
+    if let Err(msg) = super::customer::check_attached(state, draft).await {
+        return refuse(msg, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
     let Some(till) = selected_till(state, req) else {
         return see_other("/pos/till");
     };

@@ -753,6 +753,8 @@ impl Store {
             );
         }
         let payments = parse_payments(&req, priced.total)?;
+        // Units set aside for click-and-collect are not the exchange's either.
+        super::pickup::refuse_held(ch, &priced.units)?;
         let mut short = Vec::new();
         for (sku, qty) in &priced.units {
             let held = ch.held(sku)?;

@@ -131,11 +131,17 @@ async fn authorize(
             ("store_payment".into(), b.payment.clone()),
             ("replica".into(), node.replica.to_string()),
             ("location".into(), node.location.to_string()),
-            ("offline".into(), b.offline.to_string()),
         ],
         idempotency_key: format!("edge-card:{}:{}:authorize", node.replica, b.payment),
     };
-    match cards.payments.authorize_card(&new).await {
+    // The same parameters on every attempt (the till's, then the forwarder's after an outage):
+    // the provider replays the first answer for the idempotency key; a replay can be stale (an
+    // authorisation cancelled since, when the sale failed), so the intent is read again.
+    let answer = match cards.payments.authorize_card(&new).await {
+        Ok(intent) => cards.payments.payment_intent(&intent.id).await,
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(intent) if intent.status != "requires_capture" && intent.status != "succeeded" => {
             // E.g. a card that wants 3-D Secure, which a card present at a till cannot do.
             tracing::info!(node = %node.replica, payment = %b.payment, status = %intent.status, "store card payment not authorised");
@@ -154,7 +160,7 @@ async fn authorize(
             code,
             message,
             ..
-        }) if status != 429 => {
+        }) if status != 429 && code.as_deref() != Some("idempotency_error") => {
             tracing::info!(node = %node.replica, payment = %b.payment, ?code, offline = b.offline, "store card payment declined");
             Ok(HttpResponse::Ok().json(json!({
                 "status": "declined",

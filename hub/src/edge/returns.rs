@@ -252,41 +252,48 @@ pub fn over_return(sale: &SaleRecord, returns: &[&ReturnRecord]) -> Option<Strin
     ))
 }
 
-/// What a card paid for a store sale (all its payments with this reference).
-fn card_paid(sale: &SaleRecord, reference: &str) -> i64 {
-    sale.payments
-        .iter()
-        .filter(|p| p.method == "card" && p.reference.as_deref() == Some(reference))
-        .map(|p| p.amount.minor)
-        .sum()
-}
-
-/// What a card taken offline paid for a store sale, to the provider's `reference`: the sale
-/// was recorded before the card was authorised (no reference on it), so the PaymentIntent must
-/// say it was made for one of the sale's card payments (its `store_payment` and `replica`
-/// metadata, set when the hub authorised it). 0 when it does not, or the provider cannot say
-/// now (the refund is then `short`, for a person, and never larger than what was paid).
-async fn offline_card_paid(payments: &PaymentClient, sale: &SaleRecord, reference: &str) -> i64 {
+/// What a card paid for a store sale, to the provider's `reference`, as far as the provider
+/// confirms it: the hub refunds only a PaymentIntent it authorised for this store's node (its
+/// `replica` metadata), for one of this sale's card payments — recorded with that reference
+/// (authorised online), or taken offline and authorised after (its `store_payment` metadata
+/// names the sale's card payment), or recorded on the sale with its reference. A reference the
+/// provider does not show as authorised for this store's node (someone else's payment, a web
+/// order's) pays 0: its refund is `short`, for a person, so no store return can send money to
+/// another shop's or a web order's payment. The provider unreachable → an error
+/// (the worker tries again later); a provider that does not know the reference → 0.
+async fn card_paid(
+    payments: &PaymentClient,
+    sale: &SaleRecord,
+    reference: &str,
+) -> Result<i64, String> {
     let intent = match payments.payment_intent(reference).await {
         Ok(intent) => intent,
-        Err(e) => {
-            tracing::warn!(sale = %sale.number, reference, error = %e, "the card payment of a store return could not be checked");
-            return 0;
+        Err(ProviderError::Api { status, .. }) if status != 429 => {
+            tracing::warn!(sale = %sale.number, reference, status, "the card payment of a store return is unknown to the provider: not refunded");
+            return Ok(0);
         }
+        Err(e) => return Err(format!("checking {reference} at the provider: {e}")),
     };
     if intent.metadata.get("replica") != Some(&sale.replica.0) {
-        return 0;
+        tracing::warn!(sale = %sale.number, reference, "a store return names a payment not authorised for its store: not refunded");
+        return Ok(0);
     }
-    sale.payments
+    let store_payment = intent.metadata.get("store_payment");
+    Ok(sale
+        .payments
         .iter()
-        .filter(|p| p.method == "card" && p.reference.is_none())
-        .filter(|p| {
-            p.card
-                .as_ref()
-                .is_some_and(|c| intent.metadata.get("store_payment") == Some(&c.payment))
+        .filter(|p| p.method == "card")
+        .filter(|p| match &p.card {
+            // Read by the store's terminal: the intent must be the one made for this payment.
+            Some(c) => {
+                Some(&c.payment) == store_payment
+                    && p.reference.as_deref().is_none_or(|r| r == reference)
+            }
+            // Recorded with its reference (no terminal reading): that reference.
+            None => p.reference.as_deref() == Some(reference),
         })
         .map(|p| p.amount.minor)
-        .sum()
+        .sum())
 }
 
 /// An online order as a sale a till can take goods back against: its lines at what was paid
@@ -548,10 +555,7 @@ impl Returns {
                 short_minor: 0,
             };
             if let Some(sale) = &sale {
-                let paid = match card_paid(sale, reference) {
-                    0 => offline_card_paid(payments, sale, reference).await,
-                    paid => paid,
-                };
+                let paid = card_paid(payments, sale, reference).await?;
                 let left = paid
                     - self
                         .refunded_to(r.sale, reference, r.id)
