@@ -135,11 +135,13 @@ async fn partial_and_repeated_returns_refund_cash_restock_and_never_exceed_what_
         "back on the shelf, sellable"
     );
 
-    // The second mug, then nothing more of that line; the coffee still may come back.
+    // The second mug (with the first, 24.00 refunded: above the store's 20.00 without a
+    // manager, so mara approves), then nothing more of that line; the coffee still may come back.
     let (status, second) = take_back(
         &api,
         &ben,
-        json!({"receipt": number, "lines": [{"line": 0, "quantity": 1}]}),
+        json!({"receipt": number, "lines": [{"line": 0, "quantity": 1}],
+               "approval": {"manager": "mara", "pin": MARA_PIN, "reason": "both mugs chipped"}}),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{second}");
@@ -431,6 +433,26 @@ async fn a_refund_above_the_limit_needs_a_manager_and_returns_need_a_staff_sessi
         (&done["approved_by"], &done["clerk"]),
         (&json!("mara"), &json!("mara"))
     );
+
+    // Split into small returns, the receipt's refunds without a manager still count: 12.00,
+    // then 12.00 more would make 24.00 without one.
+    let number = mug_sale(&api, &ben).await;
+    let one = json!({"receipt": number, "lines": [{"line": 0, "quantity": 1}]});
+    let (status, done) = take_back(&api, &ben, one.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{done}");
+    let (status, refused) = take_back(&api, &ben, one.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(code(&refused), "manager_approval_required");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("before without a manager")),
+        "{refused}"
+    );
+    let mut approved = one;
+    approved["approval"] = json!({"manager": "mara", "pin": MARA_PIN, "reason": "second mug"});
+    let (status, done) = take_back(&api, &ben, approved).await;
+    assert_eq!(status, StatusCode::CREATED, "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

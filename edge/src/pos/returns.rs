@@ -284,14 +284,16 @@ pub(crate) async fn take(
     let mut approved_by = (who.role == StaffRole::Manager).then(|| who.id.clone());
     let credit = planned_credit(state, &req, planned.total).await?;
     let back = planned.total.minor.saturating_sub(credit);
-    if back > hub.approval_over.minor && approved_by.is_none() {
+    let before = crate::store::refunded_unapproved(&sale);
+    if back.saturating_add(before) > hub.approval_over.minor && approved_by.is_none() {
         let Some(approval) = approval else {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "manager_approval_required",
                 format!(
-                    "refunding {} is above {} and needs a manager: send \"approval\": {{\"manager\": <a manager's staff id>, \"pin\": <their PIN>, \"reason\": <3 to 200 characters>}}",
+                    "refunding {}{} is above {} and needs a manager: send \"approval\": {{\"manager\": <a manager's staff id>, \"pin\": <their PIN>, \"reason\": <3 to 200 characters>}}",
                     Money::new(back, planned.total.currency),
+                    crate::store::unapproved_note(before, planned.total.currency),
                     hub.approval_over
                 ),
             ));

@@ -40,8 +40,8 @@ use protocol::replication::sync::{Item, Scarce};
 use protocol::replication::{CouponTerms, Hlc, HybridClock, ReplicaId, Rights, SaleRecord};
 use protocol::{CatalogQuery, CatalogSnapshot, Category, LocationId, Product, Sku};
 pub use returns::{
-    plan as plan_return, refunded, ExchangeRequest, ReturnBy, ReturnEntry, ReturnLineRequest,
-    ReturnReceipt, ReturnRequest, ReturnableSale,
+    plan as plan_return, refunded, refunded_unapproved, unapproved_note, ExchangeRequest, ReturnBy,
+    ReturnEntry, ReturnLineRequest, ReturnReceipt, ReturnRequest, ReturnableSale,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -353,6 +353,29 @@ impl Store {
     }
 }
 
+/// What was refunded of a receipt (exchange credit aside) by returns no manager approved.
+pub fn refunded_unapproved(sale: &ReturnableSale) -> i64 {
+    sale.returns
+        .iter()
+        .filter(|r| r.approved_by.is_none())
+        .flat_map(|r| r.refunds.iter())
+        .filter(|p| p.method != EXCHANGE)
+        .map(|p| p.amount.minor)
+        .sum()
+}
+
+/// " (and 40.00 refunded on this receipt before without a manager)", or nothing.
+pub fn unapproved_note(before: i64, currency: protocol::Currency) -> String {
+    if before > 0 {
+        format!(
+            " (and {} refunded on this receipt before without a manager)",
+            Money::new(before, currency)
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// Shares `amount` out over the sale's tenders: each card payment with a reference first, up to
 /// what it paid less what was refunded to it before; the rest in cash (cash, vouchers, and
 /// card payments with no reference to refund to).
@@ -552,11 +575,15 @@ impl Store {
             .as_ref()
             .map_or(0, |(_, p)| p.total.minor.min(planned.total.minor));
         let back = Money::new(planned.total.minor - credit, currency);
-        if back.minor > by.approval_over.minor && by.approved_by.is_none() {
+        // Refunds of this receipt made before without a manager count too: a large return
+        // split into small ones still needs one.
+        let before = refunded_unapproved(&sale);
+        if back.minor.saturating_add(before) > by.approval_over.minor && by.approved_by.is_none() {
             return Err(OpError::Conflict {
                 code: "manager_approval_required",
                 message: format!(
-                    "refunding {back} is above {} and needs a manager: a manager signs in, or sends \"approval\" with their PIN",
+                    "refunding {back}{} is above {} and needs a manager: a manager signs in, or sends \"approval\" with their PIN",
+                    unapproved_note(before, currency),
                     by.approval_over
                 ),
             });
