@@ -35,33 +35,14 @@ impl Handler<PullToTill> for BasketActor {
         if !pulled.changed {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(pulled))));
         }
-        let storage = self.deps.storage.clone();
-        let unit = UnitOfWork::new().with(Change::PutBasket(next.clone()));
-        AtomicResponse::new(Box::pin(
-            async move { storage.commit(unit).await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    res?;
-                    if let protocol::BasketOwner::Customer(c) = next.owner {
-                        let units: u32 = pulled.lines.iter().map(|(_, q)| q).sum();
-                        let event = Event::new(
-                            now,
-                            Subject::Customer(c),
-                            Channel::Pos,
-                            EventKind::BasketCleared,
-                        )
-                        .with("basket", next.id)
-                        .with("pulled_to_till", &msg.store)
-                        .with("lines", pulled.lines.len())
-                        .with("units", units);
-                        act.deps
-                            .recorder
-                            .do_send(super::super::recorder::Record(event));
-                    }
-                    act.adopt(next);
-                    Ok(pulled)
-                }),
-        ))
+        let moved = Moved {
+            kind: EventKind::BasketCleared,
+            field: "pulled_to_till",
+            store: msg.store,
+            lines: &pulled.lines,
+        }
+        .event(&next, now);
+        self.commit_move(next, moved, pulled)
     }
 }
 
@@ -88,6 +69,52 @@ impl Handler<ReturnFromTill> for BasketActor {
                 return AtomicResponse::new(Box::pin(actix::fut::ready(answer)));
             }
         };
+        let moved = Moved {
+            kind: EventKind::BasketLineAdded,
+            field: "returned_from_till",
+            store: msg.store,
+            lines: &back.lines,
+        }
+        .event(&next, now);
+        self.commit_move(next, moved, Some(back))
+    }
+}
+
+/// Lines that moved between a customer's basket and a till, for their timeline.
+struct Moved<'a> {
+    kind: EventKind,
+    /// `pulled_to_till` or `returned_from_till`, naming the store.
+    field: &'static str,
+    store: String,
+    lines: &'a [(protocol::Sku, u32)],
+}
+
+impl Moved<'_> {
+    /// The customer's event (none for a guest's basket).
+    fn event(self, basket: &protocol::Basket, now: time::OffsetDateTime) -> Option<Event> {
+        let protocol::BasketOwner::Customer(c) = basket.owner else {
+            return None;
+        };
+        let units: u32 = self.lines.iter().map(|(_, q)| q).sum();
+        Some(
+            Event::new(now, Subject::Customer(c), Channel::Pos, self.kind)
+                .with("basket", basket.id)
+                .with(self.field, &self.store)
+                .with("lines", self.lines.len())
+                .with("units", units),
+        )
+    }
+}
+
+impl BasketActor {
+    /// Stores the basket after lines moved to or from a till, then records `event` and adopts
+    /// it; answers `answer` once durable.
+    fn commit_move<T: 'static>(
+        &mut self,
+        next: protocol::Basket,
+        event: Option<Event>,
+        answer: T,
+    ) -> AtomicResponse<Self, Result<T, BasketFailure>> {
         let storage = self.deps.storage.clone();
         let unit = UnitOfWork::new().with(Change::PutBasket(next.clone()));
         AtomicResponse::new(Box::pin(
@@ -95,24 +122,13 @@ impl Handler<ReturnFromTill> for BasketActor {
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;
-                    if let protocol::BasketOwner::Customer(c) = next.owner {
-                        let units: u32 = back.lines.iter().map(|(_, q)| q).sum();
-                        let event = Event::new(
-                            now,
-                            Subject::Customer(c),
-                            Channel::Pos,
-                            EventKind::BasketLineAdded,
-                        )
-                        .with("basket", next.id)
-                        .with("returned_from_till", &msg.store)
-                        .with("lines", back.lines.len())
-                        .with("units", units);
+                    if let Some(event) = event {
                         act.deps
                             .recorder
                             .do_send(super::super::recorder::Record(event));
                     }
                     act.adopt(next);
-                    Ok(Some(back))
+                    Ok(answer)
                 }),
         ))
     }
