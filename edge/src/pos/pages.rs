@@ -576,6 +576,22 @@ struct Draft {
 }
 
 impl Draft {
+    /// The whole sale as the page carries it (address or form): lines and coupons, its key,
+    /// manual adjustments and customer.
+    fn read(
+        cart: &str,
+        coupons: &str,
+        key: &str,
+        adj: &str,
+        cust: &str,
+        pulled: &str,
+    ) -> Result<Draft, String> {
+        Draft::parse(cart, coupons)?
+            .with_key(key)?
+            .with_adjustments(adj)?
+            .with_customer(cust, pulled)
+    }
+
     /// Reads `SKU:qty,SKU:qty` and `CODE,CODE`.
     fn parse(cart: &str, coupons: &str) -> Result<Draft, String> {
         let mut d = Draft::default();
@@ -846,10 +862,7 @@ async fn till_page(
         Err(res) => return res,
     };
     let q = query.into_inner();
-    let (draft, error) = match Draft::parse(&q.cart, &q.coupons)
-        .and_then(|d| d.with_key(&q.key))
-        .and_then(|d| d.with_adjustments(&q.adj))
-        .and_then(|d| d.with_customer(&q.cust, &q.pulled))
+    let (draft, error) = match Draft::read(&q.cart, &q.coupons, &q.key, &q.adj, &q.cust, &q.pulled)
     {
         // A sale in the address without its key (a recalled held sale, an old link) gets one
         // now, in the address, so a reload or Back keeps it.
@@ -1318,11 +1331,14 @@ async fn sale_action(
         Ok(who) => who,
         Err(res) => return res,
     };
-    let draft = match Draft::parse(&form.cart, &form.coupons)
-        .and_then(|d| d.with_key(&form.key))
-        .and_then(|d| d.with_adjustments(&form.adj))
-        .and_then(|d| d.with_customer(&form.cust, &form.pulled))
-    {
+    let draft = match Draft::read(
+        &form.cart,
+        &form.coupons,
+        &form.key,
+        &form.adj,
+        &form.cust,
+        &form.pulled,
+    ) {
         Ok(d) => d.keyed(),
         Err(e) => {
             let msg = format!("The sale on the page could not be read ({e}): start it again.");

@@ -102,11 +102,14 @@ pub(super) async fn customer_action(
         Ok(who) => who,
         Err(res) => return res,
     };
-    let draft = match Draft::parse(&form.cart, &form.coupons)
-        .and_then(|d| d.with_key(&form.key))
-        .and_then(|d| d.with_adjustments(&form.adj))
-        .and_then(|d| d.with_customer(&form.cust, &form.pulled))
-    {
+    let draft = match Draft::read(
+        &form.cart,
+        &form.coupons,
+        &form.key,
+        &form.adj,
+        &form.cust,
+        &form.pulled,
+    ) {
         Ok(d) => d,
         Err(e) => {
             let msg = format!("The sale on the page could not be read ({e}): start it again.");
