@@ -7,6 +7,7 @@
 //! backend and render. Entry point: [`configure`], given a [`context::ChannelState`].
 
 pub mod api;
+pub mod assistant;
 pub mod backend;
 pub mod context;
 pub mod error;
