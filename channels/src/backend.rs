@@ -228,6 +228,24 @@ pub struct Availability {
     pub available: i64,
 }
 
+/// A store shoppers can visit, as the hub knows it (from its edge nodes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreView {
+    /// The store's location id, e.g. `store-berlin`.
+    pub location: String,
+    /// Its name for people, e.g. `Berlin Mitte`.
+    pub name: String,
+}
+
+/// A checkout link emailed to a customer.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckoutLinkSent {
+    /// Where the shopper checks out.
+    pub url: String,
+    /// The address it went to.
+    pub email: String,
+}
+
 /// What went wrong, in terms a channel can show.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
@@ -407,5 +425,39 @@ pub trait Backend: Send + Sync + 'static {
         _customer: CustomerId,
     ) -> Result<InStoreDetails, BackendError> {
         Err(BackendError::NotFound("in-store details"))
+    }
+
+    /// The stores shoppers can visit (the assistant's opening hours and store stock). A backend
+    /// without stores has none.
+    fn stores(&self) -> Vec<StoreView> {
+        Vec::new()
+    }
+
+    /// Units of each SKU available at a store's location, as the hub last heard from the
+    /// store's edge node, in order; `None` where the hub knows no stock level.
+    async fn store_stock(
+        &self,
+        _location: &str,
+        skus: &[Sku],
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        Ok(vec![None; skus.len()])
+    }
+
+    /// Where a shopper checks out their basket on the web (an absolute URL where the backend
+    /// knows its public address).
+    fn checkout_url(&self) -> String {
+        "/checkout".to_string()
+    }
+
+    /// Emails the customer a link to check out their basket (a transactional mail through the
+    /// backend's outbox); never starts a checkout.
+    async fn send_checkout_link(
+        &self,
+        _customer: CustomerId,
+        _channel: Channel,
+    ) -> Result<CheckoutLinkSent, BackendError> {
+        Err(BackendError::Unavailable(
+            "this backend sends no email".to_string(),
+        ))
     }
 }

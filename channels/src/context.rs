@@ -42,6 +42,8 @@ pub struct ChannelSettings {
     pub allowed_origins: Vec<String>,
     /// Session lifetime in days (cookie max-age).
     pub session_days: i64,
+    /// The conversational assistant (chat and voice): `[channels.assistant]`.
+    pub assistant: crate::assistant::AssistantSettings,
 }
 
 impl Default for ChannelSettings {
@@ -53,6 +55,7 @@ impl Default for ChannelSettings {
             sign_in_per_address_per_minute: 30,
             allowed_origins: Vec::new(),
             session_days: 30,
+            assistant: crate::assistant::AssistantSettings::default(),
         }
     }
 }
@@ -102,6 +105,10 @@ pub struct ChannelState {
     pub settings: ChannelSettings,
     pub limiter: SignInLimiter,
     pub templates: crate::web::Templates,
+    /// The assistant every conversational channel (chat, voice) asks.
+    pub assistant: Arc<crate::assistant::Assistant>,
+    /// The chat channel's conversations and rate limit.
+    pub chat: crate::assistant::chat::ChatState,
 }
 
 impl ChannelState {
@@ -110,11 +117,18 @@ impl ChannelState {
             settings.sign_in_per_account_per_minute,
             settings.sign_in_per_address_per_minute,
         );
+        let assistant = Arc::new(crate::assistant::Assistant::new(
+            backend.clone(),
+            settings.assistant.clone(),
+        ));
+        let chat = crate::assistant::chat::ChatState::new(settings.assistant.chat_turns_per_minute);
         ChannelState {
             backend,
             settings,
             limiter,
             templates: crate::web::Templates::new(),
+            assistant,
+            chat,
         }
     }
 

@@ -11,6 +11,7 @@
   });
 
   var body = document.body;
+  chatBox();
   var basketId = body.dataset.basketId;
   var checkout = checkoutQuotes();
 
@@ -293,5 +294,102 @@
     if (fraction === 0) return whole + "%";
     if (fraction % 10 === 0) return whole + "." + fraction / 10 + "%";
     return whole + "." + (fraction < 10 ? "0" : "") + fraction + "%";
+  }
+  // The "Ask us" chat box: posts each message to /api/v1/chat with the page's CSRF token (the
+  // session and basket are the page's cookies) and shows the answers. A changed basket updates
+  // the header count; the live basket refreshes the basket page.
+  function chatBox() {
+    var box = document.querySelector("[data-chat]");
+    if (!box || !window.fetch || !window.JSON) return;
+    var toggle = box.querySelector(".chat-toggle");
+    var panel = box.querySelector(".chat-panel");
+    var close = box.querySelector(".chat-close");
+    var log = box.querySelector(".chat-log");
+    var chips = box.querySelector(".chat-suggestions");
+    var form = box.querySelector(".chat-form");
+    var input = box.querySelector("#chat-input");
+    var conversation = null;
+    var opened = false;
+    var busy = false;
+    try { conversation = window.sessionStorage.getItem("omnihub-chat"); } catch (err) { conversation = null; }
+    box.hidden = false;
+
+    function say(who, text, link) {
+      var item = document.createElement("li");
+      item.className = "chat-" + who;
+      item.appendChild(document.createTextNode(text));
+      if (link && /^(https?:\/\/|\/)/.test(link)) {
+        item.appendChild(document.createTextNode(" "));
+        var a = document.createElement("a");
+        a.href = link;
+        a.textContent = "Open the checkout";
+        item.appendChild(a);
+      }
+      log.appendChild(item);
+      log.scrollTop = log.scrollHeight;
+    }
+
+    function suggest(list) {
+      while (chips.firstChild) chips.removeChild(chips.firstChild);
+      (list || []).slice(0, 4).forEach(function (text) {
+        var b = document.createElement("button");
+        b.type = "button";
+        b.className = "chat-chip";
+        b.textContent = text;
+        b.addEventListener("click", function () { send(text); });
+        chips.appendChild(b);
+      });
+    }
+
+    function send(message) {
+      if (busy) return;
+      busy = true;
+      if (message) say("me", message);
+      fetch("/api/v1/chat", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": box.dataset.csrf || "" },
+        body: JSON.stringify({ message: message, conversation: conversation })
+      }).then(function (res) {
+        return res.json().catch(function () { return {}; }).then(function (data) {
+          if (!res.ok) throw new Error((data && data.error && data.error.message) || "Sorry, I cannot answer just now. Please try again.");
+          return data;
+        });
+      }).then(function (data) {
+        conversation = data.conversation || null;
+        try { if (conversation) window.sessionStorage.setItem("omnihub-chat", conversation); } catch (err) { /* private mode */ }
+        say("bot", data.reply || "", data.link);
+        suggest(data.suggestions);
+        if (data.basket && typeof data.basket.item_count === "number") {
+          document.querySelectorAll("[data-basket-count]").forEach(function (el) { el.textContent = String(data.basket.item_count); });
+          // A basket page without a live basket yet (the chat made the basket) shows it now.
+          if (body.dataset.page === "basket" && !body.dataset.basketId) window.location.reload();
+        }
+      }).catch(function (err) {
+        say("bot", err.message);
+      }).then(function () { busy = false; });
+    }
+
+    function show(open) {
+      panel.hidden = !open;
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      if (open) {
+        input.focus();
+        if (!opened) { opened = true; send(""); }
+      } else {
+        toggle.focus();
+      }
+    }
+
+    toggle.addEventListener("click", function () { show(panel.hidden); });
+    close.addEventListener("click", function () { show(false); });
+    panel.addEventListener("keydown", function (e) { if (e.key === "Escape") show(false); });
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var text = input.value.trim();
+      if (!text) return;
+      input.value = "";
+      send(text);
+    });
   }
 })();

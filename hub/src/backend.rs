@@ -1,6 +1,7 @@
 //! The hub's implementation of the channels' [`Backend`]: it resolves who may reach what, finds
 //! or activates the right actor, and turns actor and storage failures into channel errors.
 
+mod assistant;
 mod in_store;
 pub use in_store::TillKey;
 
@@ -705,6 +706,30 @@ impl Backend for HubBackend {
         customer: CustomerId,
     ) -> Result<channels::backend::InStoreDetails, BackendError> {
         self.issue_loyalty(customer).await
+    }
+
+    fn stores(&self) -> Vec<channels::backend::StoreView> {
+        self.assistant_stores()
+    }
+
+    async fn store_stock(
+        &self,
+        location: &str,
+        skus: &[Sku],
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        Ok(self.assistant_store_stock(location, skus))
+    }
+
+    fn checkout_url(&self) -> String {
+        self.assistant_checkout_url()
+    }
+
+    async fn send_checkout_link(
+        &self,
+        customer: CustomerId,
+        channel: Channel,
+    ) -> Result<channels::backend::CheckoutLinkSent, BackendError> {
+        self.assistant_send_checkout_link(customer, channel).await
     }
 }
 

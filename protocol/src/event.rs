@@ -48,6 +48,9 @@ pub enum EventKind {
     BoardImpression,
     /// A shopper touched or scanned at a board (payload: `board`, `store`, `item`?, `action`).
     BoardInteraction,
+    /// One turn of a conversation with the assistant, by voice or chat (payload: `intent`,
+    /// `outcome`).
+    AssistantTurn,
     #[serde(other)]
     Unknown,
 }

@@ -22,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/categories", web::get().to(catalog::categories))
             .route("/products", web::get().to(catalog::list))
             .route("/basket", web::get().to(baskets::current))
+            .route("/chat", web::post().to(crate::assistant::chat::post))
             .route("/baskets", web::post().to(baskets::create))
             .route("/customers", web::post().to(customers::register))
             .route("/customers/me", web::get().to(customers::me))

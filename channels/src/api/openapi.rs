@@ -87,6 +87,7 @@ fn tags() -> Value {
         { "name": "orders", "description": "Orders: the customer's own, and a guest's by the link with its key." },
         { "name": "customers", "description": "Registration, sign-in and sign-out, the customer's own profile." },
         { "name": "events", "description": "The signed-in customer's interaction events." },
+        { "name": "chat", "description": "The shopping assistant: a chat over the same baskets and orders." },
         { "name": "meta", "description": "This document." },
     ])
 }
@@ -244,13 +245,13 @@ impl Error {
         match self {
             Error::BadRequest => "The request is malformed: `malformed_json` or `bad_body` (the body is not JSON), `bad_query` (an unknown or ill-typed query parameter), or a parameter out of range (`bad_limit`, `bad_sort`, `bad_cursor`, `query_too_long`). `not_a_websocket` for a live-basket request that is not a WebSocket upgrade.",
             Error::Unauthorized => "Not signed in: `unauthenticated` (no live session cookie or bearer token where one is needed), `invalid_token` (the bearer token is unknown or expired: sign in again) or `bad_credentials` (sign-in with a wrong email or password).",
-            Error::Forbidden => "`origin_not_allowed`: a cookie-authenticated live-basket upgrade from an origin other than this site or the configured allowed origins.",
+            Error::Forbidden => "`origin_not_allowed`: a cookie-authenticated live-basket upgrade (or chat message) from an origin other than this site or the configured allowed origins. `csrf_failed`: a chat message riding on the session or basket cookie without the page's CSRF token in `X-CSRF-Token`.",
             Error::NotFound => "`not_found`: no such resource, or it is not yours (the two are never told apart): a basket, a product, a category, a customer, a checkout, an order, a SKU that is not sold (adding a line) or a line the basket does not have (changing or removing one). An id that is not a ULID is a 404 as well.",
             Error::Conflict => "The request conflicts with the current state. `email_taken` (registration: an account with this email already exists); `basket_locked` (a change to a basket whose payment is in progress: pay, cancel the checkout or wait for its hold to expire); `out_of_stock` (checkout: not enough units to hold; `details.items` lists each short SKU with the units `available`); `items_unavailable` (checkout or quote: the basket holds SKUs no longer sold, listed in `details.skus`: remove them); `coupon_unavailable` (checkout: a coupon code on the basket can no longer be used — its last use taken by another order or by a pending checkout, which reserves its uses; expired; its promotion over — the message names it and why: remove it to check out without it); `promotion_used_up` (checkout: the limited promotions in the price kept running out while it was priced: read the basket and try again); `payment_not_completed` (the provider reports the payment as not completed).",
             Error::PayloadTooLarge => "`payload_too_large`: the body is larger than 64 KiB.",
             Error::UnsupportedMediaType => "`unsupported_media_type`: send the body as JSON with `Content-Type: application/json`.",
             Error::Unprocessable => "The request is well-formed but refused; the message says what to fix. `invalid_field` (a body field is missing, unknown or of the wrong type), `invalid_sku` (a SKU is not 1 to 64 characters of `A-Z a-z 0-9 . _ -`), `quantity_out_of_range` (a line holds 1 to 999 units), `insufficient_stock` (more units than are available), `basket_closed` (the anonymous basket was merged into a customer's basket), at registration `invalid_email`, `invalid_name` or `weak_password`, and at checkout `basket_empty`, `pricing_failed`, and with `details.fields` (one `{field, message}` per field to fix, worded for the shopper) `invalid_address`, `invalid_email`, `country_not_served` or `unknown_shipping_method`.",
-            Error::TooManyRequests => "`rate_limited`: too many sign-in or registration attempts for this account or from this address, or too many checkout attempts for this basket (10 in 10 minutes by default); retry after `Retry-After` seconds.",
+            Error::TooManyRequests => "`rate_limited`: too many sign-in or registration attempts for this account or from this address, too many checkout attempts for this basket (10 in 10 minutes by default), or too many chat messages from one shopper (30 a minute by default); retry after `Retry-After` seconds.",
             Error::Unavailable => "`unavailable`: the hub cannot serve the request right now (storage or a worker is down); retry shortly. `payment_provider_unavailable`: the payment provider could not be reached and nothing was charged; retry in a moment.",
         }
     }
@@ -380,6 +381,7 @@ fn paths() -> Value {
         customer_paths(),
         event_paths(),
         in_store_paths(),
+        chat_paths(),
     ] {
         if let Value::Object(area) = area {
             for (path, item) in area {
@@ -1172,6 +1174,7 @@ fn schemas() -> Value {
         order_schemas(),
         customer_schemas(),
         event_schemas(),
+        chat_schemas(),
     ] {
         if let Value::Object(group) = group {
             all.extend(group);
@@ -1797,6 +1800,98 @@ fn error_responses() -> Value {
             .map(|e| (e.component().to_string(), e.response()))
             .collect(),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat.
+
+fn chat_paths() -> Value {
+    json!({ "/chat": { "post": chat() } })
+}
+
+fn chat() -> Value {
+    json!({
+        "operationId": "chat",
+        "summary": "Talk to the shopping assistant",
+        "description": concat!(
+            "One chat message in, the assistant's answer out. It understands, in English: search (\"do you have earl grey?\"), ",
+            "add to the basket by name with a quantity (\"add two bags of coffee\"; when several products match it asks which, and ",
+            "a number, \"the second one\" or a name answers), what is in the basket, remove an item, where is my order (the latest, ",
+            "or a number such as W-000123, of the signed-in customer only), reorder the last order at today's prices, store opening hours ",
+            "and stock at a store (\"is earl grey in stock in Berlin?\"), and checkout, which it never completes: a signed-in customer ",
+            "gets the checkout link by email, and every shopper gets it as `link`. Anything else gets an answer saying what it can do. ",
+            "Quantities are 1 to 20 per line by default; others are refused in words and change nothing.\n\n",
+            "The shopper is the caller of every other endpoint: the session cookie or bearer token (their basket), else the anonymous ",
+            "basket token or cookie. A chat that adds to a shopper without a basket creates one: its token comes back as `basket_token` ",
+            "and in the basket cookie. Browsers that send the session or basket cookie must send the page's CSRF token as `X-CSRF-Token`. ",
+            "The conversation's state stays on the server; send back `conversation` to go on with it. Rate-limited per shopper."
+        ),
+        "tags": ["chat"],
+        "security": sec_basket_optional(),
+        "parameters": context_params(),
+        "requestBody": { "required": true, "content": json_body(schema("ChatRequest")) },
+        "responses": responses(
+            json!({ "200": {
+                "description": "The assistant's answer.",
+                "headers": { "Set-Cookie": header("SetBasketCookie") },
+                "content": json_body(schema("ChatResponse")),
+            } }),
+            &with(&BODY_ERRORS, &[Error::Unauthorized, Error::Forbidden, Error::TooManyRequests, Error::Unavailable]),
+        ),
+    })
+}
+
+fn chat_schemas() -> Value {
+    json!({
+        "ChatRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "message": { "type": "string", "maxLength": 500, "description": "What the shopper wrote; absent or empty opens the conversation with a welcome. Longer than 500 characters is a 422 `message_too_long`.", "example": "add two bags of coffee" },
+                "conversation": { "type": "string", "maxLength": 64, "description": "The `conversation` of the previous answer. Unknown, expired or another shopper's starts a new conversation.", "example": "4f1c2a9be0d34c5f8e7a6b5c4d3e2f10" },
+            },
+        },
+        "ChatResponse": {
+            "type": "object",
+            "required": ["reply", "conversation", "suggestions"],
+            "properties": {
+                "reply": { "type": "string", "example": "Added 2 × Kenya Nyeri Ground Coffee, 250 g to your basket. Your basket total is 13 euros 98." },
+                "conversation": { "type": "string", "description": "Send it with the next message." },
+                "basket": schema("ChatBasket"),
+                "suggestions": { "type": "array", "items": { "type": "string" }, "description": "What the shopper might say next (the option numbers while the assistant asks which one).", "example": ["What's in my basket?", "Checkout"] },
+                "card": {
+                    "type": "object",
+                    "description": "A summary to show beside the answer (search results, the basket, an order).",
+                    "required": ["title", "text"],
+                    "properties": { "title": { "type": "string" }, "text": { "type": "string" } },
+                },
+                "link": { "type": "string", "description": "A link to follow: the checkout page.", "example": "http://127.0.0.1:8080/checkout" },
+                "basket_token": { "type": "string", "description": "Only when this message created an anonymous basket: its secret token (also set as the basket cookie). Apps send it as `X-Basket-Token` from now on." },
+            },
+        },
+        "ChatBasket": {
+            "type": "object",
+            "description": "The basket after this message changed it, priced by the hub.",
+            "required": ["id", "version", "item_count", "total", "lines"],
+            "properties": {
+                "id": { "type": "string" },
+                "version": { "type": "integer", "format": "int64" },
+                "item_count": { "type": "integer", "format": "int64" },
+                "total": schema("Money"),
+                "lines": { "type": "array", "items": {
+                    "type": "object",
+                    "required": ["sku", "name", "variant", "quantity", "line_total"],
+                    "properties": {
+                        "sku": { "type": "string" },
+                        "name": { "type": "string" },
+                        "variant": { "type": "string" },
+                        "quantity": { "type": "integer", "format": "int32" },
+                        "line_total": schema("Money"),
+                    },
+                } },
+            },
+        },
+    })
 }
 
 #[cfg(test)]

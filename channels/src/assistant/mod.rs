@@ -5,6 +5,12 @@
 //! [`crate::Backend`] as the storefront, so "add two bags of coffee" by voice lands in the basket
 //! the shopper sees on the web, in the app and at the till.
 
+pub mod chat;
+mod engine;
+pub mod nlu;
+
+pub use engine::{escape_ssml, money_words, Assistant, AssistantSettings, Outcome, StoreHours};
+
 use crate::backend::{BackendError, Shopper};
 use async_trait::async_trait;
 use protocol::{Channel, CustomerId};
@@ -18,7 +24,9 @@ pub enum Intent {
     Welcome,
     Help,
     /// "Do you have oat milk?"
-    Search { query: String },
+    Search {
+        query: String,
+    },
     /// "Add two bags of coffee": the product as said, the quantity as said (a number or a word,
     /// possibly absent or absurd; the assistant validates it).
     AddToBasket {
@@ -27,13 +35,19 @@ pub enum Intent {
     },
     /// The answer to a question the assistant asked (which of several products: "the second
     /// one", "2", a name; or yes/no).
-    Choose { choice: String },
+    Choose {
+        choice: String,
+    },
     /// "What is in my basket?"
     BasketContents,
     /// "Remove the coffee."
-    RemoveItem { product: String },
+    RemoveItem {
+        product: String,
+    },
     /// "Where is my order?" (the latest, or a named order number).
-    OrderStatus { order: Option<String> },
+    OrderStatus {
+        order: Option<String>,
+    },
     /// "Reorder my last order."
     Reorder,
     /// Opening hours of a store, and stock of a product there.
@@ -46,7 +60,9 @@ pub enum Intent {
     /// "Stop", "cancel", "goodbye".
     Stop,
     /// Anything else (the utterance, when the channel has it).
-    Unknown { utterance: Option<String> },
+    Unknown {
+        utterance: Option<String>,
+    },
 }
 
 /// What the assistant remembers between turns of one conversation (e.g. the products it offered

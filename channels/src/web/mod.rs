@@ -13,7 +13,7 @@ mod account;
 mod basket;
 mod catalog;
 mod checkout;
-mod format;
+pub(crate) mod format;
 mod in_store;
 mod orders;
 mod page;

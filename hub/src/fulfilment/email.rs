@@ -132,10 +132,12 @@ pub enum EmailKind {
     StoreReceipt,
     /// A click-and-collect order is ready at its store (transactional).
     ReadyForPickup,
+    /// A link to check out the basket, asked for by voice or chat (transactional).
+    CheckoutLink,
 }
 
 impl EmailKind {
-    pub const ALL: [EmailKind; 9] = [
+    pub const ALL: [EmailKind; 10] = [
         EmailKind::OrderConfirmation,
         EmailKind::PaymentFailed,
         EmailKind::Shipped,
@@ -144,6 +146,7 @@ impl EmailKind {
         EmailKind::BackInStock,
         EmailKind::AbandonedBasket,
         EmailKind::ReadyForPickup,
+        EmailKind::CheckoutLink,
         EmailKind::StoreReceipt,
     ];
 
@@ -158,6 +161,7 @@ impl EmailKind {
             EmailKind::AbandonedBasket => "abandoned_basket",
             EmailKind::StoreReceipt => "store_receipt",
             EmailKind::ReadyForPickup => "ready_for_pickup",
+            EmailKind::CheckoutLink => "checkout_link",
         }
     }
 
@@ -402,6 +406,40 @@ pub fn ready_for_pickup(
     )
 }
 
+/// What the checkout-link mail says.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckoutLink<'a> {
+    pub to: &'a str,
+    pub name: &'a str,
+    pub lines: &'a [PricedLine],
+    pub total: Money,
+    pub checkout_url: &'a str,
+    /// Where the shopper asked for it (`voice`, `chat`).
+    pub channel: &'a str,
+    /// What makes this request a new one (the basket and its version): the same basket is
+    /// mailed once.
+    pub occurrence: &'a str,
+}
+
+/// A link to check out the basket, sent when the shopper asks the assistant to check out
+/// (which it never completes itself).
+pub fn checkout_link(link: &CheckoutLink<'_>, now: OffsetDateTime) -> OutboxMessage {
+    let payload = json!({
+        "to": link.to,
+        "name": link.name,
+        "lines": link.lines.iter().map(line_json).collect::<Vec<_>>(),
+        "total": link.total,
+        "checkout_url": link.checkout_url,
+        "channel": link.channel,
+    });
+    email(
+        EmailKind::CheckoutLink,
+        format!("email:checkout_link:{}:{}", link.to, link.occurrence),
+        payload,
+        now,
+    )
+}
+
 /// Who a marketing mail goes to, and which occurrence of its trigger it answers.
 #[derive(Debug, Clone, Copy)]
 pub struct MarketingRecipient<'a> {
@@ -627,7 +665,7 @@ macro_rules! templates {
 }
 
 /// Every template, embedded. `.html` ones are autoescaped, `.txt` ones are not.
-const TEMPLATES: [(&str, &str); 40] = templates!(
+const TEMPLATES: [(&str, &str); 44] = templates!(
     "base.html",
     "macros.html",
     "en/subject.txt",
@@ -649,6 +687,8 @@ const TEMPLATES: [(&str, &str); 40] = templates!(
     "en/store_receipt.txt",
     "en/ready_for_pickup.html",
     "en/ready_for_pickup.txt",
+    "en/checkout_link.html",
+    "en/checkout_link.txt",
     "de/subject.txt",
     "de/order_confirmation.html",
     "de/order_confirmation.txt",
@@ -668,6 +708,8 @@ const TEMPLATES: [(&str, &str); 40] = templates!(
     "de/store_receipt.txt",
     "de/ready_for_pickup.html",
     "de/ready_for_pickup.txt",
+    "de/checkout_link.html",
+    "de/checkout_link.txt",
 );
 
 /// A rendered email.
@@ -1104,6 +1146,18 @@ mod tests {
                 now(),
             ),
             ready_for_pickup(o, "Berlin Mitte", PUBLIC_URL, now()),
+            checkout_link(
+                &CheckoutLink {
+                    to: "ann@x.test",
+                    name: "Ann",
+                    lines: &o.breakdown.lines,
+                    total: o.breakdown.total,
+                    checkout_url: "https://shop.example.test/checkout",
+                    channel: "voice",
+                    occurrence: "b1:3",
+                },
+                now(),
+            ),
         ]
     }
 
@@ -1160,6 +1214,10 @@ mod tests {
                 format!("email:abandoned_basket:{customer}:1"),
             ),
             ("ready_for_pickup", format!("email:ready_for_pickup:{id}")),
+            (
+                "checkout_link",
+                "email:checkout_link:ann@x.test:b1:3".to_string(),
+            ),
         ];
         let built = one_of_each_for(&o);
         assert_eq!(built.len(), expected.len());
