@@ -102,6 +102,8 @@ pub struct ChannelState {
     pub settings: ChannelSettings,
     pub limiter: SignInLimiter,
     pub templates: crate::web::Templates,
+    /// The authorization server for account linking (`crate::oauth`), if the backend has one.
+    pub linking: Option<Arc<dyn crate::oauth::AccountLinking>>,
 }
 
 impl ChannelState {
@@ -115,7 +117,17 @@ impl ChannelState {
             settings,
             limiter,
             templates: crate::web::Templates::new(),
+            linking: None,
         }
+    }
+
+    /// Serves account linking's pages with this authorization server.
+    pub fn with_account_linking(
+        mut self,
+        linking: Arc<dyn crate::oauth::AccountLinking>,
+    ) -> ChannelState {
+        self.linking = Some(linking);
+        self
     }
 
     /// A cookie with the house flags: HttpOnly, SameSite=Lax, path `/`, Secure when configured.
