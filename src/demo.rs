@@ -115,6 +115,7 @@ fn write_hub_settings(data: &std::path::Path) -> anyhow::Result<PathBuf> {
     toml.push_str(&format!(
         "\n# The demo's ERP (omnihub sim erp): pulled by cursor, and allowed to push signed feeds.\n[import]\npush_secret = \"{DEMO_ERP_SECRET}\"\n[import.pull]\nbase_url = \"http://{DEMO_ERP}\"\nevery = \"30s\"\n"
     ));
+    toml.push_str(&hub::oauth::OAuthSettings::demo_toml());
     let path = data.join("hub-demo.toml");
     std::fs::write(&path, toml).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)

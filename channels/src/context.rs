@@ -109,6 +109,8 @@ pub struct ChannelState {
     pub assistant: Arc<crate::assistant::Assistant>,
     /// The chat channel's conversations and rate limit.
     pub chat: crate::assistant::chat::ChatState,
+    /// The authorization server for account linking (`crate::oauth`), if the backend has one.
+    pub linking: Option<Arc<dyn crate::oauth::AccountLinking>>,
 }
 
 impl ChannelState {
@@ -129,7 +131,17 @@ impl ChannelState {
             templates: crate::web::Templates::new(),
             assistant,
             chat,
+            linking: None,
         }
+    }
+
+    /// Serves account linking's pages with this authorization server.
+    pub fn with_account_linking(
+        mut self,
+        linking: Arc<dyn crate::oauth::AccountLinking>,
+    ) -> ChannelState {
+        self.linking = Some(linking);
+        self
     }
 
     /// A cookie with the house flags: HttpOnly, SameSite=Lax, path `/`, Secure when configured.

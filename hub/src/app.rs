@@ -60,6 +60,9 @@ pub struct HubHandle {
     pub import: crate::import::Importer,
     /// The in-store boards' playlists and audience (`crate::edge::boards`).
     pub boards: Arc<crate::edge::boards::HubBoards>,
+    /// Account linking's authorization server; also the voice skill's
+    /// `channels::assistant::LinkedAccounts`.
+    pub oauth: Arc<crate::oauth::AuthorizationServer>,
 }
 
 impl HubHandle {
@@ -173,6 +176,15 @@ impl Application {
             .unwrap_or_else(|| format!("http://{address}"));
         let storage = SledStorage::open(&settings.data_dir, settings.cache_mb)?;
         let dyn_storage: Arc<dyn Storage> = storage.clone();
+        let oauth = Arc::new(
+            crate::oauth::AuthorizationServer::new(
+                settings.oauth.clone(),
+                storage.clone(),
+                storage.clone(),
+                clock.clone(),
+            )
+            .map_err(|e| HubError::Config(format!("[oauth]: {e}")))?,
+        );
         let (catalog, snapshot) = CatalogActor::start(dyn_storage.clone()).await?;
         let backoffice = crate::backoffice::Backoffice::open(
             crate::backoffice::store::SledBackofficeStore::open(&storage)?,
@@ -309,6 +321,7 @@ impl Application {
             backoffice: backoffice.clone(),
             import: import.clone(),
             boards,
+            oauth: oauth.clone(),
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -340,7 +353,11 @@ impl Application {
         let admin = web::Data::new(AdminAccess {
             token: settings.admin_token.clone(),
         });
-        let state = web::Data::new(ChannelState::new(backend, settings.channels.clone()));
+        let state = web::Data::new(
+            ChannelState::new(backend, settings.channels.clone())
+                .with_account_linking(oauth.clone()),
+        );
+        let oauth_data = web::Data::from(oauth);
         let app_handle = web::Data::new(handle.clone());
         let import_routes = web::Data::new(crate::import::routes::ImportRoutes {
             importer: import,
@@ -368,6 +385,8 @@ impl Application {
                 .app_data(fulfilment.clone())
                 .app_data(backoffice_data.clone())
                 .app_data(card_authority.clone())
+                .app_data(oauth_data.clone())
+                .configure(crate::oauth::routes::configure)
                 .service(
                     web::resource("/webhooks/oms")
                         .app_data(web::PayloadConfig::new(256 * 1024))

@@ -56,6 +56,8 @@ pub struct HubSettings {
     pub import: ImportSettings,
     /// Back-office users, promotions and coupons.
     pub backoffice: crate::backoffice::BackofficeSettings,
+    /// Account linking (OAuth 2.0): the client apps and token lifetimes (`docs/voice.md`).
+    pub oauth: crate::oauth::OAuthSettings,
 }
 
 /// The stores' edge nodes and how the hub syncs with them (`docs/edge-sync.md`).
@@ -467,6 +469,7 @@ impl Default for HubSettings {
             edge: EdgeSettings::default(),
             import: ImportSettings::default(),
             backoffice: crate::backoffice::BackofficeSettings::default(),
+            oauth: crate::oauth::OAuthSettings::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod edge;
 pub mod fulfilment;
 pub mod import;
+pub mod oauth;
 pub mod ops;
 pub mod outbox;
 pub mod payments;

@@ -19,6 +19,7 @@ pub mod event;
 pub mod feed;
 pub mod ids;
 pub mod money;
+pub mod oauth;
 pub mod order;
 pub mod outbox;
 pub mod pricing;

@@ -25,6 +25,7 @@ pub mod mail;
 pub mod oms;
 pub mod payments;
 pub mod terminal;
+pub mod voice;
 
 /// The partner simulators.
 #[derive(Debug, Clone, clap::Subcommand)]

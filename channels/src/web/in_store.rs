@@ -57,6 +57,7 @@ async fn render(
     error: Option<String>,
 ) -> Result<HttpResponse, PageError> {
     let me = visitor.state.backend.customer(customer).await?;
+    let linked_apps = super::oauth::linked_apps(&visitor.state, customer).await?;
     let page = context! {
         name => me.name,
         email => me.email,
@@ -64,6 +65,7 @@ async fn render(
         saved_phone => details.phone,
         loyalty_number => details.loyalty_number.as_deref().map(grouped),
         phone_error => error,
+        linked_apps,
     };
     visitor.render(status, "account.html", page).await
 }

@@ -15,6 +15,7 @@ mod catalog;
 mod checkout;
 pub(crate) mod format;
 mod in_store;
+mod oauth;
 mod orders;
 mod page;
 #[cfg(test)]
@@ -59,6 +60,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/register.html"),
     ),
     ("error.html", include_str!("../../templates/error.html")),
+    (
+        "oauth_authorize.html",
+        include_str!("../../templates/oauth_authorize.html"),
+    ),
 ];
 
 const SITE_CSS: &str = include_str!("../../static/site.css");
@@ -201,6 +206,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .route(web::post().to(account::register)),
         )
         .service(page("/signout").route(web::post().to(account::sign_out)))
+        .service(
+            page("/oauth/authorize")
+                .route(web::get().to(oauth::authorize))
+                .route(web::post().to(oauth::decide)),
+        )
+        .service(page("/account/linked-apps/unlink").route(web::post().to(oauth::unlink)))
         .service(web::resource("/static/site.css").route(web::get().to(stylesheet)))
         .service(web::resource("/static/site.js").route(web::get().to(script)))
         .default_service(web::to(not_found));

@@ -4,6 +4,7 @@
 //! durably. The embedded default is [`sled::SledStorage`]; a cluster backend (PostgreSQL, NATS)
 //! can implement the same traits.
 
+pub mod oauth;
 pub mod sled;
 
 use async_trait::async_trait;
@@ -107,6 +108,8 @@ pub enum Change {
         destination: String,
         id: ulid::Ulid,
     },
+    /// A change of account-linking state (grants, codes, tokens).
+    OAuth(oauth::OAuthChange),
 }
 
 /// A key other than the email that finds exactly one customer (normalised: see

@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
+mod oauth;
+
 /// A staged write: a key and its new value, or `None` to remove it.
 type Staged = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
@@ -426,6 +428,15 @@ impl Writer {
                 }
                 Change::DiscardDeadLetter { destination, id } => {
                     (outbox_space_key("outdead", destination, *id), None)
+                }
+                Change::OAuth(change) => {
+                    ops.extend(oauth::stage(
+                        &self.entities,
+                        change,
+                        claimed,
+                        &mut new_claims,
+                    )?);
+                    continue;
                 }
             };
             ops.push(op);
