@@ -60,6 +60,8 @@ pub struct HubHandle {
     pub import: crate::import::Importer,
     /// The in-store boards' playlists and audience (`crate::edge::boards`).
     pub boards: Arc<crate::edge::boards::HubBoards>,
+    /// The marketing automation scheduler (send it `RunDue` to run what is due now).
+    pub automation: Addr<crate::automation::Scheduler>,
 }
 
 impl HubHandle {
@@ -171,7 +173,12 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{address}"));
+        let automation_rules = crate::automation::rules::Rules::of(&settings.automation)
+            .map_err(|e| HubError::Config(format!("[automation]: {e}")))?;
         let storage = SledStorage::open(&settings.data_dir, settings.cache_mb)?;
+        let automation_store: Arc<dyn crate::automation::AutomationStore> =
+            Arc::new(crate::automation::SledAutomationStore::open(&storage)?);
+        let triggers = crate::automation::Triggers::new(automation_store.clone());
         let dyn_storage: Arc<dyn Storage> = storage.clone();
         let (catalog, snapshot) = CatalogActor::start(dyn_storage.clone()).await?;
         let backoffice = crate::backoffice::Backoffice::open(
@@ -274,13 +281,15 @@ impl Application {
                 settings: settings.checkout.clone(),
                 pricing,
                 payments,
-                public_url,
+                public_url: public_url.clone(),
                 order_seq: AtomicU64::new(storage.last_order_sequence("W").await?),
                 edge: Some(edge.clone()),
             }),
             outbox: outbox.clone(),
             offers: backoffice.clone(),
+            automation: triggers.clone(),
         };
+        let automation_deps = deps.clone();
         let view = Arc::new(DirectoryView::default());
         let directory = Directory::new(
             deps.clone(),
@@ -297,6 +306,25 @@ impl Application {
         crate::collect::apply_reports(&edge, backend.clone());
         let boards = crate::edge::boards::HubBoards::open(&storage)?;
         store_returns.start_worker(store_refunds, backend.clone());
+        let automation_env = Arc::new(crate::automation::scheduler::Env {
+            settings: settings.automation.clone(),
+            rules: automation_rules,
+            store: automation_store,
+            deps: automation_deps,
+            public_url,
+        });
+        let scheduler = crate::automation::Scheduler::start(automation_env.clone())
+            .await
+            .map_err(|e| match e {
+                crate::automation::AutomationError::Storage(e) => HubError::Storage(e),
+                other => HubError::Config(format!("[automation]: {other}")),
+            })?;
+        triggers.connect(scheduler.clone());
+        inventory.on_restock(scheduler.clone().recipient());
+        let automation_data = web::Data::new(crate::automation::routes::AutomationData {
+            env: automation_env,
+            scheduler: scheduler.clone(),
+        });
         let handle = HubHandle {
             backend: backend.clone(),
             directory,
@@ -309,6 +337,7 @@ impl Application {
             backoffice: backoffice.clone(),
             import: import.clone(),
             boards,
+            automation: scheduler,
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -368,6 +397,7 @@ impl Application {
                 .app_data(fulfilment.clone())
                 .app_data(backoffice_data.clone())
                 .app_data(card_authority.clone())
+                .app_data(automation_data.clone())
                 .service(
                     web::resource("/webhooks/oms")
                         .app_data(web::PayloadConfig::new(256 * 1024))
@@ -385,6 +415,8 @@ impl Application {
                 )
                 .configure(crate::import::routes::configure(import_routes.clone()))
                 .configure(crate::backoffice::routes::configure)
+                // Before the admin scope, which answers every other /api/v1/admin path.
+                .configure(crate::automation::routes::configure)
                 .configure(crate::admin::configure)
                 .route(
                     "/api/v1/edge/sync",

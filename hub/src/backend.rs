@@ -706,6 +706,14 @@ impl Backend for HubBackend {
     ) -> Result<channels::backend::InStoreDetails, BackendError> {
         self.issue_loyalty(customer).await
     }
+
+    async fn subscribe_back_in_stock(
+        &self,
+        customer: CustomerId,
+        sku: &Sku,
+    ) -> Result<bool, BackendError> {
+        crate::automation::subscribe_back_in_stock(&self.deps, customer, sku).await
+    }
 }
 
 #[cfg(test)]

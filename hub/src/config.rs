@@ -56,6 +56,8 @@ pub struct HubSettings {
     pub import: ImportSettings,
     /// Back-office users, promotions and coupons.
     pub backoffice: crate::backoffice::BackofficeSettings,
+    /// Marketing automation: abandoned basket, back in stock, win-back, and their rules.
+    pub automation: crate::automation::AutomationSettings,
 }
 
 /// The stores' edge nodes and how the hub syncs with them (`docs/edge-sync.md`).
@@ -467,6 +469,7 @@ impl Default for HubSettings {
             edge: EdgeSettings::default(),
             import: ImportSettings::default(),
             backoffice: crate::backoffice::BackofficeSettings::default(),
+            automation: crate::automation::AutomationSettings::default(),
         }
     }
 }

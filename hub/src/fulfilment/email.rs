@@ -132,10 +132,12 @@ pub enum EmailKind {
     StoreReceipt,
     /// A click-and-collect order is ready at its store (transactional).
     ReadyForPickup,
+    /// A customer who has not ordered for a long time (marketing).
+    WinBack,
 }
 
 impl EmailKind {
-    pub const ALL: [EmailKind; 9] = [
+    pub const ALL: [EmailKind; 10] = [
         EmailKind::OrderConfirmation,
         EmailKind::PaymentFailed,
         EmailKind::Shipped,
@@ -145,6 +147,7 @@ impl EmailKind {
         EmailKind::AbandonedBasket,
         EmailKind::ReadyForPickup,
         EmailKind::StoreReceipt,
+        EmailKind::WinBack,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -158,6 +161,7 @@ impl EmailKind {
             EmailKind::AbandonedBasket => "abandoned_basket",
             EmailKind::StoreReceipt => "store_receipt",
             EmailKind::ReadyForPickup => "ready_for_pickup",
+            EmailKind::WinBack => "win_back",
         }
     }
 
@@ -167,7 +171,10 @@ impl EmailKind {
 
     /// Marketing mail carries `List-Unsubscribe` and an unsubscribe link.
     pub fn is_marketing(self) -> bool {
-        matches!(self, EmailKind::BackInStock | EmailKind::AbandonedBasket)
+        matches!(
+            self,
+            EmailKind::BackInStock | EmailKind::AbandonedBasket | EmailKind::WinBack
+        )
     }
 }
 
@@ -471,6 +478,31 @@ pub fn abandoned_basket(
     )
 }
 
+/// An invitation back to the shop for a customer who has not ordered for a long time.
+pub fn win_back(
+    recipient: &MarketingRecipient<'_>,
+    name: &str,
+    shop_url: &str,
+    now: OffsetDateTime,
+) -> OutboxMessage {
+    let payload = json!({
+        "to": recipient.to,
+        "customer_id": recipient.customer,
+        "name": name,
+        "shop_url": shop_url,
+        "unsubscribe_url": recipient.unsubscribe_url,
+    });
+    email(
+        EmailKind::WinBack,
+        format!(
+            "email:win_back:{}:{}",
+            recipient.customer, recipient.occurrence
+        ),
+        payload,
+        now,
+    )
+}
+
 /// The `Message-ID` of the mail for an outbox key: `<{32 hex digits of sha256(key)}@{domain}>`,
 /// the same for every copy, however often it is sent or queued.
 pub fn message_id(key: &str, domain: &str) -> String {
@@ -627,7 +659,7 @@ macro_rules! templates {
 }
 
 /// Every template, embedded. `.html` ones are autoescaped, `.txt` ones are not.
-const TEMPLATES: [(&str, &str); 40] = templates!(
+const TEMPLATES: [(&str, &str); 44] = templates!(
     "base.html",
     "macros.html",
     "en/subject.txt",
@@ -649,6 +681,8 @@ const TEMPLATES: [(&str, &str); 40] = templates!(
     "en/store_receipt.txt",
     "en/ready_for_pickup.html",
     "en/ready_for_pickup.txt",
+    "en/win_back.html",
+    "en/win_back.txt",
     "de/subject.txt",
     "de/order_confirmation.html",
     "de/order_confirmation.txt",
@@ -668,6 +702,8 @@ const TEMPLATES: [(&str, &str); 40] = templates!(
     "de/store_receipt.txt",
     "de/ready_for_pickup.html",
     "de/ready_for_pickup.txt",
+    "de/win_back.html",
+    "de/win_back.txt",
 );
 
 /// A rendered email.
@@ -1259,6 +1295,28 @@ mod tests {
         assert_eq!(format_rate(0, "en"), "0%");
         assert_eq!(format_date(now(), "en"), "5 January 2026");
         assert_eq!(format_date(now(), "de"), "5. Januar 2026");
+    }
+
+    #[test]
+    fn the_win_back_mail_is_marketing_and_renders_in_every_locale() {
+        let customer = CustomerId::new();
+        let message = win_back(
+            &recipient(customer),
+            "Ann",
+            "https://shop.example.test/",
+            now(),
+        );
+        assert_eq!(message.key, format!("email:win_back:{customer}:1"));
+        assert!(EmailKind::WinBack.is_marketing());
+        for locale in LOCALES {
+            let deliverer = deliverer_for(locale);
+            let r = deliverer.render(&message).unwrap();
+            assert!(r.text.contains("Ann") && r.text.contains("https://shop.example.test/"));
+            assert!(r.html.contains("unsubscribe?token=abc"), "{}", r.html);
+            let mail = String::from_utf8(deliverer.compose(&message).unwrap().formatted()).unwrap();
+            assert!(mail
+                .contains("List-Unsubscribe: <https://shop.example.test/unsubscribe?token=abc>"));
+        }
     }
 
     #[test]
