@@ -406,6 +406,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             "OMNIHUB_HUB_EMAIL__PORT",
             simulators::mail::MailArgs::DEFAULT_SMTP.port().to_string(),
         )
+        // Short enough to watch a basket reminder arrive in the mail simulator, at any hour
+        // (docs/automation.md, "Seeing it in the demo").
+        .env("OMNIHUB_HUB_AUTOMATION__ABANDONED_AFTER", "2m")
+        .env("OMNIHUB_HUB_AUTOMATION__QUIET_START", "00:00")
+        .env("OMNIHUB_HUB_AUTOMATION__QUIET_END", "00:00")
         .stdin(Stdio::null())
         .spawn()
         .context("starting the hub")?;

@@ -460,4 +460,15 @@ pub trait Backend: Send + Sync + 'static {
             "this backend sends no email".to_string(),
         ))
     }
+
+    /// Asks for one email when a SKU sold out online is back in stock (`docs/automation.md`).
+    /// Answers whether the subscription is new (asking again changes nothing); a SKU in stock
+    /// is a `Conflict`. A backend without marketing automation offers none.
+    async fn subscribe_back_in_stock(
+        &self,
+        _customer: CustomerId,
+        _sku: &Sku,
+    ) -> Result<bool, BackendError> {
+        Err(BackendError::NotFound("back-in-stock notes"))
+    }
 }

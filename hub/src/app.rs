@@ -63,6 +63,8 @@ pub struct HubHandle {
     /// Account linking's authorization server; also the voice skill's
     /// `channels::assistant::LinkedAccounts`.
     pub oauth: Arc<crate::oauth::AuthorizationServer>,
+    /// The marketing automation scheduler (send it `RunDue` to run what is due now).
+    pub automation: Addr<crate::automation::Scheduler>,
 }
 
 impl HubHandle {
@@ -174,7 +176,12 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{address}"));
+        let automation_rules = crate::automation::rules::Rules::of(&settings.automation)
+            .map_err(|e| HubError::Config(format!("[automation]: {e}")))?;
         let storage = SledStorage::open(&settings.data_dir, settings.cache_mb)?;
+        let automation_store: Arc<dyn crate::automation::AutomationStore> =
+            Arc::new(crate::automation::SledAutomationStore::open(&storage)?);
+        let triggers = crate::automation::Triggers::new(automation_store.clone());
         let dyn_storage: Arc<dyn Storage> = storage.clone();
         let oauth = Arc::new(
             crate::oauth::AuthorizationServer::new(
@@ -286,13 +293,15 @@ impl Application {
                 settings: settings.checkout.clone(),
                 pricing,
                 payments,
-                public_url,
+                public_url: public_url.clone(),
                 order_seq: AtomicU64::new(storage.last_order_sequence("W").await?),
                 edge: Some(edge.clone()),
             }),
             outbox: outbox.clone(),
             offers: backoffice.clone(),
+            automation: triggers.clone(),
         };
+        let automation_deps = deps.clone();
         let view = Arc::new(DirectoryView::default());
         let directory = Directory::new(
             deps.clone(),
@@ -309,6 +318,25 @@ impl Application {
         crate::collect::apply_reports(&edge, backend.clone());
         let boards = crate::edge::boards::HubBoards::open(&storage)?;
         store_returns.start_worker(store_refunds, backend.clone());
+        let automation_env = Arc::new(crate::automation::scheduler::Env {
+            settings: settings.automation.clone(),
+            rules: automation_rules,
+            store: automation_store,
+            deps: automation_deps,
+            public_url,
+        });
+        let scheduler = crate::automation::Scheduler::start(automation_env.clone())
+            .await
+            .map_err(|e| match e {
+                crate::automation::AutomationError::Storage(e) => HubError::Storage(e),
+                other => HubError::Config(format!("[automation]: {other}")),
+            })?;
+        triggers.connect(scheduler.clone());
+        inventory.on_restock(scheduler.clone().recipient());
+        let automation_data = web::Data::new(crate::automation::routes::AutomationData {
+            env: automation_env,
+            scheduler: scheduler.clone(),
+        });
         let handle = HubHandle {
             backend: backend.clone(),
             directory,
@@ -322,6 +350,7 @@ impl Application {
             import: import.clone(),
             boards,
             oauth: oauth.clone(),
+            automation: scheduler,
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -387,6 +416,7 @@ impl Application {
                 .app_data(card_authority.clone())
                 .app_data(oauth_data.clone())
                 .configure(crate::oauth::routes::configure)
+                .app_data(automation_data.clone())
                 .service(
                     web::resource("/webhooks/oms")
                         .app_data(web::PayloadConfig::new(256 * 1024))
@@ -404,6 +434,8 @@ impl Application {
                 )
                 .configure(crate::import::routes::configure(import_routes.clone()))
                 .configure(crate::backoffice::routes::configure)
+                // Before the admin scope, which answers every other /api/v1/admin path.
+                .configure(crate::automation::routes::configure)
                 .configure(crate::admin::configure)
                 .route(
                     "/api/v1/edge/sync",

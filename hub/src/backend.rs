@@ -731,6 +731,14 @@ impl Backend for HubBackend {
     ) -> Result<channels::backend::CheckoutLinkSent, BackendError> {
         self.assistant_send_checkout_link(customer, channel).await
     }
+
+    async fn subscribe_back_in_stock(
+        &self,
+        customer: CustomerId,
+        sku: &Sku,
+    ) -> Result<bool, BackendError> {
+        crate::automation::subscribe_back_in_stock(&self.deps, customer, sku).await
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub struct HubSettings {
     pub backoffice: crate::backoffice::BackofficeSettings,
     /// Account linking (OAuth 2.0): the client apps and token lifetimes (`docs/voice.md`).
     pub oauth: crate::oauth::OAuthSettings,
+    /// Marketing automation: abandoned basket, back in stock, win-back, and their rules.
+    pub automation: crate::automation::AutomationSettings,
 }
 
 /// The stores' edge nodes and how the hub syncs with them (`docs/edge-sync.md`).
@@ -470,6 +472,7 @@ impl Default for HubSettings {
             import: ImportSettings::default(),
             backoffice: crate::backoffice::BackofficeSettings::default(),
             oauth: crate::oauth::OAuthSettings::default(),
+            automation: crate::automation::AutomationSettings::default(),
         }
     }
 }

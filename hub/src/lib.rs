@@ -11,6 +11,7 @@ pub mod actors;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod automation;
 pub mod backend;
 pub mod backoffice;
 pub mod bench;

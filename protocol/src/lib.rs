@@ -8,6 +8,7 @@
 //! [`pricing::price_basket_with_promotions`] (the [`promotion`] engine),
 //! [`checkout::price_checkout`], [`basket::Basket`], [`codec::encode`] / [`codec::decode`].
 
+pub mod automation;
 pub mod basket;
 pub mod board;
 pub mod catalog;

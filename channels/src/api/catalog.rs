@@ -223,3 +223,32 @@ pub async fn detail(
         variants,
     }))
 }
+
+/// `POST /products/{sku}/subscriptions`: the signed-in customer asks for one email when the SKU
+/// is back in stock; 201 when new, 200 when they already wait.
+pub async fn subscribe(
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    sku: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let customer = ctx.customer()?;
+    let sku = protocol::Sku::parse(&sku).map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_sku",
+            format!(
+                "invalid SKU '{}': use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_' and '.'",
+                sku.chars().take(64).collect::<String>()
+            ),
+        )
+    })?;
+    let new = state
+        .backend
+        .subscribe_back_in_stock(customer, &sku)
+        .await?;
+    let body = serde_json::json!({ "sku": sku, "subscribed": true });
+    Ok(if new {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}

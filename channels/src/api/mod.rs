@@ -41,6 +41,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/orders", web::get().to(checkout::list))
             .route("/orders/lookup", web::get().to(checkout::lookup))
             .route("/products/{slug}", web::get().to(catalog::detail))
+            .route(
+                "/products/{sku}/subscriptions",
+                web::post().to(catalog::subscribe),
+            )
             .route("/orders/{id}", web::get().to(checkout::detail))
             .route("/checkouts/{id}", web::get().to(checkout::read))
             .route("/checkouts/{id}/cancel", web::post().to(checkout::cancel))

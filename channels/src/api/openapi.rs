@@ -414,6 +414,35 @@ fn catalog_paths() -> Value {
         "/categories": { "get": list_categories() },
         "/products": { "get": list_products() },
         "/products/{slug}": { "get": get_product() },
+        "/products/{sku}/subscriptions": { "post": subscribe_back_in_stock() },
+    })
+}
+
+fn subscribe_back_in_stock() -> Value {
+    let mut params = vec![param("ProductSku")];
+    params.extend(context_params());
+    let body = json!({
+        "type": "object",
+        "required": ["sku", "subscribed"],
+        "properties": {
+            "sku": schema("Sku"),
+            "subscribed": { "type": "boolean", "description": "Always true: the customer waits for the SKU." },
+        },
+    });
+    json!({
+        "operationId": "subscribeBackInStock",
+        "summary": "Email me when this SKU is back in stock",
+        "description": "The signed-in customer asks for one email when the SKU, sold out online, is back in stock; the subscription then ends. Idempotent: 201 when new, 200 when the customer already waits. A SKU in stock is a 409 `in_stock`. The email is marketing: it goes only with the customer's consent, within the frequency cap and outside quiet hours (docs/automation.md).",
+        "tags": ["catalog"],
+        "security": sec_customer(),
+        "parameters": params,
+        "responses": responses(
+            json!({
+                "201": ok("Subscribed.", body.clone()),
+                "200": ok("Already subscribed.", body),
+            }),
+            &[Error::Unauthorized, Error::NotFound, Error::Conflict, Error::Unprocessable, Error::Unavailable],
+        ),
     })
 }
 
@@ -1047,6 +1076,11 @@ fn catalog_parameters() -> Value {
             "name": "slug", "in": "path", "required": true,
             "description": "The product's slug (e.g. `ethiopia-yirgacheffe-coffee`) or its id.",
             "schema": { "type": "string" },
+        },
+        "ProductSku": {
+            "name": "sku", "in": "path", "required": true,
+            "description": "A variant's SKU; one that is not 1 to 64 characters of `A-Z a-z 0-9 . _ -` is a 422 `invalid_sku`, one not in the catalog a 404.",
+            "schema": schema("Sku"),
         },
         "EventLimit": {
             "name": "limit", "in": "query", "required": false,

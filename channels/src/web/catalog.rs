@@ -1,7 +1,7 @@
 //! Browsing: the home page, category listings, search and product pages.
 
 use super::format::{encode_component, stock_label};
-use super::page::{PageError, Visitor};
+use super::page::{Level, PageError, Visitor};
 use crate::context::{ChannelState, RequestContext};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -402,10 +402,72 @@ pub async fn product(
         current_category => &product.category.0,
         selected => selected.map(|v| context! { price => v.price, compare_at => v.compare_at }),
         buyable => variants.iter().any(|v| v.can_buy),
+        sold_out => variants.iter().filter(|v| v.stock_class == "out").map(|v| context! { sku => &v.sku, title => &v.title }).collect::<Vec<_>>(),
+        signed_in => visitor.ctx.shopper.customer.is_some(),
         variants,
         related,
     };
     visitor.render(StatusCode::OK, "product.html", page).await
+}
+
+/// The back-in-stock form of a product page.
+#[derive(Debug, Default, Deserialize)]
+pub struct NotifyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    sku: String,
+}
+
+/// `POST /p/{slug}/notify` (sku): the signed-in shopper asks for an email when a sold-out
+/// variant is back; back to the product page with a message.
+pub async fn notify(
+    req: HttpRequest,
+    state: web::Data<ChannelState>,
+    ctx: RequestContext,
+    slug: web::Path<String>,
+    form: web::Form<NotifyForm>,
+) -> Result<HttpResponse, PageError> {
+    let mut visitor = Visitor::new(&req, state, ctx)?;
+    visitor.check_form(&req, &form.csrf)?;
+    let back = format!("/p/{}", encode_component(&slug));
+    let Some(customer) = visitor.ctx.shopper.customer else {
+        let next = encode_component(&back);
+        return Ok(visitor.redirect(&format!("/signin?next={next}")));
+    };
+    let catalog = visitor.state.backend.catalog();
+    let sku = Sku::parse(form.sku.trim())
+        .ok()
+        .filter(|s| catalog.product_by_sku(s).is_some_and(|p| p.slug == *slug));
+    let Some(sku) = sku else {
+        visitor.flash(
+            Level::Error,
+            "Please choose the option you want to hear about.",
+        );
+        return Ok(visitor.redirect(&back));
+    };
+    match visitor
+        .state
+        .backend
+        .subscribe_back_in_stock(customer, &sku)
+        .await
+    {
+        Ok(_) => visitor.flash(
+            Level::Success,
+            "We will email you once when it is back in stock.",
+        ),
+        Err(crate::backend::BackendError::Conflict { .. }) => {
+            visitor.flash(Level::Info, "Good news: it is in stock now.")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "back-in-stock subscription failed");
+            visitor.flash(
+                Level::Error,
+                "We could not save that just now. Please try again.",
+            )
+        }
+    }
+    Ok(visitor.redirect(&back))
 }
 
 #[cfg(test)]

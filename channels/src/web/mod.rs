@@ -170,6 +170,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(page("/c/{category}").route(web::get().to(catalog::category)))
         .service(page("/search").route(web::get().to(catalog::search)))
         .service(page("/p/{slug}").route(web::get().to(catalog::product)))
+        .service(page("/p/{slug}/notify").route(web::post().to(catalog::notify)))
         .service(page("/basket").route(web::get().to(basket::show)))
         .service(page("/basket/add").route(web::post().to(basket::add)))
         .service(page("/basket/update").route(web::post().to(basket::update)))

@@ -435,8 +435,16 @@ impl Handler<ApplyCommand> for BasketActor {
                 if channel != Channel::Unknown {
                     act.hints.channel = channel;
                 }
-                let event = event_for(&command, &next, channel, subject, act.deps.clock.now());
+                let now = act.deps.clock.now();
+                let event = event_for(&command, &next, channel, subject, now);
                 act.deps.recorder.do_send(super::recorder::Record(event));
+                let lines_changed = !matches!(
+                    command,
+                    BasketCommand::ApplyCoupon { .. } | BasketCommand::RemoveCoupon { .. }
+                );
+                if lines_changed {
+                    act.deps.automation.basket_changed(&next, now);
+                }
                 Ok(act.adopt(next))
             }),
         ))
@@ -476,7 +484,13 @@ impl Handler<Absorb> for BasketActor {
                 Ok(next)
             }
             .into_actor(self)
-            .map(|res: Result<Basket, BasketFailure>, act, _| Ok(act.adopt(res?))),
+            .map(|res: Result<Basket, BasketFailure>, act, _| {
+                let next = res?;
+                act.deps
+                    .automation
+                    .basket_changed(&next, act.deps.clock.now());
+                Ok(act.adopt(next))
+            }),
         ))
     }
 }

@@ -12,7 +12,7 @@ use protocol::{CheckoutId, LocationId, Sku, StockLevel};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use time::OffsetDateTime;
 
 type Levels = HashMap<(LocationId, Sku), StockLevel>;
@@ -27,7 +27,16 @@ pub struct InventoryShard {
     view: Arc<RwLock<Levels>>,
     /// The holds on this shard's SKUs (their sum is each level's `held`).
     holds: HashMap<HoldKey, HoldRecord>,
+    /// Who is told when online stock comes back (marketing automation), once connected.
+    restocks: RestockWatch,
 }
+
+/// SKUs whose online available-to-promise went from none to some: back in stock.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Restocked(pub Vec<Sku>);
+
+type RestockWatch = Arc<OnceLock<Recipient<Restocked>>>;
 
 /// Why units could not be held.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,12 +77,22 @@ impl Actor for InventoryShard {
     type Context = Context<Self>;
 }
 
-fn publish(view: &RwLock<Levels>, levels: Vec<StockLevel>) {
+/// Publishes levels; answers the online SKUs that had nothing available and now have some.
+fn publish(view: &RwLock<Levels>, levels: Vec<StockLevel>) -> Vec<Sku> {
     // Inserts are single calls, so a poisoned lock still holds a consistent map.
     let mut map = view.write().unwrap_or_else(|e| e.into_inner());
+    let online = LocationId::online();
+    let mut restocked = Vec::new();
     for level in levels {
+        let before = map
+            .get(&(level.location.clone(), level.sku.clone()))
+            .map_or(0, StockLevel::available_to_promise);
+        if level.location == online && before <= 0 && level.available_to_promise() > 0 {
+            restocked.push(level.sku.clone());
+        }
         map.insert((level.location.clone(), level.sku.clone()), level);
     }
+    restocked
 }
 
 impl Handler<SetStock> for InventoryShard {
@@ -94,6 +113,14 @@ impl Handler<SetStock> for InventoryShard {
 }
 
 impl InventoryShard {
+    /// Publishes committed levels and tells the restock watcher what came back.
+    fn publish(&self, levels: Vec<StockLevel>) {
+        let restocked = publish(&self.view, levels);
+        if let (false, Some(watcher)) = (restocked.is_empty(), self.restocks.get()) {
+            watcher.do_send(Restocked(restocked));
+        }
+    }
+
     /// Stores new levels in one unit of work, then publishes them.
     fn commit_levels(
         &mut self,
@@ -108,7 +135,7 @@ impl InventoryShard {
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;
-                    publish(&act.view, levels);
+                    act.publish(levels);
                     Ok(())
                 }),
         ))
@@ -174,7 +201,7 @@ impl Handler<Hold> for InventoryShard {
             .into_actor(self)
             .map(move |res: Result<(), HoldFailure>, act, _| {
                 res?;
-                publish(&act.view, levels);
+                act.publish(levels);
                 for r in records {
                     act.holds
                         .insert((r.checkout, r.location.clone(), r.sku.clone()), r);
@@ -225,7 +252,7 @@ impl Handler<EndHolds> for InventoryShard {
             .into_actor(self)
             .map(move |res: Result<(), StorageError>, act, _| {
                 res?;
-                publish(&act.view, levels);
+                act.publish(levels);
                 for k in ending {
                     act.holds.remove(&k);
                 }
@@ -334,7 +361,7 @@ impl Handler<ApplyStock> for InventoryShard {
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;
-                    publish(&act.view, levels);
+                    act.publish(levels);
                     Ok(answers)
                 }),
         ))
@@ -366,6 +393,7 @@ impl Handler<LapsedHolds> for InventoryShard {
 #[derive(Clone)]
 pub struct Inventory {
     shards: Arc<Vec<Shard>>,
+    restocks: RestockWatch,
 }
 
 impl Inventory {
@@ -392,6 +420,7 @@ impl Inventory {
                 .1
                 .insert((h.checkout, h.location.clone(), h.sku.clone()), h);
         }
+        let restocks: RestockWatch = Arc::new(OnceLock::new());
         let shards = per_shard
             .into_iter()
             .map(|(levels, holds)| {
@@ -401,6 +430,7 @@ impl Inventory {
                     storage: storage.clone(),
                     view: view.clone(),
                     holds,
+                    restocks: restocks.clone(),
                 }
                 .start();
                 (shard, view)
@@ -408,7 +438,13 @@ impl Inventory {
             .collect();
         Ok(Inventory {
             shards: Arc::new(shards),
+            restocks,
         })
+    }
+
+    /// Tells `watcher` from now on when a SKU's online stock comes back (set once).
+    pub fn on_restock(&self, watcher: Recipient<Restocked>) {
+        let _ = self.restocks.set(watcher);
     }
 
     fn index(&self, sku: &Sku) -> usize {

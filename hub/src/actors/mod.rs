@@ -34,6 +34,8 @@ pub struct Deps {
     pub outbox: crate::outbox::OutboxWorkers,
     /// Live promotions and coupons (the back office's, or none).
     pub offers: Arc<dyn offers::Offers>,
+    /// Marketing automation's triggers (basket changes arm reminders).
+    pub automation: crate::automation::Triggers,
 }
 
 /// When entity actors passivate.

@@ -134,10 +134,12 @@ pub enum EmailKind {
     ReadyForPickup,
     /// A link to check out the basket, asked for by voice or chat (transactional).
     CheckoutLink,
+    /// A customer who has not ordered for a long time (marketing).
+    WinBack,
 }
 
 impl EmailKind {
-    pub const ALL: [EmailKind; 10] = [
+    pub const ALL: [EmailKind; 11] = [
         EmailKind::OrderConfirmation,
         EmailKind::PaymentFailed,
         EmailKind::Shipped,
@@ -148,6 +150,7 @@ impl EmailKind {
         EmailKind::ReadyForPickup,
         EmailKind::CheckoutLink,
         EmailKind::StoreReceipt,
+        EmailKind::WinBack,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -162,6 +165,7 @@ impl EmailKind {
             EmailKind::StoreReceipt => "store_receipt",
             EmailKind::ReadyForPickup => "ready_for_pickup",
             EmailKind::CheckoutLink => "checkout_link",
+            EmailKind::WinBack => "win_back",
         }
     }
 
@@ -171,7 +175,10 @@ impl EmailKind {
 
     /// Marketing mail carries `List-Unsubscribe` and an unsubscribe link.
     pub fn is_marketing(self) -> bool {
-        matches!(self, EmailKind::BackInStock | EmailKind::AbandonedBasket)
+        matches!(
+            self,
+            EmailKind::BackInStock | EmailKind::AbandonedBasket | EmailKind::WinBack
+        )
     }
 }
 
@@ -509,6 +516,31 @@ pub fn abandoned_basket(
     )
 }
 
+/// An invitation back to the shop for a customer who has not ordered for a long time.
+pub fn win_back(
+    recipient: &MarketingRecipient<'_>,
+    name: &str,
+    shop_url: &str,
+    now: OffsetDateTime,
+) -> OutboxMessage {
+    let payload = json!({
+        "to": recipient.to,
+        "customer_id": recipient.customer,
+        "name": name,
+        "shop_url": shop_url,
+        "unsubscribe_url": recipient.unsubscribe_url,
+    });
+    email(
+        EmailKind::WinBack,
+        format!(
+            "email:win_back:{}:{}",
+            recipient.customer, recipient.occurrence
+        ),
+        payload,
+        now,
+    )
+}
+
 /// The `Message-ID` of the mail for an outbox key: `<{32 hex digits of sha256(key)}@{domain}>`,
 /// the same for every copy, however often it is sent or queued.
 pub fn message_id(key: &str, domain: &str) -> String {
@@ -665,7 +697,7 @@ macro_rules! templates {
 }
 
 /// Every template, embedded. `.html` ones are autoescaped, `.txt` ones are not.
-const TEMPLATES: [(&str, &str); 44] = templates!(
+const TEMPLATES: [(&str, &str); 48] = templates!(
     "base.html",
     "macros.html",
     "en/subject.txt",
@@ -689,6 +721,8 @@ const TEMPLATES: [(&str, &str); 44] = templates!(
     "en/ready_for_pickup.txt",
     "en/checkout_link.html",
     "en/checkout_link.txt",
+    "en/win_back.html",
+    "en/win_back.txt",
     "de/subject.txt",
     "de/order_confirmation.html",
     "de/order_confirmation.txt",
@@ -710,6 +744,8 @@ const TEMPLATES: [(&str, &str); 44] = templates!(
     "de/ready_for_pickup.txt",
     "de/checkout_link.html",
     "de/checkout_link.txt",
+    "de/win_back.html",
+    "de/win_back.txt",
 );
 
 /// A rendered email.
@@ -1317,6 +1353,28 @@ mod tests {
         assert_eq!(format_rate(0, "en"), "0%");
         assert_eq!(format_date(now(), "en"), "5 January 2026");
         assert_eq!(format_date(now(), "de"), "5. Januar 2026");
+    }
+
+    #[test]
+    fn the_win_back_mail_is_marketing_and_renders_in_every_locale() {
+        let customer = CustomerId::new();
+        let message = win_back(
+            &recipient(customer),
+            "Ann",
+            "https://shop.example.test/",
+            now(),
+        );
+        assert_eq!(message.key, format!("email:win_back:{customer}:1"));
+        assert!(EmailKind::WinBack.is_marketing());
+        for locale in LOCALES {
+            let deliverer = deliverer_for(locale);
+            let r = deliverer.render(&message).unwrap();
+            assert!(r.text.contains("Ann") && r.text.contains("https://shop.example.test/"));
+            assert!(r.html.contains("unsubscribe?token=abc"), "{}", r.html);
+            let mail = String::from_utf8(deliverer.compose(&message).unwrap().formatted()).unwrap();
+            assert!(mail
+                .contains("List-Unsubscribe: <https://shop.example.test/unsubscribe?token=abc>"));
+        }
     }
 
     #[test]
