@@ -12,6 +12,7 @@ pub mod backend;
 pub mod context;
 pub mod error;
 pub mod live;
+pub mod voice;
 pub mod web;
 
 pub use backend::{Backend, BackendError, BasketCommand, BasketView, Shopper};

@@ -56,6 +56,8 @@ pub struct HubSettings {
     pub import: ImportSettings,
     /// Back-office users, promotions and coupons.
     pub backoffice: crate::backoffice::BackofficeSettings,
+    /// The voice-assistant skill endpoint (`POST /voice/alexa`, docs/voice.md).
+    pub voice: channels::voice::VoiceSettings,
 }
 
 /// The stores' edge nodes and how the hub syncs with them (`docs/edge-sync.md`).
@@ -467,6 +469,7 @@ impl Default for HubSettings {
             edge: EdgeSettings::default(),
             import: ImportSettings::default(),
             backoffice: crate::backoffice::BackofficeSettings::default(),
+            voice: channels::voice::VoiceSettings::default(),
         }
     }
 }
@@ -525,6 +528,9 @@ mod tests {
         assert_eq!(s.import.keep_runs, d.import.keep_runs);
         assert_eq!(s.import.price_check_every, d.import.price_check_every);
         assert!(s.import.pull.is_none() && s.import.push_secret.is_none());
+        assert_eq!(s.voice.verify_signatures, d.voice.verify_signatures);
+        assert_eq!(s.voice.requests_per_minute, d.voice.requests_per_minute);
+        assert!(!s.voice.development.is_set());
     }
 
     #[test]
