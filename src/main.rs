@@ -7,6 +7,7 @@ use std::path::PathBuf;
 mod bench_boards;
 mod bench_import;
 mod bench_pos;
+mod bench_voice;
 mod demo;
 mod demo_boards;
 mod import;
@@ -75,6 +76,10 @@ enum BenchCommand {
     /// changes posted one after the other, the time until every board has the new stock in
     /// latency percentiles against the target (p99 under 200 ms). Build with --release.
     Boards(bench_boards::BoardsBenchArgs),
+    /// The voice skill endpoint in-process: signed AddToBasketIntent requests with
+    /// verification on, in latency percentiles against the target (p99 under 20 ms). Runs with
+    /// a fake assistant until the hub's is wired in. Build with --release.
+    Voice(bench_voice::VoiceBenchArgs),
 }
 
 /// The flags of `omnihub bench pricing`.
@@ -181,6 +186,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Import(args)) => bench_import::run(args),
         Command::Bench(BenchCommand::Pos(args)) => bench_pos::run(args),
         Command::Bench(BenchCommand::Boards(args)) => bench_boards::run(args),
+        Command::Bench(BenchCommand::Voice(args)) => bench_voice::run(args),
     }
 }
 

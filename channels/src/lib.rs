@@ -13,6 +13,7 @@ pub mod context;
 pub mod error;
 pub mod live;
 pub mod oauth;
+pub mod voice;
 pub mod web;
 
 pub use backend::{Backend, BackendError, BasketCommand, BasketView, Shopper};

@@ -60,6 +60,8 @@ pub struct HubSettings {
     pub oauth: crate::oauth::OAuthSettings,
     /// Marketing automation: abandoned basket, back in stock, win-back, and their rules.
     pub automation: crate::automation::AutomationSettings,
+    /// The voice-assistant skill endpoint (`POST /voice/alexa`, docs/voice.md).
+    pub voice: channels::voice::VoiceSettings,
 }
 
 /// The stores' edge nodes and how the hub syncs with them (`docs/edge-sync.md`).
@@ -473,6 +475,7 @@ impl Default for HubSettings {
             backoffice: crate::backoffice::BackofficeSettings::default(),
             oauth: crate::oauth::OAuthSettings::default(),
             automation: crate::automation::AutomationSettings::default(),
+            voice: channels::voice::VoiceSettings::default(),
         }
     }
 }
@@ -531,6 +534,9 @@ mod tests {
         assert_eq!(s.import.keep_runs, d.import.keep_runs);
         assert_eq!(s.import.price_check_every, d.import.price_check_every);
         assert!(s.import.pull.is_none() && s.import.push_secret.is_none());
+        assert_eq!(s.voice.verify_signatures, d.voice.verify_signatures);
+        assert_eq!(s.voice.requests_per_minute, d.voice.requests_per_minute);
+        assert!(!s.voice.development.is_set());
     }
 
     #[test]

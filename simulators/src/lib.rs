@@ -50,6 +50,10 @@ pub enum SimCommand {
     /// The store's payment terminal (default http://127.0.0.1:8206): reads a test card chosen
     /// on its page or named in the request and hands the POS only a token, brand and last4.
     Terminal(terminal::TerminalArgs),
+    /// The voice platform: plays a scripted conversation against the hub's skill endpoint
+    /// (default http://127.0.0.1:8080/voice/alexa) with signed Alexa Skills Kit requests,
+    /// serving its signing chain on http://127.0.0.1:8207/echo.api/ meanwhile (docs/voice.md).
+    Voice(voice::VoiceArgs),
 }
 
 /// Why a simulator could not run.
@@ -67,6 +71,8 @@ pub enum SimError {
     Logistics(#[from] logistics::LogisticsError),
     #[error("terminal simulator: {0}")]
     Terminal(#[from] terminal::TerminalError),
+    #[error("voice simulator: {0}")]
+    Voice(#[from] voice::VoiceSimError),
 }
 
 /// Runs a partner simulator until Ctrl-C or SIGTERM. Builds its own runtime, so call it from
@@ -79,5 +85,6 @@ pub fn run_sim(command: SimCommand) -> Result<(), SimError> {
         SimCommand::Oms(args) => Ok(oms::run(args)?),
         SimCommand::Logistics(args) => Ok(logistics::run(args)?),
         SimCommand::Terminal(args) => Ok(terminal::run(args)?),
+        SimCommand::Voice(args) => Ok(voice::run(args)?),
     }
 }
