@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 mod bench_boards;
+mod bench_events;
 mod bench_import;
 mod bench_pos;
 mod demo;
@@ -75,6 +76,11 @@ enum BenchCommand {
     /// changes posted one after the other, the time until every board has the new stock in
     /// latency percentiles against the target (p99 under 200 ms). Build with --release.
     Boards(bench_boards::BoardsBenchArgs),
+    /// The experience layer in-process: event ingestion through the recorder (batched actor
+    /// messages) and over HTTP, folded into profiles and aggregates, in events/s against the
+    /// target (50,000); then 1,000,000 generated events over 30 days and the 30-day funnel
+    /// report's latency percentiles (target p99 under 50 ms). Build with --release.
+    Events(bench_events::EventsBenchArgs),
 }
 
 /// The flags of `omnihub bench pricing`.
@@ -181,6 +187,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Import(args)) => bench_import::run(args),
         Command::Bench(BenchCommand::Pos(args)) => bench_pos::run(args),
         Command::Bench(BenchCommand::Boards(args)) => bench_boards::run(args),
+        Command::Bench(BenchCommand::Events(args)) => bench_events::run(args),
     }
 }
 

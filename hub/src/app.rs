@@ -60,6 +60,8 @@ pub struct HubHandle {
     pub import: crate::import::Importer,
     /// The in-store boards' playlists and audience (`crate::edge::boards`).
     pub boards: Arc<crate::edge::boards::HubBoards>,
+    /// Profiles, analytics, event export and privacy (`crate::experience`).
+    pub experience: crate::experience::Experience,
 }
 
 impl HubHandle {
@@ -296,6 +298,7 @@ impl Application {
         ));
         crate::collect::apply_reports(&edge, backend.clone());
         let boards = crate::edge::boards::HubBoards::open(&storage)?;
+        let experience = crate::experience::Experience::start(storage.clone())?;
         store_returns.start_worker(store_refunds, backend.clone());
         let handle = HubHandle {
             backend: backend.clone(),
@@ -309,6 +312,7 @@ impl Application {
             backoffice: backoffice.clone(),
             import: import.clone(),
             boards,
+            experience,
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -385,6 +389,7 @@ impl Application {
                 )
                 .configure(crate::import::routes::configure(import_routes.clone()))
                 .configure(crate::backoffice::routes::configure)
+                .configure(crate::experience::routes::configure)
                 .configure(crate::admin::configure)
                 .route(
                     "/api/v1/edge/sync",

@@ -2,6 +2,7 @@
 //! or activates the right actor, and turns actor and storage failures into channel errors.
 
 mod in_store;
+mod privacy;
 pub use in_store::TillKey;
 
 use crate::actors::basket::{

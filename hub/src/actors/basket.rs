@@ -435,7 +435,20 @@ impl Handler<ApplyCommand> for BasketActor {
                 if channel != Channel::Unknown {
                     act.hints.channel = channel;
                 }
-                let event = event_for(&command, &next, channel, subject, act.deps.clock.now());
+                let mut event = event_for(&command, &next, channel, subject, act.deps.clock.now());
+                // The product's slug too, so reports join adds with views (which know it).
+                let slug = match &command {
+                    BasketCommand::Add { sku, .. } => act
+                        .deps
+                        .catalog
+                        .load()
+                        .product_by_sku(sku)
+                        .map(|p| p.slug.clone()),
+                    _ => None,
+                };
+                if let Some(slug) = slug {
+                    event = event.with("slug", slug);
+                }
                 act.deps.recorder.do_send(super::recorder::Record(event));
                 Ok(act.adopt(next))
             }),
