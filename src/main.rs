@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 mod bench_boards;
+mod bench_events;
 mod bench_import;
 mod bench_pos;
 mod bench_voice;
@@ -80,6 +81,11 @@ enum BenchCommand {
     /// verification on, in latency percentiles against the target (p99 under 20 ms). Runs with
     /// a fake assistant until the hub's is wired in. Build with --release.
     Voice(bench_voice::VoiceBenchArgs),
+    /// The experience layer in-process: event ingestion through the recorder (batched actor
+    /// messages) and over HTTP, folded into profiles and aggregates, in events/s against the
+    /// target (50,000); then 1,000,000 generated events over 30 days and the 30-day funnel
+    /// report's latency percentiles (target p99 under 50 ms). Build with --release.
+    Events(bench_events::EventsBenchArgs),
 }
 
 /// The flags of `omnihub bench pricing`.
@@ -187,6 +193,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Pos(args)) => bench_pos::run(args),
         Command::Bench(BenchCommand::Boards(args)) => bench_boards::run(args),
         Command::Bench(BenchCommand::Voice(args)) => bench_voice::run(args),
+        Command::Bench(BenchCommand::Events(args)) => bench_events::run(args),
     }
 }
 

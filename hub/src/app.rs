@@ -65,6 +65,8 @@ pub struct HubHandle {
     pub oauth: Arc<crate::oauth::AuthorizationServer>,
     /// The marketing automation scheduler (send it `RunDue` to run what is due now).
     pub automation: Addr<crate::automation::Scheduler>,
+    /// Profiles, analytics, event export and privacy (`crate::experience`).
+    pub experience: crate::experience::Experience,
 }
 
 impl HubHandle {
@@ -317,6 +319,7 @@ impl Application {
         ));
         crate::collect::apply_reports(&edge, backend.clone());
         let boards = crate::edge::boards::HubBoards::open(&storage)?;
+        let experience = crate::experience::Experience::start(storage.clone())?;
         store_returns.start_worker(store_refunds, backend.clone());
         let automation_env = Arc::new(crate::automation::scheduler::Env {
             settings: settings.automation.clone(),
@@ -351,6 +354,7 @@ impl Application {
             boards,
             oauth: oauth.clone(),
             automation: scheduler,
+            experience,
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -436,6 +440,7 @@ impl Application {
                 .configure(crate::backoffice::routes::configure)
                 // Before the admin scope, which answers every other /api/v1/admin path.
                 .configure(crate::automation::routes::configure)
+                .configure(crate::experience::routes::configure)
                 .configure(crate::admin::configure)
                 .route(
                     "/api/v1/edge/sync",

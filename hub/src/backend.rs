@@ -3,6 +3,7 @@
 
 mod assistant;
 mod in_store;
+mod privacy;
 pub use in_store::TillKey;
 
 use crate::actors::basket::{

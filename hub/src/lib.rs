@@ -22,6 +22,7 @@ pub mod collect;
 pub mod config;
 pub mod demo;
 pub mod edge;
+pub mod experience;
 pub mod fulfilment;
 pub mod import;
 pub mod oauth;

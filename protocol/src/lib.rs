@@ -17,6 +17,7 @@ pub mod checkout;
 pub mod codec;
 pub mod customer;
 pub mod event;
+pub mod experience;
 pub mod feed;
 pub mod ids;
 pub mod money;

@@ -436,7 +436,20 @@ impl Handler<ApplyCommand> for BasketActor {
                     act.hints.channel = channel;
                 }
                 let now = act.deps.clock.now();
-                let event = event_for(&command, &next, channel, subject, now);
+                let mut event = event_for(&command, &next, channel, subject, now);
+                // The product's slug too, so reports join adds with views (which know it).
+                let slug = match &command {
+                    BasketCommand::Add { sku, .. } => act
+                        .deps
+                        .catalog
+                        .load()
+                        .product_by_sku(sku)
+                        .map(|p| p.slug.clone()),
+                    _ => None,
+                };
+                if let Some(slug) = slug {
+                    event = event.with("slug", slug);
+                }
                 act.deps.recorder.do_send(super::recorder::Record(event));
                 let lines_changed = !matches!(
                     command,

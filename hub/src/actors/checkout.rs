@@ -1057,6 +1057,12 @@ async fn complete(
                 .with("order", order.id)
                 .with("number", &order.number)
                 .with("total", order.breakdown.total)
+                .with("basket", order.basket)
+                .with("amount", order.breakdown.total.to_decimal_string())
+                .with("currency", order.breakdown.total.currency)
+                .with("store", order_store(&order))
+                .with("products", units_payload(&order, |l| &l.product_slug))
+                .with("skus", units_payload(&order, |l| l.sku.as_str()))
                 .with(
                     "promotions",
                     record
@@ -1404,7 +1410,8 @@ async fn refund(
         .with_event(
             Event::new(now, order.subject, order.channel, kind)
                 .with("order", order.id)
-                .with("amount", Money::new(refunded, amount.currency)),
+                .with("amount", Money::new(refunded, amount.currency))
+                .with("store", order_store(&order)),
         );
     if cancel && order.needs_attention.is_none() && order.pickup.is_none() {
         unit.outbox
@@ -1648,4 +1655,24 @@ impl Handler<RefundStoreReturn> for BasketActor {
             .into_actor(self),
         ))
     }
+}
+
+/// Where an order is fulfilled, for the DXP's revenue by store: the pickup store, else
+/// `online`.
+fn order_store(order: &OrderRecord) -> String {
+    order
+        .pickup
+        .as_ref()
+        .map_or_else(|| "online".to_string(), |p| p.location.0.clone())
+}
+
+/// An order's units as `name:quantity,…` (the event payload's `products` and `skus`).
+fn units_payload(order: &OrderRecord, name: impl Fn(&protocol::PricedLine) -> &str) -> String {
+    order
+        .breakdown
+        .lines
+        .iter()
+        .map(|l| format!("{}:{}", name(l), l.quantity))
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -1,7 +1,9 @@
 //! The customer actor: one per customer, on every channel. It holds the customer's record and
 //! the id of their one basket, so web, mobile, POS and boards all reach the same basket.
 
+mod erase;
 mod in_store;
+pub use erase::EraseRecord;
 pub use in_store::{IssueLoyaltyNumber, SetInStore};
 
 use super::directory::{Deregister, Directory};

@@ -24,6 +24,11 @@ pub struct Recorder {
 #[rtype(result = "()")]
 pub struct Record(pub Event);
 
+/// Records a batch of events in one message (a channel's intake, the benchmark).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecordMany(pub Vec<Event>);
+
 /// Appends everything buffered now; answers once it is durable (for shutdown and tests).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -83,6 +88,17 @@ impl Handler<Record> for Recorder {
 
     fn handle(&mut self, msg: Record, ctx: &mut Context<Self>) {
         self.buffer.push(msg.0);
+        if self.buffer.len() >= MAX_BATCH {
+            self.flush(ctx);
+        }
+    }
+}
+
+impl Handler<RecordMany> for Recorder {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordMany, ctx: &mut Context<Self>) {
+        self.buffer.extend(msg.0);
         if self.buffer.len() >= MAX_BATCH {
             self.flush(ctx);
         }

@@ -302,6 +302,14 @@ pub fn sale_event(sale: &SaleRecord, now: OffsetDateTime) -> Event {
         .with("total", sale.total.to_decimal_string())
         .with("currency", sale.total.currency)
         .with("lines", sale.lines.len())
+        .with(
+            "skus",
+            sale.lines
+                .iter()
+                .map(|l| format!("{}:{}", l.sku.as_str(), l.quantity))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
 }
 
 /// Merges one batch of `origin`'s items (already checked to be in sequence).

@@ -16,7 +16,7 @@ use super::store::{
     OnHandRow, OutboxEntry, RetiredRecord, RightsRow, StoredConflict, StoredDeficit,
     StoredPickupReport, StoredSale, StoredSettlement,
 };
-use crate::storage::sled::{event_entries, SledStorage};
+use crate::storage::sled::{event_entries, EventSequencer, SledStorage};
 use crate::storage::{Result, StorageError};
 use async_trait::async_trait;
 use protocol::replication::sync::{item_size, Scarce};
@@ -106,13 +106,19 @@ pub struct SledEdgeStore {
     db: sled::Db,
     tree: sled::Tree,
     events: sled::Tree,
+    sequencer: EventSequencer,
 }
 
 impl SledEdgeStore {
     /// Opens the `edge` tree on the hub's database.
     pub fn open(storage: &SledStorage) -> Result<Arc<SledEdgeStore>> {
         let (db, tree, events) = storage.module_trees("edge")?;
-        Ok(Arc::new(SledEdgeStore { db, tree, events }))
+        Ok(Arc::new(SledEdgeStore {
+            db,
+            tree,
+            events,
+            sequencer: storage.event_sequencer(),
+        }))
     }
 
     fn get<T: Stored>(&self, k: &[u8]) -> Result<Option<T>> {
@@ -137,6 +143,7 @@ impl SledEdgeStore {
             db: self.db.clone(),
             tree: self.tree.clone(),
             events: self.events.clone(),
+            sequencer: self.sequencer.clone(),
         };
         tokio::task::spawn_blocking(move || work(&this))
             .await
@@ -355,10 +362,13 @@ impl SledEdgeStore {
             events,
             last,
         } = self.stage(write)?;
-        (&self.tree, &self.events)
+        // The events take their place in the log's append order inside the transaction.
+        let mut order = self.sequencer.lock();
+        let numbers = order.number(&self.events, write.events.iter().map(|e| e.id))?;
+        let applied = (&self.tree, &self.events)
             .transaction(|(tree, log)| {
                 tree.apply_batch(&batch)?;
-                for (k, v) in &events {
+                for (k, v) in events.iter().chain(&numbers) {
                     log.insert(k.as_slice(), v.as_slice())?;
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<StorageError>>(())
@@ -366,8 +376,15 @@ impl SledEdgeStore {
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Abort(e) => e,
                 sled::transaction::TransactionError::Storage(e) => io(e),
-            })?;
+            });
+        if let Err(e) = applied {
+            order.undo();
+            return Err(e);
+        }
+        let appended = order.last();
+        drop(order);
         self.db.flush().map_err(io)?;
+        self.sequencer.published(appended);
         Ok(last)
     }
 }

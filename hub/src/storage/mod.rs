@@ -62,6 +62,8 @@ pub enum Change {
     },
     /// Gives up a phone number or loyalty number (the customer changed or removed it).
     ReleaseAlias(CustomerAlias),
+    /// Gives up a claimed email (the customer's data was erased).
+    ReleaseEmail(String),
     PutSession {
         token_hash: [u8; 32],
         session: SessionRecord,
@@ -246,6 +248,25 @@ pub trait EventLog: Send + Sync {
         after: Option<protocol::EventId>,
         limit: usize,
     ) -> Result<Vec<Event>>;
+    /// Events in append order with their sequence numbers, after sequence `after` (exclusive),
+    /// up to the last durable append. Sequences are assigned when an event is appended, so an
+    /// event recorded late (an edge node's offline board events) still comes after a reader's
+    /// cursor; an event appended twice (same id) keeps its first sequence.
+    async fn read_sequenced(&self, after: u64, limit: usize) -> Result<Vec<Sequenced>>;
+    /// The sequence of the last durable append; it changes after every append, so a consumer
+    /// tails the log by waiting on it instead of polling.
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Rewrites stored events in place (same id and sequence), e.g. pseudonymised on erasure,
+    /// and drops the timeline index of `forget`.
+    async fn rewrite(&self, events: Vec<Event>, forget: Option<CustomerId>) -> Result<()>;
+}
+
+/// An event with its append-order sequence number (1, 2, 3, … with no gaps below the last
+/// durable append).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequenced {
+    pub seq: u64,
+    pub event: Event,
 }
 
 /// How much waits in the outbox for one destination.

@@ -9,7 +9,7 @@
 
 use super::{
     BasketStore, CatalogStore, Change, Committer, CustomerStore, EventLog, InventoryStore,
-    OrderStore, Outbox, Result, Storage, StorageError, UnitOfWork,
+    OrderStore, Outbox, Result, Sequenced, Storage, StorageError, UnitOfWork,
 };
 use async_trait::async_trait;
 use protocol::order::{CheckoutRecord, HoldRecord, OrderRecord};
@@ -21,8 +21,8 @@ use protocol::{CheckoutId, LocationId, OrderId, Sku};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use tokio::sync::oneshot;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use tokio::sync::{oneshot, watch};
 
 mod oauth;
 
@@ -35,6 +35,115 @@ const MAX_GROUP: usize = 1024;
 enum Job {
     Commit(UnitOfWork, oneshot::Sender<Result<()>>),
     Append(Arc<[Event]>, oneshot::Sender<Result<()>>),
+    Rewrite(Vec<Event>, Option<CustomerId>, oneshot::Sender<Result<()>>),
+}
+
+/// The event log's append order: every writer of the events tree (the storage writer, a
+/// module committing events in its own transaction) numbers its events under this lock and
+/// applies them before letting go, so numbers reach the tree in order; after its flush it
+/// publishes the last number, and readers never read past the published one (no gap can
+/// appear below it).
+#[derive(Clone)]
+pub struct EventSequencer(Arc<SequencerState>);
+
+struct SequencerState {
+    /// The last number handed out.
+    last: Mutex<u64>,
+    durable: watch::Sender<u64>,
+}
+
+/// Holds the append order while a writer numbers and applies its events.
+pub struct SequenceLock<'a> {
+    last: MutexGuard<'a, u64>,
+    start: u64,
+    numbered: HashSet<EventId>,
+}
+
+impl EventSequencer {
+    fn open(events: &sled::Tree) -> Result<EventSequencer> {
+        let last = match events.scan_prefix(key("s", &[])).next_back() {
+            Some(kv) => {
+                let (k, _) = kv.map_err(io)?;
+                seq_of(&k)
+            }
+            None => 0,
+        };
+        Ok(EventSequencer(Arc::new(SequencerState {
+            last: Mutex::new(last),
+            durable: watch::channel(last).0,
+        })))
+    }
+
+    /// Takes the append order (other writers of the log wait until the lock is dropped).
+    pub fn lock(&self) -> SequenceLock<'_> {
+        let last = self.0.last.lock().unwrap_or_else(|p| p.into_inner());
+        let start = *last;
+        SequenceLock {
+            last,
+            start,
+            numbered: HashSet::new(),
+        }
+    }
+
+    /// Announces that every event up to `last` is durable (call after the flush).
+    pub fn published(&self, last: u64) {
+        self.0.durable.send_if_modified(|v| {
+            let newer = last > *v;
+            if newer {
+                *v = last;
+            }
+            newer
+        });
+    }
+
+    fn durable(&self) -> u64 {
+        *self.0.durable.borrow()
+    }
+}
+
+impl SequenceLock<'_> {
+    /// The sequence-index entries for the events `ids`, numbered in order; an event already
+    /// in `log` (or numbered before under this lock) gets none, so appending twice is harmless.
+    pub fn number(
+        &mut self,
+        log: &sled::Tree,
+        ids: impl IntoIterator<Item = EventId>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut entries = Vec::new();
+        for id in ids {
+            if self.numbered.contains(&id)
+                || log.contains_key(key("e", &id.to_bytes())).map_err(io)?
+            {
+                continue;
+            }
+            self.numbered.insert(id);
+            *self.last += 1;
+            entries.push((seq_key(*self.last), id.to_bytes().to_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Takes back the numbers handed out under this lock (their write failed).
+    pub fn undo(&mut self) {
+        *self.last = self.start;
+        self.numbered.clear();
+    }
+
+    /// The last number handed out.
+    pub fn last(&self) -> u64 {
+        *self.last
+    }
+}
+
+fn seq_key(seq: u64) -> Vec<u8> {
+    key("s", &seq.to_be_bytes())
+}
+
+fn seq_of(k: &[u8]) -> u64 {
+    k.len()
+        .checked_sub(8)
+        .and_then(|at| <[u8; 8]>::try_from(&k[at..]).ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 /// Sled storage with a group-committing writer.
@@ -44,6 +153,7 @@ pub struct SledStorage {
     events: sled::Tree,
     writer: mpsc::Sender<Job>,
     running: Arc<AtomicBool>,
+    sequencer: EventSequencer,
 }
 
 fn io(e: sled::Error) -> StorageError {
@@ -160,12 +270,14 @@ impl SledStorage {
             entities.flush().map_err(io)?;
         }
         let events = db.open_tree("events").map_err(io)?;
+        let sequencer = EventSequencer::open(&events)?;
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             db: db.clone(),
             entities: entities.clone(),
             events: events.clone(),
+            sequencer: sequencer.clone(),
         };
         let flag = running.clone();
         std::thread::Builder::new()
@@ -181,7 +293,14 @@ impl SledStorage {
             events,
             writer: tx,
             running,
+            sequencer,
         }))
+    }
+
+    /// The event log's append order, for a module that writes events in its own transaction
+    /// (see [`SledStorage::module_trees`]): number them under its lock, apply, flush, publish.
+    pub fn event_sequencer(&self) -> EventSequencer {
+        self.sequencer.clone()
     }
 
     /// The database, a tree of another hub module's own (e.g. the edge replica state) and the
@@ -196,6 +315,28 @@ impl SledStorage {
     /// load at start.
     pub async fn import_marks(&self) -> Result<Vec<super::ImportMarks>> {
         self.scan("impmarks").await
+    }
+
+    /// The token hashes of a customer's sessions (a scan: for erasure, which is rare).
+    pub async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>> {
+        let tree = self.entities.clone();
+        tokio::task::spawn_blocking(move || {
+            let prefix = key("session", &[]);
+            let mut out = Vec::new();
+            for kv in tree.scan_prefix(&prefix) {
+                let (k, v) = kv.map_err(io)?;
+                let session: SessionRecord = codec::decode(&v)?;
+                if let (true, Ok(hash)) = (
+                    session.customer == customer,
+                    <[u8; 32]>::try_from(&k[prefix.len()..]),
+                ) {
+                    out.push(hash);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?
     }
 
     /// Flushes everything to disk (on shutdown).
@@ -234,6 +375,7 @@ struct Writer {
     db: sled::Db,
     entities: sled::Tree,
     events: sled::Tree,
+    sequencer: EventSequencer,
 }
 
 impl Writer {
@@ -260,6 +402,8 @@ impl Writer {
         let mut claimed: HashSet<Vec<u8>> = HashSet::new();
         let mut answers: Vec<(oneshot::Sender<Result<()>>, Result<()>)> =
             Vec::with_capacity(group.len());
+        // The events the group appends, in order, for their sequence numbers.
+        let mut appended: Vec<EventId> = Vec::new();
         for job in group {
             match job {
                 Job::Commit(unit, reply) => {
@@ -276,6 +420,7 @@ impl Writer {
                         for (k, v) in events {
                             event_batch.insert(k.clone(), v.clone());
                         }
+                        appended.extend(unit.events.iter().map(|e| e.id));
                     }
                     answers.push((reply, staged.map(|_| ())));
                 }
@@ -285,20 +430,54 @@ impl Writer {
                         for (k, v) in ops {
                             event_batch.insert(k.clone(), v.clone());
                         }
+                        appended.extend(events.iter().map(|e| e.id));
+                    }
+                    answers.push((reply, staged.map(|_| ())));
+                }
+                Job::Rewrite(events, forget, reply) => {
+                    let staged = self.stage_rewrite(&events, forget);
+                    if let Ok(ops) = &staged {
+                        for (k, v) in ops {
+                            match v {
+                                Some(v) => event_batch.insert(k.clone(), v.clone()),
+                                None => event_batch.remove(k.clone()),
+                            }
+                        }
                     }
                     answers.push((reply, staged.map(|_| ())));
                 }
             }
         }
-        let applied = self
-            .entities
-            .apply_batch(entity_batch)
-            .and_then(|_| self.events.apply_batch(event_batch));
+        let mut order = self.sequencer.lock();
+        let applied = match order.number(&self.events, appended) {
+            Ok(numbers) => {
+                for (k, v) in numbers {
+                    event_batch.insert(k, v);
+                }
+                self.entities
+                    .apply_batch(entity_batch)
+                    .and_then(|_| self.events.apply_batch(event_batch))
+            }
+            Err(e) => {
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        if applied.is_err() {
+            order.undo();
+        }
+        let last = order.last();
+        drop(order);
         // Crash tests stop the process here: applied in memory, not yet flushed, nothing acked.
         fail::fail_point!("sled.before_flush", |_| std::process::abort());
         let written = applied
             .and_then(|_| self.db.flush().map(|_| ()))
             .map_err(io);
+        if written.is_ok() {
+            self.sequencer.published(last);
+        }
         for (reply, staged) in answers {
             let outcome = match (&written, staged) {
                 (_, Err(e)) => Err(e),
@@ -307,6 +486,24 @@ impl Writer {
             };
             let _ = reply.send(outcome);
         }
+    }
+
+    /// Re-encodes events in place; with `forget`, also removes that customer's timeline index.
+    fn stage_rewrite(&self, events: &[Event], forget: Option<CustomerId>) -> Result<Staged> {
+        let mut ops = Vec::with_capacity(events.len());
+        for e in events {
+            let k = key("e", &e.id.to_bytes());
+            if self.events.contains_key(&k).map_err(io)? {
+                ops.push((k, Some(codec::encode(e)?)));
+            }
+        }
+        if let Some(customer) = forget {
+            for kv in self.events.scan_prefix(key("t", &customer.to_bytes())) {
+                let (k, _) = kv.map_err(io)?;
+                ops.push((k.to_vec(), None));
+            }
+        }
+        Ok(ops)
     }
 
     /// Encodes a unit's changes into key/value operations after checking its preconditions;
@@ -355,6 +552,7 @@ impl Writer {
                     (k, Some(mine.to_vec()))
                 }
                 Change::ReleaseAlias(alias) => (key("alias", &alias.key_bytes()), None),
+                Change::ReleaseEmail(email) => (key("email", email.as_bytes()), None),
                 Change::PutSession {
                     token_hash,
                     session,
@@ -671,6 +869,37 @@ impl EventLog for SledStorage {
     async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>> {
         let index = key("t", &customer.to_bytes());
         follow_index(self.events.clone(), index, "e", true, limit).await
+    }
+
+    async fn read_sequenced(&self, after: u64, limit: usize) -> Result<Vec<Sequenced>> {
+        let upto = self.sequencer.durable();
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let tree = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(limit.min(16_384));
+            for kv in tree.range(seq_key(after + 1)..=seq_key(upto)).take(limit) {
+                let (k, id) = kv.map_err(io)?;
+                if let Some(v) = tree.get(key("e", &id)).map_err(io)? {
+                    out.push(Sequenced {
+                        seq: seq_of(&k),
+                        event: codec::decode::<Event>(&v)?,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+
+    fn appended(&self) -> watch::Receiver<u64> {
+        self.sequencer.0.durable.subscribe()
+    }
+
+    async fn rewrite(&self, events: Vec<Event>, forget: Option<CustomerId>) -> Result<()> {
+        self.submit(|tx| Job::Rewrite(events, forget, tx)).await
     }
 
     async fn read_after(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {

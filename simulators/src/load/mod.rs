@@ -7,6 +7,7 @@
 //! nodes in this process.
 
 mod checkout;
+pub mod events;
 mod http;
 pub mod proxy;
 pub mod report;

@@ -1,0 +1,92 @@
+//! The experience layer (issue 9): the event feed in append order ([`feed`]), per-customer
+//! profiles and incrementally updated aggregates kept by the [`analyst::Analyst`] actor, the
+//! reports over them ([`reports`]), event export as NDJSON ([`routes`]), and the shopper's data
+//! download and erasure ([`privacy`]).
+//!
+//! Segments, personalization and A/B tests build on this: they read [`Profile`]s (the
+//! `segments` field is theirs to fill) and tail the same feed with a cursor of their own.
+
+pub mod analyst;
+pub mod feed;
+pub mod privacy;
+pub mod reports;
+pub mod routes;
+pub mod store;
+
+use crate::storage::sled::SledStorage;
+use crate::storage::{Result, Storage, StorageError};
+use actix::prelude::*;
+use analyst::{Analyst, GetProfile, ReadAggregates};
+use protocol::experience::{Aggregates, Profile};
+use protocol::Subject;
+use std::sync::Arc;
+use store::ExperienceStore;
+use tokio::sync::watch;
+
+/// Handles to the experience layer.
+#[derive(Clone)]
+pub struct Experience {
+    pub analyst: Addr<Analyst>,
+    pub store: Arc<ExperienceStore>,
+    pub storage: Arc<SledStorage>,
+    processed: watch::Receiver<u64>,
+    /// The analyst's own thread (folding stays off the request and recorder threads).
+    arbiter: Arc<ArbiterHandle>,
+}
+
+impl Experience {
+    /// Opens the experience tree and starts the analyst from its stored cursor.
+    pub fn start(storage: Arc<SledStorage>) -> Result<Experience> {
+        let store = Arc::new(ExperienceStore::open(&storage)?);
+        let dyn_storage: Arc<dyn Storage> = storage.clone();
+        let (analyst, processed) = Analyst::load(dyn_storage, store.clone())?;
+        let arbiter = Arbiter::new().handle();
+        let analyst = Analyst::start_in_arbiter(&arbiter, move |_| analyst);
+        Ok(Experience {
+            analyst,
+            store,
+            storage,
+            processed,
+            arbiter: Arc::new(arbiter),
+        })
+    }
+
+    /// Stops the analyst (its thread ends; what it wrote stays).
+    pub fn stop(&self) {
+        self.arbiter.stop();
+    }
+
+    /// The last event sequence the analyst has durably folded in.
+    pub fn processed(&self) -> watch::Receiver<u64> {
+        self.processed.clone()
+    }
+
+    /// Waits until the analyst has durably folded in everything appended so far.
+    pub async fn caught_up(&self) -> Result<()> {
+        let target = *crate::storage::EventLog::appended(self.storage.as_ref()).borrow();
+        let mut processed = self.processed();
+        processed
+            .wait_for(|p| *p >= target)
+            .await
+            .map(|_| ())
+            .map_err(|_| StorageError::Closed)
+    }
+
+    pub async fn profile(&self, subject: Subject) -> Result<Option<Profile>> {
+        self.analyst
+            .send(GetProfile(subject))
+            .await
+            .map_err(|_| StorageError::Closed)?
+    }
+
+    /// Runs `read` over the aggregates inside the analyst.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Aggregates) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.analyst
+            .send(ReadAggregates(read, std::marker::PhantomData))
+            .await
+            .map_err(|_| StorageError::Closed)
+    }
+}
