@@ -116,6 +116,22 @@ fn write_hub_settings(data: &std::path::Path) -> anyhow::Result<PathBuf> {
         "\n# The demo's ERP (omnihub sim erp): pulled by cursor, and allowed to push signed feeds.\n[import]\npush_secret = \"{DEMO_ERP_SECRET}\"\n[import.pull]\nbase_url = \"http://{DEMO_ERP}\"\nevery = \"30s\"\n"
     ));
     toml.push_str(&hub::oauth::OAuthSettings::demo_toml());
+    // The voice skill trusts the voice simulator's own signing chain (development settings: the
+    // hub warns about them at start-up). `omnihub sim voice --chain-dir <data>/voice-sim` signs
+    // with it.
+    let chain_dir = data.join("voice-sim");
+    simulators::voice::signer::SimChain::load_or_create(&chain_dir).with_context(|| {
+        format!(
+            "making the voice simulator's chain in {}",
+            chain_dir.display()
+        )
+    })?;
+    toml.push_str(&format!(
+        "\n# The voice skill (docs/voice.md): the simulated platform's skill id and signing chain.\n[voice]\nskill_ids = [\"{}\"]\n[voice.development]\ntrust_roots_pem = {:?}\ncert_chain_source = {:?}\n",
+        simulators::voice::DEFAULT_SKILL_ID,
+        chain_dir.join("root.pem").display().to_string(),
+        chain_dir.join("chain.pem").display().to_string(),
+    ));
     let path = data.join("hub-demo.toml");
     std::fs::write(&path, toml).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
@@ -535,8 +551,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         berlin_name,
     );
     println!(
-        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Click & collect {pickup}\n  Card terminal   {terminal_url}/  (present a test card, then press Card on the till)\n  Store boards    playlists: {hub_url}/api/v1/admin/boards/playlists (admin token){boards}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
+        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Click & collect {pickup}\n  Card terminal   {terminal_url}/  (present a test card, then press Card on the till)\n  Voice skill     {hub_url}/voice/alexa  (try: omnihub sim voice --chain-dir {}/voice-sim --link-as {})\n  Chat            the Ask us box on every storefront page, or POST {hub_url}/api/v1/chat\n  Store boards    playlists: {hub_url}/api/v1/admin/boards/playlists (admin token){boards}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
         simulators::mail::MailArgs::DEFAULT_SMTP,
+        args.data.display(),
+        hub::app::DEMO_EMAIL,
         hub::app::DEMO_EMAIL,
         hub::app::DEMO_PASSWORD,
         args.data.display()

@@ -390,6 +390,13 @@ impl Application {
             ChannelState::new(backend, settings.channels.clone())
                 .with_account_linking(oauth.clone()),
         );
+        // The voice skill answers through the same assistant as the chat channel; its shoppers
+        // come only from account linking.
+        let linked: Arc<dyn channels::assistant::LinkedAccounts> = oauth.clone();
+        let voice_data = web::Data::new(
+            channels::voice::VoiceState::new(&settings.voice, state.assistant.clone(), linked)
+                .map_err(|e| HubError::Config(format!("[voice]: {e}")))?,
+        );
         let oauth_data = web::Data::from(oauth);
         let app_handle = web::Data::new(handle.clone());
         let import_routes = web::Data::new(crate::import::routes::ImportRoutes {
@@ -466,6 +473,8 @@ impl Application {
                         .route("/category/{id}.svg", web::get().to(category_image))
                         .route("/{slug}.svg", web::get().to(product_image)),
                 )
+                .app_data(voice_data.clone())
+                .configure(channels::voice::configure)
                 .configure(channels::configure)
         })
         .disable_signals();

@@ -68,6 +68,33 @@ pub struct VoiceArgs {
     /// Only make (or keep) the signing chain, print the hub settings that trust it, and exit.
     #[arg(long)]
     pub write_chain: bool,
+    /// Link this shopper's account first, as the platform's account linking does (OAuth 2.0
+    /// authorization code with the hub: sign in, allow, exchange the code), and talk as them.
+    /// Ignored when --access-token is given.
+    #[arg(long)]
+    pub link_as: Option<String>,
+    /// The password --link-as signs in with [default: the demo shopper's].
+    #[arg(
+        long,
+        env = "OMNIHUB_SIM_VOICE_LINK_PASSWORD",
+        default_value = "omnihub-demo",
+        hide_default_value = true
+    )]
+    pub link_password: String,
+    /// The skill's OAuth client id at the hub.
+    #[arg(long, default_value = "omnihub-voice")]
+    pub client_id: String,
+    /// The skill's OAuth client secret [default: the demo's].
+    #[arg(
+        long,
+        env = "OMNIHUB_SIM_VOICE_CLIENT_SECRET",
+        default_value = "omnihub-demo-voice-secret",
+        hide_default_value = true
+    )]
+    pub client_secret: String,
+    /// The redirect URI registered for the client.
+    #[arg(long, default_value = "http://127.0.0.1:8207/oauth/callback")]
+    pub redirect_uri: String,
 }
 
 /// Why the conversation could not be played, or did not go as scripted.
@@ -86,6 +113,10 @@ pub enum VoiceSimError {
     Runtime(std::io::Error),
     #[error("cannot build an HTTP client: {0}")]
     Client(reqwest::Error),
+    #[error("account linking failed: {0}")]
+    Link(#[from] link::LinkError),
+    #[error("the endpoint {0} is not an http(s) URL")]
+    Endpoint(String),
     #[error("{0} turn(s) did not get the answer the script expects")]
     Unexpected(usize),
 }
@@ -143,7 +174,7 @@ pub fn run(args: VoiceArgs) -> Result<(), VoiceSimError> {
             reason,
         })?,
     };
-    let target = Target {
+    let mut target = Target {
         endpoint: args.endpoint.clone(),
         skill_id: args.skill_id.clone(),
         user_id: args.user_id.clone(),
@@ -156,6 +187,20 @@ pub fn run(args: VoiceArgs) -> Result<(), VoiceSimError> {
         .build()
         .map_err(VoiceSimError::Runtime)?;
     runtime.block_on(async move {
+        if let (None, Some(email)) = (&target.access_token, &args.link_as) {
+            let hub = hub_base(&target.endpoint)?;
+            let tokens = link::link_account(
+                &hub,
+                &args.client_id,
+                &args.client_secret,
+                &args.redirect_uri,
+                email,
+                &args.link_password,
+            )
+            .await?;
+            println!("voice simulator: linked {email}'s account at {hub} (OAuth 2.0 authorization code)");
+            target.access_token = Some(tokens.access_token);
+        }
         let chain = Arc::new(chain);
         let mut server = serve_chain(args.listen, chain.clone())?;
         println!(
@@ -172,6 +217,19 @@ pub fn run(args: VoiceArgs) -> Result<(), VoiceSimError> {
         }
         Ok(())
     })
+}
+
+/// The hub's base URL (scheme, host and port) of its skill endpoint's URL.
+fn hub_base(endpoint: &str) -> Result<String, VoiceSimError> {
+    let url =
+        reqwest::Url::parse(endpoint).map_err(|_| VoiceSimError::Endpoint(endpoint.into()))?;
+    match (url.scheme(), url.host_str()) {
+        ("http" | "https", Some(host)) => Ok(match url.port() {
+            Some(port) => format!("{}://{host}:{port}", url.scheme()),
+            None => format!("{}://{host}", url.scheme()),
+        }),
+        _ => Err(VoiceSimError::Endpoint(endpoint.into())),
+    }
 }
 
 /// Serves the chain PEM at every `/echo.api/…` path (the hub's `cert_chain_source`).
