@@ -513,6 +513,9 @@ impl Application {
         self.handle.import.stop();
         self.handle.drain_events().await;
         self.handle.storage.flush()?;
+        // The analyst's thread holds the storage: stopped, it lets go of the database (what it
+        // folded is stored with its cursor, so a restart resumes where it stopped).
+        self.handle.experience.stop();
         Ok(())
     }
 }

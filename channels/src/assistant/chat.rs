@@ -117,24 +117,41 @@ struct Conversation {
 pub struct ChatState {
     conversations: Mutex<HashMap<String, Conversation>>,
     limiter: DefaultKeyedRateLimiter<String>,
+    /// Per client address as well (four times the shopper's quota), so a client that makes up
+    /// a new anonymous id for every message is still limited.
+    per_address: DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
+
+/// Keyed rate-limiter entries kept before idle ones are dropped.
+const LIMITER_KEYS: usize = 10_000;
 
 impl ChatState {
     pub fn new(turns_per_minute: u32) -> ChatState {
         let per_minute = NonZeroU32::new(turns_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let per_address =
+            NonZeroU32::new(turns_per_minute.max(1).saturating_mul(4)).unwrap_or(NonZeroU32::MIN);
         ChatState {
             conversations: Mutex::new(HashMap::new()),
             limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            per_address: RateLimiter::keyed(Quota::per_minute(per_address)),
         }
     }
 
-    /// Counts one message of `owner`; `Err(seconds)` when over the limit.
-    fn check(&self, owner: &str) -> Result<(), u64> {
-        self.limiter.check_key(&owner.to_string()).map_err(|n| {
+    /// Counts one message of `owner` from `address`; `Err(seconds)` when over a limit.
+    fn check(&self, owner: &str, address: std::net::IpAddr) -> Result<(), u64> {
+        if self.limiter.len() > LIMITER_KEYS {
+            self.limiter.retain_recent();
+        }
+        if self.per_address.len() > LIMITER_KEYS {
+            self.per_address.retain_recent();
+        }
+        let wait = |n: governor::NotUntil<governor::clock::QuantaInstant>| {
             n.wait_time_from(governor::clock::Clock::now(&DefaultClock::default()))
                 .as_secs()
                 + 1
-        })
+        };
+        self.per_address.check_key(&address).map_err(wait)?;
+        self.limiter.check_key(&owner.to_string()).map_err(wait)
     }
 
     /// The state of conversation `id` if `owner` holds it; a fresh conversation otherwise.
@@ -259,7 +276,7 @@ pub async fn post(
         ));
     }
     let owner = owner_key(&ctx);
-    if let Err(retry_after) = state.chat.check(&owner) {
+    if let Err(retry_after) = state.chat.check(&owner, ctx.client) {
         return Err(ApiError {
             retry_after: Some(retry_after),
             ..ApiError::new(

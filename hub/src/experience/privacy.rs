@@ -83,6 +83,8 @@ pub async fn erase(handle: &HubHandle, customer: CustomerId) -> Result<Anonymous
         })
         .await
         .map_err(|_| StorageError::Closed)??;
+    // No linked app (the voice skill) acts for them any more.
+    handle.oauth.revoke_all_of(customer).await?;
     let sessions = handle.storage.sessions_of(customer).await?;
     handle
         .backend

@@ -111,7 +111,12 @@ pub fn parse_report_query(
     };
     let from = match query.get("from") {
         Some(f) => parse_date("from", f)?,
-        None => to - Duration::days(29),
+        None => to.checked_sub(Duration::days(29)).ok_or_else(|| {
+            invalid(
+                "to",
+                format!("{to} is too early for a 30-day range: give from"),
+            )
+        })?,
     };
     if from > to {
         return Err(invalid("from", format!("{from} is after to ({to})")));

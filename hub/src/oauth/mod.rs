@@ -632,8 +632,30 @@ impl AuthorizationServer {
         Ok(revoked)
     }
 
+    /// Revokes every link the customer has (erasure of their data): no app acts for them again.
+    pub async fn revoke_all_of(&self, customer: CustomerId) -> Result<usize, StorageError> {
+        let grants: Vec<Ulid> = self
+            .store
+            .oauth_grants_of(customer)
+            .await?
+            .into_iter()
+            .filter(|g| g.customer == customer)
+            .map(|g| g.id)
+            .collect();
+        self.revoke_grants(&grants).await
+    }
+
     /// The customer an access token works for now, if any.
     pub async fn customer_for(&self, token: &str) -> Result<Option<CustomerId>, StorageError> {
+        self.customer_with_scopes(token, &[]).await
+    }
+
+    /// The customer an access token works for now, if it was granted every one of `scopes`.
+    pub async fn customer_with_scopes(
+        &self,
+        token: &str,
+        scopes: &[&str],
+    ) -> Result<Option<CustomerId>, StorageError> {
         if token.is_empty() || token.len() > 256 {
             return Ok(None);
         }
@@ -641,6 +663,12 @@ impl AuthorizationServer {
             return Ok(None);
         };
         if record.kind != OAuthTokenKind::Access || self.clock.now() >= record.expires_at {
+            return Ok(None);
+        }
+        if !scopes
+            .iter()
+            .all(|wanted| record.scope.iter().any(|s| s == wanted))
+        {
             return Ok(None);
         }
         let grant = self.store.oauth_grant(record.grant).await?;
@@ -817,7 +845,9 @@ impl channels::assistant::LinkedAccounts for AuthorizationServer {
         &self,
         token: &str,
     ) -> Result<Option<CustomerId>, BackendError> {
-        self.customer_for(token)
+        // The assistant reads the basket and the orders: a token granted less is not linked
+        // for it (the shopper is asked to link again, with the full consent).
+        self.customer_with_scopes(token, &["basket", "orders"])
             .await
             .map_err(|e| BackendError::Unavailable(e.to_string()))
     }
