@@ -8,8 +8,7 @@ mod common;
 
 use channels::assistant::{Assistant, AssistantSettings, Intent, Turn};
 use channels::{Backend, Shopper};
-use common::{client, eventually, spawn_with, TestHub};
-use futures_util::StreamExt;
+use common::{client, eventually, spawn_with, LiveBasket, TestHub};
 use hub::clock::SystemClock;
 use protocol::{Channel, LocationId, Product, Sku, StockLevel};
 use reqwest::{RequestBuilder, StatusCode};
@@ -19,7 +18,6 @@ use simulators::payments::{PaymentSim, PaymentsConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const VISA: &str = "4242424242424242";
 /// Units of the single-variant product the Berlin store holds (as its node reported them).
@@ -477,18 +475,7 @@ async fn a_chat_added_item_reaches_the_live_basket_within_a_second() {
         .await
         .expect("json");
     let basket = created["id"].as_str().expect("basket id");
-    let mut req = format!("ws://{}/api/v1/baskets/{basket}/live", shop.hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("websocket opens");
-    let first = socket.next().await.expect("a frame").expect("ok");
-    let first: Value = serde_json::from_str(first.to_text().expect("text")).expect("json");
+    let (mut live, first) = LiveBasket::open(&shop.hub, basket, token).await;
     assert_eq!(first["item_count"], 0);
 
     let mut id = None;
@@ -500,18 +487,10 @@ async fn a_chat_added_item_reaches_the_live_basket_within_a_second() {
         )
         .await;
     assert_eq!(body["basket"]["item_count"], 12, "{body}");
-    let seen = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            let frame = socket.next().await.expect("a frame").expect("ok");
-            let Ok(text) = frame.to_text() else { continue };
-            let view: Value = serde_json::from_str(text).expect("json");
-            if view["item_count"] == 12 {
-                return view;
-            }
-        }
-    })
-    .await
-    .expect("the web basket's live socket shows the chat's line within a second");
+    let seen = live
+        .wait_for_items(12, Duration::from_secs(1))
+        .await
+        .expect("the web basket's live socket shows the chat's line within a second");
     assert_eq!(
         seen["lines"][0]["sku"],
         shop.single.variants[0].sku.as_str()

@@ -7,8 +7,7 @@
 
 mod common;
 
-use common::{client, spawn_with, TestHub};
-use futures_util::StreamExt;
+use common::{client, spawn_with, LiveBasket, TestHub};
 use hub::clock::SystemClock;
 use hub::oauth::{OAuthClientSettings, OAuthSettings};
 use serde_json::{json, Value};
@@ -17,7 +16,6 @@ use simulators::voice::signer::SimChain;
 use simulators::voice::{play, Target, DEFAULT_CERT_URL, DEFAULT_SKILL_ID, DEFAULT_USER_ID};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const CLIENT: &str = "voice-test";
 const SECRET: &str = "voice-test-secret";
@@ -198,18 +196,7 @@ async fn a_voice_added_item_reaches_the_web_basket_live_within_a_second() {
         .await
         .expect("json");
     let basket = created["id"].as_str().expect("basket id");
-    let mut req = format!("ws://{}/api/v1/baskets/{basket}/live", voice.hub.addr)
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {session}").parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("websocket opens");
-    let first = socket.next().await.expect("a frame").expect("ok");
-    let first: Value = serde_json::from_str(first.to_text().expect("text")).expect("json");
+    let (mut live, first) = LiveBasket::open(&voice.hub, basket, &session).await;
     assert_eq!(first["item_count"], 0);
 
     let product = single_product();
@@ -224,18 +211,10 @@ async fn a_voice_added_item_reaches_the_web_basket_live_within_a_second() {
         )
         .await;
     assert!(!answers[0].1, "{answers:?}");
-    let seen = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            let frame = socket.next().await.expect("a frame").expect("ok");
-            let Ok(text) = frame.to_text() else { continue };
-            let view: Value = serde_json::from_str(text).expect("json");
-            if view["item_count"] == 3 {
-                return view;
-            }
-        }
-    })
-    .await
-    .expect("the web basket's live socket shows the voice line within a second");
+    let seen = live
+        .wait_for_items(3, Duration::from_secs(1))
+        .await
+        .expect("the web basket's live socket shows the voice line within a second");
     assert_eq!(seen["lines"][0]["sku"], product.variants[0].sku.as_str());
 }
 

@@ -187,3 +187,62 @@ impl SendForJson for reqwest::RequestBuilder {
             .expect("a JSON body")
     }
 }
+
+/// A basket's live WebSocket (`/api/v1/baskets/{id}/live`) as a signed-in web page holds it.
+pub struct LiveBasket {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl LiveBasket {
+    /// Opens the socket with the customer's bearer session; answers it with the first view.
+    pub async fn open(
+        hub: &TestHub,
+        basket: &str,
+        session: &str,
+    ) -> (LiveBasket, serde_json::Value) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}/api/v1/baskets/{basket}/live", hub.addr)
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {session}").parse().expect("header"),
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket opens");
+        let mut live = LiveBasket { socket };
+        let first = live.next_view().await;
+        (live, first)
+    }
+
+    async fn next_view(&mut self) -> serde_json::Value {
+        use futures_util::StreamExt;
+        loop {
+            let frame = self.socket.next().await.expect("a frame").expect("ok");
+            if let Ok(text) = frame.to_text() {
+                return serde_json::from_str(text).expect("json");
+            }
+        }
+    }
+
+    /// The first view with `item_count` items, if one comes within `within`.
+    pub async fn wait_for_items(
+        &mut self,
+        items: u64,
+        within: Duration,
+    ) -> Option<serde_json::Value> {
+        tokio::time::timeout(within, async {
+            loop {
+                let view = self.next_view().await;
+                if view["item_count"] == items {
+                    return view;
+                }
+            }
+        })
+        .await
+        .ok()
+    }
+}
