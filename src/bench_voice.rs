@@ -269,16 +269,23 @@ async fn measure_hub(requests: usize) -> anyhow::Result<Vec<Duration>> {
         )
         .await
         .context("linking the demo shopper's account")?;
-        let products: Value = reqwest::get(format!("{base}/api/v1/products?limit=1"))
-            .await
-            .context("reading the catalog")?
-            .json()
-            .await
-            .context("reading the catalog")?;
-        let name = products["products"][0]["name"]
-            .as_str()
-            .context("the demo catalog has no product")?
-            .to_lowercase();
+        // A product whose name is its own (adding it by name asks no question).
+        let demo = hub::demo::demo_catalog();
+        let name = demo
+            .products
+            .iter()
+            .filter(|p| p.variants.len() == 1)
+            .map(|p| p.name.to_lowercase())
+            .find(|name| {
+                !name.contains('&')
+                    && demo
+                        .products
+                        .iter()
+                        .filter(|q| q.name.to_lowercase().contains(name.as_str()))
+                        .count()
+                        == 1
+            })
+            .context("the demo catalog has no product with a name of its own")?;
         println!("  product: {name:?} (added two at a time, removed between adds, untimed)");
         play(
             &format!("{base}/voice/alexa"),
