@@ -94,6 +94,28 @@ impl Stored for Event {
     const VERSION: u16 = 1;
 }
 
+/// Events stored together in the log: `events[i]` has the append sequence `first + i`. One
+/// record per few hundred events keeps an append to one write per chunk (plus a small id index
+/// entry per event), and a reader in append order decodes chunks instead of looking up events
+/// one by one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventChunk {
+    pub first: u64,
+    pub events: Vec<Event>,
+}
+
+impl EventChunk {
+    /// The sequence of the chunk's last event (`first - 1` when empty).
+    pub fn last(&self) -> u64 {
+        (self.first + self.events.len() as u64).saturating_sub(1)
+    }
+}
+
+impl Stored for EventChunk {
+    const KIND: &'static str = "event_chunk";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ pub use checkout::{
 };
 pub use codec::{decode, encode, CodecError, Stored};
 pub use customer::{CustomerRecord, SessionRecord};
-pub use event::{Event, EventKind, Subject};
+pub use event::{Event, EventChunk, EventKind, Subject};
 pub use ids::{
     AnonymousId, BasketId, CheckoutId, CustomerId, EventId, LocationId, OrderId, ProductId, Sku,
     SkuError,

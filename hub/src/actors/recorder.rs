@@ -8,7 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Buffered events that start an append at once, without waiting for the next tick.
 const MAX_BATCH: usize = 512;
+/// Most events in one append: a burst goes out as several appends, so the log's readers (the
+/// analyst) fold the first while the next are written.
+const MAX_APPEND: usize = 4096;
+/// Appends waiting on storage at once (the writer groups them into its commits).
+const MAX_IN_FLIGHT: usize = 4;
 /// Events kept while storage fails; beyond this the oldest are dropped (and counted in logs).
 const MAX_BUFFER: usize = 100_000;
 
@@ -16,7 +22,7 @@ const MAX_BUFFER: usize = 100_000;
 pub struct Recorder {
     storage: Arc<dyn Storage>,
     buffer: Vec<Event>,
-    in_flight: bool,
+    in_flight: usize,
 }
 
 /// Records one event.
@@ -39,17 +45,21 @@ impl Recorder {
         Recorder {
             storage,
             buffer: Vec::new(),
-            in_flight: false,
+            in_flight: 0,
         }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || self.buffer.is_empty() {
-            return;
+        while self.in_flight < MAX_IN_FLIGHT && !self.buffer.is_empty() {
+            let rest = self.buffer.split_off(self.buffer.len().min(MAX_APPEND));
+            let batch: Arc<[Event]> = std::mem::replace(&mut self.buffer, rest).into();
+            self.append(batch, ctx);
         }
-        let batch: Arc<[Event]> = std::mem::take(&mut self.buffer).into();
+    }
+
+    fn append(&mut self, batch: Arc<[Event]>, ctx: &mut Context<Self>) {
         let storage = self.storage.clone();
-        self.in_flight = true;
+        self.in_flight += 1;
         ctx.spawn(
             async move {
                 // The recorder keeps its handle on the batch, to retry it if the append fails.
@@ -57,18 +67,22 @@ impl Recorder {
                 (result, batch)
             }
             .into_actor(self)
-            .map(|(result, batch), act, _ctx| {
-                act.in_flight = false;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, events = batch.len(), "appending events failed; will retry");
-                    let mut kept = batch.to_vec();
-                    kept.append(&mut act.buffer);
-                    let excess = kept.len().saturating_sub(MAX_BUFFER);
-                    if excess > 0 {
-                        tracing::error!(dropped = excess, "event buffer full; dropping the oldest events");
-                        kept.drain(..excess);
+            .map(|(result, batch), act, ctx| {
+                act.in_flight -= 1;
+                match result {
+                    Ok(()) if act.buffer.len() >= MAX_BATCH => act.flush(ctx),
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, events = batch.len(), "appending events failed; will retry");
+                        let mut kept = batch.to_vec();
+                        kept.append(&mut act.buffer);
+                        let excess = kept.len().saturating_sub(MAX_BUFFER);
+                        if excess > 0 {
+                            tracing::error!(dropped = excess, "event buffer full; dropping the oldest events");
+                            kept.drain(..excess);
+                        }
+                        act.buffer = kept;
                     }
-                    act.buffer = kept;
                 }
             }),
         );

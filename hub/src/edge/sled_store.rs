@@ -16,7 +16,7 @@ use super::store::{
     OnHandRow, OutboxEntry, RetiredRecord, RightsRow, StoredConflict, StoredDeficit,
     StoredPickupReport, StoredSale, StoredSettlement,
 };
-use crate::storage::sled::{event_entries, EventSequencer, SledStorage};
+use crate::storage::sled::{EventSequencer, SledStorage};
 use crate::storage::{Result, StorageError};
 use async_trait::async_trait;
 use protocol::replication::sync::{item_size, Scarce};
@@ -97,7 +97,6 @@ fn read_u64(v: &[u8]) -> u64 {
 /// left out.
 struct Staged {
     batch: sled::Batch,
-    events: Vec<(Vec<u8>, Vec<u8>)>,
     last: BTreeMap<ReplicaId, u64>,
 }
 
@@ -349,26 +348,18 @@ impl SledEdgeStore {
         if let Some(c) = &write.catalog_change {
             batch.insert(key("catchange", &[&c.to.to_be_bytes()]), codec::encode(c)?);
         }
-        Ok(Staged {
-            batch,
-            events: event_entries(&write.events)?,
-            last,
-        })
+        Ok(Staged { batch, last })
     }
 
     fn commit_blocking(&self, write: &EdgeWrite) -> Result<BTreeMap<ReplicaId, u64>> {
-        let Staged {
-            batch,
-            events,
-            last,
-        } = self.stage(write)?;
+        let Staged { batch, last } = self.stage(write)?;
         // The events take their place in the log's append order inside the transaction.
         let mut order = self.sequencer.lock();
-        let numbers = order.number(&self.events, write.events.iter().map(|e| e.id))?;
+        let numbers = order.number(&self.events, &write.events)?;
         let applied = (&self.tree, &self.events)
             .transaction(|(tree, log)| {
                 tree.apply_batch(&batch)?;
-                for (k, v) in events.iter().chain(&numbers) {
+                for (k, v) in &numbers {
                     log.insert(k.as_slice(), v.as_slice())?;
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<StorageError>>(())

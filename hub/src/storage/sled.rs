@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use tokio::sync::{oneshot, watch};
 
+mod event_log;
 mod oauth;
 
 /// A staged write: a key and its new value, or `None` to remove it.
@@ -60,14 +61,9 @@ pub struct SequenceLock<'a> {
 }
 
 impl EventSequencer {
-    fn open(events: &sled::Tree) -> Result<EventSequencer> {
-        let last = match events.scan_prefix(key("s", &[])).next_back() {
-            Some(kv) => {
-                let (k, _) = kv.map_err(io)?;
-                seq_of(&k)
-            }
-            None => 0,
-        };
+    fn open(db: &sled::Db, events: &sled::Tree) -> Result<EventSequencer> {
+        event_log::convert_old_layout(db, events)?;
+        let last = event_log::last_sequence(events)?;
         Ok(EventSequencer(Arc::new(SequencerState {
             last: Mutex::new(last),
             durable: watch::channel(last).0,
@@ -102,25 +98,15 @@ impl EventSequencer {
 }
 
 impl SequenceLock<'_> {
-    /// The sequence-index entries for the events `ids`, numbered in order; an event already
-    /// in `log` (or numbered before under this lock) gets none, so appending twice is harmless.
+    /// The log entries for `events`, numbered in order: the chunks, the id index and the
+    /// timelines. An event already in `log` (or numbered before under this lock) gets none, so
+    /// appending twice is harmless.
     pub fn number(
         &mut self,
         log: &sled::Tree,
-        ids: impl IntoIterator<Item = EventId>,
+        events: &[Event],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut entries = Vec::new();
-        for id in ids {
-            if self.numbered.contains(&id)
-                || log.contains_key(key("e", &id.to_bytes())).map_err(io)?
-            {
-                continue;
-            }
-            self.numbered.insert(id);
-            *self.last += 1;
-            entries.push((seq_key(*self.last), id.to_bytes().to_vec()));
-        }
-        Ok(entries)
+        event_log::number(log, &mut self.last, &mut self.numbered, events)
     }
 
     /// Takes back the numbers handed out under this lock (their write failed).
@@ -133,17 +119,6 @@ impl SequenceLock<'_> {
     pub fn last(&self) -> u64 {
         *self.last
     }
-}
-
-fn seq_key(seq: u64) -> Vec<u8> {
-    key("s", &seq.to_be_bytes())
-}
-
-fn seq_of(k: &[u8]) -> u64 {
-    k.len()
-        .checked_sub(8)
-        .and_then(|at| <[u8; 8]>::try_from(&k[at..]).ok())
-        .map_or(0, u64::from_be_bytes)
 }
 
 /// Sled storage with a group-committing writer.
@@ -270,7 +245,7 @@ impl SledStorage {
             entities.flush().map_err(io)?;
         }
         let events = db.open_tree("events").map_err(io)?;
-        let sequencer = EventSequencer::open(&events)?;
+        let sequencer = EventSequencer::open(&db, &events)?;
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let writer = Writer {
@@ -403,39 +378,28 @@ impl Writer {
         let mut answers: Vec<(oneshot::Sender<Result<()>>, Result<()>)> =
             Vec::with_capacity(group.len());
         // The events the group appends, in order, for their sequence numbers.
-        let mut appended: Vec<EventId> = Vec::new();
+        let mut appended: Vec<Event> = Vec::new();
         for job in group {
             match job {
                 Job::Commit(unit, reply) => {
-                    let staged = self
-                        .stage_unit(&unit, &mut claimed)
-                        .and_then(|ops| Ok((ops, stage_events(&unit.events)?)));
-                    if let Ok((ops, events)) = &staged {
+                    let staged = self.stage_unit(&unit, &mut claimed);
+                    if let Ok(ops) = staged.as_ref() {
                         for (k, v) in ops {
                             match v {
-                                Some(v) => entity_batch.insert(k.clone(), v.clone()),
-                                None => entity_batch.remove(k.clone()),
+                                Some(v) => entity_batch.insert(k.as_slice(), v.as_slice()),
+                                None => entity_batch.remove(k.as_slice()),
                             }
                         }
-                        for (k, v) in events {
-                            event_batch.insert(k.clone(), v.clone());
-                        }
-                        appended.extend(unit.events.iter().map(|e| e.id));
+                        appended.extend(unit.events.iter().cloned());
                     }
                     answers.push((reply, staged.map(|_| ())));
                 }
                 Job::Append(events, reply) => {
-                    let staged = stage_events(&events);
-                    if let Ok(ops) = &staged {
-                        for (k, v) in ops {
-                            event_batch.insert(k.clone(), v.clone());
-                        }
-                        appended.extend(events.iter().map(|e| e.id));
-                    }
-                    answers.push((reply, staged.map(|_| ())));
+                    appended.extend(events.iter().cloned());
+                    answers.push((reply, Ok(())));
                 }
                 Job::Rewrite(events, forget, reply) => {
-                    let staged = self.stage_rewrite(&events, forget);
+                    let staged = event_log::rewrite(&self.events, &events, forget);
                     if let Ok(ops) = &staged {
                         for (k, v) in ops {
                             match v {
@@ -449,7 +413,7 @@ impl Writer {
             }
         }
         let mut order = self.sequencer.lock();
-        let applied = match order.number(&self.events, appended) {
+        let applied = match order.number(&self.events, &appended) {
             Ok(numbers) => {
                 for (k, v) in numbers {
                     event_batch.insert(k, v);
@@ -486,24 +450,6 @@ impl Writer {
             };
             let _ = reply.send(outcome);
         }
-    }
-
-    /// Re-encodes events in place; with `forget`, also removes that customer's timeline index.
-    fn stage_rewrite(&self, events: &[Event], forget: Option<CustomerId>) -> Result<Staged> {
-        let mut ops = Vec::with_capacity(events.len());
-        for e in events {
-            let k = key("e", &e.id.to_bytes());
-            if self.events.contains_key(&k).map_err(io)? {
-                ops.push((k, Some(codec::encode(e)?)));
-            }
-        }
-        if let Some(customer) = forget {
-            for kv in self.events.scan_prefix(key("t", &customer.to_bytes())) {
-                let (k, _) = kv.map_err(io)?;
-                ops.push((k.to_vec(), None));
-            }
-        }
-        Ok(ops)
     }
 
     /// Encodes a unit's changes into key/value operations after checking its preconditions;
@@ -658,23 +604,6 @@ impl Writer {
         claimed.extend(new_claims);
         Ok(ops)
     }
-}
-
-/// The keys and values that append `events` to the event log's tree (see
-/// [`SledStorage::module_trees`]).
-pub fn event_entries(events: &[Event]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    stage_events(events)
-}
-
-fn stage_events(events: &[Event]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut ops = Vec::with_capacity(events.len() * 2);
-    for e in events {
-        ops.push((key("e", &e.id.to_bytes()), codec::encode(e)?));
-        if let protocol::Subject::Customer(c) = e.subject {
-            ops.push((timeline_key(c, e.id), Vec::new()));
-        }
-    }
-    Ok(ops)
 }
 
 #[async_trait]
@@ -867,8 +796,8 @@ impl EventLog for SledStorage {
     }
 
     async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>> {
-        let index = key("t", &customer.to_bytes());
-        follow_index(self.events.clone(), index, "e", true, limit).await
+        let tree = self.events.clone();
+        blocking(move || event_log::timeline(&tree, customer, limit)).await
     }
 
     async fn read_sequenced(&self, after: u64, limit: usize) -> Result<Vec<Sequenced>> {
@@ -877,21 +806,7 @@ impl EventLog for SledStorage {
             return Ok(Vec::new());
         }
         let tree = self.events.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(limit.min(16_384));
-            for kv in tree.range(seq_key(after + 1)..=seq_key(upto)).take(limit) {
-                let (k, id) = kv.map_err(io)?;
-                if let Some(v) = tree.get(key("e", &id)).map_err(io)? {
-                    out.push(Sequenced {
-                        seq: seq_of(&k),
-                        event: codec::decode::<Event>(&v)?,
-                    });
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StorageError::Io(e.to_string()))?
+        blocking(move || event_log::read_sequenced(&tree, after, upto, limit)).await
     }
 
     fn appended(&self) -> watch::Receiver<u64> {
@@ -904,27 +819,17 @@ impl EventLog for SledStorage {
 
     async fn read_after(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
         let tree = self.events.clone();
-        tokio::task::spawn_blocking(move || {
-            let start = match after {
-                Some(id) => {
-                    let mut k = key("e", &id.to_bytes());
-                    k.push(0);
-                    k
-                }
-                None => key("e", &[]),
-            };
-            let end = key("e", &[0xff; 17]);
-            tree.range(start..end)
-                .take(limit)
-                .map(|kv| {
-                    kv.map_err(io)
-                        .and_then(|(_, v)| codec::decode::<Event>(&v).map_err(StorageError::from))
-                })
-                .collect()
-        })
+        blocking(move || event_log::read_after(&tree, after, limit)).await
+    }
+}
+
+/// Runs a blocking read on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(read)
         .await
         .map_err(|e| StorageError::Io(e.to_string()))?
-    }
 }
 
 /// Scans the messages under one destination of an outbox tree (`outbox` or `outdead`).

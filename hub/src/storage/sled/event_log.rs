@@ -1,0 +1,312 @@
+//! The event log's layout in its sled tree (`events`):
+//!
+//! - `c/<first seq, u64 BE>` → an [`EventChunk`]: up to [`CHUNK`] events with consecutive
+//!   append sequences, written in one piece;
+//! - `e/<event id>` → its sequence (u64 BE): the id index, for duplicates, rewrites and
+//!   timelines;
+//! - `t/<customer id><event id>` → empty: each customer's timeline.
+//!
+//! An append costs one write per event (its id index entry) and one per chunk, where storing
+//! each event under its id and again under its sequence cost two; a reader in append order
+//! decodes a chunk at a time. Logs written by earlier builds (`s/<seq>` → id, `e/<id>` → the
+//! event) are converted at open, a batch at a time, each batch atomic, so a crash mid-way
+//! resumes where it stopped.
+
+use super::{io, key, timeline_key};
+use crate::storage::{Result, Sequenced, StorageError};
+use protocol::{codec, CustomerId, Event, EventChunk, EventId};
+use std::collections::{BTreeMap, HashSet};
+
+/// Most events in one chunk: small enough that a timeline read decoding one chunk per event
+/// stays cheap, large enough that chunk writes are few.
+pub const CHUNK: usize = 256;
+
+/// Events converted per atomic batch when an old log is converted.
+const CONVERT_BATCH: usize = 8_192;
+
+pub fn chunk_key(first: u64) -> Vec<u8> {
+    key("c", &first.to_be_bytes())
+}
+
+fn id_key(id: EventId) -> Vec<u8> {
+    key("e", &id.to_bytes())
+}
+
+fn seq_value(seq: u64) -> Vec<u8> {
+    seq.to_be_bytes().to_vec()
+}
+
+fn seq_from(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
+}
+
+/// The sequence an indexed event has, if it is in the log.
+pub fn sequence_of(tree: &sled::Tree, id: EventId) -> Result<Option<u64>> {
+    Ok(tree.get(id_key(id)).map_err(io)?.and_then(|v| seq_from(&v)))
+}
+
+/// The entries that store `events` (already numbered from `first`, in order) and index them.
+pub fn entries(first: u64, events: &[Event]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::with_capacity(events.len() + events.len() / CHUNK + 1);
+    for (i, part) in events.chunks(CHUNK).enumerate() {
+        let start = first + (i * CHUNK) as u64;
+        for (j, e) in part.iter().enumerate() {
+            out.push((id_key(e.id), seq_value(start + j as u64)));
+            if let protocol::Subject::Customer(c) = e.subject {
+                out.push((timeline_key(c, e.id), Vec::new()));
+            }
+        }
+        let chunk = EventChunk {
+            first: start,
+            events: part.to_vec(),
+        };
+        out.push((chunk_key(start), codec::encode(&chunk)?));
+    }
+    Ok(out)
+}
+
+/// The chunk holding `seq`, if any.
+fn chunk_with(tree: &sled::Tree, seq: u64) -> Result<Option<EventChunk>> {
+    let Some(kv) = tree.range(chunk_key(0)..=chunk_key(seq)).next_back() else {
+        return Ok(None);
+    };
+    let (_, v) = kv.map_err(io)?;
+    let chunk: EventChunk = codec::decode(&v)?;
+    Ok((chunk.last() >= seq).then_some(chunk))
+}
+
+/// The last sequence stored (0 for an empty log).
+pub fn last_sequence(tree: &sled::Tree) -> Result<u64> {
+    match tree.scan_prefix(key("c", &[])).next_back() {
+        Some(kv) => {
+            let (_, v) = kv.map_err(io)?;
+            Ok(codec::decode::<EventChunk>(&v)?.last())
+        }
+        None => Ok(0),
+    }
+}
+
+/// Events with sequences in `after + 1 ..= upto`, in order, at most `limit`.
+pub fn read_sequenced(
+    tree: &sled::Tree,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<Sequenced>> {
+    let mut out = Vec::with_capacity(limit.min(16_384));
+    if after >= upto || limit == 0 {
+        return Ok(out);
+    }
+    // The chunk holding `after + 1` starts at or before it.
+    let start = match tree.range(chunk_key(0)..=chunk_key(after + 1)).next_back() {
+        Some(kv) => kv.map_err(io)?.0.to_vec(),
+        None => chunk_key(after + 1),
+    };
+    for kv in tree.range(start..=chunk_key(upto)) {
+        let (_, v) = kv.map_err(io)?;
+        let chunk: EventChunk = codec::decode(&v)?;
+        for (i, event) in chunk.events.into_iter().enumerate() {
+            let seq = chunk.first + i as u64;
+            if seq <= after {
+                continue;
+            }
+            if seq > upto || out.len() == limit {
+                return Ok(out);
+            }
+            out.push(Sequenced { seq, event });
+        }
+    }
+    Ok(out)
+}
+
+/// The events with these sequences, in the order given (missing ones left out).
+pub fn events_at(tree: &sled::Tree, seqs: &[u64]) -> Result<Vec<Event>> {
+    let mut chunks: BTreeMap<u64, EventChunk> = BTreeMap::new();
+    let mut out = Vec::with_capacity(seqs.len());
+    for &seq in seqs {
+        let cached = chunks
+            .range(..=seq)
+            .next_back()
+            .filter(|(_, c)| c.last() >= seq)
+            .map(|(first, _)| *first);
+        let first = match cached {
+            Some(first) => first,
+            None => match chunk_with(tree, seq)? {
+                Some(chunk) => {
+                    let first = chunk.first;
+                    chunks.insert(first, chunk);
+                    first
+                }
+                None => continue,
+            },
+        };
+        if let Some(e) = chunks
+            .get(&first)
+            .and_then(|c| c.events.get((seq - first) as usize))
+        {
+            out.push(e.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// A customer's events, newest first, at most `limit`.
+pub fn timeline(tree: &sled::Tree, customer: CustomerId, limit: usize) -> Result<Vec<Event>> {
+    let index = key("t", &customer.to_bytes());
+    let mut seqs = Vec::new();
+    for kv in tree.scan_prefix(&index).rev().take(limit) {
+        let (k, _) = kv.map_err(io)?;
+        let id = <[u8; 16]>::try_from(&k[index.len()..])
+            .map(|b| EventId(ulid::Ulid(u128::from_be_bytes(b))));
+        if let Ok(id) = id {
+            if let Some(seq) = sequence_of(tree, id)? {
+                seqs.push(seq);
+            }
+        }
+    }
+    events_at(tree, &seqs)
+}
+
+/// Events in id order after `after` (exclusive), at most `limit`.
+pub fn read_after(tree: &sled::Tree, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
+    let start = match after {
+        Some(id) => {
+            let mut k = id_key(id);
+            k.push(0);
+            k
+        }
+        None => key("e", &[]),
+    };
+    let mut seqs = Vec::new();
+    for kv in tree.range(start..key("e", &[0xff; 17])).take(limit) {
+        let (_, v) = kv.map_err(io)?;
+        seqs.extend(seq_from(&v));
+    }
+    events_at(tree, &seqs)
+}
+
+/// The writes that replace stored events (same id, same sequence) and, with `forget`, drop
+/// that customer's timeline index. Events not in the log are left out.
+pub fn rewrite(
+    tree: &sled::Tree,
+    events: &[Event],
+    forget: Option<CustomerId>,
+) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    let mut chunks: BTreeMap<u64, EventChunk> = BTreeMap::new();
+    for e in events {
+        let Some(seq) = sequence_of(tree, e.id)? else {
+            continue;
+        };
+        let cached = chunks
+            .range(..=seq)
+            .next_back()
+            .filter(|(_, c)| c.last() >= seq)
+            .map(|(first, _)| *first);
+        let first = match cached {
+            Some(first) => first,
+            None => match chunk_with(tree, seq)? {
+                Some(chunk) => {
+                    let first = chunk.first;
+                    chunks.insert(first, chunk);
+                    first
+                }
+                None => continue,
+            },
+        };
+        if let Some(slot) = chunks
+            .get_mut(&first)
+            .and_then(|c| c.events.get_mut((seq - first) as usize))
+        {
+            if slot.id == e.id {
+                *slot = e.clone();
+            }
+        }
+    }
+    let mut ops = Vec::with_capacity(chunks.len());
+    for (first, chunk) in &chunks {
+        ops.push((chunk_key(*first), Some(codec::encode(chunk)?)));
+    }
+    if let Some(customer) = forget {
+        for kv in tree.scan_prefix(key("t", &customer.to_bytes())) {
+            let (k, _) = kv.map_err(io)?;
+            ops.push((k.to_vec(), None));
+        }
+    }
+    Ok(ops)
+}
+
+/// Numbers events for the log under the append order: skips any already stored or already
+/// numbered in this round, and answers the entries to apply for the rest.
+pub fn number(
+    tree: &sled::Tree,
+    last: &mut u64,
+    numbered: &mut HashSet<EventId>,
+    events: &[Event],
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut fresh = Vec::with_capacity(events.len());
+    for e in events {
+        if numbered.contains(&e.id) || tree.contains_key(id_key(e.id)).map_err(io)? {
+            continue;
+        }
+        numbered.insert(e.id);
+        fresh.push(e.clone());
+    }
+    let first = *last + 1;
+    *last += fresh.len() as u64;
+    entries(first, &fresh)
+}
+
+/// Converts a log written by an earlier build (`s/<seq>` → id, `e/<id>` → event) to chunks.
+pub fn convert_old_layout(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
+    let old = key("s", &[]);
+    if tree.scan_prefix(&old).next().is_none() {
+        return Ok(());
+    }
+    tracing::info!("converting the event log to chunks (a one-time step)");
+    let mut converted = 0u64;
+    loop {
+        let mut seqs = Vec::new();
+        let mut events = Vec::new();
+        for kv in tree.scan_prefix(&old).take(CONVERT_BATCH) {
+            let (k, id) = kv.map_err(io)?;
+            let seq = k
+                .len()
+                .checked_sub(8)
+                .and_then(|at| seq_from(&k[at..]))
+                .ok_or_else(|| StorageError::Io("a malformed sequence key".into()))?;
+            let raw = tree
+                .get(key("e", &id))
+                .map_err(io)?
+                .ok_or_else(|| StorageError::Io(format!("event of sequence {seq} is missing")))?;
+            seqs.push((k.to_vec(), seq));
+            events.push(codec::decode::<Event>(&raw)?);
+        }
+        if seqs.is_empty() {
+            break;
+        }
+        let mut batch = sled::Batch::default();
+        // Consecutive runs become chunks (an old log has no gaps, but nothing here relies on it).
+        let mut i = 0;
+        while i < events.len() {
+            let mut j = i + 1;
+            while j < events.len() && j - i < CHUNK && seqs[j].1 == seqs[j - 1].1 + 1 {
+                j += 1;
+            }
+            let chunk = EventChunk {
+                first: seqs[i].1,
+                events: events[i..j].to_vec(),
+            };
+            batch.insert(chunk_key(chunk.first), codec::encode(&chunk)?);
+            i = j;
+        }
+        for ((k, seq), e) in seqs.iter().zip(&events) {
+            batch.insert(id_key(e.id), seq_value(*seq));
+            batch.remove(k.as_slice());
+        }
+        tree.apply_batch(batch).map_err(io)?;
+        db.flush().map_err(io)?;
+        converted += events.len() as u64;
+    }
+    tracing::info!(events = converted, "event log converted");
+    Ok(())
+}
