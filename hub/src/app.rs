@@ -286,7 +286,7 @@ impl Application {
         }
         let deps = Deps {
             storage: dyn_storage,
-            clock,
+            clock: clock.clone(),
             catalog: snapshot,
             inventory: inventory.clone(),
             recorder: recorder.clone(),
@@ -319,7 +319,11 @@ impl Application {
         ));
         crate::collect::apply_reports(&edge, backend.clone());
         let boards = crate::edge::boards::HubBoards::open(&storage)?;
-        let experience = crate::experience::Experience::start(storage.clone())?;
+        let experience = crate::experience::Experience::start(
+            storage.clone(),
+            clock.clone(),
+            crate::experience::segments::definitions(&backoffice)?,
+        )?;
         store_returns.start_worker(store_refunds, backend.clone());
         let automation_env = Arc::new(crate::automation::scheduler::Env {
             settings: settings.automation.clone(),
@@ -447,6 +451,7 @@ impl Application {
                 .configure(crate::backoffice::routes::configure)
                 // Before the admin scope, which answers every other /api/v1/admin path.
                 .configure(crate::automation::routes::configure)
+                .configure(crate::experience::segment_routes::configure)
                 .configure(crate::experience::routes::configure)
                 .configure(crate::admin::configure)
                 .route(
@@ -522,6 +527,13 @@ impl Application {
 
 /// Loads the demo catalog, stock and shopper if the catalog is empty.
 pub async fn seed_demo(handle: &HubHandle) -> Result<(), HubError> {
+    crate::experience::segments::seed_demo(
+        &handle.backoffice,
+        &handle.experience,
+        handle.backend.deps.clock.now(),
+    )
+    .await
+    .map_err(|e| HubError::Demo(e.to_string()))?;
     if !handle.backend.catalog().products().is_empty() {
         return Ok(());
     }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{client, settings, spawn_with, SendForJson, TestHub};
+use hub::clock::SystemClock;
 use hub::experience::Experience;
 use hub::storage::sled::SledStorage;
 use hub::storage::EventLog;
@@ -381,7 +382,8 @@ async fn a_restart_resumes_from_the_cursor_without_counting_twice() {
     let now = OffsetDateTime::now_utc();
     {
         let storage = SledStorage::open(dir.path(), 8).expect("opens");
-        let experience = Experience::start(storage.clone()).expect("starts");
+        let experience =
+            Experience::start(storage.clone(), Arc::new(SystemClock), Vec::new()).expect("starts");
         storage
             .append(views(now, 300).into())
             .await
@@ -396,7 +398,8 @@ async fn a_restart_resumes_from_the_cursor_without_counting_twice() {
             .expect("appended");
     }
     let storage = open_until_free(dir.path()).await;
-    let experience = Experience::start(storage.clone()).expect("starts again");
+    let experience = Experience::start(storage.clone(), Arc::new(SystemClock), Vec::new())
+        .expect("starts again");
     storage
         .append(views(now, 100).into())
         .await

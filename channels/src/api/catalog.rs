@@ -196,7 +196,8 @@ pub async fn detail(
             ctx.channel,
             EventKind::ProductView,
         )
-        .with("slug", &product.slug),
+        .with("slug", &product.slug)
+        .with("category", &product.category),
     );
     let variants = product
         .variants

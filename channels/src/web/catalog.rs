@@ -386,6 +386,7 @@ pub async fn product(
         &[
             ("slug", &product.slug),
             ("sku", selected.map_or("", |v| v.sku.as_str())),
+            ("category", &product.category.0),
         ],
     );
     let page = context! {

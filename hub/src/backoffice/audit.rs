@@ -1,7 +1,7 @@
 //! The audit list: who changed what, before and after, when. Append-only: entries are written in
 //! the same batch as the change they describe and never rewritten or removed.
 
-use super::store::{key, read_u64, Batch};
+use super::store::{key, read_u64, BackofficeStore, Batch};
 use super::users::BackOfficeUser;
 use super::Backoffice;
 use crate::storage::{Result, StorageError};
@@ -115,5 +115,47 @@ impl Backoffice {
             .into_iter()
             .map(|(_, v)| protocol::codec::decode(&v).map_err(StorageError::from))
             .collect()
+    }
+}
+
+/// What a change made by another module records: the action, what it was done to, and its
+/// JSON before and after.
+pub struct Audited {
+    pub action: &'static str,
+    pub subject: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+impl Backoffice {
+    /// Commits a change to records another module keeps in the back-office tree (segments),
+    /// with its audit entry, in one batch under the write lock: `stage` reads what it needs
+    /// from the store, stages its writes and says what to audit; an error stages nothing.
+    pub(crate) async fn commit_audited<T, E: From<StorageError>>(
+        &self,
+        actor: &Actor,
+        stage: impl FnOnce(&dyn BackofficeStore, &mut Batch) -> std::result::Result<(T, Audited), E>,
+    ) -> std::result::Result<T, E> {
+        let _serialised = self.writes.lock().await;
+        let mut batch = Batch::new();
+        let (out, audited) = stage(self.store.as_ref(), &mut batch)?;
+        self.stage_audit(
+            &mut batch,
+            Change {
+                actor,
+                action: audited.action,
+                subject: audited.subject,
+                before: audited.before.as_ref(),
+                after: audited.after.as_ref(),
+            },
+        )?;
+        self.commit(batch).await?;
+        Ok(out)
+    }
+
+    /// The back-office tree, for modules that keep records in it (reads only: writes go
+    /// through [`Backoffice::commit_audited`]).
+    pub(crate) fn records(&self) -> &dyn BackofficeStore {
+        self.store.as_ref()
     }
 }

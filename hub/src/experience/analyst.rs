@@ -7,14 +7,21 @@
 //! customer (a `signed_in` or `registered` event carrying `anonymous_id`) files under the
 //! customer, and the anonymous profile built so far is folded into the customer's at the join.
 //! The first join of an anonymous id wins (a shared device stays with its first customer).
+//!
+//! Segments: after folding a batch the analyst re-evaluates the segments of every profile the
+//! batch changed, and between batches it runs bounded steps of background work (profiles whose
+//! due time passed on the injected clock, backfills of new or changed segments, letting a
+//! deleted segment's members go); see [`super::segments`].
 
 use super::feed::Feed;
+use super::segments::{SegmentDefinition, SegmentEngine, SegmentStatus, Work};
 use super::store::{ExperienceStore, Write};
+use crate::clock::Clock;
 use crate::storage::{Result, Sequenced, Storage, StorageError};
 use actix::prelude::*;
 use protocol::experience::{Aggregates, Profile};
 use protocol::{AnonymousId, CustomerId, Event, EventKind, Subject};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -27,6 +34,9 @@ const BATCH: usize = 4096;
 const PROFILE_CACHE: usize = 100_000;
 /// Pause before reading again after a storage error.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often (in real time) the analyst looks for segment work: due profiles by the injected
+/// clock, backfills, deletions. Finding none is one short index scan.
+const SEGMENT_TICK: Duration = Duration::from_secs(1);
 
 /// The analyst's state.
 pub struct Analyst {
@@ -53,6 +63,10 @@ pub struct Analyst {
     durable: watch::Sender<u64>,
     /// Bumped when the state is reloaded: a read started before is dropped.
     generation: u64,
+    clock: Arc<dyn Clock>,
+    segments: SegmentEngine,
+    /// Segment work found more to do: look again as soon as the write is durable.
+    segment_work: bool,
 }
 
 /// A customer's (or anonymous shopper's) profile, `None` if they have none.
@@ -66,6 +80,17 @@ pub struct ReadAggregates<R, F>(pub F, pub std::marker::PhantomData<R>);
 impl<R: 'static, F: FnOnce(&Aggregates) -> R + Send + 'static> Message for ReadAggregates<R, F> {
     type Result = R;
 }
+
+/// Replaces the segment definitions (after a change, or at start): new and changed segments
+/// are evaluated over every profile in the background, deleted ones let their members go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SyncSegments(pub Vec<SegmentDefinition>);
+
+/// Every segment's evaluation status, by segment id.
+#[derive(Message)]
+#[rtype(result = "BTreeMap<String, SegmentStatus>")]
+pub struct SegmentStatuses;
 
 /// Erases a customer's profile: moves it to `pseudonym` without its identifying parts, and
 /// files later events of the customer under the pseudonym. Answers once durable.
@@ -81,11 +106,14 @@ impl Analyst {
     pub fn load(
         storage: Arc<dyn Storage>,
         store: Arc<ExperienceStore>,
+        clock: Arc<dyn Clock>,
+        definitions: Vec<SegmentDefinition>,
     ) -> Result<(Analyst, watch::Receiver<u64>)> {
         let cursor = store.cursor(CONSUMER)?;
         let (days, baskets) = store.aggregates()?;
         let erased = store.erased_all()?.into_iter().collect();
         let (durable, processed) = watch::channel(cursor);
+        let segments = SegmentEngine::load(&store, definitions)?;
         let analyst = Analyst {
             feed: Some(Feed::new(storage.clone(), cursor)),
             storage,
@@ -104,6 +132,9 @@ impl Analyst {
             waiting: Vec::new(),
             durable,
             generation: 0,
+            clock,
+            segments,
+            segment_work: true,
         };
         Ok((analyst, processed))
     }
@@ -133,7 +164,7 @@ impl Analyst {
                         return;
                     }
                 };
-                match act.fold_batch(&batch) {
+                match act.fold_batch(&batch).and_then(|()| act.evaluate_changed()) {
                     Ok(()) => {
                         act.write(ctx);
                         act.pump(ctx);
@@ -230,7 +261,8 @@ impl Analyst {
             Some(p) => Some(p),
             None => self.store.profile(&subject)?,
         };
-        if found.is_some() {
+        if let Some(p) = &found {
+            self.segments.forget(p);
             self.changed_profiles.remove(&subject);
             self.removed_profiles.insert(subject);
         }
@@ -262,6 +294,7 @@ impl Analyst {
         let nothing = self.changed_profiles.is_empty()
             && self.removed_profiles.is_empty()
             && self.new_erasures.is_empty()
+            && self.segments.is_clean()
             && self.handled == durable;
         if nothing {
             for w in self.waiting.drain(..) {
@@ -297,6 +330,9 @@ impl Analyst {
                             act.owners.clear();
                         }
                         act.write(ctx);
+                        if act.segment_work {
+                            act.segment_step(ctx);
+                        }
                     }
                     Err(e) => act.failed(e, waiting, ctx),
                 }
@@ -331,6 +367,7 @@ impl Analyst {
         for b in &baskets {
             write.basket(b)?;
         }
+        self.segments.stage(&mut write)?;
         Ok(write)
     }
 
@@ -350,7 +387,13 @@ impl Analyst {
     }
 
     fn reload(&mut self, ctx: &mut Context<Self>) {
-        match Analyst::load(self.storage.clone(), self.store.clone()) {
+        let loaded = Analyst::load(
+            self.storage.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.segments.definitions(),
+        );
+        match loaded {
             Ok((mut fresh, _)) => {
                 fresh.durable = self.durable.clone();
                 fresh.waiting = std::mem::take(&mut self.waiting);
@@ -371,6 +414,10 @@ impl Actor for Analyst {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.pump(ctx);
+        ctx.run_interval(SEGMENT_TICK, |act, ctx| {
+            act.segment_work = true;
+            act.segment_step(ctx);
+        });
     }
 }
 
@@ -437,5 +484,87 @@ impl Analyst {
             self.profiles.insert(pseudonymous, p);
         }
         Ok(())
+    }
+}
+
+impl Analyst {
+    /// Re-evaluates the segments of every profile changed since the last write.
+    fn evaluate_changed(&mut self) -> Result<()> {
+        let now = self.clock.now();
+        for subject in &self.changed_profiles {
+            if let Some(p) = self.profiles.get_mut(subject) {
+                self.segments.reconcile(p, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// One bounded step of segment work, when no write is in flight (the step reads the
+    /// indexes from the store, which must hold everything staged before).
+    fn segment_step(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || !self.segment_work {
+            return;
+        }
+        let now = self.clock.now();
+        let work = self
+            .segments
+            .work(&self.store, now)
+            .and_then(|work| match work {
+                Work::Idle => Ok(false),
+                Work::Evaluate(subjects) => {
+                    for subject in subjects {
+                        self.evaluate_stored(subject, now)?;
+                    }
+                    Ok(true)
+                }
+            });
+        match work {
+            Ok(more) => {
+                self.segment_work = more;
+                self.write(ctx);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the analyst could not evaluate segments; reloading");
+                self.recover(ctx);
+            }
+        }
+    }
+
+    /// Evaluates one profile if it exists (in the cache or the store).
+    fn evaluate_stored(&mut self, subject: Subject, now: time::OffsetDateTime) -> Result<()> {
+        if !self.profiles.contains_key(&subject) {
+            match self.store.profile(&subject)? {
+                Some(p) => {
+                    self.profiles.insert(subject, p);
+                }
+                None => return Ok(()),
+            }
+        }
+        if let Some(p) = self.profiles.get_mut(&subject) {
+            if self.segments.reconcile(p, now) {
+                self.removed_profiles.remove(&subject);
+                self.changed_profiles.insert(subject);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler<SyncSegments> for Analyst {
+    type Result = ();
+
+    fn handle(&mut self, msg: SyncSegments, ctx: &mut Context<Self>) {
+        self.segments.sync(msg.0);
+        self.segment_work = true;
+        self.write(ctx);
+        self.segment_step(ctx);
+    }
+}
+
+impl Handler<SegmentStatuses> for Analyst {
+    type Result = MessageResult<SegmentStatuses>;
+
+    fn handle(&mut self, _: SegmentStatuses, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.segments.statuses())
     }
 }

@@ -1,24 +1,31 @@
 //! The experience layer (issue 9): the event feed in append order ([`feed`]), per-customer
 //! profiles and incrementally updated aggregates kept by the [`analyst::Analyst`] actor, the
-//! reports over them ([`reports`]), event export as NDJSON ([`routes`]), and the shopper's data
-//! download and erasure ([`privacy`]).
+//! reports over them ([`reports`]), event export as NDJSON ([`routes`]), the shopper's data
+//! download and erasure ([`privacy`]), and segments evaluated by the analyst as events arrive
+//! ([`segments`], API in [`segment_routes`]).
 //!
-//! Segments, personalization and A/B tests build on this: they read [`Profile`]s (the
-//! `segments` field is theirs to fill) and tail the same feed with a cursor of their own.
+//! Personalization and A/B tests build on this: they read [`Profile`]s (`segments` holds the
+//! keys of the segments a profile is in; [`Experience::segments_of`]) and tail the same feed
+//! with a cursor of their own.
 
 pub mod analyst;
 pub mod feed;
 pub mod privacy;
 pub mod reports;
 pub mod routes;
+pub mod segment_routes;
+pub mod segments;
 pub mod store;
 
+use crate::clock::Clock;
 use crate::storage::sled::SledStorage;
 use crate::storage::{Result, Storage, StorageError};
 use actix::prelude::*;
-use analyst::{Analyst, GetProfile, ReadAggregates};
+use analyst::{Analyst, GetProfile, ReadAggregates, SegmentStatuses, SyncSegments};
 use protocol::experience::{Aggregates, Profile};
 use protocol::Subject;
+use segments::{SegmentDefinition, SegmentStatus};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use store::ExperienceStore;
 use tokio::sync::watch;
@@ -35,11 +42,16 @@ pub struct Experience {
 }
 
 impl Experience {
-    /// Opens the experience tree and starts the analyst from its stored cursor.
-    pub fn start(storage: Arc<SledStorage>) -> Result<Experience> {
+    /// Opens the experience tree and starts the analyst from its stored cursor, with the
+    /// segment definitions (from the back office) and the clock segment windows follow.
+    pub fn start(
+        storage: Arc<SledStorage>,
+        clock: Arc<dyn Clock>,
+        segments: Vec<SegmentDefinition>,
+    ) -> Result<Experience> {
         let store = Arc::new(ExperienceStore::open(&storage)?);
         let dyn_storage: Arc<dyn Storage> = storage.clone();
-        let (analyst, processed) = Analyst::load(dyn_storage, store.clone())?;
+        let (analyst, processed) = Analyst::load(dyn_storage, store.clone(), clock, segments)?;
         let arbiter = Arbiter::new().handle();
         let analyst = Analyst::start_in_arbiter(&arbiter, move |_| analyst);
         Ok(Experience {
@@ -86,6 +98,32 @@ impl Experience {
     ) -> Result<R> {
         self.analyst
             .send(ReadAggregates(read, std::marker::PhantomData))
+            .await
+            .map_err(|_| StorageError::Closed)
+    }
+
+    /// The keys of the segments a customer (or anonymous shopper) is in, sorted; empty
+    /// without a profile.
+    pub async fn segments_of(&self, subject: Subject) -> Result<Vec<String>> {
+        Ok(self
+            .profile(subject)
+            .await?
+            .map(|p| p.segments)
+            .unwrap_or_default())
+    }
+
+    /// Hands the analyst the current segment definitions (after a change).
+    pub async fn sync_segments(&self, definitions: Vec<SegmentDefinition>) -> Result<()> {
+        self.analyst
+            .send(SyncSegments(definitions))
+            .await
+            .map_err(|_| StorageError::Closed)
+    }
+
+    /// Every segment's evaluation status, by segment id.
+    pub async fn segment_statuses(&self) -> Result<BTreeMap<String, SegmentStatus>> {
+        self.analyst
+            .send(SegmentStatuses)
             .await
             .map_err(|_| StorageError::Closed)
     }

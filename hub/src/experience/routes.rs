@@ -333,9 +333,27 @@ async fn profile(
         .timeline(id, PROFILE_TIMELINE)
         .await
         .map_err(unavailable)?;
+    let definitions = super::segments::definitions(&handle.backoffice).map_err(unavailable)?;
+    let segments: Vec<_> = profile
+        .memberships
+        .iter()
+        .map(|(segment, m)| {
+            let name = definitions
+                .iter()
+                .find(|d| d.id.to_string() == *segment)
+                .map(|d| d.name.clone());
+            json!({
+                "id": segment,
+                "key": m.key,
+                "name": name,
+                "entered_at": super::segments::rfc3339(m.entered_at),
+            })
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "customer": identity(&record, board_consent),
         "profile": profile,
+        "segments": segments,
         "timeline": timeline,
     })))
 }
@@ -567,6 +585,7 @@ async fn intake(
         }
         let mut event = Event::new(now, subject, ctx.channel, kind);
         event.payload = e.payload;
+        with_category(&handle, &mut event);
         checked.push(event);
     }
     let accepted = checked.len();
@@ -574,4 +593,22 @@ async fn intake(
         .recorder
         .do_send(crate::actors::recorder::RecordMany(checked));
     Ok(HttpResponse::Accepted().json(json!({ "accepted": accepted })))
+}
+
+/// Adds the product's category to a product view that names a known product but no category
+/// (segment rules count views per category).
+fn with_category(handle: &HubHandle, event: &mut Event) {
+    if event.kind != EventKind::ProductView || event.payload.contains_key("category") {
+        return;
+    }
+    let catalog = channels::Backend::catalog(handle.backend.as_ref());
+    let product = event
+        .payload
+        .get("slug")
+        .and_then(|slug| catalog.product_by_slug(slug));
+    if let Some(p) = product {
+        event
+            .payload
+            .insert("category".into(), p.category.to_string());
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod aggregates;
 pub mod profile;
+pub mod segments;
 pub mod sketch;
 
 pub use aggregates::{Aggregates, BasketTrack, ChannelDay, DayKey, ProductCounts, Revenue};

@@ -2,6 +2,7 @@
 //! it was worth. Identity and consents are not copied here: they are read from the customer
 //! record when the profile is shown, so erasing the record erases them everywhere.
 
+use super::segments::{Activity, Membership};
 use super::{event_money, event_product, event_store, normalize_query};
 use crate::codec::Stored;
 use crate::event::{Event, EventKind, Subject};
@@ -43,9 +44,19 @@ pub struct Profile {
     pub stores_visited: BTreeSet<String>,
     #[serde(default)]
     pub events: u64,
-    /// Segment memberships (filled by the segments engine).
+    /// The keys of the segments this profile is in, sorted (kept by the segments engine).
     #[serde(default)]
     pub segments: Vec<String>,
+    /// Segment id → membership (key and since when), kept by the segments engine.
+    #[serde(default)]
+    pub memberships: BTreeMap<String, Membership>,
+    /// Hourly and total event counts per fact, for segment rules.
+    #[serde(default)]
+    pub activity: Activity,
+    /// When time passing alone could next change a membership (see
+    /// [`super::segments::reconcile`]).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub segments_due: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +107,9 @@ impl Profile {
             stores_visited: BTreeSet::new(),
             events: 0,
             segments: Vec::new(),
+            memberships: BTreeMap::new(),
+            activity: Activity::default(),
+            segments_due: None,
         }
     }
 
@@ -103,6 +117,7 @@ impl Profile {
     pub fn apply(&mut self, e: &Event) {
         let channel = e.channel.as_str().to_string();
         self.events += 1;
+        self.activity.apply(e);
         *self.channels.entry(channel.clone()).or_default() += 1;
         self.seen(e.at);
         if matches!(e.channel, crate::Channel::Pos | crate::Channel::Board)
@@ -246,16 +261,20 @@ impl Profile {
         }
         self.stores_visited.extend(other.stores_visited);
         self.events += other.events;
+        self.activity.absorb(other.activity);
     }
 
     /// Removes what could identify the person (erasure): the joined anonymous ids, search
-    /// texts and the basket id; counts, channels and values stay.
+    /// texts, the basket id and segment memberships; counts, channels and values stay.
     pub fn erase(&mut self, pseudonym: Subject) {
         self.subject = pseudonym;
         self.anonymous_ids.clear();
         self.searches.clear();
         self.basket = None;
         self.segments.clear();
+        self.memberships.clear();
+        self.segments_due = None;
+        self.activity.erase();
     }
 }
 
