@@ -117,3 +117,54 @@ impl Backoffice {
             .collect()
     }
 }
+
+/// One change of a record another module keeps in the back-office tree (experiments), for
+/// [`Backoffice::change_audited`].
+pub struct AuditedChange<T> {
+    /// Returned to the caller once committed.
+    pub result: T,
+    pub action: &'static str,
+    pub subject: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
+impl Backoffice {
+    /// Runs one change of records kept in the back-office tree by another module: `change`
+    /// reads through the store and fills the batch while the write lock is held (so it decides
+    /// on what it read), then the batch is committed durably with its audit entry, all or
+    /// nothing.
+    pub(crate) async fn change_audited<T, F>(
+        &self,
+        actor: &Actor,
+        change: F,
+    ) -> std::result::Result<T, super::BackofficeError>
+    where
+        F: FnOnce(
+            &dyn super::store::BackofficeStore,
+            &mut Batch,
+        ) -> std::result::Result<AuditedChange<T>, super::BackofficeError>,
+    {
+        let _lock = self.writes.lock().await;
+        let mut batch = Batch::new();
+        let done = change(self.store.as_ref(), &mut batch)?;
+        self.stage_audit(
+            &mut batch,
+            Change {
+                actor,
+                action: done.action,
+                subject: done.subject,
+                before: done.before.as_ref(),
+                after: done.after.as_ref(),
+            },
+        )?;
+        self.commit(batch).await?;
+        Ok(done.result)
+    }
+
+    /// The records of the back-office tree, for modules that keep theirs there (reads only:
+    /// writes go through [`Backoffice::change_audited`]).
+    pub(crate) fn records(&self) -> &dyn super::store::BackofficeStore {
+        self.store.as_ref()
+    }
+}
