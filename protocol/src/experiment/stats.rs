@@ -64,7 +64,7 @@ pub fn chi_square_sf(x: f64, df: u32) -> f64 {
     if x <= 0.0 || df == 0 {
         return 1.0;
     }
-    let q = if df % 2 == 0 {
+    let q = if df.is_multiple_of(2) {
         // e^(-x/2) · Σ_{r < df/2} (x/2)^r / r!
         let mut term = (-x / 2.0).exp();
         let mut sum = term;
