@@ -504,3 +504,48 @@ async fn a_promotion_restricted_to_a_variant_applies_to_that_variant_only_and_ex
         .sum();
     assert_eq!(exposures, 40, "{r}");
 }
+
+#[actix_web::test]
+async fn a_customer_exposed_on_two_devices_before_signing_in_counts_once_and_keeps_their_own() {
+    let hub = start_hub().await;
+    let c = client();
+    create_and_start(
+        &hub,
+        &c,
+        experiment(
+            "two-devices",
+            "board",
+            "basket_line_added",
+            json!([{"key": "a", "percent": 50}, {"key": "b", "percent": 50}]),
+        ),
+    )
+    .await;
+    let signed = hub.register(&c, "two@example.com").await;
+    let token = signed["session_token"].as_str().expect("token").to_string();
+    let own = assignment(&hub, &c, "two-devices", |rb| rb.bearer_auth(&token), true).await;
+    let anon = AnonymousId::new();
+    let web = |rb: RequestBuilder| rb.header("x-anonymous-id", anon.to_string());
+    assignment(&hub, &c, "two-devices", web, true).await;
+    caught_up(&hub).await;
+    let (status, body) = send(
+        c.post(hub.url("/api/v1/sessions"))
+            .header("x-anonymous-id", anon.to_string())
+            .json(&json!({"email": "two@example.com", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let r = report(&hub, &c, "two-devices").await;
+    let total: u64 = ["a", "b"]
+        .iter()
+        .map(|v| row(&r, v)["exposures"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 1, "one person: {r}");
+    assert_eq!(
+        row(&r, own["variant"].as_str().expect("variant"))["exposures"],
+        1
+    );
+    // The customer keeps their own variant, on every device.
+    let again = assignment(&hub, &c, "two-devices", web, false).await;
+    assert_eq!(again["variant"], own["variant"], "{again}");
+}

@@ -480,6 +480,22 @@ impl Experiments {
         counter::alias(&self.inner.tree, anonymous)
     }
 
+    /// Whom to assign: an anonymous id joined to a customer at sign-in is that customer from
+    /// then on (a signed-out tab of theirs shows their variant).
+    fn resolve(
+        &self,
+        subject: Subject,
+        anonymous: Option<AnonymousId>,
+    ) -> Result<(Subject, Option<AnonymousId>)> {
+        Ok(match subject {
+            Subject::Anonymous(a) => match self.joined(a)? {
+                Some(c) => (Subject::Customer(c), Some(a)),
+                None => (subject, anonymous),
+            },
+            customer => (customer, anonymous),
+        })
+    }
+
     fn segments(&self, subject: &Subject) -> Result<Vec<String>> {
         Ok(self
             .inner
@@ -549,10 +565,11 @@ impl Experiments {
         subject: Subject,
         anonymous: Option<AnonymousId>,
     ) -> Result<Option<std::result::Result<Assignment, Excluded>>> {
-        match self.get(key) {
-            Some(e) => Ok(Some(self.decide(&e, subject, anonymous)?.map(|(a, _)| a))),
-            None => Ok(None),
-        }
+        let Some(e) = self.get(key) else {
+            return Ok(None);
+        };
+        let (subject, anonymous) = self.resolve(subject, anonymous)?;
+        Ok(Some(self.decide(&e, subject, anonymous)?.map(|(a, _)| a)))
     }
 
     /// Shows the subject their variant: the first time, the assignment is stored (the first of
@@ -568,6 +585,7 @@ impl Experiments {
         let Some(experiment) = self.get(key) else {
             return Ok(None);
         };
+        let (subject, anonymous) = self.resolve(subject, anonymous)?;
         let decided = match self.decide(&experiment, subject, anonymous)? {
             Ok((a, false)) => a,
             Ok((a, true)) => return Ok(Some(Ok(a))),
