@@ -289,32 +289,24 @@ fn seed_experiment(
     marketer: &str,
     approver: &str,
 ) -> anyhow::Result<()> {
-    use serde_json::json;
     const KEY: &str = "free-shipping-test";
     let found = client
         .get(format!("{hub}/api/v1/admin/experiments/{KEY}"))
         .bearer_auth(marketer)
         .send()?;
-    if found.status().is_success() {
-        return Ok(());
+    let status = if found.status().is_success() {
+        found.json::<serde_json::Value>()?["status"]
+            .as_str()
+            .map(str::to_string)
+    } else {
+        None
+    };
+    match status.as_deref() {
+        // A draft left by an interrupted first start is finished below.
+        Some("draft") => {}
+        Some(_) => return Ok(()),
+        None => create_experiment(client, hub, marketer, KEY)?,
     }
-    client
-        .post(format!("{hub}/api/v1/admin/experiments"))
-        .bearer_auth(marketer)
-        .json(&json!({
-            "key": KEY,
-            "name": "Free shipping for everyone?",
-            "hypothesis": "Free shipping on every basket lifts the share of visits that order by more than it costs.",
-            "surface": "promotion",
-            "variants": [
-                {"key": "control", "percent": 50, "description": "shipping as usual"},
-                {"key": "free-shipping", "percent": 50, "description": "free shipping on every basket"}
-            ],
-            "goal": "order_placed"
-        }))
-        .send()?
-        .error_for_status()
-        .context("creating the demo experiment")?;
     let promotion = "DEMO-FREE-SHIPPING-TEST";
     let made = client
         .get(format!("{hub}/api/v1/backoffice/promotions/{promotion}"))
@@ -331,6 +323,34 @@ fn seed_experiment(
         .send()?
         .error_for_status()
         .context("starting the demo experiment")?;
+    Ok(())
+}
+
+/// The demo experiment's definition, as a draft.
+fn create_experiment(
+    client: &reqwest::blocking::Client,
+    hub: &str,
+    marketer: &str,
+    key: &str,
+) -> anyhow::Result<()> {
+    use serde_json::json;
+    client
+        .post(format!("{hub}/api/v1/admin/experiments"))
+        .bearer_auth(marketer)
+        .json(&json!({
+            "key": key,
+            "name": "Free shipping for everyone?",
+            "hypothesis": "Free shipping on every basket lifts the share of visits that order by more than it costs.",
+            "surface": "promotion",
+            "variants": [
+                {"key": "control", "percent": 50, "description": "shipping as usual"},
+                {"key": "free-shipping", "percent": 50, "description": "free shipping on every basket"}
+            ],
+            "goal": "order_placed"
+        }))
+        .send()?
+        .error_for_status()
+        .context("creating the demo experiment")?;
     Ok(())
 }
 
