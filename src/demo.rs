@@ -276,7 +276,120 @@ fn seed_backoffice(hub: &str) -> anyhow::Result<Vec<(String, String)>> {
             .error_for_status()
             .with_context(|| format!("approving the demo promotion {id}"))?;
     }
+    seed_experiment(&client, hub, mia, ada)?;
     Ok(tokens)
+}
+
+/// The demo's A/B test, `free-shipping-test`: half the shoppers get free shipping (a promotion
+/// restricted to its `free-shipping` variant), the goal is a placed order. Running from the
+/// start, so `omnihub load checkout` (one anonymous visit per checkout) fills its report.
+fn seed_experiment(
+    client: &reqwest::blocking::Client,
+    hub: &str,
+    marketer: &str,
+    approver: &str,
+) -> anyhow::Result<()> {
+    const KEY: &str = "free-shipping-test";
+    let found = client
+        .get(format!("{hub}/api/v1/admin/experiments/{KEY}"))
+        .bearer_auth(marketer)
+        .send()?;
+    let status = if found.status().is_success() {
+        found.json::<serde_json::Value>()?["status"]
+            .as_str()
+            .map(str::to_string)
+    } else {
+        None
+    };
+    match status.as_deref() {
+        // A draft left by an interrupted first start is finished below.
+        Some("draft") => {}
+        Some(_) => return Ok(()),
+        None => create_experiment(client, hub, marketer, KEY)?,
+    }
+    let promotion = "DEMO-FREE-SHIPPING-TEST";
+    let made = client
+        .get(format!("{hub}/api/v1/backoffice/promotions/{promotion}"))
+        .bearer_auth(marketer)
+        .send()?
+        .status()
+        .is_success();
+    if !made {
+        make_experiment_promotion(client, hub, marketer, approver, KEY, promotion)?;
+    }
+    client
+        .post(format!("{hub}/api/v1/admin/experiments/{KEY}/start"))
+        .bearer_auth(marketer)
+        .send()?
+        .error_for_status()
+        .context("starting the demo experiment")?;
+    Ok(())
+}
+
+/// The demo experiment's definition, as a draft.
+fn create_experiment(
+    client: &reqwest::blocking::Client,
+    hub: &str,
+    marketer: &str,
+    key: &str,
+) -> anyhow::Result<()> {
+    use serde_json::json;
+    client
+        .post(format!("{hub}/api/v1/admin/experiments"))
+        .bearer_auth(marketer)
+        .json(&json!({
+            "key": key,
+            "name": "Free shipping for everyone?",
+            "hypothesis": "Free shipping on every basket lifts the share of visits that order by more than it costs.",
+            "surface": "promotion",
+            "variants": [
+                {"key": "control", "percent": 50, "description": "shipping as usual"},
+                {"key": "free-shipping", "percent": 50, "description": "free shipping on every basket"}
+            ],
+            "goal": "order_placed"
+        }))
+        .send()?
+        .error_for_status()
+        .context("creating the demo experiment")?;
+    Ok(())
+}
+
+/// The demo experiment's promotion: free shipping for its `free-shipping` variant, approved.
+fn make_experiment_promotion(
+    client: &reqwest::blocking::Client,
+    hub: &str,
+    marketer: &str,
+    approver: &str,
+    experiment: &str,
+    promotion: &str,
+) -> anyhow::Result<()> {
+    use serde_json::json;
+    client
+        .post(format!("{hub}/api/v1/backoffice/promotions"))
+        .bearer_auth(marketer)
+        .json(&json!({
+            "id": promotion,
+            "name": "Free shipping",
+            "description": "Free shipping on every basket (A/B test free-shipping-test).",
+            "spec": {
+                "conditions": [{"type": "experiment", "experiment": experiment, "variants": ["free-shipping"]}],
+                "benefit": {"type": "free_shipping"},
+                "combination": {"type": "stackable", "group": "shipping"},
+                "priority": 5,
+            },
+        }))
+        .send()?
+        .error_for_status()
+        .context("creating the demo experiment's promotion")?;
+    client
+        .post(format!(
+            "{hub}/api/v1/backoffice/promotions/{promotion}/approve"
+        ))
+        .bearer_auth(approver)
+        .send()?
+        .error_for_status()
+        .context("approving the demo experiment's promotion")?;
+    Ok(())
 }
 
 /// A child process that is stopped when the supervisor ends.

@@ -67,6 +67,8 @@ pub struct HubHandle {
     pub automation: Addr<crate::automation::Scheduler>,
     /// Profiles, analytics, event export and privacy (`crate::experience`).
     pub experience: crate::experience::Experience,
+    /// A/B tests: definitions, assignments, exposures, counts (`crate::experiments`).
+    pub experiments: crate::experiments::Experiments,
 }
 
 impl HubHandle {
@@ -284,6 +286,13 @@ impl Application {
         for applier in backoffice.appliers() {
             import.register(applier);
         }
+        let experiments = crate::experiments::Experiments::open(
+            &storage,
+            backoffice.clone(),
+            recorder.clone(),
+            clock.clone(),
+        )?;
+        experiments.start_counter(dyn_storage.clone())?;
         let deps = Deps {
             storage: dyn_storage,
             clock: clock.clone(),
@@ -302,6 +311,7 @@ impl Application {
             outbox: outbox.clone(),
             offers: backoffice.clone(),
             automation: triggers.clone(),
+            experiments: experiments.clone(),
         };
         let automation_deps = deps.clone();
         let view = Arc::new(DirectoryView::default());
@@ -359,6 +369,7 @@ impl Application {
             oauth: oauth.clone(),
             automation: scheduler,
             experience,
+            experiments,
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -453,6 +464,7 @@ impl Application {
                 .configure(crate::automation::routes::configure)
                 .configure(crate::experience::segment_routes::configure)
                 .configure(crate::experience::routes::configure)
+                .configure(crate::experiments::routes::configure)
                 .configure(crate::admin::configure)
                 .route(
                     "/api/v1/edge/sync",
@@ -521,6 +533,7 @@ impl Application {
         // The analyst's thread holds the storage: stopped, it lets go of the database (what it
         // folded is stored with its cursor, so a restart resumes where it stopped).
         self.handle.experience.stop();
+        self.handle.experiments.stop_counter();
         Ok(())
     }
 }

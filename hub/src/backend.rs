@@ -584,6 +584,7 @@ impl Backend for HubBackend {
                 command,
                 channel,
                 subject: shopper.subject(),
+                assignee: crate::pricing::assignee_of(shopper),
             },
         )
         .await

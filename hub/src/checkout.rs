@@ -272,6 +272,7 @@ impl HubBackend {
         let hints = crate::pricing::Hints {
             channel,
             first_order: crate::actors::checkout::first_order(&self.deps, &stored).await,
+            assignee: crate::pricing::assignee_of(shopper),
         };
         let breakdown = match method {
             Some(m) => Some(

@@ -23,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod edge;
 pub mod experience;
+pub mod experiments;
 pub mod fulfilment;
 pub mod import;
 pub mod oauth;

@@ -15,7 +15,7 @@ use channels::backend::CouponStatus;
 use protocol::checkout::LineDiscounts;
 use protocol::pricing::{PricedBasket, PricingError};
 use protocol::promotion::{PromotionContext, PromotionId};
-use protocol::{Basket, BasketOwner, CatalogSnapshot, Channel, CustomerId, Money};
+use protocol::{Basket, BasketOwner, CatalogSnapshot, Channel, CustomerId, Money, Subject};
 use time::OffsetDateTime;
 
 /// What the hub knows about the shopper besides the basket.
@@ -25,6 +25,9 @@ pub struct Hints {
     pub channel: Channel,
     /// The customer has never ordered.
     pub first_order: bool,
+    /// Whom an anonymous basket's A/B tests assign for: the anonymous id its last change came
+    /// with (a customer's basket is always its customer's).
+    pub assignee: Option<Subject>,
 }
 
 impl Default for Hints {
@@ -32,8 +35,18 @@ impl Default for Hints {
         Hints {
             channel: Channel::Web,
             first_order: false,
+            assignee: None,
         }
     }
+}
+
+/// Whom A/B tests assign a shopper's request for: the signed-in customer, else the anonymous
+/// id the client sent (none without one: a fresh id per request would change the variant).
+pub fn assignee_of(shopper: &channels::Shopper) -> Option<Subject> {
+    shopper
+        .customer
+        .map(Subject::Customer)
+        .or(shopper.anonymous.map(Subject::Anonymous))
 }
 
 fn customer_of(basket: &Basket) -> Option<CustomerId> {
@@ -87,7 +100,39 @@ pub fn context(
     if !limited.is_empty() {
         ctx.usage = deps.offers.usage_for(customer, &limited, own);
     }
+    ctx.experiments = experiment_variants(deps, basket, customer, hints);
     (ctx, coupons)
+}
+
+/// The shopper's variants of the experiments the live promotions are restricted to. A basket
+/// with lines priced with a running promotion experiment is its owner's exposure to it; an
+/// empty basket shows no promotion, so it exposes nobody.
+fn experiment_variants(
+    deps: &Deps,
+    basket: &Basket,
+    customer: Option<CustomerId>,
+    hints: Hints,
+) -> std::collections::BTreeMap<String, String> {
+    let subject = customer.map(Subject::Customer).or(hints.assignee);
+    let (Some(subject), false) = (subject, basket.lines.is_empty()) else {
+        return Default::default();
+    };
+    let live = deps.offers.live();
+    let keys: std::collections::BTreeSet<&str> = live
+        .promotions()
+        .iter()
+        .flat_map(|p| &p.spec.conditions)
+        .filter_map(|c| match c {
+            protocol::promotion::Condition::Experiment { experiment, .. } => {
+                Some(experiment.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    if keys.is_empty() {
+        return Default::default();
+    }
+    deps.experiments.for_pricing(keys, subject, hints.channel)
 }
 
 /// What free shipping is worth when promotions are compared: the price of the cheapest
@@ -168,16 +213,18 @@ pub fn price(
         &ctx,
     )?;
     // A promotion behind a coupon the shopper has not entered is nobody else's business: its
-    // name is not shown to every basket (a private batch's promotion stays private).
+    // name is not shown to every basket (a private batch's promotion stays private). Nor is an
+    // A/B test's promotion for another variant: knowing of it would bias the test.
     priced.promotions.not_applied.retain(|n| {
-        ctx.coupons.contains(&n.id)
-            || !live.promotions().iter().any(|p| {
-                p.id == n.id
-                    && p.spec
-                        .conditions
-                        .iter()
-                        .any(|c| matches!(c, protocol::promotion::Condition::Coupon))
-            })
+        let hidden = live.promotions().iter().any(|p| {
+            p.id == n.id
+                && p.spec.conditions.iter().any(|c| match c {
+                    protocol::promotion::Condition::Coupon => !ctx.coupons.contains(&n.id),
+                    protocol::promotion::Condition::Experiment { .. } => true,
+                    _ => false,
+                })
+        });
+        !hidden
     });
     let statuses = coupon_statuses(&priced, coupons);
     Ok((priced, statuses))

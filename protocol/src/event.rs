@@ -51,6 +51,9 @@ pub enum EventKind {
     /// One turn of a conversation with the assistant, by voice or chat (payload: `intent`,
     /// `outcome`).
     AssistantTurn,
+    /// A shopper was shown an experiment's variant (payload: `experiment`, `variant`); recorded
+    /// once per experiment and subject, at the first exposure.
+    ExperimentExposure,
     #[serde(other)]
     Unknown,
 }

@@ -18,6 +18,7 @@ pub mod codec;
 pub mod customer;
 pub mod event;
 pub mod experience;
+pub mod experiment;
 pub mod feed;
 pub mod ids;
 pub mod money;

@@ -108,6 +108,9 @@ pub struct ApplyCommand {
     pub command: BasketCommand,
     pub channel: Channel,
     pub subject: Subject,
+    /// Whom A/B tests assign for: the signed-in customer or the anonymous id the client sent
+    /// (none for a client that sent neither: a fresh id per request would change the variant).
+    pub assignee: Option<Subject>,
 }
 
 /// Subscribes to every later change.
@@ -420,6 +423,7 @@ impl Handler<ApplyCommand> for BasketActor {
             command,
             channel,
             subject,
+            assignee,
             ..
         } = msg;
         AtomicResponse::new(Box::pin(
@@ -434,6 +438,9 @@ impl Handler<ApplyCommand> for BasketActor {
                 // Priced for the channel of the last change: a refused one changes nothing.
                 if channel != Channel::Unknown {
                     act.hints.channel = channel;
+                }
+                if assignee.is_some() {
+                    act.hints.assignee = assignee;
                 }
                 let now = act.deps.clock.now();
                 let mut event = event_for(&command, &next, channel, subject, now);

@@ -244,25 +244,28 @@ impl Handler<StartCheckout> for BasketActor {
         }
         let deps = self.deps.clone();
         let basket = self.basket.clone();
-        AtomicResponse::new(Box::pin(start(deps, basket, msg).into_actor(self).map(
-            move |(basket, res): Step<CheckoutRecord>, act, _| {
-                // Only attempts that reached the stock and the provider count: a typo in the
-                // address does not lock a shopper out.
-                let counted = !matches!(
-                    res,
-                    Err(CheckoutFailure::Address(_)
-                        | CheckoutFailure::Email
-                        | CheckoutFailure::Pricing(_)
-                        | CheckoutFailure::Basket(_)
-                        | CheckoutFailure::OfferUnavailable { .. })
-                );
-                if counted {
-                    act.attempts.push_back(now);
-                }
-                act.settle(basket, res.as_ref().ok().cloned());
-                res
-            },
-        )))
+        let assignee = self.hints.assignee;
+        AtomicResponse::new(Box::pin(
+            start(deps, basket, msg, assignee).into_actor(self).map(
+                move |(basket, res): Step<CheckoutRecord>, act, _| {
+                    // Only attempts that reached the stock and the provider count: a typo in the
+                    // address does not lock a shopper out.
+                    let counted = !matches!(
+                        res,
+                        Err(CheckoutFailure::Address(_)
+                            | CheckoutFailure::Email
+                            | CheckoutFailure::Pricing(_)
+                            | CheckoutFailure::Basket(_)
+                            | CheckoutFailure::OfferUnavailable { .. })
+                    );
+                    if counted {
+                        act.attempts.push_back(now);
+                    }
+                    act.settle(basket, res.as_ref().ok().cloned());
+                    res
+                },
+            ),
+        ))
     }
 }
 
@@ -315,7 +318,12 @@ pub(crate) fn price_with_offers(
     Ok((breakdown, offers))
 }
 
-async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutRecord> {
+async fn start(
+    deps: Deps,
+    basket: Basket,
+    msg: StartCheckout,
+    assignee: Option<Subject>,
+) -> Step<CheckoutRecord> {
     let cfg = deps.checkout.clone();
     // A pickup needs who collects it, not where to deliver (`crate::collect`).
     let address = if crate::collect::location_of(&msg.input.shipping_method).is_some() {
@@ -345,6 +353,7 @@ async fn start(deps: Deps, basket: Basket, msg: StartCheckout) -> Step<CheckoutR
     let hints = crate::pricing::Hints {
         channel: msg.channel,
         first_order: first_order(&deps, &basket).await,
+        assignee,
     };
     let target = Target {
         country: &address.country,

@@ -36,6 +36,8 @@ pub struct Deps {
     pub offers: Arc<dyn offers::Offers>,
     /// Marketing automation's triggers (basket changes arm reminders).
     pub automation: crate::automation::Triggers,
+    /// A/B tests: pricing asks for the shopper's variants of promotion experiments.
+    pub experiments: crate::experiments::Experiments,
 }
 
 /// When entity actors passivate.

@@ -127,6 +127,17 @@ pub struct Audited {
     pub after: Option<serde_json::Value>,
 }
 
+/// One change of a record another module keeps in the back-office tree (experiments), for
+/// [`Backoffice::change_audited`]: what to audit, and the caller's answer.
+pub struct AuditedChange<T> {
+    /// Returned to the caller once committed.
+    pub result: T,
+    pub action: &'static str,
+    pub subject: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}
+
 impl Backoffice {
     /// Commits a change to records another module keeps in the back-office tree (segments),
     /// with its audit entry, in one batch under the write lock: `stage` reads what it needs
@@ -151,6 +162,31 @@ impl Backoffice {
         )?;
         self.commit(batch).await?;
         Ok(out)
+    }
+
+    /// [`Backoffice::commit_audited`] for a change that answers an [`AuditedChange`].
+    pub(crate) async fn change_audited<T, F>(
+        &self,
+        actor: &Actor,
+        change: F,
+    ) -> std::result::Result<T, super::BackofficeError>
+    where
+        F: FnOnce(
+            &dyn BackofficeStore,
+            &mut Batch,
+        ) -> std::result::Result<AuditedChange<T>, super::BackofficeError>,
+    {
+        self.commit_audited(actor, |store, batch| {
+            let done = change(store, batch)?;
+            let audited = Audited {
+                action: done.action,
+                subject: done.subject,
+                before: done.before,
+                after: done.after,
+            };
+            Ok((done.result, audited))
+        })
+        .await
     }
 
     /// The back-office tree, for modules that keep records in it (reads only: writes go

@@ -127,6 +127,17 @@ fn check(
         Condition::Coupon => ok_or(ctx.coupons.contains(&promotion.id), || {
             "needs a coupon".into()
         }),
+        Condition::Experiment {
+            experiment,
+            variants,
+        } => match ctx.experiments.get(experiment) {
+            Some(v) if variants.contains(v) => Ok(()),
+            Some(v) => Err(format!(
+                "only for variant {} of experiment {experiment}, not {v}",
+                one_of(variants)
+            )),
+            None => Err(format!("only for shoppers in experiment {experiment}")),
+        },
     }
 }
 

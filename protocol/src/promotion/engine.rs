@@ -70,6 +70,10 @@ pub struct PromotionContext {
     /// ([`crate::pricing::price_basket_with_promotions`] prices gifts from the catalog instead.)
     #[serde(default)]
     pub gift_prices: BTreeMap<Sku, Money>,
+    /// The shopper's variant per running experiment the promotions ask about (experiment key →
+    /// variant key); a shopper not in an experiment has no entry.
+    #[serde(default)]
+    pub experiments: BTreeMap<String, String>,
 }
 
 impl PromotionContext {
@@ -87,6 +91,7 @@ impl PromotionContext {
             usage: BTreeMap::new(),
             shipping: None,
             gift_prices: BTreeMap::new(),
+            experiments: BTreeMap::new(),
         }
     }
 }

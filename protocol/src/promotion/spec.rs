@@ -196,6 +196,12 @@ pub enum Condition {
     FirstOrder,
     /// A valid coupon for this promotion was presented.
     Coupon,
+    /// The shopper is assigned one of `variants` of the running A/B test `experiment` (see
+    /// [`PromotionContext::experiments`](super::PromotionContext::experiments)).
+    Experiment {
+        experiment: String,
+        variants: Vec<String>,
+    },
 }
 
 /// Which basket lines a condition or benefit is about.

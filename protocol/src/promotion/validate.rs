@@ -204,6 +204,18 @@ impl Checker<'_> {
                 }
             }
             Condition::FirstOrder | Condition::Coupon => {}
+            Condition::Experiment {
+                experiment,
+                variants,
+            } => {
+                if !crate::board::is_plain_id(experiment) {
+                    self.refuse(
+                        &format!("{field}.experiment"),
+                        "an experiment key is 1 to 64 letters, digits, '-' or '_'",
+                    );
+                }
+                self.not_empty(&format!("{field}.variants"), variants, "variant");
+            }
         }
     }
 

@@ -109,6 +109,9 @@ const ADMIN_PAGE: &str = "200";
 /// The simulator's test card that always succeeds.
 const TEST_CARD: &str = "4242424242424242";
 const TOKEN_HEADER: &str = "x-basket-token";
+/// Each simulated visit is one app install (a fresh anonymous id), so A/B tests assign it a
+/// variant and count its exposure and its order once.
+const ANON_HEADER: &str = "x-anonymous-id";
 
 /// The targets of the checkout issue.
 const ORDERS_PER_SECOND_TARGET: f64 = 300.0;
@@ -673,10 +676,12 @@ impl Shopper {
     /// One basket to its order. `None` when it stopped before the checkout started.
     async fn checkout_once(&mut self) -> Option<()> {
         self.pause().await;
-        let body = self
-            .hub_call(CREATE_BASKET, self.hub.post("/api/v1/baskets"))
-            .await
-            .ok()?;
+        let visitor = ulid::Ulid::new().to_string();
+        let create = self
+            .hub
+            .post("/api/v1/baskets")
+            .header(ANON_HEADER, &visitor);
+        let body = self.hub_call(CREATE_BASKET, create).await.ok()?;
         let basket: NewBasket = serde_json::from_slice(&body).ok()?;
         let token = basket.token?;
         let path = format!("/api/v1/baskets/{}", path_segment(&basket.id));
@@ -694,6 +699,7 @@ impl Shopper {
                 .hub
                 .post(&format!("{path}/lines"))
                 .header(TOKEN_HEADER, &token)
+                .header(ANON_HEADER, &visitor)
                 .json(&line);
             self.hub_call(ADD_LINE, add).await.ok()?;
             skus.push(sku);
@@ -707,6 +713,7 @@ impl Shopper {
             .hub
             .post(&format!("{path}/checkout"))
             .header(TOKEN_HEADER, &token)
+            .header(ANON_HEADER, &visitor)
             .json(&checkout_body(&email));
         let started_at = Instant::now();
         self.run.started += 1;
