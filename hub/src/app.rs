@@ -67,6 +67,8 @@ pub struct HubHandle {
     pub automation: Addr<crate::automation::Scheduler>,
     /// Profiles, analytics, event export and privacy (`crate::experience`).
     pub experience: crate::experience::Experience,
+    /// Content slots and recommendations (`crate::personalization`).
+    pub personalization: Arc<crate::personalization::Personalization>,
 }
 
 impl HubHandle {
@@ -284,6 +286,7 @@ impl Application {
         for applier in backoffice.appliers() {
             import.register(applier);
         }
+        let personalization_hook = crate::personalization::PersonalizationHook::default();
         let deps = Deps {
             storage: dyn_storage,
             clock,
@@ -302,6 +305,7 @@ impl Application {
             outbox: outbox.clone(),
             offers: backoffice.clone(),
             automation: triggers.clone(),
+            personalization: personalization_hook.clone(),
         };
         let automation_deps = deps.clone();
         let view = Arc::new(DirectoryView::default());
@@ -320,6 +324,17 @@ impl Application {
         crate::collect::apply_reports(&edge, backend.clone());
         let boards = crate::edge::boards::HubBoards::open(&storage)?;
         let experience = crate::experience::Experience::start(storage.clone())?;
+        let personalization =
+            crate::personalization::Personalization::start(crate::personalization::Start {
+                storage: storage.clone(),
+                backoffice: backoffice.clone(),
+                experience: experience.clone(),
+                boards: boards.clone(),
+                catalog: automation_deps.catalog.clone(),
+                inventory: inventory.clone(),
+                clock: automation_deps.clock.clone(),
+            })?;
+        personalization_hook.connect(personalization.clone());
         store_returns.start_worker(store_refunds, backend.clone());
         let automation_env = Arc::new(crate::automation::scheduler::Env {
             settings: settings.automation.clone(),
@@ -355,6 +370,7 @@ impl Application {
             oauth: oauth.clone(),
             automation: scheduler,
             experience,
+            personalization,
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -448,6 +464,7 @@ impl Application {
                 // Before the admin scope, which answers every other /api/v1/admin path.
                 .configure(crate::automation::routes::configure)
                 .configure(crate::experience::routes::configure)
+                .configure(crate::personalization::routes::configure)
                 .configure(crate::admin::configure)
                 .route(
                     "/api/v1/edge/sync",
@@ -516,6 +533,7 @@ impl Application {
         // The analyst's thread holds the storage: stopped, it lets go of the database (what it
         // folded is stored with its cursor, so a restart resumes where it stopped).
         self.handle.experience.stop();
+        self.handle.personalization.stop();
         Ok(())
     }
 }
@@ -535,6 +553,11 @@ pub async fn seed_demo(handle: &HubHandle) -> Result<(), HubError> {
         .upsert_catalog(demo.categories, demo.products)
         .await?;
     handle.set_online_stock(demo.stock).await?;
+    handle
+        .personalization
+        .seed_demo()
+        .await
+        .map_err(|e| HubError::Demo(e.to_string()))?;
     let registration = channels::backend::Registration {
         email: DEMO_EMAIL.into(),
         name: "Demo Shopper".into(),

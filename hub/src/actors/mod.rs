@@ -36,6 +36,8 @@ pub struct Deps {
     pub offers: Arc<dyn offers::Offers>,
     /// Marketing automation's triggers (basket changes arm reminders).
     pub automation: crate::automation::Triggers,
+    /// Content slots and recommendations (connected once the experience layer runs).
+    pub personalization: crate::personalization::PersonalizationHook,
 }
 
 /// When entity actors passivate.

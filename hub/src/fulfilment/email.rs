@@ -541,6 +541,32 @@ pub fn win_back(
     )
 }
 
+/// Adds the personalised block (the `email_block` slot, `docs/personalization.md`) to a
+/// marketing mail; a link on this site becomes absolute.
+pub fn with_block(
+    mut message: OutboxMessage,
+    block: &protocol::personalization::EmailBlock,
+    public_url: &str,
+) -> OutboxMessage {
+    let link = block.link.as_ref().map(|l| {
+        if l.starts_with('/') {
+            format!("{}{l}", public_url.trim_end_matches('/'))
+        } else {
+            l.clone()
+        }
+    });
+    if let Ok(serde_json::Value::Object(mut payload)) =
+        serde_json::from_str::<serde_json::Value>(&message.payload)
+    {
+        payload.insert(
+            "block".into(),
+            json!({ "title": block.title, "text": block.text, "link": link }),
+        );
+        message.payload = serde_json::Value::Object(payload).to_string();
+    }
+    message
+}
+
 /// The `Message-ID` of the mail for an outbox key: `<{32 hex digits of sha256(key)}@{domain}>`,
 /// the same for every copy, however often it is sent or queued.
 pub fn message_id(key: &str, domain: &str) -> String {
