@@ -29,7 +29,11 @@ pub async fn get(
     params: web::Query<SlotParams>,
 ) -> Result<HttpResponse, ApiError> {
     let name = SlotName::parse(&slot).ok_or_else(|| {
-        ApiError::not_found(&format!("slot '{}' (slots: {})", slot.as_str(), SlotName::names()))
+        ApiError::not_found(&format!(
+            "slot '{}' (slots: {})",
+            slot.as_str(),
+            SlotName::names()
+        ))
     })?;
     let channel = match params.channel.as_deref() {
         None | Some("") => SlotChannel::of(ctx.channel).unwrap_or(SlotChannel::Web),

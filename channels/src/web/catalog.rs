@@ -2,11 +2,11 @@
 
 use super::format::{encode_component, stock_label};
 use super::page::{Level, PageError, Visitor};
+use crate::backend::SlotQuery;
 use crate::context::{ChannelState, RequestContext};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use minijinja::context;
-use crate::backend::SlotQuery;
 use protocol::personalization::{Content, SlotChannel, SlotName};
 use protocol::{
     CatalogPage, CatalogQuery, CatalogSnapshot, CategoryId, EventKind, Money, Product, Sku, Sort,

@@ -197,7 +197,7 @@ pub async fn presence_answer(
     };
     // The customer id goes back only for a consenting shopper (the subject of their board
     // events): a loyalty number alone never tells a node who someone is.
-    // The `board_item` slot's item for this shopper, for a consenting one only.
+    // The `board_item` slot's item (`docs/personalization.md`), for a consenting shopper only.
     let item = if personalise {
         handle
             .personalization
@@ -211,7 +211,14 @@ pub async fn presence_answer(
         None
     };
     let customer = personalise.then_some(customer);
-    Ok(json!({ "personalise": personalise, "segments": segments, "customer": customer, "item": item }))
+    let mut answer =
+        json!({ "personalise": personalise, "segments": segments, "customer": customer });
+    // Only with an item: an answer for a shopper who does not consent stays the same as for a
+    // code no one has.
+    if let Some(item) = item {
+        answer["item"] = json!(item);
+    }
+    Ok(answer)
 }
 
 /// The answer for a code no customer has: the same as for one who does not consent.

@@ -1404,6 +1404,54 @@ mod tests {
     }
 
     #[test]
+    fn a_personalised_block_renders_in_every_marketing_mail_and_locale() {
+        let customer = CustomerId::new();
+        let block = protocol::personalization::EmailBlock {
+            title: "New beans in the roastery".into(),
+            text: "Three new single origins.".into(),
+            link: Some("/c/coffee".into()),
+        };
+        let mails = [
+            win_back(
+                &recipient(customer),
+                "Ann",
+                "https://shop.example.test/",
+                now(),
+            ),
+            back_in_stock(
+                &recipient(customer),
+                &Sku::parse("BEANS").unwrap(),
+                "Beans",
+                "https://shop.example.test/p/beans",
+                now(),
+            ),
+            abandoned_basket(
+                &recipient(customer),
+                &[],
+                "https://shop.example.test/b",
+                now(),
+            ),
+        ];
+        for message in mails {
+            let key = message.key.clone();
+            let message = with_block(message, &block, "https://shop.example.test/");
+            assert_eq!(message.key, key, "the same mail: queued once");
+            for locale in LOCALES {
+                let r = deliverer_for(locale).render(&message).unwrap();
+                for body in [&r.text, &r.html] {
+                    assert!(body.contains("New beans in the roastery"), "{body}");
+                    assert!(
+                        body.contains("https://shop.example.test/c/coffee"),
+                        "{body}"
+                    );
+                }
+            }
+            let plain = deliverer_for("en").render(&message).unwrap();
+            assert!(plain.text.contains("Three new single origins."));
+        }
+    }
+
+    #[test]
     fn every_kind_renders_in_every_locale() {
         for locale in LOCALES {
             let deliverer = deliverer_for(locale);

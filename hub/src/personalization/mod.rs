@@ -307,7 +307,11 @@ impl Personalization {
     // Recommendations.
 
     /// The top neighbours of a SKU in a relation, as stored (admin view).
-    pub fn neighbours(&self, relation: Relation, sku: &Sku) -> Result<Vec<Neighbour>, StorageError> {
+    pub fn neighbours(
+        &self,
+        relation: Relation,
+        sku: &Sku,
+    ) -> Result<Vec<Neighbour>, StorageError> {
         self.store.neighbours(relation, sku.as_str())
     }
 

@@ -240,7 +240,7 @@ impl Recommender {
                 let result = match feed.next(BATCH).await {
                     Ok(batch) => {
                         let last = feed.cursor();
-                        tokio::task::spawn_blocking(move || {
+                        tokio::task::spawn_blocking(move || -> Result<u64> {
                             let snapshot = catalog.load();
                             let mut overlay = Overlay {
                                 store: &store,

@@ -16,6 +16,7 @@ use crate::backoffice::{BackOfficeUser, Role};
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use channels::error::ApiError;
+use channels::Backend;
 use protocol::personalization::{Relation, SlotChannel, SlotName};
 use protocol::Sku;
 use serde::Deserialize;
@@ -87,10 +88,7 @@ impl From<SlotError> for ApiError {
     }
 }
 
-async fn list(
-    req: HttpRequest,
-    handle: web::Data<HubHandle>,
-) -> Result<HttpResponse, ApiError> {
+async fn list(req: HttpRequest, handle: web::Data<HubHandle>) -> Result<HttpResponse, ApiError> {
     caller(&req, READERS).await?;
     Ok(HttpResponse::Ok().json(json!({
         "slots": handle.personalization.slots(),

@@ -117,7 +117,7 @@ impl Observation {
             EventKind::ProductView => {
                 let sku = match event.payload.get("sku").filter(|s| !s.is_empty()) {
                     Some(sku) => sku.clone(),
-                    None => sku_of_slug(event.payload.get("slug")?)?,
+                    None => sku_of_slug(event.payload.get("slug").map(String::as_str)?)?,
                 };
                 Some(Observation::View {
                     subject: event.subject,

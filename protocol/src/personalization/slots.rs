@@ -526,7 +526,7 @@ impl Checker<'_> {
     /// A link or image: a path on this site (`/…`) or an `http(s)://` URL.
     fn url(&mut self, map: &Map<String, Value>, path: &str, key: &str) -> Option<String> {
         let url = self.text(map, path, key, false, MAX_URL)?;
-        let scheme = url.starts_with('/') && !url.starts_with("//")
+        let scheme = (url.starts_with('/') && !url.starts_with("//"))
             || url.starts_with("https://")
             || url.starts_with("http://");
         if url.is_empty() {
@@ -589,11 +589,7 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     &p,
-                    format!(
-                        "a whole number from {} to {}",
-                        range.start(),
-                        range.end()
-                    ),
+                    format!("a whole number from {} to {}", range.start(), range.end()),
                 );
                 None
             }
@@ -651,8 +647,7 @@ impl Checker<'_> {
         let Some(value) = value.filter(|v| !v.is_null()) else {
             return Targeting::default();
         };
-        let Some(map) = self.object(path, value, &["segments", "channels", "from", "until"])
-        else {
+        let Some(map) = self.object(path, value, &["segments", "channels", "from", "until"]) else {
             return Targeting::default();
         };
         let mut t = Targeting::default();
@@ -668,10 +663,7 @@ impl Checker<'_> {
                         t.segments.push(key.to_string());
                     }
                 }
-                _ => self.error(
-                    &p,
-                    "a segment key is 1 to 64 letters, digits, '-' or '_'",
-                ),
+                _ => self.error(&p, "a segment key is 1 to 64 letters, digits, '-' or '_'"),
             }
         }
         for (i, c) in self
@@ -702,9 +694,9 @@ impl Checker<'_> {
     fn content(&mut self, slot: SlotName, path: &str, value: &Value) -> Option<Content> {
         match slot {
             SlotName::HomeHero => self.hero(path, value).map(Content::Hero),
-            SlotName::ProductRecommendations => {
-                self.recommendations(path, value).map(Content::Recommendations)
-            }
+            SlotName::ProductRecommendations => self
+                .recommendations(path, value)
+                .map(Content::Recommendations),
             SlotName::BoardItem => self.board_item(path, value).map(Content::BoardItem),
             SlotName::EmailBlock => self.email_block(path, value).map(Content::EmailBlock),
         }
@@ -752,10 +744,7 @@ impl Checker<'_> {
                 if s.is_none() {
                     self.error(
                         &join(path, "strategy"),
-                        format!(
-                            "one of {}",
-                            Strategy::ALL.map(Strategy::as_str).join(", ")
-                        ),
+                        format!("one of {}", Strategy::ALL.map(Strategy::as_str).join(", ")),
                     );
                 }
                 s
@@ -900,11 +889,7 @@ impl SlotSpec {
         };
         let mut variants = Vec::new();
         let mut ids = BTreeSet::new();
-        for (i, v) in c
-            .list(map, "", "variants", MAX_VARIANTS)
-            .iter()
-            .enumerate()
-        {
+        for (i, v) in c.list(map, "", "variants", MAX_VARIANTS).iter().enumerate() {
             let path = format!("variants[{i}]");
             if let Some(variant) = c.variant(slot, &path, v) {
                 if variant.id == "default" || !ids.insert(variant.id.clone()) {
@@ -922,7 +907,10 @@ impl SlotSpec {
         let default = match map.get("default") {
             Some(d) => c.content(slot, "default", d),
             None => {
-                c.error("default", "required: the content shown when no variant matches");
+                c.error(
+                    "default",
+                    "required: the content shown when no variant matches",
+                );
                 None
             }
         };

@@ -139,10 +139,7 @@ fn the_first_matching_variant_wins_and_says_why() {
         "default: variant 1 (summer) matched but its schedule ended at 2026-09-01T00:00:00Z"
     );
     assert_eq!(ended.content, &block("default"));
-    assert_eq!(
-        resolve(&only_summer, &at(may)).code,
-        "schedule_not_started"
-    );
+    assert_eq!(resolve(&only_summer, &at(may)).code, "schedule_not_started");
     // The window is [from, until).
     assert_eq!(
         resolve(&only_summer, &at(datetime!(2026-06-01 00:00 UTC))).variant_id(),
@@ -169,7 +166,11 @@ fn fields(slot: SlotName, body: serde_json::Value) -> Vec<(String, String)> {
 fn every_problem_is_reported_with_its_json_path() {
     let hero = json!({"title": "Hi", "image": "/images/a.svg", "link": "/"});
     let cases: Vec<(SlotName, serde_json::Value, Vec<&str>)> = vec![
-        (SlotName::HomeHero, json!({"variants": [], "default": hero}), vec![]),
+        (
+            SlotName::HomeHero,
+            json!({"variants": [], "default": hero}),
+            vec![],
+        ),
         (SlotName::HomeHero, json!([]), vec![""]),
         (SlotName::HomeHero, json!({"variants": []}), vec!["default"]),
         (
@@ -292,7 +293,10 @@ fn a_parsed_slot_round_trips_through_the_codec() {
         updated_at: datetime!(2026-05-01 00:00 UTC),
         updated_by: "admin-token".into(),
     };
-    assert_eq!(decode::<SlotRecord>(&encode(&record).expect("encodes")), Ok(record));
+    assert_eq!(
+        decode::<SlotRecord>(&encode(&record).expect("encodes")),
+        Ok(record)
+    );
     assert_eq!(
         spec.default,
         Content::BoardItem(BoardItem {
@@ -310,8 +314,8 @@ fn a_parsed_slot_round_trips_through_the_codec() {
 fn observations_come_from_orders_and_product_views() {
     let at = datetime!(2026-05-01 10:00 UTC);
     let who = Subject::Customer(CustomerId::new());
-    let order = Event::new(at, who, Channel::Web, EventKind::OrderPlaced)
-        .with("skus", "COF-1:2,TEA-2:1");
+    let order =
+        Event::new(at, who, Channel::Web, EventKind::OrderPlaced).with("skus", "COF-1:2,TEA-2:1");
     assert_eq!(
         Observation::of(&order, |_| None),
         Some(Observation::Order(vec!["COF-1".into(), "TEA-2".into()]))
