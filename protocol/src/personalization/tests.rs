@@ -58,7 +58,15 @@ fn the_first_matching_variant_wins_and_says_why() {
     let may = datetime!(2026-05-01 12:00 UTC);
     let s = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
     // (segments, channel, now, variant, code, reason)
-    let cases: Vec<(Vec<String>, SlotChannel, OffsetDateTime, &str, &str, &str)> = vec![
+    type Case = (
+        Vec<String>,
+        SlotChannel,
+        OffsetDateTime,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             s(&["coffee-lovers"]),
             SlotChannel::Web,
