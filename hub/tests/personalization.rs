@@ -517,3 +517,44 @@ async fn bought_and_viewed_together_come_from_events_and_show_on_the_product_pag
         "a view an hour later is another session"
     );
 }
+
+#[actix_web::test]
+async fn the_demo_shopper_sees_the_coffee_hero_and_a_stranger_the_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut s = settings(dir.path());
+    s.demo_data = true;
+    s.admin_token = Some(ADMIN.to_string().into());
+    let hub = spawn_with(dir, s, Arc::new(hub::clock::SystemClock), false).await;
+    let c = client();
+    let slots = c
+        .get(hub.url("/api/v1/admin/slots"))
+        .bearer_auth(ADMIN)
+        .json_body()
+        .await;
+    assert_eq!(
+        slots["slots"].as_array().map(Vec::len),
+        Some(4),
+        "the demo seeds every slot"
+    );
+    let signed_in = c
+        .post(hub.url("/api/v1/sessions"))
+        .json(&json!({"email": hub::app::DEMO_EMAIL, "password": hub::app::DEMO_PASSWORD}))
+        .json_body()
+        .await;
+    let token = signed_in["session_token"].as_str().expect("a session");
+    let seen = c
+        .get(hub.url("/api/v1/slots/home_hero"))
+        .bearer_auth(token)
+        .json_body()
+        .await;
+    assert_eq!(seen["variant"], "coffee-lovers", "{seen}");
+    assert_eq!(seen["reason_code"], "segment_matched");
+    let seen = c.get(hub.url("/api/v1/slots/home_hero")).json_body().await;
+    assert_eq!(seen["variant"], "default");
+    let block = c
+        .get(hub.url("/api/v1/slots/email_block?channel=email"))
+        .bearer_auth(token)
+        .json_body()
+        .await;
+    assert_eq!(block["content"]["title"], "New beans in the roastery");
+}
