@@ -246,6 +246,35 @@ pub struct CheckoutLinkSent {
     pub email: String,
 }
 
+/// A content slot asked for by a channel (`docs/personalization.md`).
+#[derive(Debug, Clone)]
+pub struct SlotQuery {
+    pub slot: protocol::personalization::SlotName,
+    pub channel: protocol::personalization::SlotChannel,
+    /// The product page's SKU, for recommendations.
+    pub product: Option<Sku>,
+}
+
+/// A content slot resolved for a shopper: the variant, its content and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotView {
+    pub slot: protocol::personalization::SlotName,
+    /// The variant's id, or `default`.
+    pub variant: String,
+    /// The variant's position in the slot, from 1 (`null` for the default).
+    pub position: Option<usize>,
+    pub content: protocol::personalization::Content,
+    /// Why this variant, e.g. "segment coffee-lovers matched (variant 2, coffee)".
+    pub reason: String,
+    /// `segment_matched`, `everyone`, `schedule_ended`, `schedule_not_started`,
+    /// `no_variant_matched` or `not_configured` (a built-in default).
+    pub reason_code: &'static str,
+    /// For recommendations: one SKU per product, best first (sellable, never the product
+    /// itself).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub products: Vec<Sku>,
+}
+
 /// What went wrong, in terms a channel can show.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
@@ -470,5 +499,12 @@ pub trait Backend: Send + Sync + 'static {
         _sku: &Sku,
     ) -> Result<bool, BackendError> {
         Err(BackendError::NotFound("back-in-stock notes"))
+    }
+
+    /// A content slot for the shopper (their segments, never anyone else's) on a channel. A
+    /// slot nobody configured and without a built-in default is `NotFound`; so is every slot of
+    /// a backend without personalization.
+    async fn slot(&self, _shopper: &Shopper, _query: SlotQuery) -> Result<SlotView, BackendError> {
+        Err(BackendError::NotFound("slot"))
     }
 }

@@ -69,6 +69,8 @@ pub struct HubHandle {
     pub experience: crate::experience::Experience,
     /// A/B tests: definitions, assignments, exposures, counts (`crate::experiments`).
     pub experiments: crate::experiments::Experiments,
+    /// Content slots and recommendations (`crate::personalization`).
+    pub personalization: Arc<crate::personalization::Personalization>,
 }
 
 impl HubHandle {
@@ -293,6 +295,7 @@ impl Application {
             clock.clone(),
         )?;
         experiments.start_counter(dyn_storage.clone())?;
+        let personalization_hook = crate::personalization::PersonalizationHook::default();
         let deps = Deps {
             storage: dyn_storage,
             clock: clock.clone(),
@@ -312,6 +315,7 @@ impl Application {
             offers: backoffice.clone(),
             automation: triggers.clone(),
             experiments: experiments.clone(),
+            personalization: personalization_hook.clone(),
         };
         let automation_deps = deps.clone();
         let view = Arc::new(DirectoryView::default());
@@ -334,6 +338,17 @@ impl Application {
             clock.clone(),
             crate::experience::segments::definitions(&backoffice)?,
         )?;
+        let personalization =
+            crate::personalization::Personalization::start(crate::personalization::Start {
+                storage: storage.clone(),
+                backoffice: backoffice.clone(),
+                experience: experience.clone(),
+                boards: boards.clone(),
+                catalog: automation_deps.catalog.clone(),
+                inventory: inventory.clone(),
+                clock: automation_deps.clock.clone(),
+            })?;
+        personalization_hook.connect(personalization.clone());
         store_returns.start_worker(store_refunds, backend.clone());
         let automation_env = Arc::new(crate::automation::scheduler::Env {
             settings: settings.automation.clone(),
@@ -370,6 +385,7 @@ impl Application {
             automation: scheduler,
             experience,
             experiments,
+            personalization,
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -465,6 +481,7 @@ impl Application {
                 .configure(crate::experience::segment_routes::configure)
                 .configure(crate::experience::routes::configure)
                 .configure(crate::experiments::routes::configure)
+                .configure(crate::personalization::routes::configure)
                 .configure(crate::admin::configure)
                 .route(
                     "/api/v1/edge/sync",
@@ -534,6 +551,7 @@ impl Application {
         // folded is stored with its cursor, so a restart resumes where it stopped).
         self.handle.experience.stop();
         self.handle.experiments.stop_counter();
+        self.handle.personalization.stop();
         Ok(())
     }
 }
@@ -560,6 +578,11 @@ pub async fn seed_demo(handle: &HubHandle) -> Result<(), HubError> {
         .upsert_catalog(demo.categories, demo.products)
         .await?;
     handle.set_online_stock(demo.stock).await?;
+    handle
+        .personalization
+        .seed_demo()
+        .await
+        .map_err(|e| HubError::Demo(e.to_string()))?;
     let registration = channels::backend::Registration {
         email: DEMO_EMAIL.into(),
         name: "Demo Shopper".into(),

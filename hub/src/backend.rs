@@ -741,6 +741,30 @@ impl Backend for HubBackend {
     ) -> Result<bool, BackendError> {
         crate::automation::subscribe_back_in_stock(&self.deps, customer, sku).await
     }
+
+    async fn slot(
+        &self,
+        shopper: &Shopper,
+        query: channels::backend::SlotQuery,
+    ) -> Result<channels::backend::SlotView, BackendError> {
+        let Some(p) = self.deps.personalization.get() else {
+            return Err(BackendError::NotFound("slot"));
+        };
+        // The shopper's own identity only: the signed-in customer, else the browser's id.
+        let subject = match (shopper.customer, shopper.anonymous) {
+            (Some(c), _) => Some(protocol::Subject::Customer(c)),
+            (None, Some(a)) => Some(protocol::Subject::Anonymous(a)),
+            (None, None) => None,
+        };
+        p.resolve(subject, query.slot, query.channel, query.product.as_ref())
+            .await
+            .map_err(|e| match e {
+                crate::personalization::SlotError::NotConfigured(_) => {
+                    BackendError::NotFound("slot")
+                }
+                other => unavailable(other),
+            })
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod oauth;
 pub mod ops;
 pub mod outbox;
 pub mod payments;
+pub mod personalization;
 pub mod pricing;
 pub mod storage;
 pub mod telemetry;

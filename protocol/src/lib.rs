@@ -25,6 +25,7 @@ pub mod money;
 pub mod oauth;
 pub mod order;
 pub mod outbox;
+pub mod personalization;
 pub mod pricing;
 pub mod promotion;
 pub mod replication;

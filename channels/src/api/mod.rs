@@ -5,6 +5,7 @@ mod catalog;
 mod checkout;
 mod customers;
 mod openapi;
+mod slots;
 
 pub mod baskets;
 
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/orders", web::get().to(checkout::list))
             .route("/orders/lookup", web::get().to(checkout::lookup))
             .route("/products/{slug}", web::get().to(catalog::detail))
+            .route("/slots/{slot}", web::get().to(slots::get))
             .route(
                 "/products/{sku}/subscriptions",
                 web::post().to(catalog::subscribe),

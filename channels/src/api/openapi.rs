@@ -88,6 +88,7 @@ fn tags() -> Value {
         { "name": "customers", "description": "Registration, sign-in and sign-out, the customer's own profile." },
         { "name": "events", "description": "The signed-in customer's interaction events." },
         { "name": "chat", "description": "The shopping assistant: a chat over the same baskets and orders." },
+        { "name": "personalization", "description": "Content slots (home hero, recommendations, board item, email block) chosen for the caller's segments." },
         { "name": "meta", "description": "This document." },
     ])
 }
@@ -382,6 +383,7 @@ fn paths() -> Value {
         event_paths(),
         in_store_paths(),
         chat_paths(),
+        slot_paths(),
     ] {
         if let Value::Object(area) = area {
             for (path, item) in area {
@@ -494,6 +496,60 @@ fn get_product() -> Value {
             json!({ "200": ok("The product.", schema("ProductDetail")) }),
             &[Error::Unauthorized, Error::NotFound, Error::Unavailable],
         ),
+    })
+}
+
+fn slot_paths() -> Value {
+    let mut params = vec![
+        json!({
+            "name": "slot", "in": "path", "required": true,
+            "description": "`home_hero`, `product_recommendations`, `board_item` or `email_block`; another name is a 404.",
+            "schema": { "type": "string" },
+        }),
+        json!({
+            "name": "channel", "in": "query", "required": false,
+            "description": "`web`, `mobile`, `pos`, `board`, `voice`, `chat` or `email` (default: the request's channel); another value is a 400 `invalid_channel`.",
+            "schema": { "type": "string" },
+        }),
+        json!({
+            "name": "product", "in": "query", "required": false,
+            "description": "The product page's SKU (for `product_recommendations`); a SKU not in the catalog is a 404.",
+            "schema": schema("Sku"),
+        }),
+    ];
+    params.extend(context_params());
+    let body = json!({
+        "type": "object",
+        "required": ["slot", "variant", "content", "reason", "reason_code", "products"],
+        "properties": {
+            "slot": { "type": "string" },
+            "variant": { "type": "string", "description": "The variant's id, or `default`." },
+            "position": { "type": "integer", "nullable": true, "description": "The variant's place in the slot, from 1." },
+            "content": { "type": "object", "description": "The variant's content; `kind` is `hero`, `recommendations`, `board_item` or `email_block` (docs/personalization.md)." },
+            "reason": { "type": "string", "description": "Why this variant, e.g. `segment coffee-lovers matched (variant 2, coffee)`." },
+            "reason_code": { "type": "string", "description": "`segment_matched`, `everyone`, `schedule_ended`, `schedule_not_started`, `no_variant_matched` or `not_configured`." },
+            "products": { "type": "array", "description": "For recommendations: the products, best first (sellable online, never the product itself).", "items": {
+                "type": "object",
+                "properties": {
+                    "sku": schema("Sku"), "slug": { "type": "string" }, "name": { "type": "string" },
+                    "image": { "type": "string" }, "price": schema("Money"),
+                },
+            } },
+        },
+    });
+    json!({
+        "/slots/{slot}": { "get": {
+            "operationId": "getSlot",
+            "summary": "The content of a slot for the caller",
+            "description": "The first variant of the slot whose targeting matches the caller (their segments, the channel, the time), else the slot's default, with the reason. The caller is the signed-in customer, else the anonymous id of the request: never a parameter. A slot nobody configured answers 404 `not_found`, except `product_recommendations`, whose built-in default shows what was bought with the product.",
+            "tags": ["personalization"],
+            "security": sec_optional_customer(),
+            "parameters": params,
+            "responses": responses(
+                json!({ "200": ok("The slot's variant for the caller.", body) }),
+                &[Error::BadRequest, Error::Unauthorized, Error::NotFound, Error::Unavailable],
+            ),
+        } },
     })
 }
 

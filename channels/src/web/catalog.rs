@@ -2,10 +2,12 @@
 
 use super::format::{encode_component, stock_label};
 use super::page::{Level, PageError, Visitor};
+use crate::backend::SlotQuery;
 use crate::context::{ChannelState, RequestContext};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use minijinja::context;
+use protocol::personalization::{Content, SlotChannel, SlotName};
 use protocol::{
     CatalogPage, CatalogQuery, CatalogSnapshot, CategoryId, EventKind, Money, Product, Sku, Sort,
 };
@@ -171,10 +173,66 @@ pub async fn home(
             .take(FEATURED - featured.len()),
     );
     let featured: Vec<Card> = featured.into_iter().map(Card::of).collect();
+    let hero = personal_hero(&visitor, &catalog).await;
     visitor.record(EventKind::PageView, &[("path", req.path())]);
     visitor
-        .render(StatusCode::OK, "home.html", context! { tiles, featured })
+        .render(
+            StatusCode::OK,
+            "home.html",
+            context! { tiles, featured, hero },
+        )
         .await
+}
+
+/// A content slot for the visitor; `None` when the slot is not configured or cannot be read
+/// (the page then shows its own content).
+async fn slot_for(
+    visitor: &Visitor,
+    slot: SlotName,
+    product: Option<Sku>,
+) -> Option<crate::backend::SlotView> {
+    let query = SlotQuery {
+        slot,
+        channel: SlotChannel::of(visitor.ctx.channel).unwrap_or(SlotChannel::Web),
+        product,
+    };
+    // The same shopper the page's events are about (a first visit has a fresh browser id).
+    let mut shopper = visitor.ctx.shopper.clone();
+    if let protocol::Subject::Anonymous(a) = visitor.subject() {
+        shopper.anonymous = Some(a);
+    }
+    match visitor.state.backend.slot(&shopper, query).await {
+        Ok(view) => Some(view),
+        Err(crate::BackendError::NotFound(_)) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, slot = slot.as_str(), "slot unavailable");
+            None
+        }
+    }
+}
+
+/// The home hero chosen for the visitor (`None`: the page's own).
+async fn personal_hero(visitor: &Visitor, catalog: &CatalogSnapshot) -> Option<minijinja::Value> {
+    let view = slot_for(visitor, SlotName::HomeHero, None).await?;
+    let Content::Hero(hero) = view.content else {
+        return None;
+    };
+    let product = hero.sku.as_ref().and_then(|s| catalog.product_by_sku(s));
+    let image = hero
+        .image
+        .clone()
+        .or_else(|| product.map(|p| p.image.clone()));
+    let link = hero
+        .link
+        .clone()
+        .or_else(|| product.map(|p| format!("/p/{}", p.slug)));
+    Some(context! {
+        title => hero.title,
+        text => hero.text,
+        image,
+        link,
+        variant => view.variant,
+    })
 }
 
 /// `GET /c/{category}`: one category, sorted and paginated.
@@ -380,6 +438,20 @@ pub async fn product(
         .take(RELATED)
         .map(Card::of)
         .collect();
+    let page_sku = selected
+        .and_then(|v| Sku::parse(&v.sku).ok())
+        .or_else(|| product.variants.first().map(|v| v.sku.clone()));
+    let recommended = match slot_for(&visitor, SlotName::ProductRecommendations, page_sku).await {
+        Some(view) => match &view.content {
+            Content::Recommendations(r) if !view.products.is_empty() => Some(context! {
+                title => r.title.clone().unwrap_or_else(|| r.strategy.default_title().to_string()),
+                products => view.products.iter().filter_map(|s| catalog.product_by_sku(s)).map(Card::of).collect::<Vec<_>>(),
+                variant => view.variant,
+            }),
+            _ => None,
+        },
+        None => None,
+    };
     visitor.record(EventKind::PageView, &[("path", req.path())]);
     visitor.record(
         EventKind::ProductView,
@@ -407,6 +479,7 @@ pub async fn product(
         signed_in => visitor.ctx.shopper.customer.is_some(),
         variants,
         related,
+        recommended,
     };
     visitor.render(StatusCode::OK, "product.html", page).await
 }

@@ -38,6 +38,8 @@ pub struct Deps {
     pub automation: crate::automation::Triggers,
     /// A/B tests: pricing asks for the shopper's variants of promotion experiments.
     pub experiments: crate::experiments::Experiments,
+    /// Content slots and recommendations (connected once the experience layer runs).
+    pub personalization: crate::personalization::PersonalizationHook,
 }
 
 /// When entity actors passivate.

@@ -347,6 +347,22 @@ fn record(
     }
 }
 
+/// The mail with the customer's email block, if the `email_block` slot has one for them (a
+/// slot that cannot be read leaves the mail as it is: the block is extra).
+async fn personalised(env: &Env, customer: CustomerId, message: OutboxMessage) -> OutboxMessage {
+    let Some(p) = env.deps.personalization.get() else {
+        return message;
+    };
+    match p.email_block(customer).await {
+        Ok(Some(block)) => email::with_block(message, &block, &env.public_url),
+        Ok(None) => message,
+        Err(e) => {
+            tracing::warn!(error = %e, "the email block could not be resolved; sent without");
+            message
+        }
+    }
+}
+
 /// Queues mail in the email outbox (each keyed, so queued once) and wakes its worker.
 async fn queue(env: &Env, messages: Vec<OutboxMessage>) -> Result<(), AutomationError> {
     if messages.is_empty() {
@@ -494,6 +510,7 @@ async fn abandoned_basket(
                 &link,
                 now,
             );
+            let message = personalised(env, customer_id, message).await;
             let mut r = with_basket(record(
                 kind,
                 customer_id,
@@ -576,6 +593,7 @@ async fn back_in_stock(
                             &product_url,
                             now,
                         );
+                        let message = personalised(env, s.customer, message).await;
                         let mut r =
                             record(kind, s.customer, t, now, Outcome::Sent, Reason::Allowed);
                         r.subject = sku.to_string();
@@ -680,6 +698,7 @@ async fn win_back(env: &Env, t: &Timer, now: OffsetDateTime) -> Result<Finish, A
                     &format!("{}/", env.public_url.trim_end_matches('/')),
                     now,
                 );
+                let message = personalised(env, c, message).await;
                 let mut r = record(kind, c, t, now, Outcome::Sent, Reason::Allowed);
                 r.email_key = Some(message.key.clone());
                 mail.push(message);

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod coupons;
 mod escrow;
 pub mod feeds;
+pub(crate) mod kept;
 mod offers;
 pub mod promotions;
 pub mod reservations;

@@ -197,8 +197,28 @@ pub async fn presence_answer(
     };
     // The customer id goes back only for a consenting shopper (the subject of their board
     // events): a loyalty number alone never tells a node who someone is.
+    // The `board_item` slot's item (`docs/personalization.md`), for a consenting shopper only.
+    let item = if personalise {
+        handle
+            .personalization
+            .board_item(customer)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the board item slot could not be resolved");
+                None
+            })
+    } else {
+        None
+    };
     let customer = personalise.then_some(customer);
-    Ok(json!({ "personalise": personalise, "segments": segments, "customer": customer }))
+    let mut answer =
+        json!({ "personalise": personalise, "segments": segments, "customer": customer });
+    // Only with an item: an answer for a shopper who does not consent stays the same as for a
+    // code no one has.
+    if let Some(item) = item {
+        answer["item"] = json!(item);
+    }
+    Ok(answer)
 }
 
 /// The answer for a code no customer has: the same as for one who does not consent.

@@ -541,6 +541,32 @@ pub fn win_back(
     )
 }
 
+/// Adds the personalised block (the `email_block` slot, `docs/personalization.md`) to a
+/// marketing mail; a link on this site becomes absolute.
+pub fn with_block(
+    mut message: OutboxMessage,
+    block: &protocol::personalization::EmailBlock,
+    public_url: &str,
+) -> OutboxMessage {
+    let link = block.link.as_ref().map(|l| {
+        if l.starts_with('/') {
+            format!("{}{l}", public_url.trim_end_matches('/'))
+        } else {
+            l.clone()
+        }
+    });
+    if let Ok(serde_json::Value::Object(mut payload)) =
+        serde_json::from_str::<serde_json::Value>(&message.payload)
+    {
+        payload.insert(
+            "block".into(),
+            json!({ "title": block.title, "text": block.text, "link": link }),
+        );
+        message.payload = serde_json::Value::Object(payload).to_string();
+    }
+    message
+}
+
 /// The `Message-ID` of the mail for an outbox key: `<{32 hex digits of sha256(key)}@{domain}>`,
 /// the same for every copy, however often it is sent or queued.
 pub fn message_id(key: &str, domain: &str) -> String {
@@ -1374,6 +1400,54 @@ mod tests {
             let mail = String::from_utf8(deliverer.compose(&message).unwrap().formatted()).unwrap();
             assert!(mail
                 .contains("List-Unsubscribe: <https://shop.example.test/unsubscribe?token=abc>"));
+        }
+    }
+
+    #[test]
+    fn a_personalised_block_renders_in_every_marketing_mail_and_locale() {
+        let customer = CustomerId::new();
+        let block = protocol::personalization::EmailBlock {
+            title: "New beans in the roastery".into(),
+            text: "Three new single origins.".into(),
+            link: Some("/c/coffee".into()),
+        };
+        let mails = [
+            win_back(
+                &recipient(customer),
+                "Ann",
+                "https://shop.example.test/",
+                now(),
+            ),
+            back_in_stock(
+                &recipient(customer),
+                &Sku::parse("BEANS").unwrap(),
+                "Beans",
+                "https://shop.example.test/p/beans",
+                now(),
+            ),
+            abandoned_basket(
+                &recipient(customer),
+                &[],
+                "https://shop.example.test/b",
+                now(),
+            ),
+        ];
+        for message in mails {
+            let key = message.key.clone();
+            let message = with_block(message, &block, "https://shop.example.test/");
+            assert_eq!(message.key, key, "the same mail: queued once");
+            for locale in LOCALES {
+                let r = deliverer_for(locale).render(&message).unwrap();
+                for body in [&r.text, &r.html] {
+                    assert!(body.contains("New beans in the roastery"), "{body}");
+                    assert!(
+                        body.contains("https://shop.example.test/c/coffee"),
+                        "{body}"
+                    );
+                }
+            }
+            let plain = deliverer_for("en").render(&message).unwrap();
+            assert!(plain.text.contains("Three new single origins."));
         }
     }
 

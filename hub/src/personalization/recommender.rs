@@ -1,0 +1,295 @@
+//! The recommender: a consumer of the event feed with its own cursor (`recommendations`), on
+//! its own thread like the analyst. It folds each batch of `order_placed` and `product_view`
+//! events into "bought together" and "viewed together" ([`protocol::personalization::recommend`])
+//! and writes what the batch changed — pair counts, top lists, viewing sessions — with its
+//! cursor in one atomic, flushed batch, so a restart resumes exactly: nothing counted twice,
+//! nothing missed.
+//!
+//! Memory stays bounded: a batch's changes are kept until they are written, everything else is
+//! read from the tree (`recommendations`) when needed. Keys: `c{r}{a}\0{b}` → count (8 bytes,
+//! big-endian), `n{r}{sku}` → `Neighbours`, `s{subject}` → `Session`, `kcursor` → sequence,
+//! where `{r}` is `b` (bought) or `v` (viewed).
+
+use crate::experience::feed::Feed;
+use crate::storage::sled::SledStorage;
+use crate::storage::{Result, Storage, StorageError};
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use protocol::personalization::recommend::{fold, Neighbours};
+use protocol::personalization::{CoStore, Neighbour, Observation, Relation, Session};
+use protocol::{codec, CatalogSnapshot, Subject};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The recommender's cursor name.
+pub const CONSUMER: &str = "recommendations";
+/// Events read per batch.
+const BATCH: usize = 4096;
+/// Pause before reading again after a storage error.
+const RETRY: Duration = Duration::from_secs(1);
+
+fn io(e: sled::Error) -> StorageError {
+    StorageError::Io(e.to_string())
+}
+
+fn tag(relation: Relation) -> u8 {
+    match relation {
+        Relation::BoughtTogether => b'b',
+        Relation::ViewedTogether => b'v',
+    }
+}
+
+fn count_key(relation: Relation, a: &str, b: &str) -> Vec<u8> {
+    let mut k = vec![b'c', tag(relation)];
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+fn neighbours_key(relation: Relation, of: &str) -> Vec<u8> {
+    let mut k = vec![b'n', tag(relation)];
+    k.extend_from_slice(of.as_bytes());
+    k
+}
+
+fn session_key(subject: &Subject) -> Vec<u8> {
+    let mut k = vec![b's'];
+    match subject {
+        Subject::Customer(c) => {
+            k.push(b'c');
+            k.extend_from_slice(&c.to_bytes());
+        }
+        Subject::Anonymous(a) => {
+            k.push(b'a');
+            k.extend_from_slice(&a.to_bytes());
+        }
+    }
+    k
+}
+
+const CURSOR_KEY: &[u8] = b"kcursor";
+
+/// The recommendations tree.
+pub struct RecommendationStore {
+    tree: sled::Tree,
+}
+
+impl RecommendationStore {
+    pub fn open(storage: &SledStorage) -> Result<RecommendationStore> {
+        let (_, tree, _) = storage.module_trees("recommendations")?;
+        Ok(RecommendationStore { tree })
+    }
+
+    /// The last sequence durably folded in (0: none).
+    pub fn cursor(&self) -> Result<u64> {
+        Ok(self
+            .tree
+            .get(CURSOR_KEY)
+            .map_err(io)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// The top neighbours of a SKU, best first.
+    pub fn neighbours(&self, relation: Relation, sku: &str) -> Result<Vec<Neighbour>> {
+        match self.tree.get(neighbours_key(relation, sku)).map_err(io)? {
+            Some(v) => Ok(codec::decode::<Neighbours>(&v)?.list),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn count(&self, relation: Relation, a: &str, b: &str) -> Result<u64> {
+        Ok(self
+            .tree
+            .get(count_key(relation, a, b))
+            .map_err(io)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn session(&self, subject: &Subject) -> Result<Option<Session>> {
+        self.tree
+            .get(session_key(subject))
+            .map_err(io)?
+            .map(|v| codec::decode::<Session>(&v))
+            .transpose()
+            .map_err(StorageError::from)
+    }
+
+    /// Writes a batch's changes and the cursor atomically and durably.
+    fn commit(&self, changes: Changes, cursor: u64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for ((r, a, b), n) in changes.counts {
+            batch.insert(count_key(r, &a, &b), n.to_be_bytes().to_vec());
+        }
+        for ((r, of), list) in changes.neighbours {
+            batch.insert(neighbours_key(r, &of), codec::encode(&Neighbours { list })?);
+        }
+        for (subject, session) in changes.sessions {
+            batch.insert(session_key(&subject), codec::encode(&session)?);
+        }
+        batch.insert(CURSOR_KEY, cursor.to_be_bytes().to_vec());
+        self.tree.apply_batch(batch).map_err(io)?;
+        self.tree.flush().map_err(io)?;
+        Ok(())
+    }
+}
+
+/// What one batch changed, read through to the tree for the rest.
+#[derive(Default)]
+struct Changes {
+    counts: HashMap<(Relation, String, String), u64>,
+    neighbours: HashMap<(Relation, String), Vec<Neighbour>>,
+    sessions: HashMap<Subject, Session>,
+}
+
+struct Overlay<'a> {
+    store: &'a RecommendationStore,
+    changes: Changes,
+}
+
+impl CoStore for Overlay<'_> {
+    type Error = StorageError;
+
+    fn count(&mut self, relation: Relation, a: &str, b: &str) -> Result<u64> {
+        match self
+            .changes
+            .counts
+            .get(&(relation, a.to_string(), b.to_string()))
+        {
+            Some(n) => Ok(*n),
+            None => self.store.count(relation, a, b),
+        }
+    }
+
+    fn set_count(&mut self, relation: Relation, a: &str, b: &str, count: u64) {
+        self.changes
+            .counts
+            .insert((relation, a.to_string(), b.to_string()), count);
+    }
+
+    fn neighbours(&mut self, relation: Relation, of: &str) -> Result<Vec<Neighbour>> {
+        match self.changes.neighbours.get(&(relation, of.to_string())) {
+            Some(list) => Ok(list.clone()),
+            None => self.store.neighbours(relation, of),
+        }
+    }
+
+    fn set_neighbours(&mut self, relation: Relation, of: &str, list: Vec<Neighbour>) {
+        self.changes
+            .neighbours
+            .insert((relation, of.to_string()), list);
+    }
+
+    fn session(&mut self, subject: &Subject) -> Result<Option<Session>> {
+        match self.changes.sessions.get(subject) {
+            Some(s) => Ok(Some(s.clone())),
+            None => self.store.session(subject),
+        }
+    }
+
+    fn set_session(&mut self, subject: &Subject, session: Session) {
+        self.changes.sessions.insert(*subject, session);
+    }
+}
+
+/// The recommender's state.
+pub struct Recommender {
+    storage: Arc<dyn Storage>,
+    store: Arc<RecommendationStore>,
+    catalog: Arc<ArcSwap<CatalogSnapshot>>,
+    /// Taken while a read or a write is in flight.
+    feed: Option<Feed>,
+    /// The last sequence durably folded in.
+    durable: watch::Sender<u64>,
+}
+
+impl Recommender {
+    /// Loads the cursor; answers the actor and a watch of what it has durably folded in.
+    pub fn load(
+        storage: Arc<dyn Storage>,
+        store: Arc<RecommendationStore>,
+        catalog: Arc<ArcSwap<CatalogSnapshot>>,
+    ) -> Result<(Recommender, watch::Receiver<u64>)> {
+        let cursor = store.cursor()?;
+        let (durable, processed) = watch::channel(cursor);
+        Ok((
+            Recommender {
+                feed: Some(Feed::new(storage.clone(), cursor)),
+                storage,
+                store,
+                catalog,
+                durable,
+            },
+            processed,
+        ))
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut feed) = self.feed.take() else {
+            return;
+        };
+        let store = self.store.clone();
+        let catalog = self.catalog.clone();
+        ctx.spawn(
+            async move {
+                let cursor = feed.cursor();
+                let result = match feed.next(BATCH).await {
+                    Ok(batch) => {
+                        let last = feed.cursor();
+                        tokio::task::spawn_blocking(move || -> Result<u64> {
+                            let snapshot = catalog.load();
+                            let mut overlay = Overlay {
+                                store: &store,
+                                changes: Changes::default(),
+                            };
+                            for s in &batch {
+                                let sku_of_slug = |slug: &str| {
+                                    snapshot
+                                        .product_by_slug(slug)
+                                        .and_then(|p| p.variants.first())
+                                        .map(|v| v.sku.to_string())
+                                };
+                                if let Some(o) = Observation::of(&s.event, sku_of_slug) {
+                                    fold(&mut overlay, &o)?;
+                                }
+                            }
+                            store.commit(overlay.changes, last)?;
+                            Ok(last)
+                        })
+                        .await
+                        .map_err(|e| StorageError::Io(e.to_string()))
+                        .and_then(|r| r)
+                    }
+                    Err(e) => Err(e),
+                };
+                (feed, cursor, result)
+            }
+            .into_actor(self)
+            .map(|(feed, cursor, result), act, ctx| match result {
+                Ok(last) => {
+                    act.feed = Some(feed);
+                    act.durable.send_replace(last);
+                    act.pump(ctx);
+                }
+                Err(e) => {
+                    // Nothing of the batch was written: read it again from the stored cursor.
+                    tracing::error!(error = %e, "the recommender could not fold a batch; retrying");
+                    act.feed = Some(Feed::new(act.storage.clone(), cursor));
+                    ctx.run_later(RETRY, |act, ctx| act.pump(ctx));
+                }
+            }),
+        );
+    }
+}
+
+impl Actor for Recommender {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.pump(ctx);
+    }
+}
