@@ -6,7 +6,7 @@
 use super::replica::{NodeLive, Retire};
 use super::store::{DeficitView, OnHandRow, RightsRow};
 use super::{from_unix_ms, unix_ms, EdgeError, EdgeHandle};
-use crate::admin::AdminAuthorized;
+use crate::backoffice::access::{policy, Staff};
 use crate::app::HubHandle;
 use actix_web::{web, HttpResponse};
 use channels::error::ApiError;
@@ -201,7 +201,7 @@ fn find(all: Vec<NodeLive>, replica: &str) -> Result<NodeLive, ApiError> {
 }
 
 /// `GET /api/v1/admin/edge/nodes`.
-async fn list(_: AdminAuthorized, handle: web::Data<HubHandle>) -> Result<HttpResponse, ApiError> {
+async fn list(_: Staff<policy::Edge>, handle: web::Data<HubHandle>) -> Result<HttpResponse, ApiError> {
     let edge = &handle.edge;
     let mut nodes = Vec::new();
     for live in edge.live().await.map_err(api_error)? {
@@ -212,7 +212,7 @@ async fn list(_: AdminAuthorized, handle: web::Data<HubHandle>) -> Result<HttpRe
 
 /// `GET /api/v1/admin/edge/nodes/{replica}`.
 async fn show(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     handle: web::Data<HubHandle>,
     replica: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -223,7 +223,7 @@ async fn show(
 
 /// `POST /api/v1/admin/edge/nodes/{replica}/retire`: retires the replica id for good.
 async fn retire(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     handle: web::Data<HubHandle>,
     replica: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -255,7 +255,7 @@ struct SalesQuery {
 /// `merged_at_ms` (when the hub first stored it, Unix ms; null for sales stored before that was
 /// kept).
 async fn sales(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     handle: web::Data<HubHandle>,
     query: web::Query<SalesQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -274,7 +274,7 @@ async fn sales(
 /// cancelled online order) and consumed (`hub_consumed`: online uses), what it still holds,
 /// and per store replica what it `used` and still `holds` (`store_uses` in total).
 async fn coupons(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     handle: web::Data<HubHandle>,
 ) -> Result<HttpResponse, ApiError> {
     let hub = ReplicaId::hub();

@@ -15,7 +15,7 @@
 //! Storage: the module's own sled tree `boards`: `p` + scope → `BoardPublication`, `a` +
 //! customer id → `BoardAudience`. The current version is the highest stored.
 
-use crate::admin::AdminAuthorized;
+use crate::backoffice::access::{policy, Staff};
 use crate::app::HubHandle;
 use crate::storage::sled::SledStorage;
 use crate::storage::{CustomerStore, StorageError};
@@ -237,7 +237,7 @@ pub fn node_routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn list_playlists(
-    _: AdminAuthorized,
+    _: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
 ) -> Result<HttpResponse, ApiError> {
     let (version, scopes) = handle.boards.list();
@@ -253,7 +253,7 @@ struct PublishBody {
 }
 
 async fn publish(
-    _: AdminAuthorized,
+    _: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
     body: web::Json<PublishBody>,
@@ -301,7 +301,7 @@ async fn publish(
 }
 
 async fn get_audience(
-    _: AdminAuthorized,
+    _: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -331,7 +331,7 @@ struct AudienceBody {
 }
 
 async fn put_audience(
-    _: AdminAuthorized,
+    _: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
     body: web::Json<AudienceBody>,

@@ -28,7 +28,7 @@
 //! (the one writer of the order, so the order records it like any refund).
 
 use crate::actors::checkout::{CheckoutFailure, RefundStoreReturn, StoreReturnRefund};
-use crate::admin::AdminAuthorized;
+use crate::backoffice::access::{policy, Staff};
 use crate::app::HubHandle;
 use crate::backend::HubBackend;
 use crate::payments::client::{backoff, PaymentClient, ProviderError};
@@ -726,7 +726,7 @@ fn refund_json(r: &ReturnRecord, state: &str, outcome: Option<&RefundOutcome>) -
 /// (`due`) or need a person (`failed`: refused by the provider, or more than the payment can
 /// still take back), newest first; `state=all` adds the ones done.
 pub async fn list_refunds(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     returns: web::Data<Arc<Returns>>,
     query: web::Query<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -753,7 +753,7 @@ pub async fn list_refunds(
 
 /// `POST /api/v1/admin/edge/refunds/{return id}/retry`: tries a refused card refund again.
 pub async fn retry_refund(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     returns: web::Data<Arc<Returns>>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
