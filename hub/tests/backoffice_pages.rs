@@ -411,8 +411,6 @@ struct Case {
     roles: &'static [&'static str],
 }
 
-const UNKNOWN: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
-
 fn api_cases() -> Vec<Case> {
     let c = |method, path, body, roles| Case {
         method,

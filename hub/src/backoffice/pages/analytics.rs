@@ -7,6 +7,7 @@ use crate::app::HubHandle;
 use crate::backoffice::access::{policy, Policy};
 use crate::experience::reports::{self, ProductSort, Range};
 use actix_web::{web, HttpRequest, HttpResponse};
+use channels::Backend;
 use minijinja::{context, Value};
 use protocol::{Currency, Money};
 use serde::Deserialize;

@@ -10,6 +10,7 @@ use crate::backoffice::access::{policy, Policy};
 use crate::backoffice::audit::Change;
 use crate::backoffice::Backoffice;
 use actix_web::{web, HttpRequest, HttpResponse};
+use channels::Backend;
 use minijinja::context;
 use protocol::{LocationId, Sku, StockLevel};
 use serde::Deserialize;

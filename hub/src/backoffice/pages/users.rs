@@ -8,7 +8,6 @@ use crate::backoffice::users::{NewUser, UserId, UserPatch};
 use crate::backoffice::{Backoffice, BackofficeError, Role};
 use actix_web::{web, HttpRequest, HttpResponse};
 use minijinja::context;
-use serde::Deserialize;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
