@@ -60,11 +60,36 @@ const DEMO_USERS: [(&str, &str, &[&str], &str); 7] = [
         &["approver", "analyst"],
         "omnihub-demo-ada",
     ),
-    ("admin@omnihub.demo", "Alex Admin", &["admin"], "omnihub-demo-admin"),
-    ("merch@omnihub.demo", "Max Merchandiser", &["merchandiser"], "omnihub-demo-merch"),
-    ("marketer@omnihub.demo", "Mara Marketer", &["marketer"], "omnihub-demo-marketer"),
-    ("analyst@omnihub.demo", "Ana Analyst", &["analyst"], "omnihub-demo-analyst"),
-    ("support@omnihub.demo", "Sam Support", &["support"], "omnihub-demo-support"),
+    (
+        "admin@omnihub.demo",
+        "Alex Admin",
+        &["admin"],
+        "omnihub-demo-admin",
+    ),
+    (
+        "merch@omnihub.demo",
+        "Max Merchandiser",
+        &["merchandiser"],
+        "omnihub-demo-merch",
+    ),
+    (
+        "marketer@omnihub.demo",
+        "Mara Marketer",
+        &["marketer"],
+        "omnihub-demo-marketer",
+    ),
+    (
+        "analyst@omnihub.demo",
+        "Ana Analyst",
+        &["analyst"],
+        "omnihub-demo-analyst",
+    ),
+    (
+        "support@omnihub.demo",
+        "Sam Support",
+        &["support"],
+        "omnihub-demo-support",
+    ),
 ];
 
 /// The demo stores' staff at the till: (id, name, role, PIN). Printed in the banner; a real

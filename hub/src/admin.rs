@@ -330,9 +330,10 @@ async fn set_stock(
         .level(&location, &sku)
         .map(|l| level_json(&l));
     if location != protocol::LocationId::online() {
-        let forwarded = crate::edge::forward_count(&handle.edge, sku.clone(), location, body.on_hand)
-            .await
-            .map_err(crate::edge::admin::api_error)?;
+        let forwarded =
+            crate::edge::forward_count(&handle.edge, sku.clone(), location, body.on_hand)
+                .await
+                .map_err(crate::edge::admin::api_error)?;
         let queued = json!({
             "status": "queued",
             "command": forwarded.command,

@@ -88,12 +88,11 @@ fn csrf_in(html: &str) -> String {
 /// The text of the element with `id`.
 fn text_of(html: &str, id: &str) -> String {
     let marker = format!(r#"id="{id}">"#);
-    let start = html.find(&marker).unwrap_or_else(|| panic!("#{id} on the page")) + marker.len();
-    html[start..]
-        .split('<')
-        .next()
-        .expect("text")
-        .to_string()
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("#{id} on the page"))
+        + marker.len();
+    html[start..].split('<').next().expect("text").to_string()
 }
 
 async fn page(c: &reqwest::Client, hub: &TestHub, path: &str) -> (StatusCode, String) {
@@ -194,7 +193,10 @@ async fn sign_in_with_a_password_then_with_a_totp_code() {
         .find(|v| v.starts_with("omnihub_bo_session="))
         .expect("a session cookie")
         .to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let (status, html) = page(&c, &hub, "/backoffice").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Test marketer"));
@@ -205,7 +207,14 @@ async fn sign_in_with_a_password_then_with_a_totp_code() {
     let (_, me) = page(&c, &hub, "/backoffice/me").await;
     assert!(me.contains(r#"id="totp-qr"><svg"#), "a QR code");
     let secret = text_of(&me, "totp-secret");
-    let wrong = post_form(&c, &hub, "/backoffice/me", "/backoffice/me/totp/confirm", &[("code", "000000")]).await;
+    let wrong = post_form(
+        &c,
+        &hub,
+        "/backoffice/me",
+        "/backoffice/me/totp/confirm",
+        &[("code", "000000")],
+    )
+    .await;
     assert_eq!(wrong.status(), StatusCode::SEE_OTHER);
     let (_, me) = page(&c, &hub, "/backoffice/me").await;
     assert!(me.contains("did not match"), "a wrong code is refused");
@@ -233,13 +242,21 @@ async fn sign_in_with_a_password_then_with_a_totp_code() {
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert!(location(&res).starts_with("/backoffice/login/code"));
     let (status, _) = page(&c, &hub, "/backoffice").await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "not signed in before the code");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "not signed in before the code"
+    );
     let code_page = |c: reqwest::Client, code: String| {
         let hub = &hub;
         async move {
             let (_, html) = page(&c, hub, "/backoffice/login/code").await;
             c.post(hub.url("/backoffice/login/code"))
-                .form(&[("csrf", csrf_in(&html)), ("code", code), ("next", "/backoffice".into())])
+                .form(&[
+                    ("csrf", csrf_in(&html)),
+                    ("code", code),
+                    ("next", "/backoffice".into()),
+                ])
                 .send()
                 .await
                 .expect("sent")
@@ -252,7 +269,11 @@ async fn sign_in_with_a_password_then_with_a_totp_code() {
     let old = code_page(c.clone(), totp_code(&secret, now)).await;
     assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
     // The current code (or one a step either side) signs in.
-    let ok = code_page(c.clone(), totp_code(&secret, clock.now() - Duration::from_secs(30))).await;
+    let ok = code_page(
+        c.clone(),
+        totp_code(&secret, clock.now() - Duration::from_secs(30)),
+    )
+    .await;
     assert_eq!(ok.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&ok), "/backoffice");
     let (status, _) = page(&c, &hub, "/backoffice").await;
@@ -323,7 +344,11 @@ async fn sign_in_is_limited_per_account_and_per_address_without_revealing_emails
             .and_then(|v| v.parse().ok())
             .expect("Retry-After in seconds");
         assert!((1..=15 * 60).contains(&wait), "{wait}");
-        assert!(res.text().await.expect("html").contains("Too many failed sign-ins"));
+        assert!(res
+            .text()
+            .await
+            .expect("html")
+            .contains("Too many failed sign-ins"));
     }
     // Six failures from this address: a third account is refused from here too.
     let res = post_login(&c, &hub, "other@example.com", PASSWORD).await;
@@ -346,7 +371,11 @@ async fn forms_and_cookie_calls_without_the_csrf_token_are_refused() {
     for csrf in ["", "forged-token-forged-token-forged-token"] {
         let res = c
             .post(hub.url("/backoffice/login"))
-            .form(&[("csrf", csrf), ("email", "mia@example.com"), ("password", PASSWORD)])
+            .form(&[
+                ("csrf", csrf),
+                ("email", "mia@example.com"),
+                ("password", PASSWORD),
+            ])
             .send()
             .await
             .expect("sent");
@@ -426,23 +455,73 @@ fn api_cases() -> Vec<Case> {
     vec![
         c("GET", "/api/v1/admin/orders", None, ORDERS),
         c("GET", "/api/v1/admin/orders/W-999999", None, ORDERS),
-        c("POST", "/api/v1/admin/orders/W-999999/refunds", Some(json!({})), ORDERS),
-        c("POST", "/api/v1/admin/orders/W-999999/cancel", Some(json!({})), ORDERS),
+        c(
+            "POST",
+            "/api/v1/admin/orders/W-999999/refunds",
+            Some(json!({})),
+            ORDERS,
+        ),
+        c(
+            "POST",
+            "/api/v1/admin/orders/W-999999/cancel",
+            Some(json!({})),
+            ORDERS,
+        ),
         c("GET", "/api/v1/admin/stock/BEANS", None, STOCK),
-        c("PUT", "/api/v1/admin/stock/NO-SUCH-SKU", Some(json!({"on_hand": 1})), STOCK),
+        c(
+            "PUT",
+            "/api/v1/admin/stock/NO-SUCH-SKU",
+            Some(json!({"on_hand": 1})),
+            STOCK,
+        ),
         c("GET", "/api/v1/admin/import/runs", None, STOCK),
         c("GET", "/api/v1/admin/import/cursors", None, STOCK),
         c("GET", "/api/v1/admin/analytics/funnel", None, ANALYTICS),
-        c("GET", "/api/v1/admin/analytics/revenue.csv", None, ANALYTICS),
-        c("GET", "/api/v1/admin/events/export", None, &["analyst", "admin"]),
-        c("GET", "/api/v1/admin/customers/01ARZ3NDEKTSV4RRFFQ69G5FAV/profile", None, &["support", "marketer", "admin"]),
-        c("GET", "/api/v1/admin/automation/messages", None, &["marketer", "admin"]),
-        c("POST", "/api/v1/admin/automation/run", None, &["marketer", "admin"]),
+        c(
+            "GET",
+            "/api/v1/admin/analytics/revenue.csv",
+            None,
+            ANALYTICS,
+        ),
+        c(
+            "GET",
+            "/api/v1/admin/events/export",
+            None,
+            &["analyst", "admin"],
+        ),
+        c(
+            "GET",
+            "/api/v1/admin/customers/01ARZ3NDEKTSV4RRFFQ69G5FAV/profile",
+            None,
+            &["support", "marketer", "admin"],
+        ),
+        c(
+            "GET",
+            "/api/v1/admin/automation/messages",
+            None,
+            &["marketer", "admin"],
+        ),
+        c(
+            "POST",
+            "/api/v1/admin/automation/run",
+            None,
+            &["marketer", "admin"],
+        ),
         c("GET", "/api/v1/admin/boards/playlists", None, BOARDS),
-        c("GET", "/api/v1/admin/boards/audience/01ARZ3NDEKTSV4RRFFQ69G5FAV", None, BOARDS),
+        c(
+            "GET",
+            "/api/v1/admin/boards/audience/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            None,
+            BOARDS,
+        ),
         c("GET", "/api/v1/admin/edge/nodes", None, EDGE),
         c("GET", "/api/v1/admin/edge/nodes/no-such-node", None, EDGE),
-        c("POST", "/api/v1/admin/edge/nodes/no-such-node/retire", None, EDGE),
+        c(
+            "POST",
+            "/api/v1/admin/edge/nodes/no-such-node/retire",
+            None,
+            EDGE,
+        ),
         c("GET", "/api/v1/admin/edge/sales", None, EDGE),
         c("GET", "/api/v1/admin/edge/coupons", None, EDGE),
         c("GET", "/api/v1/admin/edge/refunds", None, EDGE),
@@ -482,7 +561,10 @@ fn page_cases() -> Vec<(&'static str, &'static [&'static str])> {
         ("/backoffice/orders", &["support", "admin"]),
         ("/backoffice/customers", &["support", "marketer", "admin"]),
         ("/backoffice/catalog", &["merchandiser", "admin"]),
-        ("/backoffice/promotions", &["merchandiser", "marketer", "approver", "admin"]),
+        (
+            "/backoffice/promotions",
+            &["merchandiser", "marketer", "approver", "admin"],
+        ),
         ("/backoffice/promotions/new", &["merchandiser", "marketer"]),
         ("/backoffice/imports", &["merchandiser", "admin"]),
         ("/backoffice/analytics", &["analyst", "marketer", "admin"]),
@@ -491,12 +573,7 @@ fn page_cases() -> Vec<(&'static str, &'static [&'static str])> {
     ]
 }
 
-async fn call(
-    c: &reqwest::Client,
-    hub: &TestHub,
-    case: &Case,
-    bearer: Option<&str>,
-) -> StatusCode {
+async fn call(c: &reqwest::Client, hub: &TestHub, case: &Case, bearer: Option<&str>) -> StatusCode {
     let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("method");
     let mut req = c.request(method, hub.url(case.path));
     if let Some(b) = bearer {
@@ -509,7 +586,10 @@ async fn call(
 }
 
 fn allowed(status: StatusCode) -> bool {
-    status.is_success() || (status.is_client_error() && status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN)
+    status.is_success()
+        || (status.is_client_error()
+            && status != StatusCode::UNAUTHORIZED
+            && status != StatusCode::FORBIDDEN)
 }
 
 #[actix_web::test]
@@ -534,15 +614,31 @@ async fn every_route_serves_its_roles_and_only_them() {
             case.path
         );
         let status = call(&c, &hub, &case, Some(ADMIN_TOKEN)).await;
-        assert!(allowed(status), "{} {} with the admin token: {status}", case.method, case.path);
+        assert!(
+            allowed(status),
+            "{} {} with the admin token: {status}",
+            case.method,
+            case.path
+        );
     }
     for case in api_cases().iter().chain(user_cases().iter()) {
         for (role, token) in &tokens {
             let status = call(&c, &hub, case, Some(token)).await;
             if case.roles.contains(role) {
-                assert!(allowed(status), "{} {} as {role}: {status}", case.method, case.path);
+                assert!(
+                    allowed(status),
+                    "{} {} as {role}: {status}",
+                    case.method,
+                    case.path
+                );
             } else {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{} {} as {role}", case.method, case.path);
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{} {} as {role}",
+                    case.method,
+                    case.path
+                );
             }
         }
     }
@@ -551,16 +647,29 @@ async fn every_route_serves_its_roles_and_only_them() {
         for (role, browser) in &browsers {
             let status = call(browser, &hub, case, None).await;
             if case.roles.contains(role) {
-                assert!(allowed(status), "{} as {role} by session: {status}", case.path);
+                assert!(
+                    allowed(status),
+                    "{} as {role} by session: {status}",
+                    case.path
+                );
             } else {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{} as {role} by session", case.path);
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{} as {role} by session",
+                    case.path
+                );
             }
         }
     }
     let anonymous = browser();
     for (path, roles) in page_cases() {
         let res = anonymous.get(hub.url(path)).send().await.expect("sent");
-        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{path} without a session");
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "{path} without a session"
+        );
         assert!(location(&res).starts_with("/backoffice/login"), "{path}");
         for (role, browser) in &browsers {
             let (status, html) = page(browser, &hub, path).await;
@@ -573,7 +682,10 @@ async fn every_route_serves_its_roles_and_only_them() {
     }
     // The navigation shows what a role may open.
     let (_, html) = page(&browsers[3].1, &hub, "/backoffice").await;
-    assert!(html.contains(r#"href="/backoffice/analytics""#) && !html.contains(r#"href="/backoffice/users""#));
+    assert!(
+        html.contains(r#"href="/backoffice/analytics""#)
+            && !html.contains(r#"href="/backoffice/users""#)
+    );
     hub.server.stop(true).await;
 }
 
@@ -588,21 +700,71 @@ async fn a_merchandiser_drafts_and_an_approver_approves_through_the_pages() {
     let mia = signed_in(&hub, "mia@example.com").await;
     let spec = r#"{"benefit": {"type": "percent_off", "target": {"type": "categories", "categories": ["coffee"]}, "percent_bp": 1000}, "combination": {"type": "stackable", "group": "coffee"}, "priority": 10}"#;
     // A spec that is not JSON comes back with the form and what to fix.
-    let res = post_form(&mia, &hub, "/backoffice/promotions/new", "/backoffice/promotions", &[("id", "COFFEE10"), ("name", "Coffee ten"), ("spec", "{not json")]).await;
+    let res = post_form(
+        &mia,
+        &hub,
+        "/backoffice/promotions/new",
+        "/backoffice/promotions",
+        &[
+            ("id", "COFFEE10"),
+            ("name", "Coffee ten"),
+            ("spec", "{not json"),
+        ],
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(res.text().await.expect("html").contains("spec: not valid JSON"));
-    let res = post_form(&mia, &hub, "/backoffice/promotions/new", "/backoffice/promotions", &[("id", "COFFEE10"), ("name", "Coffee ten"), ("spec", spec)]).await;
+    assert!(res
+        .text()
+        .await
+        .expect("html")
+        .contains("spec: not valid JSON"));
+    let res = post_form(
+        &mia,
+        &hub,
+        "/backoffice/promotions/new",
+        "/backoffice/promotions",
+        &[("id", "COFFEE10"), ("name", "Coffee ten"), ("spec", spec)],
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&res), "/backoffice/promotions/COFFEE10");
     // The merchandiser may not approve; an approver who edited it may not either.
-    let res = post_form(&mia, &hub, "/backoffice/promotions/COFFEE10", "/backoffice/promotions/COFFEE10/approve", &[]).await;
+    let res = post_form(
+        &mia,
+        &hub,
+        "/backoffice/promotions/COFFEE10",
+        "/backoffice/promotions/COFFEE10/approve",
+        &[],
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let both = signed_in(&hub, "both@example.com").await;
-    let res = post_form(&both, &hub, "/backoffice/promotions/COFFEE10", "/backoffice/promotions/COFFEE10", &[("id", "COFFEE10"), ("name", "Coffee: ten percent"), ("spec", spec)]).await;
+    let res = post_form(
+        &both,
+        &hub,
+        "/backoffice/promotions/COFFEE10",
+        "/backoffice/promotions/COFFEE10",
+        &[
+            ("id", "COFFEE10"),
+            ("name", "Coffee: ten percent"),
+            ("spec", spec),
+        ],
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let (_, html) = page(&both, &hub, "/backoffice/promotions/COFFEE10").await;
-    assert!(html.contains(r#"id="own-draft""#), "no approve button for an editor");
-    let res = post_form(&both, &hub, "/backoffice/promotions/COFFEE10", "/backoffice/promotions/COFFEE10/approve", &[]).await;
+    assert!(
+        html.contains(r#"id="own-draft""#),
+        "no approve button for an editor"
+    );
+    let res = post_form(
+        &both,
+        &hub,
+        "/backoffice/promotions/COFFEE10",
+        "/backoffice/promotions/COFFEE10/approve",
+        &[],
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let (_, html) = page(&both, &hub, "/backoffice/promotions/COFFEE10").await;
     assert_eq!(text_of(&html, "promotion-status"), "draft");
@@ -610,7 +772,14 @@ async fn a_merchandiser_drafts_and_an_approver_approves_through_the_pages() {
     let ada = signed_in(&hub, "ada@example.com").await;
     let (_, html) = page(&ada, &hub, "/backoffice/promotions/COFFEE10").await;
     assert!(html.contains(r#"id="approve""#));
-    let res = post_form(&ada, &hub, "/backoffice/promotions/COFFEE10", "/backoffice/promotions/COFFEE10/approve", &[]).await;
+    let res = post_form(
+        &ada,
+        &hub,
+        "/backoffice/promotions/COFFEE10",
+        "/backoffice/promotions/COFFEE10/approve",
+        &[],
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let (_, html) = page(&ada, &hub, "/backoffice/promotions/COFFEE10").await;
     assert_eq!(text_of(&html, "promotion-status"), "active");
@@ -630,23 +799,49 @@ async fn a_merchandiser_drafts_and_an_approver_approves_through_the_pages() {
         .iter()
         .filter(|e| e["subject"] == "promotion/COFFEE10")
         .collect();
-    let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["promotion.create", "promotion.edit", "promotion.approve"]);
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["promotion.create", "promotion.edit", "promotion.approve"]
+    );
     let approve = entries[2];
     assert_eq!(approve["who_email"], "ada@example.com");
-    let before: Value = serde_json::from_str(approve["before"].as_str().expect("before")).expect("json");
-    let after: Value = serde_json::from_str(approve["after"].as_str().expect("after")).expect("json");
+    let before: Value =
+        serde_json::from_str(approve["before"].as_str().expect("before")).expect("json");
+    let after: Value =
+        serde_json::from_str(approve["after"].as_str().expect("after")).expect("json");
     assert!(before["approved"].is_null());
     assert!(after["approved"]["by"].is_string() && after["approved"]["at"].is_string());
     let root = signed_in(&hub, "root@example.com").await;
-    let (status, html) = page(&root, &hub, "/backoffice/audit?entity=promotion%2FCOFFEE10&who=ada%40").await;
+    let (status, html) = page(
+        &root,
+        &hub,
+        "/backoffice/audit?entity=promotion%2FCOFFEE10&who=ada%40",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains("promotion.approve") && !html.contains("promotion.create"), "filtered by user");
-    assert!(html.contains(r#"<span class="field-name">approved</span>: <del>null</del>"#), "the diff names the approval");
+    assert!(
+        html.contains("promotion.approve") && !html.contains("promotion.create"),
+        "filtered by user"
+    );
+    assert!(
+        html.contains(r#"<span class="field-name">approved</span>: <del>null</del>"#),
+        "the diff names the approval"
+    );
     let (_, html) = page(&root, &hub, "/backoffice/audit?who=mia%40example.com").await;
     assert!(html.contains("promotion.create") && html.contains("session.sign_in"));
     // The end button ends it.
-    let res = post_form(&ada, &hub, "/backoffice/promotions/COFFEE10", "/backoffice/promotions/COFFEE10/end", &[]).await;
+    let res = post_form(
+        &ada,
+        &hub,
+        "/backoffice/promotions/COFFEE10",
+        "/backoffice/promotions/COFFEE10/end",
+        &[],
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let (_, html) = page(&ada, &hub, "/backoffice/promotions/COFFEE10").await;
     assert_eq!(text_of(&html, "promotion-status"), "ended");
@@ -660,8 +855,18 @@ async fn stock_counts_from_the_catalog_page_are_audited_and_analytics_draw_chart
     user(&hub, "mia@example.com", &["merchandiser", "analyst"]).await;
     let mia = signed_in(&hub, "mia@example.com").await;
     let (_, html) = page(&mia, &hub, "/backoffice/catalog?q=BEANS").await;
-    assert!(html.contains("come from the ERP"), "what the ERP owns is said");
-    let res = post_form(&mia, &hub, "/backoffice/catalog?q=BEANS", "/backoffice/catalog/stock", &[("sku", "BEANS"), ("on_hand", "42")]).await;
+    assert!(
+        html.contains("come from the ERP"),
+        "what the ERP owns is said"
+    );
+    let res = post_form(
+        &mia,
+        &hub,
+        "/backoffice/catalog?q=BEANS",
+        "/backoffice/catalog/stock",
+        &[("sku", "BEANS"), ("on_hand", "42")],
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let level: Value = common::client()
         .get(hub.url("/api/v1/admin/stock/BEANS"))
@@ -689,12 +894,21 @@ async fn stock_counts_from_the_catalog_page_are_audited_and_analytics_draw_chart
         .find(|e| e["action"] == "stock.count")
         .expect("the count is audited");
     assert_eq!(count["who_email"], "mia@example.com");
-    assert!(count["before"].as_str().expect("before").contains("\"on_hand\":100"));
-    assert!(count["after"].as_str().expect("after").contains("\"on_hand\":42"));
+    assert!(count["before"]
+        .as_str()
+        .expect("before")
+        .contains("\"on_hand\":100"));
+    assert!(count["after"]
+        .as_str()
+        .expect("after")
+        .contains("\"on_hand\":42"));
     let (status, html) = page(&mia, &hub, "/backoffice/analytics?days=7").await;
     assert_eq!(status, StatusCode::OK);
     for chart in ["funnel-chart", "revenue-chart", "products-chart"] {
-        assert!(html.contains(&format!(r#"id="{chart}"><svg class="chart""#)), "{chart}");
+        assert!(
+            html.contains(&format!(r#"id="{chart}"><svg class="chart""#)),
+            "{chart}"
+        );
     }
     hub.server.stop(true).await;
 }
@@ -703,23 +917,172 @@ async fn stock_counts_from_the_catalog_page_are_audited_and_analytics_draw_chart
 async fn pages_show_no_secrets() {
     let clock = clock();
     let hub = spawn(&clock, |_| {}).await;
-    let root_id = user(&hub, "root@example.com", &["admin", "support", "merchandiser", "analyst", "marketer", "approver"]).await;
+    let root_id = user(
+        &hub,
+        "root@example.com",
+        &[
+            "admin",
+            "support",
+            "merchandiser",
+            "analyst",
+            "marketer",
+            "approver",
+        ],
+    )
+    .await;
     let api_token = token(&hub, &root_id).await;
     let root = signed_in(&hub, "root@example.com").await;
-    let session = root
-        .get(hub.url("/backoffice"))
-        .send()
-        .await
-        .expect("sent");
+    let session = root.get(hub.url("/backoffice")).send().await.expect("sent");
     assert_eq!(session.status(), StatusCode::OK);
-    let mut paths = page_cases().into_iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>();
+    let mut paths = page_cases()
+        .into_iter()
+        .map(|(p, _)| p.to_string())
+        .collect::<Vec<_>>();
     paths.push(format!("/backoffice/users/{root_id}"));
     for path in paths {
         let (status, html) = page(&root, &hub, &path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
-        for secret in ["$argon2", &api_token, ADMIN_TOKEN, PASSWORD, "password_hash", "lookup_key", "4242 4242"] {
+        for secret in [
+            "$argon2",
+            &api_token,
+            ADMIN_TOKEN,
+            PASSWORD,
+            "password_hash",
+            "lookup_key",
+            "4242 4242",
+        ] {
             assert!(!html.contains(secret), "{path} shows {secret}");
         }
     }
+    hub.server.stop(true).await;
+}
+
+/// An order for `customer`, stored as checkout stores one (no payment provider in this suite).
+async fn stored_order(hub: &TestHub, customer: &str, email: &str) -> String {
+    let eur = |minor: i64| json!({"minor": minor, "currency": "EUR"});
+    let id = protocol::OrderId::new();
+    let number = format!("W-{}", &id.to_string()[20..]);
+    let order: protocol::order::OrderRecord = serde_json::from_value(json!({
+        "id": id,
+        "number": number,
+        "checkout": protocol::CheckoutId::new(),
+        "basket": protocol::BasketId::new(),
+        "customer": customer,
+        "subject": protocol::Subject::Customer(customer.parse().expect("a customer id")),
+        "email": email,
+        "channel": "web",
+        "address": {"name": "Ada Lovelace", "line1": "Street 1", "line2": "", "city": "Berlin", "region": "",
+                    "postcode": "10115", "country": "DE", "phone": ""},
+        "breakdown": {
+            "currency": "EUR", "country": "DE", "prices_include_tax": true, "item_count": 1,
+            "lines": [], "subtotal": eur(1299), "discount": eur(0),
+            "shipping": {"id": "standard", "name": "Standard", "price": eur(0), "delivery": "2 days"},
+            "taxes": [], "tax_total": eur(0), "total": eur(1299), "weight_grams": 0,
+        },
+        "payment": {"provider": "sim", "session_id": "cs_secretish", "payment_intent": null, "amount": eur(1299), "refunds": []},
+        "progress": "paid",
+        "lookup_key": "the-lookup-key-of-this-order",
+        "created_at": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("time"),
+        "stock_committed": true,
+    }))
+    .expect("an order record");
+    use hub::storage::{Committer, UnitOfWork};
+    hub.handle
+        .storage
+        .commit(UnitOfWork::new().with(hub::storage::Change::CreateOrder(order)))
+        .await
+        .expect("order stored");
+    number
+}
+
+#[actix_web::test]
+async fn support_finds_an_order_and_its_customer_and_a_merchandiser_reads_an_import_report() {
+    let clock = clock();
+    let hub = spawn(&clock, |_| {}).await;
+    let customer = hub.register(&common::client(), "shopper@example.com").await;
+    let customer_id = customer["customer"]["id"]
+        .as_str()
+        .expect("customer id")
+        .to_string();
+    let number = stored_order(&hub, &customer_id, "shopper@example.com").await;
+    user(&hub, "sam@example.com", &["support"]).await;
+    let sam = signed_in(&hub, "sam@example.com").await;
+    for search in [number.as_str(), "shopper@example.com"] {
+        let (status, html) = page(
+            &sam,
+            &hub,
+            &format!("/backoffice/orders?q={}", search.replace('@', "%40")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains(&format!(r#"href="/backoffice/orders/{number}""#)),
+            "found by {search}"
+        );
+    }
+    let (status, html) = page(&sam, &hub, &format!("/backoffice/orders/{number}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"id="refund-form""#) && html.contains(r#"id="cancel-form""#));
+    assert!(html.contains("EUR 12.99") && html.contains("Ada Lovelace"));
+    assert!(
+        !html.contains("the-lookup-key-of-this-order"),
+        "the guest lookup key stays hidden"
+    );
+    // A refund amount that is not money is refused before the provider is asked.
+    let res = post_form(
+        &sam,
+        &hub,
+        &format!("/backoffice/orders/{number}"),
+        &format!("/backoffice/orders/{number}/refund"),
+        &[("amount", "lots"), ("reason", "x")],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, html) = page(&sam, &hub, &format!("/backoffice/orders/{number}")).await;
+    assert!(html.contains("The amount must be more than zero"));
+    // The customer: found by email, profile with orders and timeline; no export offered.
+    let res = sam
+        .get(hub.url("/backoffice/customers?q=Shopper%40example.com"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(&res),
+        format!("/backoffice/customers/{customer_id}")
+    );
+    let (status, html) = page(&sam, &hub, &format!("/backoffice/customers/{customer_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("shopper@example.com") && html.contains(&number));
+    assert!(
+        !html.contains(".csv") && !html.contains("/data"),
+        "no export from the profile page"
+    );
+    let (_, html) = page(&sam, &hub, "/backoffice/customers?q=nobody%40example.com").await;
+    assert!(html.contains(r#"id="no-customer""#));
+
+    // An ERP push with a bad row: its run report lists the row.
+    let report: Value = common::client()
+        .post(hub.url("/api/v1/import/stock"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"rows": [
+            {"sku": "TEA", "location": "online", "kind": "level", "quantity": "7", "version": "1"},
+            {"sku": "TEA", "location": "store-atlantis", "kind": "level", "quantity": "7", "version": "1"},
+        ]}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let run = report["id"].as_str().expect("run id").to_string();
+    user(&hub, "mia@example.com", &["merchandiser"]).await;
+    let mia = signed_in(&hub, "mia@example.com").await;
+    let (_, html) = page(&mia, &hub, "/backoffice/imports").await;
+    assert!(html.contains(&format!("/backoffice/imports/{run}")));
+    let (status, html) = page(&mia, &hub, &format!("/backoffice/imports/{run}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&html, "rejected-count"), "1");
+    assert!(html.contains("store-atlantis"));
     hub.server.stop(true).await;
 }

@@ -17,14 +17,14 @@
 //! serialised by one write lock (they are rare and small) and each is one atomic, flushed batch
 //! with its audit entry. Reads go straight to the store.
 
-pub mod audit;
 pub mod access;
+pub mod audit;
 pub mod coupons;
 mod escrow;
 pub mod feeds;
 mod offers;
-pub mod promotions;
 pub mod pages;
+pub mod promotions;
 pub mod reservations;
 pub mod routes;
 pub mod session;

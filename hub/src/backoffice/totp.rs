@@ -104,8 +104,8 @@ pub fn otpauth_uri(issuer: &str, account: &str, secret: &str) -> String {
 /// The URI as an inline SVG QR code (no XML declaration), or `None` if it is too long.
 pub fn qr_svg(uri: &str) -> Option<String> {
     use qrcode::render::svg;
-    let code = qrcode::QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::M)
-        .ok()?;
+    let code =
+        qrcode::QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::M).ok()?;
     let document = code
         .render::<svg::Color<'_>>()
         .min_dimensions(200, 200)
@@ -152,7 +152,11 @@ mod tests {
         assert_eq!(verify(&secret, &at(step + 1), now, None), Some(step + 1));
         assert_eq!(verify(&secret, &at(step - 2), now, None), None, "too old");
         assert_eq!(verify(&secret, &at(step + 2), now, None), None, "too new");
-        assert_eq!(verify(&secret, &at(step), now, Some(step)), None, "replayed");
+        assert_eq!(
+            verify(&secret, &at(step), now, Some(step)),
+            None,
+            "replayed"
+        );
         let spaced = format!("{} {}", &at(step)[..3], &at(step)[3..]);
         assert_eq!(verify(&secret, &spaced, now, None), Some(step));
         assert_eq!(verify(&secret, "12345", now, None), None);

@@ -415,7 +415,10 @@ impl Backoffice {
         Ok(view)
     }
 
-    pub(crate) fn user_record(&self, id: UserId) -> std::result::Result<UserRecord, BackofficeError> {
+    pub(crate) fn user_record(
+        &self,
+        id: UserId,
+    ) -> std::result::Result<UserRecord, BackofficeError> {
         store::get::<UserRecord>(self.store.as_ref(), &user_key(id))?
             .ok_or_else(|| BackofficeError::NotFound(format!("user {id}")))
     }

@@ -6,8 +6,8 @@
 use super::replica::{NodeLive, Retire};
 use super::store::{DeficitView, OnHandRow, RightsRow};
 use super::{from_unix_ms, unix_ms, EdgeError, EdgeHandle};
-use crate::backoffice::access::{policy, Staff};
 use crate::app::HubHandle;
+use crate::backoffice::access::{policy, Staff};
 use actix_web::{web, HttpResponse};
 use channels::error::ApiError;
 use protocol::replication::sync::Scarce;
@@ -201,7 +201,10 @@ fn find(all: Vec<NodeLive>, replica: &str) -> Result<NodeLive, ApiError> {
 }
 
 /// `GET /api/v1/admin/edge/nodes`.
-async fn list(_: Staff<policy::Edge>, handle: web::Data<HubHandle>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    _: Staff<policy::Edge>,
+    handle: web::Data<HubHandle>,
+) -> Result<HttpResponse, ApiError> {
     let edge = &handle.edge;
     let mut nodes = Vec::new();
     for live in edge.live().await.map_err(api_error)? {

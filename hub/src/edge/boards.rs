@@ -15,8 +15,8 @@
 //! Storage: the module's own sled tree `boards`: `p` + scope → `BoardPublication`, `a` +
 //! customer id → `BoardAudience`. The current version is the highest stored.
 
-use crate::backoffice::access::{policy, Staff};
 use crate::app::HubHandle;
+use crate::backoffice::access::{policy, Staff};
 use crate::storage::sled::SledStorage;
 use crate::storage::{CustomerStore, StorageError};
 use actix_web::{web, HttpRequest, HttpResponse};

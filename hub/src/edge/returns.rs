@@ -28,9 +28,9 @@
 //! (the one writer of the order, so the order records it like any refund).
 
 use crate::actors::checkout::{CheckoutFailure, RefundStoreReturn, StoreReturnRefund};
-use crate::backoffice::access::{policy, Staff};
 use crate::app::HubHandle;
 use crate::backend::HubBackend;
+use crate::backoffice::access::{policy, Staff};
 use crate::payments::client::{backoff, PaymentClient, ProviderError};
 use crate::storage::sled::SledStorage;
 use crate::storage::StorageError;

@@ -9,8 +9,8 @@
 //! Registered before the admin and channel scopes (their catch-all 404s would hide these).
 
 use super::reports::{self, ProductSort, Range, CHANNELS, MAX_DAYS};
-use crate::backoffice::access::{policy, Staff};
 use crate::app::HubHandle;
+use crate::backoffice::access::{policy, Staff};
 use crate::storage::{CustomerStore, EventLog, OrderStore, StorageError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};

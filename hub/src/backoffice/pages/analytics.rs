@@ -57,10 +57,7 @@ async fn show(
     query: web::Query<AnalyticsQuery>,
 ) -> Result<HttpResponse, PageFailure> {
     session.require(policy::Analytics::ROLES)?;
-    let days_back = query
-        .days
-        .filter(|d| PERIODS.contains(d))
-        .unwrap_or(30);
+    let days_back = query.days.filter(|d| PERIODS.contains(d)).unwrap_or(30);
     let to = handle.backend.deps.clock.now().date();
     let from = to - time::Duration::days(days_back - 1);
     let range = Range {
@@ -69,7 +66,10 @@ async fn show(
         channel: None,
     };
     let r = range.clone();
-    let funnel = handle.experience.read(move |a| reports::funnel(a, &r)).await?;
+    let funnel = handle
+        .experience
+        .read(move |a| reports::funnel(a, &r))
+        .await?;
     let r = range.clone();
     let revenue = handle
         .experience

@@ -30,7 +30,11 @@ pub struct AuditQuery {
 }
 
 fn day(text: &str) -> Option<time::Date> {
-    time::Date::parse(text.trim(), time::macros::format_description!("[year]-[month]-[day]")).ok()
+    time::Date::parse(
+        text.trim(),
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()
 }
 
 fn some(text: &str) -> Option<String> {
@@ -53,10 +57,16 @@ pub fn diff(before: Option<&str>, after: Option<&str>) -> Vec<FieldChange> {
     let (b, a) = (parse(before), parse(after));
     let object = |v: &Option<Value>| match v {
         Some(Value::Object(m)) => Some(m.clone()),
-        Some(other) => Some(serde_json::Map::from_iter([("value".to_string(), other.clone())])),
+        Some(other) => Some(serde_json::Map::from_iter([(
+            "value".to_string(),
+            other.clone(),
+        )])),
         None => None,
     };
-    let (b, a) = (object(&b).unwrap_or_default(), object(&a).unwrap_or_default());
+    let (b, a) = (
+        object(&b).unwrap_or_default(),
+        object(&a).unwrap_or_default(),
+    );
     let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -124,9 +134,16 @@ async fn list(
 mod tests {
     use super::*;
 
+    /// Before, after, and the expected (field, before, after) changes.
+    type Case = (
+        Option<&'static str>,
+        Option<&'static str>,
+        Vec<(&'static str, Option<&'static str>, Option<&'static str>)>,
+    );
+
     #[test]
     fn diffs_name_the_changed_fields() {
-        let table: [(Option<&str>, Option<&str>, Vec<(&str, Option<&str>, Option<&str>)>); 4] = [
+        let table: [Case; 4] = [
             (
                 Some(r#"{"name":"A","roles":["admin"],"same":1}"#),
                 Some(r#"{"name":"B","roles":["admin"],"same":1}"#),

@@ -120,10 +120,7 @@ pub async fn login(
     check_login_csrf(&req, &form.csrf)?;
     let next = safe_next(&form.next);
     let address = pages.client(&req);
-    let outcome = bo
-        .sign_in(&form.email, &form.password, &address)
-        .await
-        ?;
+    let outcome = bo.sign_in(&form.email, &form.password, &address).await?;
     match outcome {
         SignIn::Done { token, .. } => Ok(pages.redirect_with(
             next,
@@ -134,7 +131,10 @@ pub async fn login(
             ],
         )),
         SignIn::SecondFactor { token } => {
-            let to = format!("/backoffice/login/code?next={}", super::encode_component(next));
+            let to = format!(
+                "/backoffice/login/code?next={}",
+                super::encode_component(next)
+            );
             Ok(pages.redirect_with(
                 &to,
                 None,
@@ -219,11 +219,7 @@ pub async fn code(
         ));
     };
     let address = pages.client(&req);
-    match bo
-        .second_factor(&token, &form.code, &address)
-        .await
-        ?
-    {
+    match bo.second_factor(&token, &form.code, &address).await? {
         SignIn::Done { token, .. } => Ok(pages.redirect_with(
             next,
             None,
@@ -316,8 +312,7 @@ pub async fn confirm_totp(
     session.check_form(&req, &form.csrf)?;
     let confirmed = bo
         .confirm_totp(&session.actor(), session.user().id, &form.code)
-        .await
-        ?;
+        .await?;
     Ok(if confirmed {
         pages.redirect(
             "/backoffice/me",

@@ -48,7 +48,12 @@ async fn list(
 ) -> Result<HttpResponse, PageFailure> {
     session.require(policy::Stock::ROLES)?;
     let catalog = handle.backend.catalog();
-    let q = query.q.as_deref().map(str::trim).unwrap_or("").to_lowercase();
+    let q = query
+        .q
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or("")
+        .to_lowercase();
     let page = query.page.unwrap_or(0);
     let locations = locations(&handle);
     let matching: Vec<&protocol::Product> = catalog
@@ -57,7 +62,9 @@ async fn list(
         .filter(|p| {
             q.is_empty()
                 || p.name.to_lowercase().contains(&q)
-                || p.variants.iter().any(|v| v.sku.as_str().to_lowercase().contains(&q))
+                || p.variants
+                    .iter()
+                    .any(|v| v.sku.as_str().to_lowercase().contains(&q))
         })
         .collect();
     let total = matching.len();
@@ -146,10 +153,11 @@ async fn count(
         ));
     }
     let online = LocationId::online();
-    let level_json = |l: &StockLevel| {
-        serde_json::json!({"sku": l.sku, "location": l.location.0, "on_hand": l.on_hand, "held": l.held})
-    };
-    let before = handle.inventory.level(&online, &sku).map(|l| level_json(&l));
+    let level_json = |l: &StockLevel| serde_json::json!({"sku": l.sku, "location": l.location.0, "on_hand": l.on_hand, "held": l.held});
+    let before = handle
+        .inventory
+        .level(&online, &sku)
+        .map(|l| level_json(&l));
     handle
         .inventory
         .set(vec![StockLevel {
@@ -159,7 +167,10 @@ async fn count(
             held: 0,
         }])
         .await?;
-    let after = handle.inventory.level(&online, &sku).map(|l| level_json(&l));
+    let after = handle
+        .inventory
+        .level(&online, &sku)
+        .map(|l| level_json(&l));
     let actor = session.actor();
     let change = Change {
         actor: &actor,

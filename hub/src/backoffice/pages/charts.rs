@@ -143,7 +143,10 @@ pub fn stacked_columns(
         }
     }
     if categories.is_empty() {
-        let _ = write!(svg, r#"<text x="{left}" y="40">No data in this period.</text>"#);
+        let _ = write!(
+            svg,
+            r#"<text x="{left}" y="40">No data in this period.</text>"#
+        );
     }
     svg.push_str("</svg>");
     svg

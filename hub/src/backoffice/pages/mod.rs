@@ -13,10 +13,10 @@
 //!   with [`Pages::redirect`] and a flash message (Post/Redirect/Get).
 
 mod analytics;
-mod auth;
-pub mod charts;
 mod audit;
+mod auth;
 mod catalog;
+pub mod charts;
 mod customers;
 mod dashboard;
 mod imports;
@@ -41,28 +41,94 @@ use std::net::IpAddr;
 use std::pin::Pin;
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("base.html", include_str!("../../../templates/backoffice/base.html")),
-    ("macros.html", include_str!("../../../templates/backoffice/macros.html")),
-    ("error.html", include_str!("../../../templates/backoffice/error.html")),
-    ("login.html", include_str!("../../../templates/backoffice/login.html")),
-    ("code.html", include_str!("../../../templates/backoffice/code.html")),
-    ("me.html", include_str!("../../../templates/backoffice/me.html")),
-    ("dashboard.html", include_str!("../../../templates/backoffice/dashboard.html")),
-    ("promotions.html", include_str!("../../../templates/backoffice/promotions.html")),
-    ("promotion.html", include_str!("../../../templates/backoffice/promotion.html")),
-    ("promotion_form.html", include_str!("../../../templates/backoffice/promotion_form.html")),
-    ("promotion_fields.html", include_str!("../../../templates/backoffice/promotion_fields.html")),
-    ("audit.html", include_str!("../../../templates/backoffice/audit.html")),
-    ("orders.html", include_str!("../../../templates/backoffice/orders.html")),
-    ("order.html", include_str!("../../../templates/backoffice/order.html")),
-    ("analytics.html", include_str!("../../../templates/backoffice/analytics.html")),
-    ("users.html", include_str!("../../../templates/backoffice/users.html")),
-    ("user.html", include_str!("../../../templates/backoffice/user.html")),
-    ("customers.html", include_str!("../../../templates/backoffice/customers.html")),
-    ("customer.html", include_str!("../../../templates/backoffice/customer.html")),
-    ("catalog.html", include_str!("../../../templates/backoffice/catalog.html")),
-    ("imports.html", include_str!("../../../templates/backoffice/imports.html")),
-    ("import_run.html", include_str!("../../../templates/backoffice/import_run.html")),
+    (
+        "base.html",
+        include_str!("../../../templates/backoffice/base.html"),
+    ),
+    (
+        "macros.html",
+        include_str!("../../../templates/backoffice/macros.html"),
+    ),
+    (
+        "error.html",
+        include_str!("../../../templates/backoffice/error.html"),
+    ),
+    (
+        "login.html",
+        include_str!("../../../templates/backoffice/login.html"),
+    ),
+    (
+        "code.html",
+        include_str!("../../../templates/backoffice/code.html"),
+    ),
+    (
+        "me.html",
+        include_str!("../../../templates/backoffice/me.html"),
+    ),
+    (
+        "dashboard.html",
+        include_str!("../../../templates/backoffice/dashboard.html"),
+    ),
+    (
+        "promotions.html",
+        include_str!("../../../templates/backoffice/promotions.html"),
+    ),
+    (
+        "promotion.html",
+        include_str!("../../../templates/backoffice/promotion.html"),
+    ),
+    (
+        "promotion_form.html",
+        include_str!("../../../templates/backoffice/promotion_form.html"),
+    ),
+    (
+        "promotion_fields.html",
+        include_str!("../../../templates/backoffice/promotion_fields.html"),
+    ),
+    (
+        "audit.html",
+        include_str!("../../../templates/backoffice/audit.html"),
+    ),
+    (
+        "orders.html",
+        include_str!("../../../templates/backoffice/orders.html"),
+    ),
+    (
+        "order.html",
+        include_str!("../../../templates/backoffice/order.html"),
+    ),
+    (
+        "analytics.html",
+        include_str!("../../../templates/backoffice/analytics.html"),
+    ),
+    (
+        "users.html",
+        include_str!("../../../templates/backoffice/users.html"),
+    ),
+    (
+        "user.html",
+        include_str!("../../../templates/backoffice/user.html"),
+    ),
+    (
+        "customers.html",
+        include_str!("../../../templates/backoffice/customers.html"),
+    ),
+    (
+        "customer.html",
+        include_str!("../../../templates/backoffice/customer.html"),
+    ),
+    (
+        "catalog.html",
+        include_str!("../../../templates/backoffice/catalog.html"),
+    ),
+    (
+        "imports.html",
+        include_str!("../../../templates/backoffice/imports.html"),
+    ),
+    (
+        "import_run.html",
+        include_str!("../../../templates/backoffice/import_run.html"),
+    ),
 ];
 
 const CSS: &str = include_str!("../../../static/backoffice.css");
@@ -96,7 +162,11 @@ pub const NAV: &[(&str, &str, &[Role])] = &[
     ("/backoffice/catalog", "Catalog", policy::Stock::ROLES),
     ("/backoffice/promotions", "Promotions", PROMOTION_READERS),
     ("/backoffice/imports", "ERP imports", policy::Imports::ROLES),
-    ("/backoffice/analytics", "Analytics", policy::Analytics::ROLES),
+    (
+        "/backoffice/analytics",
+        "Analytics",
+        policy::Analytics::ROLES,
+    ),
     ("/backoffice/users", "Users", policy::Admin::ROLES),
     ("/backoffice/audit", "Audit log", policy::Admin::ROLES),
 ];
@@ -157,7 +227,12 @@ impl Pages {
         channels::context::client_address(req, &self.trusted_proxies).to_string()
     }
 
-    fn cookie(&self, name: &'static str, value: String, max_age: CookieDuration) -> Cookie<'static> {
+    fn cookie(
+        &self,
+        name: &'static str,
+        value: String,
+        max_age: CookieDuration,
+    ) -> Cookie<'static> {
         Cookie::build(name, value)
             .path("/")
             .http_only(true)
@@ -187,7 +262,14 @@ impl Pages {
         template: &str,
         page: Value,
     ) -> Result<HttpResponse, PageFailure> {
-        self.render_status(req, Some(session), StatusCode::OK, template, page, Vec::new())
+        self.render_status(
+            req,
+            Some(session),
+            StatusCode::OK,
+            template,
+            page,
+            Vec::new(),
+        )
     }
 
     /// Renders a page with a status, for a signed-in user or not, setting `cookies`.
@@ -200,7 +282,9 @@ impl Pages {
         page: Value,
         mut cookies: Vec<Cookie<'static>>,
     ) -> Result<HttpResponse, PageFailure> {
-        let flash = req.cookie(FLASH_COOKIE).and_then(|c| Flash::decode(c.value()));
+        let flash = req
+            .cookie(FLASH_COOKIE)
+            .and_then(|c| Flash::decode(c.value()));
         if req.cookie(FLASH_COOKIE).is_some() {
             cookies.push(self.removal(FLASH_COOKIE));
         }
@@ -266,8 +350,8 @@ fn nav_for(user: &BackOfficeUser, path: &str) -> Vec<NavItem> {
     NAV.iter()
         .filter(|(_, _, roles)| roles.iter().any(|r| user.has(*r)))
         .map(|(href, label, _)| NavItem {
-            href: *href,
-            label: *label,
+            href,
+            label,
             current: if *href == "/backoffice" {
                 path == "/backoffice" || path == "/backoffice/"
             } else {
@@ -547,7 +631,7 @@ impl From<super::BackofficeError> for PageFailure {
 impl From<channels::BackendError> for PageFailure {
     fn from(e: channels::BackendError) -> Self {
         match e {
-            channels::BackendError::NotFound(what) => PageFailure::not_found(&what),
+            channels::BackendError::NotFound(what) => PageFailure::not_found(what),
             channels::BackendError::Unavailable(detail) => {
                 tracing::error!(%detail, "backend unavailable");
                 PageFailure::unavailable()
@@ -821,7 +905,10 @@ mod tests {
     #[test]
     fn money_reads_like_money() {
         use protocol::{Currency, Money};
-        assert_eq!(format_money(Money::new(123_456, Currency::EUR)), "EUR 1,234.56");
+        assert_eq!(
+            format_money(Money::new(123_456, Currency::EUR)),
+            "EUR 1,234.56"
+        );
         assert_eq!(format_money(Money::new(-5, Currency::EUR)), "-EUR 0.05");
     }
 

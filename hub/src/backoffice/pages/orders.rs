@@ -151,7 +151,10 @@ async fn refund(
         },
     };
     let reason = reason_or(&form.reason, "refund");
-    change(&pages, &handle, &bo, &session, &order, amount, reason, false).await
+    change(
+        &pages, &handle, &bo, &session, &order, amount, reason, false,
+    )
+    .await
 }
 
 async fn cancel(
@@ -206,7 +209,11 @@ async fn change(
         }
         Err(e) => return Ok(pages.redirect(&back, Flash::error(e.to_string()))),
     };
-    let action = if cancel { "order.cancel" } else { "order.refund" };
+    let action = if cancel {
+        "order.cancel"
+    } else {
+        "order.refund"
+    };
     let actor = session.actor();
     let change = Change {
         actor: &actor,

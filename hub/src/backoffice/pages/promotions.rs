@@ -301,7 +301,15 @@ async fn edit(
     let (spec, starts_at, ends_at) = match parsed(&form) {
         Ok(p) => p,
         Err(errors) => {
-            return render_form(&pages, &req, &session, unprocessable, &form, Some(&id), &errors)
+            return render_form(
+                &pages,
+                &req,
+                &session,
+                unprocessable,
+                &form,
+                Some(&id),
+                &errors,
+            )
         }
     };
     let patch = PromotionPatch {
@@ -322,7 +330,15 @@ async fn edit(
         )),
         Err(e) => {
             let errors = invalid(e)?;
-            render_form(&pages, &req, &session, unprocessable, &form, Some(&id), &errors)
+            render_form(
+                &pages,
+                &req,
+                &session,
+                unprocessable,
+                &form,
+                Some(&id),
+                &errors,
+            )
         }
     }
 }
@@ -331,7 +347,10 @@ async fn edit(
 fn refused(pages: &Pages, id: &str, e: BackofficeError) -> Result<HttpResponse, PageFailure> {
     match e {
         BackofficeError::Forbidden { message, .. } | BackofficeError::Conflict { message, .. } => {
-            Ok(pages.redirect(&format!("/backoffice/promotions/{id}"), Flash::error(message)))
+            Ok(pages.redirect(
+                &format!("/backoffice/promotions/{id}"),
+                Flash::error(message),
+            ))
         }
         other => Err(other.into()),
     }

@@ -171,10 +171,9 @@ async fn update(
         _ => return Ok(pages.redirect(&back, Flash::error("Nothing to change."))),
     };
     match bo.update_user(&session.actor(), id, patch).await {
-        Ok(user) => Ok(pages.redirect(
-            &back,
-            Flash::success(format!("{} is updated.", user.email)),
-        )),
+        Ok(user) => {
+            Ok(pages.redirect(&back, Flash::success(format!("{} is updated.", user.email))))
+        }
         Err(e) => Ok(pages.redirect(&back, Flash::error(message(e)?))),
     }
 }
