@@ -4,7 +4,6 @@
 
 use crate::app::HubHandle;
 use crate::backoffice::access::{policy, Staff};
-use crate::backoffice::audit::Change;
 use actix_web::{web, HttpRequest, HttpResponse};
 use channels::error::ApiError;
 use channels::Backend;
@@ -167,25 +166,25 @@ async fn refund(
     Ok(HttpResponse::Ok().json(admin_view(&after)))
 }
 
-/// Records a refund or cancellation in the audit list. The order is already changed (by its
-/// basket actor, in its own store), so a failure here is logged, not answered.
-pub(crate) async fn audit_order<P: crate::backoffice::access::Policy>(
+/// Records a refund or cancellation in the audit list.
+async fn audit_order(
     handle: &HubHandle,
-    staff: &Staff<P>,
+    staff: &Staff<policy::Orders>,
     action: &str,
     before: &OrderRecord,
     after: &OrderRecord,
 ) {
-    let change = Change {
-        actor: &staff.actor,
-        action,
-        subject: format!("order/{}", after.number),
-        before: Some(&audit_view(before)),
-        after: Some(&audit_view(after)),
-    };
-    if let Err(e) = handle.backoffice.record(change).await {
-        tracing::error!(error = %e, order = %after.id, action, "audit entry not written");
-    }
+    let subject = format!("order/{}", after.number);
+    let (before, after) = (audit_view(before), audit_view(after));
+    staff
+        .audit(
+            &handle.backoffice,
+            action,
+            subject,
+            Some(&before),
+            Some(&after),
+        )
+        .await;
 }
 
 /// What the audit list keeps of an order: its state and money, not the shopper's address.
@@ -370,14 +369,13 @@ async fn audit_stock(
     before: Option<&serde_json::Value>,
     after: &serde_json::Value,
 ) {
-    let change = Change {
-        actor: &staff.actor,
-        action: "stock.count",
-        subject: format!("stock/{sku}"),
-        before,
-        after: Some(after),
-    };
-    if let Err(e) = handle.backoffice.record(change).await {
-        tracing::error!(error = %e, %sku, "audit entry not written");
-    }
+    staff
+        .audit(
+            &handle.backoffice,
+            "stock.count",
+            format!("stock/{sku}"),
+            before,
+            Some(after),
+        )
+        .await;
 }

@@ -849,7 +849,7 @@ async fn a_merchandiser_drafts_and_an_approver_approves_through_the_pages() {
 }
 
 #[actix_web::test]
-async fn stock_counts_from_the_catalog_page_are_audited_and_analytics_draw_charts() {
+async fn stock_counts_and_playlists_are_audited_and_analytics_draw_charts() {
     let clock = clock();
     let hub = spawn(&clock, |_| {}).await;
     user(&hub, "mia@example.com", &["merchandiser", "analyst"]).await;
@@ -902,6 +902,37 @@ async fn stock_counts_from_the_catalog_page_are_audited_and_analytics_draw_chart
         .as_str()
         .expect("after")
         .contains("\"on_hand\":42"));
+    // A marketer's playlist, published through the API with a user token, is audited too.
+    let marketer = user(&hub, "mara@example.com", &["marketer"]).await;
+    let res = common::client()
+        .put(hub.url("/api/v1/admin/boards/playlists/all"))
+        .bearer_auth(token(&hub, &marketer).await)
+        .json(&json!({"playlist": {"items": [{"id": "hello", "title": "Hello"}], "dwell_secs": 6}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::OK);
+    let audit: Value = common::client()
+        .get(hub.url("/api/v1/backoffice/audit"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let published = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["action"] == "board.playlist.publish")
+        .expect("the publication is audited");
+    assert_eq!(published["who_email"], "mara@example.com");
+    assert_eq!(published["subject"], "playlist/all");
+    assert!(published["after"]
+        .as_str()
+        .expect("after")
+        .contains("Hello"));
     let (status, html) = page(&mia, &hub, "/backoffice/analytics?days=7").await;
     assert_eq!(status, StatusCode::OK);
     for chart in ["funnel-chart", "revenue-chart", "products-chart"] {

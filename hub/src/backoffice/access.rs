@@ -193,6 +193,31 @@ impl<P: Policy> actix_web::FromRequest for Staff<P> {
     }
 }
 
+impl<P: Policy> Staff<P> {
+    /// Records a change this caller made outside the back office's own store (an order
+    /// refunded, a stock count, a playlist published) in the audit list. The change is already
+    /// done, so a failure to write the entry is logged, not answered.
+    pub async fn audit<B: serde::Serialize, A: serde::Serialize>(
+        &self,
+        backoffice: &Backoffice,
+        action: &str,
+        subject: String,
+        before: Option<&B>,
+        after: Option<&A>,
+    ) {
+        let change = super::audit::Change {
+            actor: &self.actor,
+            action,
+            subject,
+            before,
+            after,
+        };
+        if let Err(e) = backoffice.record(change).await {
+            tracing::error!(error = %e, action, "audit entry not written");
+        }
+    }
+}
+
 /// A back-office user (API token or session; not the admin token).
 pub(crate) async fn user(req: &HttpRequest) -> Result<BackOfficeUser, ApiError> {
     match caller(req, false).await? {

@@ -226,7 +226,7 @@ async fn show(
 
 /// `POST /api/v1/admin/edge/nodes/{replica}/retire`: retires the replica id for good.
 async fn retire(
-    _: Staff<policy::Edge>,
+    staff: Staff<policy::Edge>,
     handle: web::Data<HubHandle>,
     replica: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -239,12 +239,22 @@ async fn retire(
         .await
         .map_err(|_| api_error(EdgeError::Closed))?
         .map_err(api_error)?;
-    Ok(HttpResponse::Ok().json(json!({
+    let retired = json!({
         "replica": record.replica,
         "location": record.location.0,
         "retired_at": time_json(Some(record.at_ms)),
         "written_off": record.written_off.iter().map(|(k, n)| json!({"key": k, "units": n})).collect::<Vec<_>>(),
-    })))
+    });
+    staff
+        .audit(
+            &handle.backoffice,
+            "edge.node.retire",
+            format!("edge-node/{replica}"),
+            None::<&()>,
+            Some(&retired),
+        )
+        .await;
+    Ok(HttpResponse::Ok().json(retired))
 }
 
 #[derive(Deserialize)]

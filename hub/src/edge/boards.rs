@@ -253,7 +253,7 @@ struct PublishBody {
 }
 
 async fn publish(
-    _: Staff<policy::Boards>,
+    staff: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
     body: web::Json<PublishBody>,
@@ -285,12 +285,25 @@ async fn publish(
         )
         .with_details(json!({ "fields": fields })));
     }
+    let published = json!({ "base_version": body.base_version, "playlist": &body.playlist });
     match handle
         .boards
         .publish(&scope, body.base_version, body.playlist)
         .await
     {
-        Ok(version) => Ok(HttpResponse::Ok().json(json!({ "scope": scope, "version": version }))),
+        Ok(version) => {
+            let after = json!({ "version": version, "published": published });
+            staff
+                .audit(
+                    &handle.backoffice,
+                    "board.playlist.publish",
+                    format!("playlist/{scope}"),
+                    None::<&()>,
+                    Some(&after),
+                )
+                .await;
+            Ok(HttpResponse::Ok().json(json!({ "scope": scope, "version": version })))
+        }
         Err(e @ PublishError::Stale { .. }) => Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,
             "stale_version",
@@ -331,7 +344,7 @@ struct AudienceBody {
 }
 
 async fn put_audience(
-    _: Staff<policy::Boards>,
+    staff: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
     body: web::Json<AudienceBody>,
@@ -359,6 +372,7 @@ async fn put_audience(
             format!("at most {} segments", protocol::board::MAX_SEGMENTS),
         ));
     }
+    let before = handle.boards.audience(customer).map_err(storage_error)?;
     let audience = BoardAudience {
         consent: body.consent,
         segments: body.segments,
@@ -370,6 +384,15 @@ async fn put_audience(
         .set_audience(customer, &audience)
         .await
         .map_err(storage_error)?;
+    staff
+        .audit(
+            &handle.backoffice,
+            "board.audience.set",
+            format!("customer/{customer}"),
+            before.as_ref(),
+            Some(&audience),
+        )
+        .await;
     Ok(HttpResponse::Ok().json(json!({
         "customer": customer,
         "consent": audience.consent,

@@ -753,7 +753,8 @@ pub async fn list_refunds(
 
 /// `POST /api/v1/admin/edge/refunds/{return id}/retry`: tries a refused card refund again.
 pub async fn retry_refund(
-    _: Staff<policy::Edge>,
+    staff: Staff<policy::Edge>,
+    backoffice: web::Data<crate::backoffice::Backoffice>,
     returns: web::Data<Arc<Returns>>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -769,7 +770,17 @@ pub async fn retry_refund(
         .await
         .map_err(|e| ApiError::from(channels::BackendError::Unavailable(e.to_string())))?
         .map_err(|e| ApiError::from(channels::BackendError::Unavailable(e.to_string())))??;
-    Ok(HttpResponse::Accepted().json(json!({"return": id.to_string(), "state": "due"})))
+    let after = json!({"return": id.to_string(), "state": "due"});
+    staff
+        .audit(
+            &backoffice,
+            "store_refund.retry",
+            format!("return/{id}"),
+            None::<&()>,
+            Some(&after),
+        )
+        .await;
+    Ok(HttpResponse::Accepted().json(after))
 }
 
 /// What a node's receipt lookup answers: a store sale or an online order (as a sale), with the
