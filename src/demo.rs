@@ -44,17 +44,51 @@ const DEMO_STORE_TOKEN: &str = "omnihub-demo-store-token";
 const DEMO_ERP: &str = "127.0.0.1:8202";
 /// The secret the demo's ERP signs its pushes with (set your own in a deployment).
 const DEMO_ERP_SECRET: &str = "omnihub-demo-erp-secret";
-/// The demo's business users: (email, name, roles).
-const DEMO_USERS: [(&str, &str, &[&str]); 2] = [
+/// The demo's business users, one per role: (email, name, roles, password). They sign in at
+/// `/backoffice` with the printed password (set again at each start) and call the API with the
+/// token printed beside it.
+const DEMO_USERS: [(&str, &str, &[&str], &str); 7] = [
     (
         "mia@omnihub.example",
         "Mia Merchandiser",
         &["merchandiser", "marketer"],
+        "omnihub-demo-mia",
     ),
     (
         "ada@omnihub.example",
         "Ada Approver",
         &["approver", "analyst"],
+        "omnihub-demo-ada",
+    ),
+    (
+        "admin@omnihub.demo",
+        "Alex Admin",
+        &["admin"],
+        "omnihub-demo-admin",
+    ),
+    (
+        "merch@omnihub.demo",
+        "Max Merchandiser",
+        &["merchandiser"],
+        "omnihub-demo-merch",
+    ),
+    (
+        "marketer@omnihub.demo",
+        "Mara Marketer",
+        &["marketer"],
+        "omnihub-demo-marketer",
+    ),
+    (
+        "analyst@omnihub.demo",
+        "Ana Analyst",
+        &["analyst"],
+        "omnihub-demo-analyst",
+    ),
+    (
+        "support@omnihub.demo",
+        "Sam Support",
+        &["support"],
+        "omnihub-demo-support",
     ),
 ];
 
@@ -205,7 +239,7 @@ fn seed_backoffice(hub: &str) -> anyhow::Result<Vec<(String, String)>> {
         .error_for_status()?
         .json()?;
     let mut tokens = Vec::new();
-    for (email, name, roles) in DEMO_USERS {
+    for (email, name, roles, password) in DEMO_USERS {
         let known = users["users"]
             .as_array()
             .into_iter()
@@ -213,12 +247,21 @@ fn seed_backoffice(hub: &str) -> anyhow::Result<Vec<(String, String)>> {
             .find(|u| u["email"] == email)
             .and_then(|u| u["id"].as_str().map(str::to_string));
         let id = match known {
-            Some(id) => id,
+            Some(id) => {
+                // Users from an older demo may have no password, or another one.
+                client
+                    .patch(format!("{hub}/api/v1/admin/users/{id}"))
+                    .bearer_auth(DEMO_ADMIN_TOKEN)
+                    .json(&json!({"password": password}))
+                    .send()?
+                    .error_for_status()?;
+                id
+            }
             None => {
                 let made: Value = client
                     .post(format!("{hub}/api/v1/admin/users"))
                     .bearer_auth(DEMO_ADMIN_TOKEN)
-                    .json(&json!({"email": email, "name": name, "roles": roles}))
+                    .json(&json!({"email": email, "name": name, "roles": roles, "password": password}))
                     .send()?
                     .error_for_status()?
                     .json()?;
@@ -650,7 +693,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let users: String = users
         .iter()
-        .map(|(email, token)| format!("\n                  {email}  Bearer {token}"))
+        .zip(DEMO_USERS.iter())
+        .map(|((email, token), (_, _, roles, password))| {
+            format!(
+                "\n                  {email} / {password}  ({})  Bearer {token}",
+                roles.join(", ")
+            )
+        })
         .collect();
     let (_, berlin, berlin_name, berlin_port) = DEMO_STORES[0];
     let pickup = collect::banner_line(
@@ -664,7 +713,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         berlin_name,
     );
     println!(
-        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Click & collect {pickup}\n  Card terminal   {terminal_url}/  (present a test card, then press Card on the till)\n  Voice skill     {hub_url}/voice/alexa  (try: omnihub sim voice --chain-dir {}/voice-sim --link-as {})\n  Chat            the Ask us box on every storefront page, or POST {hub_url}/api/v1/chat\n  Store boards    playlists: {hub_url}/api/v1/admin/boards/playlists (admin token){boards}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     users and their API tokens (new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
+        "\n  Omnihub is running.\n\n  Storefront      {hub_url}/\n  JSON API        {hub_url}/api/v1/products\n  OpenAPI         {hub_url}/api/v1/openapi.json\n  Health          {hub_url}/healthz  {hub_url}/readyz  {hub_url}/metrics\n  Mail inbox      {inbox}  (SMTP sink on {})\n  Payments        {payments_url}/  (test card 4242 4242 4242 4242, any future date, any CVC)\n  Admin API       {hub_url}/api/v1/admin/orders  (Authorization: Bearer {DEMO_ADMIN_TOKEN})\n  Outbox          {hub_url}/ops/outbox\n  Stores          http://127.0.0.1:8301/api/v1/stock (Berlin)  http://127.0.0.1:8302/api/v1/stock (Hamburg)  (Authorization: Bearer {DEMO_STORE_TOKEN})\n  Store tills     http://127.0.0.1:8301/pos (Berlin)  http://127.0.0.1:8302/pos (Hamburg)  (works offline too)\n                  {staff}\n  Click & collect {pickup}\n  Card terminal   {terminal_url}/  (present a test card, then press Card on the till)\n  Voice skill     {hub_url}/voice/alexa  (try: omnihub sim voice --chain-dir {}/voice-sim --link-as {})\n  Chat            the Ask us box on every storefront page, or POST {hub_url}/api/v1/chat\n  Store boards    playlists: {hub_url}/api/v1/admin/boards/playlists (admin token){boards}\n  Store sync      {hub_url}/api/v1/admin/edge/nodes  (admin token)\n  OMS, carrier    http://{DEMO_OMS}/  http://{DEMO_LOGISTICS}/  (orders ship and are delivered within about a minute)\n  ERP             http://{DEMO_ERP}/  (pulled every 30 s; runs: {hub_url}/api/v1/admin/import/runs, admin token)\n  Promotions      {hub_url}/api/v1/backoffice/promotions  (ERP coupons WELCOME10 from EUR 50 and COFFEE20 for signed-in shoppers; tea 3 for 2)\n  Back office     {hub_url}/backoffice  sign in as (password; API token, new at each start):{users}\n\n  Demo shopper    {}  /  {}\n\n  Data in {} (kept across restarts; --fresh starts over). Ctrl-C stops everything.\n",
         simulators::mail::MailArgs::DEFAULT_SMTP,
         args.data.display(),
         hub::app::DEMO_EMAIL,

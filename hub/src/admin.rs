@@ -1,7 +1,9 @@
-//! The admin API (`/api/v1/admin/*`), guarded by the configured admin token: orders, refunds and
-//! cancellations. The back office adds pages and roles on top of it.
+//! The admin API (`/api/v1/admin/*`): orders, refunds and cancellations, stock counts. Each route
+//! names the roles it serves (`crate::backoffice::access::policy`); the configured admin token
+//! opens all of them. Changes are written to the back office's audit list.
 
 use crate::app::HubHandle;
+use crate::backoffice::access::{policy, Staff};
 use actix_web::{web, HttpRequest, HttpResponse};
 use channels::error::ApiError;
 use channels::Backend;
@@ -10,42 +12,14 @@ use protocol::{Money, OrderId};
 use serde::Deserialize;
 use serde_json::json;
 
-/// The admin token (unset: the admin API is off).
+/// The admin token (unset: only back-office users reach the admin API).
 pub struct AdminAccess {
     pub token: Option<secrecy::SecretString>,
 }
 
-/// Proof that a request carries the admin token as `Authorization: Bearer`.
-pub struct AdminAuthorized;
-
-impl actix_web::FromRequest for AdminAuthorized {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<AdminAuthorized, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        use actix_web::http::StatusCode;
-        let expected = req
-            .app_data::<web::Data<AdminAccess>>()
-            .and_then(|a| a.token.clone());
-        let Some(expected) = expected else {
-            return std::future::ready(Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "admin_api_off",
-                "the admin API is switched off: set admin_token in the hub's configuration",
-            )));
-        };
-        let ok = crate::auth::bearer_matches(req, &expected);
-        std::future::ready(if ok {
-            Ok(AdminAuthorized)
-        } else {
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "admin_token_required",
-                "send the admin token as Authorization: Bearer <token>",
-            ))
-        })
-    }
-}
+/// The admin token, or a back-office user with role admin. Routes meant for a wider audience
+/// name their policy instead (`Staff<policy::Orders>`, see `crate::backoffice::access`).
+pub type AdminAuthorized = Staff<policy::Admin>;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let scope = crate::edge::admin::routes(web::scope("/api/v1/admin"));
@@ -61,7 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-fn admin_view(o: &OrderRecord) -> serde_json::Value {
+pub(crate) fn admin_view(o: &OrderRecord) -> serde_json::Value {
     json!({
         "id": o.id,
         "number": o.number,
@@ -102,7 +76,7 @@ struct ListQuery {
 }
 
 async fn list(
-    _: AdminAuthorized,
+    _: Staff<policy::Orders>,
     handle: web::Data<HubHandle>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -127,7 +101,7 @@ async fn list(
 }
 
 async fn show(
-    _: AdminAuthorized,
+    _: Staff<policy::Orders>,
     handle: web::Data<HubHandle>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -151,7 +125,7 @@ fn idempotency_key(req: &HttpRequest) -> Option<String> {
 }
 
 async fn refund(
-    _: AdminAuthorized,
+    staff: Staff<policy::Orders>,
     req: HttpRequest,
     handle: web::Data<HubHandle>,
     id: web::Path<String>,
@@ -184,11 +158,47 @@ async fn refund(
         .chars()
         .take(200)
         .collect();
-    let order = handle
+    let after = handle
         .backend
         .admin_refund(&order, amount, reason, false, idempotency_key(&req))
         .await?;
-    Ok(HttpResponse::Ok().json(admin_view(&order)))
+    audit_order(&handle, &staff, "order.refund", &order, &after).await;
+    Ok(HttpResponse::Ok().json(admin_view(&after)))
+}
+
+/// Records a refund or cancellation in the audit list.
+async fn audit_order(
+    handle: &HubHandle,
+    staff: &Staff<policy::Orders>,
+    action: &str,
+    before: &OrderRecord,
+    after: &OrderRecord,
+) {
+    let subject = format!("order/{}", after.number);
+    let (before, after) = (audit_view(before), audit_view(after));
+    staff
+        .audit(
+            &handle.backoffice,
+            action,
+            subject,
+            Some(&before),
+            Some(&after),
+        )
+        .await;
+}
+
+/// What the audit list keeps of an order: its state and money, not the shopper's address.
+pub(crate) fn audit_view(o: &OrderRecord) -> serde_json::Value {
+    json!({
+        "id": o.id,
+        "number": o.number,
+        "status": o.status(),
+        "cancelled": o.cancelled,
+        "refunded": o.payment.refunded(),
+        "refundable": o.payment.refundable(),
+        "refund_due": o.refund_due,
+        "needs_attention": o.needs_attention,
+    })
 }
 
 #[derive(Deserialize)]
@@ -198,7 +208,7 @@ struct CancelBody {
 }
 
 async fn cancel(
-    _: AdminAuthorized,
+    staff: Staff<policy::Orders>,
     req: HttpRequest,
     handle: web::Data<HubHandle>,
     id: web::Path<String>,
@@ -211,11 +221,12 @@ async fn cancel(
         .chars()
         .take(200)
         .collect();
-    let order = handle
+    let after = handle
         .backend
         .admin_refund(&order, None, reason, true, idempotency_key(&req))
         .await?;
-    Ok(HttpResponse::Ok().json(admin_view(&order)))
+    audit_order(&handle, &staff, "order.cancel", &order, &after).await;
+    Ok(HttpResponse::Ok().json(admin_view(&after)))
 }
 
 #[derive(Deserialize)]
@@ -265,7 +276,7 @@ fn level_json(level: &protocol::StockLevel) -> serde_json::Value {
 
 /// `GET /api/v1/admin/stock/{sku}`: on hand, held for checkouts, and available to promise.
 async fn stock(
-    _: AdminAuthorized,
+    _: Staff<policy::Stock>,
     handle: web::Data<HubHandle>,
     sku: web::Path<String>,
     query: web::Query<LocationQuery>,
@@ -298,7 +309,7 @@ struct SetStock {
 /// A count for a store location is not applied here: it is queued as a command to the store's
 /// edge node, which alone creates that location's sell rights (`202` with the command id).
 async fn set_stock(
-    _: AdminAuthorized,
+    staff: Staff<policy::Stock>,
     handle: web::Data<HubHandle>,
     sku: web::Path<String>,
     body: web::Json<SetStock>,
@@ -313,17 +324,24 @@ async fn set_stock(
             "on_hand is a count of units: 0 to 1,000,000,000",
         ));
     }
+    let before = handle
+        .inventory
+        .level(&location, &sku)
+        .map(|l| level_json(&l));
     if location != protocol::LocationId::online() {
-        let forwarded = crate::edge::forward_count(&handle.edge, sku, location, body.on_hand)
-            .await
-            .map_err(crate::edge::admin::api_error)?;
-        return Ok(HttpResponse::Accepted().json(json!({
+        let forwarded =
+            crate::edge::forward_count(&handle.edge, sku.clone(), location, body.on_hand)
+                .await
+                .map_err(crate::edge::admin::api_error)?;
+        let queued = json!({
             "status": "queued",
             "command": forwarded.command,
             "node": forwarded.node,
             "location": forwarded.location.0,
             "on_hand": body.on_hand,
-        })));
+        });
+        audit_stock(&handle, &staff, &sku, before.as_ref(), &queued).await;
+        return Ok(HttpResponse::Accepted().json(queued));
     }
     handle
         .inventory
@@ -339,5 +357,25 @@ async fn set_stock(
         .inventory
         .level(&location, &sku)
         .ok_or_else(|| ApiError::not_found("stock level"))?;
-    Ok(HttpResponse::Ok().json(level_json(&level)))
+    let after = level_json(&level);
+    audit_stock(&handle, &staff, &sku, before.as_ref(), &after).await;
+    Ok(HttpResponse::Ok().json(after))
+}
+
+async fn audit_stock(
+    handle: &HubHandle,
+    staff: &Staff<policy::Stock>,
+    sku: &protocol::Sku,
+    before: Option<&serde_json::Value>,
+    after: &serde_json::Value,
+) {
+    staff
+        .audit(
+            &handle.backoffice,
+            "stock.count",
+            format!("stock/{sku}"),
+            before,
+            Some(after),
+        )
+        .await;
 }

@@ -437,6 +437,10 @@ impl Application {
             pull: settings.import.pull.clone(),
         });
         let backoffice_data = web::Data::from(backoffice);
+        let backoffice_pages = web::Data::new(crate::backoffice::pages::Pages::new(
+            settings.channels.secure_cookies,
+            settings.channels.trusted_proxies.clone(),
+        ));
         let ops = web::Data::new(OpsAccess {
             token: settings.ops_token.clone(),
         });
@@ -455,6 +459,7 @@ impl Application {
                 .app_data(admin.clone())
                 .app_data(fulfilment.clone())
                 .app_data(backoffice_data.clone())
+                .app_data(backoffice_pages.clone())
                 .app_data(card_authority.clone())
                 .app_data(oauth_data.clone())
                 .configure(crate::oauth::routes::configure)
@@ -509,6 +514,8 @@ impl Application {
                 )
                 .app_data(voice_data.clone())
                 .configure(channels::voice::configure)
+                // Before the storefront, whose default service answers every other page.
+                .configure(crate::backoffice::pages::configure)
                 .configure(channels::configure)
         })
         .disable_signals();

@@ -39,8 +39,9 @@ pub struct HubSettings {
     /// Bearer token that `/ops/*` and `/metrics` require. Unset, they are open: fine on
     /// loopback (the demo), not on a network — set it there.
     pub ops_token: Option<secrecy::SecretString>,
-    /// Bearer token that the admin API (`/api/v1/admin/*`: orders, refunds, cancellations)
-    /// requires. Unset, the admin API is switched off.
+    /// Bearer token that opens every admin route (`/api/v1/admin/*`): the operator's
+    /// break-glass. Back-office users reach the routes their roles allow without it (their API
+    /// token or their signed-in session, `docs/backoffice.md`).
     pub admin_token: Option<secrecy::SecretString>,
     /// The address shoppers reach the hub at, for links the payment provider sends them back to
     /// (e.g. `https://shop.example.com`). Unset: `http://` and the listen address.

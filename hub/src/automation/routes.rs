@@ -7,7 +7,7 @@
 
 use super::scheduler::{Env, RunDue, Scheduler};
 use super::store::MessageFilter;
-use crate::admin::AdminAuthorized;
+use crate::backoffice::access::{policy, Staff};
 use actix::Addr;
 use actix_web::{web, HttpResponse};
 use channels::error::ApiError;
@@ -94,7 +94,7 @@ fn record_json(r: &MessageRecord) -> serde_json::Value {
 }
 
 async fn messages(
-    _: AdminAuthorized,
+    _: Staff<policy::Automation>,
     data: web::Data<AutomationData>,
     query: web::Query<MessagesQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -113,7 +113,7 @@ async fn messages(
 }
 
 async fn run(
-    _: AdminAuthorized,
+    _: Staff<policy::Automation>,
     data: web::Data<AutomationData>,
 ) -> Result<HttpResponse, ApiError> {
     match data.scheduler.send(RunDue).await {

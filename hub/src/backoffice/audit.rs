@@ -195,3 +195,83 @@ impl Backoffice {
         self.store.as_ref()
     }
 }
+
+/// Which audit entries a page shows. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// A user id, `admin-token` or `erp`, or part of a user's email.
+    pub who: Option<String>,
+    /// The start of a subject, e.g. `promotion/` or `order/W-1001`.
+    pub subject: Option<String>,
+    /// Entries on or after this day (UTC).
+    pub from: Option<time::Date>,
+    /// Entries on or before this day (UTC).
+    pub to: Option<time::Date>,
+}
+
+impl AuditFilter {
+    fn matches(&self, e: &AuditEntry) -> bool {
+        let who = self.who.as_deref().map(str::to_lowercase);
+        let who_ok = who.as_deref().is_none_or(|w| {
+            e.who.to_lowercase() == w
+                || e.who_email
+                    .as_deref()
+                    .is_some_and(|m| m.to_lowercase().contains(w))
+        });
+        let subject_ok = self
+            .subject
+            .as_deref()
+            .is_none_or(|s| e.subject.starts_with(s));
+        let day = e.at.date();
+        who_ok
+            && subject_ok
+            && self.from.is_none_or(|f| day >= f)
+            && self.to.is_none_or(|t| day <= t)
+    }
+}
+
+/// Entries read per step when walking the list backwards.
+const AUDIT_CHUNK: u64 = 256;
+
+impl Backoffice {
+    /// Records a change made outside the back office's own store (an order refunded by its
+    /// actor, a stock count): the entry is written after the change, on its own.
+    pub async fn record<B: Serialize, A: Serialize>(&self, change: Change<'_, B, A>) -> Result<()> {
+        let _lock = self.writes.lock().await;
+        let mut batch = Batch::new();
+        self.stage_audit(&mut batch, change)?;
+        self.commit(batch).await
+    }
+
+    /// Matching entries newest first, older than sequence `before`, at most `limit`; and the
+    /// cursor of the next page when there is one.
+    pub fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEntry>, Option<u64>)> {
+        let limit = limit.max(1);
+        let last = self.store.get(SEQ_KEY)?.map_or(0, |v| read_u64(&v));
+        let mut upper = before.unwrap_or(last + 1).min(last + 1);
+        let mut out = Vec::new();
+        while upper > 1 && out.len() <= limit {
+            let lower = upper.saturating_sub(AUDIT_CHUNK).max(1);
+            let chunk = self.store.scan(
+                b"audit/",
+                Some(&entry_key(lower - 1)),
+                usize::try_from(upper - lower).unwrap_or(usize::MAX),
+            )?;
+            for (_, v) in chunk.into_iter().rev() {
+                let entry: AuditEntry = protocol::codec::decode(&v)?;
+                if filter.matches(&entry) {
+                    out.push(entry);
+                }
+            }
+            upper = lower;
+        }
+        let next = (out.len() > limit).then(|| out[limit - 1].seq);
+        out.truncate(limit);
+        Ok((out, next))
+    }
+}

@@ -17,16 +17,20 @@
 //! serialised by one write lock (they are rare and small) and each is one atomic, flushed batch
 //! with its audit entry. Reads go straight to the store.
 
+pub mod access;
 pub mod audit;
 pub mod coupons;
 mod escrow;
 pub mod feeds;
 pub(crate) mod kept;
 mod offers;
+pub mod pages;
 pub mod promotions;
 pub mod reservations;
 pub mod routes;
+pub mod session;
 pub mod store;
+pub mod totp;
 pub mod usage;
 pub mod users;
 
@@ -59,6 +63,20 @@ pub struct BackofficeSettings {
     /// How often the live promotions are republished when nothing changed but the clock.
     #[serde(deserialize_with = "human")]
     pub publish_every: Duration,
+    /// A back-office session unused this long is signed out, e.g. `30m`.
+    #[serde(deserialize_with = "human")]
+    pub session_idle: Duration,
+    /// A back-office session ends this long after sign-in, however busy, e.g. `12h`.
+    #[serde(deserialize_with = "human")]
+    pub session_lifetime: Duration,
+    /// Failed sign-ins (password or code) allowed per account within `sign_in_window`.
+    pub sign_in_failures_per_account: u32,
+    /// Failed sign-ins allowed per client address within `sign_in_window`.
+    pub sign_in_failures_per_address: u32,
+    #[serde(deserialize_with = "human")]
+    pub sign_in_window: Duration,
+    /// The issuer name authenticator apps show beside the account.
+    pub totp_issuer: String,
 }
 
 impl Default for BackofficeSettings {
@@ -67,6 +85,12 @@ impl Default for BackofficeSettings {
             coupon_guess_limit: 5,
             coupon_guess_window: Duration::from_secs(600),
             publish_every: Duration::from_secs(1),
+            session_idle: Duration::from_secs(30 * 60),
+            session_lifetime: Duration::from_secs(12 * 3600),
+            sign_in_failures_per_account: 5,
+            sign_in_failures_per_address: 20,
+            sign_in_window: Duration::from_secs(15 * 60),
+            totp_issuer: "Omnihub Back Office".into(),
         }
     }
 }
@@ -113,6 +137,9 @@ pub struct Backoffice {
     /// Serialises republishing, so versions never go backwards.
     publishing: std::sync::Mutex<()>,
     guard: coupons::CouponGuard,
+    /// Failed sign-ins per account (normalised email, known or not) and per client address.
+    sign_in_accounts: coupons::CouponGuard,
+    sign_in_addresses: coupons::CouponGuard,
 }
 
 impl Backoffice {
@@ -128,6 +155,17 @@ impl Backoffice {
             settings.coupon_guess_window,
             clock.clone(),
         );
+        // The same sliding window as the coupon guard, over failed sign-ins.
+        let sign_in_accounts = coupons::CouponGuard::new(
+            settings.sign_in_failures_per_account,
+            settings.sign_in_window,
+            clock.clone(),
+        );
+        let sign_in_addresses = coupons::CouponGuard::new(
+            settings.sign_in_failures_per_address,
+            settings.sign_in_window,
+            clock.clone(),
+        );
         let backoffice = Arc::new(Backoffice {
             store,
             clock,
@@ -138,6 +176,8 @@ impl Backoffice {
             published: Arc::new(ArcSwap::from_pointee(LiveSet::empty())),
             publishing: std::sync::Mutex::new(()),
             guard,
+            sign_in_accounts,
+            sign_in_addresses,
         });
         backoffice.reload_candidates()?;
         backoffice.refresh();

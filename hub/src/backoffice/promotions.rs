@@ -398,6 +398,14 @@ impl Backoffice {
             .ok_or_else(|| BackofficeError::NotFound(format!("promotion {id}")))
     }
 
+    /// Who wrote or edited a promotion (none of them may approve it).
+    pub fn promotion_editors(
+        &self,
+        id: &str,
+    ) -> std::result::Result<BTreeSet<String>, BackofficeError> {
+        Ok(self.existing(id)?.editors)
+    }
+
     /// The next creation sequence, staged in `batch` (call with the write lock held).
     pub(crate) fn next_promotion_seq(&self, batch: &mut Batch) -> Result<u64> {
         let seq = self.store.get(SEQ_KEY)?.map_or(0, |v| store::read_u64(&v)) + 1;

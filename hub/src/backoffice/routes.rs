@@ -3,18 +3,17 @@
 //! `/api/v1/backoffice` (back-office user tokens). Mount with [`configure`] before the other
 //! `/api/v1` scopes.
 
+use super::access::unavailable;
 use super::audit::Actor;
 use super::coupons::{NewBatch, NewCoupon};
 use super::promotions::{NewPromotion, PromotionPatch, Status};
-use super::users::{AuthError, BackOfficeUser, NewUser, Role, UserId, UserPatch};
+use super::users::{BackOfficeUser, NewUser, Role, UserId, UserPatch};
 use super::{Backoffice, BackofficeError};
-use crate::admin::AdminAccess;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use channels::error::ApiError;
 use serde::Deserialize;
 use serde_json::json;
-use std::future::{ready, Ready};
 use ulid::Ulid;
 
 impl From<BackofficeError> for ApiError {
@@ -44,73 +43,36 @@ impl From<BackofficeError> for ApiError {
     }
 }
 
-fn unavailable() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "the back office cannot be reached right now: try again",
-    )
-}
-
 /// A storage failure as a 503 (nothing internal in the body).
 fn stored<T>(result: Result<T, crate::storage::StorageError>) -> Result<T, ApiError> {
     result.map_err(|e| BackofficeError::Storage(e).into())
 }
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
-fn authenticate(req: &HttpRequest) -> Result<BackOfficeUser, ApiError> {
-    let backoffice = req
-        .app_data::<web::Data<Backoffice>>()
-        .ok_or_else(unavailable)?;
-    let token = bearer(req).ok_or(AuthError::Missing);
-    match token.and_then(|t| backoffice.authenticate(t)) {
-        Ok(user) => Ok(user),
-        Err(AuthError::Storage(e)) => Err(BackofficeError::Storage(e).into()),
-        Err(e @ (AuthError::Missing | AuthError::Invalid)) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "backoffice_token_required",
-            e.to_string(),
-        )),
-    }
-}
-
 impl actix_web::FromRequest for BackOfficeUser {
     type Error = ApiError;
-    type Future = Ready<Result<BackOfficeUser, ApiError>>;
+    type Future = LocalFuture<Result<BackOfficeUser, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        ready(authenticate(req))
+        let req = req.clone();
+        Box::pin(async move { super::access::user(&req).await })
     }
 }
 
 /// Who may manage users and read the audit list: a request with the admin token, or a
-/// back-office user with role admin.
+/// back-office user with role admin (API token or session).
 pub struct AdminCaller(pub Actor);
 
 impl actix_web::FromRequest for AdminCaller {
     type Error = ApiError;
-    type Future = Ready<Result<AdminCaller, ApiError>>;
+    type Future = LocalFuture<Result<AdminCaller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let admin_token = req
-            .app_data::<web::Data<AdminAccess>>()
-            .and_then(|a| a.token.clone());
-        if admin_token.is_some_and(|t| crate::auth::bearer_matches(req, &t)) {
-            return ready(Ok(AdminCaller(Actor::AdminToken)));
-        }
-        ready(authenticate(req).and_then(|user| {
-            user.require(Role::Admin)?;
-            Ok(AdminCaller(Actor::User(user)))
-        }))
+        let req = req.clone();
+        Box::pin(async move { super::access::admin(&req).await.map(AdminCaller) })
     }
 }
+
+type LocalFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
 
 impl From<BackOfficeUser> for Actor {
     fn from(user: BackOfficeUser) -> Actor {

@@ -1,6 +1,7 @@
 //! Back-office users: people with roles, created by an admin, who call the back-office API with
-//! per-user tokens (shown once, stored as SHA-256). A password (argon2id) is optional, for the
-//! sign-in page a later issue adds. A disabled user's tokens stop working at once.
+//! per-user tokens (shown once, stored as SHA-256). A password (argon2id) is optional: with one,
+//! the user signs in to the back-office pages (`super::session`). A disabled user's tokens and
+//! sessions stop working at once.
 
 use super::audit::{Actor, Change};
 use super::store::{self, key, prefix, Batch};
@@ -94,7 +95,7 @@ impl FromStr for UserId {
 }
 
 impl UserId {
-    fn bytes(self) -> [u8; 16] {
+    pub(crate) fn bytes(self) -> [u8; 16] {
         self.0 .0.to_be_bytes()
     }
 }
@@ -112,6 +113,15 @@ pub struct UserRecord {
     pub disabled: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The TOTP secret (base32) once enrolment is confirmed: sign-in then asks for a code.
+    #[serde(default)]
+    pub totp_secret: Option<String>,
+    /// A secret shown for enrolment, not yet confirmed with a code.
+    #[serde(default)]
+    pub totp_pending: Option<String>,
+    /// The step of the last code accepted (a code is never accepted twice).
+    #[serde(default)]
+    pub totp_last_step: Option<u64>,
 }
 
 impl Stored for UserRecord {
@@ -127,6 +137,8 @@ pub struct UserView {
     pub name: String,
     pub roles: BTreeSet<Role>,
     pub has_password: bool,
+    /// Whether sign-in asks for a TOTP code.
+    pub totp: bool,
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -142,6 +154,7 @@ impl From<&UserRecord> for UserView {
             name: u.name.clone(),
             roles: u.roles.clone(),
             has_password: u.password_hash.is_some(),
+            totp: u.totp_secret.is_some(),
             disabled: u.disabled,
             created_at: u.created_at,
             updated_at: u.updated_at,
@@ -265,7 +278,7 @@ const TOKEN_PREFIX: &str = "bo_";
 const MIN_PASSWORD: usize = 12;
 const MAX_PASSWORD: usize = 1024;
 
-fn user_key(id: UserId) -> Vec<u8> {
+pub(crate) fn user_key(id: UserId) -> Vec<u8> {
     key("user", &[&id.bytes()])
 }
 
@@ -379,6 +392,9 @@ impl Backoffice {
             disabled: false,
             created_at: now,
             updated_at: now,
+            totp_secret: None,
+            totp_pending: None,
+            totp_last_step: None,
         };
         let view = UserView::from(&user);
         let mut batch = Batch::new();
@@ -399,7 +415,10 @@ impl Backoffice {
         Ok(view)
     }
 
-    fn user_record(&self, id: UserId) -> std::result::Result<UserRecord, BackofficeError> {
+    pub(crate) fn user_record(
+        &self,
+        id: UserId,
+    ) -> std::result::Result<UserRecord, BackofficeError> {
         store::get::<UserRecord>(self.store.as_ref(), &user_key(id))?
             .ok_or_else(|| BackofficeError::NotFound(format!("user {id}")))
     }
@@ -590,13 +609,30 @@ impl Backoffice {
         })
     }
 
-    /// Checks an email and password (for the sign-in page of a later issue): the user when
-    /// they match and the user is enabled. Takes as long for an unknown email.
+    /// Checks an email and password: the user when they match and the user is enabled.
+    /// Takes as long for an unknown email.
     pub async fn verify_password(
         &self,
         email: &str,
         password: &str,
     ) -> std::result::Result<Option<BackOfficeUser>, StorageError> {
+        Ok(self
+            .password_matches(email, password)
+            .await?
+            .map(|u| BackOfficeUser {
+                id: u.id,
+                email: u.email,
+                roles: u.roles,
+            }))
+    }
+
+    /// The enabled user whose email and password these are (verified against a decoy for an
+    /// unknown email, so both take as long).
+    pub(crate) async fn password_matches(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> std::result::Result<Option<UserRecord>, StorageError> {
         let email = email.trim().to_lowercase();
         let user = match self.store.get(&email_key(&email))? {
             Some(id) => match <[u8; 16]>::try_from(id.as_slice()) {
@@ -616,12 +652,6 @@ impl Backoffice {
         let ok = tokio::task::spawn_blocking(move || crate::auth::verify_password(&password, &phc))
             .await
             .map_err(|e| StorageError::Io(e.to_string()))?;
-        Ok(user
-            .filter(|u| ok && !u.disabled && u.password_hash.is_some())
-            .map(|u| BackOfficeUser {
-                id: u.id,
-                email: u.email,
-                roles: u.roles,
-            }))
+        Ok(user.filter(|u| ok && !u.disabled && u.password_hash.is_some()))
     }
 }

@@ -6,8 +6,8 @@
 use super::replica::{NodeLive, Retire};
 use super::store::{DeficitView, OnHandRow, RightsRow};
 use super::{from_unix_ms, unix_ms, EdgeError, EdgeHandle};
-use crate::admin::AdminAuthorized;
 use crate::app::HubHandle;
+use crate::backoffice::access::{policy, Staff};
 use actix_web::{web, HttpResponse};
 use channels::error::ApiError;
 use protocol::replication::sync::Scarce;
@@ -201,7 +201,10 @@ fn find(all: Vec<NodeLive>, replica: &str) -> Result<NodeLive, ApiError> {
 }
 
 /// `GET /api/v1/admin/edge/nodes`.
-async fn list(_: AdminAuthorized, handle: web::Data<HubHandle>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    _: Staff<policy::Edge>,
+    handle: web::Data<HubHandle>,
+) -> Result<HttpResponse, ApiError> {
     let edge = &handle.edge;
     let mut nodes = Vec::new();
     for live in edge.live().await.map_err(api_error)? {
@@ -212,7 +215,7 @@ async fn list(_: AdminAuthorized, handle: web::Data<HubHandle>) -> Result<HttpRe
 
 /// `GET /api/v1/admin/edge/nodes/{replica}`.
 async fn show(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     handle: web::Data<HubHandle>,
     replica: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -223,7 +226,7 @@ async fn show(
 
 /// `POST /api/v1/admin/edge/nodes/{replica}/retire`: retires the replica id for good.
 async fn retire(
-    _: AdminAuthorized,
+    staff: Staff<policy::Edge>,
     handle: web::Data<HubHandle>,
     replica: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -236,12 +239,22 @@ async fn retire(
         .await
         .map_err(|_| api_error(EdgeError::Closed))?
         .map_err(api_error)?;
-    Ok(HttpResponse::Ok().json(json!({
+    let retired = json!({
         "replica": record.replica,
         "location": record.location.0,
         "retired_at": time_json(Some(record.at_ms)),
         "written_off": record.written_off.iter().map(|(k, n)| json!({"key": k, "units": n})).collect::<Vec<_>>(),
-    })))
+    });
+    staff
+        .audit(
+            &handle.backoffice,
+            "edge.node.retire",
+            format!("edge-node/{replica}"),
+            None::<&()>,
+            Some(&retired),
+        )
+        .await;
+    Ok(HttpResponse::Ok().json(retired))
 }
 
 #[derive(Deserialize)]
@@ -255,7 +268,7 @@ struct SalesQuery {
 /// `merged_at_ms` (when the hub first stored it, Unix ms; null for sales stored before that was
 /// kept).
 async fn sales(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     handle: web::Data<HubHandle>,
     query: web::Query<SalesQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -274,7 +287,7 @@ async fn sales(
 /// cancelled online order) and consumed (`hub_consumed`: online uses), what it still holds,
 /// and per store replica what it `used` and still `holds` (`store_uses` in total).
 async fn coupons(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     handle: web::Data<HubHandle>,
 ) -> Result<HttpResponse, ApiError> {
     let hub = ReplicaId::hub();

@@ -15,8 +15,8 @@
 //! Storage: the module's own sled tree `boards`: `p` + scope → `BoardPublication`, `a` +
 //! customer id → `BoardAudience`. The current version is the highest stored.
 
-use crate::admin::AdminAuthorized;
 use crate::app::HubHandle;
+use crate::backoffice::access::{policy, Staff};
 use crate::storage::sled::SledStorage;
 use crate::storage::{CustomerStore, StorageError};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -257,7 +257,7 @@ pub fn node_routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn list_playlists(
-    _: AdminAuthorized,
+    _: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
 ) -> Result<HttpResponse, ApiError> {
     let (version, scopes) = handle.boards.list();
@@ -273,7 +273,7 @@ struct PublishBody {
 }
 
 async fn publish(
-    _: AdminAuthorized,
+    staff: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
     body: web::Json<PublishBody>,
@@ -305,12 +305,25 @@ async fn publish(
         )
         .with_details(json!({ "fields": fields })));
     }
+    let published = json!({ "base_version": body.base_version, "playlist": &body.playlist });
     match handle
         .boards
         .publish(&scope, body.base_version, body.playlist)
         .await
     {
-        Ok(version) => Ok(HttpResponse::Ok().json(json!({ "scope": scope, "version": version }))),
+        Ok(version) => {
+            let after = json!({ "version": version, "published": published });
+            staff
+                .audit(
+                    &handle.backoffice,
+                    "board.playlist.publish",
+                    format!("playlist/{scope}"),
+                    None::<&()>,
+                    Some(&after),
+                )
+                .await;
+            Ok(HttpResponse::Ok().json(json!({ "scope": scope, "version": version })))
+        }
         Err(e @ PublishError::Stale { .. }) => Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,
             "stale_version",
@@ -321,7 +334,7 @@ async fn publish(
 }
 
 async fn get_audience(
-    _: AdminAuthorized,
+    _: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -351,7 +364,7 @@ struct AudienceBody {
 }
 
 async fn put_audience(
-    _: AdminAuthorized,
+    staff: Staff<policy::Boards>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
     body: web::Json<AudienceBody>,
@@ -379,6 +392,7 @@ async fn put_audience(
             format!("at most {} segments", protocol::board::MAX_SEGMENTS),
         ));
     }
+    let before = handle.boards.audience(customer).map_err(storage_error)?;
     let audience = BoardAudience {
         consent: body.consent,
         segments: body.segments,
@@ -390,6 +404,15 @@ async fn put_audience(
         .set_audience(customer, &audience)
         .await
         .map_err(storage_error)?;
+    staff
+        .audit(
+            &handle.backoffice,
+            "board.audience.set",
+            format!("customer/{customer}"),
+            before.as_ref(),
+            Some(&audience),
+        )
+        .await;
     Ok(HttpResponse::Ok().json(json!({
         "customer": customer,
         "consent": audience.consent,

@@ -28,9 +28,9 @@
 //! (the one writer of the order, so the order records it like any refund).
 
 use crate::actors::checkout::{CheckoutFailure, RefundStoreReturn, StoreReturnRefund};
-use crate::admin::AdminAuthorized;
 use crate::app::HubHandle;
 use crate::backend::HubBackend;
+use crate::backoffice::access::{policy, Staff};
 use crate::payments::client::{backoff, PaymentClient, ProviderError};
 use crate::storage::sled::SledStorage;
 use crate::storage::StorageError;
@@ -726,7 +726,7 @@ fn refund_json(r: &ReturnRecord, state: &str, outcome: Option<&RefundOutcome>) -
 /// (`due`) or need a person (`failed`: refused by the provider, or more than the payment can
 /// still take back), newest first; `state=all` adds the ones done.
 pub async fn list_refunds(
-    _: AdminAuthorized,
+    _: Staff<policy::Edge>,
     returns: web::Data<Arc<Returns>>,
     query: web::Query<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -753,7 +753,8 @@ pub async fn list_refunds(
 
 /// `POST /api/v1/admin/edge/refunds/{return id}/retry`: tries a refused card refund again.
 pub async fn retry_refund(
-    _: AdminAuthorized,
+    staff: Staff<policy::Edge>,
+    backoffice: web::Data<crate::backoffice::Backoffice>,
     returns: web::Data<Arc<Returns>>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -769,7 +770,17 @@ pub async fn retry_refund(
         .await
         .map_err(|e| ApiError::from(channels::BackendError::Unavailable(e.to_string())))?
         .map_err(|e| ApiError::from(channels::BackendError::Unavailable(e.to_string())))??;
-    Ok(HttpResponse::Accepted().json(json!({"return": id.to_string(), "state": "due"})))
+    let after = json!({"return": id.to_string(), "state": "due"});
+    staff
+        .audit(
+            &backoffice,
+            "store_refund.retry",
+            format!("return/{id}"),
+            None::<&()>,
+            Some(&after),
+        )
+        .await;
+    Ok(HttpResponse::Accepted().json(after))
 }
 
 /// What a node's receipt lookup answers: a store sale or an online order (as a sale), with the

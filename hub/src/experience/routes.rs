@@ -9,8 +9,8 @@
 //! Registered before the admin and channel scopes (their catch-all 404s would hide these).
 
 use super::reports::{self, ProductSort, Range, CHANNELS, MAX_DAYS};
-use crate::admin::AdminAuthorized;
 use crate::app::HubHandle;
+use crate::backoffice::access::{policy, Staff};
 use crate::storage::{CustomerStore, EventLog, OrderStore, StorageError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
@@ -192,7 +192,7 @@ fn csv_response(name: &str, q: &ReportQuery, body: Vec<u8>) -> HttpResponse {
 }
 
 async fn report(
-    _: AdminAuthorized,
+    _: Staff<policy::Analytics>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
     query: web::Query<HashMap<String, String>>,
@@ -306,7 +306,7 @@ fn identity(c: &protocol::CustomerRecord, board_consent: bool) -> serde_json::Va
 }
 
 async fn profile(
-    _: AdminAuthorized,
+    _: Staff<policy::CustomerProfiles>,
     handle: web::Data<HubHandle>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -374,7 +374,7 @@ pub struct ExportLine<'a> {
 }
 
 async fn export(
-    _: AdminAuthorized,
+    _: Staff<policy::EventExport>,
     handle: web::Data<HubHandle>,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {

@@ -10,10 +10,10 @@
 //! Registered before the admin and channel scopes (their catch-all 404s would hide these).
 
 use super::{Assignment, Excluded, ExperimentPatch, NewExperiment};
-use crate::admin::AdminAccess;
 use crate::app::HubHandle;
 use crate::backoffice::audit::Actor;
-use crate::backoffice::{BackOfficeUser, BackofficeError, Role};
+use crate::backoffice::access::{policy, Staff};
+use crate::backoffice::BackofficeError;
 use crate::storage::StorageError;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use channels::error::ApiError;
@@ -23,7 +23,6 @@ use protocol::experiment::{Experiment, ExperimentStatus};
 use protocol::Subject;
 use serde::Deserialize;
 use serde_json::json;
-use std::future::{ready, Ready};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -50,32 +49,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Who is asking on the admin API, with the roles `allowed` (the admin token may do all).
-fn caller(
-    req: &HttpRequest,
-    payload: &mut actix_web::dev::Payload,
-    allowed: &[Role],
-) -> Result<Actor, ApiError> {
-    let admin_token = req
-        .app_data::<web::Data<AdminAccess>>()
-        .and_then(|a| a.token.clone());
-    if admin_token.is_some_and(|t| crate::auth::bearer_matches(req, &t)) {
-        return Ok(Actor::AdminToken);
-    }
-    let user = BackOfficeUser::from_request(req, payload).into_inner()?;
-    user.require_any(allowed)?;
-    Ok(Actor::User(user))
-}
-
 /// A caller who may change experiments: role marketer or admin, or the admin token.
 pub struct Writer(Actor);
 
 impl FromRequest for Writer {
     type Error = ApiError;
-    type Future = Ready<Result<Writer, ApiError>>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Writer, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        ready(caller(req, payload, &[Role::Marketer, Role::Admin]).map(Writer))
+        let staff = Staff::<policy::Marketing>::from_request(req, payload);
+        Box::pin(async move { staff.await.map(|s| Writer(s.actor)) })
     }
 }
 
@@ -85,11 +68,11 @@ pub struct Reader;
 
 impl FromRequest for Reader {
     type Error = ApiError;
-    type Future = Ready<Result<Reader, ApiError>>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reader, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let allowed = [Role::Analyst, Role::Marketer, Role::Admin];
-        ready(caller(req, payload, &allowed).map(|_| Reader))
+        let staff = Staff::<policy::Analytics>::from_request(req, payload);
+        Box::pin(async move { staff.await.map(|_| Reader) })
     }
 }
 

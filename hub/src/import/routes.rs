@@ -18,7 +18,8 @@
 //!   (each feed's pull cursor and how the pull is doing): the admin token.
 
 use super::{parse, ImportError, ImportReport, Importer};
-use crate::admin::{AdminAccess, AdminAuthorized};
+use crate::admin::AdminAccess;
+use crate::backoffice::access::{policy, Staff};
 use crate::config::PullSettings;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -399,7 +400,7 @@ fn summary(r: &ImportReport) -> serde_json::Value {
 
 /// `GET /api/v1/admin/import/runs?limit=`: newest first, 1–200 (default 50).
 async fn runs(
-    _: AdminAuthorized,
+    _: Staff<policy::Imports>,
     routes: web::Data<ImportRoutes>,
     query: web::Query<RunsQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -410,7 +411,7 @@ async fn runs(
 
 /// `GET /api/v1/admin/import/runs/{id}`: the full report.
 async fn run(
-    _: AdminAuthorized,
+    _: Staff<policy::Imports>,
     routes: web::Data<ImportRoutes>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -424,7 +425,7 @@ async fn run(
 
 /// `GET /api/v1/admin/import/cursors`: each feed's cursor and pull status.
 async fn cursors(
-    _: AdminAuthorized,
+    _: Staff<policy::Imports>,
     routes: web::Data<ImportRoutes>,
 ) -> Result<HttpResponse, ApiError> {
     let stored = routes
