@@ -51,6 +51,9 @@ pub enum EventKind {
     /// One turn of a conversation with the assistant, by voice or chat (payload: `intent`,
     /// `outcome`).
     AssistantTurn,
+    /// The customer gave or withdrew a consent (payload: `channel`, `purpose`, `granted`,
+    /// `source`).
+    ConsentChanged,
     #[serde(other)]
     Unknown,
 }

@@ -409,7 +409,7 @@ impl Writer {
                 Job::Commit(unit, reply) => {
                     let staged = self
                         .stage_unit(&unit, &mut claimed)
-                        .and_then(|ops| Ok((ops, stage_events(&unit.events)?)));
+                        .and_then(|ops| Ok((ops, self.stage_new_events(&unit.events)?)));
                     if let Ok((ops, events)) = &staged {
                         for (k, v) in ops {
                             match v {
@@ -425,7 +425,7 @@ impl Writer {
                     answers.push((reply, staged.map(|_| ())));
                 }
                 Job::Append(events, reply) => {
-                    let staged = stage_events(&events);
+                    let staged = self.stage_new_events(&events);
                     if let Ok(ops) = &staged {
                         for (k, v) in ops {
                             event_batch.insert(k.clone(), v.clone());
@@ -486,6 +486,28 @@ impl Writer {
             };
             let _ = reply.send(outcome);
         }
+    }
+
+    /// Stages newly appended events; those of an erased customer (a late event, or one
+    /// recorded while the erasure ran) are stored pseudonymised, under the customer's
+    /// pseudonym ([`Change::MarkErased`]).
+    fn stage_new_events(&self, events: &[Event]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut erased: Option<Vec<Event>> = None;
+        for (i, e) in events.iter().enumerate() {
+            let protocol::Subject::Customer(c) = e.subject else {
+                continue;
+            };
+            let Some(raw) = self.entities.get(key("erased", &c.to_bytes())).map_err(io)? else {
+                continue;
+            };
+            let Ok(bytes) = <[u8; 16]>::try_from(raw.as_ref()) else {
+                continue;
+            };
+            let pseudonym = protocol::AnonymousId(ulid::Ulid(u128::from_be_bytes(bytes)));
+            let copy = erased.get_or_insert_with(|| events.to_vec());
+            copy[i] = protocol::privacy::pseudonymised(e.clone(), pseudonym);
+        }
+        stage_events(erased.as_deref().unwrap_or(events))
     }
 
     /// Re-encodes events in place; with `forget`, also removes that customer's timeline index.
@@ -627,6 +649,17 @@ impl Writer {
                 Change::DiscardDeadLetter { destination, id } => {
                     (outbox_space_key("outdead", destination, *id), None)
                 }
+                Change::MarkErased {
+                    customer,
+                    pseudonym,
+                } => (
+                    key("erased", &customer.to_bytes()),
+                    Some(pseudonym.to_bytes().to_vec()),
+                ),
+                Change::PutPendingReminder(r) => (
+                    key("preminder", &r.customer.to_bytes()),
+                    Some(codec::encode(r)?),
+                ),
                 Change::OAuth(change) => {
                     ops.extend(oauth::stage(
                         &self.entities,
@@ -695,6 +728,25 @@ impl BasketStore for SledStorage {
         Ok(raw
             .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok())
             .map(|b| BasketId(ulid::Ulid(u128::from_be_bytes(b)))))
+    }
+
+    async fn pending_reminders(&self) -> Result<Vec<protocol::automation::PendingReminder>> {
+        self.scan("preminder").await
+    }
+
+    async fn clear_pending_reminder(
+        &self,
+        reminder: &protocol::automation::PendingReminder,
+    ) -> Result<()> {
+        let k = key("preminder", &reminder.customer.to_bytes());
+        let expected = codec::encode(reminder)?;
+        // Only the reminder that was armed: a newer basket change wrote another, which stays
+        // for its own arming. Not flushed: a clear lost in a crash only re-arms the same timer.
+        let _ = self
+            .entities
+            .compare_and_swap(k, Some(expected), None as Option<&[u8]>)
+            .map_err(io)?;
+        Ok(())
     }
 }
 
