@@ -158,7 +158,11 @@ mod tests {
             match (parse_choices(body), error) {
                 (Ok(c), None) => assert_eq!(c.len(), body.len()),
                 (Err(e), Some(text)) => assert!(e.to_string().contains(text), "{e}"),
-                (got, want) => panic!("{:?}: got {:?}, want {want:?}", body.len(), got.err()),
+                (got, want) => panic!(
+                    "{} choices: got {:?}, want {want:?}",
+                    body.len(),
+                    got.map(|c| c.len()).map_err(|e| e.to_string())
+                ),
             }
         }
     }

@@ -16,7 +16,7 @@ use protocol::automation::{
     MessageKind, MessageRecord, Outcome, Reason, PendingReminder, StockSubscription, Timer,
     TimerKind,
 };
-use protocol::{BasketId, BasketOwner, CustomerId, CustomerRecord, LocationId, OutboxMessage, Sku};
+use protocol::{BasketOwner, CustomerId, CustomerRecord, LocationId, OutboxMessage, Sku};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

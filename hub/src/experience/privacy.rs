@@ -89,7 +89,7 @@ async fn job_for(handle: &HubHandle, tree: &sled::Tree, customer: CustomerId) ->
     let linked: Vec<AnonymousId> = experience
         .profile(Subject::Customer(customer))
         .await?
-        .map(|p| p.anonymous_ids)
+        .map(|p| p.anonymous_ids.into_iter().collect())
         .unwrap_or_default();
     let job = ErasureJob {
         customer,

@@ -78,8 +78,9 @@ mod tests {
         assert_eq!(limiter.check(Some("voice"), b), Ok(()));
         // The client's budget is spent, from any address.
         assert!(limiter.check(Some("voice"), b).is_err_and(|s| s >= 1));
-        // Another client from a still has budget until a's third request.
+        // Another client from a has budget until a's address budget (3) is spent.
         assert_eq!(limiter.check(Some("other"), a), Ok(()));
-        assert!(limiter.check(None, a).is_err());
+        assert_eq!(limiter.check(None, a), Ok(()));
+        assert!(limiter.check(Some("third"), a).is_err_and(|s| s >= 1));
     }
 }

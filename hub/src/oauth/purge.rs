@@ -10,8 +10,8 @@ use std::sync::Arc;
 const BATCH: usize = 500;
 
 /// Runs the purge every `purge_every` (the first time one period after start) until the
-/// returned task is aborted or the runtime stops.
-pub fn spawn(server: Arc<AuthorizationServer>) -> actix_web::rt::task::JoinHandle<()> {
+/// runtime stops.
+pub fn spawn(server: Arc<AuthorizationServer>) {
     actix_web::rt::spawn(async move {
         let every = server.purge_every();
         loop {
@@ -22,5 +22,5 @@ pub fn spawn(server: Arc<AuthorizationServer>) -> actix_web::rt::task::JoinHandl
                 Err(e) => tracing::warn!(error = %e, "account-linking purge failed; next period"),
             }
         }
-    })
+    });
 }
