@@ -176,8 +176,10 @@ async fn bad_choices_are_422_and_the_consents_are_the_customers_own() {
     // A bad choice at registration is refused before the account exists.
     let res = c
         .post(hub.url("/api/v1/customers"))
-        .json(&json!({"email": "bea@example.com", "name": "Bea", "password": "correct horse battery",
-                      "consents": [{"channel": "fax", "purpose": "marketing", "granted": true}]}))
+        .json(
+            &json!({"email": "bea@example.com", "name": "Bea", "password": "correct horse battery",
+                      "consents": [{"channel": "fax", "purpose": "marketing", "granted": true}]}),
+        )
         .send()
         .await
         .expect("sent");
@@ -231,7 +233,10 @@ async fn the_profile_the_download_and_the_unsubscribe_link_show_and_change_conse
             )
         })
         .collect();
-    assert_eq!(sources, vec![("registration", true), ("unsubscribe", false)]);
+    assert_eq!(
+        sources,
+        vec![("registration", true), ("unsubscribe", false)]
+    );
     assert!(!granted(&profile["customer"], "email", "marketing"));
     let data: Value = c
         .get(hub.url("/api/v1/customers/me/data"))
@@ -296,7 +301,10 @@ async fn the_storefronts_boxes_start_unticked_and_the_account_page_changes_them(
     assert!(account.contains("name=\"board_personalization\" checked"));
     let res = b
         .post(hub.url("/account/consents"))
-        .form(&[("csrf", csrf_of(&account).as_str()), ("marketing_email", "on")])
+        .form(&[
+            ("csrf", csrf_of(&account).as_str()),
+            ("marketing_email", "on"),
+        ])
         .send()
         .await
         .expect("sent");
@@ -434,7 +442,12 @@ async fn an_interrupted_erasure_is_resumed_and_later_events_are_pseudonymised() 
     );
     assert!(record.name.is_empty());
     assert!(jobs.is_empty(), "the finished job is gone");
-    let pending = hub.handle.storage.pending("email", 1000).await.expect("read");
+    let pending = hub
+        .handle
+        .storage
+        .pending("email", 1000)
+        .await
+        .expect("read");
     let keys: Vec<&str> = pending.iter().map(|m| m.key.as_str()).collect();
     assert!(!keys.contains(&"pending"), "{keys:?}");
     assert!(keys.contains(&"other"), "{keys:?}");
@@ -452,9 +465,7 @@ async fn an_interrupted_erasure_is_resumed_and_later_events_are_pseudonymised() 
         .read_sequenced(0, 100_000)
         .await
         .expect("log");
-    assert!(log
-        .iter()
-        .all(|s| s.event.subject != Subject::Customer(id)));
+    assert!(log.iter().all(|s| s.event.subject != Subject::Customer(id)));
     // Nothing left to resume; the other customer is untouched.
     assert_eq!(
         hub::experience::privacy::resume(&hub.handle)

@@ -770,7 +770,11 @@ async fn the_token_endpoint_is_rate_limited_per_client_and_address() {
     let (status, _, _) = token_call(&hub, "someone-else", "x", &bogus).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, _) = token_call(&hub, "someone-else", "x", &bogus).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the address's budget");
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the address's budget"
+    );
 }
 
 #[actix_web::test]
@@ -787,8 +791,12 @@ async fn the_purge_deletes_expired_and_revoked_tokens_only() {
     // Kim's two tokens belong to a revoked grant: purged now; Jo's are live.
     assert_eq!(hub.handle.oauth.purge(1).await.expect("purged"), 2);
     assert_eq!(hub.handle.oauth.purge(100).await.expect("purged"), 0);
-    assert!(customer_for(&hub, field(&kept, "access_token")).await.is_some());
-    assert!(customer_for(&hub, field(&revoked, "access_token")).await.is_none());
+    assert!(customer_for(&hub, field(&kept, "access_token"))
+        .await
+        .is_some());
+    assert!(customer_for(&hub, field(&revoked, "access_token"))
+        .await
+        .is_none());
     // An hour on, Jo's access token expired (its refresh token lives on).
     clock.advance(Duration::from_secs(3601));
     assert_eq!(hub.handle.oauth.purge(100).await.expect("purged"), 1);

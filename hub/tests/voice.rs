@@ -40,20 +40,23 @@ impl Voice {
         let mut s = common::settings(dir.path());
         s.demo_data = true;
         s.oauth = OAuthSettings {
-            clients: vec![OAuthClientSettings {
-                client_id: CLIENT.into(),
-                name: "Omnihub Voice".into(),
-                client_secret: SECRET.to_string().into(),
-                redirect_uris: vec![REDIRECT.into()],
-                scopes: vec!["basket".into(), "orders".into()],
-            }, OAuthClientSettings {
-                // Another app the shopper may link: its tokens are nobody to the skill.
-                client_id: OTHER_CLIENT.into(),
-                name: "Other App".into(),
-                client_secret: SECRET.to_string().into(),
-                redirect_uris: vec![REDIRECT.into()],
-                scopes: vec!["basket".into(), "orders".into()],
-            }],
+            clients: vec![
+                OAuthClientSettings {
+                    client_id: CLIENT.into(),
+                    name: "Omnihub Voice".into(),
+                    client_secret: SECRET.to_string().into(),
+                    redirect_uris: vec![REDIRECT.into()],
+                    scopes: vec!["basket".into(), "orders".into()],
+                },
+                OAuthClientSettings {
+                    // Another app the shopper may link: its tokens are nobody to the skill.
+                    client_id: OTHER_CLIENT.into(),
+                    name: "Other App".into(),
+                    client_secret: SECRET.to_string().into(),
+                    redirect_uris: vec![REDIRECT.into()],
+                    scopes: vec!["basket".into(), "orders".into()],
+                },
+            ],
             ..OAuthSettings::default()
         };
         s.voice.skill_ids = vec![DEFAULT_SKILL_ID.into()];
@@ -279,7 +282,10 @@ async fn a_token_issued_to_another_client_app_is_not_linked_for_the_skill() {
     assert!(answers[0].1, "asked to link the skill itself: {answers:?}");
     let own = voice.link().await;
     let answers = voice.play(Some(own), basket_turn).await;
-    assert!(!answers[0].1, "the skill's own token is linked: {answers:?}");
+    assert!(
+        !answers[0].1,
+        "the skill's own token is linked: {answers:?}"
+    );
 }
 
 #[actix_web::test]

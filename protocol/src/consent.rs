@@ -69,7 +69,8 @@ impl ConsentChannel {
 }
 
 impl ConsentPurpose {
-    pub const ALL: [ConsentPurpose; 2] = [ConsentPurpose::Marketing, ConsentPurpose::Personalization];
+    pub const ALL: [ConsentPurpose; 2] =
+        [ConsentPurpose::Marketing, ConsentPurpose::Personalization];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -260,7 +261,10 @@ mod tests {
     fn the_newest_choice_of_a_pair_decides_and_repeats_are_not_recorded() {
         let mut c = Consents::default();
         let changed = c.apply(
-            &[choice(Email, Marketing, true), choice(Board, Personalization, false)],
+            &[
+                choice(Email, Marketing, true),
+                choice(Board, Personalization, false),
+            ],
             at(0),
             ConsentSource::Registration,
         );
@@ -289,7 +293,11 @@ mod tests {
     #[test]
     fn history_is_bounded_and_keeps_each_pairs_newest() {
         let mut c = Consents::default();
-        c.apply(&[choice(Board, Personalization, true)], at(0), ConsentSource::Account);
+        c.apply(
+            &[choice(Board, Personalization, true)],
+            at(0),
+            ConsentSource::Account,
+        );
         for i in 0..(MAX_HISTORY as i64 + 20) {
             c.apply(
                 &[choice(Email, Marketing, i % 2 == 0)],
@@ -315,7 +323,9 @@ mod tests {
         }
         assert_eq!(ConsentChannel::parse("sms"), None);
         assert_eq!(
-            serde_json::to_string(&ConsentSource::BackOffice).ok().as_deref(),
+            serde_json::to_string(&ConsentSource::BackOffice)
+                .ok()
+                .as_deref(),
             Some("\"back_office\"")
         );
     }

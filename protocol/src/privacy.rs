@@ -177,10 +177,17 @@ mod tests {
         OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time")
     }
 
+    /// A kind, a payload as sent, and the keys left after pseudonymisation.
+    type Case = (
+        EventKind,
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+
     #[test]
     fn payloads_keep_only_their_kinds_allowed_keys() {
         let pseudonym = AnonymousId::new();
-        let table: [(EventKind, &[(&str, &str)], &[&str]); 5] = [
+        let table: [Case; 5] = [
             (
                 EventKind::Search,
                 &[("query", "ada lovelace's address"), ("results", "0")],
@@ -188,7 +195,11 @@ mod tests {
             ),
             (
                 EventKind::BasketLineAdded,
-                &[("basket", "B"), ("sku", "BEANS"), ("note", "for Ada, 1 Main St")],
+                &[
+                    ("basket", "B"),
+                    ("sku", "BEANS"),
+                    ("note", "for Ada, 1 Main St"),
+                ],
                 &["basket", "sku"],
             ),
             (
@@ -198,7 +209,11 @@ mod tests {
             ),
             (
                 EventKind::BoardInteraction,
-                &[("board", "b1"), ("action", "scan"), ("loyalty_number", "70004242")],
+                &[
+                    ("board", "b1"),
+                    ("action", "scan"),
+                    ("loyalty_number", "70004242"),
+                ],
                 &["action", "board"],
             ),
             (EventKind::Unknown, &[("whatever", "x")], &[]),

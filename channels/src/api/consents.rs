@@ -141,7 +141,10 @@ mod tests {
         let table: [(&[ChoiceBody], Option<&str>); 5] = [
             (&[choice("email", "marketing")], None),
             (
-                &[choice("email", "marketing"), choice("board", "personalization")],
+                &[
+                    choice("email", "marketing"),
+                    choice("board", "personalization"),
+                ],
                 None,
             ),
             (&[choice("sms", "marketing")], Some("consents[0].channel")),

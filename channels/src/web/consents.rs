@@ -28,7 +28,10 @@ const BOXES: [(ConsentChannel, ConsentPurpose, &str, &str); 2] = [
 ];
 
 /// The choices of the two boxes, ticked or not.
-pub(super) fn form_choices(marketing_email: bool, board_personalization: bool) -> Vec<ConsentChoice> {
+pub(super) fn form_choices(
+    marketing_email: bool,
+    board_personalization: bool,
+) -> Vec<ConsentChoice> {
     [marketing_email, board_personalization]
         .into_iter()
         .zip(BOXES)
@@ -115,7 +118,12 @@ pub async fn save(
     );
     let backend = visitor.state.backend.clone();
     backend
-        .set_consents(customer, choices, ConsentSource::Account, visitor.ctx.channel)
+        .set_consents(
+            customer,
+            choices,
+            ConsentSource::Account,
+            visitor.ctx.channel,
+        )
         .await?;
     visitor.flash(Level::Success, "Your choices are saved.");
     Ok(visitor.redirect("/account"))

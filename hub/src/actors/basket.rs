@@ -9,9 +9,9 @@ use super::directory::{Deregister, Directory};
 use super::{idle_expired, Deps};
 use crate::storage::{Change, StorageError, UnitOfWork};
 use actix::prelude::*;
-use protocol::automation::PendingReminder;
 use channels::backend::CheckoutSummary;
 use channels::{BasketCommand, BasketView};
+use protocol::automation::PendingReminder;
 use protocol::order::CheckoutRecord;
 use protocol::{
     Basket, BasketError, BasketLine, BasketOwner, Channel, CustomerId, Event, EventKind,
@@ -509,13 +509,15 @@ impl Handler<Absorb> for BasketActor {
                 Ok((next, reminder))
             }
             .into_actor(self)
-            .map(|res: Result<(Basket, Option<PendingReminder>), BasketFailure>, act, _| {
-                let (next, reminder) = res?;
-                if let Some(reminder) = reminder {
-                    act.deps.automation.arm(reminder);
-                }
-                Ok(act.adopt(next))
-            }),
+            .map(
+                |res: Result<(Basket, Option<PendingReminder>), BasketFailure>, act, _| {
+                    let (next, reminder) = res?;
+                    if let Some(reminder) = reminder {
+                        act.deps.automation.arm(reminder);
+                    }
+                    Ok(act.adopt(next))
+                },
+            ),
         ))
     }
 }

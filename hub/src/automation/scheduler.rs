@@ -13,7 +13,7 @@ use crate::fulfilment::email::{self, MarketingRecipient};
 use crate::storage::UnitOfWork;
 use actix::prelude::*;
 use protocol::automation::{
-    MessageKind, MessageRecord, Outcome, Reason, PendingReminder, StockSubscription, Timer,
+    MessageKind, MessageRecord, Outcome, PendingReminder, Reason, StockSubscription, Timer,
     TimerKind,
 };
 use protocol::{BasketOwner, CustomerId, CustomerRecord, LocationId, OutboxMessage, Sku};

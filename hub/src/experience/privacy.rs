@@ -78,7 +78,11 @@ async fn save(tree: &sled::Tree, job: &ErasureJob) -> Result<()> {
 
 /// The customer's unfinished job, or a new one recorded durably (with the storage mark that
 /// pseudonymises their later events) before any step runs.
-async fn job_for(handle: &HubHandle, tree: &sled::Tree, customer: CustomerId) -> Result<ErasureJob> {
+async fn job_for(
+    handle: &HubHandle,
+    tree: &sled::Tree,
+    customer: CustomerId,
+) -> Result<ErasureJob> {
     if let Some(raw) = tree.get(customer.to_bytes()).map_err(io)? {
         return Ok(decode(&raw)?);
     }

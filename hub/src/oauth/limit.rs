@@ -24,9 +24,7 @@ impl TokenLimiter {
         let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         TokenLimiter {
             per_client: RateLimiter::keyed(quota(settings.token_requests_per_client_per_minute)),
-            per_address: RateLimiter::keyed(quota(
-                settings.token_requests_per_address_per_minute,
-            )),
+            per_address: RateLimiter::keyed(quota(settings.token_requests_per_address_per_minute)),
             trusted_proxies,
         }
     }

@@ -497,7 +497,11 @@ impl Writer {
             let protocol::Subject::Customer(c) = e.subject else {
                 continue;
             };
-            let Some(raw) = self.entities.get(key("erased", &c.to_bytes())).map_err(io)? else {
+            let Some(raw) = self
+                .entities
+                .get(key("erased", &c.to_bytes()))
+                .map_err(io)?
+            else {
                 continue;
             };
             let Ok(bytes) = <[u8; 16]>::try_from(raw.as_ref()) else {

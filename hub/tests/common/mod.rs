@@ -29,7 +29,8 @@ impl TestHub {
 
     /// Registers a customer who consents to marketing email at registration.
     pub async fn register_consenting(&self, c: &reqwest::Client, email: &str) -> serde_json::Value {
-        self.register_with(c, email, serde_json::json!([marketing_email()])).await
+        self.register_with(c, email, serde_json::json!([marketing_email()]))
+            .await
     }
 
     /// Registers a customer with these consent choices (`[{"channel", "purpose", "granted"}]`).

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use protocol::codec;
 use protocol::oauth::{OAuthCode, OAuthGrant, OAuthToken};
 use protocol::CustomerId;
-use time::OffsetDateTime;
 use std::collections::HashSet;
+use time::OffsetDateTime;
 use ulid::Ulid;
 
 fn grant_key(id: Ulid) -> Vec<u8> {
@@ -122,16 +122,19 @@ fn dead(tree: &sled::Tree, now: OffsetDateTime, limit: usize) -> Result<Vec<OAut
         let active = match grants.get(&token.grant) {
             Some(active) => *active,
             None => {
-                let grant: Option<OAuthGrant> = match tree.get(grant_key(token.grant)).map_err(io)? {
-                    Some(raw) => Some(codec::decode(&raw)?),
-                    None => None,
-                };
+                let grant: Option<OAuthGrant> =
+                    match tree.get(grant_key(token.grant)).map_err(io)? {
+                        Some(raw) => Some(codec::decode(&raw)?),
+                        None => None,
+                    };
                 let active = grant.is_some_and(|g| g.is_active());
                 grants.insert(token.grant, active);
                 active
             }
         };
-        if let (true, Some(token_hash)) = (token.expires_at <= now || !active, hash_of(&k, "oatoken")) {
+        if let (true, Some(token_hash)) =
+            (token.expires_at <= now || !active, hash_of(&k, "oatoken"))
+        {
             out.push(OAuthChange::DeleteToken { token_hash });
         }
     }
