@@ -355,9 +355,10 @@ async fn an_unsubscribe_link_works_for_its_customer_only() {
             let body: Value = shop
                 .client
                 .post(shop.url("/api/v1/customers"))
-                .json(
-                    &json!({"email": email, "name": "Grace", "password": "correct horse battery"}),
-                )
+                .json(&json!({
+                    "email": email, "name": "Grace", "password": "correct horse battery",
+                    "consents": [{"channel": "email", "purpose": "marketing", "granted": true}],
+                }))
                 .send()
                 .await
                 .expect("sent")
@@ -393,7 +394,12 @@ async fn an_unsubscribe_link_works_for_its_customer_only() {
             .await
             .expect("read")
             .expect("customer")
-            .marketing_opt_out
+            .consents
+            .current(
+                protocol::ConsentChannel::Email,
+                protocol::ConsentPurpose::Marketing,
+            )
+            .is_some_and(|r| !r.granted && r.source == protocol::ConsentSource::Unsubscribe)
     };
     assert!(!opted_out(grace).await);
     // A mail client's one-click unsubscribe (RFC 8058).

@@ -320,6 +320,9 @@ pub struct Registration {
     pub email: String,
     pub name: String,
     pub password: String,
+    /// The consent boxes as the shopper left them (a form's unticked box is a `false` here, so
+    /// the history says it was not given); nothing is granted unless ticked.
+    pub consents: Vec<protocol::ConsentChoice>,
 }
 
 /// The hub as the channels see it.
@@ -454,6 +457,24 @@ pub trait Backend: Send + Sync + 'static {
         _customer: CustomerId,
     ) -> Result<InStoreDetails, BackendError> {
         Err(BackendError::NotFound("in-store details"))
+    }
+
+    /// The customer's consents per channel and purpose, with their history
+    /// (`docs/experience.md`, "Consents"). A backend without customers' consents has none.
+    async fn consents(&self, _customer: CustomerId) -> Result<protocol::Consents, BackendError> {
+        Err(BackendError::NotFound("consents"))
+    }
+
+    /// Records consent choices made at `source` on `channel`; each one that changes the state
+    /// is kept in the history and recorded as a `consent_changed` event. Answers the consents.
+    async fn set_consents(
+        &self,
+        _customer: CustomerId,
+        _choices: Vec<protocol::ConsentChoice>,
+        _source: protocol::ConsentSource,
+        _channel: Channel,
+    ) -> Result<protocol::Consents, BackendError> {
+        Err(BackendError::NotFound("consents"))
     }
 
     /// The stores shoppers can visit (the assistant's opening hours and store stock). A backend

@@ -60,8 +60,8 @@ pub struct HubHandle {
     pub import: crate::import::Importer,
     /// The in-store boards' playlists and audience (`crate::edge::boards`).
     pub boards: Arc<crate::edge::boards::HubBoards>,
-    /// Account linking's authorization server; also the voice skill's
-    /// `channels::assistant::LinkedAccounts`.
+    /// Account linking's authorization server (the voice skill's linked accounts are its
+    /// tokens issued to the skill's client, `crate::oauth::VoiceLinks`).
     pub oauth: Arc<crate::oauth::AuthorizationServer>,
     /// The marketing automation scheduler (send it `RunDue` to run what is due now).
     pub automation: Addr<crate::automation::Scheduler>,
@@ -390,6 +390,11 @@ impl Application {
         if settings.demo_data {
             seed_demo(&handle).await?;
         }
+        // An erasure a stop or crash interrupted finishes before any request can read the
+        // customer's data; one that fails again stays recorded for the next start.
+        if let Err(e) = crate::experience::privacy::resume(&handle).await {
+            tracing::error!(error = %e, "an interrupted erasure could not be finished");
+        }
         // Holds left by a crash are settled before any request can start a new one.
         backend.recover_holds().await;
         let sweeper = backend.clone();
@@ -423,7 +428,16 @@ impl Application {
         );
         // The voice skill answers through the same assistant as the chat channel; its shoppers
         // come only from account linking.
-        let linked: Arc<dyn channels::assistant::LinkedAccounts> = oauth.clone();
+        let linked: Arc<dyn channels::assistant::LinkedAccounts> =
+            Arc::new(crate::oauth::VoiceLinks {
+                server: oauth.clone(),
+                client_id: settings.voice.link_client_id.clone(),
+            });
+        let token_limiter = web::Data::new(crate::oauth::limit::TokenLimiter::new(
+            &settings.oauth,
+            settings.channels.trusted_proxies.clone(),
+        ));
+        crate::oauth::purge::spawn(oauth.clone());
         let voice_data = web::Data::new(
             channels::voice::VoiceState::new(&settings.voice, state.assistant.clone(), linked)
                 .map_err(|e| HubError::Config(format!("[voice]: {e}")))?,
@@ -462,6 +476,7 @@ impl Application {
                 .app_data(backoffice_pages.clone())
                 .app_data(card_authority.clone())
                 .app_data(oauth_data.clone())
+                .app_data(token_limiter.clone())
                 .configure(crate::oauth::routes::configure)
                 .app_data(automation_data.clone())
                 .service(
@@ -594,6 +609,7 @@ pub async fn seed_demo(handle: &HubHandle) -> Result<(), HubError> {
         email: DEMO_EMAIL.into(),
         name: "Demo Shopper".into(),
         password: DEMO_PASSWORD.into(),
+        consents: Vec::new(),
     };
     match handle
         .backend
@@ -605,8 +621,33 @@ pub async fn seed_demo(handle: &HubHandle) -> Result<(), HubError> {
         .await
     {
         // The demo shopper can be found at the till by phone or loyalty number, and consents
-        // to content picked for them on the store boards (segment `coffee-lovers`).
+        // explicitly (source `demo`) to marketing email (so the demo's reminders flow) and to
+        // content picked for them on the store boards (segment `coffee-lovers`).
         Ok(signed_in) => {
+            let granted = |channel, purpose| protocol::ConsentChoice {
+                channel,
+                purpose,
+                granted: true,
+            };
+            handle
+                .backend
+                .set_consents(
+                    signed_in.customer.id,
+                    vec![
+                        granted(
+                            protocol::ConsentChannel::Email,
+                            protocol::ConsentPurpose::Marketing,
+                        ),
+                        granted(
+                            protocol::ConsentChannel::Board,
+                            protocol::ConsentPurpose::Personalization,
+                        ),
+                    ],
+                    protocol::ConsentSource::Demo,
+                    protocol::Channel::Web,
+                )
+                .await
+                .map_err(|e| HubError::Demo(e.to_string()))?;
             handle
                 .backend
                 .set_in_store(

@@ -208,15 +208,22 @@ impl HubBackend {
         })
     }
 
-    /// Records a customer's marketing email choice through their actor.
-    pub(crate) async fn set_marketing_opt_out(
+    /// Records consent choices through the customer's actor (the record and its events in one
+    /// unit); answers the consents.
+    pub(crate) async fn record_consents(
         &self,
         customer: CustomerId,
-        opt_out: bool,
-    ) -> Result<(), BackendError> {
+        choices: Vec<protocol::ConsentChoice>,
+        source: protocol::ConsentSource,
+        channel: Channel,
+    ) -> Result<protocol::Consents, BackendError> {
         self.ask_customer(
             customer,
-            crate::actors::customer::SetMarketingOptOut(opt_out),
+            crate::actors::customer::RecordConsents {
+                choices,
+                source,
+                channel,
+            },
         )
         .await?
         .map_err(unavailable)
@@ -395,24 +402,32 @@ impl Backend for HubBackend {
             Currency::EUR,
             now,
         );
-        let customer = CustomerRecord {
+        let mut customer = CustomerRecord {
             id,
             email: email.clone(),
             name: registration.name.trim().to_string(),
             password_hash,
             created_at: now,
             basket: Some(basket.id),
-            marketing_opt_out: false,
+            consents: protocol::Consents::default(),
             phone: None,
             loyalty_number: None,
         };
-        let unit = UnitOfWork::new()
+        let changed = customer.consents.apply(
+            &registration.consents,
+            now,
+            protocol::ConsentSource::Registration,
+        );
+        let mut unit = UnitOfWork::new()
             .with(Change::ClaimEmail {
                 email,
                 customer: id,
             })
             .with(Change::PutCustomer(customer.clone()))
             .with(Change::PutBasket(basket));
+        for event in crate::actors::customer::consent_events(id, channel, &changed) {
+            unit = unit.with_event(event);
+        }
         match self.deps.storage.commit(unit).await {
             Ok(()) => {}
             Err(StorageError::Conflict(_)) => return Err(BackendError::EmailTaken),
@@ -708,6 +723,24 @@ impl Backend for HubBackend {
         customer: CustomerId,
     ) -> Result<channels::backend::InStoreDetails, BackendError> {
         self.issue_loyalty(customer).await
+    }
+
+    async fn consents(&self, customer: CustomerId) -> Result<protocol::Consents, BackendError> {
+        let record = self
+            .ask_customer(customer, crate::actors::customer::GetCustomer)
+            .await?;
+        Ok(record.consents)
+    }
+
+    async fn set_consents(
+        &self,
+        customer: CustomerId,
+        choices: Vec<protocol::ConsentChoice>,
+        source: protocol::ConsentSource,
+        channel: Channel,
+    ) -> Result<protocol::Consents, BackendError> {
+        self.record_consents(customer, choices, source, channel)
+            .await
     }
 
     fn stores(&self) -> Vec<channels::backend::StoreView> {

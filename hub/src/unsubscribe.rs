@@ -1,7 +1,8 @@
 //! Unsubscribe links for marketing email: `{public_url}/unsubscribe?customer=…&token=…`, signed
 //! with this deployment's link secret (HMAC-SHA256), so nobody can unsubscribe someone else.
-//! `GET` asks, `POST` records the choice through the customer's actor; a mail client's one-click
-//! `POST` (RFC 8058, `List-Unsubscribe=One-Click`) does the same.
+//! `GET` asks, `POST` withdraws the customer's consent to email marketing through their actor
+//! (source `unsubscribe`, a `consent_changed` event); a mail client's one-click `POST`
+//! (RFC 8058, `List-Unsubscribe=One-Click`) does the same.
 
 use crate::app::HubHandle;
 use actix_web::{web, HttpResponse};
@@ -92,8 +93,22 @@ async fn confirm(handle: web::Data<HubHandle>, link: web::Query<Link>) -> HttpRe
     let Some(customer) = check(&handle, &link).await else {
         return unknown();
     };
-    match handle.backend.set_marketing_opt_out(customer, true).await {
-        Ok(()) => page(
+    let withdraw = protocol::ConsentChoice {
+        channel: protocol::ConsentChannel::Email,
+        purpose: protocol::ConsentPurpose::Marketing,
+        granted: false,
+    };
+    let recorded = handle
+        .backend
+        .record_consents(
+            customer,
+            vec![withdraw],
+            protocol::ConsentSource::Unsubscribe,
+            protocol::Channel::Web,
+        )
+        .await;
+    match recorded {
+        Ok(_) => page(
             actix_web::http::StatusCode::OK,
             "You are unsubscribed",
             "<p>We will send no more marketing email to this address. Order and delivery emails still reach you.</p>",

@@ -76,7 +76,8 @@ async fn fixture_at(start: OffsetDateTime) -> Fixture {
 
 impl Fixture {
     async fn register(&self, email: &str) -> Shopper {
-        let body = self.hub.register(&self.c, email).await;
+        // Marketing mail needs the customer's consent: every shopper here gives it.
+        let body = self.hub.register_consenting(&self.c, email).await;
         Shopper {
             id: body["customer"]["id"]
                 .as_str()
@@ -767,7 +768,7 @@ async fn timers_survive_a_restart_and_run_once() {
     let first = start_in_thread(s.clone(), clock.clone());
     let ada = c
         .post(format!("http://{}/api/v1/customers", first.addr))
-        .json(&json!({"email": "ada@example.com", "name": "Ada", "password": "correct horse battery"}))
+        .json(&json!({"email": "ada@example.com", "name": "Ada", "password": "correct horse battery", "consents": [common::marketing_email()]}))
         .json_body()
         .await;
     let basket = ada["basket"]["id"].as_str().expect("basket");
@@ -807,4 +808,128 @@ async fn timers_survive_a_restart_and_run_once() {
     third.server.stop(true).await;
     third.thread.join().expect("the third hub stopped");
     assert_eq!(sink.messages().len(), 1);
+}
+
+#[actix_web::test]
+async fn a_reminder_committed_but_never_armed_is_armed_at_the_next_start() {
+    use hub::automation::store::Finish;
+    use hub::automation::AutomationStore;
+    let sink = sink().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = settings(dir.path(), sink.smtp_addr());
+    let clock = ManualClock::new(MORNING);
+    let c = client();
+
+    let first = start_in_thread(s.clone(), clock.clone());
+    let ada = c
+        .post(format!("http://{}/api/v1/customers", first.addr))
+        .json(&json!({"email": "ada@example.com", "name": "Ada", "password": "correct horse battery", "consents": [common::marketing_email()]}))
+        .json_body()
+        .await;
+    let id: CustomerId = ada["customer"]["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("a customer id");
+    let basket = ada["basket"]["id"].as_str().expect("basket").to_string();
+    let res = c
+        .post(format!(
+            "http://{}/api/v1/baskets/{basket}/lines",
+            first.addr
+        ))
+        .bearer_auth(ada["session_token"].as_str().expect("token"))
+        .json(&json!({"sku": "BEANS", "quantity": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert!(res.status().is_success());
+    first.server.stop(true).await;
+    first.thread.join().expect("the first hub stopped");
+
+    // Rewind to what a crash between the basket's commit and the arming leaves on disk: the
+    // basket with its line and its pending reminder, and no timer.
+    {
+        let storage = loop {
+            match hub::storage::sled::SledStorage::open(dir.path(), 8) {
+                Ok(s) => break s,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("storage opens: {e}"),
+            }
+        };
+        let timers = hub::automation::SledAutomationStore::open(&storage).expect("tree");
+        let armed = timers
+            .timer(&format!("abandoned:{id}"))
+            .await
+            .expect("read")
+            .expect("armed by the first hub");
+        timers
+            .finish(Finish {
+                timer: Some(armed.clone()),
+                ..Finish::default()
+            })
+            .await
+            .expect("timer removed");
+        let pending = protocol::automation::PendingReminder {
+            customer: id,
+            basket: basket.parse().expect("a basket id"),
+            at: armed.armed_at,
+        };
+        storage
+            .commit(UnitOfWork::new().with(Change::PutPendingReminder(pending)))
+            .await
+            .expect("pending reminder stored");
+        assert!(timers
+            .timer(&format!("abandoned:{id}"))
+            .await
+            .expect("read")
+            .is_none());
+    }
+
+    // The restarted hub arms it from storage: due an hour after the change, sent once.
+    let second = start_in_thread(s.clone(), clock.clone());
+    assert_eq!(admin_run(&c, second.addr).await["sent"], 0, "not due yet");
+    clock.advance(minutes(61));
+    admin_run(&c, second.addr).await;
+    assert_eq!(sent_reminders(&c, second.addr).await, 1);
+    eventually(WAIT, || async {
+        (sink.messages().len() == 1).then_some(())
+    })
+    .await;
+    second.server.stop(true).await;
+    second.thread.join().expect("the second hub stopped");
+
+    // Armed once: the pending reminder was cleared, so a third start arms nothing again.
+    clock.advance(minutes(120));
+    let third = start_in_thread(s, clock.clone());
+    assert_eq!(admin_run(&c, third.addr).await["timers"], 0);
+    third.server.stop(true).await;
+    third.thread.join().expect("the third hub stopped");
+    assert_eq!(sink.messages().len(), 1);
+}
+
+#[actix_web::test]
+async fn a_customer_who_never_consented_gets_no_reminder() {
+    let fx = fixture_at(MORNING).await;
+    let body = fx.hub.register(&fx.c, "nina@example.com").await;
+    let nina = Shopper {
+        id: body["customer"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("a customer id"),
+        email: "nina@example.com".into(),
+        token: body["session_token"].as_str().expect("token").to_string(),
+        basket: body["basket"]["id"].as_str().expect("basket").to_string(),
+    };
+    fx.add(&nina, "BEANS", 1).await;
+    fx.advance(minutes(61));
+    let report = fx.run().await;
+    assert_eq!((report.sent, report.suppressed), (0, 1), "{report:?}");
+    assert_eq!(
+        fx.reasons(&nina, "abandoned_basket").await,
+        vec![("suppressed".into(), "no_consent".into())]
+    );
+    assert!(fx.mails_to(&nina.email).is_empty());
 }

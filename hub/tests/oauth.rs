@@ -4,7 +4,6 @@
 
 mod common;
 
-use channels::assistant::LinkedAccounts;
 use channels::oauth::AccountLinking;
 use common::{spawn_with, TestHub};
 use hub::clock::ManualClock;
@@ -229,7 +228,7 @@ fn field<'a>(body: &'a Value, name: &str) -> &'a str {
 async fn customer_for(hub: &TestHub, token: &str) -> Option<CustomerId> {
     hub.handle
         .oauth
-        .customer_for_access_token(token)
+        .customer_with_scopes(token, &hub::oauth::VOICE_SCOPES)
         .await
         .expect("storage works")
 }
@@ -662,12 +661,6 @@ async fn refresh_rotates_the_refresh_token() {
         customer_for(&hub, field(&renewed, "access_token")).await,
         Some(hal)
     );
-    let (status, err) = refresh(&hub, old).await;
-    assert_eq!(
-        (status, field(&err, "error")),
-        (StatusCode::BAD_REQUEST, "invalid_grant"),
-        "the old one stopped working"
-    );
     let (status, _, narrowed) = token_call(
         &hub,
         CLIENT,
@@ -697,8 +690,118 @@ async fn refresh_rotates_the_refresh_token() {
     assert_eq!(
         (status, field(&err, "error")),
         (StatusCode::BAD_REQUEST, "invalid_scope"),
-        "a narrowed grant does not widen"
+        "a narrowed grant does not widen: {err}"
     );
+}
+
+#[actix_web::test]
+async fn a_reused_refresh_token_revokes_the_whole_grant() {
+    let (hub, _) = spawn_hub().await;
+    let (_, tokens) = linked(&hub, "ivy@example.com").await;
+    let ivy = customer_id(&hub, "ivy@example.com").await;
+    let old = field(&tokens, "refresh_token").to_string();
+    let (status, renewed) = refresh(&hub, &old).await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    let access = field(&renewed, "access_token").to_string();
+    assert_eq!(customer_for(&hub, &access).await, Some(ivy));
+    // The rotated token comes back (a thief's copy, or the client's): the link is revoked.
+    let (status, err) = refresh(&hub, &old).await;
+    assert_eq!(
+        (status, field(&err, "error")),
+        (StatusCode::BAD_REQUEST, "invalid_grant")
+    );
+    assert!(
+        field(&err, "error_description").contains("already used"),
+        "{err}"
+    );
+    assert_eq!(
+        customer_for(&hub, &access).await,
+        None,
+        "the access token issued after the rotation stopped working"
+    );
+    let (status, err) = refresh(&hub, field(&renewed, "refresh_token")).await;
+    assert_eq!(
+        (status, field(&err, "error")),
+        (StatusCode::BAD_REQUEST, "invalid_grant"),
+        "and so did the newest refresh token"
+    );
+    assert!(hub
+        .handle
+        .oauth
+        .linked_apps(ivy)
+        .await
+        .expect("storage works")
+        .is_empty());
+}
+
+#[actix_web::test]
+async fn the_token_endpoint_is_rate_limited_per_client_and_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = common::settings(dir.path());
+    settings.oauth = OAuthSettings {
+        clients: vec![client_settings(CLIENT, SECRET, REDIRECT, "Test Voice")],
+        token_requests_per_client_per_minute: 3,
+        token_requests_per_address_per_minute: 5,
+        ..OAuthSettings::default()
+    };
+    let hub = spawn_with(
+        dir,
+        settings,
+        Arc::new(ManualClock::new(time::OffsetDateTime::now_utc())),
+        false,
+    )
+    .await;
+    let bogus = [("grant_type", "refresh_token"), ("refresh_token", "nope")];
+    for _ in 0..3 {
+        let (status, _, _) = token_call(&hub, CLIENT, SECRET, &bogus).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    // The client's budget is spent, whatever the secret.
+    let (status, headers, body) = token_call(&hub, CLIENT, "wrong-secret-guess", &bogus).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let retry: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(body["error"], "too_many_requests");
+    // Another client id from the same address still has the address's budget (5): one more.
+    let (status, _, _) = token_call(&hub, "someone-else", "x", &bogus).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = token_call(&hub, "someone-else", "x", &bogus).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the address's budget"
+    );
+}
+
+#[actix_web::test]
+async fn the_purge_deletes_expired_and_revoked_tokens_only() {
+    let (hub, clock) = spawn_hub().await;
+    let (_, kept) = linked(&hub, "jo@example.com").await;
+    let (_, revoked) = linked(&hub, "kim@example.com").await;
+    let kim = customer_id(&hub, "kim@example.com").await;
+    hub.handle
+        .oauth
+        .unlink(kim, CLIENT)
+        .await
+        .expect("unlinked");
+    // Kim's two tokens belong to a revoked grant: purged now; Jo's are live.
+    assert_eq!(hub.handle.oauth.purge(1).await.expect("purged"), 2);
+    assert_eq!(hub.handle.oauth.purge(100).await.expect("purged"), 0);
+    assert!(customer_for(&hub, field(&kept, "access_token"))
+        .await
+        .is_some());
+    assert!(customer_for(&hub, field(&revoked, "access_token"))
+        .await
+        .is_none());
+    // An hour on, Jo's access token expired (its refresh token lives on).
+    clock.advance(Duration::from_secs(3601));
+    assert_eq!(hub.handle.oauth.purge(100).await.expect("purged"), 1);
+    let (status, renewed) = refresh(&hub, field(&kept, "refresh_token")).await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
 }
 
 #[actix_web::test]

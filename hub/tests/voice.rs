@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const CLIENT: &str = "voice-test";
+const OTHER_CLIENT: &str = "other-app";
 const SECRET: &str = "voice-test-secret";
 const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
 const EMAIL: &str = "voice@example.com";
@@ -39,16 +40,27 @@ impl Voice {
         let mut s = common::settings(dir.path());
         s.demo_data = true;
         s.oauth = OAuthSettings {
-            clients: vec![OAuthClientSettings {
-                client_id: CLIENT.into(),
-                name: "Omnihub Voice".into(),
-                client_secret: SECRET.to_string().into(),
-                redirect_uris: vec![REDIRECT.into()],
-                scopes: vec!["basket".into(), "orders".into()],
-            }],
+            clients: vec![
+                OAuthClientSettings {
+                    client_id: CLIENT.into(),
+                    name: "Omnihub Voice".into(),
+                    client_secret: SECRET.to_string().into(),
+                    redirect_uris: vec![REDIRECT.into()],
+                    scopes: vec!["basket".into(), "orders".into()],
+                },
+                OAuthClientSettings {
+                    // Another app the shopper may link: its tokens are nobody to the skill.
+                    client_id: OTHER_CLIENT.into(),
+                    name: "Other App".into(),
+                    client_secret: SECRET.to_string().into(),
+                    redirect_uris: vec![REDIRECT.into()],
+                    scopes: vec!["basket".into(), "orders".into()],
+                },
+            ],
             ..OAuthSettings::default()
         };
         s.voice.skill_ids = vec![DEFAULT_SKILL_ID.into()];
+        s.voice.link_client_id = CLIENT.into();
         s.voice.development.trust_roots_pem = Some(chain_dir.path().join("root.pem"));
         s.voice.development.cert_chain_source =
             Some(chain_dir.path().join("chain.pem").display().to_string());
@@ -78,9 +90,14 @@ impl Voice {
 
     /// Links the shopper's account as the platform does; answers the access token.
     async fn link(&self) -> String {
+        self.link_as(CLIENT).await
+    }
+
+    /// Links the shopper's account to this client app; answers the access token.
+    async fn link_as(&self, client_id: &str) -> String {
         simulators::voice::link::link_account(
             &self.hub.url(""),
-            CLIENT,
+            client_id,
             SECRET,
             REDIRECT,
             EMAIL,
@@ -253,6 +270,22 @@ async fn an_unlinked_user_can_search_but_is_asked_to_link_before_a_basket_change
         )
         .await;
     assert!(forged[0].1, "{forged:?}");
+}
+
+#[actix_web::test]
+async fn a_token_issued_to_another_client_app_is_not_linked_for_the_skill() {
+    let voice = Voice::start().await;
+    voice.shopper().await;
+    let basket_turn = json!({"turns": [{"you": "basket", "intent": "BasketIntent"}]});
+    let other = voice.link_as(OTHER_CLIENT).await;
+    let answers = voice.play(Some(other), basket_turn.clone()).await;
+    assert!(answers[0].1, "asked to link the skill itself: {answers:?}");
+    let own = voice.link().await;
+    let answers = voice.play(Some(own), basket_turn).await;
+    assert!(
+        !answers[0].1,
+        "the skill's own token is linked: {answers:?}"
+    );
 }
 
 #[actix_web::test]

@@ -53,6 +53,24 @@ impl Stored for Timer {
     const VERSION: u16 = 1;
 }
 
+/// A customer basket's lines changed: its reminder is to be (re)armed. Written in the same unit
+/// of work as the basket change and cleared once the scheduler armed the timer, so a crash
+/// between the commit and the arming loses no reminder: the scheduler arms what it finds at
+/// start. One per customer (a newer change replaces it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReminder {
+    pub customer: CustomerId,
+    pub basket: crate::ids::BasketId,
+    /// When the lines changed: the reminder is due `abandoned_after` later.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl Stored for PendingReminder {
+    const KIND: &'static str = "pending_reminder";
+    const VERSION: u16 = 1;
+}
+
 /// A customer asked to be told when a SKU is back in stock; ends when the note is sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockSubscription {

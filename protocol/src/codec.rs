@@ -14,6 +14,10 @@ pub trait Stored: Serialize + DeserializeOwned {
     const KIND: &'static str;
     /// The schema version written by this build.
     const VERSION: u16;
+    /// The oldest version this build still reads: the type's own deserialisation turns the
+    /// older shape into the current one (e.g. with `#[serde(from = ...)]`). Older values are
+    /// refused with [`CodecError::UnknownVersion`].
+    const READS_FROM: u16 = Self::VERSION;
 }
 
 /// Why a stored value could not be encoded or decoded.
@@ -74,7 +78,7 @@ pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, CodecError> {
     // One pass in the usual case; the header alone is read again only to explain a failure.
     match rmp_serde::from_slice::<Envelope<T>>(bytes) {
         Ok(envelope) => {
-            check_header(&envelope.k, envelope.v, T::KIND, T::VERSION)?;
+            check_header(&envelope.k, envelope.v, T::KIND, T::READS_FROM, T::VERSION)?;
             Ok(envelope.b)
         }
         Err(body_error) => {
@@ -83,7 +87,7 @@ pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, CodecError> {
                     kind: T::KIND,
                     reason: e.to_string(),
                 })?;
-            check_header(&header.k, header.v, T::KIND, T::VERSION)?;
+            check_header(&header.k, header.v, T::KIND, T::READS_FROM, T::VERSION)?;
             Err(CodecError::Malformed {
                 kind: T::KIND,
                 reason: body_error.to_string(),
@@ -96,6 +100,7 @@ fn check_header(
     found_kind: &str,
     found: u16,
     kind: &'static str,
+    oldest: u16,
     supported: u16,
 ) -> Result<(), CodecError> {
     if found_kind != kind {
@@ -104,7 +109,7 @@ fn check_header(
             found: found_kind.to_string(),
         });
     }
-    if found != supported {
+    if !(oldest..=supported).contains(&found) {
         return Err(CodecError::UnknownVersion {
             kind,
             found,
@@ -198,6 +203,57 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("version 2"));
+    }
+
+    /// Version 3 of "sample" reads version 2 too, migrating its shape.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(from = "V3Wire")]
+    struct V3 {
+        titles: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct V3Wire {
+        #[serde(default)]
+        titles: Option<Vec<String>>,
+        #[serde(default)]
+        title: Option<String>,
+    }
+    impl From<V3Wire> for V3 {
+        fn from(w: V3Wire) -> V3 {
+            V3 {
+                titles: w.titles.unwrap_or_else(|| w.title.into_iter().collect()),
+            }
+        }
+    }
+    impl Stored for V3 {
+        const KIND: &'static str = "sample";
+        const VERSION: u16 = 3;
+        const READS_FROM: u16 = 2;
+    }
+
+    #[test]
+    fn older_versions_in_range_are_migrated_older_ones_refused() {
+        let v2 = encode(&V2 { title: "x".into() }).expect("encodes");
+        assert_eq!(
+            decode::<V3>(&v2),
+            Ok(V3 {
+                titles: vec!["x".into()]
+            })
+        );
+        let v3 = encode(&V3 {
+            titles: vec!["a".into(), "b".into()],
+        })
+        .expect("encodes");
+        assert_eq!(decode::<V3>(&v3).map(|v| v.titles.len()), Ok(2));
+        let v1 = encode(&V1 {
+            name: "a".into(),
+            count: 1,
+        })
+        .expect("encodes");
+        assert!(matches!(
+            decode::<V3>(&v1),
+            Err(CodecError::UnknownVersion { found: 1, .. })
+        ));
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! Customers as stored by the hub.
 
 use crate::codec::Stored;
+use crate::consent::{ConsentChannel, ConsentChoice, ConsentPurpose, ConsentSource, Consents};
 use crate::ids::{BasketId, CustomerId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// A registered customer. The password is kept only as an argon2id PHC string.
+///
+/// Version 2 replaced version 1's `marketing_opt_out` (no opt-out meant "may mail") with
+/// explicit [`Consents`]; a version-1 record reads as version 2 through [`CustomerRecordWire`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "CustomerRecordWire")]
 pub struct CustomerRecord {
     pub id: CustomerId,
     /// Lower-cased, trimmed; unique.
@@ -18,9 +23,10 @@ pub struct CustomerRecord {
     /// The customer's one basket, shared by every device and channel.
     #[serde(default)]
     pub basket: Option<BasketId>,
-    /// The customer asked for no marketing email (an unsubscribe link, or the account page).
+    /// What the customer agreed to, per channel and purpose, with the history. Nothing by
+    /// default.
     #[serde(default)]
-    pub marketing_opt_out: bool,
+    pub consents: Consents,
     /// The customer's phone number as [`normalize_phone`] keeps it (`+` and digits); unique.
     /// A clerk finds the customer at the till by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,7 +49,66 @@ impl std::fmt::Debug for CustomerRecord {
 
 impl Stored for CustomerRecord {
     const KIND: &'static str = "customer";
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
+    const READS_FROM: u16 = 1;
+}
+
+/// A stored customer of either version, as read.
+#[derive(Deserialize)]
+struct CustomerRecordWire {
+    id: CustomerId,
+    email: String,
+    name: String,
+    password_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(default)]
+    basket: Option<BasketId>,
+    /// Version 1 only.
+    #[serde(default)]
+    marketing_opt_out: bool,
+    /// Version 2 only.
+    #[serde(default)]
+    consents: Option<Consents>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    loyalty_number: Option<String>,
+}
+
+impl From<CustomerRecordWire> for CustomerRecord {
+    /// The migration of a version-1 record: `marketing_opt_out == false` was the default, not
+    /// an explicit consent, so it becomes no consent at all; `true` (the customer
+    /// unsubscribed) is kept as a withdrawal of email marketing (source `migration`, dated at
+    /// the record's creation: the true time was not kept).
+    fn from(w: CustomerRecordWire) -> CustomerRecord {
+        let consents = w.consents.unwrap_or_else(|| {
+            let mut consents = Consents::default();
+            if w.marketing_opt_out {
+                consents.apply(
+                    &[ConsentChoice {
+                        channel: ConsentChannel::Email,
+                        purpose: ConsentPurpose::Marketing,
+                        granted: false,
+                    }],
+                    w.created_at,
+                    ConsentSource::Migration,
+                );
+            }
+            consents
+        });
+        CustomerRecord {
+            id: w.id,
+            email: w.email,
+            name: w.name,
+            password_hash: w.password_hash,
+            created_at: w.created_at,
+            basket: w.basket,
+            consents,
+            phone: w.phone,
+            loyalty_number: w.loyalty_number,
+        }
+    }
 }
 
 /// Normalises an email for lookup: trimmed and lower-cased.
@@ -158,6 +223,61 @@ mod tests {
             assert!(!is_plausible_email(bad), "{bad}");
         }
         assert_eq!(normalize_email("  Ada@Example.COM "), "ada@example.com");
+    }
+
+    /// A version-1 record as the previous build wrote it.
+    #[derive(Serialize, Deserialize)]
+    struct V1 {
+        id: CustomerId,
+        email: String,
+        name: String,
+        password_hash: String,
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: OffsetDateTime,
+        basket: Option<BasketId>,
+        marketing_opt_out: bool,
+    }
+    impl Stored for V1 {
+        const KIND: &'static str = "customer";
+        const VERSION: u16 = 1;
+    }
+
+    #[test]
+    fn version_1_records_migrate_without_consent() {
+        use crate::codec::{decode, encode};
+        let created_at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+        for opted_out in [false, true] {
+            let old = V1 {
+                id: CustomerId::new(),
+                email: "ada@example.com".into(),
+                name: "Ada".into(),
+                password_hash: "phc".into(),
+                created_at,
+                basket: None,
+                marketing_opt_out: opted_out,
+            };
+            let record: CustomerRecord = decode(&encode(&old).expect("encodes")).expect("reads v1");
+            assert_eq!(record.email, "ada@example.com");
+            // Neither the default (false) nor an opt-out is a consent.
+            assert!(!record
+                .consents
+                .granted(ConsentChannel::Email, ConsentPurpose::Marketing));
+            let history: Vec<_> = record
+                .consents
+                .history
+                .iter()
+                .map(|r| (r.granted, r.source, r.at))
+                .collect();
+            if opted_out {
+                assert_eq!(history, vec![(false, ConsentSource::Migration, created_at)]);
+            } else {
+                assert!(history.is_empty());
+            }
+            // Written again as version 2, it reads back the same.
+            let again: CustomerRecord =
+                decode(&encode(&record).expect("encodes")).expect("reads v2");
+            assert!(again == record);
+        }
     }
 
     #[test]

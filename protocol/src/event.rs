@@ -54,6 +54,9 @@ pub enum EventKind {
     /// A shopper was shown an experiment's variant (payload: `experiment`, `variant`); recorded
     /// once per experiment and subject, at the first exposure.
     ExperimentExposure,
+    /// The customer gave or withdrew a consent (payload: `channel`, `purpose`, `granted`,
+    /// `source`).
+    ConsentChanged,
     #[serde(other)]
     Unknown,
 }

@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod channel;
 pub mod checkout;
 pub mod codec;
+pub mod consent;
 pub mod customer;
 pub mod event;
 pub mod experience;
@@ -27,6 +28,7 @@ pub mod order;
 pub mod outbox;
 pub mod personalization;
 pub mod pricing;
+pub mod privacy;
 pub mod promotion;
 pub mod replication;
 pub mod stock;
@@ -42,6 +44,7 @@ pub use checkout::{
     CheckoutError, FieldError, LineDiscounts, Market, ShippingOption, ShippingZone,
 };
 pub use codec::{decode, encode, CodecError, Stored};
+pub use consent::{ConsentChannel, ConsentChoice, ConsentPurpose, ConsentSource, Consents};
 pub use customer::{CustomerRecord, SessionRecord};
 pub use event::{Event, EventChunk, EventKind, Subject};
 pub use ids::{

@@ -14,6 +14,9 @@ pub struct RegisterBody {
     pub email: String,
     pub name: String,
     pub password: String,
+    /// The consents the shopper gave at registration (`api::consents`); none: nothing granted.
+    #[serde(default)]
+    pub consents: Vec<super::consents::ChoiceBody>,
 }
 
 /// Body of `POST /sessions`.
@@ -54,6 +57,7 @@ pub async fn register(
     body: web::Json<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let consents = super::consents::parse_choices(&body.consents)?;
     state
         .limiter
         .check(&body.email, ctx.client)
@@ -65,6 +69,7 @@ pub async fn register(
                 email: body.email,
                 name: body.name,
                 password: body.password,
+                consents,
             },
             &ctx.shopper,
             ctx.channel,

@@ -3,6 +3,7 @@
 
 mod catalog;
 mod checkout;
+pub mod consents;
 mod customers;
 mod openapi;
 mod slots;
@@ -28,6 +29,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/customers", web::post().to(customers::register))
             .route("/customers/me", web::get().to(customers::me))
             .route("/customers/me/events", web::get().to(customers::events))
+            .route("/customers/me/consents", web::get().to(consents::show))
+            .route("/customers/me/consents", web::put().to(consents::change))
             .route("/customers/me/in-store", web::get().to(customers::in_store))
             .route(
                 "/customers/me/in-store",

@@ -382,6 +382,7 @@ fn paths() -> Value {
         customer_paths(),
         event_paths(),
         in_store_paths(),
+        consent_paths(),
         chat_paths(),
         slot_paths(),
     ] {
@@ -1011,6 +1012,65 @@ fn event_paths() -> Value {
                 &[Error::BadRequest, Error::Unauthorized, Error::Unavailable],
             ),
         } },
+    })
+}
+
+/// A consent choice, as registration and `PUT /customers/me/consents` take it.
+fn consent_choice() -> Value {
+    json!({
+        "type": "object",
+        "required": ["channel", "purpose", "granted"],
+        "additionalProperties": false,
+        "properties": {
+            "channel": { "type": "string", "enum": ["email", "board"] },
+            "purpose": { "type": "string", "enum": ["marketing", "personalization"] },
+            "granted": { "type": "boolean" },
+        },
+    })
+}
+
+/// The customer's consents per channel and purpose (`docs/experience.md`, "Consents").
+fn consent_paths() -> Value {
+    let state = json!({
+        "type": "object",
+        "properties": {
+            "consents": { "type": "array", "description": "Every channel and purpose with `granted`, and `at` and `source` of its last change (null: never set, so not granted).", "items": { "type": "object" } },
+            "history": { "type": "array", "description": "Every change, oldest first: `channel`, `purpose`, `granted`, `at`, `source` (`registration`, `account`, `unsubscribe`, `till`, `api`, `back_office`, `demo`, `migration`, `erasure`).", "items": { "type": "object" } },
+        },
+    });
+    json!({
+        "/customers/me/consents": {
+            "get": {
+                "operationId": "getMyConsents",
+                "summary": "The signed-in customer's consents and their history",
+                "description": "Nothing is consented to by default: marketing email goes only with `email`/`marketing` granted, board content chosen for the customer only with `board`/`personalization`.",
+                "tags": ["customers"],
+                "security": sec_customer(),
+                "parameters": context_params(),
+                "responses": responses(
+                    json!({ "200": ok("The consents now and every change.", state.clone()) }),
+                    &[Error::Unauthorized, Error::Unavailable],
+                ),
+            },
+            "put": {
+                "operationId": "setMyConsents",
+                "summary": "Grants or withdraws consents",
+                "description": "Pairs left out stay as they are; a choice equal to the current state is not recorded again. Each change is a `consent_changed` event. An unknown channel or purpose, or a pair sent twice, is a 422 `invalid_consents` naming the entry.",
+                "tags": ["customers"],
+                "security": sec_customer(),
+                "parameters": context_params(),
+                "requestBody": { "required": true, "content": json_body(json!({
+                    "type": "object",
+                    "required": ["consents"],
+                    "additionalProperties": false,
+                    "properties": { "consents": { "type": "array", "maxItems": 8, "items": consent_choice() } },
+                })) },
+                "responses": responses(
+                    json!({ "200": ok("The consents now and every change.", state) }),
+                    &with(&BODY_ERRORS, &[Error::Unauthorized, Error::Unavailable]),
+                ),
+            },
+        },
     })
 }
 
@@ -1808,6 +1868,7 @@ fn customer_schemas() -> Value {
                 "email": { "type": "string", "format": "email", "maxLength": 254, "description": "A plausible address (else 422 `invalid_email`); an account exists once per email." },
                 "name": { "type": "string", "minLength": 1, "maxLength": 100, "description": "1 to 100 characters after trimming (else 422 `invalid_name`)." },
                 "password": { "type": "string", "format": "password", "minLength": 10, "maxLength": 128, "description": "10 to 128 characters (else 422 `weak_password`)." },
+                "consents": { "type": "array", "maxItems": 8, "items": consent_choice(), "description": "The consents the shopper gives at registration; none: nothing is granted." },
             },
         },
         "SignIn": {

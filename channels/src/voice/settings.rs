@@ -12,6 +12,9 @@ pub struct VoiceSettings {
     /// The skill ids (`amzn1.ask.skill.…`) whose requests are accepted. Empty: every request is
     /// refused (400 `unknown_application`).
     pub skill_ids: Vec<String>,
+    /// The OAuth client id of the skill's account linking (`[[oauth.clients]]`): only access
+    /// tokens issued to this client link a voice user to a customer.
+    pub link_client_id: String,
     /// Check the platform's request signature (certificate chain and `Signature-256`). On by
     /// default; switching it off logs a warning at start-up. The application id and the
     /// timestamp are checked either way.
@@ -31,6 +34,7 @@ impl Default for VoiceSettings {
     fn default() -> Self {
         VoiceSettings {
             skill_ids: Vec::new(),
+            link_client_id: "omnihub-voice".into(),
             verify_signatures: true,
             requests_per_minute: 30,
             anonymous_id_key: None,

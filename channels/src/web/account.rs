@@ -57,6 +57,11 @@ pub struct RegisterForm {
     confirm: String,
     #[serde(default)]
     next: String,
+    /// The unticked-by-default consent boxes: present ("on") when ticked.
+    #[serde(default)]
+    marketing_email: Option<String>,
+    #[serde(default)]
+    board_personalization: Option<String>,
 }
 
 /// A signed-in visitor is sent on instead of shown the form again.
@@ -235,7 +240,7 @@ pub async fn register(
     let visitor = Visitor::new(&req, state, ctx)?;
     visitor.check_form(&req, &form.csrf)?;
     let again = |errors: Vec<String>| -> Value {
-        context! { next => safe_next(&form.next).unwrap_or(""), name => form.name.trim(), email => form.email.trim(), errors }
+        context! { next => safe_next(&form.next).unwrap_or(""), name => form.name.trim(), email => form.email.trim(), marketing_email => form.marketing_email.is_some(), board_personalization => form.board_personalization.is_some(), errors }
     };
     let errors = registration_errors(&form);
     if !errors.is_empty() {
@@ -251,6 +256,10 @@ pub async fn register(
         email: form.email.trim().to_string(),
         name: form.name.trim().to_string(),
         password: form.password.clone(),
+        consents: super::consents::form_choices(
+            form.marketing_email.is_some(),
+            form.board_personalization.is_some(),
+        ),
     };
     let backend = visitor.state.backend.clone();
     match backend

@@ -58,7 +58,9 @@ async fn render(
 ) -> Result<HttpResponse, PageError> {
     let me = visitor.state.backend.customer(customer).await?;
     let linked_apps = super::oauth::linked_apps(&visitor.state, customer).await?;
+    let consents = super::consents::boxes(&visitor.state, customer).await?;
     let page = context! {
+        consents,
         name => me.name,
         email => me.email,
         phone => phone,

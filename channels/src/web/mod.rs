@@ -13,6 +13,7 @@ mod account;
 mod basket;
 mod catalog;
 mod checkout;
+mod consents;
 pub(crate) mod format;
 mod in_store;
 mod oauth;
@@ -193,6 +194,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(page("/account/orders").route(web::get().to(orders::history)))
         .service(page("/account").route(web::get().to(in_store::show)))
         .service(page("/account/phone").route(web::post().to(in_store::set_phone)))
+        .service(page("/account/consents").route(web::post().to(consents::save)))
         .service(
             page("/account/loyalty-number").route(web::post().to(in_store::get_loyalty_number)),
         )

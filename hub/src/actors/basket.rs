@@ -11,6 +11,7 @@ use crate::storage::{Change, StorageError, UnitOfWork};
 use actix::prelude::*;
 use channels::backend::CheckoutSummary;
 use channels::{BasketCommand, BasketView};
+use protocol::automation::PendingReminder;
 use protocol::order::CheckoutRecord;
 use protocol::{
     Basket, BasketError, BasketLine, BasketOwner, Channel, CustomerId, Event, EventKind,
@@ -345,11 +346,13 @@ fn event_for(
 }
 
 /// Checks and applies a command to a copy of the basket, then commits it.
+/// Applies a command and commits the basket, with its pending reminder when the lines changed
+/// (`automation::Triggers::reminder`); answers both.
 async fn apply(
     deps: Deps,
     mut basket: Basket,
     command: BasketCommand,
-) -> Result<Basket, BasketFailure> {
+) -> Result<(Basket, Option<PendingReminder>), BasketFailure> {
     let now = deps.clock.now();
     let available = |sku: &protocol::Sku| {
         deps.inventory
@@ -403,10 +406,19 @@ async fn apply(
             basket.remove_coupon(&code, now)?;
         }
     }
-    deps.storage
-        .commit(UnitOfWork::new().with(Change::PutBasket(basket.clone())))
-        .await?;
-    Ok(basket)
+    let lines_changed = !matches!(
+        command,
+        BasketCommand::ApplyCoupon { .. } | BasketCommand::RemoveCoupon { .. }
+    );
+    let reminder = lines_changed
+        .then(|| crate::automation::Triggers::reminder(&basket, now))
+        .flatten();
+    let mut unit = UnitOfWork::new().with(Change::PutBasket(basket.clone()));
+    if let Some(r) = &reminder {
+        unit = unit.with(Change::PutPendingReminder(r.clone()));
+    }
+    deps.storage.commit(unit).await?;
+    Ok((basket, reminder))
 }
 
 impl Handler<ApplyCommand> for BasketActor {
@@ -430,11 +442,11 @@ impl Handler<ApplyCommand> for BasketActor {
             async move {
                 apply(deps, current, command.clone())
                     .await
-                    .map(|b| (b, command))
+                    .map(|(b, reminder)| (b, reminder, command))
             }
             .into_actor(self)
             .map(move |res, act, _| {
-                let (next, command) = res?;
+                let (next, reminder, command) = res?;
                 // Priced for the channel of the last change: a refused one changes nothing.
                 if channel != Channel::Unknown {
                     act.hints.channel = channel;
@@ -458,12 +470,8 @@ impl Handler<ApplyCommand> for BasketActor {
                     event = event.with("slug", slug);
                 }
                 act.deps.recorder.do_send(super::recorder::Record(event));
-                let lines_changed = !matches!(
-                    command,
-                    BasketCommand::ApplyCoupon { .. } | BasketCommand::RemoveCoupon { .. }
-                );
-                if lines_changed {
-                    act.deps.automation.basket_changed(&next, now);
+                if let Some(reminder) = reminder {
+                    act.deps.automation.arm(reminder);
                 }
                 Ok(act.adopt(next))
             }),
@@ -497,20 +505,26 @@ impl Handler<Absorb> for BasketActor {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                let unit = UnitOfWork::new()
+                let reminder = crate::automation::Triggers::reminder(&next, now);
+                let mut unit = UnitOfWork::new()
                     .with(Change::PutBasket(next.clone()))
                     .with(Change::PutBasket(msg.closed_source));
+                if let Some(r) = &reminder {
+                    unit = unit.with(Change::PutPendingReminder(r.clone()));
+                }
                 deps.storage.commit(unit).await?;
-                Ok(next)
+                Ok((next, reminder))
             }
             .into_actor(self)
-            .map(|res: Result<Basket, BasketFailure>, act, _| {
-                let next = res?;
-                act.deps
-                    .automation
-                    .basket_changed(&next, act.deps.clock.now());
-                Ok(act.adopt(next))
-            }),
+            .map(
+                |res: Result<(Basket, Option<PendingReminder>), BasketFailure>, act, _| {
+                    let (next, reminder) = res?;
+                    if let Some(reminder) = reminder {
+                        act.deps.automation.arm(reminder);
+                    }
+                    Ok(act.adopt(next))
+                },
+            ),
         ))
     }
 }

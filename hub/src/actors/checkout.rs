@@ -1539,6 +1539,59 @@ impl Handler<ApplyFulfilment> for BasketActor {
     }
 }
 
+/// Erasure of a customer's data: the order keeps amounts, lines, taxes and the country; its
+/// address becomes `[erased]` and its email the placeholder. Sent to the actor of the order's
+/// basket, the one writer of its orders, so a fulfilment report running at the same time
+/// cannot write the old address back.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), CheckoutFailure>")]
+pub struct EraseOrder {
+    pub order: OrderId,
+    pub placeholder_email: String,
+}
+
+/// The marker an erased order's address carries.
+pub const ERASED: &str = "[erased]";
+
+/// The order as erasure leaves it.
+pub fn erased_order(mut order: OrderRecord, placeholder_email: &str) -> OrderRecord {
+    let country = std::mem::take(&mut order.address.country);
+    order.address = protocol::Address {
+        name: ERASED.into(),
+        line1: String::new(),
+        line2: String::new(),
+        city: String::new(),
+        region: String::new(),
+        postcode: String::new(),
+        country,
+        phone: String::new(),
+    };
+    order.email = placeholder_email.to_string();
+    order
+}
+
+impl Handler<EraseOrder> for BasketActor {
+    type Result = AtomicResponse<Self, Result<(), CheckoutFailure>>;
+
+    fn handle(&mut self, msg: EraseOrder, _ctx: &mut Context<Self>) -> Self::Result {
+        let deps = self.deps.clone();
+        let basket = self.basket.id;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let order = own_order(&deps, basket, msg.order).await?;
+                let erased = erased_order(order.clone(), &msg.placeholder_email);
+                if erased != order {
+                    deps.storage
+                        .commit(UnitOfWork::new().with(Change::PutOrder(erased)))
+                        .await?;
+                }
+                Ok(())
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
 /// Holds a checkout's units where its shipping method takes them from: the pickup store
 /// (from the rights the hub holds there, see `crate::collect::hold`) or the online warehouse.
 async fn hold_stock(

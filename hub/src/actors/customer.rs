@@ -10,7 +10,10 @@ use super::directory::{Deregister, Directory};
 use super::{idle_expired, Deps};
 use crate::storage::{Change, StorageError, UnitOfWork};
 use actix::prelude::*;
-use protocol::{Basket, BasketId, BasketOwner, Currency, CustomerRecord};
+use protocol::{
+    Basket, BasketId, BasketOwner, Channel, ConsentChoice, ConsentSource, Consents, Currency,
+    CustomerRecord, Event, EventKind, Subject,
+};
 use time::OffsetDateTime;
 
 /// The customer actor's state.
@@ -105,27 +108,64 @@ impl Handler<EnsureBasket> for CustomerActor {
     }
 }
 
-/// Records whether the customer wants marketing email (unsubscribe links).
+/// Records consent choices made at `source` on `channel`: the record and one
+/// `consent_changed` event per changed pair, in one unit of work. Answers the consents.
 #[derive(Message, Clone)]
-#[rtype(result = "Result<(), StorageError>")]
-pub struct SetMarketingOptOut(pub bool);
+#[rtype(result = "Result<Consents, StorageError>")]
+pub struct RecordConsents {
+    pub choices: Vec<ConsentChoice>,
+    pub source: ConsentSource,
+    pub channel: Channel,
+}
 
-impl Handler<SetMarketingOptOut> for CustomerActor {
-    type Result = AtomicResponse<Self, Result<(), StorageError>>;
+/// The events of consent changes (`docs/events-schema.md`, `consent_changed`).
+pub fn consent_events(
+    customer: protocol::CustomerId,
+    channel: Channel,
+    changed: &[protocol::consent::ConsentRecord],
+) -> Vec<Event> {
+    changed
+        .iter()
+        .map(|r| {
+            Event::new(
+                r.at,
+                Subject::Customer(customer),
+                channel,
+                EventKind::ConsentChanged,
+            )
+            .with("channel", r.channel.as_str())
+            .with("purpose", r.purpose.as_str())
+            .with("granted", r.granted)
+            .with("source", r.source.as_str())
+        })
+        .collect()
+}
 
-    fn handle(&mut self, msg: SetMarketingOptOut, _ctx: &mut Context<Self>) -> Self::Result {
-        self.last_active = self.deps.clock.now();
+impl Handler<RecordConsents> for CustomerActor {
+    type Result = AtomicResponse<Self, Result<Consents, StorageError>>;
+
+    fn handle(&mut self, msg: RecordConsents, _ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.deps.clock.now();
+        self.last_active = now;
         let mut customer = self.customer.clone();
-        customer.marketing_opt_out = msg.0;
+        let changed = customer.consents.apply(&msg.choices, now, msg.source);
+        if changed.is_empty() {
+            let consents = customer.consents;
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(consents))));
+        }
+        let mut unit = UnitOfWork::new().with(Change::PutCustomer(customer.clone()));
+        for event in consent_events(customer.id, msg.channel, &changed) {
+            unit = unit.with_event(event);
+        }
         let storage = self.deps.storage.clone();
-        let unit = UnitOfWork::new().with(Change::PutCustomer(customer.clone()));
         AtomicResponse::new(Box::pin(
             async move { storage.commit(unit).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;
+                    let consents = customer.consents.clone();
                     act.customer = customer;
-                    Ok(())
+                    Ok(consents)
                 }),
         ))
     }

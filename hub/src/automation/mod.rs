@@ -2,8 +2,9 @@
 //! and win-back mail, each under the same rules — consent, frequency cap, quiet hours — and each
 //! message sent or suppressed recorded with its reason.
 //!
-//! - Triggers come from the actors themselves: the basket actor tells [`Triggers`] after a
-//!   committed change of a customer basket's lines, the inventory shards tell the scheduler when
+//! - Triggers come from the actors themselves: the basket actor writes a pending reminder in the
+//!   unit of work of a change of a customer basket's lines and tells [`Triggers`] once it is
+//!   committed (the scheduler arms what a crash left pending at its start), the inventory shards tell the scheduler when
 //!   a SKU's online stock comes back (`Restocked`), and a daily timer scans the orders.
 //! - [`scheduler::Scheduler`] is the one actor that holds the durable timers
 //!   ([`store::AutomationStore`], sled tree `automation`): it wakes at the next due time on the
@@ -20,7 +21,7 @@ pub mod store;
 
 use crate::storage::StorageError;
 use actix::Addr;
-use protocol::automation::StockSubscription;
+use protocol::automation::{PendingReminder, StockSubscription};
 use protocol::{Basket, BasketOwner, CustomerId, Sku};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
@@ -121,21 +122,31 @@ impl Triggers {
         let _ = self.scheduler.set(scheduler);
     }
 
-    /// After a committed change of a basket's lines: a customer basket with lines (re)arms its
-    /// reminder. Anonymous baskets have no email to remind.
-    pub fn basket_changed(&self, basket: &Basket, at: OffsetDateTime) {
+    /// The reminder a change of a basket's lines at `at` calls for: a customer basket with
+    /// lines (re)arms its reminder; anonymous baskets have no email to remind. The caller
+    /// writes it in the unit of work of the change ([`Change::PutPendingReminder`]) and, once
+    /// committed, hands it to [`Triggers::arm`].
+    ///
+    /// [`Change::PutPendingReminder`]: crate::storage::Change::PutPendingReminder
+    pub fn reminder(basket: &Basket, at: OffsetDateTime) -> Option<PendingReminder> {
         let BasketOwner::Customer(customer) = basket.owner else {
-            return;
+            return None;
         };
         if basket.merged_into.is_some() || basket.lines.is_empty() {
-            return;
+            return None;
         }
+        Some(PendingReminder {
+            customer,
+            basket: basket.id,
+            at,
+        })
+    }
+
+    /// After the commit: arms the committed reminder (the scheduler clears it once armed; a
+    /// crash before that leaves it for the scheduler's start).
+    pub fn arm(&self, reminder: PendingReminder) {
         if let Some(s) = self.scheduler.get() {
-            s.do_send(scheduler::BasketChanged {
-                customer,
-                basket: basket.id,
-                at,
-            });
+            s.do_send(scheduler::BasketChanged(reminder));
         }
     }
 

@@ -112,10 +112,14 @@ impl Rules {
     }
 }
 
-/// Consent to marketing email: the customer has not opted out (the unsubscribe link, the
-/// account page). The one place that decides it, so finer consents have one place to go.
+/// Consent to marketing email: the customer explicitly granted email + marketing (at
+/// registration, on the account page or through the API) and has not withdrawn it since (an
+/// unsubscribe link withdraws it). No record is no consent.
 pub fn may_email_marketing(customer: &CustomerRecord) -> bool {
-    !customer.marketing_opt_out
+    customer.consents.granted(
+        protocol::ConsentChannel::Email,
+        protocol::ConsentPurpose::Marketing,
+    )
 }
 
 /// Customers whose last order is older than `after_days` before `now`, and who had no win-back

@@ -13,9 +13,10 @@ use crate::fulfilment::email::{self, MarketingRecipient};
 use crate::storage::UnitOfWork;
 use actix::prelude::*;
 use protocol::automation::{
-    MessageKind, MessageRecord, Outcome, Reason, StockSubscription, Timer, TimerKind,
+    MessageKind, MessageRecord, Outcome, PendingReminder, Reason, StockSubscription, Timer,
+    TimerKind,
 };
-use protocol::{BasketId, BasketOwner, CustomerId, CustomerRecord, LocationId, OutboxMessage, Sku};
+use protocol::{BasketOwner, CustomerId, CustomerRecord, LocationId, OutboxMessage, Sku};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,14 +48,11 @@ pub struct Scheduler {
     wake: Option<(SpawnHandle, OffsetDateTime)>,
 }
 
-/// A customer basket's lines changed (committed): arm or push back its reminder.
+/// A customer basket's lines changed (committed, with this pending reminder): arm or push back
+/// its reminder, then clear the pending one.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct BasketChanged {
-    pub customer: CustomerId,
-    pub basket: BasketId,
-    pub at: OffsetDateTime,
-}
+pub struct BasketChanged(pub PendingReminder);
 
 /// Runs every timer due now; answers what happened.
 #[derive(Message, Debug, Clone, Copy)]
@@ -73,10 +71,14 @@ pub struct RunReport {
 }
 
 impl Scheduler {
-    /// Starts the scheduler: arms the daily win-back timer if it is missing, and catches up
-    /// restocks a crash may have lost (a subscribed SKU that is in stock now).
+    /// Starts the scheduler: arms the daily win-back timer if it is missing, the basket
+    /// reminders a crash left pending (committed, never armed), and catches up restocks a crash
+    /// may have lost (a subscribed SKU that is in stock now).
     pub async fn start(env: Arc<Env>) -> Result<Addr<Scheduler>, AutomationError> {
         let now = env.deps.clock.now();
+        for pending in env.deps.storage.pending_reminders().await? {
+            arm_reminder(&env, &pending).await?;
+        }
         if env.settings.win_back && env.store.timer(WIN_BACK_DEDUPE).await?.is_none() {
             env.store
                 .arm(
@@ -159,22 +161,11 @@ impl Handler<BasketChanged> for Scheduler {
         let env = self.env.clone();
         AtomicResponse::new(Box::pin(
             async move {
-                if !env.settings.abandoned_basket {
-                    return None;
-                }
-                let due = msg.at + env.settings.abandoned_after;
-                let customer = msg.customer.to_string();
-                let t = timer(
-                    TimerKind::AbandonedBasket,
-                    &customer,
-                    &format!("abandoned:{customer}"),
-                    due,
-                    msg.at,
-                );
-                match env.store.arm(t, true).await {
-                    Ok(_) => Some(due),
+                match arm_reminder(&env, &msg.0).await {
+                    Ok(due) => due,
                     Err(e) => {
-                        tracing::warn!(error = %e, basket = %msg.basket, "cannot arm a basket reminder");
+                        // Still pending in storage: the next start arms it.
+                        tracing::warn!(error = %e, basket = %msg.0.basket, "cannot arm a basket reminder");
                         None
                     }
                 }
@@ -187,6 +178,31 @@ impl Handler<BasketChanged> for Scheduler {
             }),
         ))
     }
+}
+
+/// Arms (or pushes back) a customer's basket reminder, then clears the pending one; answers
+/// when it is due (`None` with the trigger switched off: the pending one is cleared all the
+/// same).
+async fn arm_reminder(
+    env: &Env,
+    pending: &PendingReminder,
+) -> Result<Option<OffsetDateTime>, AutomationError> {
+    let mut due = None;
+    if env.settings.abandoned_basket {
+        let at = pending.at + env.settings.abandoned_after;
+        let customer = pending.customer.to_string();
+        let t = timer(
+            TimerKind::AbandonedBasket,
+            &customer,
+            &format!("abandoned:{customer}"),
+            at,
+            pending.at,
+        );
+        env.store.arm(t, true).await?;
+        due = Some(at);
+    }
+    env.deps.storage.clear_pending_reminder(pending).await?;
+    Ok(due)
 }
 
 impl Handler<crate::actors::inventory::Restocked> for Scheduler {

@@ -24,4 +24,22 @@ impl HubBackend {
         .await?
         .map_err(unavailable)
     }
+
+    /// Erases an order's address and email through the actor of its basket (see
+    /// [`crate::actors::checkout::EraseOrder`]).
+    pub(crate) async fn erase_order(
+        &self,
+        basket: protocol::BasketId,
+        order: protocol::OrderId,
+        placeholder_email: String,
+    ) -> Result<(), BackendError> {
+        self.ask_basket(
+            basket,
+            crate::actors::checkout::EraseOrder {
+                order,
+                placeholder_email,
+            },
+        )
+        .await
+    }
 }

@@ -22,6 +22,7 @@ use crate::storage::{CustomerStore, StorageError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use arc_swap::ArcSwap;
 use channels::error::ApiError;
+use channels::Backend;
 use protocol::board::{is_plain_id, BoardAudience, BoardPlaylist, BoardPublication};
 use protocol::codec::{decode, encode};
 use protocol::{CustomerId, LocationId};
@@ -180,17 +181,15 @@ impl HubBoards {
 }
 
 /// What a node is told about a shopper at a board: whether to personalise and for which
-/// segments. Personalised only with the shopper's board consent and no marketing opt-out.
+/// segments. Personalised only with the shopper's consent to board personalization (their
+/// customer record's consents; the audience record holds only the segments).
 pub async fn presence_answer(
     handle: &HubHandle,
     customer: CustomerId,
 ) -> Result<serde_json::Value, StorageError> {
     let record = handle.storage.customer(customer).await?;
     let audience = handle.boards.audience(customer)?;
-    let personalise = match (&record, &audience) {
-        (Some(c), Some(a)) => a.consent && !c.marketing_opt_out,
-        _ => false,
-    };
+    let personalise = record.as_ref().is_some_and(board_consent);
     let segments = match (personalise, audience) {
         (true, Some(a)) => a.segments,
         _ => Vec::new(),
@@ -219,6 +218,14 @@ pub async fn presence_answer(
         answer["item"] = json!(item);
     }
     Ok(answer)
+}
+
+/// Whether the customer consents to content chosen for them on boards.
+pub fn board_consent(customer: &protocol::CustomerRecord) -> bool {
+    customer.consents.granted(
+        protocol::ConsentChannel::Board,
+        protocol::ConsentPurpose::Personalization,
+    )
 }
 
 /// The answer for a code no customer has: the same as for one who does not consent.
@@ -349,7 +356,7 @@ async fn get_audience(
         .map_err(storage_error)?;
     Ok(HttpResponse::Ok().json(json!({
         "customer": customer,
-        "consent": audience.consent,
+        "consent": answer["personalise"],
         "segments": audience.segments,
         "personalise": answer["personalise"],
     })))
@@ -358,7 +365,10 @@ async fn get_audience(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AudienceBody {
-    consent: bool,
+    /// The shopper's say about board personalization, as they told the shop (recorded in
+    /// their consents with source `back_office`); left out: unchanged.
+    #[serde(default)]
+    consent: Option<bool>,
     #[serde(default)]
     segments: Vec<String>,
 }
@@ -393,8 +403,35 @@ async fn put_audience(
         ));
     }
     let before = handle.boards.audience(customer).map_err(storage_error)?;
+    let consents = match body.consent {
+        Some(granted) => handle
+            .backend
+            .record_consents(
+                customer,
+                vec![protocol::ConsentChoice {
+                    channel: protocol::ConsentChannel::Board,
+                    purpose: protocol::ConsentPurpose::Personalization,
+                    granted,
+                }],
+                protocol::ConsentSource::BackOffice,
+                protocol::Channel::Board,
+            )
+            .await
+            .map_err(ApiError::from)?,
+        None => handle
+            .backend
+            .consents(customer)
+            .await
+            .map_err(ApiError::from)?,
+    };
+    let consent = consents.granted(
+        protocol::ConsentChannel::Board,
+        protocol::ConsentPurpose::Personalization,
+    );
+    // The record keeps the segments; `consent` mirrors the customer's consent for nodes of
+    // an older version, and the hub never reads it.
     let audience = BoardAudience {
-        consent: body.consent,
+        consent,
         segments: body.segments,
         customer: None,
         updated_ms: super::unix_ms(time::OffsetDateTime::now_utc()),
@@ -415,7 +452,7 @@ async fn put_audience(
         .await;
     Ok(HttpResponse::Ok().json(json!({
         "customer": customer,
-        "consent": audience.consent,
+        "consent": consent,
         "segments": audience.segments,
     })))
 }

@@ -288,8 +288,9 @@ async fn report(
     Ok(response)
 }
 
-/// The customer as the profile shows them: identity and consents from the record.
-fn identity(c: &protocol::CustomerRecord, board_consent: bool) -> serde_json::Value {
+/// The customer as the profile shows them: identity and consents (the state of each channel
+/// and purpose, and every change with its time and source) from the record.
+fn identity(c: &protocol::CustomerRecord) -> serde_json::Value {
     json!({
         "id": c.id,
         "email": c.email,
@@ -298,10 +299,8 @@ fn identity(c: &protocol::CustomerRecord, board_consent: bool) -> serde_json::Va
         "loyalty_number": c.loyalty_number,
         "created_at": c.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         "basket": c.basket,
-        "consents": {
-            "marketing_email": !c.marketing_opt_out,
-            "in_store_boards": board_consent,
-        },
+        "consents": c.consents.states(),
+        "consent_history": c.consents.history,
     })
 }
 
@@ -317,11 +316,6 @@ async fn profile(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::not_found("customer"))?;
-    let board_consent = handle
-        .boards
-        .audience(id)
-        .map_err(unavailable)?
-        .is_some_and(|a| a.consent);
     let profile = handle
         .experience
         .profile(Subject::Customer(id))
@@ -351,7 +345,7 @@ async fn profile(
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({
-        "customer": identity(&record, board_consent),
+        "customer": identity(&record),
         "profile": profile,
         "segments": segments,
         "timeline": timeline,
@@ -441,11 +435,6 @@ async fn download(
         .await
         .map_err(unavailable)?
         .ok_or_else(ApiError::unauthorized)?;
-    let board_consent = handle
-        .boards
-        .audience(id)
-        .map_err(unavailable)?
-        .is_some_and(|a| a.consent);
     let profile = handle
         .experience
         .profile(Subject::Customer(id))
@@ -462,7 +451,7 @@ async fn download(
         .await
         .map_err(unavailable)?;
     let body = json!({
-        "customer": identity(&record, board_consent),
+        "customer": identity(&record),
         "profile": profile,
         "orders": orders,
         "events": events,

@@ -7,13 +7,19 @@
 //! - `POST /oauth/token` (code exchange, refresh with rotation) and `POST /oauth/revoke`
 //!   (RFC 7009) are [`routes`].
 //! - The voice endpoint resolves the bearer token of each request with
-//!   [`channels::assistant::LinkedAccounts`], implemented here: an unknown, expired or revoked
-//!   token is nobody.
+//!   [`channels::assistant::LinkedAccounts`], implemented here by [`VoiceLinks`]: an unknown,
+//!   expired or revoked token, or one issued to another client than the skill's, is nobody.
 //!
 //! Codes and tokens are 32 random bytes (URL-safe base64), stored only as SHA-256 hashes
 //! (`crate::storage::oauth`), and never logged. A code is single-use; presenting it again
-//! revokes the grant it created, so the tokens issued from it stop working.
+//! revokes the grant it created, so the tokens issued from it stop working. A refresh token is
+//! single-use too (rotation): presenting one that was already rotated revokes its whole grant
+//! (RFC 6819 §5.2.2.3, OAuth 2.1 §4.3.1), since one of the two parties holding it is not the
+//! client. `/oauth/token` is rate-limited per client and per client address ([`limit`]), and
+//! [`purge`] deletes codes and tokens that can no longer be used.
 
+pub mod limit;
+pub mod purge;
 pub mod routes;
 
 use crate::auth::{random_token, token_hash};
@@ -64,6 +70,14 @@ pub struct OAuthSettings {
     /// How long an authorization code may wait for its exchange, e.g. `5m`.
     #[serde(deserialize_with = "crate::config::human")]
     pub code_lifetime: Duration,
+    /// Requests to `/oauth/token` per minute per client id (as presented, before it is
+    /// authenticated: so guessing a secret is slow too); above it, 429 with `Retry-After`.
+    pub token_requests_per_client_per_minute: u32,
+    /// Requests to `/oauth/token` per minute per client address.
+    pub token_requests_per_address_per_minute: u32,
+    /// How often expired codes and tokens (and those of revoked grants) are deleted, e.g. `1h`.
+    #[serde(deserialize_with = "crate::config::human")]
+    pub purge_every: Duration,
 }
 
 impl Default for OAuthSettings {
@@ -73,6 +87,9 @@ impl Default for OAuthSettings {
             access_token_lifetime: Duration::from_secs(3600),
             refresh_token_lifetime: Duration::from_secs(90 * 24 * 3600),
             code_lifetime: Duration::from_secs(300),
+            token_requests_per_client_per_minute: 120,
+            token_requests_per_address_per_minute: 60,
+            purge_every: Duration::from_secs(3600),
         }
     }
 }
@@ -149,8 +166,22 @@ impl OAuthSettings {
             ("access_token_lifetime", self.access_token_lifetime),
             ("refresh_token_lifetime", self.refresh_token_lifetime),
             ("code_lifetime", self.code_lifetime),
+            ("purge_every", self.purge_every),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{name} must be more than 0"));
+        }
+        let rates = [
+            (
+                "token_requests_per_client_per_minute",
+                self.token_requests_per_client_per_minute,
+            ),
+            (
+                "token_requests_per_address_per_minute",
+                self.token_requests_per_address_per_minute,
+            ),
+        ];
+        if let Some((name, _)) = rates.iter().find(|(_, n)| *n == 0) {
             return Err(format!("{name} must be more than 0"));
         }
         Ok(())
@@ -543,6 +574,9 @@ impl AuthorizationServer {
         let hash = token_hash(refresh_token);
         let unknown =
             || OAuthError::invalid_grant("unknown, used, expired or revoked refresh token");
+        if let Some(grant) = self.store.oauth_spent(hash).await? {
+            return Err(self.refresh_reused(client, grant).await?);
+        }
         let token = self.store.oauth_token(hash).await?.ok_or_else(unknown)?;
         if token.kind != OAuthTokenKind::Refresh || now >= token.expires_at {
             return Err(unknown());
@@ -586,8 +620,68 @@ impl AuthorizationServer {
         unit.changes.extend(issued.changes);
         match self.committer.commit(unit).await {
             Ok(()) => Ok(issued.response),
-            Err(StorageError::Conflict(_)) => Err(unknown()),
+            // Rotated at the same moment by another request: a reuse as well.
+            Err(StorageError::Conflict(_)) => Err(self.refresh_reused(client, grant.id).await?),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A refresh token presented after it was rotated: either the client or an attacker holds
+    /// a stolen copy, and the hub cannot tell which, so the whole grant is revoked (every
+    /// token issued under it stops working; the shopper links again). Answers the error to send.
+    async fn refresh_reused(
+        &self,
+        client: &OAuthClientSettings,
+        grant: Ulid,
+    ) -> Result<OAuthError, StorageError> {
+        let revoked = self.revoke_grants(&[grant]).await?;
+        tracing::warn!(client = %client.client_id, %grant, revoked, "refresh token reused: its grant is revoked");
+        Ok(OAuthError::invalid_grant(
+            "this refresh token was already used; every token of this link is revoked: link the account again",
+        ))
+    }
+
+    /// Deletes codes and tokens that can no longer be used (expired, or of a revoked grant),
+    /// `batch` at a time until none is left; answers how many went.
+    pub async fn purge(&self, batch: usize) -> Result<usize, StorageError> {
+        let mut purged = 0;
+        loop {
+            let dead = self.store.oauth_dead(self.clock.now(), batch).await?;
+            if dead.is_empty() {
+                return Ok(purged);
+            }
+            purged += dead.len();
+            let last = dead.len() < batch;
+            let mut unit = UnitOfWork::new();
+            unit.changes.extend(dead.into_iter().map(Change::OAuth));
+            self.committer.commit(unit).await?;
+            if last {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// How often [`Self::purge`] runs.
+    pub fn purge_every(&self) -> Duration {
+        self.settings.purge_every
+    }
+
+    /// The customer an access token issued to `client_id` works for now, if it was granted
+    /// every one of `scopes` (the voice skill accepts only its own client's tokens).
+    pub async fn customer_for_client(
+        &self,
+        token: &str,
+        client_id: &str,
+        scopes: &[&str],
+    ) -> Result<Option<CustomerId>, StorageError> {
+        if token.is_empty() || token.len() > 256 {
+            return Ok(None);
+        }
+        match self.store.oauth_token(token_hash(token)).await? {
+            Some(record) if record.client_id == client_id => {
+                self.customer_with_scopes(token, scopes).await
+            }
+            _ => Ok(None),
         }
     }
 
@@ -839,15 +933,26 @@ impl AccountLinking for AuthorizationServer {
     }
 }
 
+/// The accounts linked to the voice skill: access tokens issued to the skill's own client
+/// (`[voice] link_client_id`), granted the basket and the orders. A token another client app
+/// got for the same shopper is nobody to the skill.
+pub struct VoiceLinks {
+    pub server: Arc<AuthorizationServer>,
+    pub client_id: String,
+}
+
+/// What the assistant needs of a linked account: it reads the basket and the orders, so a
+/// token granted less is not linked for it (the shopper is asked to link again).
+pub const VOICE_SCOPES: [&str; 2] = ["basket", "orders"];
+
 #[async_trait]
-impl channels::assistant::LinkedAccounts for AuthorizationServer {
+impl channels::assistant::LinkedAccounts for VoiceLinks {
     async fn customer_for_access_token(
         &self,
         token: &str,
     ) -> Result<Option<CustomerId>, BackendError> {
-        // The assistant reads the basket and the orders: a token granted less is not linked
-        // for it (the shopper is asked to link again, with the full consent).
-        self.customer_with_scopes(token, &["basket", "orders"])
+        self.server
+            .customer_for_client(token, &self.client_id, &VOICE_SCOPES)
             .await
             .map_err(|e| BackendError::Unavailable(e.to_string()))
     }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 const MAX_BODY: usize = 16 * 1024;
 
 /// Registers `/oauth/token` and `/oauth/revoke`; the app must hold a
-/// `web::Data<AuthorizationServer>`.
+/// `web::Data<AuthorizationServer>` and a `web::Data<limit::TokenLimiter>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/oauth/token")
@@ -218,12 +218,35 @@ async fn issue_tokens(
     }
 }
 
-/// `POST /oauth/token`.
+/// The client id a request names (Basic or body), authenticated or not, for the rate limit.
+fn claimed_client(req: &HttpRequest, body: &[u8]) -> Option<String> {
+    let params = form(req, body).ok()?;
+    credentials(req, &params).ok().map(|(id, _)| id)
+}
+
+/// 429 with `Retry-After`, in the endpoint's RFC 6749 error shape.
+fn too_many(seconds: u64) -> HttpResponse {
+    HttpResponse::TooManyRequests()
+        .insert_header((header::RETRY_AFTER, seconds.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "error": "too_many_requests",
+            "error_description": format!("too many token requests: retry in {seconds} s"),
+        }))
+}
+
+/// `POST /oauth/token` (rate-limited per client id and per client address).
 async fn token(
     req: HttpRequest,
     server: web::Data<AuthorizationServer>,
+    limiter: web::Data<super::limit::TokenLimiter>,
     body: web::Bytes,
 ) -> HttpResponse {
+    let address = limiter.address(&req);
+    if let Err(seconds) = limiter.check(claimed_client(&req, &body).as_deref(), address) {
+        tracing::warn!(%address, "token endpoint rate limit reached");
+        return too_many(seconds);
+    }
     match issue_tokens(&server, &req, &body).await {
         Ok(tokens) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))

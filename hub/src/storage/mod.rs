@@ -112,6 +112,15 @@ pub enum Change {
     },
     /// A change of account-linking state (grants, codes, tokens).
     OAuth(oauth::OAuthChange),
+    /// The customer's data is being (or was) erased: events of the customer id appended from
+    /// now on are stored pseudonymised under `pseudonym`.
+    MarkErased {
+        customer: CustomerId,
+        pseudonym: protocol::AnonymousId,
+    },
+    /// A customer basket's reminder to (re)arm, written with the basket change that causes it
+    /// (replaces the customer's previous one).
+    PutPendingReminder(protocol::automation::PendingReminder),
 }
 
 /// A key other than the email that finds exactly one customer (normalised: see
@@ -189,6 +198,14 @@ pub trait Committer: Send + Sync {
 pub trait BasketStore: Send + Sync {
     async fn basket(&self, id: BasketId) -> Result<Option<Basket>>;
     async fn basket_for_token(&self, token_hash: [u8; 32]) -> Result<Option<BasketId>>;
+    /// The reminders still to arm ([`Change::PutPendingReminder`]): after a crash, those whose
+    /// arming was lost.
+    async fn pending_reminders(&self) -> Result<Vec<protocol::automation::PendingReminder>>;
+    /// Clears a pending reminder once its timer is armed, unless a newer one replaced it.
+    async fn clear_pending_reminder(
+        &self,
+        reminder: &protocol::automation::PendingReminder,
+    ) -> Result<()>;
 }
 
 #[async_trait]

@@ -7,6 +7,7 @@ use super::Result;
 use async_trait::async_trait;
 use protocol::oauth::{OAuthCode, OAuthGrant, OAuthToken};
 use protocol::CustomerId;
+use time::OffsetDateTime;
 use ulid::Ulid;
 
 /// One change of account-linking state.
@@ -47,4 +48,7 @@ pub trait OAuthStore: Send + Sync {
     async fn oauth_grant(&self, id: Ulid) -> Result<Option<OAuthGrant>>;
     /// The customer's active grants, oldest first.
     async fn oauth_grants_of(&self, customer: CustomerId) -> Result<Vec<OAuthGrant>>;
+    /// At most `limit` deletions of codes and tokens that can no longer be used at `now`
+    /// (expired, or their grant is revoked), for the periodic purge.
+    async fn oauth_dead(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OAuthChange>>;
 }

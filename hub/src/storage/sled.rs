@@ -413,7 +413,10 @@ impl Writer {
             }
         }
         let mut order = self.sequencer.lock();
-        let applied = match order.number(&self.events, &appended) {
+        let numbered = self
+            .pseudonymise_erased(&mut appended)
+            .and_then(|()| order.number(&self.events, &appended));
+        let applied = match numbered {
             Ok(numbers) => {
                 for (k, v) in numbers {
                     event_batch.insert(k, v);
@@ -450,6 +453,29 @@ impl Writer {
             };
             let _ = reply.send(outcome);
         }
+    }
+
+    /// Events of an erased customer (a late event, or one recorded while the erasure ran) are
+    /// stored pseudonymised, under the customer's pseudonym ([`Change::MarkErased`]).
+    fn pseudonymise_erased(&self, events: &mut [Event]) -> Result<()> {
+        for e in events.iter_mut() {
+            let protocol::Subject::Customer(c) = e.subject else {
+                continue;
+            };
+            let Some(raw) = self
+                .entities
+                .get(key("erased", &c.to_bytes()))
+                .map_err(io)?
+            else {
+                continue;
+            };
+            let Ok(bytes) = <[u8; 16]>::try_from(raw.as_ref()) else {
+                continue;
+            };
+            let pseudonym = protocol::AnonymousId(ulid::Ulid(u128::from_be_bytes(bytes)));
+            *e = protocol::privacy::pseudonymised(e.clone(), pseudonym);
+        }
+        Ok(())
     }
 
     /// Encodes a unit's changes into key/value operations after checking its preconditions;
@@ -573,6 +599,17 @@ impl Writer {
                 Change::DiscardDeadLetter { destination, id } => {
                     (outbox_space_key("outdead", destination, *id), None)
                 }
+                Change::MarkErased {
+                    customer,
+                    pseudonym,
+                } => (
+                    key("erased", &customer.to_bytes()),
+                    Some(pseudonym.to_bytes().to_vec()),
+                ),
+                Change::PutPendingReminder(r) => (
+                    key("preminder", &r.customer.to_bytes()),
+                    Some(codec::encode(r)?),
+                ),
                 Change::OAuth(change) => {
                     ops.extend(oauth::stage(
                         &self.entities,
@@ -624,6 +661,25 @@ impl BasketStore for SledStorage {
         Ok(raw
             .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok())
             .map(|b| BasketId(ulid::Ulid(u128::from_be_bytes(b)))))
+    }
+
+    async fn pending_reminders(&self) -> Result<Vec<protocol::automation::PendingReminder>> {
+        self.scan("preminder").await
+    }
+
+    async fn clear_pending_reminder(
+        &self,
+        reminder: &protocol::automation::PendingReminder,
+    ) -> Result<()> {
+        let k = key("preminder", &reminder.customer.to_bytes());
+        let expected = codec::encode(reminder)?;
+        // Only the reminder that was armed: a newer basket change wrote another, which stays
+        // for its own arming. Not flushed: a clear lost in a crash only re-arms the same timer.
+        let _ = self
+            .entities
+            .compare_and_swap(k, Some(expected), None as Option<&[u8]>)
+            .map_err(io)?;
+        Ok(())
     }
 }
 

@@ -21,17 +21,39 @@ impl TestHub {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Registers a customer (password "correct horse battery"); answers the signed-in body.
+    /// Registers a customer (password "correct horse battery"), consenting to nothing;
+    /// answers the signed-in body.
     pub async fn register(&self, c: &reqwest::Client, email: &str) -> serde_json::Value {
+        self.register_with(c, email, serde_json::json!([])).await
+    }
+
+    /// Registers a customer who consents to marketing email at registration.
+    pub async fn register_consenting(&self, c: &reqwest::Client, email: &str) -> serde_json::Value {
+        self.register_with(c, email, serde_json::json!([marketing_email()]))
+            .await
+    }
+
+    /// Registers a customer with these consent choices (`[{"channel", "purpose", "granted"}]`).
+    pub async fn register_with(
+        &self,
+        c: &reqwest::Client,
+        email: &str,
+        consents: serde_json::Value,
+    ) -> serde_json::Value {
         let res = c
             .post(self.url("/api/v1/customers"))
-            .json(&serde_json::json!({"email": email, "name": "Ada", "password": "correct horse battery"}))
+            .json(&serde_json::json!({"email": email, "name": "Ada", "password": "correct horse battery", "consents": consents}))
             .send()
             .await
             .expect("sent");
         assert_eq!(res.status(), reqwest::StatusCode::CREATED);
         res.json().await.expect("json")
     }
+}
+
+/// The consent choice a marketing mail needs.
+pub fn marketing_email() -> serde_json::Value {
+    serde_json::json!({"channel": "email", "purpose": "marketing", "granted": true})
 }
 
 pub fn settings(dir: &std::path::Path) -> HubSettings {

@@ -1,7 +1,7 @@
 //! Erasure of a customer's personal data (`docs/privacy.md`): the record keeps its id, basket
 //! and creation time; email, name, phone and loyalty number are replaced or removed, the
-//! password can no longer match (sign-in disabled), marketing is off and every session is
-//! revoked, all in one unit of work.
+//! password can no longer match (sign-in disabled), every consent is withdrawn (source
+//! `erasure`) and every session is revoked, all in one unit of work.
 
 use super::CustomerActor;
 use crate::storage::{Change, CustomerAlias, StorageError, UnitOfWork};
@@ -27,7 +27,21 @@ impl Handler<EraseRecord> for CustomerActor {
         erased.name = String::new();
         // No PHC string parses from an empty one: no password can match again.
         erased.password_hash = String::new();
-        erased.marketing_opt_out = true;
+        let withdraw_all: Vec<protocol::ConsentChoice> = protocol::ConsentChannel::ALL
+            .into_iter()
+            .flat_map(|channel| {
+                protocol::ConsentPurpose::ALL.map(|purpose| protocol::ConsentChoice {
+                    channel,
+                    purpose,
+                    granted: false,
+                })
+            })
+            .collect();
+        erased.consents.apply(
+            &withdraw_all,
+            self.deps.clock.now(),
+            protocol::ConsentSource::Erasure,
+        );
         erased.phone = None;
         erased.loyalty_number = None;
         let mut unit = UnitOfWork::new().with(Change::PutCustomer(erased.clone()));

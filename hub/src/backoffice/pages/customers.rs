@@ -73,7 +73,15 @@ async fn show(
         .unwrap_or_else(|| protocol::experience::Profile::new(Subject::Customer(id)));
     let timeline = handle.storage.timeline(id, TIMELINE).await?;
     let orders = handle.storage.orders_of(id, 20).await?;
-    let board_consent = handle.boards.audience(id)?.is_some_and(|a| a.consent);
+    let consent = |channel, purpose| record.consents.granted(channel, purpose);
+    let marketing_email = consent(
+        protocol::ConsentChannel::Email,
+        protocol::ConsentPurpose::Marketing,
+    );
+    let board_consent = consent(
+        protocol::ConsentChannel::Board,
+        protocol::ConsentPurpose::Personalization,
+    );
     pages.render(
         &req,
         &session,
@@ -86,7 +94,7 @@ async fn show(
                 phone => record.phone,
                 loyalty_number => record.loyalty_number,
                 created_at => record.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                marketing_email => !record.marketing_opt_out,
+                marketing_email => marketing_email,
                 in_store_boards => board_consent,
             },
             profile => profile,

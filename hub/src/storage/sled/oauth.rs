@@ -9,6 +9,7 @@ use protocol::codec;
 use protocol::oauth::{OAuthCode, OAuthGrant, OAuthToken};
 use protocol::CustomerId;
 use std::collections::HashSet;
+use time::OffsetDateTime;
 use ulid::Ulid;
 
 fn grant_key(id: Ulid) -> Vec<u8> {
@@ -84,4 +85,58 @@ impl OAuthStore for SledStorage {
         let index = key("oacust", &customer.to_bytes());
         follow_index(self.entities.clone(), index, "oagrant", false, usize::MAX).await
     }
+
+    async fn oauth_dead(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OAuthChange>> {
+        let tree = self.entities.clone();
+        tokio::task::spawn_blocking(move || dead(&tree, now, limit))
+            .await
+            .map_err(|e| StorageError::Io(e.to_string()))?
+    }
+}
+
+/// The hash a `prefix/hash` key ends with.
+fn hash_of(k: &[u8], prefix: &str) -> Option<[u8; 32]> {
+    k.get(prefix.len() + 1..)?.try_into().ok()
+}
+
+/// See [`OAuthStore::oauth_dead`]: a scan of the codes, then of the tokens.
+fn dead(tree: &sled::Tree, now: OffsetDateTime, limit: usize) -> Result<Vec<OAuthChange>> {
+    let mut out = Vec::new();
+    for kv in tree.scan_prefix(key("oacode", &[])) {
+        if out.len() >= limit {
+            return Ok(out);
+        }
+        let (k, v) = kv.map_err(io)?;
+        let code: OAuthCode = codec::decode(&v)?;
+        if let (true, Some(code_hash)) = (code.expires_at <= now, hash_of(&k, "oacode")) {
+            out.push(OAuthChange::DeleteCode { code_hash });
+        }
+    }
+    let mut grants: std::collections::HashMap<Ulid, bool> = std::collections::HashMap::new();
+    for kv in tree.scan_prefix(key("oatoken", &[])) {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = kv.map_err(io)?;
+        let token: OAuthToken = codec::decode(&v)?;
+        let active = match grants.get(&token.grant) {
+            Some(active) => *active,
+            None => {
+                let grant: Option<OAuthGrant> =
+                    match tree.get(grant_key(token.grant)).map_err(io)? {
+                        Some(raw) => Some(codec::decode(&raw)?),
+                        None => None,
+                    };
+                let active = grant.is_some_and(|g| g.is_active());
+                grants.insert(token.grant, active);
+                active
+            }
+        };
+        if let (true, Some(token_hash)) =
+            (token.expires_at <= now || !active, hash_of(&k, "oatoken"))
+        {
+            out.push(OAuthChange::DeleteToken { token_hash });
+        }
+    }
+    Ok(out)
 }
