@@ -11,8 +11,8 @@
 
 use super::{Assignment, Excluded, ExperimentPatch, NewExperiment};
 use crate::app::HubHandle;
-use crate::backoffice::audit::Actor;
 use crate::backoffice::access::{policy, Staff};
+use crate::backoffice::audit::Actor;
 use crate::backoffice::BackofficeError;
 use crate::storage::StorageError;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};

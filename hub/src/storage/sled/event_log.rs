@@ -310,3 +310,161 @@ pub fn convert_old_layout(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
     tracing::info!(events = converted, "event log converted");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{AnonymousId, Channel, EventKind, Subject};
+    use time::OffsetDateTime;
+
+    fn db() -> (sled::Db, sled::Tree) {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("a temporary database");
+        let tree = db.open_tree("events").expect("the events tree");
+        (db, tree)
+    }
+
+    fn events(n: usize, customer: CustomerId) -> Vec<Event> {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("a valid time");
+        (0..n)
+            .map(|i| {
+                let subject = if i % 3 == 0 {
+                    Subject::Customer(customer)
+                } else {
+                    Subject::Anonymous(AnonymousId::new())
+                };
+                Event::new(at, subject, Channel::Web, EventKind::ProductView).with("n", i)
+            })
+            .collect()
+    }
+
+    fn apply(tree: &sled::Tree, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in entries {
+            batch.insert(k, v);
+        }
+        tree.apply_batch(batch).expect("applied");
+    }
+
+    #[test]
+    fn appended_events_read_back_in_order_across_chunks_and_once_only() {
+        let (_db, tree) = db();
+        let customer = CustomerId::new();
+        let all = events(CHUNK * 2 + 17, customer);
+        let (mut last, mut numbered) = (0, HashSet::new());
+        let (head, tail) = all.split_at(100);
+        apply(
+            &tree,
+            number(&tree, &mut last, &mut numbered, head).expect("numbered"),
+        );
+        // The tail comes with a repeat of the head's events: they keep their first number.
+        let mut again = head[..10].to_vec();
+        again.extend_from_slice(tail);
+        let mut numbered = HashSet::new();
+        apply(
+            &tree,
+            number(&tree, &mut last, &mut numbered, &again).expect("numbered"),
+        );
+        assert_eq!(last, all.len() as u64);
+        assert_eq!(last_sequence(&tree).expect("last"), last);
+        for after in [0, 1, 99, 100, 255, 256, 257, 600] {
+            let read = read_sequenced(&tree, after, last, 1_000).expect("read");
+            let want: Vec<&Event> = all.iter().skip(after as usize).collect();
+            assert_eq!(read.len(), want.len(), "after {after}");
+            for (s, e) in read.iter().zip(want) {
+                assert_eq!(&s.event, e);
+                assert_eq!(
+                    s.seq,
+                    (all.iter().position(|x| x.id == e.id).expect("there") + 1) as u64
+                );
+            }
+        }
+        let limited = read_sequenced(&tree, 250, 300, 1_000).expect("read");
+        assert_eq!(limited.first().map(|s| s.seq), Some(251));
+        assert_eq!(limited.last().map(|s| s.seq), Some(300));
+        assert_eq!(read_sequenced(&tree, 0, last, 7).expect("read").len(), 7);
+        let mine: Vec<&Event> = all
+            .iter()
+            .filter(|e| e.subject == Subject::Customer(customer))
+            .collect();
+        let timeline = timeline(&tree, customer, 1_000).expect("timeline");
+        assert_eq!(timeline.len(), mine.len());
+        assert_eq!(
+            read_after(&tree, None, 10_000).expect("by id").len(),
+            all.len()
+        );
+    }
+
+    #[test]
+    fn a_rewrite_replaces_events_in_place_and_forgets_the_timeline() {
+        let (_db, tree) = db();
+        let customer = CustomerId::new();
+        let all = events(300, customer);
+        let (mut last, mut numbered) = (0, HashSet::new());
+        apply(
+            &tree,
+            number(&tree, &mut last, &mut numbered, &all).expect("numbered"),
+        );
+        let changed: Vec<Event> = all
+            .iter()
+            .filter(|e| e.subject == Subject::Customer(customer))
+            .map(|e| Event {
+                subject: Subject::Anonymous(AnonymousId::new()),
+                ..e.clone()
+            })
+            .collect();
+        let ops = rewrite(&tree, &changed, Some(customer)).expect("staged");
+        let mut batch = sled::Batch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        tree.apply_batch(batch).expect("applied");
+        let read = read_sequenced(&tree, 0, last, 1_000).expect("read");
+        assert_eq!(read.len(), all.len());
+        assert!(read
+            .iter()
+            .all(|s| s.event.subject != Subject::Customer(customer)));
+        assert!(timeline(&tree, customer, 100).expect("timeline").is_empty());
+    }
+
+    #[test]
+    fn a_log_of_the_earlier_layout_is_converted_and_reads_the_same() {
+        let (db, tree) = db();
+        let customer = CustomerId::new();
+        let all = events(CONVERT_BATCH + CHUNK + 5, customer);
+        let mut batch = sled::Batch::default();
+        for (i, e) in all.iter().enumerate() {
+            let seq = i as u64 + 1;
+            batch.insert(key("s", &seq.to_be_bytes()), e.id.to_bytes().to_vec());
+            batch.insert(id_key(e.id), codec::encode(e).expect("encoded"));
+            if let Subject::Customer(c) = e.subject {
+                batch.insert(timeline_key(c, e.id), Vec::<u8>::new());
+            }
+        }
+        tree.apply_batch(batch).expect("applied");
+        convert_old_layout(&db, &tree).expect("converted");
+        assert!(tree.scan_prefix(key("s", &[])).next().is_none());
+        assert_eq!(last_sequence(&tree).expect("last"), all.len() as u64);
+        let read = read_sequenced(&tree, 0, all.len() as u64, usize::MAX).expect("read");
+        let read: Vec<Event> = read.into_iter().map(|s| s.event).collect();
+        assert_eq!(read, all);
+        let mine = all
+            .iter()
+            .filter(|e| e.subject == Subject::Customer(customer))
+            .count();
+        assert_eq!(
+            timeline(&tree, customer, usize::MAX)
+                .expect("timeline")
+                .len(),
+            mine
+        );
+        // Converting again finds nothing to do.
+        convert_old_layout(&db, &tree).expect("converted twice");
+        assert_eq!(last_sequence(&tree).expect("last"), all.len() as u64);
+    }
+}
