@@ -25,6 +25,7 @@ pub mod edge;
 pub mod experience;
 pub mod fulfilment;
 pub mod import;
+pub mod monitor;
 pub mod oauth;
 pub mod ops;
 pub mod outbox;

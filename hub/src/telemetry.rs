@@ -1,31 +1,53 @@
 //! Tracing set-up for the hub process: text or JSON lines, filtered by `RUST_LOG` (default
 //! `info`, with sled's chatter at `warn`).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global subscriber once; later calls do nothing.
+/// Installs the global subscriber once; later calls do nothing. Besides the log lines, every
+/// WARN and ERROR goes to the ops page's ring of recent errors (`crate::monitor::errors`),
+/// whatever `RUST_LOG` says.
 pub fn init(json: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sled=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_filter(filter.clone())
+    });
+    let lines = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_target(false)
+            .with_filter(filter)
+    });
+    let ring = crate::monitor::errors::ErrorRing::process()
+        .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    let _ = tracing_subscriber::registry()
+        .with(text)
+        .with(lines)
+        .with(ring)
+        .try_init();
 }
 
-/// The root span of every HTTP request: method, route and path, never the query string, which
-/// can carry secrets (a guest's order-lookup key).
+/// The root span of every HTTP request: its request id (`crate::monitor::http`, echoed in the
+/// `X-Request-Id` header), method, route and path, never the query string, which can carry
+/// secrets (a guest's order-lookup key).
 pub struct RequestSpans;
 
 impl tracing_actix_web::RootSpanBuilder for RequestSpans {
     fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
+        use actix_web::HttpMessage;
         let route = request.match_pattern().unwrap_or_default();
+        let request_id = request
+            .extensions()
+            .get::<crate::monitor::http::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
         tracing::info_span!(
             "HTTP request",
+            request_id = %request_id,
             http.method = %request.method(),
             http.route = %route,
             http.path = %request.path(),

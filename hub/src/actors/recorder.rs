@@ -48,6 +48,7 @@ impl Recorder {
             return;
         }
         let batch: Arc<[Event]> = std::mem::take(&mut self.buffer).into();
+        crate::monitor::metrics::recorder_buffered(0);
         let storage = self.storage.clone();
         self.in_flight = true;
         ctx.spawn(
@@ -69,6 +70,7 @@ impl Recorder {
                         kept.drain(..excess);
                     }
                     act.buffer = kept;
+                    crate::monitor::metrics::recorder_buffered(act.buffer.len());
                 }
             }),
         );
@@ -88,6 +90,7 @@ impl Handler<Record> for Recorder {
 
     fn handle(&mut self, msg: Record, ctx: &mut Context<Self>) {
         self.buffer.push(msg.0);
+        crate::monitor::metrics::recorder_buffered(self.buffer.len());
         if self.buffer.len() >= MAX_BATCH {
             self.flush(ctx);
         }
@@ -99,6 +102,7 @@ impl Handler<RecordMany> for Recorder {
 
     fn handle(&mut self, msg: RecordMany, ctx: &mut Context<Self>) {
         self.buffer.extend(msg.0);
+        crate::monitor::metrics::recorder_buffered(self.buffer.len());
         if self.buffer.len() >= MAX_BATCH {
             self.flush(ctx);
         }
@@ -110,6 +114,7 @@ impl Handler<Drain> for Recorder {
 
     fn handle(&mut self, _msg: Drain, _ctx: &mut Context<Self>) -> Self::Result {
         let batch = std::mem::take(&mut self.buffer);
+        crate::monitor::metrics::recorder_buffered(0);
         let storage = self.storage.clone();
         Box::pin(async move {
             if let Err(e) = storage.append(batch.into()).await {
