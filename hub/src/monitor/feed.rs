@@ -177,7 +177,7 @@ async fn node(handle: &HubHandle, live: &NodeLive, now_ms: u64) -> Node {
         skew_exceeds_limit: live.skew_exceeds_limit,
         conflicts,
         open_overrides,
-        boards: boards(&live, now_ms),
+        boards: boards(live, now_ms),
         boards_heard: ms_rfc3339(live.boards_heard_ms),
     }
 }

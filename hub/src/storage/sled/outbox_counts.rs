@@ -122,9 +122,11 @@ impl Touched {
 mod tests {
     use super::*;
 
+    type Case = (&'static [u8], Option<(bool, &'static [u8])>);
+
     #[test]
     fn outbox_keys_name_their_space_and_destination() {
-        let cases: [(&[u8], Option<(bool, &[u8])>); 5] = [
+        let cases: [Case; 5] = [
             (b"outbox/oms\0abc", Some((false, b"oms"))),
             (b"outdead/email\0x", Some((true, b"email"))),
             (b"outbox/no-end", None),
