@@ -743,13 +743,13 @@ delivery = "Today"
             assert_eq!(s.ops.metrics_address, "127.0.0.1:9187".parse().ok());
             assert_eq!(s.ops.live_every, Duration::from_secs(2));
             assert_eq!(s.ops.session_for, Duration::from_secs(12 * 3600));
-            jail.set_env("OMNIHUB_HUB_OPS__METRICS_ADDRESS", "0.0.0.0:9300");
-            let s = HubSettings::load(Some(Path::new("o.toml"))).map_err(|e| e.to_string())?;
-            assert_eq!(s.ops.metrics_address, "0.0.0.0:9300".parse().ok());
             jail.create_file("bad.toml", "[ops]\nmetrics_address = \"not an address\"\n")?;
             assert!(HubSettings::load(Some(Path::new("bad.toml"))).is_err());
             jail.create_file("typo.toml", "[ops]\nmetrics_adress = \"127.0.0.1:9187\"\n")?;
             assert!(HubSettings::load(Some(Path::new("typo.toml"))).is_err());
+            jail.set_env("OMNIHUB_HUB_OPS__METRICS_ADDRESS", "0.0.0.0:9300");
+            let s = HubSettings::load(Some(Path::new("o.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.ops.metrics_address, "0.0.0.0:9300".parse().ok());
             Ok(())
         });
     }
