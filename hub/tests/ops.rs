@@ -776,3 +776,51 @@ async fn viewers_share_one_snapshot_per_tick() {
     );
     server.stop(true).await;
 }
+
+#[test]
+fn the_grafana_dashboard_is_a_model_over_metrics_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("deploy/grafana/omnihub.json")).expect("read");
+    let dashboard: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(dashboard["uid"], "omnihub");
+    assert!(dashboard["schemaVersion"].as_u64().is_some());
+    let sources = ["hub/src/monitor/metrics.rs", "edge/src/metrics.rs"]
+        .iter()
+        .map(|p| std::fs::read_to_string(root.join(p)).expect("read"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut exprs = 0;
+    for panel in panels {
+        assert!(ids.insert(panel["id"].as_u64().expect("an id")), "{panel}");
+        for key in ["h", "w", "x", "y"] {
+            assert!(panel["gridPos"][key].is_u64(), "{panel}");
+        }
+        if panel["type"] == "row" {
+            continue;
+        }
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{panel}");
+        for t in targets {
+            assert!(t["refId"].is_string());
+            let expr = t["expr"].as_str().expect("an expression");
+            exprs += 1;
+            // Every metric the panel reads is one the hub or a node exposes.
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !(word.starts_with("omnihub_") || word.starts_with("process_")) {
+                    continue;
+                }
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| word.strip_suffix(s))
+                    .unwrap_or(word);
+                assert!(
+                    sources.contains(&format!("\"{family}\"")),
+                    "{family} (in {expr}) is not a metric of the hub or the node"
+                );
+            }
+        }
+    }
+    assert!(exprs >= 20, "{exprs} queries");
+}
