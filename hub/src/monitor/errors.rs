@@ -180,9 +180,7 @@ where
                     .map(|r| r.0.clone())
             })
         });
-        let at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let at = super::feed::rfc3339(time::OffsetDateTime::now_utc());
         self.ring.push(ErrorEvent {
             at,
             level: if level == Level::ERROR {

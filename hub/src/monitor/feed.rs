@@ -106,8 +106,11 @@ pub struct DeadLetter {
     pub created_at: String,
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
+/// RFC 3339 to the second (what a person reads on the page).
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 
