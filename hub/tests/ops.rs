@@ -150,7 +150,20 @@ async fn metrics_parse_and_count_requests_by_route_pattern() {
         .expect("sent");
     assert_eq!(res.status(), StatusCode::CREATED);
     c.get(hub.url("/no/such/page")).send().await.expect("sent");
+    // A webhook with no signature: refused, and counted by its refusal's code.
+    let refused = c
+        .post(hub.url("/webhooks/payments"))
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let after = parse_exposition(&metrics_text(&c, hub.url("/metrics"), None).await);
+    let webhook = "omnihub_webhooks_total{outcome=\"bad_signature\",source=\"payments\"}";
+    assert!(
+        after.get(webhook).copied().unwrap_or(0.0) > before.get(webhook).copied().unwrap_or(0.0),
+        "{webhook}"
+    );
     assert!(after[&products] >= counted);
     assert!(after["omnihub_actor_activations_total"] > before["omnihub_actor_activations_total"]);
     assert!(after["omnihub_active_actors{kind=\"basket\"}"] >= 1.0);
