@@ -7,6 +7,7 @@ use std::path::PathBuf;
 mod bench_boards;
 mod bench_events;
 mod bench_import;
+mod bench_ops;
 mod bench_pos;
 mod bench_voice;
 mod demo;
@@ -86,6 +87,11 @@ enum BenchCommand {
     /// target (50,000); then 1,000,000 generated events over 30 days and the 30-day funnel
     /// report's latency percentiles (target p99 under 50 ms). Build with --release.
     Events(bench_events::EventsBenchArgs),
+    /// Operations monitoring in-process: 100,000 basket actors activated, `/metrics` scrape
+    /// latency percentiles against the target (p99 under 50 ms), then the hub's CPU with 20
+    /// viewers on the ops page's live feed against a baseline without (target: under 2 % of
+    /// one core). Build with --release.
+    Ops(bench_ops::OpsBenchArgs),
 }
 
 /// The flags of `omnihub bench pricing`.
@@ -194,6 +200,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Boards(args)) => bench_boards::run(args),
         Command::Bench(BenchCommand::Voice(args)) => bench_voice::run(args),
         Command::Bench(BenchCommand::Events(args)) => bench_events::run(args),
+        Command::Bench(BenchCommand::Ops(args)) => bench_ops::run(args),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod api;
 pub mod boards;
 pub mod config;
 pub mod journal;
+mod metrics;
 pub mod ops;
 pub mod pos;
 pub mod storage;
@@ -136,6 +137,7 @@ impl EdgeNode {
             &settings,
             stopped.clone(),
         )?);
+        let boards_for_sync = boards.clone().into_inner();
         let state = web::Data::new(api::ApiState {
             store: store.clone(),
             pos: Arc::new(pos::Pos::new(store.clone(), &settings.pos, clock.clone())),
@@ -150,11 +152,13 @@ impl EdgeNode {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(actix_web::middleware::from_fn(metrics::observe))
                 .app_data(state.clone())
                 .app_data(returns.clone())
                 .app_data(desk.clone())
                 .app_data(boards.clone())
                 .configure(boards::http::configure)
+                .route("/metrics", web::get().to(metrics::endpoint))
                 .app_data(cards.clone())
                 .configure(api::configure)
         })
@@ -177,7 +181,12 @@ impl EdgeNode {
             card_forwarder,
             stopped.clone(),
         ));
-        let sync_task = tokio::spawn(sync::run(store.clone(), settings.clone(), stopped));
+        let sync_task = tokio::spawn(sync::run(
+            store.clone(),
+            settings.clone(),
+            stopped,
+            Some(boards_for_sync),
+        ));
         tracing::info!(%addr, hub = %settings.hub_url, "edge node started");
         Ok(EdgeHandle {
             addr,

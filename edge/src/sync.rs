@@ -72,6 +72,7 @@ pub(crate) async fn run(
     store: Arc<Store>,
     settings: Arc<EdgeSettings>,
     mut shutdown: watch::Receiver<bool>,
+    boards: Option<Arc<crate::boards::Boards>>,
 ) {
     store.update_sync(|s| {
         s.running = true;
@@ -83,8 +84,11 @@ pub(crate) async fn run(
             break;
         }
         let span = tracing::info_span!("sync_session", hub = %settings.hub_url, attempt);
-        let end =
-            tracing::Instrument::instrument(session(&store, &settings, &mut shutdown), span).await;
+        let end = tracing::Instrument::instrument(
+            session(&store, &settings, &mut shutdown, boards.clone()),
+            span,
+        )
+        .await;
         store.disconnected();
         let was_connected = store.sync_state().connected;
         store.update_sync(|s| {
@@ -154,6 +158,7 @@ async fn session(
     store: &Arc<Store>,
     settings: &EdgeSettings,
     shutdown: &mut watch::Receiver<bool>,
+    boards: Option<Arc<crate::boards::Boards>>,
 ) -> End {
     let ws = match connect(store, settings).await {
         Ok(ws) => ws,
@@ -247,6 +252,7 @@ async fn session(
         me,
         next,
         in_flight: VecDeque::new(),
+        boards,
     };
     let mut end = live.run(settings, &mut sink, &mut stream, shutdown).await;
     end.welcomed = true;
@@ -455,6 +461,7 @@ fn kind(frame: &Frame) -> &'static str {
         Frame::Heartbeat { .. } => "heartbeat",
         Frame::BoardsHave { .. } => "boards_have",
         Frame::Boards { .. } => "boards",
+        Frame::BoardsReport { .. } => "boards_report",
         Frame::Unknown => "unknown",
     }
 }
@@ -467,6 +474,8 @@ struct Live {
     next: u64,
     /// (from, to) of the batches sent and not yet acknowledged.
     in_flight: VecDeque<(u64, u64)>,
+    /// The node's boards, reported to the hub with each heartbeat (when any is configured).
+    boards: Option<Arc<crate::boards::Boards>>,
 }
 
 impl Live {
@@ -512,6 +521,12 @@ impl Live {
                     let beat = Frame::Heartbeat { time_ms: now_ms(), pending };
                     if let Err(e) = send(sink, &beat).await {
                         return End::grow(e);
+                    }
+                    if let Some(boards) = self.boards.as_ref().filter(|b| b.configured()) {
+                        let report = Frame::BoardsReport { boards: boards.reports() };
+                        if let Err(e) = send(sink, &report).await {
+                            return End::grow(e);
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(last_heard + idle) => {
@@ -736,6 +751,7 @@ mod tests {
             me: ReplicaId("berlin".into()),
             next: 10,
             in_flight: VecDeque::from([(1, 3), (4, 6), (7, 9)]),
+            boards: None,
         };
         live.acknowledged(3);
         assert_eq!(live.in_flight, VecDeque::from([(4, 6), (7, 9)]));

@@ -484,3 +484,81 @@ async fn impressions_and_interactions_reach_the_hub_as_board_events_after_an_out
     assert_eq!(events[1].payload["action"], "touch");
     node.stop().await.expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_reports_its_boards_to_the_hub_and_in_its_metrics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut hub = FakeHub::start(Door::Check).await;
+    let node = EdgeNode::start(board_settings(dir.path(), &hub.url))
+        .await
+        .expect("starts");
+    let mut session = hub.session().await;
+    assert!(matches!(session.recv().await, Frame::Hello { .. }));
+    session
+        .send(&Frame::Welcome {
+            have: BTreeMap::from([(ReplicaId("berlin".into()), 0)]),
+            catalog_version: 1,
+            hub_time_ms: edge_node::store::now_ms(),
+        })
+        .await;
+    let mut board = Board::connect(&node, "entrance", ENTRANCE_TOKEN).await;
+    assert_eq!(board.next().await.expect("welcome")["t"], "welcome");
+    board.send(json!({"t": "heartbeat"})).await;
+    // With its heartbeats the node reports each board: the entrance lit, the kiosk dark.
+    let reported = loop {
+        let Some(tokio_tungstenite::tungstenite::Message::Binary(bytes)) =
+            session.next_message().await
+        else {
+            continue;
+        };
+        let Ok(Frame::BoardsReport { boards }) = protocol::replication::sync::decode_frame(&bytes)
+        else {
+            continue;
+        };
+        if boards.iter().any(|b| b.id == "entrance" && !b.dark) {
+            break boards;
+        }
+    };
+    let by_id: BTreeMap<&str, &protocol::board::BoardReport> =
+        reported.iter().map(|b| (b.id.as_str(), b)).collect();
+    assert_eq!(by_id.len(), 2);
+    assert_eq!(by_id["entrance"].connections, 1);
+    assert!(by_id["entrance"].last_seen_ms.is_some());
+    assert!(by_id["kiosk"].dark);
+
+    let metrics = |token: Option<&'static str>| {
+        let url = format!("{}/metrics", node.base_url);
+        async move {
+            let mut req = reqwest::Client::new().get(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let res = req.send().await.expect("answers");
+            (res.status(), res.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(metrics(None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        metrics(Some(ENTRANCE_TOKEN)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, text) = metrics(Some(API_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "omnihub_node_boards_configured 2",
+        "omnihub_node_board_online{board=\"entrance\"} 1",
+        "omnihub_node_board_online{board=\"kiosk\"} 0",
+        "omnihub_node_sync_connected 1",
+        "omnihub_node_outbox_pending_entries 0",
+        "omnihub_node_store_failed 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+    assert!(text.contains(
+        "omnihub_node_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"4xx\"}"
+    ));
+    node.stop().await.expect("stops");
+}

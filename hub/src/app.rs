@@ -71,6 +71,8 @@ pub struct HubHandle {
     pub experiments: crate::experiments::Experiments,
     /// Content slots and recommendations (`crate::personalization`).
     pub personalization: Arc<crate::personalization::Personalization>,
+    /// Background tasks that are not actors (the checkout sweeper), for readiness.
+    pub tasks: crate::monitor::Tasks,
 }
 
 impl HubHandle {
@@ -132,7 +134,11 @@ impl HubHandle {
 pub struct Application {
     server: actix_web::dev::Server,
     address: SocketAddr,
+    /// Where `/metrics` is served when `[ops] metrics_address` is set (the bound address).
+    metrics_address: Option<SocketAddr>,
     handle: HubHandle,
+    /// The ops page's live feed (stopped with the server).
+    live: Arc<crate::monitor::feed::LiveFeed>,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -386,6 +392,7 @@ impl Application {
             experience,
             experiments,
             personalization,
+            tasks: crate::monitor::Tasks::default(),
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -402,14 +409,14 @@ impl Application {
             .checkout
             .sweep_every
             .max(std::time::Duration::from_millis(50));
-        actix::spawn(async move {
+        handle.tasks.set_sweeper(actix::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 sweeper.sweep().await;
             }
-        });
+        }));
         let webhooks = web::Data::new(WebhookSettings {
             secret: settings.payments.webhook_secret.clone(),
             tolerance_secs: settings.payments.webhook_tolerance.as_secs() as i64,
@@ -455,9 +462,26 @@ impl Application {
             settings.channels.secure_cookies,
             settings.channels.trusted_proxies.clone(),
         ));
-        let ops = web::Data::new(OpsAccess {
-            token: settings.ops_token.clone(),
-        });
+        let ops = web::Data::new(crate::monitor::auth::OpsAccess::new(
+            settings.ops_token.clone(),
+            settings.ops.session_for,
+            settings.channels.secure_cookies,
+        ));
+        let metrics_listener = match settings.ops.metrics_address {
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .map_err(|source| HubError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let metrics_address = metrics_listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()?;
+        let metrics_on = web::Data::new(crate::monitor::http::MetricsListener(metrics_address));
+        let live = crate::monitor::feed::LiveFeed::start(handle.clone(), settings.ops.live_every);
+        let live_data = web::Data::from(live.clone());
+        let ops_sign_ins = web::Data::new(crate::monitor::page::SignInLimit::default());
         let till_lookups = web::Data::new(crate::edge::customers::LookupGuard::new(
             settings.edge.customer_lookups.clone(),
         ));
@@ -466,6 +490,14 @@ impl Application {
                 .wrap(tracing_actix_web::TracingLogger::<
                     crate::telemetry::RequestSpans,
                 >::new())
+                // Outermost: the request id exists before the root span, and every answer
+                // (errors included) is counted.
+                .wrap(actix_web::middleware::from_fn(
+                    crate::monitor::http::observe,
+                ))
+                .app_data(metrics_on.clone())
+                .app_data(live_data.clone())
+                .app_data(ops_sign_ins.clone())
                 .app_data(state.clone())
                 .app_data(app_handle.clone())
                 .app_data(ops.clone())
@@ -517,11 +549,12 @@ impl Application {
                 .configure(crate::edge::card::configure)
                 .configure(crate::unsubscribe::configure)
                 .route("/healthz", web::get().to(healthz))
-                .route("/readyz", web::get().to(readyz))
+                .route("/readyz", web::get().to(crate::monitor::readyz))
                 .route("/ops/stats", web::get().to(ops_stats))
                 .configure(crate::ops::configure)
+                .configure(crate::monitor::page::configure)
                 .configure(failpoint_routes)
-                .route("/metrics", web::get().to(metrics))
+                .route("/metrics", web::get().to(crate::monitor::metrics_endpoint))
                 .service(
                     web::scope("/images")
                         .route("/category/{id}.svg", web::get().to(category_image))
@@ -537,14 +570,21 @@ impl Application {
         if settings.workers > 0 {
             server = server.workers(settings.workers);
         }
-        let server = server.listen(listener).map_err(|source| HubError::Bind {
+        let mut server = server.listen(listener).map_err(|source| HubError::Bind {
             addr: address,
             source,
         })?;
+        if let (Some(metrics), Some(addr)) = (metrics_listener, metrics_address) {
+            server = server
+                .listen(metrics)
+                .map_err(|source| HubError::Bind { addr, source })?;
+        }
         Ok(Application {
             server: server.run(),
             address,
+            metrics_address,
             handle,
+            live,
             _arbiters: arbiters,
         })
     }
@@ -558,6 +598,16 @@ impl Application {
         self.handle.clone()
     }
 
+    /// Where `/metrics` is served when it has a listener of its own (`[ops] metrics_address`).
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
+    }
+
+    /// The ops page's live feed.
+    pub fn live_feed(&self) -> Arc<crate::monitor::feed::LiveFeed> {
+        self.live.clone()
+    }
+
     /// A handle that stops the server gracefully.
     pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
@@ -566,6 +616,7 @@ impl Application {
     /// Serves until stopped, then drains buffered events and flushes storage.
     pub async fn run(self) -> Result<(), HubError> {
         self.server.await?;
+        self.live.stop();
         self.handle.import.stop();
         self.handle.drain_events().await;
         self.handle.storage.flush()?;
@@ -680,15 +731,6 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-async fn readyz(handle: web::Data<HubHandle>) -> HttpResponse {
-    if handle.backend.ready().await {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "not ready", "storage": handle.storage.healthy()}))
-    }
-}
-
 /// Resident memory of this process in bytes (Linux), for ops and benchmarks.
 pub fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -697,123 +739,12 @@ pub fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Who may read the operations endpoints.
-struct OpsAccess {
-    token: Option<secrecy::SecretString>,
-}
-
-/// Proof that a request may use an operations endpoint: it carries the configured ops token as
-/// `Authorization: Bearer`, or no token is configured.
-pub(crate) struct OpsAuthorized;
-
-impl actix_web::FromRequest for OpsAuthorized {
-    type Error = channels::error::ApiError;
-    type Future = std::future::Ready<Result<OpsAuthorized, Self::Error>>;
-
-    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let expected = req
-            .app_data::<web::Data<OpsAccess>>()
-            .and_then(|a| a.token.clone());
-        let Some(expected) = expected else {
-            return std::future::ready(Ok(OpsAuthorized));
-        };
-        let ok = crate::auth::bearer_matches(req, &expected);
-        std::future::ready(if ok {
-            Ok(OpsAuthorized)
-        } else {
-            Err(channels::error::ApiError::new(
-                actix_web::http::StatusCode::UNAUTHORIZED,
-                "ops_token_required",
-                "send the hub's ops token as Authorization: Bearer <token>",
-            ))
-        })
-    }
-}
+/// The ops routes' guard (one extractor for every way in: `crate::monitor::auth`).
+pub(crate) use crate::monitor::auth::OpsAuthorized;
 
 async fn ops_stats(_: OpsAuthorized, handle: web::Data<HubHandle>) -> HttpResponse {
     let stats = handle.stats().await;
     HttpResponse::Ok().json(serde_json::json!({"actors": stats, "rss_bytes": resident_bytes()}))
-}
-
-async fn metrics(_: OpsAuthorized, handle: web::Data<HubHandle>) -> HttpResponse {
-    let mut out = String::new();
-    if let Some(s) = handle.stats().await {
-        out.push_str("# HELP omnihub_active_actors Entity actors active now.\n# TYPE omnihub_active_actors gauge\n");
-        out.push_str(&format!("omnihub_active_actors{{kind=\"basket\"}} {}\nomnihub_active_actors{{kind=\"customer\"}} {}\n", s.active_baskets, s.active_customers));
-        out.push_str(&format!(
-            "# TYPE omnihub_actor_activations_total counter\nomnihub_actor_activations_total {}\n",
-            s.activations
-        ));
-        out.push_str(&format!("# TYPE omnihub_actor_passivations_total counter\nomnihub_actor_passivations_total {}\n", s.passivations));
-    }
-    if let Ok(backlog) = handle.storage_backlog().await {
-        let now = time::OffsetDateTime::now_utc();
-        out.push_str("# HELP omnihub_outbox_pending Outbox messages waiting per destination.\n# TYPE omnihub_outbox_pending gauge\n");
-        for (d, b) in &backlog {
-            out.push_str(&format!(
-                "omnihub_outbox_pending{{destination=\"{d}\"}} {}\n",
-                b.pending
-            ));
-        }
-        out.push_str("# HELP omnihub_outbox_dead_letters Dead letters per destination.\n# TYPE omnihub_outbox_dead_letters gauge\n");
-        for (d, b) in &backlog {
-            out.push_str(&format!(
-                "omnihub_outbox_dead_letters{{destination=\"{d}\"}} {}\n",
-                b.dead
-            ));
-        }
-        out.push_str("# HELP omnihub_outbox_oldest_age_seconds Age of the oldest waiting message per destination.\n# TYPE omnihub_outbox_oldest_age_seconds gauge\n");
-        for (d, b) in &backlog {
-            let age = b.oldest.map_or(0, |o| (now - o).whole_seconds().max(0));
-            out.push_str(&format!(
-                "omnihub_outbox_oldest_age_seconds{{destination=\"{d}\"}} {age}\n"
-            ));
-        }
-    }
-    for d in handle.outbox.destinations() {
-        if let Some((breaker, stats)) = handle.outbox.status(d).await {
-            let open = matches!(breaker, crate::outbox::Breaker::Open { .. });
-            out.push_str(&format!(
-                "omnihub_outbox_breaker_open{{destination=\"{d}\"}} {}\nomnihub_outbox_delivered_total{{destination=\"{d}\"}} {}\nomnihub_outbox_failed_attempts_total{{destination=\"{d}\"}} {}\n",
-                u8::from(open),
-                stats.delivered,
-                stats.failed_attempts
-            ));
-        }
-    }
-    if let Ok(nodes) = handle.edge.live().await {
-        let now_ms = crate::edge::unix_ms(time::OffsetDateTime::now_utc());
-        out.push_str(&format!(
-            "# HELP omnihub_edge_nodes_connected Edge nodes connected now.\n# TYPE omnihub_edge_nodes_connected gauge\nomnihub_edge_nodes_connected {}\n",
-            nodes.iter().filter(|n| n.connected).count()
-        ));
-        out.push_str("# HELP omnihub_edge_outbox_unacked Hub changes a node has not acknowledged.\n# TYPE omnihub_edge_outbox_unacked gauge\n");
-        for n in &nodes {
-            out.push_str(&format!(
-                "omnihub_edge_outbox_unacked{{node=\"{}\"}} {}\n",
-                n.replica,
-                n.unacked_to_node()
-            ));
-        }
-        out.push_str("# HELP omnihub_edge_last_sync_age_seconds Seconds since a node's last batch was applied.\n# TYPE omnihub_edge_last_sync_age_seconds gauge\n");
-        for n in &nodes {
-            if let Some(ms) = n.meta.last_sync_ms {
-                out.push_str(&format!(
-                    "omnihub_edge_last_sync_age_seconds{{node=\"{}\"}} {}\n",
-                    n.replica,
-                    now_ms.saturating_sub(ms) / 1000
-                ));
-            }
-        }
-    }
-    if let Some(rss) = resident_bytes() {
-        out.push_str(&format!(
-            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
-        ));
-    }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(out)
 }
 
 fn svg(body: String) -> HttpResponse {

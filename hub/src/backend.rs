@@ -16,6 +16,7 @@ use crate::actors::directory::{
 use crate::actors::recorder::Record;
 use crate::actors::Deps;
 use crate::auth;
+use crate::monitor::metrics::Queued;
 use crate::storage::{Change, StorageError, UnitOfWork};
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
@@ -105,12 +106,15 @@ impl HubBackend {
             return Ok(Some(addr));
         }
         match self.deps.storage.basket(id).await.map_err(unavailable)? {
-            Some(basket) => Ok(Some(
-                self.directory
-                    .send(ActivateBasket(basket))
-                    .await
-                    .map_err(unavailable)?,
-            )),
+            Some(basket) => {
+                let _queued = Queued::at("directory");
+                Ok(Some(
+                    self.directory
+                        .send(ActivateBasket(basket))
+                        .await
+                        .map_err(unavailable)?,
+                ))
+            }
             None => Ok(None),
         }
     }
@@ -126,6 +130,7 @@ impl HubBackend {
             .await
             .map_err(unavailable)?
             .ok_or(BackendError::NotFound("customer"))?;
+        let _queued = Queued::at("directory");
         self.directory
             .send(ActivateCustomer(record))
             .await
@@ -236,6 +241,7 @@ impl HubBackend {
             .await?
             .map_err(unavailable)?;
         if let Some(basket) = created {
+            let _queued = Queued::at("directory");
             self.directory
                 .send(ActivateBasket(basket))
                 .await
@@ -569,6 +575,7 @@ impl Backend for HubBackend {
             });
         self.deps.storage.commit(unit).await.map_err(unavailable)?;
         let view = crate::actors::basket::view_of(&basket, &self.deps, Default::default());
+        let _queued = Queued::at("directory");
         self.directory
             .send(ActivateBasket(basket))
             .await

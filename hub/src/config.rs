@@ -63,6 +63,35 @@ pub struct HubSettings {
     pub automation: crate::automation::AutomationSettings,
     /// The voice-assistant skill endpoint (`POST /voice/alexa`, docs/voice.md).
     pub voice: channels::voice::VoiceSettings,
+    /// Operations: a separate `/metrics` listener, the ops page's live feed and sign-ins
+    /// (`docs/operations.md`).
+    pub ops: OpsSettings,
+}
+
+/// Operations monitoring (`[ops]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsSettings {
+    /// Serve `/metrics` (with `/healthz` and `/readyz`) on this address instead of the main
+    /// listener, e.g. `127.0.0.1:9187` (port 0 picks a free port). Unset: `/metrics` is on the
+    /// main listener.
+    pub metrics_address: Option<SocketAddr>,
+    /// How often the ops page's live feed takes a snapshot (while anyone watches), e.g. `1s`.
+    #[serde(deserialize_with = "human")]
+    pub live_every: Duration,
+    /// How long an ops page sign-in lasts, e.g. `12h`.
+    #[serde(deserialize_with = "human")]
+    pub session_for: Duration,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        OpsSettings {
+            metrics_address: None,
+            live_every: Duration::from_secs(1),
+            session_for: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 /// The stores' edge nodes and how the hub syncs with them (`docs/edge-sync.md`).
@@ -477,6 +506,7 @@ impl Default for HubSettings {
             oauth: crate::oauth::OAuthSettings::default(),
             automation: crate::automation::AutomationSettings::default(),
             voice: channels::voice::VoiceSettings::default(),
+            ops: OpsSettings::default(),
         }
     }
 }
@@ -698,6 +728,31 @@ delivery = "Today"
         assert_eq!(p.check(), Ok(()));
         p.base_url = "not a url".into();
         assert!(p.check().is_err());
+    }
+
+    #[test]
+    fn ops_settings_come_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let s = HubSettings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.ops.metrics_address, None);
+            assert_eq!(s.ops.live_every, Duration::from_secs(1));
+            jail.create_file(
+                "o.toml",
+                "[ops]\nmetrics_address = \"127.0.0.1:9187\"\nlive_every = \"2s\"\n",
+            )?;
+            let s = HubSettings::load(Some(Path::new("o.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.ops.metrics_address, "127.0.0.1:9187".parse().ok());
+            assert_eq!(s.ops.live_every, Duration::from_secs(2));
+            assert_eq!(s.ops.session_for, Duration::from_secs(12 * 3600));
+            jail.create_file("bad.toml", "[ops]\nmetrics_address = \"not an address\"\n")?;
+            assert!(HubSettings::load(Some(Path::new("bad.toml"))).is_err());
+            jail.create_file("typo.toml", "[ops]\nmetrics_adress = \"127.0.0.1:9187\"\n")?;
+            assert!(HubSettings::load(Some(Path::new("typo.toml"))).is_err());
+            jail.set_env("OMNIHUB_HUB_OPS__METRICS_ADDRESS", "0.0.0.0:9300");
+            let s = HubSettings::load(Some(Path::new("o.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.ops.metrics_address, "0.0.0.0:9300".parse().ok());
+            Ok(())
+        });
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod experience;
 pub mod experiments;
 pub mod fulfilment;
 pub mod import;
+pub mod monitor;
 pub mod oauth;
 pub mod ops;
 pub mod outbox;

@@ -392,6 +392,11 @@ impl OutboxWorkers {
         }
     }
 
+    /// Whether every worker is still running (readiness).
+    pub fn running(&self) -> bool {
+        self.workers.values().all(Addr::connected)
+    }
+
     pub fn destinations(&self) -> Vec<&'static str> {
         self.workers.keys().copied().collect()
     }

@@ -215,6 +215,24 @@ fn check_items(field: &str, items: &[BoardItem], out: &mut Vec<(String, String)>
     }
 }
 
+/// One board as its store's node last saw it: reported to the hub with the node's heartbeats
+/// (`Frame::BoardsReport`) for the operators' view. Says nothing about who stands in front of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BoardReport {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Open connections of the board's page.
+    #[serde(default)]
+    pub connections: u32,
+    /// The board's last heartbeat (Unix ms, the node's clock).
+    #[serde(default)]
+    pub last_seen_ms: Option<u64>,
+    /// Not connected, or silent beyond the node's `dark_after`.
+    #[serde(default)]
+    pub dark: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -391,10 +391,45 @@ impl Boards {
         self.presence_of(board).and_then(|p| p.customer)
     }
 
+    /// Whether any board is configured.
+    pub(crate) fn configured(&self) -> bool {
+        !self.settings.list.is_empty()
+    }
+
+    /// Every configured board as the hub's operators see it (`Frame::BoardsReport`).
+    pub(crate) fn reports(&self) -> Vec<protocol::board::BoardReport> {
+        let status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let now = now_ms();
+        self.settings
+            .list
+            .iter()
+            .map(|b| {
+                let s = status.get(&b.id).cloned().unwrap_or_default();
+                protocol::board::BoardReport {
+                    id: b.id.clone(),
+                    name: if b.name.is_empty() {
+                        b.id.clone()
+                    } else {
+                        b.name.clone()
+                    },
+                    connections: s.connections,
+                    last_seen_ms: s.last_seen_ms,
+                    dark: self.dark(&s, now),
+                }
+            })
+            .collect()
+    }
+
+    fn dark(&self, s: &Status, now: u64) -> bool {
+        let dark_after = self.settings.dark_after.as_millis() as u64;
+        s.connections == 0
+            || s.last_seen_ms
+                .is_none_or(|t| now.saturating_sub(t) > dark_after)
+    }
+
     /// Every configured board as ops see it.
     pub(crate) fn list(&self) -> Vec<serde_json::Value> {
         let status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
-        let dark_after = self.settings.dark_after.as_millis() as u64;
         let now = now_ms();
         let feed = self.feed.borrow().clone();
         self.settings
@@ -402,9 +437,7 @@ impl Boards {
             .iter()
             .map(|b| {
                 let s = status.get(&b.id).cloned().unwrap_or_default();
-                let dark = s.connections == 0
-                    || s.last_seen_ms
-                        .is_none_or(|t| now.saturating_sub(t) > dark_after);
+                let dark = self.dark(&s, now);
                 serde_json::json!({
                     "id": b.id,
                     "name": if b.name.is_empty() { &b.id } else { &b.name },

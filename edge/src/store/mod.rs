@@ -449,8 +449,20 @@ impl Store {
     /// Records a sale as [`Store::sell_at`] does, with manual price adjustments of its lines
     /// approved by a manager (whose PIN the caller checked): the adjusted lines take no
     /// promotion, and each adjustment goes to the POS audit in the sale's own write.
-    #[tracing::instrument(skip_all, fields(lines = req.lines.len(), till = till.map(|t| t.till.as_str()), manual = manual.any()))]
     pub fn sell_with(
+        &self,
+        req: &SaleRequest,
+        idempotency: Option<&str>,
+        till: Option<&crate::pos::TillSale>,
+        manual: &ManualAdjustments,
+    ) -> Result<SaleReceipt, OpError> {
+        let outcome = self.record_sale(req, idempotency, till, manual);
+        crate::metrics::sale(&outcome);
+        outcome
+    }
+
+    #[tracing::instrument(skip_all, fields(lines = req.lines.len(), till = till.map(|t| t.till.as_str()), manual = manual.any()))]
+    fn record_sale(
         &self,
         req: &SaleRequest,
         idempotency: Option<&str>,

@@ -276,12 +276,13 @@ impl HubSession {
             .and_then(Result::ok)
     }
 
-    /// The next frame that is not a heartbeat (5 s at most).
+    /// The next frame that is not a heartbeat or the boards' report that goes with it (5 s at
+    /// most).
     pub async fn recv(&mut self) -> Frame {
         loop {
             match self.next_message().await {
                 Some(Message::Binary(b)) => match decode_frame(&b).expect("decodes") {
-                    Frame::Heartbeat { .. } => continue,
+                    Frame::Heartbeat { .. } | Frame::BoardsReport { .. } => continue,
                     other => return other,
                 },
                 Some(Message::Ping(_) | Message::Pong(_)) => continue,

@@ -5,6 +5,7 @@
 //! Reads (availability on a product page, the stock check when a line is added) do not queue
 //! behind writes: each shard publishes its levels in a read view, like the catalog snapshot.
 
+use crate::monitor::metrics::Queued;
 use crate::storage::{Change, Storage, StorageError, UnitOfWork};
 use actix::prelude::*;
 use protocol::order::HoldRecord;
@@ -473,6 +474,7 @@ impl Inventory {
         }
         for ((shard, _), levels) in self.shards.iter().zip(per_shard) {
             if !levels.is_empty() {
+                let _queued = Queued::at("inventory");
                 shard
                     .send(SetStock(levels))
                     .await
@@ -503,6 +505,7 @@ impl Inventory {
             if units.is_empty() {
                 continue;
             }
+            let _queued = Queued::at("inventory");
             let sent = shard
                 .send(Hold {
                     checkout,
@@ -542,6 +545,7 @@ impl Inventory {
         }
         for ((shard, _), ask) in self.shards.iter().zip(asked) {
             if ask {
+                let _queued = Queued::at("inventory");
                 shard
                     .send(EndHolds { checkout, consume })
                     .await
@@ -563,6 +567,7 @@ impl Inventory {
         }
         for ((shard, _), units) in self.shards.iter().zip(per_shard) {
             if !units.is_empty() {
+                let _queued = Queued::at("inventory");
                 shard
                     .send(Restock {
                         location: location.clone(),
@@ -596,11 +601,16 @@ impl Inventory {
             .zip(per_shard)
             .filter(|(_, (indexes, _))| !indexes.is_empty())
             .map(|((shard, _), (indexes, moves))| {
+                let queued = Queued::at("inventory");
                 let sent = shard.send(ApplyStock {
                     location: location.clone(),
                     moves,
                 });
-                async move { (indexes, sent.await) }
+                async move {
+                    let answer = sent.await;
+                    drop(queued);
+                    (indexes, answer)
+                }
             });
         let mut answers: Vec<Result<i64, i64>> = vec![Err(0); count];
         for (indexes, sent) in futures_util::future::join_all(sends).await {
@@ -616,6 +626,7 @@ impl Inventory {
     pub async fn lapsed_holds(&self, now: OffsetDateTime) -> Vec<CheckoutId> {
         let mut ids = Vec::new();
         for (shard, _) in self.shards.iter() {
+            let _queued = Queued::at("inventory");
             if let Ok(mut found) = shard.send(LapsedHolds(now)).await {
                 ids.append(&mut found);
             }

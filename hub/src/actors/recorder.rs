@@ -55,6 +55,7 @@ impl Recorder {
             let batch: Arc<[Event]> = std::mem::replace(&mut self.buffer, rest).into();
             self.append(batch, ctx);
         }
+        crate::monitor::metrics::recorder_buffered(self.buffer.len());
     }
 
     fn append(&mut self, batch: Arc<[Event]>, ctx: &mut Context<Self>) {
@@ -82,6 +83,7 @@ impl Recorder {
                             kept.drain(..excess);
                         }
                         act.buffer = kept;
+                        crate::monitor::metrics::recorder_buffered(act.buffer.len());
                     }
                 }
             }),
@@ -102,6 +104,7 @@ impl Handler<Record> for Recorder {
 
     fn handle(&mut self, msg: Record, ctx: &mut Context<Self>) {
         self.buffer.push(msg.0);
+        crate::monitor::metrics::recorder_buffered(self.buffer.len());
         if self.buffer.len() >= MAX_BATCH {
             self.flush(ctx);
         }
@@ -113,6 +116,7 @@ impl Handler<RecordMany> for Recorder {
 
     fn handle(&mut self, msg: RecordMany, ctx: &mut Context<Self>) {
         self.buffer.extend(msg.0);
+        crate::monitor::metrics::recorder_buffered(self.buffer.len());
         if self.buffer.len() >= MAX_BATCH {
             self.flush(ctx);
         }
@@ -124,6 +128,7 @@ impl Handler<Drain> for Recorder {
 
     fn handle(&mut self, _msg: Drain, _ctx: &mut Context<Self>) -> Self::Result {
         let batch = std::mem::take(&mut self.buffer);
+        crate::monitor::metrics::recorder_buffered(0);
         let storage = self.storage.clone();
         Box::pin(async move {
             if let Err(e) = storage.append(batch.into()).await {

@@ -55,6 +55,10 @@ struct Live {
     /// a node is sent coupon terms and granted coupon rights (an older one would keep rights
     /// it never uses nor hands back).
     coupons: bool,
+    /// The node's boards as it last reported them (with its heartbeats), and when the hub
+    /// heard that (Unix ms, hub clock). Kept in memory only: a node reports again soon.
+    boards: Vec<protocol::board::BoardReport>,
+    boards_heard_ms: Option<u64>,
 }
 
 /// What the last coupon pass that settled everything was made of: a pass with the same
@@ -189,6 +193,14 @@ pub struct Heard {
     pub pending: u64,
 }
 
+/// The node reported its boards (`Frame::BoardsReport`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BoardsHeard {
+    pub node: ReplicaId,
+    pub boards: Vec<protocol::board::BoardReport>,
+}
+
 /// Queues a command for the node that owns `location`. A `Count` without `as_seen` is given the
 /// hub's merged on hand of that SKU at that location as it stands when the command is queued
 /// (in the replica's exclusive handler, so no merge slips in between).
@@ -234,6 +246,9 @@ pub struct NodeLive {
     pub retired: Option<RetiredRecord>,
     pub catalog_version: u64,
     pub skew_exceeds_limit: bool,
+    /// The node's boards as it last reported them, and when the hub heard that (Unix ms).
+    pub boards: Vec<protocol::board::BoardReport>,
+    pub boards_heard_ms: Option<u64>,
 }
 
 impl NodeLive {
@@ -364,6 +379,8 @@ impl EdgeReplica {
                         acked,
                         session: None,
                         coupons: false,
+                        boards: Vec::new(),
+                        boards_heard_ms: None,
                     },
                 )
             })
@@ -1013,6 +1030,18 @@ impl Handler<Heard> for EdgeReplica {
     }
 }
 
+impl Handler<BoardsHeard> for EdgeReplica {
+    type Result = ();
+
+    fn handle(&mut self, msg: BoardsHeard, _ctx: &mut Context<Self>) {
+        let now_ms = self.now_ms();
+        if let Some(live) = self.live.get_mut(&msg.node) {
+            live.boards = msg.boards;
+            live.boards_heard_ms = Some(now_ms);
+        }
+    }
+}
+
 impl Handler<ForwardCommand> for EdgeReplica {
     type Result = AtomicResponse<Self, Result<Forwarded, EdgeError>>;
 
@@ -1181,6 +1210,8 @@ impl Handler<LiveStatus> for EdgeReplica {
                             .meta
                             .skew_ms
                             .is_some_and(|s| s.abs() > limit),
+                        boards: live.boards.clone(),
+                        boards_heard_ms: live.boards_heard_ms,
                     })
                 })
                 .collect(),

@@ -46,6 +46,9 @@ const INTERNAL_ERROR: u16 = 1011;
 /// reports) can never reach `u64::MAX`.
 const MAX_PLAUSIBLE_SEQ: u64 = u64::MAX / 2;
 
+/// Boards kept of one node's report (the rest are left out).
+const MAX_BOARDS_REPORTED: usize = 500;
+
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 fn unauthorized(code: &'static str, message: &str) -> ApiError {
@@ -888,6 +891,14 @@ impl Handler<Inbound> for NodeSession {
                 }
             }
             Frame::BoardsHave { version } => self.boards_have(ctx, version),
+            Frame::BoardsReport { mut boards } => {
+                // A report is for operators: a few hundred boards a store is plenty.
+                boards.truncate(MAX_BOARDS_REPORTED);
+                self.replica.do_send(super::replica::BoardsHeard {
+                    node: self.node.replica.clone(),
+                    boards,
+                });
+            }
             Frame::Welcome { .. }
             | Frame::Catalog { .. }
             | Frame::CatalogDelta { .. }

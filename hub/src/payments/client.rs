@@ -321,6 +321,13 @@ impl PaymentClient {
         idempotency_key: Option<&str>,
     ) -> Result<T, ProviderError> {
         let url = format!("{}{}", self.base, path);
+        let operation = operation_of(path);
+        let count = |outcome: &str| {
+            crate::monitor::metrics::metrics()
+                .payment_calls
+                .with_label_values(&[operation, outcome])
+                .inc();
+        };
         let mut attempt = 0u32;
         loop {
             let mut request = self
@@ -339,16 +346,18 @@ impl PaymentClient {
                     let body = response.bytes().await;
                     match body {
                         Ok(body) if status.is_success() => {
+                            count("ok");
                             return serde_json::from_slice(&body).map_err(|e| {
                                 ProviderError::Unavailable(format!(
                                     "unreadable answer from {path}: {e}"
                                 ))
-                            })
+                            });
                         }
                         Ok(body)
                             if status.is_client_error()
                                 && status != reqwest::StatusCode::TOO_MANY_REQUESTS =>
                         {
+                            count("refused");
                             return Err(api_error(status.as_u16(), &body));
                         }
                         Ok(_) => format!("{path} answered {status}"),
@@ -358,12 +367,26 @@ impl PaymentClient {
                 Err(e) => format!("{path}: {e}"),
             };
             if attempt >= self.retries {
+                count("unavailable");
                 return Err(ProviderError::Unavailable(outcome));
             }
             tracing::warn!(attempt, reason = %outcome, "payment provider call failed; retrying");
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
         }
+    }
+}
+
+/// The provider operation a path belongs to, for the metrics (never the ids in it).
+fn operation_of(path: &str) -> &'static str {
+    if path.starts_with("/v1/checkout/sessions") {
+        "checkout_session"
+    } else if path.starts_with("/v1/payment_intents") {
+        "payment_intent"
+    } else if path.starts_with("/v1/refunds") {
+        "refund"
+    } else {
+        "other"
     }
 }
 

@@ -51,7 +51,12 @@ pub(crate) fn refuse(
     message: String,
 ) -> HttpResponse {
     tracing::warn!(code, %message, "webhook refused");
-    HttpResponse::build(status).json(json!({"error": {"code": code, "message": message}}))
+    let mut res =
+        HttpResponse::build(status).json(json!({"error": {"code": code, "message": message}}));
+    // The refusal's code, for `omnihub_webhooks_total{outcome}`.
+    res.extensions_mut()
+        .insert(crate::monitor::http::WebhookRefusal(code.to_string()));
+    res
 }
 
 /// The checkout an object is about: `client_reference_id` or `metadata.checkout_id`.
@@ -135,6 +140,17 @@ async fn apply(handle: &HubHandle, event: &EventEnvelope) -> Result<(), BackendE
         // Not one of the hub's payments (or an event type without one): nothing to do.
         return Ok(());
     };
+    let counted = match event.kind.as_str() {
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => "succeeded",
+        "checkout.session.expired" => "expired",
+        "payment_intent.payment_failed" => "failed",
+        "payment_intent.succeeded" => "confirmed",
+        _ => "other",
+    };
+    crate::monitor::metrics::metrics()
+        .payment_events
+        .with_label_values(&[counted])
+        .inc();
     match event.kind.as_str() {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
             let session: Session = serde_json::from_value(object.clone()).map_err(|e| {

@@ -26,6 +26,7 @@ use tokio::sync::{oneshot, watch};
 
 mod event_log;
 mod oauth;
+mod outbox_counts;
 
 /// A staged write: a key and its new value, or `None` to remove it.
 type Staged = Vec<(Vec<u8>, Option<Vec<u8>>)>;
@@ -129,6 +130,8 @@ pub struct SledStorage {
     writer: mpsc::Sender<Job>,
     running: Arc<AtomicBool>,
     sequencer: EventSequencer,
+    /// Pending and dead outbox messages per destination, kept by the writer.
+    outbox_counts: Arc<outbox_counts::OutboxCounts>,
 }
 
 fn io(e: sled::Error) -> StorageError {
@@ -246,6 +249,7 @@ impl SledStorage {
         }
         let events = db.open_tree("events").map_err(io)?;
         let sequencer = EventSequencer::open(&db, &events)?;
+        let outbox_counts = Arc::new(outbox_counts::OutboxCounts::scan(&entities)?);
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let writer = Writer {
@@ -253,6 +257,7 @@ impl SledStorage {
             entities: entities.clone(),
             events: events.clone(),
             sequencer: sequencer.clone(),
+            outbox_counts: outbox_counts.clone(),
         };
         let flag = running.clone();
         std::thread::Builder::new()
@@ -269,6 +274,7 @@ impl SledStorage {
             writer: tx,
             running,
             sequencer,
+            outbox_counts,
         }))
     }
 
@@ -351,6 +357,7 @@ struct Writer {
     entities: sled::Tree,
     events: sled::Tree,
     sequencer: EventSequencer,
+    outbox_counts: Arc<outbox_counts::OutboxCounts>,
 }
 
 impl Writer {
@@ -379,12 +386,14 @@ impl Writer {
             Vec::with_capacity(group.len());
         // The events the group appends, in order, for their sequence numbers.
         let mut appended: Vec<Event> = Vec::new();
+        let mut touched = outbox_counts::Touched::default();
         for job in group {
             match job {
                 Job::Commit(unit, reply) => {
                     let staged = self.stage_unit(&unit, &mut claimed);
                     if let Ok(ops) = staged.as_ref() {
                         for (k, v) in ops {
+                            touched.note(&self.entities, k);
                             match v {
                                 Some(v) => entity_batch.insert(k.as_slice(), v.as_slice()),
                                 None => entity_batch.remove(k.as_slice()),
@@ -434,14 +443,21 @@ impl Writer {
         };
         if applied.is_err() {
             order.undo();
+        } else {
+            touched.settle(&self.entities, &self.outbox_counts);
         }
         let last = order.last();
         drop(order);
         // Crash tests stop the process here: applied in memory, not yet flushed, nothing acked.
         fail::fail_point!("sled.before_flush", |_| std::process::abort());
+        let flush_started = std::time::Instant::now();
         let written = applied
             .and_then(|_| self.db.flush().map(|_| ()))
             .map_err(io);
+        let m = crate::monitor::metrics::metrics();
+        m.storage_flush
+            .observe(flush_started.elapsed().as_secs_f64());
+        m.storage_group.observe(answers.len() as f64);
         if written.is_ok() {
             self.sequencer.published(last);
         }
@@ -932,37 +948,35 @@ impl Outbox for SledStorage {
         self.get(&outbox_space_key("outdead", destination, id))
     }
 
+    /// From the writer's counts, plus one read per destination for its oldest message: no
+    /// scan of the backlog.
     async fn backlog(&self) -> Result<std::collections::BTreeMap<String, super::OutboxBacklog>> {
-        let tree = self.entities.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut out: std::collections::BTreeMap<String, super::OutboxBacklog> =
-                Default::default();
-            for (space, dead) in [("outbox", false), ("outdead", true)] {
-                let prefix = key(space, &[]);
-                for kv in tree.scan_prefix(&prefix) {
-                    let (k, v) = kv.map_err(io)?;
-                    let rest = &k[prefix.len()..];
-                    let Some(end) = rest.iter().position(|b| *b == 0) else {
-                        continue;
-                    };
-                    let destination = String::from_utf8_lossy(&rest[..end]).into_owned();
-                    let entry = out.entry(destination).or_default();
-                    if dead {
-                        entry.dead += 1;
-                    } else {
-                        entry.pending += 1;
-                        if entry.oldest.is_none() {
-                            // Keys are in id (time) order: the first is the oldest.
-                            let m: OutboxMessage = codec::decode(&v)?;
-                            entry.oldest = Some(m.created_at);
-                        }
+        let mut out = std::collections::BTreeMap::new();
+        for (destination, counts) in self.outbox_counts.all() {
+            let oldest = if counts.pending > 0 {
+                let prefix = outbox_space_key(outbox_counts::PENDING, &destination, ulid::Ulid(0));
+                // Keys are in id (time) order: the first under the prefix is the oldest.
+                let prefix = &prefix[..prefix.len() - 16];
+                match self.entities.scan_prefix(prefix).next() {
+                    Some(kv) => {
+                        let (_, v) = kv.map_err(io)?;
+                        Some(codec::decode::<OutboxMessage>(&v)?.created_at)
                     }
+                    None => None,
                 }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StorageError::Io(e.to_string()))?
+            } else {
+                None
+            };
+            out.insert(
+                destination,
+                super::OutboxBacklog {
+                    pending: counts.pending,
+                    dead: counts.dead,
+                    oldest,
+                },
+            );
+        }
+        Ok(out)
     }
 }
 

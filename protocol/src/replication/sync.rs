@@ -226,6 +226,11 @@ pub enum Frame {
     BoardsHave {
         version: u64,
     },
+    /// Node → hub, with each heartbeat of a node that plays boards: each configured board's
+    /// connections and last heartbeat (the hub shows them to operators; nothing else).
+    BoardsReport {
+        boards: Vec<crate::board::BoardReport>,
+    },
     /// Hub → node: the board playlist for the node's store at the hub's publication `version`
     /// (the hub is the single writer; the node keeps the last one it was sent).
     Boards {
