@@ -191,7 +191,7 @@ pub fn rewrite(
     tree: &sled::Tree,
     events: &[Event],
     forget: Option<CustomerId>,
-) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+) -> Result<super::Staged> {
     let mut chunks: BTreeMap<u64, EventChunk> = BTreeMap::new();
     for e in events {
         let Some(seq) = sequence_of(tree, e.id)? else {
