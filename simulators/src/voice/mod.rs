@@ -394,15 +394,22 @@ fn describe(turn: &PlayedTurn) -> String {
     line
 }
 
+/// The words of an SSML answer, as the simulator prints them: tags dropped, a pause
+/// (`<break …/>`) read as a space.
 fn strip_tags(ssml: &str) -> String {
     let mut text = String::with_capacity(ssml.len());
-    let mut in_tag = false;
+    let mut tag: Option<String> = None;
     for c in ssml.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            c if !in_tag => text.push(c),
-            _ => {}
+        match (&mut tag, c) {
+            (None, '<') => tag = Some(String::new()),
+            (Some(name), '>') => {
+                if name.trim_start().starts_with("break") && !text.ends_with(char::is_whitespace) {
+                    text.push(' ');
+                }
+                tag = None;
+            }
+            (Some(name), c) => name.push(c),
+            (None, c) => text.push(c),
         }
     }
     text.trim().to_owned()

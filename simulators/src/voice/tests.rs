@@ -179,3 +179,12 @@ fn the_demo_script_parses_and_bad_scripts_say_why() {
         Script::parse(r#"{ "turns": [ { "you": "x", "intent": "A", "slot": {} } ] }"#).is_err()
     );
 }
+
+#[test]
+fn ssml_prints_as_words_with_pauses_as_spaces() {
+    let ssml = "<speak>Your basket has 2 items:<break time=\"300ms\"/>2 × Beans;<break time=\"300ms\"/>The total is <say-as interpret-as=\"cardinal\">5</say-as> euros.</speak>";
+    assert_eq!(
+        super::strip_tags(ssml),
+        "Your basket has 2 items: 2 × Beans; The total is 5 euros."
+    );
+}
