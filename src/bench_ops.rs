@@ -262,14 +262,13 @@ async fn cpu(addr: SocketAddr, args: &OpsBenchArgs) -> anyhow::Result<()> {
     let before = process_ticks()?;
     let started = Instant::now();
     let thread = viewers_thread(addr, args.viewers, over);
-    while !thread.is_finished() {
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    let joined = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .context("waiting for the viewers' thread")?;
     let took = started.elapsed();
     let total = process_ticks()?.saturating_sub(before);
-    let (counts, viewer_ticks) = thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the viewers' thread panicked"))??;
+    let (counts, viewer_ticks) =
+        joined.map_err(|_| anyhow::anyhow!("the viewers' thread panicked"))??;
     let hub_ticks = total.saturating_sub(viewer_ticks);
     let base = percent_of_core(baseline, over);
     let with = percent_of_core(hub_ticks, took);

@@ -22,7 +22,7 @@ mod page;
 #[cfg(test)]
 mod tests;
 
-pub use page::PageError;
+pub use page::{Flash, Level, PageError};
 
 use crate::context::{ChannelState, RequestContext};
 use actix_web::http::{header, StatusCode};

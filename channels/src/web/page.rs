@@ -44,7 +44,30 @@ pub struct Flash {
 }
 
 impl Flash {
-    fn encode(&self) -> String {
+    /// A success message for the next page (the back office's forms pass an `Option`).
+    pub fn success(text: impl Into<String>) -> Option<Flash> {
+        Some(Flash {
+            level: Level::Success,
+            text: text.into(),
+        })
+    }
+
+    pub fn error(text: impl Into<String>) -> Option<Flash> {
+        Some(Flash {
+            level: Level::Error,
+            text: text.into(),
+        })
+    }
+
+    pub fn info(text: impl Into<String>) -> Option<Flash> {
+        Some(Flash {
+            level: Level::Info,
+            text: text.into(),
+        })
+    }
+
+    /// The cookie value: the level's letter and at most 300 characters, base64.
+    pub fn encode(&self) -> String {
         let level = match self.level {
             Level::Success => 's',
             Level::Error => 'e',
@@ -54,7 +77,7 @@ impl Flash {
         BASE64.encode(format!("{level}{text}"))
     }
 
-    fn decode(value: &str) -> Option<Flash> {
+    pub fn decode(value: &str) -> Option<Flash> {
         let raw = String::from_utf8(BASE64.decode(value).ok()?).ok()?;
         let mut chars = raw.chars();
         let level = match chars.next()? {

@@ -2,8 +2,8 @@
 //! that a change of one and its audit entry are one atomic, flushed batch like the back
 //! office's own. Keys are `{space}/{id}`.
 
-use super::audit::{Actor, Change};
-use super::store::{get, key, scan_all, Batch};
+use super::audit::{Actor, Audited};
+use super::store::{get, key, scan_all};
 use super::{Backoffice, BackofficeError};
 use crate::storage::StorageError;
 use protocol::Stored;
@@ -35,32 +35,34 @@ impl Backoffice {
         id: &str,
         decide: impl FnOnce(Option<&T>) -> Result<KeptChange<T>, BackofficeError>,
     ) -> Result<Option<T>, BackofficeError> {
-        let _lock = self.writes.lock().await;
         let k = key(space, &[id.as_bytes()]);
-        let before: Option<T> = get(self.store.as_ref(), &k)?;
-        let change = decide(before.as_ref())?;
-        let mut batch = Batch::new();
-        let (after, action) = match change {
-            KeptChange::Put(value, action) => {
-                batch.put(k, &value)?;
-                (Some(value), action)
-            }
-            KeptChange::Remove(action) => {
-                batch.delete(k);
-                (None, action)
-            }
-        };
-        self.stage_audit(
-            &mut batch,
-            Change {
-                actor,
+        let subject = format!("{space}/{id}");
+        self.commit_audited(actor, move |store, batch| {
+            let before: Option<T> = get(store, &k)?;
+            let (after, action) = match decide(before.as_ref())? {
+                KeptChange::Put(value, action) => {
+                    batch.put(k, &value)?;
+                    (Some(value), action)
+                }
+                KeptChange::Remove(action) => {
+                    batch.delete(k);
+                    (None, action)
+                }
+            };
+            let audited = Audited {
                 action,
-                subject: format!("{space}/{id}"),
-                before: before.as_ref(),
-                after: after.as_ref(),
-            },
-        )?;
-        self.commit(batch).await?;
-        Ok(after)
+                subject,
+                before: json(before.as_ref())?,
+                after: json(after.as_ref())?,
+            };
+            Ok((after, audited))
+        })
+        .await
     }
+}
+
+fn json<T: Serialize>(value: Option<&T>) -> Result<Option<serde_json::Value>, StorageError> {
+    value
+        .map(|v| serde_json::to_value(v).map_err(|e| StorageError::Io(e.to_string())))
+        .transpose()
 }

@@ -32,7 +32,7 @@ use super::Backoffice;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
-use base64::Engine;
+pub use channels::web::{Flash, Level};
 use minijinja::{context, AutoEscape, Environment, Value};
 use serde::Serialize;
 use std::fmt;
@@ -284,7 +284,8 @@ impl Pages {
     ) -> Result<HttpResponse, PageFailure> {
         let flash = req
             .cookie(FLASH_COOKIE)
-            .and_then(|c| Flash::decode(c.value()));
+            .and_then(|c| Flash::decode(c.value()))
+            .filter(|f| !f.text.is_empty());
         if req.cookie(FLASH_COOKIE).is_some() {
             cookies.push(self.removal(FLASH_COOKIE));
         }
@@ -423,70 +424,6 @@ fn when_filter(value: Value) -> String {
                 .ok()
         })
         .unwrap_or_else(|| text.to_string())
-}
-
-/// How a flash message looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Success,
-    Error,
-    Info,
-}
-
-/// A message carried to the next page in a cookie.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Flash {
-    pub level: Level,
-    pub text: String,
-}
-
-const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-impl Flash {
-    pub fn success(text: impl Into<String>) -> Option<Flash> {
-        Some(Flash {
-            level: Level::Success,
-            text: text.into(),
-        })
-    }
-
-    pub fn error(text: impl Into<String>) -> Option<Flash> {
-        Some(Flash {
-            level: Level::Error,
-            text: text.into(),
-        })
-    }
-
-    pub fn info(text: impl Into<String>) -> Option<Flash> {
-        Some(Flash {
-            level: Level::Info,
-            text: text.into(),
-        })
-    }
-
-    fn encode(&self) -> String {
-        let level = match self.level {
-            Level::Success => 's',
-            Level::Error => 'e',
-            Level::Info => 'i',
-        };
-        let text: String = self.text.chars().take(300).collect();
-        BASE64.encode(format!("{level}{text}"))
-    }
-
-    fn decode(value: &str) -> Option<Flash> {
-        let raw = String::from_utf8(BASE64.decode(value).ok()?).ok()?;
-        let mut chars = raw.chars();
-        let level = match chars.next()? {
-            's' => Level::Success,
-            'e' => Level::Error,
-            'i' => Level::Info,
-            _ => return None,
-        };
-        let text: String = chars.collect();
-        (!text.is_empty()).then_some(Flash { level, text })
-    }
 }
 
 #[derive(Serialize)]
