@@ -725,7 +725,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // group); if one fails on its own, the others are stopped too.
     let mut children = vec![hub, mail, payments, oms, logistics, erp, terminal];
     children.extend(stores.into_iter().map(|(node, _, _)| node));
+    let mut forwarded = false;
     loop {
+        if !forwarded && STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
+            forward_stop(&children);
+            forwarded = true;
+        }
         for i in 0..children.len() {
             let Some(status) = children[i].child.try_wait()? else {
                 continue;
@@ -742,8 +747,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Ctrl-C reaches every process of the terminal's group: the children stop gracefully by
-/// themselves, and the supervisor waits for them instead of dying first.
+/// Set once a stop signal (Ctrl-C or SIGTERM) reached the supervisor.
+static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ctrl-C in a terminal reaches every process of its group, so the children stop gracefully by
+/// themselves; a signal sent to the supervisor alone (`kill <pid>`, a service manager's
+/// SIGTERM) is passed on to each child by the supervisor's loop. Either way the supervisor waits
+/// for its children instead of dying first.
 fn catch_ctrl_c() {
     std::thread::spawn(|| {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -753,9 +763,35 @@ fn catch_ctrl_c() {
             return;
         };
         rt.block_on(async {
-            while tokio::signal::ctrl_c().await.is_ok() {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => if r.is_err() { return },
+                    _ = term.recv() => {}
+                }
                 eprintln!("stopping…");
+                STOP_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         });
     });
+}
+
+/// Asks each child still running to stop as Ctrl-C would (SIGINT: every omnihub command stops
+/// gracefully on it); a child that already got the terminal's Ctrl-C ignores the repeat.
+fn forward_stop(children: &[Supervised]) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    for c in children {
+        let Ok(pid) = i32::try_from(c.child.id()) else {
+            continue;
+        };
+        if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGINT) {
+            // Already gone: its exit is picked up by the loop.
+            tracing::debug!(child = c.name, error = %e, "could not signal a child");
+        }
+    }
 }
