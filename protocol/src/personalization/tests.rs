@@ -317,7 +317,15 @@ fn a_variant_bound_to_an_experiment_shows_to_its_variant_only() {
         now,
     };
     // (segments, the shopper's variant, slot variant, code, reason, asked)
-    let cases: Vec<(&[String], Option<&str>, &str, &str, &str, usize)> = vec![
+    type Case<'a> = (
+        &'a [String],
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        &'a str,
+        usize,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (
             &none,
             Some("B"),
