@@ -320,6 +320,7 @@ fn seed_backoffice(hub: &str) -> anyhow::Result<Vec<(String, String)>> {
             .with_context(|| format!("approving the demo promotion {id}"))?;
     }
     seed_experiment(&client, hub, mia, ada)?;
+    seed_hero_experiment(&client, hub, mia)?;
     Ok(tokens)
 }
 
@@ -366,6 +367,100 @@ fn seed_experiment(
         .send()?
         .error_for_status()
         .context("starting the demo experiment")?;
+    Ok(())
+}
+
+/// The demo's content A/B test, `home-hero-test`: the storefront's home hero for shoppers
+/// outside `coffee-lovers` is either the tea hero (control) or a "new this week" hero (a
+/// `home_hero` slot variant bound to the experiment's `new-arrivals` variant); the goal is a
+/// basket line. Each browser sees its variant, and the report counts them.
+fn seed_hero_experiment(
+    client: &reqwest::blocking::Client,
+    hub: &str,
+    marketer: &str,
+) -> anyhow::Result<()> {
+    use serde_json::json;
+    const KEY: &str = "home-hero-test";
+    let found = client
+        .get(format!("{hub}/api/v1/admin/experiments/{KEY}"))
+        .bearer_auth(marketer)
+        .send()?;
+    let status = if found.status().is_success() {
+        found.json::<serde_json::Value>()?["status"]
+            .as_str()
+            .map(str::to_string)
+    } else {
+        None
+    };
+    if status.is_none() {
+        client
+            .post(format!("{hub}/api/v1/admin/experiments"))
+            .bearer_auth(marketer)
+            .json(&json!({
+                "key": KEY,
+                "name": "Which home hero?",
+                "hypothesis": "Showing what is new on the home page makes more visitors add something to their basket than the tea hero.",
+                "surface": "storefront",
+                "variants": [
+                    {"key": "control", "percent": 50, "description": "the tea hero"},
+                    {"key": "new-arrivals", "percent": 50, "description": "a \"new this week\" hero"}
+                ],
+                "goal": "basket_line_added"
+            }))
+            .send()?
+            .error_for_status()
+            .context("creating the demo hero experiment")?;
+    }
+    if status.as_deref().is_none_or(|s| s == "draft") {
+        client
+            .post(format!("{hub}/api/v1/admin/experiments/{KEY}/start"))
+            .bearer_auth(marketer)
+            .send()?
+            .error_for_status()
+            .context("starting the demo hero experiment")?;
+    }
+    // The hero slot (seeded by the hub) gets a variant for `new-arrivals`, after the
+    // coffee-lovers' own, unless one is bound already.
+    let slot = client
+        .get(format!("{hub}/api/v1/admin/slots/home_hero"))
+        .bearer_auth(marketer)
+        .send()?;
+    if !slot.status().is_success() {
+        return Ok(());
+    }
+    let mut spec = slot.json::<serde_json::Value>()?["spec"].clone();
+    let Some(variants) = spec["variants"].as_array_mut() else {
+        return Ok(());
+    };
+    if variants
+        .iter()
+        .any(|v| v["targeting"]["experiment"]["id"] == KEY)
+    {
+        return Ok(());
+    }
+    // The stored form carries each content's kind; the API takes the content alone.
+    for v in variants.iter_mut() {
+        if let Some(c) = v["content"].as_object_mut() {
+            c.remove("kind");
+        }
+    }
+    variants.push(json!({
+        "id": "new-arrivals",
+        "targeting": {"experiment": {"id": KEY, "variant": "new-arrivals"}},
+        "content": {"title": "New this week",
+            "text": "Fresh arrivals in every aisle: new beans from the roastery, new teas and the things around them.",
+            "image": "/images/category/coffee.svg", "link": "/"}
+    }));
+    if let Some(d) = spec["default"].as_object_mut() {
+        d.remove("kind");
+    }
+    client
+        .put(format!("{hub}/api/v1/admin/slots/home_hero"))
+        .bearer_auth(marketer)
+        .json(&spec)
+        .send()?
+        .error_for_status()
+        .context("binding the home hero to the demo hero experiment")?;
     Ok(())
 }
 

@@ -266,13 +266,24 @@ pub struct SlotView {
     pub content: protocol::personalization::Content,
     /// Why this variant, e.g. "segment coffee-lovers matched (variant 2, coffee)".
     pub reason: String,
-    /// `segment_matched`, `everyone`, `schedule_ended`, `schedule_not_started`,
+    /// `segment_matched`, `everyone`, `experiment`, `schedule_ended`, `schedule_not_started`,
     /// `no_variant_matched` or `not_configured` (a built-in default).
     pub reason_code: &'static str,
+    /// The A/B test the shopper was assigned through while resolving (a slot variant bound to
+    /// it), and their variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<SlotExperiment>,
     /// For recommendations: one SKU per product, best first (sellable, never the product
     /// itself).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub products: Vec<Sku>,
+}
+
+/// A shopper's variant of the experiment a slot consulted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotExperiment {
+    pub experiment: String,
+    pub variant: String,
 }
 
 /// What went wrong, in terms a channel can show.

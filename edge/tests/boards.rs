@@ -367,6 +367,83 @@ async fn a_consenting_shopper_gets_their_segment_for_a_while_and_others_the_defa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubs_item_for_a_consenting_shopper_shows_first_and_from_the_cache_offline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audiences = Audiences::default();
+    let (fan, shy) = (CustomerId::new(), CustomerId::new());
+    let picked = json!({"id": "picked-beans", "title": "Picked for you", "sku": "COF-1"});
+    audiences.answers.lock().expect("lock").extend([
+        (
+            fan.to_string(),
+            json!({"personalise": true, "segments": ["coffee-lovers"], "customer": fan, "item": picked}),
+        ),
+        // An item in an answer that does not personalise is never shown.
+        (
+            shy.to_string(),
+            json!({"personalise": false, "segments": [], "item": picked}),
+        ),
+    ]);
+    let (hub_url, hub) = audience_hub(audiences.clone()).await;
+    let mut s = board_settings(dir.path(), &hub_url);
+    s.boards.presence_for = Duration::from_millis(1500);
+    let node = EdgeNode::start(s).await.expect("starts");
+    let (categories, products) = catalog();
+    node.store()
+        .apply_catalog_chunk(1, 0, 1, categories, Vec::new(), products)
+        .expect("catalog");
+    edge_node::boards::store_playlist(&node.store(), 2, playlist()).expect("playlist");
+    let mut board = Board::connect(&node, "kiosk", KIOSK_TOKEN).await;
+    board
+        .feed_until(|f| f["version"] == 2 && f["segment"].is_null())
+        .await;
+
+    let first_is_picked = |f: &Value| f["items"][0]["id"] == "picked-beans";
+    let (status, outcome) = beacon(&node, "kiosk", KIOSK_TOKEN, &fan.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(
+        (outcome["personalised"].as_bool(), outcome["item"].as_str()),
+        (Some(true), Some("picked-beans")),
+        "{outcome}"
+    );
+    let personal = board.feed_until(first_is_picked).await;
+    let item = &personal["items"][0];
+    assert_eq!(item["title"], "Picked for you");
+    assert!(item["price"].is_string(), "priced by the store: {item}");
+    assert_eq!(personal["personal_item"], "picked-beans");
+    assert_eq!(personal["segment"], "coffee-lovers");
+    assert!(
+        feed_item(&personal, "beans").is_some(),
+        "the segment's items follow"
+    );
+    assert!(personal["until_ms"].as_u64().is_some());
+    assert!(!personal.to_string().contains(&fan.to_string()));
+    // For presence_for, then the default again.
+    let plain = board
+        .feed_until(|f| f["segment"].is_null() && f["personal_item"].is_null())
+        .await;
+    assert!(feed_item(&plain, "picked-beans").is_none());
+
+    // Without consent, the item in the answer is ignored.
+    let (_, outcome) = beacon(&node, "kiosk", KIOSK_TOKEN, &shy.to_string()).await;
+    assert_eq!(
+        (outcome["personalised"].as_bool(), outcome["item"].as_str()),
+        (Some(false), None),
+        "{outcome}"
+    );
+
+    // The hub gone: the item comes from the cache with the rest of the answer.
+    hub.stop(true).await;
+    let (_, outcome) = beacon(&node, "kiosk", KIOSK_TOKEN, &fan.to_string()).await;
+    assert_eq!(
+        (outcome["source"].as_str(), outcome["item"].as_str()),
+        (Some("cache"), Some("picked-beans")),
+        "{outcome}"
+    );
+    board.feed_until(first_is_picked).await;
+    node.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loyalty_card_scanned_at_a_kiosk_personalises_for_its_consenting_owner() {
     let dir = tempfile::tempdir().expect("temp dir");
     let audiences = Audiences::default();

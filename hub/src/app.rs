@@ -353,6 +353,7 @@ impl Application {
                 catalog: automation_deps.catalog.clone(),
                 inventory: inventory.clone(),
                 clock: automation_deps.clock.clone(),
+                experiments: experiments.clone(),
             })?;
         personalization_hook.connect(personalization.clone());
         store_returns.start_worker(store_refunds, backend.clone());
@@ -714,6 +715,7 @@ pub async fn seed_demo(handle: &HubHandle) -> Result<(), HubError> {
                 consent: true,
                 segments: vec!["coffee-lovers".into()],
                 customer: None,
+                item: None,
                 updated_ms: crate::edge::unix_ms(time::OffsetDateTime::now_utc()),
             };
             handle

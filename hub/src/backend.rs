@@ -796,14 +796,18 @@ impl Backend for HubBackend {
             (None, Some(a)) => Some(protocol::Subject::Anonymous(a)),
             (None, None) => None,
         };
-        p.resolve(subject, query.slot, query.channel, query.product.as_ref())
-            .await
-            .map_err(|e| match e {
-                crate::personalization::SlotError::NotConfigured(_) => {
-                    BackendError::NotFound("slot")
-                }
-                other => unavailable(other),
-            })
+        p.resolve(
+            subject,
+            shopper.anonymous,
+            query.slot,
+            query.channel,
+            query.product.as_ref(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::personalization::SlotError::NotConfigured(_) => BackendError::NotFound("slot"),
+            other => unavailable(other),
+        })
     }
 }
 

@@ -423,6 +423,34 @@ async fn erasure_pseudonymises_events_and_keeps_reports() {
     let hub = spawn_hub().await;
     let c = client();
     let anon = AnonymousId::new().to_string();
+    // Two A/B tests: the browser is exposed to one before signing in (carried to the customer
+    // at the join), the customer to the other once signed in.
+    for key in ["erase-before", "erase-after"] {
+        let made = c
+            .post(hub.url("/api/v1/admin/experiments"))
+            .bearer_auth(ADMIN)
+            .json(
+                &json!({"key": key, "name": key, "surface": "storefront", "goal": "order_placed",
+                "variants": [{"key": "a", "percent": 50}, {"key": "b", "percent": 50}]}),
+            )
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(made.status(), 201);
+        let started = c
+            .post(hub.url(&format!("/api/v1/admin/experiments/{key}/start")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(started.status(), 200);
+    }
+    let exposed = c
+        .get(hub.url("/api/v1/experiments/erase-before/assignment?expose=true"))
+        .header("x-anonymous-id", &anon)
+        .json_body()
+        .await;
+    let before_variant = exposed["variant"].as_str().expect("a variant").to_string();
     post_events(
         &hub,
         &[("x-anonymous-id", anon.as_str())],
@@ -458,6 +486,12 @@ async fn erasure_pseudonymises_events_and_keeps_reports() {
         ]),
     )
     .await;
+    let exposed = c
+        .get(hub.url("/api/v1/experiments/erase-after/assignment?expose=true"))
+        .bearer_auth(&token)
+        .json_body()
+        .await;
+    let after_variant = exposed["variant"].as_str().expect("a variant").to_string();
     caught_up(&hub).await;
     let me: Value = c
         .get(hub.url("/api/v1/customers/me"))
@@ -486,15 +520,38 @@ async fn erasure_pseudonymises_events_and_keeps_reports() {
     assert!(data["events"].as_array().is_some_and(|e| e.len() >= 3));
     assert_eq!(data["profile"]["anonymous_ids"], json!([anon]));
 
-    let reports = ["funnel", "searches", "products", "revenue", "abandonment"];
+    let reports = [
+        "analytics/funnel",
+        "analytics/searches",
+        "analytics/products",
+        "analytics/revenue",
+        "analytics/abandonment",
+        "experiments/erase-before/report",
+        "experiments/erase-after/report",
+    ];
+    experiments_caught_up(&hub).await;
     let mut before = Vec::new();
     for r in reports {
         before.push(
-            admin_get(&hub, &format!("/api/v1/admin/analytics/{r}"))
+            admin_get(&hub, &format!("/api/v1/admin/{r}"))
                 .await
                 .text()
                 .await
                 .expect("text"),
+        );
+    }
+    // One exposed subject each.
+    for (i, variant) in [(5, &before_variant), (6, &after_variant)] {
+        let report: Value = serde_json::from_str(&before[i]).expect("json");
+        let row = report["variants"]
+            .as_array()
+            .and_then(|v| v.iter().find(|r| r["key"] == variant.as_str()))
+            .expect("the variant's row")
+            .clone();
+        assert_eq!(
+            (row["exposures"].as_u64(), row["conversions"].as_u64()),
+            (Some(1), Some(0)),
+            "{report}"
         );
     }
 
@@ -581,10 +638,49 @@ async fn erasure_pseudonymises_events_and_keeps_reports() {
         .iter()
         .all(|e| !e.payload.contains_key("query") && !e.payload.contains_key("anonymous_id")));
 
+    // The A/B tests' records: nothing under the customer or the joined anonymous id; the
+    // assignments are the pseudonym's now.
+    let (_, tree, _) = hub
+        .handle
+        .storage
+        .module_trees("experiments")
+        .expect("the experiments' tree");
+    let customer: CustomerId = id.parse().expect("ulid");
+    let joined: AnonymousId = anon.parse().expect("ulid");
+    let (cb, ab) = (customer.to_bytes(), joined.to_bytes());
+    for kv in tree.iter() {
+        let (k, v) = kv.expect("read");
+        for bytes in [&cb[..], &ab[..]] {
+            assert!(
+                !k.windows(16).any(|w| w == bytes) && !v.windows(16).any(|w| w == bytes),
+                "an experiment record still names the customer: {:?}",
+                String::from_utf8_lossy(&k)
+            );
+        }
+    }
+    let pseudonym_id: AnonymousId = pseudonym.parse().expect("ulid");
+    for (key, variant) in [
+        ("erase-before", &before_variant),
+        ("erase-after", &after_variant),
+    ] {
+        let kept = hub
+            .handle
+            .experiments
+            .assign(key, Subject::Anonymous(pseudonym_id))
+            .expect("read")
+            .expect("assigned");
+        assert_eq!(&kept.variant, variant);
+        assert!(
+            !matches!(kept.reason, hub::experiments::Reason::Hashed { .. }),
+            "stored, not hashed again: {kept:?}"
+        );
+    }
+
+    experiments_caught_up(&hub).await;
     let mut after = Vec::new();
     for r in reports {
         after.push(
-            admin_get(&hub, &format!("/api/v1/admin/analytics/{r}"))
+            admin_get(&hub, &format!("/api/v1/admin/{r}"))
                 .await
                 .text()
                 .await
@@ -593,6 +689,19 @@ async fn erasure_pseudonymises_events_and_keeps_reports() {
     }
     assert_eq!(before, after, "reports are the same after the erasure");
     hub.server.stop(true).await;
+}
+
+async fn experiments_caught_up(hub: &TestHub) {
+    hub.handle.drain_events().await;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        hub.handle
+            .experiments
+            .caught_up(hub.handle.storage.as_ref()),
+    )
+    .await
+    .expect("the experiment counter catches up in time")
+    .expect("the counter runs");
 }
 
 trait SubjectId {

@@ -557,3 +557,231 @@ async fn a_customer_exposed_on_two_devices_before_signing_in_counts_once_and_kee
     let again = assignment(&hub, &c, "two-devices", web, false).await;
     assert_eq!(again["variant"], own["variant"], "{again}");
 }
+
+/// The storefront's home page for a browser with this anonymous id.
+async fn home_page(hub: &TestHub, c: &reqwest::Client, anon: AnonymousId) -> String {
+    c.get(hub.url("/"))
+        .header("cookie", format!("omnihub_anon={anon}"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("html")
+}
+
+#[actix_web::test]
+async fn a_slot_variant_bound_to_an_experiment_shows_to_that_variant_and_exposes_once() {
+    let hub = start_hub().await;
+    let c = client();
+    create_and_start(
+        &hub,
+        &c,
+        experiment(
+            "hero-test",
+            "storefront",
+            "order_placed",
+            json!([{"key": "control", "percent": 50}, {"key": "B", "percent": 50}]),
+        ),
+    )
+    .await;
+    let (status, promo) = send(
+        c.post(hub.url("/api/v1/admin/experiments"))
+            .bearer_auth(ADMIN)
+            .json(&experiment(
+                "promo-test",
+                "promotion",
+                "order_placed",
+                json!([{"key": "control", "percent": 50}, {"key": "B", "percent": 50}]),
+            )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{promo}");
+    let hero =
+        |title: &str| json!({"title": title, "image": "/images/house-beans.svg", "link": "/"});
+    let slot = |binding: Value| {
+        json!({
+            "variants": [{"id": "hero-b", "targeting": {"experiment": binding},
+                "content": hero("Variant B hero")}],
+            "default": hero("Control hero")
+        })
+    };
+    let put = |body: Value| {
+        send(
+            c.put(hub.url("/api/v1/admin/slots/home_hero"))
+                .bearer_auth(ADMIN)
+                .json(&body),
+        )
+    };
+
+    // An unknown experiment or variant, or a promotion's experiment, is refused with its path.
+    for (binding, field) in [
+        (json!({"id": "nope", "variant": "B"}), "id"),
+        (json!({"id": "hero-test", "variant": "Z"}), "variant"),
+        (json!({"id": "promo-test", "variant": "B"}), "id"),
+    ] {
+        let (status, body) = put(slot(binding.clone())).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{binding}: {body}"
+        );
+        assert_eq!(body["error"]["code"], "invalid_slot");
+        assert_eq!(
+            body["error"]["details"]["fields"][0]["field"],
+            format!("variants[0].targeting.experiment.{field}"),
+            "{body}"
+        );
+    }
+    let (status, body) = put(slot(json!({"id": "hero-test", "variant": "B"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Anonymous browsers: each sees its variant's hero, with the reason, the same every time,
+    // in the API and on the home page.
+    let mut seen: Vec<(AnonymousId, String)> = Vec::new();
+    for _ in 0..40 {
+        let anon = AnonymousId::new();
+        let ask = || {
+            c.get(hub.url("/api/v1/slots/home_hero"))
+                .header("x-anonymous-id", anon.to_string())
+        };
+        let (status, first) = send(ask()).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        let variant = first["experiment"]["variant"]
+            .as_str()
+            .expect("the experiment's variant")
+            .to_string();
+        assert_eq!(first["experiment"]["experiment"], "hero-test");
+        let (shown, title, reason) = if variant == "B" {
+            (
+                "hero-b",
+                "Variant B hero",
+                "experiment hero-test variant B (variant 1, hero-b)".to_string(),
+            )
+        } else {
+            assert_eq!(variant, "control");
+            (
+                "default",
+                "Control hero",
+                "default: experiment hero-test variant control".to_string(),
+            )
+        };
+        assert_eq!(
+            (
+                first["variant"].as_str(),
+                first["content"]["title"].as_str(),
+                first["reason"].as_str(),
+                first["reason_code"].as_str()
+            ),
+            (
+                Some(shown),
+                Some(title),
+                Some(reason.as_str()),
+                Some("experiment")
+            ),
+            "{first}"
+        );
+        let (_, again) = send(ask()).await;
+        assert_eq!(again["variant"], first["variant"]);
+        // The slot exposed the subject through the experiment's own assignment.
+        let stored = assignment(
+            &hub,
+            &c,
+            "hero-test",
+            |rb| rb.header("x-anonymous-id", anon.to_string()),
+            false,
+        )
+        .await;
+        assert_eq!(
+            (
+                stored["variant"].as_str(),
+                stored["reason"]["type"].as_str()
+            ),
+            (Some(variant.as_str()), Some("first_exposure")),
+            "{stored}"
+        );
+        let page = home_page(&hub, &c, anon).await;
+        assert!(
+            page.contains(&format!("data-slot-variant=\"{shown}\"")) && page.contains(title),
+            "the home page shows {shown}"
+        );
+        seen.push((anon, variant));
+        let variants: std::collections::BTreeSet<&str> =
+            seen.iter().map(|(_, v)| v.as_str()).collect();
+        if variants.len() == 2 && seen.len() >= 6 {
+            break;
+        }
+    }
+    let b = seen.iter().filter(|(_, v)| v == "B").count() as u64;
+    let control = seen.len() as u64 - b;
+    assert!(b > 0 && control > 0, "both variants seen in 40 visitors");
+
+    // One exposure per subject, however often the slot and the page were shown.
+    let counted = report(&hub, &c, "hero-test").await;
+    assert_eq!(row(&counted, "B")["exposures"], b, "{counted}");
+    assert_eq!(row(&counted, "control")["exposures"], control, "{counted}");
+
+    // Sticky after sign-in: a B browser registers; signed in (no anonymous id) it keeps B,
+    // in the API and on a board.
+    let (anon_b, _) = seen.iter().find(|(_, v)| v == "B").expect("a B visitor");
+    let (status, signed) = send(
+        c.post(hub.url("/api/v1/customers"))
+            .header("x-anonymous-id", anon_b.to_string())
+            .json(&json!({"email": "bea@example.com", "name": "Bea", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{signed}");
+    let token = signed["session_token"].as_str().expect("token").to_string();
+    let customer: CustomerId = signed["customer"]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("customer id");
+    caught_up(&hub).await;
+    let (_, signed_in) = send(
+        c.get(hub.url("/api/v1/slots/home_hero?channel=mobile"))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(signed_in["variant"], "hero-b", "{signed_in}");
+    let board = json!({
+        "variants": [{"id": "board-b", "targeting": {"experiment": {"id": "hero-test", "variant": "B"}},
+            "content": {"id": "b-item", "title": "B on the board"}}],
+        "default": {"id": "a-item", "title": "Control on the board"}
+    });
+    let (status, body) = send(
+        c.put(hub.url("/api/v1/admin/slots/board_item"))
+            .bearer_auth(ADMIN)
+            .json(&board),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let item = hub
+        .handle
+        .personalization
+        .board_item(customer)
+        .await
+        .expect("resolved")
+        .expect("an item");
+    assert_eq!(item.id, "b-item");
+    // Still one subject per variant: the customer is the anonymous visit joined.
+    let counted = report(&hub, &c, "hero-test").await;
+    assert_eq!(row(&counted, "B")["exposures"], b, "{counted}");
+
+    // Stopped, the experiment's variants show no more: everyone gets the default.
+    let (status, _) = send(
+        c.post(hub.url("/api/v1/admin/experiments/hero-test/stop"))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, stopped) = send(
+        c.get(hub.url("/api/v1/slots/home_hero"))
+            .header("x-anonymous-id", anon_b.to_string()),
+    )
+    .await;
+    assert_eq!(
+        (stopped["variant"].as_str(), stopped["reason_code"].as_str()),
+        (Some("default"), Some("no_variant_matched")),
+        "{stopped}"
+    );
+}

@@ -83,6 +83,11 @@ pub struct BoardAudience {
     /// subject of their board events); absent on the hub's own record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<crate::CustomerId>,
+    /// The item chosen for the shopper (the hub's `board_item` slot), kept by a node with the
+    /// rest of the answer so it still shows when the hub cannot be asked; absent on the hub's
+    /// own record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<BoardItem>,
 }
 
 impl crate::codec::Stored for BoardAudience {

@@ -29,13 +29,16 @@ pub enum ErasureStep {
     Orders,
     /// The event log: subject and payload of their events.
     Events,
+    /// The A/B tests' records (assignments, the counter's tallies, sign-in joins): moved to
+    /// the pseudonym, so the reports' counts stay as they were.
+    Experiments,
     #[serde(other)]
     Unknown,
 }
 
 impl ErasureStep {
     /// Every step, in order.
-    pub const ALL: [ErasureStep; 7] = [
+    pub const ALL: [ErasureStep; 8] = [
         ErasureStep::Profile,
         ErasureStep::Links,
         ErasureStep::Outbox,
@@ -43,6 +46,7 @@ impl ErasureStep {
         ErasureStep::Audience,
         ErasureStep::Orders,
         ErasureStep::Events,
+        ErasureStep::Experiments,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl ErasureStep {
             ErasureStep::Audience => "audience",
             ErasureStep::Orders => "orders",
             ErasureStep::Events => "events",
+            ErasureStep::Experiments => "experiments",
             ErasureStep::Unknown => "unknown",
         }
     }

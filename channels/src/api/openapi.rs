@@ -528,7 +528,10 @@ fn slot_paths() -> Value {
             "position": { "type": "integer", "nullable": true, "description": "The variant's place in the slot, from 1." },
             "content": { "type": "object", "description": "The variant's content; `kind` is `hero`, `recommendations`, `board_item` or `email_block` (docs/personalization.md)." },
             "reason": { "type": "string", "description": "Why this variant, e.g. `segment coffee-lovers matched (variant 2, coffee)`." },
-            "reason_code": { "type": "string", "description": "`segment_matched`, `everyone`, `schedule_ended`, `schedule_not_started`, `no_variant_matched` or `not_configured`." },
+            "reason_code": { "type": "string", "description": "`segment_matched`, `everyone`, `experiment`, `schedule_ended`, `schedule_not_started`, `no_variant_matched` or `not_configured`." },
+            "experiment": { "type": "object", "nullable": true, "description": "The A/B test the shopper was assigned through (a slot variant bound to it) and their variant (docs/experiments.md).", "properties": {
+                "experiment": { "type": "string" }, "variant": { "type": "string" },
+            } },
             "products": { "type": "array", "description": "For recommendations: the products, best first (sellable online, never the product itself).", "items": {
                 "type": "object",
                 "properties": {

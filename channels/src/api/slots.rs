@@ -21,7 +21,8 @@ pub struct SlotParams {
     pub product: Option<String>,
 }
 
-/// `GET /slots/{slot}`: `{slot, variant, position, content, reason, reason_code, products}`.
+/// `GET /slots/{slot}`: `{slot, variant, position, content, reason, reason_code, experiment,
+/// products}`.
 pub async fn get(
     state: web::Data<ChannelState>,
     ctx: RequestContext,
@@ -84,6 +85,7 @@ pub async fn get(
         "content": view.content,
         "reason": view.reason,
         "reason_code": view.reason_code,
+        "experiment": view.experiment,
         "products": products,
     })))
 }

@@ -160,14 +160,42 @@ fn compute(boards: &Boards, memory: &std::sync::Mutex<Memory>) -> Result<Feed, c
     })
 }
 
+/// One item as boards show it now (its id and JSON), stock badge without the "back in stock"
+/// memory; `None` when it cannot be shown (see [`item`]).
+pub(crate) fn single(
+    store: &Store,
+    settings: &super::BoardSettings,
+    i: &BoardItem,
+    dwell: u32,
+) -> Result<Option<(String, String)>, crate::StoreError> {
+    let mut stock = BTreeMap::new();
+    if let Some(sku) = &i.sku {
+        if let Some(line) = store.stock_of(sku)? {
+            stock.insert(sku.clone(), line.on_hand);
+        }
+    }
+    let badges = badges_with(&mut Memory::default(), &stock, settings, now_ms());
+    Ok(item(store, i, &badges, dwell)
+        .and_then(|f| Some((f.id.clone(), serde_json::to_string(&f).ok()?))))
+}
+
 fn badges(
     m: &mut Memory,
     stock: &BTreeMap<Sku, i64>,
     boards: &Boards,
     now: u64,
 ) -> BTreeMap<Sku, StockBadge> {
-    let low = boards.settings.low_stock;
-    let back_for = boards.settings.back_in_stock_for.as_millis() as u64;
+    badges_with(m, stock, &boards.settings, now)
+}
+
+fn badges_with(
+    m: &mut Memory,
+    stock: &BTreeMap<Sku, i64>,
+    settings: &super::BoardSettings,
+    now: u64,
+) -> BTreeMap<Sku, StockBadge> {
+    let low = settings.low_stock;
+    let back_for = settings.back_in_stock_for.as_millis() as u64;
     let mut out = BTreeMap::new();
     for (sku, &on_hand) in stock {
         if on_hand > 0 && m.last.get(sku).is_some_and(|&was| was <= 0) {

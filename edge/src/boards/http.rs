@@ -4,7 +4,8 @@
 //! WebSocket messages are JSON text frames with a `t` tag. Board → node: `hello { token }`
 //! (first, within `dark_after`), `heartbeat`, `impression { item, segment? }`,
 //! `interaction { item?, action }`, `scan { code }`. Node → board: `welcome { board, name,
-//! kiosk, heartbeat_secs }`, `feed { version, segment, until_ms, items }`, `identified
+//! kiosk, heartbeat_secs }`, `feed { version, segment, personal_item, until_ms, items }`
+//! (`personal_item`: the id of the item chosen for the shopper present, first in `items`), `identified
 //! { personalised }`, `error { code, message }`.
 
 use super::Boards;
@@ -241,17 +242,36 @@ fn render(boards: &Boards, id: &str, last: &mut String) -> Option<String> {
     let presence = boards.presence_of(id);
     let segment = presence
         .as_ref()
-        .map(|p| p.segment.as_str())
+        .and_then(|p| p.segment.as_deref())
         .filter(|s| feed.segments.contains_key(*s));
+    let item = presence.as_ref().and_then(|p| p.item.as_ref());
+    let rest = feed.items(segment);
+    // The shopper's own item first, then the segment's (or the default) items without it.
+    let items = match item {
+        Some((item_id, shown)) => {
+            let mut list = vec![shown.clone()];
+            let others: Vec<serde_json::Value> = serde_json::from_str(rest).unwrap_or_default();
+            list.extend(
+                others
+                    .into_iter()
+                    .filter(|v| v["id"].as_str() != Some(item_id.as_str()))
+                    .map(|v| v.to_string()),
+            );
+            format!("[{}]", list.join(","))
+        }
+        None => rest.to_string(),
+    };
     let message = format!(
-        r#"{{"t":"feed","version":{},"computed_ms":{},"segment":{},"until_ms":{},"items":{}}}"#,
+        r#"{{"t":"feed","version":{},"computed_ms":{},"segment":{},"personal_item":{},"until_ms":{},"items":{}}}"#,
         feed.version,
         feed.computed_ms,
         segment.map_or("null".to_string(), |s| json!(s).to_string()),
-        segment
-            .and(presence.as_ref())
+        item.map_or("null".to_string(), |(i, _)| json!(i).to_string()),
+        (segment.is_some() || item.is_some())
+            .then_some(presence.as_ref())
+            .flatten()
             .map_or("null".to_string(), |p| p.until_ms.to_string()),
-        feed.items(segment),
+        items,
     );
     // The time of computation alone does not make a new message.
     let key = message.replacen(&format!("\"computed_ms\":{}", feed.computed_ms), "", 1);

@@ -12,6 +12,9 @@
 //!   event posted to the node) is looked up on the hub (consent and segments; cached for
 //!   offline use); with consent and content for one of their segments the board shows that
 //!   content for `presence_for`, with nothing about the shopper on screen; otherwise the default.
+//!   The item the hub chose for a consenting shopper (its `board_item` slot, `item` in the
+//!   answer) is cached with the answer and shown first, before the segment's (or the default)
+//!   items, for the same time.
 //! - Boards authenticate with their own token (SHA-256 in the settings), send heartbeats (the
 //!   node keeps last-seen per board: `GET /api/v1/boards`), and every impression and
 //!   interaction is a DXP event (channel `board`) queued in the sync outbox.
@@ -23,7 +26,7 @@ pub(crate) mod http;
 pub use config::{hash_board_token, BoardConfig, BoardSettings};
 
 use crate::store::{now_ms, Store};
-use protocol::board::{BoardAudience, BoardPlaylist, BoardPublication};
+use protocol::board::{BoardAudience, BoardItem, BoardPlaylist, BoardPublication};
 use protocol::codec::{decode, encode};
 use protocol::replication::sync::Item;
 use protocol::{AnonymousId, Channel, CustomerId, Event, EventKind, Subject};
@@ -78,10 +81,14 @@ struct Status {
     last_seen_ms: Option<u64>,
 }
 
-/// A consenting shopper's segment shown on a board until a time.
+/// A consenting shopper's segment and item shown on a board until a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Presence {
-    pub segment: String,
+    /// The playlist's segment shown (`None`: the default items).
+    pub segment: Option<String>,
+    /// The item chosen for the shopper by the hub, as boards show it (JSON of a feed item),
+    /// shown first.
+    pub item: Option<(String, String)>,
     pub until_ms: u64,
     customer: Option<CustomerId>,
 }
@@ -94,6 +101,8 @@ pub(crate) enum Audience {
         segments: Vec<String>,
         /// The shopper, told by the hub only when they consent.
         customer: Option<CustomerId>,
+        /// The item the hub chose for them.
+        item: Option<BoardItem>,
         cached: bool,
     },
     /// The hub could not be asked and nothing fresh is cached.
@@ -105,6 +114,8 @@ pub(crate) enum Audience {
 pub(crate) struct Identified {
     pub personalised: bool,
     pub segment: Option<String>,
+    /// The id of the item chosen for the shopper, when shown.
+    pub item: Option<String>,
     pub until_ms: Option<u64>,
     /// `hub`, `cache` or `unknown`.
     pub source: &'static str,
@@ -264,6 +275,7 @@ impl Boards {
                         segments: answer.segments.clone(),
                         updated_ms: now_ms(),
                         customer: answer.customer,
+                        item: answer.item.clone(),
                     };
                     if let Err(e) = self.cache(code, &cached) {
                         tracing::warn!(error = %e, "a shopper's audience could not be cached");
@@ -272,6 +284,7 @@ impl Boards {
                         personalise: answer.personalise,
                         segments: answer.segments,
                         customer: answer.customer,
+                        item: answer.item,
                         cached: false,
                     };
                 }
@@ -293,6 +306,7 @@ impl Boards {
                 personalise: a.consent,
                 segments: a.segments,
                 customer: a.customer,
+                item: a.item,
                 cached: true,
             },
             _ => Audience::Unknown,
@@ -319,9 +333,10 @@ impl Boards {
         Ok(())
     }
 
-    /// A shopper identified at a board: its content for their segment for `presence_for` if
-    /// they consent and the playlist has content for one of their segments; else the default.
-    /// Recorded as an interaction (under the shopper only when they consent).
+    /// A shopper identified at a board: for `presence_for`, if they consent, the item the hub
+    /// chose for them first and the playlist's content for one of their segments (else the
+    /// default items); without consent, the default. Recorded as an interaction (under the
+    /// shopper only when they consent).
     pub(crate) async fn identify(
         &self,
         board: &str,
@@ -329,60 +344,105 @@ impl Boards {
         action: &str,
     ) -> Result<Identified, crate::StoreError> {
         let audience = self.audience(code).await;
-        let (personalise, segments, customer, source) = match audience {
+        let (personalise, segments, customer, item, source) = match audience {
             Audience::Known {
                 personalise,
                 segments,
                 customer,
+                item,
                 cached,
             } => (
                 personalise,
                 segments,
                 customer,
+                item,
                 if cached { "cache" } else { "hub" },
             ),
-            Audience::Unknown => (false, Vec::new(), None, "unknown"),
+            Audience::Unknown => (false, Vec::new(), None, None, "unknown"),
         };
         let playlist = stored_playlist(&self.store)?;
         let segment = personalise
             .then(|| playlist.playlist.items_for(&segments).0.map(str::to_string))
             .flatten();
-        let until_ms = segment
-            .as_ref()
-            .map(|_| now_ms() + self.settings.presence_for.as_millis() as u64);
+        let item = match item.filter(|_| personalise) {
+            Some(item) => {
+                self.personal_item(item, playlist.playlist.dwell_secs)
+                    .await?
+            }
+            None => None,
+        };
+        let until_ms = (segment.is_some() || item.is_some())
+            .then(|| now_ms() + self.settings.presence_for.as_millis() as u64);
+        let item_id = item.as_ref().map(|(id, _)| id.clone());
         if let Ok(mut presence) = self.presence.lock() {
-            match (&segment, until_ms) {
-                (Some(s), Some(until_ms)) => {
+            match until_ms {
+                Some(until_ms) => {
                     presence.insert(
                         board.to_string(),
                         Presence {
-                            segment: s.clone(),
+                            segment: segment.clone(),
+                            item,
                             until_ms,
                             customer,
                         },
                     );
                 }
-                _ => {
+                None => {
                     presence.remove(board);
                 }
             }
         }
         self.presence_changed.send_modify(|n| *n += 1);
+        let personalised = until_ms.is_some();
         let mut payload = BTreeMap::new();
         payload.insert("action".to_string(), action.to_string());
-        payload.insert("personalised".to_string(), segment.is_some().to_string());
+        payload.insert("personalised".to_string(), personalised.to_string());
         if let Some(s) = &segment {
             payload.insert("segment".to_string(), s.clone());
+        }
+        if let Some(i) = &item_id {
+            payload.insert("item".to_string(), i.clone());
         }
         let who = customer.filter(|_| personalise);
         self.record(board, vec![(EventKind::BoardInteraction, who, payload)])
             .await?;
         Ok(Identified {
-            personalised: segment.is_some(),
+            personalised,
             segment,
+            item: item_id,
             until_ms,
             source,
         })
+    }
+
+    /// The hub's item for a shopper as boards show it (its id and feed-item JSON, with the
+    /// store's live price and stock); `None` when it breaks the boards' rules (the hub checks
+    /// them too) or names a product the store cannot price now.
+    async fn personal_item(
+        &self,
+        item: BoardItem,
+        dwell_secs: u32,
+    ) -> Result<Option<(String, String)>, crate::StoreError> {
+        let check = BoardPlaylist {
+            items: vec![item.clone()],
+            ..BoardPlaylist::default()
+        };
+        if !check.problems().is_empty() {
+            tracing::warn!(item = %item.id, "the hub's item for a shopper breaks the boards' rules; not shown");
+            return Ok(None);
+        }
+        let dwell = if dwell_secs > 0 {
+            dwell_secs
+        } else {
+            self.settings.dwell_secs
+        };
+        let store = self.store.clone();
+        let settings = self.settings.clone();
+        let shown =
+            tokio::task::spawn_blocking(move || feed::single(&store, &settings, &item, dwell))
+                .await
+                .map_err(|e| crate::StoreError::Corrupt(format!("board item task: {e}")))??;
+        Ok(shown)
     }
 
     /// The shopper behind a board's current presence, for its events (only a consenting one
@@ -447,7 +507,7 @@ impl Boards {
                     "last_seen": s.last_seen_ms.map(rfc3339),
                     "dark": dark,
                     "playlist_version": feed.version,
-                    "segment_showing": self.presence_of(&b.id).map(|p| p.segment),
+                    "segment_showing": self.presence_of(&b.id).and_then(|p| p.segment),
                 })
             })
             .collect()
@@ -470,6 +530,9 @@ struct HubAnswer {
     segments: Vec<String>,
     #[serde(default)]
     customer: Option<CustomerId>,
+    /// The item the hub's `board_item` slot chose for a consenting shopper.
+    #[serde(default)]
+    item: Option<BoardItem>,
 }
 
 /// RFC 3339 text of Unix milliseconds.

@@ -434,6 +434,7 @@ async fn put_audience(
         consent,
         segments: body.segments,
         customer: None,
+        item: None,
         updated_ms: super::unix_ms(time::OffsetDateTime::now_utc()),
     };
     handle

@@ -20,6 +20,9 @@
 //! - the customer's events (and those of anonymous ids joined to them) keep their id, time,
 //!   channel, kind and sequence, take the pseudonym as subject and keep only the payload keys
 //!   their kind allows ([`protocol::privacy::kept_keys`]);
+//! - the A/B tests' records of the customer and their joined anonymous ids (assignments,
+//!   the counter's per-subject tallies) move to the pseudonym and the sign-in joins pointing
+//!   at them are dropped; the per-variant counts are untouched, so reports stay the same;
 //! - the aggregates are untouched: they hold counts and sums, no person.
 
 use super::Experience;
@@ -179,6 +182,17 @@ async fn run_step(handle: &HubHandle, job: &ErasureJob, step: ErasureStep) -> Re
         ErasureStep::Events => {
             let linked: HashSet<AnonymousId> = job.linked.iter().copied().collect();
             pseudonymise_events(handle, customer, &linked, job.pseudonym).await
+        }
+        ErasureStep::Experiments => {
+            handle
+                .experiments
+                .erase(
+                    handle.storage.as_ref(),
+                    customer,
+                    &job.linked,
+                    job.pseudonym,
+                )
+                .await
         }
         ErasureStep::Unknown => Ok(()),
     }

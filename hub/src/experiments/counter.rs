@@ -70,7 +70,7 @@ fn count_key(experiment: &str) -> Vec<u8> {
     k
 }
 
-fn alias_key(anonymous: AnonymousId) -> Vec<u8> {
+pub(super) fn alias_key(anonymous: AnonymousId) -> Vec<u8> {
     let mut k = b"alias/".to_vec();
     k.extend_from_slice(&anonymous.to_bytes());
     k

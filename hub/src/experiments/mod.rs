@@ -643,6 +643,70 @@ impl Experiments {
         out
     }
 
+    /// Erasure (`crate::experience::privacy`): moves the records of the customer and of the
+    /// anonymous ids joined to them (`linked`) — their assignments and the counter's tallies —
+    /// to the pseudonym their events now carry, and drops the sign-in joins pointing at the
+    /// customer. The per-variant counts are not touched, so reports stay as they were; a later
+    /// goal event of the pseudonym converts its tally as before. Waits for the counter first,
+    /// so it writes nothing more under the customer's id (their later events are stored
+    /// pseudonymised). Run again, it finds nothing left to move.
+    pub async fn erase(
+        &self,
+        storage: &dyn crate::storage::Storage,
+        customer: CustomerId,
+        linked: &[AnonymousId],
+        pseudonym: AnonymousId,
+    ) -> Result<()> {
+        self.caught_up(storage).await?;
+        let tree = &self.inner.tree;
+        let mut joined: Vec<AnonymousId> = linked.to_vec();
+        for kv in tree.scan_prefix(b"alias/") {
+            let (k, v) = kv.map_err(io)?;
+            if v.as_ref() == customer.to_bytes().as_slice() {
+                if let Some(a) = <[u8; 16]>::try_from(&k[b"alias/".len()..])
+                    .ok()
+                    .map(|b| AnonymousId(ulid::Ulid(u128::from_be_bytes(b))))
+                {
+                    if !joined.contains(&a) {
+                        joined.push(a);
+                    }
+                }
+            }
+        }
+        let mut sources = vec![Subject::Customer(customer)];
+        sources.extend(joined.iter().map(|a| Subject::Anonymous(*a)));
+        let target = Subject::Anonymous(pseudonym);
+        let mut batch = sled::Batch::default();
+        let mut moved = 0usize;
+        for key in self.all().keys() {
+            for space in ["assign", "tally"] {
+                let to = subject_key(space, key, &target);
+                let mut present = tree.get(&to).map_err(io)?.is_some();
+                for source in &sources {
+                    let from = subject_key(space, key, source);
+                    let Some(value) = tree.get(&from).map_err(io)? else {
+                        continue;
+                    };
+                    // The first record found is the person's (the customer's own before an
+                    // anonymous visit's); the counts hold every one already.
+                    if !present {
+                        batch.insert(to.clone(), value);
+                        present = true;
+                    }
+                    batch.remove(from);
+                    moved += 1;
+                }
+            }
+        }
+        for a in &joined {
+            batch.remove(counter::alias_key(*a));
+        }
+        tree.apply_batch(batch).map_err(io)?;
+        self.inner.db.flush_async().await.map_err(io)?;
+        tracing::info!(%customer, moved, "experiment records moved to the pseudonym");
+        Ok(())
+    }
+
     /// The exposed and converted subjects per variant, as the counter has stored them.
     pub fn counts(&self, key: &str) -> Result<counter::Counts> {
         counter::counts(&self.inner.tree, key)

@@ -31,11 +31,15 @@ use crate::storage::{Storage, StorageError};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use channels::backend::SlotView;
+use protocol::experiment::Surface;
 use protocol::personalization::{
-    resolve, Content, Neighbour, Recommendations, Relation, SlotChannel, SlotName, SlotRecord,
+    resolve_with, Content, Neighbour, Recommendations, Relation, SlotChannel, SlotName, SlotRecord,
     SlotRequest, SlotSpec, Strategy,
 };
-use protocol::{CatalogSnapshot, CustomerId, FieldError, LocationId, Product, Sku, Subject};
+use protocol::{
+    AnonymousId, CatalogSnapshot, Channel, CustomerId, FieldError, LocationId, Product, Sku,
+    Subject,
+};
 use recommender::{RecommendationStore, Recommender};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
@@ -85,6 +89,8 @@ pub struct Start {
     pub catalog: Arc<ArcSwap<CatalogSnapshot>>,
     pub inventory: crate::actors::inventory::Inventory,
     pub clock: Arc<dyn Clock>,
+    /// The A/B tests slot variants may be bound to.
+    pub experiments: crate::experiments::Experiments,
 }
 
 /// Slots and recommendations.
@@ -96,6 +102,7 @@ pub struct Personalization {
     catalog: Arc<ArcSwap<CatalogSnapshot>>,
     inventory: crate::actors::inventory::Inventory,
     clock: Arc<dyn Clock>,
+    experiments: crate::experiments::Experiments,
     store: Arc<RecommendationStore>,
     processed: watch::Receiver<u64>,
     /// The recommender's own thread.
@@ -125,6 +132,7 @@ impl Personalization {
             catalog: start.catalog,
             inventory: start.inventory,
             clock: start.clock,
+            experiments: start.experiments,
             store,
             processed,
             arbiter,
@@ -159,11 +167,23 @@ impl Personalization {
         self.slots.load().get(&slot).cloned()
     }
 
-    /// Checks a slot as sent (every problem with its JSON path) against the catalog.
+    /// Checks a slot as sent (every problem with its JSON path) against the catalog and the
+    /// experiments (a variant bound to one must name a content experiment and its variant).
     pub fn check(&self, slot: SlotName, body: &serde_json::Value) -> Result<SlotSpec, SlotError> {
         let catalog = self.catalog.load();
         let known = |sku: &Sku| catalog.product_by_sku(sku).is_some();
-        SlotSpec::parse(slot, body, &known).map_err(SlotError::Invalid)
+        let experiments = |key: &str| -> Result<Vec<String>, String> {
+            match self.experiments.get(key) {
+                None => Err(format!(
+                    "unknown experiment '{key}': create it first (POST /api/v1/admin/experiments)"
+                )),
+                Some(e) if e.surface == Surface::Promotion => Err(format!(
+                    "experiment {key} tests a promotion: bind content to a storefront or board experiment"
+                )),
+                Some(e) => Ok(e.variants.iter().map(|v| v.key.clone()).collect()),
+            }
+        };
+        SlotSpec::parse_with(slot, body, &known, &experiments).map_err(SlotError::Invalid)
     }
 
     /// Creates or replaces a slot, audited; answers the stored record.
@@ -241,11 +261,16 @@ impl Personalization {
     }
 
     /// A slot for a shopper (`None`: anonymous without an id) on a channel; `product` is the
-    /// product page's SKU for recommendations. `Err(NotConfigured)` for a slot with neither a
-    /// configuration nor a built-in default.
+    /// product page's SKU for recommendations. `anonymous` is the anonymous id the same
+    /// request carries (a signed-in browser keeps its cookie): a slot variant bound to an
+    /// experiment assigns the shopper through [`crate::experiments::Experiments::expose`]
+    /// (sticky, the anonymous visit's variant carried over at sign-in), which records the
+    /// exposure once per subject. `Err(NotConfigured)` for a slot with neither a configuration
+    /// nor a built-in default.
     pub async fn resolve(
         &self,
         subject: Option<Subject>,
+        anonymous: Option<AnonymousId>,
         slot: SlotName,
         channel: SlotChannel,
         product: Option<&Sku>,
@@ -254,16 +279,57 @@ impl Personalization {
             Some(s) => self.segments_of(s).await?,
             None => Vec::new(),
         };
-        self.preview(slot, &segments, channel, product).await
+        let mut failed = None;
+        let mut assigned: HashMap<String, Option<String>> = HashMap::new();
+        let experiments = &self.experiments;
+        let mut experiment = |key: &str| -> Option<String> {
+            let subject = subject?;
+            assigned
+                .entry(key.to_string())
+                .or_insert_with(|| {
+                    match experiments.expose(key, subject, anonymous, event_channel(channel)) {
+                        Ok(Some(Ok(a))) => Some(a.variant),
+                        Ok(_) => None,
+                        Err(e) => {
+                            failed = Some(e);
+                            None
+                        }
+                    }
+                })
+                .clone()
+        };
+        let view = self
+            .view(slot, &segments, channel, product, &mut experiment)
+            .await;
+        if let Some(e) = failed {
+            // The shopper sees the content for no experiment; the page still shows.
+            tracing::error!(slot = slot.as_str(), error = %e, "a slot's experiment assignment failed");
+        }
+        view
     }
 
-    /// A slot for a shopper of these segments: the "see as segment" preview.
+    /// A slot for a shopper of these segments (and these experiment variants, by experiment
+    /// key): the "see as segment" preview. Nothing is recorded.
     pub async fn preview(
+        &self,
+        slot: SlotName,
+        segments: &[String],
+        experiments: &BTreeMap<String, String>,
+        channel: SlotChannel,
+        product: Option<&Sku>,
+    ) -> Result<SlotView, SlotError> {
+        let mut experiment = |key: &str| experiments.get(key).cloned();
+        self.view(slot, segments, channel, product, &mut experiment)
+            .await
+    }
+
+    async fn view(
         &self,
         slot: SlotName,
         segments: &[String],
         channel: SlotChannel,
         product: Option<&Sku>,
+        experiment: &mut (dyn FnMut(&str) -> Option<String> + Send),
     ) -> Result<SlotView, SlotError> {
         let record = self.slot(slot);
         let builtin;
@@ -279,7 +345,7 @@ impl Personalization {
             segments,
             now: self.clock.now(),
         };
-        let r = resolve(spec, &request);
+        let r = resolve_with(spec, &request, experiment);
         let products = match r.content {
             Content::Recommendations(rec) => self.recommend(rec, product).await?,
             _ => Vec::new(),
@@ -299,6 +365,12 @@ impl Personalization {
             content: r.content.clone(),
             reason,
             reason_code,
+            experiment: r.experiment.clone().map(|(experiment, variant)| {
+                channels::backend::SlotExperiment {
+                    experiment,
+                    variant,
+                }
+            }),
             products,
         })
     }
@@ -432,6 +504,7 @@ impl Personalization {
         match self
             .resolve(
                 Some(Subject::Customer(customer)),
+                None,
                 SlotName::BoardItem,
                 SlotChannel::Board,
                 None,
@@ -455,6 +528,7 @@ impl Personalization {
         match self
             .resolve(
                 Some(Subject::Customer(customer)),
+                None,
                 SlotName::EmailBlock,
                 SlotChannel::Email,
                 None,
@@ -468,6 +542,19 @@ impl Personalization {
             Err(SlotError::NotConfigured(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The event channel of a slot's exposure. Events have no email channel: an email block's
+/// exposure is recorded on `web`, where the mail's links lead.
+fn event_channel(channel: SlotChannel) -> Channel {
+    match channel {
+        SlotChannel::Web | SlotChannel::Email => Channel::Web,
+        SlotChannel::Mobile => Channel::Mobile,
+        SlotChannel::Pos => Channel::Pos,
+        SlotChannel::Board => Channel::Board,
+        SlotChannel::Voice => Channel::Voice,
+        SlotChannel::Chat => Channel::Chat,
     }
 }
 

@@ -146,6 +146,9 @@ struct PreviewBody {
     channel: String,
     #[serde(default)]
     product: Option<String>,
+    /// Experiment variants to see as, by experiment key.
+    #[serde(default)]
+    experiments: std::collections::BTreeMap<String, String>,
 }
 
 async fn preview(
@@ -166,7 +169,13 @@ async fn preview(
     let product = body.product.as_deref().map(sku).transpose()?;
     let p: &Personalization = &handle.personalization;
     let view = p
-        .preview(slot, &body.segments, channel, product.as_ref())
+        .preview(
+            slot,
+            &body.segments,
+            &body.experiments,
+            channel,
+            product.as_ref(),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }

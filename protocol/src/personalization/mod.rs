@@ -12,8 +12,9 @@ pub mod slots;
 
 pub use recommend::{CoStore, MemoryCoStore, Neighbour, Observation, Relation, Session};
 pub use slots::{
-    resolve, Content, EmailBlock, Hero, Recommendations, Resolution, SlotChannel, SlotName,
-    SlotRecord, SlotRequest, SlotSpec, Strategy, Targeting, Variant,
+    resolve, resolve_with, Content, EmailBlock, ExperimentBinding, Hero, Recommendations,
+    Resolution, SlotChannel, SlotName, SlotRecord, SlotRequest, SlotSpec, Strategy, Targeting,
+    Variant,
 };
 
 #[cfg(test)]

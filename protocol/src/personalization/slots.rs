@@ -4,9 +4,13 @@
 //! channels (none: every channel) and a time window; the first variant that matches a request
 //! wins, else the default.
 //!
+//! A variant may also be bound to a variant of an A/B test (`targeting.experiment`): it then
+//! shows only to shoppers assigned that experiment variant (`docs/experiments.md`).
+//!
 //! [`SlotSpec::parse`] checks a slot as a marketer sends it (JSON) and reports **every**
 //! problem with its JSON path (`variants[2].targeting.channels[0]`) and what to fix;
-//! [`resolve`] picks the variant and says why.
+//! [`resolve`] picks the variant and says why ([`resolve_with`] with the shopper's experiment
+//! variants).
 
 use crate::board::{is_plain_id, BoardItem, BoardPlaylist};
 use crate::channel::Channel;
@@ -148,6 +152,18 @@ pub struct Targeting {
     /// Until this time (exclusive).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub until: Option<OffsetDateTime>,
+    /// Only for shoppers assigned this variant of this experiment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentBinding>,
+}
+
+/// A slot variant bound to a variant of an A/B test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExperimentBinding {
+    /// The experiment's key.
+    pub id: String,
+    /// The key of one of its variants.
+    pub variant: String,
 }
 
 /// The home page's hero: a title, a text, a picture (an image, or the product's) and a link
@@ -309,11 +325,14 @@ pub struct Resolution<'a> {
     /// Its position in the slot, from 1.
     pub position: Option<usize>,
     pub content: &'a Content,
-    /// A stable code: `segment_matched`, `everyone`, `schedule_ended`, `schedule_not_started`
-    /// or `no_variant_matched`.
+    /// A stable code: `segment_matched`, `everyone`, `experiment`, `schedule_ended`,
+    /// `schedule_not_started` or `no_variant_matched`.
     pub code: &'static str,
     /// A sentence for people, e.g. "segment coffee-lovers matched (variant 2, coffee)".
     pub reason: String,
+    /// The experiment and variant the shopper was found in while resolving (the first one
+    /// asked), whether or not a slot variant bound to it was picked.
+    pub experiment: Option<(String, String)>,
 }
 
 impl Resolution<'_> {
@@ -329,9 +348,22 @@ enum Miss {
     Channel,
     NotStarted(OffsetDateTime),
     Ended(OffsetDateTime),
+    /// Bound to an experiment variant the shopper is not assigned.
+    Experiment,
 }
 
-fn check(v: &Variant, req: &SlotRequest<'_>) -> Result<Option<String>, Miss> {
+/// What matched a variant: the segment (`None`: it targets everyone) and the experiment
+/// variant it is bound to.
+type Matched = (Option<String>, Option<(String, String)>);
+
+/// Checks a variant; the experiment (the shopper's variant of it, `None`: not in it) is asked
+/// last, only when everything else matches, so asking is showing.
+fn check(
+    v: &Variant,
+    req: &SlotRequest<'_>,
+    experiment: &mut dyn FnMut(&str) -> Option<String>,
+    seen: &mut Option<(String, String)>,
+) -> Result<Matched, Miss> {
     let t = &v.targeting;
     let segment = if t.segments.is_empty() {
         None
@@ -350,7 +382,19 @@ fn check(v: &Variant, req: &SlotRequest<'_>) -> Result<Option<String>, Miss> {
     if let Some(until) = t.until.filter(|u| req.now >= *u) {
         return Err(Miss::Ended(until));
     }
-    Ok(segment)
+    let Some(binding) = &t.experiment else {
+        return Ok((segment, None));
+    };
+    let Some(assigned) = experiment(&binding.id) else {
+        return Err(Miss::Experiment);
+    };
+    if seen.is_none() {
+        *seen = Some((binding.id.clone(), assigned.clone()));
+    }
+    if assigned != binding.variant {
+        return Err(Miss::Experiment);
+    }
+    Ok((segment, Some((binding.id.clone(), assigned))))
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -360,19 +404,45 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// The first variant that matches the request, else the default, with the reason. A variant
 /// matches when the shopper is in one of its segments (or it names none), the channel is one of
 /// its channels (or it names none) and the time is in its window.
+/// Variants bound to an experiment never match here: see [`resolve_with`].
 pub fn resolve<'a>(spec: &'a SlotSpec, req: &SlotRequest<'_>) -> Resolution<'a> {
+    resolve_with(spec, req, &mut |_| None)
+}
+
+/// [`resolve`] for a shopper in experiments: `experiment` answers the shopper's variant of an
+/// experiment (`None`: not in it, e.g. not running or outside its audience). It is asked only
+/// for a slot variant whose segments, channel and schedule match, in order, so an answer means
+/// the shopper sees that experiment's content (its variant, or what its control gets): the
+/// caller records the exposure there.
+pub fn resolve_with<'a>(
+    spec: &'a SlotSpec,
+    req: &SlotRequest<'_>,
+    experiment: &mut dyn FnMut(&str) -> Option<String>,
+) -> Resolution<'a> {
     // The first variant missed only by its schedule explains the default best.
     let mut scheduled_out: Option<(usize, &Variant, Miss)> = None;
+    let mut seen: Option<(String, String)> = None;
     for (i, v) in spec.variants.iter().enumerate() {
         let position = i + 1;
-        match check(v, req) {
-            Ok(segment) => {
-                let (code, reason) = match segment {
-                    Some(s) => (
+        match check(v, req, experiment, &mut seen) {
+            Ok((segment, bound)) => {
+                let (code, reason) = match (segment, &bound) {
+                    (Some(s), Some((e, ev))) => (
+                        "experiment",
+                        format!(
+                            "experiment {e} variant {ev}, segment {s} matched (variant {position}, {})",
+                            v.id
+                        ),
+                    ),
+                    (None, Some((e, ev))) => (
+                        "experiment",
+                        format!("experiment {e} variant {ev} (variant {position}, {})", v.id),
+                    ),
+                    (Some(s), None) => (
                         "segment_matched",
                         format!("segment {s} matched (variant {position}, {})", v.id),
                     ),
-                    None => (
+                    (None, None) => (
                         "everyone",
                         format!(
                             "variant {position} ({}) targets everyone on {}",
@@ -387,6 +457,7 @@ pub fn resolve<'a>(spec: &'a SlotSpec, req: &SlotRequest<'_>) -> Resolution<'a> 
                     content: &v.content,
                     code,
                     reason,
+                    experiment: bound.or(seen),
                 };
             }
             Err(m @ (Miss::NotStarted(_) | Miss::Ended(_))) if scheduled_out.is_none() => {
@@ -412,10 +483,16 @@ pub fn resolve<'a>(spec: &'a SlotSpec, req: &SlotRequest<'_>) -> Resolution<'a> 
                 rfc3339(from)
             ),
         ),
-        _ => (
-            "no_variant_matched",
-            "default: no variant matched".to_string(),
-        ),
+        _ => match &seen {
+            Some((e, ev)) => (
+                "experiment",
+                format!("default: experiment {e} variant {ev}"),
+            ),
+            None => (
+                "no_variant_matched",
+                "default: no variant matched".to_string(),
+            ),
+        },
     };
     Resolution {
         variant: None,
@@ -423,6 +500,7 @@ pub fn resolve<'a>(spec: &'a SlotSpec, req: &SlotRequest<'_>) -> Resolution<'a> 
         content: &spec.default,
         code,
         reason,
+        experiment: seen,
     }
 }
 
@@ -434,6 +512,7 @@ pub fn resolve<'a>(spec: &'a SlotSpec, req: &SlotRequest<'_>) -> Resolution<'a> 
 struct Checker<'k> {
     errors: Vec<FieldError>,
     known_sku: &'k dyn Fn(&Sku) -> bool,
+    experiments: &'k dyn Fn(&str) -> Result<Vec<String>, String>,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -647,7 +726,11 @@ impl Checker<'_> {
         let Some(value) = value.filter(|v| !v.is_null()) else {
             return Targeting::default();
         };
-        let Some(map) = self.object(path, value, &["segments", "channels", "from", "until"]) else {
+        let Some(map) = self.object(
+            path,
+            value,
+            &["segments", "channels", "from", "until", "experiment"],
+        ) else {
             return Targeting::default();
         };
         let mut t = Targeting::default();
@@ -688,7 +771,39 @@ impl Checker<'_> {
                 self.error(&join(path, "until"), "must be after from");
             }
         }
+        if let Some(value) = map.get("experiment").filter(|v| !v.is_null()) {
+            t.experiment = self.experiment(&join(path, "experiment"), value);
+        }
         t
+    }
+
+    /// `{"id": "<experiment>", "variant": "<its variant>"}`: both must exist.
+    fn experiment(&mut self, path: &str, value: &Value) -> Option<ExperimentBinding> {
+        let map = self.object(path, value, &["id", "variant"])?;
+        let before = self.errors.len();
+        let id = self.text(map, path, "id", true, 64);
+        let variant = self.text(map, path, "variant", true, 64);
+        if self.errors.len() > before {
+            return None;
+        }
+        let (id, variant) = (id?, variant?);
+        match (self.experiments)(&id) {
+            Err(message) => {
+                self.error(&join(path, "id"), message);
+                None
+            }
+            Ok(variants) if !variants.contains(&variant) => {
+                self.error(
+                    &join(path, "variant"),
+                    format!(
+                        "experiment {id} has no variant '{variant}': one of {}",
+                        variants.join(", ")
+                    ),
+                );
+                None
+            }
+            Ok(_) => Some(ExperimentBinding { id, variant }),
+        }
     }
 
     fn content(&mut self, slot: SlotName, path: &str, value: &Value) -> Option<Content> {
@@ -880,9 +995,24 @@ impl SlotSpec {
         body: &Value,
         known_sku: &dyn Fn(&Sku) -> bool,
     ) -> Result<SlotSpec, Vec<FieldError>> {
+        let none =
+            |id: &str| -> Result<Vec<String>, String> { Err(format!("unknown experiment '{id}'")) };
+        SlotSpec::parse_with(slot, body, known_sku, &none)
+    }
+
+    /// [`SlotSpec::parse`] with the experiments content may be bound to: `experiments`
+    /// answers an experiment's variant keys, or why content cannot be bound to it (unknown,
+    /// or not a content experiment).
+    pub fn parse_with(
+        slot: SlotName,
+        body: &Value,
+        known_sku: &dyn Fn(&Sku) -> bool,
+        experiments: &dyn Fn(&str) -> Result<Vec<String>, String>,
+    ) -> Result<SlotSpec, Vec<FieldError>> {
         let mut c = Checker {
             errors: Vec::new(),
             known_sku,
+            experiments,
         };
         let Some(map) = c.object("", body, &["variants", "default"]) else {
             return Err(c.errors);

@@ -30,6 +30,7 @@ fn variant(id: &str, segments: &[&str], channels: &[SlotChannel]) -> Variant {
             channels: channels.to_vec(),
             from: None,
             until: None,
+            experiment: None,
         },
         content: block(id),
     }
@@ -283,6 +284,189 @@ fn every_problem_is_reported_with_its_json_path() {
     assert!(
         unknown[0].1.contains("unknown SKU 'XYZ-9'"),
         "the message names the SKU: {unknown:?}"
+    );
+}
+
+fn bound(id: &str, experiment: &str, variant: &str) -> Variant {
+    let mut v = self::variant(id, &[], &[]);
+    v.targeting.experiment = Some(ExperimentBinding {
+        id: experiment.into(),
+        variant: variant.into(),
+    });
+    v
+}
+
+#[test]
+fn a_variant_bound_to_an_experiment_shows_to_its_variant_only() {
+    let mut vip = bound("vip-b", "hero-test", "B");
+    vip.targeting.segments = vec!["vip".into()];
+    let spec = SlotSpec {
+        variants: vec![
+            vip,
+            bound("hero-control", "hero-test", "control"),
+            bound("hero-b", "hero-test", "B"),
+        ],
+        default: block("default"),
+    };
+    let now = datetime!(2026-07-01 12:00 UTC);
+    let none: Vec<String> = Vec::new();
+    let vips = vec!["vip".to_string()];
+    let req = |segments| SlotRequest {
+        channel: SlotChannel::Web,
+        segments,
+        now,
+    };
+    // (segments, the shopper's variant, slot variant, code, reason, asked)
+    type Case<'a> = (
+        &'a [String],
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        &'a str,
+        usize,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (
+            &none,
+            Some("B"),
+            "hero-b",
+            "experiment",
+            "experiment hero-test variant B (variant 3, hero-b)",
+            2,
+        ),
+        (
+            &none,
+            Some("control"),
+            "hero-control",
+            "experiment",
+            "experiment hero-test variant control (variant 2, hero-control)",
+            1,
+        ),
+        (
+            &vips,
+            Some("B"),
+            "vip-b",
+            "experiment",
+            "experiment hero-test variant B, segment vip matched (variant 1, vip-b)",
+            1,
+        ),
+        (
+            &none,
+            Some("C"),
+            "default",
+            "experiment",
+            "default: experiment hero-test variant C",
+            2,
+        ),
+        (
+            &none,
+            None,
+            "default",
+            "no_variant_matched",
+            "default: no variant matched",
+            2,
+        ),
+    ];
+    for (segments, assigned, id, code, reason, asked) in cases {
+        let mut calls = 0;
+        let r = resolve_with(&spec, &req(segments), &mut |e| {
+            assert_eq!(e, "hero-test");
+            calls += 1;
+            assigned.map(str::to_string)
+        });
+        assert_eq!(
+            (r.variant_id(), r.code, r.reason.as_str()),
+            (id, code, reason),
+            "{segments:?} {assigned:?}"
+        );
+        // Asked only for variants whose segments, channel and schedule match.
+        assert_eq!(calls, asked, "{segments:?} {assigned:?}");
+        assert_eq!(
+            r.experiment,
+            assigned.map(|a| ("hero-test".to_string(), a.to_string()))
+        );
+    }
+    // Without experiments (a preview), bound variants never match.
+    assert_eq!(resolve(&spec, &req(&vips)).variant_id(), "default");
+}
+
+#[test]
+fn a_slot_bound_to_an_unknown_experiment_or_variant_is_refused_with_the_path() {
+    let experiments = |id: &str| -> Result<Vec<String>, String> {
+        match id {
+            "hero-test" => Ok(vec!["control".into(), "B".into()]),
+            "free-shipping" => Err("experiment free-shipping is for promotions".into()),
+            other => Err(format!("unknown experiment '{other}'")),
+        }
+    };
+    let hero = json!({"title": "Hi", "image": "/images/a.svg", "link": "/"});
+    let check = |experiment: serde_json::Value| -> Vec<(String, String)> {
+        let body = json!({"variants": [
+            {"id": "ok", "targeting": {"experiment": {"id": "hero-test", "variant": "B"}}, "content": hero},
+            {"id": "b", "targeting": {"experiment": experiment}, "content": hero}
+        ], "default": hero});
+        match SlotSpec::parse_with(SlotName::HomeHero, &body, &known, &experiments) {
+            Ok(spec) => {
+                assert_eq!(
+                    spec.variants[0].targeting.experiment,
+                    Some(ExperimentBinding {
+                        id: "hero-test".into(),
+                        variant: "B".into()
+                    })
+                );
+                Vec::new()
+            }
+            Err(errors) => errors.into_iter().map(|e| (e.field, e.message)).collect(),
+        }
+    };
+    assert!(check(json!({"id": "hero-test", "variant": "control"})).is_empty());
+    let path = "variants[1].targeting.experiment";
+    let cases = [
+        (
+            json!({"id": "nope", "variant": "B"}),
+            format!("{path}.id"),
+            "unknown experiment 'nope'",
+        ),
+        (
+            json!({"id": "hero-test", "variant": "Z"}),
+            format!("{path}.variant"),
+            "experiment hero-test has no variant 'Z': one of control, B",
+        ),
+        (
+            json!({"id": "free-shipping", "variant": "B"}),
+            format!("{path}.id"),
+            "experiment free-shipping is for promotions",
+        ),
+        (
+            json!({"id": "hero-test"}),
+            format!("{path}.variant"),
+            "required",
+        ),
+        (
+            json!({"id": "hero-test", "variant": "B", "weight": 1}),
+            format!("{path}.weight"),
+            "unknown field: use id, variant",
+        ),
+        (
+            json!("hero-test"),
+            path.to_string(),
+            "expected an object, found a string",
+        ),
+    ];
+    for (binding, field, message) in cases {
+        assert_eq!(
+            check(binding.clone()),
+            vec![(field, message.to_string())],
+            "{binding}"
+        );
+    }
+    // Without the experiments (plain parse), any binding is refused.
+    let body = json!({"variants": [
+        {"id": "ok", "targeting": {"experiment": {"id": "hero-test", "variant": "B"}}, "content": hero}
+    ], "default": hero});
+    assert_eq!(
+        fields(SlotName::HomeHero, body)[0].0,
+        "variants[0].targeting.experiment.id"
     );
 }
 
