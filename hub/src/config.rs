@@ -16,6 +16,11 @@ use std::time::Duration;
 pub struct HubSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where the hub keeps its records: `sled` (embedded, the default) or `cluster`
+    /// (PostgreSQL, `[cluster]`, docs/scaling.md).
+    pub storage: StorageKind,
+    /// The cluster storage (used with `storage = "cluster"`).
+    pub cluster: ClusterSettings,
     /// Where sled keeps the hub's data.
     pub data_dir: PathBuf,
     /// sled page cache in MiB.
@@ -66,6 +71,54 @@ pub struct HubSettings {
     /// Operations: a separate `/metrics` listener, the ops page's live feed and sign-ins
     /// (`docs/operations.md`).
     pub ops: OpsSettings,
+}
+
+/// Which storage the hub runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// sled in `data_dir`: one process, no server.
+    #[default]
+    Sled,
+    /// PostgreSQL shared by several hub nodes (`[cluster]`).
+    Cluster,
+}
+
+/// The cluster storage (`[cluster]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// PostgreSQL's URL, e.g. `postgres://omnihub@db.internal:5432/omnihub` (a password in it
+    /// is a secret: set it from the environment, `OMNIHUB_HUB_CLUSTER__POSTGRES_URL`).
+    pub postgres_url: secrecy::SecretString,
+    /// Most connections this node opens to PostgreSQL.
+    pub pool_size: u32,
+    /// This node's name among the hub nodes (the owner of the shard leases it holds); unique
+    /// per node.
+    pub node_id: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            postgres_url: secrecy::SecretString::from("postgres://omnihub@127.0.0.1:5432/omnihub"),
+            pool_size: 16,
+            node_id: "hub-1".into(),
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// Whether the settings can work (checked at start-up with `storage = "cluster"`).
+    pub fn check(&self) -> Result<(), String> {
+        if self.pool_size < 2 {
+            return Err("pool_size must be at least 2".into());
+        }
+        if self.node_id.trim().is_empty() {
+            return Err("node_id must name this node".into());
+        }
+        Ok(())
+    }
 }
 
 /// Operations monitoring (`[ops]`).
@@ -482,6 +535,8 @@ impl Default for HubSettings {
     fn default() -> Self {
         HubSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            storage: StorageKind::Sled,
+            cluster: ClusterSettings::default(),
             data_dir: PathBuf::from("data/hub"),
             cache_mb: 64,
             workers: 0,
@@ -544,6 +599,37 @@ mod tests {
             assert_eq!(s.idle_check_every, Duration::from_secs(30));
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_storage_is_chosen_and_the_cluster_section_is_typed() {
+        use secrecy::ExposeSecret;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hub.toml",
+                "storage = \"cluster\"\n[cluster]\npostgres_url = \"postgres://h@db/x\"\npool_size = 8\nnode_id = \"hub-2\"\n",
+            )?;
+            let s = HubSettings::load(Some(Path::new("hub.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.storage, StorageKind::Cluster);
+            assert_eq!(s.cluster.postgres_url.expose_secret(), "postgres://h@db/x");
+            assert_eq!(
+                (s.cluster.pool_size, s.cluster.node_id.as_str()),
+                (8, "hub-2")
+            );
+            assert_eq!(s.cluster.check(), Ok(()));
+            jail.create_file("bad.toml", "storage = \"etcd\"\n")?;
+            assert!(HubSettings::load(Some(Path::new("bad.toml"))).is_err());
+            jail.create_file("typo.toml", "[cluster]\npostgres = \"x\"\n")?;
+            let typo = HubSettings::load(Some(Path::new("typo.toml")));
+            assert!(typo.is_err_and(|e| e.to_string().contains("postgres")));
+            Ok(())
+        });
+        assert_eq!(HubSettings::default().storage, StorageKind::Sled);
+        let one = ClusterSettings {
+            pool_size: 1,
+            ..ClusterSettings::default()
+        };
+        assert!(one.check().is_err());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Storage behind async, domain-level traits. The actors see baskets, customers, sessions, stock,
 //! the catalog, the event log and the outbox, never keys and bytes; every write is a
 //! [`UnitOfWork`] that commits entity changes together with their outbox rows, atomically and
-//! durably. The embedded default is [`sled::SledStorage`]; a cluster backend (PostgreSQL, NATS)
-//! can implement the same traits.
+//! durably. The embedded default is [`sled::SledStorage`]; the cluster backend on PostgreSQL is
+//! [`postgres::PgStorage`]. `conformance` (tests) is one suite of the traits' semantics that both pass.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod oauth;
+pub mod postgres;
 pub mod sled;
 
 use async_trait::async_trait;
@@ -35,9 +38,14 @@ pub enum StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-/// A token proving ownership of an entity's shard (cluster backends enforce it; sled ignores it).
+/// A token proving ownership of an entity's shard (cluster backends enforce it; sled ignores it):
+/// the shard, and the number its lease got when this owner acquired it (greater on every
+/// acquisition, see `postgres::lease`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FencingToken(pub u64);
+pub struct FencingToken {
+    pub shard: u64,
+    pub token: u64,
+}
 
 /// One change of one entity.
 #[derive(Debug, Clone)]
