@@ -169,6 +169,7 @@ pub const NAV: &[(&str, &str, &[Role])] = &[
     ),
     ("/backoffice/users", "Users", policy::Admin::ROLES),
     ("/backoffice/audit", "Audit log", policy::Admin::ROLES),
+    ("/ops", "Operations", policy::Ops::ROLES),
 ];
 
 /// Changes whenever the stylesheet or script does, so their URLs can be cached for a year.
