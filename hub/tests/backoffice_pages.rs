@@ -695,7 +695,11 @@ const OPS_TOKEN: &str = "pages-ops-token";
 fn ops_csrf_in(html: &str) -> String {
     let marker = r#"name="ops-csrf" content=""#;
     let start = html.find(marker).expect("the ops-csrf meta") + marker.len();
-    html[start..].split('"').next().expect("a value").to_string()
+    html[start..]
+        .split('"')
+        .next()
+        .expect("a value")
+        .to_string()
 }
 
 #[actix_web::test]
@@ -753,7 +757,10 @@ async fn the_ops_routes_take_an_admin_session_and_refuse_every_other_role() {
             .expect("sent");
         if *role == "admin" {
             assert_eq!(status, StatusCode::OK, "/ops as admin");
-            assert!(html.contains("admin@example.com"), "the page names its user");
+            assert!(
+                html.contains("admin@example.com"),
+                "the page names its user"
+            );
             assert_eq!(res.status(), StatusCode::NOT_FOUND, "retry as admin");
         } else {
             assert_eq!(status, StatusCode::FORBIDDEN, "/ops as {role}");
@@ -802,7 +809,11 @@ async fn the_ops_routes_take_an_admin_session_and_refuse_every_other_role() {
     // Signed out of the back office, the admin's browser is out of the ops routes too.
     let res = post_form(admin, &hub, "/backoffice", "/backoffice/logout", &[]).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let res = admin.get(hub.url("/ops/snapshot")).send().await.expect("sent");
+    let res = admin
+        .get(hub.url("/ops/snapshot"))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     hub.server.stop(true).await;
 }

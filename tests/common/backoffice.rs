@@ -96,7 +96,12 @@ impl BackOffice {
     }
 
     /// A call with the admin token; answers status and JSON body.
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -149,8 +154,8 @@ impl BackOffice {
         .await
     }
 
-    /// The SKUs of the first `n` products of a category (the demo catalog's).
-    pub async fn skus_of(&self, category: &str, n: usize) -> Vec<String> {
+    /// The slugs of the first `n` products of a category (the demo catalog's).
+    pub async fn slugs_of(&self, category: &str, n: usize) -> Vec<String> {
         let res: Value = self
             .http
             .get(self.url(&format!("/api/v1/products?category={category}")))
@@ -160,17 +165,73 @@ impl BackOffice {
             .json()
             .await
             .expect("json");
-        let products = res["products"]
+        let slugs: Vec<String> = res["items"]
             .as_array()
-            .or_else(|| res["items"].as_array())
-            .unwrap_or_else(|| panic!("products of {category}: {res}"));
-        let skus: Vec<String> = products
+            .unwrap_or_else(|| panic!("products of {category}: {res}"))
             .iter()
-            .filter_map(|p| p["variants"][0]["sku"].as_str().map(str::to_string))
+            .filter_map(|p| p["slug"].as_str().map(str::to_string))
             .take(n)
             .collect();
-        assert_eq!(skus.len(), n, "{n} products in {category}: {res}");
-        skus
+        assert_eq!(slugs.len(), n, "{n} products in {category}: {res}");
+        slugs
+    }
+
+    /// SKUs of `n` products of a category with at least five units in stock (one per product).
+    pub async fn skus_of(&self, category: &str, n: usize) -> Vec<String> {
+        let mut skus = Vec::new();
+        for slug in self
+            .slugs_of(category, 1)
+            .await
+            .into_iter()
+            .chain(self.all_slugs_of(category).await)
+        {
+            let product: Value = self
+                .http
+                .get(self.url(&format!("/api/v1/products/{slug}")))
+                .send()
+                .await
+                .expect("sent")
+                .json()
+                .await
+                .expect("json");
+            let in_stock = product["variants"]
+                .as_array()
+                .unwrap_or_else(|| panic!("variants of {slug}: {product}"))
+                .iter()
+                .find(|v| v["available"].as_i64().unwrap_or(0) >= 5)
+                .and_then(|v| v["sku"].as_str());
+            if let Some(sku) = in_stock {
+                if !skus.iter().any(|s| s == sku) {
+                    skus.push(sku.to_string());
+                }
+            }
+            if skus.len() == n {
+                return skus;
+            }
+        }
+        panic!("not {n} products in stock in {category}: {skus:?}");
+    }
+
+    /// The slugs of a category's first page of products.
+    async fn all_slugs_of(&self, category: &str) -> Vec<String> {
+        let res: Value = self
+            .http
+            .get(self.url(&format!("/api/v1/products?category={category}")))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        res["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|p| p["slug"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A shopper's client: signed in as `customer` (email, password) when given, else a guest;
@@ -188,13 +249,21 @@ impl BackOffice {
                 .send()
                 .await
                 .expect("sent");
-            assert!(res.status().is_success(), "{email} signs in: {}", res.status());
+            assert!(
+                res.status().is_success(),
+                "{email} signs in: {}",
+                res.status()
+            );
         }
         c
     }
 
     /// A basket of `shopper` with `lines`; answers (id, token).
-    pub async fn basket(&self, shopper: &reqwest::Client, lines: &[(&str, u32)]) -> (String, String) {
+    pub async fn basket(
+        &self,
+        shopper: &reqwest::Client,
+        lines: &[(&str, u32)],
+    ) -> (String, String) {
         let created: Value = shopper
             .post(self.url("/api/v1/baskets"))
             .send()
@@ -204,16 +273,22 @@ impl BackOffice {
             .await
             .expect("json");
         let id = created["id"].as_str().expect("a basket id").to_string();
-        let token = created["token"].as_str().expect("a basket token").to_string();
+        // A signed-in customer's basket goes by the session; a guest's by its token.
+        let token = created["token"].as_str().unwrap_or_default().to_string();
         for (sku, quantity) in lines {
             let res = shopper
                 .post(self.url(&format!("/api/v1/baskets/{id}/lines")))
-                .header("X-Basket-Token", &token)
+                .headers(basket_token(&token))
                 .json(&json!({"sku": sku, "quantity": quantity}))
                 .send()
                 .await
                 .expect("sent");
-            assert!(res.status().is_success(), "add {sku}: {}", res.status());
+            let status = res.status();
+            assert!(
+                status.is_success(),
+                "add {sku}: {status} {}",
+                res.text().await.unwrap_or_default()
+            );
         }
         (id, token)
     }
@@ -222,7 +297,7 @@ impl BackOffice {
     pub async fn basket_json(&self, shopper: &reqwest::Client, basket: &(String, String)) -> Value {
         shopper
             .get(self.url(&format!("/api/v1/baskets/{}", basket.0)))
-            .header("X-Basket-Token", &basket.1)
+            .headers(basket_token(&basket.1))
             .send()
             .await
             .expect("sent")
@@ -233,11 +308,16 @@ impl BackOffice {
 
     /// Buys `lines` as `shopper` (paid with the simulator's test card); waits for the order
     /// and answers the checkout's JSON.
-    pub async fn buy(&self, shopper: &reqwest::Client, email: &str, lines: &[(&str, u32)]) -> Value {
+    pub async fn buy(
+        &self,
+        shopper: &reqwest::Client,
+        email: &str,
+        lines: &[(&str, u32)],
+    ) -> Value {
         let (basket, token) = self.basket(shopper, lines).await;
         let res = shopper
             .post(self.url(&format!("/api/v1/baskets/{basket}/checkout")))
-            .header("X-Basket-Token", &token)
+            .headers(basket_token(&token))
             .json(&json!({
                 "email": email,
                 "address": {"name": "Ada Lovelace", "line1": "Unter den Linden 1", "city": "Berlin", "postcode": "10117", "country": "DE"},
@@ -271,7 +351,7 @@ impl BackOffice {
         eventually(WAIT, || async {
             let c: Value = shopper
                 .get(self.url(&format!("/api/v1/checkouts/{id}")))
-                .header("X-Basket-Token", &token)
+                .headers(basket_token(&token))
                 .send()
                 .await
                 .ok()?
@@ -284,6 +364,15 @@ impl BackOffice {
     }
 }
 
+/// The `X-Basket-Token` header of a guest's basket (none for a signed-in customer's).
+fn basket_token(token: &str) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if !token.is_empty() {
+        headers.insert("x-basket-token", token.parse().expect("a header value"));
+    }
+    headers
+}
+
 /// Signs `page` in to the back office as `email` (with [`PASSWORD`]) and waits for the
 /// dashboard.
 pub async fn sign_in(page: &Session, base: &str, email: &str) {
@@ -291,14 +380,16 @@ pub async fn sign_in(page: &Session, base: &str, email: &str) {
     page.type_into("#email", email).await;
     page.type_into("#password", PASSWORD).await;
     page.click("#sign-in").await;
-    page.wait_for_url(WAIT, |u| u.ends_with("/backoffice")).await;
+    page.wait_for_url(WAIT, |u| u.ends_with("/backoffice"))
+        .await;
 }
 
 /// Signs `page` out of the back office (the layout's sign-out button).
 pub async fn sign_out(page: &Session, base: &str) {
     page.goto(&format!("{base}/backoffice")).await;
     page.click("form[action='/backoffice/logout'] button").await;
-    page.wait_for_url(WAIT, |u| u.contains("/backoffice/login")).await;
+    page.wait_for_url(WAIT, |u| u.contains("/backoffice/login"))
+        .await;
 }
 
 /// The HTTP status the browser got for the page it shows (Chromium's navigation timing).

@@ -184,7 +184,7 @@ pub(crate) fn now_unix() -> i64 {
 
 /// The CSRF token a change sent in `X-Ops-Csrf` (or, for a back-office session, in
 /// `X-CSRF-Token`).
-fn sent_csrf<'r>(req: &'r HttpRequest, also_backoffice_header: bool) -> &'r str {
+fn sent_csrf(req: &HttpRequest, also_backoffice_header: bool) -> &str {
     let get = |name| {
         req.headers()
             .get(name)
@@ -239,8 +239,7 @@ impl OpsAuthorized {
         }
         if let Some(cookie) = req.cookie(SESSION_COOKIE) {
             if let Some(csrf) = access.session_csrf(cookie.value(), now_unix()) {
-                if is_change(req.method()) && !channels_tokens_match(&csrf, sent_csrf(req, false))
-                {
+                if is_change(req.method()) && !channels_tokens_match(&csrf, sent_csrf(req, false)) {
                     return Err(csrf_refused());
                 }
                 return Ok(OpsAuthorized(OpsCaller::Session { csrf }));
@@ -286,7 +285,6 @@ async fn backoffice_caller(req: &HttpRequest, token: &str) -> Result<Option<OpsC
         csrf: session.csrf,
     }))
 }
-
 
 impl FromRequest for OpsAuthorized {
     type Error = ApiError;
