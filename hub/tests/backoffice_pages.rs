@@ -689,6 +689,135 @@ async fn every_route_serves_its_roles_and_only_them() {
     hub.server.stop(true).await;
 }
 
+const OPS_TOKEN: &str = "pages-ops-token";
+
+/// The ops page's CSRF token (its `ops-csrf` meta).
+fn ops_csrf_in(html: &str) -> String {
+    let marker = r#"name="ops-csrf" content=""#;
+    let start = html.find(marker).expect("the ops-csrf meta") + marker.len();
+    html[start..]
+        .split('"')
+        .next()
+        .expect("a value")
+        .to_string()
+}
+
+#[actix_web::test]
+async fn the_ops_routes_take_an_admin_session_and_refuse_every_other_role() {
+    let clock = clock();
+    let hub = spawn(&clock, |s| s.ops_token = Some(OPS_TOKEN.to_string().into())).await;
+    let mut browsers = Vec::new();
+    for role in ROLES {
+        let email = format!("{role}@example.com");
+        user(&hub, &email, &[role]).await;
+        browsers.push((role, signed_in(&hub, &email).await));
+    }
+    let reads = ["/ops/snapshot", "/ops/stats", "/ops/outbox", "/metrics"];
+    // No credentials: 401 for the API, the sign-in form for the page.
+    let anonymous = browser();
+    for path in reads {
+        let res = anonymous.get(hub.url(path)).send().await.expect("sent");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{path} anonymous");
+    }
+    let res = anonymous.get(hub.url("/ops")).send().await.expect("sent");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/ops/login");
+    // The ops token keeps working.
+    for path in reads {
+        let res = common::client()
+            .get(hub.url(path))
+            .bearer_auth(OPS_TOKEN)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), StatusCode::OK, "{path} with the ops token");
+    }
+    let retry = hub.url("/ops/outbox/archive/dead/01ARZ3NDEKTSV4RRFFQ69G5FAV/retry");
+    let admin_page = page(&browsers[0].1, &hub, "/ops").await.1;
+    let admin_csrf = ops_csrf_in(&admin_page);
+    for (role, b) in &browsers {
+        let (status, html) = page(b, &hub, "/ops").await;
+        for path in reads {
+            let res = b.get(hub.url(path)).send().await.expect("sent");
+            if *role == "admin" {
+                assert_eq!(res.status(), StatusCode::OK, "{path} as admin by session");
+            } else {
+                assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path} as {role}");
+                let body: Value = res.json().await.expect("json");
+                assert_eq!(body["error"]["code"], "role_required", "{path} as {role}");
+            }
+        }
+        // A change with the session's CSRF token: an admin reaches the handler (no such dead
+        // letter: 404), every other role is refused.
+        let res = b
+            .post(&retry)
+            .header("X-Ops-Csrf", &admin_csrf)
+            .send()
+            .await
+            .expect("sent");
+        if *role == "admin" {
+            assert_eq!(status, StatusCode::OK, "/ops as admin");
+            assert!(
+                html.contains("admin@example.com"),
+                "the page names its user"
+            );
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "retry as admin");
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN, "/ops as {role}");
+            assert!(!html.contains("sec-integrations"), "/ops as {role}");
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "retry as {role}");
+        }
+    }
+    // The admin's session, like the back office: a change needs the session's CSRF token (in
+    // X-Ops-Csrf or X-CSRF-Token), and never from another site.
+    let admin = &browsers[0].1;
+    let res = admin.post(&retry).send().await.expect("sent");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "csrf_token_required");
+    let res = admin
+        .post(&retry)
+        .header("X-Ops-Csrf", "0".repeat(admin_csrf.len()))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = admin
+        .post(&retry)
+        .header("X-CSRF-Token", &admin_csrf)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = admin
+        .post(&retry)
+        .header("X-Ops-Csrf", &admin_csrf)
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // The navigation offers Operations to admins only.
+    for (role, b) in &browsers {
+        let (_, html) = page(b, &hub, "/backoffice").await;
+        assert_eq!(
+            html.contains(r#"href="/ops""#),
+            *role == "admin",
+            "the Operations entry as {role}"
+        );
+    }
+    // Signed out of the back office, the admin's browser is out of the ops routes too.
+    let res = post_form(admin, &hub, "/backoffice", "/backoffice/logout", &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let res = admin
+        .get(hub.url("/ops/snapshot"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    hub.server.stop(true).await;
+}
+
 #[actix_web::test]
 async fn a_merchandiser_drafts_and_an_approver_approves_through_the_pages() {
     let clock = clock();

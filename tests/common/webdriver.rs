@@ -282,6 +282,112 @@ impl Session {
         }
     }
 
+    /// Runs a script in the page (WebDriver "execute sync"); answers its return value.
+    pub async fn execute(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    /// Accepts the `window.confirm` (or alert) the last click opened, waiting for it up to
+    /// `timeout`; answers its text.
+    pub async fn accept_dialog(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(text) = self
+                .try_call(reqwest::Method::GET, "/alert/text", None)
+                .await
+            {
+                self.call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+                    .await;
+                return text.as_str().unwrap_or_default().to_string();
+            }
+            assert!(Instant::now() < deadline, "no dialog within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many elements match `css` now.
+    pub async fn count(&self, css: &str) -> usize {
+        self.try_call(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .await
+        .ok()
+        .and_then(|v| v.as_array().map(Vec::len))
+        .unwrap_or(0)
+    }
+
+    /// Polls until `count(css)` satisfies `check`, or panics after `timeout`.
+    pub async fn wait_for_count(
+        &self,
+        css: &str,
+        timeout: Duration,
+        check: impl Fn(usize) -> bool,
+    ) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count(css).await;
+            if check(n) {
+                return n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css}: the count never matched; last: {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The visible page as a PNG.
+    pub async fn screenshot_png(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let data = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().expect("base64 PNG"))
+            .expect("a base64 PNG")
+    }
+
+    /// Saves the visible page as `<dir>/<name>.png` when `OMNIHUB_SCREENSHOTS` names a
+    /// directory (e.g. `docs/screenshots`); does nothing otherwise. The page is resized to its
+    /// full height first, so the picture shows all of it.
+    pub async fn screenshot_for_docs(&self, name: &str) {
+        let Some(dir) = std::env::var_os("OMNIHUB_SCREENSHOTS") else {
+            return;
+        };
+        let height = self
+            .execute(
+                "return Math.min(2400, Math.max(900, document.documentElement.scrollHeight));",
+                json!([]),
+            )
+            .await
+            .as_u64()
+            .unwrap_or(900);
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": 1280, "height": height})),
+        )
+        .await;
+        let png = self.screenshot_png().await;
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": 1280, "height": 900})),
+        )
+        .await;
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("the screenshot directory");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("the screenshot is written");
+        eprintln!("screenshot: {}", path.display());
+    }
+
     pub async fn close(self) {
         let _ = self.http.delete(&self.url).send().await;
     }

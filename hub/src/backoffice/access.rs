@@ -68,6 +68,9 @@ pub mod policy {
         Edge => [Admin];
         /// Changes to segments, personalization slots and A/B experiments.
         Marketing => [Marketer, Admin];
+        /// The ops page and API (`/ops`, `/ops/*`, `/metrics`) by back-office session; the ops
+        /// token opens them too (`hub::monitor::auth`).
+        Ops => [Admin];
     }
 }
 

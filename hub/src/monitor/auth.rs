@@ -8,10 +8,16 @@
 //!    SameSite=Strict and scoped to `/ops`. A change (POST, DELETE, …) made with it must also
 //!    send the page's CSRF token in `X-Ops-Csrf`.
 //!
+//! 4. it carries the back-office session cookie of a signed-in user with a role of
+//!    [`policy::Ops`] (admin): the same sign-in as the back-office pages. A change made with it
+//!    must send that session's CSRF token (the ops page puts it in `X-Ops-Csrf`; the back
+//!    office's `X-CSRF-Token` is accepted too). A signed-in user without such a role is a 403.
+//!
 //! Whatever the way in, a change from a browser whose `Origin` is another site is refused.
-//! Another way in (e.g. a back-office session with role admin) is one more arm in
-//! [`OpsAuthorized::decide`].
 
+use crate::backoffice::access::{policy, Policy, CSRF_HEADER as BACKOFFICE_CSRF_HEADER};
+use crate::backoffice::session::SESSION_COOKIE as BACKOFFICE_COOKIE;
+use crate::backoffice::Backoffice;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest};
 use channels::error::ApiError;
@@ -114,6 +120,18 @@ pub enum OpsCaller {
     Token,
     /// The ops page's session cookie; `csrf` is the token its page sends with changes.
     Session { csrf: String },
+    /// A back-office session of a user with an ops role; `csrf` is that session's token.
+    BackOffice { email: String, csrf: String },
+}
+
+impl OpsCaller {
+    /// The CSRF token the page sends with changes (none for a bearer or an open hub).
+    pub fn csrf(&self) -> Option<&str> {
+        match self {
+            OpsCaller::Session { csrf } | OpsCaller::BackOffice { csrf, .. } => Some(csrf),
+            OpsCaller::Open | OpsCaller::Token => None,
+        }
+    }
 }
 
 /// Proof that a request may use an operations endpoint (see the module's doc).
@@ -164,9 +182,36 @@ pub(crate) fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The CSRF token a change sent in `X-Ops-Csrf` (or, for a back-office session, in
+/// `X-CSRF-Token`).
+fn sent_csrf(req: &HttpRequest, also_backoffice_header: bool) -> &str {
+    let get = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    };
+    get(CSRF_HEADER)
+        .or_else(|| {
+            if also_backoffice_header {
+                get(BACKOFFICE_CSRF_HEADER)
+            } else {
+                None
+            }
+        })
+        .unwrap_or_default()
+}
+
+fn csrf_refused() -> ApiError {
+    forbidden(
+        "csrf_token_required",
+        "send the ops page's CSRF token in X-Ops-Csrf (reload the page)",
+    )
+}
+
 impl OpsAuthorized {
     /// The one place that decides who may use the ops routes.
-    pub fn decide(req: &HttpRequest) -> Result<OpsAuthorized, ApiError> {
+    pub async fn decide(req: &HttpRequest) -> Result<OpsAuthorized, ApiError> {
         let Some(access) = req.app_data::<web::Data<OpsAccess>>() else {
             // Not configured at all is a wiring mistake: refuse rather than open.
             return Err(unauthorized());
@@ -194,33 +239,61 @@ impl OpsAuthorized {
         }
         if let Some(cookie) = req.cookie(SESSION_COOKIE) {
             if let Some(csrf) = access.session_csrf(cookie.value(), now_unix()) {
-                if is_change(req.method()) {
-                    let sent = req
-                        .headers()
-                        .get(CSRF_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    if !channels_tokens_match(&csrf, sent) {
-                        return Err(forbidden(
-                            "csrf_token_required",
-                            "send the ops page's CSRF token in X-Ops-Csrf (reload the page)",
-                        ));
-                    }
+                if is_change(req.method()) && !channels_tokens_match(&csrf, sent_csrf(req, false)) {
+                    return Err(csrf_refused());
                 }
                 return Ok(OpsAuthorized(OpsCaller::Session { csrf }));
             }
         }
-        // A back-office session with role admin would be accepted here.
+        if let Some(cookie) = req.cookie(BACKOFFICE_COOKIE) {
+            if let Some(caller) = backoffice_caller(req, cookie.value()).await? {
+                return Ok(OpsAuthorized(caller));
+            }
+        }
         Err(unauthorized())
     }
 }
 
+/// The back-office arm of [`OpsAuthorized::decide`]: `None` when the cookie is no live session
+/// (expired, signed out, user disabled), a 403 for a user without an ops role or a change
+/// without the session's CSRF token.
+async fn backoffice_caller(req: &HttpRequest, token: &str) -> Result<Option<OpsCaller>, ApiError> {
+    let Some(backoffice) = req.app_data::<web::Data<Backoffice>>() else {
+        // A hub without a back office (the metrics listener): only the ops token opens.
+        return Ok(None);
+    };
+    let session = backoffice.session(token).await.map_err(|e| {
+        tracing::error!(error = %e, "back-office storage failed");
+        crate::backoffice::access::unavailable()
+    })?;
+    let Some(session) = session else {
+        return Ok(None);
+    };
+    if let Err(e) = session.user.require_any(policy::Ops::ROLES) {
+        tracing::info!(user = %session.user.id, "ops page refused to a back-office role");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "role_required",
+            e.to_string(),
+        ));
+    }
+    if is_change(req.method()) && !channels_tokens_match(&session.csrf, sent_csrf(req, true)) {
+        return Err(csrf_refused());
+    }
+    Ok(Some(OpsCaller::BackOffice {
+        email: session.user.email,
+        csrf: session.csrf,
+    }))
+}
+
 impl FromRequest for OpsAuthorized {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<OpsAuthorized, ApiError>>;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<OpsAuthorized, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(OpsAuthorized::decide(req))
+        let req = req.clone();
+        Box::pin(async move { OpsAuthorized::decide(&req).await })
     }
 }
 

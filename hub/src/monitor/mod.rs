@@ -106,7 +106,7 @@ pub async fn metrics_endpoint(
     if listener.0.is_some() && !listener.serves(&req) {
         return Err(channels::error::ApiError::not_found("route"));
     }
-    auth::OpsAuthorized::decide(&req)?;
+    auth::OpsAuthorized::decide(&req).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics::scrape(&handle).await))

@@ -113,13 +113,26 @@ fn see_other(to: &str) -> HttpResponse {
 
 /// `GET /ops`: the page, or the sign-in form for a browser without a session.
 async fn page(auth: Result<OpsAuthorized, ApiError>, handle: web::Data<HubHandle>) -> HttpResponse {
-    let Ok(OpsAuthorized(caller)) = auth else {
-        return see_other("/ops/login");
+    let caller = match auth {
+        Ok(OpsAuthorized(caller)) => caller,
+        Err(e) if e.status == actix_web::http::StatusCode::FORBIDDEN => {
+            // Signed in to the back office, without a role that may see operations.
+            return login_form(
+                Some(
+                    "Your back-office role may not use the operations page: sign in with the ops \
+                     token, or to the back office as an admin.",
+                ),
+                actix_web::http::StatusCode::FORBIDDEN,
+            );
+        }
+        Err(_) => return see_other("/ops/login"),
     };
     let snapshot = Snapshot::take(&handle).await;
-    let (csrf, session) = match &caller {
-        OpsCaller::Session { csrf } => (csrf.clone(), true),
-        OpsCaller::Open | OpsCaller::Token => (String::new(), false),
+    let csrf = caller.csrf().unwrap_or_default().to_string();
+    let session = matches!(caller, OpsCaller::Session { .. });
+    let backoffice_user = match &caller {
+        OpsCaller::BackOffice { email, .. } => Some(email.clone()),
+        _ => None,
     };
     html(render(
         "ops.html",
@@ -128,6 +141,7 @@ async fn page(auth: Result<OpsAuthorized, ApiError>, handle: web::Data<HubHandle
             sections => sections(&snapshot),
             csrf => csrf,
             session => session,
+            backoffice_user => backoffice_user,
         },
     ))
 }

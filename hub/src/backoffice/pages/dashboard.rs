@@ -53,6 +53,7 @@ pub async fn show(
                 orders => can("/backoffice/orders"),
                 promotions => can("/backoffice/promotions"),
                 analytics => can("/backoffice/analytics"),
+                ops => can("/ops"),
             },
         },
     )

@@ -169,6 +169,7 @@ pub const NAV: &[(&str, &str, &[Role])] = &[
     ),
     ("/backoffice/users", "Users", policy::Admin::ROLES),
     ("/backoffice/audit", "Audit log", policy::Admin::ROLES),
+    ("/ops", "Operations", policy::Ops::ROLES),
 ];
 
 /// Changes whenever the stylesheet or script does, so their URLs can be cached for a year.
@@ -202,6 +203,9 @@ impl Pages {
         env.set_lstrip_blocks(true);
         env.add_filter("money", money_filter);
         env.add_filter("when", when_filter);
+        // The catalog's pager links keep the search; minijinja's own `urlencode` needs a
+        // feature we do not build.
+        env.add_filter("urlencode", |text: String| encode_component(&text));
         env.add_filter("truncate", |text: String, n: usize| -> String {
             if text.chars().count() <= n {
                 text
