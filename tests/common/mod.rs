@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "browser-tests")]
+pub mod backoffice;
+#[cfg(feature = "browser-tests")]
 pub mod webdriver;
 
 pub mod collect;

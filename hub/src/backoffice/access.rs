@@ -68,6 +68,9 @@ pub mod policy {
         Edge => [Admin];
         /// Changes to segments, personalization slots and A/B experiments.
         Marketing => [Marketer, Admin];
+        /// Reading segments, slots, experiments and their reports, and the segment preview
+        /// (the back-office pages; analysts read, marketers also change).
+        MarketingReports => [Marketer, Analyst, Admin];
     }
 }
 
