@@ -48,11 +48,13 @@ async fn a_marketer_reads_an_experiment_report_with_the_api_figures() {
     .await;
     assert_eq!(status, 201, "{made}");
     let (status, started) = json_of(
-        http.post(format!("{base}/api/v1/admin/experiments/browser-hero/start"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("sent"),
+        http.post(format!(
+            "{base}/api/v1/admin/experiments/browser-hero/start"
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("sent"),
     )
     .await;
     assert_eq!(status, 200, "{started}");
@@ -73,7 +75,10 @@ async fn a_marketer_reads_an_experiment_report_with_the_api_figures() {
             .expect("sent"),
     )
     .await;
-    let sku = detail["variants"][0]["sku"].as_str().expect("sku").to_string();
+    let sku = detail["variants"][0]["sku"]
+        .as_str()
+        .expect("sku")
+        .to_string();
 
     // 30 shoppers are exposed; every third adds to the basket.
     for i in 0..30 {
@@ -149,8 +154,12 @@ async fn a_marketer_reads_an_experiment_report_with_the_api_figures() {
     let page = driver.session().await;
     common::backoffice::sign_in(&page, &base, MARKETER.0, MARKETER.1).await;
     page.goto(&format!("{base}/backoffice/experiments")).await;
-    assert!(page.text("#experiments-table").await.contains("Browser hero"));
-    page.click("a[href='/backoffice/experiments/browser-hero']").await;
+    assert!(page
+        .text("#experiments-table")
+        .await
+        .contains("Browser hero"));
+    page.click("a[href='/backoffice/experiments/browser-hero']")
+        .await;
     page.wait_for_url(Duration::from_secs(10), |u| {
         u.ends_with("/backoffice/experiments/browser-hero")
     })
@@ -186,7 +195,11 @@ async fn a_marketer_reads_an_experiment_report_with_the_api_figures() {
                     .as_f64()
                     .map_or("—".to_string(), |p| format!("{p:.4}"));
                 assert_eq!(page.text(&shown("p")).await.trim(), p);
-                let significant = if cmp["significant"] == true { "yes" } else { "no" };
+                let significant = if cmp["significant"] == true {
+                    "yes"
+                } else {
+                    "no"
+                };
                 assert_eq!(page.text(&shown("significant")).await.trim(), significant);
             }
             None => assert_eq!(page.text(&shown("difference")).await.trim(), "—"),
@@ -197,6 +210,9 @@ async fn a_marketer_reads_an_experiment_report_with_the_api_figures() {
     let mismatch = report["sample_ratio"]["mismatch"] == true;
     let body = page.text("main").await;
     assert_eq!(body.contains("Sample-ratio mismatch."), mismatch, "{body}");
-    assert!(body.contains("fewer than 30"), "the small-sample warning: {body}");
+    assert!(
+        body.contains("fewer than 30"),
+        "the small-sample warning: {body}"
+    );
     page.close().await;
 }

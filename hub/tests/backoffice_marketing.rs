@@ -118,7 +118,12 @@ async fn post_form(
     (status, to, res.text().await.expect("body"))
 }
 
-async fn api(method: reqwest::Method, hub: &TestHub, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn api(
+    method: reqwest::Method,
+    hub: &TestHub,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut req = common::client()
         .request(method, hub.url(path))
         .bearer_auth(ADMIN_TOKEN);
@@ -169,7 +174,10 @@ async fn a_segment_rule_error_is_shown_with_its_position_and_nothing_is_saved() 
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert!(html.contains("Nothing was saved"), "{html}");
-    assert!(html.contains(r#"id="rule-error" data-line="2" data-column="12""#), "{html}");
+    assert!(
+        html.contains(r#"id="rule-error" data-line="2" data-column="12""#),
+        "{html}"
+    );
     assert!(html.contains("line 2, column 12"), "{html}");
     assert!(html.contains("wihtin"), "the typed rule is kept: {html}");
     let (status, _) = get(&hub, "/api/v1/admin/segments/lapsing").await;
@@ -245,16 +253,27 @@ async fn a_segment_rule_error_is_shown_with_its_position_and_nothing_is_saved() 
     .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (_, stored) = get(&hub, "/api/v1/admin/segments/lapsing").await;
-    assert_eq!((stored["version"].as_u64(), stored["name"].as_str()), (Some(2), Some("Lapsed buyers")));
+    assert_eq!(
+        (stored["version"].as_u64(), stored["name"].as_str()),
+        (Some(2), Some("Lapsed buyers"))
+    );
     let updated = audit_entry(&hub, "segment.update", "segment/lapsing").await;
     assert!(updated["before"].as_str().expect("before").contains(good));
-    assert!(updated["after"].as_str().expect("after").contains("orders >= 2"));
+    assert!(updated["after"]
+        .as_str()
+        .expect("after")
+        .contains("orders >= 2"));
 
     // The members page.
     let (status, html) = page(&mara, &hub, "/backoffice/segments/lapsing/members").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains(r#"id="member-total""#));
-    let (status, _) = page(&mara, &hub, "/backoffice/segments/lapsing/members?after=nonsense").await;
+    let (status, _) = page(
+        &mara,
+        &hub,
+        "/backoffice/segments/lapsing/members?after=nonsense",
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = page(&mara, &hub, "/backoffice/segments/no-such").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -387,10 +406,17 @@ async fn slots_show_problems_with_their_json_path_and_preview_as_the_api_resolve
     let (_, stored) = get(&hub, "/api/v1/admin/slots/home_hero").await;
     assert_eq!(stored["version"], 2);
     let entry = audit_entry(&hub, "slot.update", "slot/home_hero").await;
-    assert!(entry["before"].is_string() && entry["after"].is_string(), "{entry}");
+    assert!(
+        entry["before"].is_string() && entry["after"].is_string(),
+        "{entry}"
+    );
 
     // The preview answers what the API's preview answers, for segments and for a channel.
-    for (segments, channel) in [("coffee-lovers", "web"), ("coffee-lovers", "pos"), ("", "web")] {
+    for (segments, channel) in [
+        ("coffee-lovers", "web"),
+        ("coffee-lovers", "pos"),
+        ("", "web"),
+    ] {
         let (status, expected) = api(
             reqwest::Method::POST,
             &hub,
@@ -419,7 +445,12 @@ async fn slots_show_problems_with_their_json_path_and_preview_as_the_api_resolve
 
     // An analyst previews but may not save.
     let ada = signed_in(&hub, "ada@example.com", &["analyst"]).await;
-    let (status, html) = page(&ada, &hub, "/backoffice/slots/home_hero?segments=coffee-lovers").await;
+    let (status, html) = page(
+        &ada,
+        &hub,
+        "/backoffice/slots/home_hero?segments=coffee-lovers",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(!html.contains(r#"id="slot-form""#));
     assert_eq!(text_of(&html, "preview-variant"), "coffee");
@@ -445,8 +476,8 @@ async fn caught_up(hub: &TestHub) {
 }
 
 #[actix_web::test]
-async fn an_experiment_split_that_does_not_add_up_is_refused_and_the_report_shows_the_api_figures(
-) {
+async fn an_experiment_split_that_does_not_add_up_is_refused_and_the_report_shows_the_api_figures()
+{
     let hub = spawn().await;
     let mara = signed_in(&hub, "mara@example.com", &["marketer"]).await;
     let form = |variants: &'static str| {
@@ -506,7 +537,10 @@ async fn an_experiment_split_that_does_not_add_up_is_refused_and_the_report_show
     let (_, made) = get(&hub, "/api/v1/admin/experiments/hero-test").await;
     assert_eq!(made["status"], "running");
     let started = audit_entry(&hub, "experiment.start", "experiment/hero-test").await;
-    assert!(started["before"].as_str().expect("before").contains("draft"));
+    assert!(started["before"]
+        .as_str()
+        .expect("before")
+        .contains("draft"));
     // Starting twice: a message, not a change.
     let (status, _, _) = post_form(
         &mara,
@@ -565,8 +599,14 @@ async fn an_experiment_split_that_does_not_add_up_is_refused_and_the_report_show
     let mut converted = 0;
     for row in report["variants"].as_array().expect("variants") {
         let key = row["key"].as_str().expect("key");
-        assert_eq!(text_of(&html, &format!("exposures-{key}")), row["exposures"].to_string());
-        assert_eq!(text_of(&html, &format!("conversions-{key}")), row["conversions"].to_string());
+        assert_eq!(
+            text_of(&html, &format!("exposures-{key}")),
+            row["exposures"].to_string()
+        );
+        assert_eq!(
+            text_of(&html, &format!("conversions-{key}")),
+            row["conversions"].to_string()
+        );
         exposed += row["exposures"].as_u64().expect("n");
         converted += row["conversions"].as_u64().expect("n");
         let rate = row["conversion_rate"]
@@ -575,20 +615,30 @@ async fn an_experiment_split_that_does_not_add_up_is_refused_and_the_report_show
         assert_eq!(text_of(&html, &format!("rate-{key}")), rate);
         if let Some(cmp) = row["vs_control"].as_object() {
             let diff = cmp["difference"].as_f64().expect("difference");
-            assert_eq!(text_of(&html, &format!("difference-{key}")), format!("{:+.2} pts", diff * 100.0));
+            assert_eq!(
+                text_of(&html, &format!("difference-{key}")),
+                format!("{:+.2} pts", diff * 100.0)
+            );
             let low = cmp["ci95_low"].as_f64().expect("low");
             let high = cmp["ci95_high"].as_f64().expect("high");
             assert_eq!(
                 text_of(&html, &format!("interval-{key}")),
                 format!("{:+.2} pts to {:+.2} pts", low * 100.0, high * 100.0)
             );
-            let p = cmp["p_value"].as_f64().map_or("—".to_string(), |p| format!("{p:.4}"));
+            let p = cmp["p_value"]
+                .as_f64()
+                .map_or("—".to_string(), |p| format!("{p:.4}"));
             assert_eq!(text_of(&html, &format!("p-{key}")), p);
         }
     }
     assert_eq!((exposed, converted), (24, 8), "{report}");
-    assert!(html.contains(r#"id="uplift-chart"><svg class="chart""#), "{html}");
-    let mismatch = report["sample_ratio"]["mismatch"].as_bool().unwrap_or(false);
+    assert!(
+        html.contains(r#"id="uplift-chart"><svg class="chart""#),
+        "{html}"
+    );
+    let mismatch = report["sample_ratio"]["mismatch"]
+        .as_bool()
+        .unwrap_or(false);
     assert_eq!(html.contains(r#"id="srm-warning""#), mismatch);
     // Fewer than 30 per variant: the warning is shown.
     assert!(html.contains("fewer than 30"), "{html}");
@@ -668,10 +718,16 @@ async fn playlists_are_checked_audited_and_the_preview_shows_a_segment_what_it_s
     .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (_, html) = page(&mia, &hub, "/backoffice/playlists/all").await;
-    assert!(html.contains("House Beans"), "the ERP's product name, read-only: {html}");
+    assert!(
+        html.contains("House Beans"),
+        "the ERP's product name, read-only: {html}"
+    );
     let first = audit_entry(&hub, "board.playlist.publish", "playlist/all").await;
     assert_eq!(first["who_email"], "mia@example.com");
-    assert!(first["after"].as_str().expect("after").contains("Fresh roast"));
+    assert!(first["after"]
+        .as_str()
+        .expect("after")
+        .contains("Fresh roast"));
     // A stale edit (opened before that publication) is refused and nothing changes.
     let late = json!({"items": [{"id": "late", "title": "Late"}]}).to_string();
     let (status, _, html) = post_form(
@@ -696,7 +752,13 @@ async fn playlists_are_checked_audited_and_the_preview_shows_a_segment_what_it_s
     .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let entry = audit_entry(&hub, "board.playlist.publish", "playlist/all").await;
-    assert!(entry["before"].as_str().expect("before").contains("Welcome"), "{entry}");
+    assert!(
+        entry["before"]
+            .as_str()
+            .expect("before")
+            .contains("Welcome"),
+        "{entry}"
+    );
     assert!(entry["after"].as_str().expect("after").contains("Hello"));
 
     // A hero for the segment, through the API.
@@ -711,26 +773,52 @@ async fn playlists_are_checked_audited_and_the_preview_shows_a_segment_what_it_s
 
     // The preview as coffee-lovers: the segment's hero and board items; as nobody: defaults.
     let mara = signed_in(&hub, "mara@example.com", &["marketer"]).await;
-    let (status, html) = page(&mara, &hub, "/backoffice/preview?segment=coffee-lovers&channel=web").await;
+    let (status, html) = page(
+        &mara,
+        &hub,
+        "/backoffice/preview?segment=coffee-lovers&channel=web",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains(r#"id="preview-banner""#));
     assert_eq!(text_of(&html, "preview-as"), "coffee-lovers");
-    assert_eq!(text_of(&html, "preview-hero-title"), "Freshly roasted for you");
+    assert_eq!(
+        text_of(&html, "preview-hero-title"),
+        "Freshly roasted for you"
+    );
     assert_eq!(text_of(&html, "preview-hero-variant"), "coffee");
     assert_eq!(text_of(&html, "preview-board-segment"), "coffee-lovers");
-    assert!(html.contains("Fresh roast") && !html.contains("<td>Hello</td>"), "{html}");
+    assert!(
+        html.contains("Fresh roast") && !html.contains("<td>Hello</td>"),
+        "{html}"
+    );
     let (_, html) = page(&mara, &hub, "/backoffice/preview").await;
     assert_eq!(text_of(&html, "preview-hero-title"), "Welcome");
     assert_eq!(text_of(&html, "preview-hero-variant"), "default");
     assert!(html.contains("<td>Hello</td>"), "{html}");
     // The hero on a channel the variant does not target: the default, as the live page.
-    let (_, html) = page(&mara, &hub, "/backoffice/preview?segment=coffee-lovers&channel=pos").await;
+    let (_, html) = page(
+        &mara,
+        &hub,
+        "/backoffice/preview?segment=coffee-lovers&channel=pos",
+    )
+    .await;
     assert_eq!(text_of(&html, "preview-hero-variant"), "default");
     // Bad input is said, not a failure.
-    let (status, html) = page(&mara, &hub, "/backoffice/preview?segment=no-such&channel=telepathy&product=NOPE").await;
+    let (status, html) = page(
+        &mara,
+        &hub,
+        "/backoffice/preview?segment=no-such&channel=telepathy&product=NOPE",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let problems = html.split(r#"id="preview-problems""#).nth(1).expect("problems");
-    assert!(problems.contains("no-such") && problems.contains("channel:") && problems.contains("NOPE"));
+    let problems = html
+        .split(r#"id="preview-problems""#)
+        .nth(1)
+        .expect("problems");
+    assert!(
+        problems.contains("no-such") && problems.contains("channel:") && problems.contains("NOPE")
+    );
     // A support user may not preview; an analyst may.
     let sam = signed_in(&hub, "sam@example.com", &["support"]).await;
     let (status, _) = page(&sam, &hub, "/backoffice/preview").await;

@@ -6,7 +6,13 @@ use serde_json::json;
 use std::time::Duration;
 
 /// Creates a back-office user with `roles` and `password` (the hub's admin token).
-pub async fn create_user(base: &str, admin_token: &str, email: &str, roles: &[&str], password: &str) {
+pub async fn create_user(
+    base: &str,
+    admin_token: &str,
+    email: &str,
+    roles: &[&str],
+    password: &str,
+) {
     let res = super::http_client()
         .post(format!("{base}/api/v1/admin/users"))
         .bearer_auth(admin_token)

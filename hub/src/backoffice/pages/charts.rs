@@ -162,7 +162,11 @@ pub struct Interval {
 /// A forest plot: per row a dot at the estimate and a line over its interval, on one
 /// horizontal axis that always shows zero (the "no difference" line); `show` prints an axis
 /// value. Rows without data are listed with "not enough data".
-pub fn intervals(title: &str, rows: &[(String, Option<Interval>)], show: impl Fn(f64) -> String) -> String {
+pub fn intervals(
+    title: &str,
+    rows: &[(String, Option<Interval>)],
+    show: impl Fn(f64) -> String,
+) -> String {
     let width = 640.0;
     let (label_w, right) = (150.0, 24.0);
     let row_h = 34.0;
@@ -285,11 +289,17 @@ mod tests {
         let rows = vec![
             (
                 "b".to_string(),
-                Some(Interval { value: 0.02, low: -0.01, high: 0.05 }),
+                Some(Interval {
+                    value: 0.02,
+                    low: -0.01,
+                    high: 0.05,
+                }),
             ),
             ("c".to_string(), None),
         ];
-        let svg = intervals("Uplift <vs control>", &rows, |v| format!("{:+.1}", v * 100.0));
+        let svg = intervals("Uplift <vs control>", &rows, |v| {
+            format!("{:+.1}", v * 100.0)
+        });
         assert!(svg.contains("Uplift &lt;vs control&gt;"));
         assert_eq!(svg.matches("<circle").count(), 1);
         assert!(svg.contains("not enough data"));

@@ -390,7 +390,10 @@ async fn start(
     match handle.experiments.start(&session.actor(), &key).await {
         Ok(e) => Ok(pages.redirect(
             &back,
-            Flash::success(format!("{} is running: shoppers are assigned from now on.", e.key)),
+            Flash::success(format!(
+                "{} is running: shoppers are assigned from now on.",
+                e.key
+            )),
         )),
         Err(BackofficeError::Conflict { message, .. }) => {
             Ok(pages.redirect(&back, Flash::error(message)))

@@ -133,7 +133,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "import_run.html",
         include_str!("../../../templates/backoffice/import_run.html"),
-    ),    (
+    ),
+    (
         "segments.html",
         include_str!("../../../templates/backoffice/segments.html"),
     ),
@@ -238,7 +239,11 @@ pub const NAV: &[(&str, &str, &[Role])] = &[
         "Experiments",
         policy::MarketingReports::ROLES,
     ),
-    ("/backoffice/playlists", "Board playlists", policy::Boards::ROLES),
+    (
+        "/backoffice/playlists",
+        "Board playlists",
+        policy::Boards::ROLES,
+    ),
     (
         "/backoffice/preview",
         "Preview as segment",

@@ -104,7 +104,12 @@ async fn show(
         },
     };
     let catalog = handle.backend.catalog();
-    let product = match query.product.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+    let product = match query
+        .product
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         Some(text) => match Sku::parse(text)
             .ok()
             .and_then(|s| catalog.product_by_sku(&s).map(|p| (s, p)))
@@ -201,15 +206,24 @@ async fn show(
         handle.boards.current_for(&LocationId(store.clone()))
     };
     let (board_segment, board_items) = playlist.items_for(&chosen);
-    let board_item_view = slot(&handle, SlotName::BoardItem, &chosen, SlotChannel::Board, None).await?;
-    let board_item = board_item_view.as_ref().and_then(|view| match &view.content {
-        Content::BoardItem(item) => Some(context! {
-            rows => item_rows(&handle, std::slice::from_ref(item)),
-            variant => view.variant.clone(),
-            reason => view.reason.clone(),
-        }),
-        _ => None,
-    });
+    let board_item_view = slot(
+        &handle,
+        SlotName::BoardItem,
+        &chosen,
+        SlotChannel::Board,
+        None,
+    )
+    .await?;
+    let board_item = board_item_view
+        .as_ref()
+        .and_then(|view| match &view.content {
+            Content::BoardItem(item) => Some(context! {
+                rows => item_rows(&handle, std::slice::from_ref(item)),
+                variant => view.variant.clone(),
+                reason => view.reason.clone(),
+            }),
+            _ => None,
+        });
 
     pages.render(
         &req,

@@ -138,7 +138,9 @@ fn form_errors(rule_text: &str, e: SegmentError) -> Result<FormErrors, PageFailu
             )],
             rule: None,
         },
-        SegmentError::NotFound(key) => return Err(PageFailure::not_found(&format!("segment {key}"))),
+        SegmentError::NotFound(key) => {
+            return Err(PageFailure::not_found(&format!("segment {key}")))
+        }
         SegmentError::Storage(e) => return Err(e.into()),
     })
 }
@@ -295,7 +297,10 @@ async fn edit(
             sync(&handle, &bo).await;
             Ok(pages.redirect(
                 &format!("/backoffice/segments/{}", def.key),
-                Flash::success(format!("Segment {} saved (version {}).", def.key, def.version)),
+                Flash::success(format!(
+                    "Segment {} saved (version {}).",
+                    def.key, def.version
+                )),
             ))
         }
         Err(e) => {

@@ -164,20 +164,31 @@ async fn run_preview(
     let Some(channel) = SlotChannel::parse(channel_text) else {
         return fail(format!("channel: one of {}", SlotChannel::names()));
     };
-    let product = match q.product.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+    let product = match q
+        .product
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         None => None,
         Some(p) => match Sku::parse(p) {
             Ok(sku) => Some(sku),
             Err(e) => return fail(format!("product: {e}")),
         },
     };
-    let customer = q.customer.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let customer = q
+        .customer
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
     let segments = match customer {
         Some(text) => match text.parse::<CustomerId>() {
-            Ok(c) => handle
-                .personalization
-                .segments_of(Subject::Customer(c))
-                .await?,
+            Ok(c) => {
+                handle
+                    .personalization
+                    .segments_of(Subject::Customer(c))
+                    .await?
+            }
             Err(_) => {
                 return fail(format!(
                     "customer: '{text}' is not a customer id (a ULID, 26 characters)"
@@ -362,12 +373,11 @@ async fn delete(
                 slot.as_str()
             )),
         )),
-        Err(SlotError::Backoffice(crate::backoffice::BackofficeError::NotFound(_))) => {
-            Ok(pages.redirect(
+        Err(SlotError::Backoffice(crate::backoffice::BackofficeError::NotFound(_))) => Ok(pages
+            .redirect(
                 "/backoffice/slots",
                 Flash::error(format!("Slot {} is not configured.", slot.as_str())),
-            ))
-        }
+            )),
         Err(SlotError::Backoffice(e)) => Err(e.into()),
         Err(SlotError::Storage(e)) => Err(e.into()),
         Err(other) => Err(PageFailure::new(
