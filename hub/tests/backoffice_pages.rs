@@ -508,6 +508,14 @@ fn api_cases() -> Vec<Case> {
             &["marketer", "admin"],
         ),
         c("GET", "/api/v1/admin/boards/playlists", None, BOARDS),
+        c("GET", "/api/v1/admin/experiments", None, ANALYTICS),
+        c(
+            "POST",
+            "/api/v1/admin/experiments/no-such/start",
+            None,
+            &["marketer", "admin"],
+        ),
+        c("GET", "/api/v1/admin/slots", None, MARKETING_READERS),
         c(
             "GET",
             "/api/v1/admin/boards/audience/01ARZ3NDEKTSV4RRFFQ69G5FAV",
@@ -570,8 +578,26 @@ fn page_cases() -> Vec<(&'static str, &'static [&'static str])> {
         ("/backoffice/analytics", &["analyst", "marketer", "admin"]),
         ("/backoffice/users", &["admin"]),
         ("/backoffice/audit", &["admin"]),
+        ("/backoffice/segments", MARKETING_READERS),
+        ("/backoffice/segments/new", &["marketer", "admin"]),
+        ("/backoffice/slots", MARKETING_READERS),
+        ("/backoffice/slots/home_hero", MARKETING_READERS),
+        ("/backoffice/experiments", MARKETING_READERS),
+        ("/backoffice/experiments/new", &["marketer", "admin"]),
+        (
+            "/backoffice/playlists",
+            &["merchandiser", "marketer", "admin"],
+        ),
+        (
+            "/backoffice/playlists/all",
+            &["merchandiser", "marketer", "admin"],
+        ),
+        ("/backoffice/preview", MARKETING_READERS),
     ]
 }
+
+/// Who reads segments, slots, experiments and their reports in the back office.
+const MARKETING_READERS: &[&str] = &["marketer", "analyst", "admin"];
 
 async fn call(c: &reqwest::Client, hub: &TestHub, case: &Case, bearer: Option<&str>) -> StatusCode {
     let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("method");

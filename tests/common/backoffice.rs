@@ -418,3 +418,34 @@ pub async fn nav_links(page: &Session) -> Vec<String> {
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect()
 }
+
+/// Creates a back-office user with `roles` and `password` on a hub started by a suite of its
+/// own (the hub's admin token).
+pub async fn create_user(
+    base: &str,
+    admin_token: &str,
+    email: &str,
+    roles: &[&str],
+    password: &str,
+) {
+    let res = super::http_client()
+        .post(format!("{base}/api/v1/admin/users"))
+        .bearer_auth(admin_token)
+        .json(&json!({"email": email, "name": email, "roles": roles, "password": password}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status().as_u16(), 201, "user {email} created");
+}
+
+/// Signs `page` in to the back office as `email` with `password` and waits for the dashboard.
+pub async fn sign_in_with(page: &Session, base: &str, email: &str, password: &str) {
+    page.goto(&format!("{base}/backoffice/login")).await;
+    page.type_into("#email", email).await;
+    page.type_into("#password", password).await;
+    page.click("#sign-in").await;
+    page.wait_for_url(WAIT, |u| {
+        u.ends_with("/backoffice") || u.ends_with("/backoffice/")
+    })
+    .await;
+}

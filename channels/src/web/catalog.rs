@@ -211,12 +211,12 @@ async fn slot_for(
     }
 }
 
-/// The home hero chosen for the visitor (`None`: the page's own).
-async fn personal_hero(visitor: &Visitor, catalog: &CatalogSnapshot) -> Option<minijinja::Value> {
-    let view = slot_for(visitor, SlotName::HomeHero, None).await?;
-    let Content::Hero(hero) = view.content else {
-        return None;
-    };
+/// A hero's picture and link: its own, else its product's. The home page and the back
+/// office's segment preview show the same.
+pub fn hero_image_and_link(
+    hero: &protocol::personalization::Hero,
+    catalog: &CatalogSnapshot,
+) -> (Option<String>, Option<String>) {
     let product = hero.sku.as_ref().and_then(|s| catalog.product_by_sku(s));
     let image = hero
         .image
@@ -226,6 +226,16 @@ async fn personal_hero(visitor: &Visitor, catalog: &CatalogSnapshot) -> Option<m
         .link
         .clone()
         .or_else(|| product.map(|p| format!("/p/{}", p.slug)));
+    (image, link)
+}
+
+/// The home hero chosen for the visitor (`None`: the page's own).
+async fn personal_hero(visitor: &Visitor, catalog: &CatalogSnapshot) -> Option<minijinja::Value> {
+    let view = slot_for(visitor, SlotName::HomeHero, None).await?;
+    let Content::Hero(hero) = view.content else {
+        return None;
+    };
+    let (image, link) = hero_image_and_link(&hero, catalog);
     Some(context! {
         title => hero.title,
         text => hero.text,

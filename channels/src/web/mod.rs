@@ -22,6 +22,7 @@ mod page;
 #[cfg(test)]
 mod tests;
 
+pub use catalog::hero_image_and_link;
 pub use page::{Flash, Level, PageError};
 
 use crate::context::{ChannelState, RequestContext};

@@ -71,6 +71,9 @@ pub mod policy {
         /// The ops page and API (`/ops`, `/ops/*`, `/metrics`) by back-office session; the ops
         /// token opens them too (`hub::monitor::auth`).
         Ops => [Admin];
+        /// Reading segments, slots, experiments and their reports, and the segment preview
+        /// (the back-office pages; analysts read, marketers also change).
+        MarketingReports => [Marketer, Analyst, Admin];
     }
 }
 

@@ -111,7 +111,7 @@ impl HubBoards {
     }
 
     /// Every scope's publication and the current version.
-    fn list(&self) -> (u64, BTreeMap<String, BoardPublication>) {
+    pub fn list(&self) -> (u64, BTreeMap<String, BoardPublication>) {
         let state = self.state.load();
         (state.version, state.scopes.clone())
     }

@@ -118,7 +118,7 @@ fn unavailable(e: StorageError) -> ApiError {
 }
 
 /// The definition with its status (a segment the analyst has not taken yet is `evaluating`).
-fn with_status(
+pub(crate) fn with_status(
     def: &SegmentDefinition,
     statuses: &BTreeMap<String, SegmentStatus>,
 ) -> serde_json::Value {
@@ -138,7 +138,7 @@ fn with_status(
 
 /// Hands the analyst the definitions after a change. If it cannot be reached the change
 /// stands: the analyst takes the definitions again when it starts.
-async fn sync(handle: &HubHandle, bo: &Backoffice) -> BTreeMap<String, SegmentStatus> {
+pub(crate) async fn sync(handle: &HubHandle, bo: &Backoffice) -> BTreeMap<String, SegmentStatus> {
     let synced = match segments::definitions(bo) {
         Ok(defs) => handle.experience.sync_segments(defs).await,
         Err(e) => Err(e),
@@ -250,14 +250,14 @@ async fn validate(caller: Caller, body: web::Json<ValidateBody>) -> Result<HttpR
 }
 
 /// A member cursor: `customer:<id>` or `anonymous:<id>`.
-fn cursor(subject: &Subject) -> String {
+pub(crate) fn cursor(subject: &Subject) -> String {
     match subject {
         Subject::Customer(c) => format!("customer:{c}"),
         Subject::Anonymous(a) => format!("anonymous:{a}"),
     }
 }
 
-fn parse_cursor(text: &str) -> Option<Subject> {
+pub(crate) fn parse_cursor(text: &str) -> Option<Subject> {
     let (kind, id) = text.split_once(':')?;
     match kind {
         "customer" => id.parse::<CustomerId>().ok().map(Subject::Customer),

@@ -151,21 +151,7 @@ async fn report(
     key: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let experiment = known(&handle, &key)?;
-    let counts = handle.experiments.counts(&key).map_err(unavailable)?;
-    let arms: Vec<Arm> = experiment
-        .variants
-        .iter()
-        .map(|v| {
-            let c = counts.variants.get(&v.key).copied().unwrap_or_default();
-            Arm {
-                key: v.key.clone(),
-                weight_bp: v.weight_bp,
-                exposures: c.exposures,
-                conversions: c.conversions,
-            }
-        })
-        .collect();
-    let report = stats::report(&arms);
+    let report = statistics(&handle.experiments, &experiment).map_err(unavailable)?;
     Ok(HttpResponse::Ok().json(json!({
         "experiment": experiment.key,
         "name": experiment.name,
@@ -185,6 +171,29 @@ async fn report(
         "sample_ratio": report.sample_ratio,
         "warnings": report.warnings,
     })))
+}
+
+/// The statistics of an experiment from its counts: the report route's and the back-office
+/// report page's.
+pub fn statistics(
+    experiments: &super::Experiments,
+    experiment: &Experiment,
+) -> Result<stats::Report, StorageError> {
+    let counts = experiments.counts(&experiment.key)?;
+    let arms: Vec<Arm> = experiment
+        .variants
+        .iter()
+        .map(|v| {
+            let c = counts.variants.get(&v.key).copied().unwrap_or_default();
+            Arm {
+                key: v.key.clone(),
+                weight_bp: v.weight_bp,
+                exposures: c.exposures,
+                conversions: c.conversions,
+            }
+        })
+        .collect();
+    Ok(stats::report(&arms))
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {

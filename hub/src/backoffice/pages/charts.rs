@@ -152,6 +152,105 @@ pub fn stacked_columns(
     svg
 }
 
+/// One row's point estimate and its interval (same units) for [`intervals`].
+pub struct Interval {
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// A forest plot: per row a dot at the estimate and a line over its interval, on one
+/// horizontal axis that always shows zero (the "no difference" line); `show` prints an axis
+/// value. Rows without data are listed with "not enough data".
+pub fn intervals(
+    title: &str,
+    rows: &[(String, Option<Interval>)],
+    show: impl Fn(f64) -> String,
+) -> String {
+    let width = 640.0;
+    let (label_w, right) = (150.0, 24.0);
+    let row_h = 34.0;
+    let axis_h = 26.0;
+    let height = row_h * rows.len().max(1) as f64 + axis_h + 8.0;
+    let known = rows.iter().filter_map(|(_, i)| i.as_ref());
+    let (mut lo, mut hi) = (0.0f64, 0.0f64);
+    for i in known {
+        lo = lo.min(i.low).min(i.value);
+        hi = hi.max(i.high).max(i.value);
+    }
+    if hi - lo < 1e-12 {
+        lo -= 0.01;
+        hi += 0.01;
+    }
+    let pad = (hi - lo) * 0.08;
+    let (lo, hi) = (lo - pad, hi + pad);
+    let plot_w = width - label_w - right;
+    let x_of = |v: f64| label_w + (v - lo) / (hi - lo) * plot_w;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{}"><title>{}</title>"#,
+        esc(title),
+        esc(title)
+    );
+    let axis_y = row_h * rows.len().max(1) as f64 + 4.0;
+    let zero = x_of(0.0);
+    let _ = write!(
+        svg,
+        r#"<line class="grid" x1="{zero:.1}" x2="{zero:.1}" y1="2" y2="{axis_y:.1}"/><line class="grid" x1="{label_w}" x2="{:.1}" y1="{axis_y:.1}" y2="{axis_y:.1}"/>"#,
+        width - right
+    );
+    for v in [lo, 0.0, hi] {
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x_of(v),
+            axis_y + 18.0,
+            esc(&show(v))
+        );
+    }
+    for (r, (label, interval)) in rows.iter().enumerate() {
+        let y = 4.0 + row_h * r as f64 + row_h / 2.0;
+        let short: String = label.chars().take(20).collect();
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            label_w - 8.0,
+            y + 4.0,
+            esc(&short)
+        );
+        match interval {
+            Some(i) => {
+                let _ = write!(
+                    svg,
+                    r#"<g class="interval"><title>{}: {} ({} to {})</title><line x1="{:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="{}" stroke-width="3"/><circle cx="{:.1}" cy="{y:.1}" r="6" fill="{}"/></g>"#,
+                    esc(label),
+                    esc(&show(i.value)),
+                    esc(&show(i.low)),
+                    esc(&show(i.high)),
+                    x_of(i.low),
+                    x_of(i.high),
+                    colour(r),
+                    x_of(i.value),
+                    colour(r),
+                );
+            }
+            None => {
+                let _ = write!(
+                    svg,
+                    r#"<text x="{label_w}" y="{:.1}">not enough data</text>"#,
+                    y + 4.0
+                );
+            }
+        }
+    }
+    if rows.is_empty() {
+        let _ = write!(svg, r#"<text x="8" y="20">Nothing to compare.</text>"#);
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +282,27 @@ mod tests {
         assert!(svg.contains(r#"height="108.0""#));
         assert!(svg.contains("03-01") && svg.contains("03-02"));
         assert!(stacked_columns("Empty", &[], &[], |v| v.to_string()).contains("No data"));
+    }
+
+    #[test]
+    fn intervals_put_zero_on_the_axis_and_draw_each_interval() {
+        let rows = vec![
+            (
+                "b".to_string(),
+                Some(Interval {
+                    value: 0.02,
+                    low: -0.01,
+                    high: 0.05,
+                }),
+            ),
+            ("c".to_string(), None),
+        ];
+        let svg = intervals("Uplift <vs control>", &rows, |v| {
+            format!("{:+.1}", v * 100.0)
+        });
+        assert!(svg.contains("Uplift &lt;vs control&gt;"));
+        assert_eq!(svg.matches("<circle").count(), 1);
+        assert!(svg.contains("not enough data"));
+        assert!(svg.contains(">+0.0<") && svg.contains("b: +2.0 (-1.0 to +5.0)"));
     }
 }

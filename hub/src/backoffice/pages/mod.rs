@@ -19,9 +19,14 @@ mod catalog;
 pub mod charts;
 mod customers;
 mod dashboard;
+mod experiments;
 mod imports;
 mod orders;
+mod playlists;
+mod preview;
 mod promotions;
+mod segments;
+mod slots;
 mod users;
 
 use super::access::{policy, Policy};
@@ -129,6 +134,58 @@ const TEMPLATES: &[(&str, &str)] = &[
         "import_run.html",
         include_str!("../../../templates/backoffice/import_run.html"),
     ),
+    (
+        "segments.html",
+        include_str!("../../../templates/backoffice/segments.html"),
+    ),
+    (
+        "segment.html",
+        include_str!("../../../templates/backoffice/segment.html"),
+    ),
+    (
+        "segment_members.html",
+        include_str!("../../../templates/backoffice/segment_members.html"),
+    ),
+    (
+        "experiments.html",
+        include_str!("../../../templates/backoffice/experiments.html"),
+    ),
+    (
+        "experiment.html",
+        include_str!("../../../templates/backoffice/experiment.html"),
+    ),
+    (
+        "experiment_form.html",
+        include_str!("../../../templates/backoffice/experiment_form.html"),
+    ),
+    (
+        "slots.html",
+        include_str!("../../../templates/backoffice/slots.html"),
+    ),
+    (
+        "slot.html",
+        include_str!("../../../templates/backoffice/slot.html"),
+    ),
+    (
+        "content_summary.html",
+        include_str!("../../../templates/backoffice/content_summary.html"),
+    ),
+    (
+        "playlists.html",
+        include_str!("../../../templates/backoffice/playlists.html"),
+    ),
+    (
+        "playlist.html",
+        include_str!("../../../templates/backoffice/playlist.html"),
+    ),
+    (
+        "board_items.html",
+        include_str!("../../../templates/backoffice/board_items.html"),
+    ),
+    (
+        "preview.html",
+        include_str!("../../../templates/backoffice/preview.html"),
+    ),
 ];
 
 const CSS: &str = include_str!("../../../static/backoffice.css");
@@ -166,6 +223,31 @@ pub const NAV: &[(&str, &str, &[Role])] = &[
         "/backoffice/analytics",
         "Analytics",
         policy::Analytics::ROLES,
+    ),
+    (
+        "/backoffice/segments",
+        "Segments",
+        policy::MarketingReports::ROLES,
+    ),
+    (
+        "/backoffice/slots",
+        "Personalization",
+        policy::MarketingReports::ROLES,
+    ),
+    (
+        "/backoffice/experiments",
+        "Experiments",
+        policy::MarketingReports::ROLES,
+    ),
+    (
+        "/backoffice/playlists",
+        "Board playlists",
+        policy::Boards::ROLES,
+    ),
+    (
+        "/backoffice/preview",
+        "Preview as segment",
+        policy::MarketingReports::ROLES,
     ),
     ("/backoffice/users", "Users", policy::Admin::ROLES),
     ("/backoffice/audit", "Audit log", policy::Admin::ROLES),
@@ -812,7 +894,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(users::configure)
         .configure(customers::configure)
         .configure(catalog::configure)
-        .configure(imports::configure);
+        .configure(imports::configure)
+        .configure(segments::configure)
+        .configure(slots::configure)
+        .configure(experiments::configure)
+        .configure(playlists::configure)
+        .configure(preview::configure);
 }
 
 #[cfg(test)]
