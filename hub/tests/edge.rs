@@ -460,9 +460,13 @@ async fn deltas_are_applied_once_acked_and_gaps_answered() {
 
     // Each new sale is an interaction event on the POS channel, once.
     hub.handle.drain_events().await;
-    let events = hub::storage::EventLog::read_after(hub.handle.storage.as_ref(), None, 10_000)
-        .await
-        .expect("events");
+    let events: Vec<protocol::Event> =
+        hub::storage::EventLog::read_sequenced(hub.handle.storage.as_ref(), 0, 10_000)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|s| s.event)
+            .collect();
     let pos: Vec<_> = events
         .iter()
         .filter(|e| e.channel == protocol::Channel::Pos)

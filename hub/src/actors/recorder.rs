@@ -64,7 +64,7 @@ impl Recorder {
         ctx.spawn(
             async move {
                 // The recorder keeps its handle on the batch, to retry it if the append fails.
-                let result = storage.append(batch.clone()).await;
+                let result = storage.append_fresh(batch.clone()).await;
                 (result, batch)
             }
             .into_actor(self)
@@ -131,7 +131,7 @@ impl Handler<Drain> for Recorder {
         crate::monitor::metrics::recorder_buffered(0);
         let storage = self.storage.clone();
         Box::pin(async move {
-            if let Err(e) = storage.append(batch.into()).await {
+            if let Err(e) = storage.append_fresh(batch.into()).await {
                 tracing::error!(error = %e, "draining events failed");
             }
         })

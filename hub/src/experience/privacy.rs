@@ -28,13 +28,13 @@
 use super::Experience;
 use crate::app::HubHandle;
 use crate::storage::{
-    Change, Committer, CustomerStore, EventLog, OrderStore, Outbox, Result, StorageError,
-    UnitOfWork,
+    Change, Committer, CustomerStore, EventLog, OrderStore, Outbox, Result, Sequenced,
+    StorageError, UnitOfWork,
 };
 use hmac::{Hmac, Mac};
 use protocol::codec::{decode, encode};
 use protocol::privacy::{ErasureJob, ErasureStep};
-use protocol::{AnonymousId, CustomerId, Event, Subject};
+use protocol::{AnonymousId, CustomerId, Subject};
 use sha2::Sha256;
 use std::collections::HashSet;
 
@@ -282,10 +282,13 @@ async fn pseudonymise_events(
         let page = handle.storage.read_sequenced(cursor, PAGE).await?;
         let Some(last) = page.last() else { break };
         cursor = last.seq;
-        let rewritten: Vec<Event> = page
+        let rewritten: Vec<Sequenced> = page
             .into_iter()
             .filter(|s| theirs(&s.event.subject))
-            .map(|s| pseudonymised(s.event, pseudonym))
+            .map(|s| Sequenced {
+                seq: s.seq,
+                event: pseudonymised(s.event, pseudonym),
+            })
             .collect();
         if !rewritten.is_empty() {
             handle.storage.rewrite(rewritten, None).await?;

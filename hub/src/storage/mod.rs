@@ -265,14 +265,15 @@ pub trait OrderStore: Send + Sync {
 pub trait EventLog: Send + Sync {
     /// Appends a batch durably.
     async fn append(&self, events: std::sync::Arc<[Event]>) -> Result<()>;
+    /// Appends a batch durably, of events this hub made ([`Event::new`]: fresh ids) and has not
+    /// appended before, except by retrying this call after it failed (the recorder's). A store
+    /// may skip its id check and index for them; a retry still keeps each event's first
+    /// sequence.
+    async fn append_fresh(&self, events: std::sync::Arc<[Event]>) -> Result<()> {
+        self.append(events).await
+    }
     /// The customer's events, newest first.
     async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>>;
-    /// Events in log order after `after` (exclusive), for export.
-    async fn read_after(
-        &self,
-        after: Option<protocol::EventId>,
-        limit: usize,
-    ) -> Result<Vec<Event>>;
     /// Events in append order with their sequence numbers, after sequence `after` (exclusive),
     /// up to the last durable append. Sequences are assigned when an event is appended, so an
     /// event recorded late (an edge node's offline board events) still comes after a reader's
@@ -281,9 +282,10 @@ pub trait EventLog: Send + Sync {
     /// The sequence of the last durable append; it changes after every append, so a consumer
     /// tails the log by waiting on it instead of polling.
     fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// Rewrites stored events in place (same id and sequence), e.g. pseudonymised on erasure,
-    /// and drops the timeline index of `forget`.
-    async fn rewrite(&self, events: Vec<Event>, forget: Option<CustomerId>) -> Result<()>;
+    /// Rewrites stored events in place (same id, at the sequence given), e.g. pseudonymised on
+    /// erasure, and drops the timeline index of `forget`. An event not at its sequence is left
+    /// alone.
+    async fn rewrite(&self, events: Vec<Sequenced>, forget: Option<CustomerId>) -> Result<()>;
 }
 
 /// An event with its append-order sequence number (1, 2, 3, … with no gaps below the last

@@ -36,8 +36,13 @@ const MAX_GROUP: usize = 1024;
 
 enum Job {
     Commit(UnitOfWork, oneshot::Sender<Result<()>>),
-    Append(Arc<[Event]>, oneshot::Sender<Result<()>>),
-    Rewrite(Vec<Event>, Option<CustomerId>, oneshot::Sender<Result<()>>),
+    /// Events to append; `true`: fresh (see [`event_log::Fresh`]).
+    Append(Arc<[Event]>, bool, oneshot::Sender<Result<()>>),
+    Rewrite(
+        Vec<Sequenced>,
+        Option<CustomerId>,
+        oneshot::Sender<Result<()>>,
+    ),
 }
 
 /// The event log's append order: every writer of the events tree (the storage writer, a
@@ -107,7 +112,17 @@ impl SequenceLock<'_> {
         log: &sled::Tree,
         events: &[Event],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        event_log::number(log, &mut self.last, &mut self.numbered, events)
+        self.number_with(log, events, &event_log::Fresh::NONE)
+    }
+
+    /// [`SequenceLock::number`] where `fresh` marks the events that need no id index.
+    fn number_with(
+        &mut self,
+        log: &sled::Tree,
+        events: &[Event],
+        fresh: &event_log::Fresh<'_>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        event_log::number(log, &mut self.last, &mut self.numbered, events, fresh)
     }
 
     /// Takes back the numbers handed out under this lock (their write failed).
@@ -252,7 +267,8 @@ impl SledStorage {
         let outbox_counts = Arc::new(outbox_counts::OutboxCounts::scan(&entities)?);
         let (tx, rx) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
-        let writer = Writer {
+        let mut writer = Writer {
+            retried: HashSet::new(),
             db: db.clone(),
             entities: entities.clone(),
             events: events.clone(),
@@ -353,6 +369,10 @@ impl SledStorage {
 }
 
 struct Writer {
+    /// Fresh events applied whose flush failed (their append answered an error, so the
+    /// recorder sends them again): a retry keeps their first sequence. Rare; kept for the
+    /// process's life, as the recorder's buffer is.
+    retried: HashSet<EventId>,
     db: sled::Db,
     entities: sled::Tree,
     events: sled::Tree,
@@ -361,7 +381,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&self, rx: mpsc::Receiver<Job>) {
+    fn run(&mut self, rx: mpsc::Receiver<Job>) {
         while let Ok(first) = rx.recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -378,7 +398,7 @@ impl Writer {
     }
 
     /// Applies a group as one batch per tree, flushes once, then answers every job.
-    fn commit_group(&self, group: Vec<Job>) {
+    fn commit_group(&mut self, group: Vec<Job>) {
         let mut entity_batch = sled::Batch::default();
         let mut event_batch = sled::Batch::default();
         let mut claimed: HashSet<Vec<u8>> = HashSet::new();
@@ -386,6 +406,7 @@ impl Writer {
             Vec::with_capacity(group.len());
         // The events the group appends, in order, for their sequence numbers.
         let mut appended: Vec<Event> = Vec::new();
+        let mut fresh: Vec<bool> = Vec::new();
         let mut touched = outbox_counts::Touched::default();
         for job in group {
             match job {
@@ -400,11 +421,13 @@ impl Writer {
                             }
                         }
                         appended.extend(unit.events.iter().cloned());
+                        fresh.resize(appended.len(), false);
                     }
                     answers.push((reply, staged.map(|_| ())));
                 }
-                Job::Append(events, reply) => {
+                Job::Append(events, is_fresh, reply) => {
                     appended.extend(events.iter().cloned());
+                    fresh.resize(appended.len(), is_fresh);
                     answers.push((reply, Ok(())));
                 }
                 Job::Rewrite(events, forget, reply) => {
@@ -422,9 +445,13 @@ impl Writer {
             }
         }
         let mut order = self.sequencer.lock();
-        let numbered = self
-            .pseudonymise_erased(&mut appended)
-            .and_then(|()| order.number(&self.events, &appended));
+        let numbered = self.pseudonymise_erased(&mut appended).and_then(|()| {
+            let fresh = event_log::Fresh {
+                flags: &fresh,
+                retried: Some(&self.retried),
+            };
+            order.number_with(&self.events, &appended, &fresh)
+        });
         let applied = match numbered {
             Ok(numbers) => {
                 for (k, v) in numbers {
@@ -441,7 +468,8 @@ impl Writer {
                 return;
             }
         };
-        if applied.is_err() {
+        let applied_ok = applied.is_ok();
+        if !applied_ok {
             order.undo();
         } else {
             touched.settle(&self.entities, &self.outbox_counts);
@@ -460,6 +488,16 @@ impl Writer {
         m.storage_group.observe(answers.len() as f64);
         if written.is_ok() {
             self.sequencer.published(last);
+        } else if applied_ok {
+            // Applied but not flushed: the fresh events are in the tree; their retry must not
+            // number them again.
+            self.retried.extend(
+                appended
+                    .iter()
+                    .zip(&fresh)
+                    .filter(|(_, f)| **f)
+                    .map(|(e, _)| e.id),
+            );
         }
         for (reply, staged) in answers {
             let outcome = match (&written, staged) {
@@ -864,7 +902,11 @@ impl OrderStore for SledStorage {
 #[async_trait]
 impl EventLog for SledStorage {
     async fn append(&self, events: Arc<[Event]>) -> Result<()> {
-        self.submit(|tx| Job::Append(events, tx)).await
+        self.submit(|tx| Job::Append(events, false, tx)).await
+    }
+
+    async fn append_fresh(&self, events: Arc<[Event]>) -> Result<()> {
+        self.submit(|tx| Job::Append(events, true, tx)).await
     }
 
     async fn timeline(&self, customer: CustomerId, limit: usize) -> Result<Vec<Event>> {
@@ -885,13 +927,8 @@ impl EventLog for SledStorage {
         self.sequencer.0.durable.subscribe()
     }
 
-    async fn rewrite(&self, events: Vec<Event>, forget: Option<CustomerId>) -> Result<()> {
+    async fn rewrite(&self, events: Vec<Sequenced>, forget: Option<CustomerId>) -> Result<()> {
         self.submit(|tx| Job::Rewrite(events, forget, tx)).await
-    }
-
-    async fn read_after(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
-        let tree = self.events.clone();
-        blocking(move || event_log::read_after(&tree, after, limit)).await
     }
 }
 

@@ -2,15 +2,19 @@
 //!
 //! - `c/<first seq, u64 BE>` → an [`EventChunk`]: up to [`CHUNK`] events with consecutive
 //!   append sequences, written in one piece;
-//! - `e/<event id>` → its sequence (u64 BE): the id index, for duplicates, rewrites and
-//!   timelines;
-//! - `t/<customer id><event id>` → empty: each customer's timeline.
+//! - `e/<event id>` → its sequence (u64 BE): the id index of the events that can arrive twice
+//!   (an edge node's sales and board events, anything appended through the checked path), so a
+//!   repeat keeps its first sequence. The recorder's events are not in it: their ids are fresh
+//!   ULIDs this hub made ([`Fresh`]), so a repeat can only be the recorder's own retry of a
+//!   failed append, which the writer remembers in memory;
+//! - `t/<customer id><event id>` → the event's sequence (u64 BE; empty in logs written before
+//!   fresh events, whose timelines follow the id index): each customer's timeline.
 //!
-//! An append costs one write per event (its id index entry) and one per chunk, where storing
-//! each event under its id and again under its sequence cost two; a reader in append order
-//! decodes a chunk at a time. Logs written by earlier builds (`s/<seq>` → id, `e/<id>` → the
-//! event) are converted at open, a batch at a time, each batch atomic, so a crash mid-way
-//! resumes where it stopped.
+//! An append costs one chunk write per [`CHUNK`] events, a timeline entry per customer event
+//! and, for events that can arrive twice, an id index entry; a reader in append order decodes
+//! a chunk at a time. Logs written by earlier builds (`s/<seq>` → id, `e/<id>` → the event)
+//! are converted at open, a batch at a time, each batch atomic, so a crash mid-way resumes
+//! where it stopped.
 
 use super::{io, key, timeline_key};
 use crate::storage::{Result, Sequenced, StorageError};
@@ -45,15 +49,23 @@ pub fn sequence_of(tree: &sled::Tree, id: EventId) -> Result<Option<u64>> {
     Ok(tree.get(id_key(id)).map_err(io)?.and_then(|v| seq_from(&v)))
 }
 
-/// The entries that store `events` (already numbered from `first`, in order) and index them.
-pub fn entries(first: u64, events: &[Event]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut out = Vec::with_capacity(events.len() + events.len() / CHUNK + 1);
+/// The entries that store `events` (already numbered from `first`, in order) and index them:
+/// the id index only for the events `fresh` says are not fresh.
+pub fn entries(
+    first: u64,
+    events: &[Event],
+    fresh: impl Fn(usize) -> bool,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::with_capacity(events.len() / 2 + events.len() / CHUNK + 1);
     for (i, part) in events.chunks(CHUNK).enumerate() {
         let start = first + (i * CHUNK) as u64;
         for (j, e) in part.iter().enumerate() {
-            out.push((id_key(e.id), seq_value(start + j as u64)));
+            let seq = start + j as u64;
+            if !fresh(i * CHUNK + j) {
+                out.push((id_key(e.id), seq_value(seq)));
+            }
             if let protocol::Subject::Customer(c) = e.subject {
-                out.push((timeline_key(c, e.id), Vec::new()));
+                out.push((timeline_key(c, e.id), seq_value(seq)));
             }
         }
         let chunk = EventChunk {
@@ -155,7 +167,12 @@ pub fn timeline(tree: &sled::Tree, customer: CustomerId, limit: usize) -> Result
     let index = key("t", &customer.to_bytes());
     let mut seqs = Vec::new();
     for kv in tree.scan_prefix(&index).rev().take(limit) {
-        let (k, _) = kv.map_err(io)?;
+        let (k, v) = kv.map_err(io)?;
+        if let Some(seq) = seq_from(&v) {
+            seqs.push(seq);
+            continue;
+        }
+        // An entry written before timelines carried sequences: through the id index.
         let id = <[u8; 16]>::try_from(&k[index.len()..])
             .map(|b| EventId(ulid::Ulid(u128::from_be_bytes(b))));
         if let Ok(id) = id {
@@ -167,36 +184,16 @@ pub fn timeline(tree: &sled::Tree, customer: CustomerId, limit: usize) -> Result
     events_at(tree, &seqs)
 }
 
-/// Events in id order after `after` (exclusive), at most `limit`.
-pub fn read_after(tree: &sled::Tree, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
-    let start = match after {
-        Some(id) => {
-            let mut k = id_key(id);
-            k.push(0);
-            k
-        }
-        None => key("e", &[]),
-    };
-    let mut seqs = Vec::new();
-    for kv in tree.range(start..key("e", &[0xff; 17])).take(limit) {
-        let (_, v) = kv.map_err(io)?;
-        seqs.extend(seq_from(&v));
-    }
-    events_at(tree, &seqs)
-}
-
-/// The writes that replace stored events (same id, same sequence) and, with `forget`, drop
-/// that customer's timeline index. Events not in the log are left out.
+/// The writes that replace stored events (same id, at the sequence given) and, with `forget`,
+/// drop that customer's timeline index. An event not stored at its sequence is left out.
 pub fn rewrite(
     tree: &sled::Tree,
-    events: &[Event],
+    events: &[Sequenced],
     forget: Option<CustomerId>,
 ) -> Result<super::Staged> {
     let mut chunks: BTreeMap<u64, EventChunk> = BTreeMap::new();
-    for e in events {
-        let Some(seq) = sequence_of(tree, e.id)? else {
-            continue;
-        };
+    for Sequenced { seq, event: e } in events {
+        let seq = *seq;
         let cached = chunks
             .range(..=seq)
             .next_back()
@@ -235,6 +232,27 @@ pub fn rewrite(
     Ok(ops)
 }
 
+/// Which events of an append are fresh: made by this hub with a new id and never appended
+/// before (the recorder's), so no stored event can share their id and the id index is not
+/// consulted or written for them. `retried` holds the fresh ids of appends that were applied
+/// but not acknowledged (their flush failed): a retry of those keeps their first sequence.
+pub struct Fresh<'a> {
+    pub flags: &'a [bool],
+    pub retried: Option<&'a HashSet<EventId>>,
+}
+
+impl Fresh<'_> {
+    /// No event is fresh: every one is checked against (and written to) the id index.
+    pub const NONE: Fresh<'static> = Fresh {
+        flags: &[],
+        retried: None,
+    };
+
+    fn is(&self, i: usize) -> bool {
+        self.flags.get(i).copied().unwrap_or(false)
+    }
+}
+
 /// Numbers events for the log under the append order: skips any already stored or already
 /// numbered in this round, and answers the entries to apply for the rest.
 pub fn number(
@@ -242,18 +260,26 @@ pub fn number(
     last: &mut u64,
     numbered: &mut HashSet<EventId>,
     events: &[Event],
+    fresh: &Fresh<'_>,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut fresh = Vec::with_capacity(events.len());
-    for e in events {
-        if numbered.contains(&e.id) || tree.contains_key(id_key(e.id)).map_err(io)? {
+    let mut kept = Vec::with_capacity(events.len());
+    let mut kept_fresh = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let is_fresh = fresh.is(i);
+        let stored = if is_fresh {
+            fresh.retried.is_some_and(|r| r.contains(&e.id))
+        } else {
+            tree.contains_key(id_key(e.id)).map_err(io)?
+        };
+        if stored || !numbered.insert(e.id) {
             continue;
         }
-        numbered.insert(e.id);
-        fresh.push(e.clone());
+        kept.push(e.clone());
+        kept_fresh.push(is_fresh);
     }
     let first = *last + 1;
-    *last += fresh.len() as u64;
-    entries(first, &fresh)
+    *last += kept.len() as u64;
+    entries(first, &kept, |i| kept_fresh[i])
 }
 
 /// Converts a log written by an earlier build (`s/<seq>` → id, `e/<id>` → event) to chunks.
@@ -357,7 +383,7 @@ mod tests {
         let (head, tail) = all.split_at(100);
         apply(
             &tree,
-            number(&tree, &mut last, &mut numbered, head).expect("numbered"),
+            number(&tree, &mut last, &mut numbered, head, &Fresh::NONE).expect("numbered"),
         );
         // The tail comes with a repeat of the head's events: they keep their first number.
         let mut again = head[..10].to_vec();
@@ -365,7 +391,7 @@ mod tests {
         let mut numbered = HashSet::new();
         apply(
             &tree,
-            number(&tree, &mut last, &mut numbered, &again).expect("numbered"),
+            number(&tree, &mut last, &mut numbered, &again, &Fresh::NONE).expect("numbered"),
         );
         assert_eq!(last, all.len() as u64);
         assert_eq!(last_sequence(&tree).expect("last"), last);
@@ -391,10 +417,8 @@ mod tests {
             .collect();
         let timeline = timeline(&tree, customer, 1_000).expect("timeline");
         assert_eq!(timeline.len(), mine.len());
-        assert_eq!(
-            read_after(&tree, None, 10_000).expect("by id").len(),
-            all.len()
-        );
+        // Every event is in the id index (none was fresh).
+        assert_eq!(tree.scan_prefix(key("e", &[])).count(), all.len());
     }
 
     #[test]
@@ -405,16 +429,26 @@ mod tests {
         let (mut last, mut numbered) = (0, HashSet::new());
         apply(
             &tree,
-            number(&tree, &mut last, &mut numbered, &all).expect("numbered"),
+            number(&tree, &mut last, &mut numbered, &all, &Fresh::NONE).expect("numbered"),
         );
-        let changed: Vec<Event> = all
-            .iter()
-            .filter(|e| e.subject == Subject::Customer(customer))
-            .map(|e| Event {
-                subject: Subject::Anonymous(AnonymousId::new()),
-                ..e.clone()
+        let mut changed: Vec<Sequenced> = read_sequenced(&tree, 0, last, usize::MAX)
+            .expect("read")
+            .into_iter()
+            .filter(|s| s.event.subject == Subject::Customer(customer))
+            .map(|s| Sequenced {
+                seq: s.seq,
+                event: Event {
+                    subject: Subject::Anonymous(AnonymousId::new()),
+                    ..s.event
+                },
             })
             .collect();
+        // An event given at a sequence that holds another event is left alone.
+        let stranger = Sequenced {
+            seq: 2,
+            event: events(1, customer).remove(0),
+        };
+        changed.push(stranger.clone());
         let ops = rewrite(&tree, &changed, Some(customer)).expect("staged");
         let mut batch = sled::Batch::default();
         for (k, v) in ops {
@@ -429,7 +463,79 @@ mod tests {
         assert!(read
             .iter()
             .all(|s| s.event.subject != Subject::Customer(customer)));
+        assert_eq!(read[1].event, all[1]);
+        assert!(read.iter().all(|s| s.event.id != stranger.event.id));
         assert!(timeline(&tree, customer, 100).expect("timeline").is_empty());
+    }
+
+    #[test]
+    fn fresh_events_skip_the_id_index_and_still_keep_their_first_sequence() {
+        let (_db, tree) = db();
+        let customer = CustomerId::new();
+        let checked = events(40, customer);
+        let fresh = events(CHUNK + 30, customer);
+        let (mut last, mut numbered) = (0, HashSet::new());
+        apply(
+            &tree,
+            number(&tree, &mut last, &mut numbered, &checked, &Fresh::NONE).expect("numbered"),
+        );
+        // One append mixing fresh events, a repeat of a checked event and a fresh event twice.
+        let mut mixed = fresh.clone();
+        mixed.push(checked[3].clone());
+        mixed.push(fresh[0].clone());
+        let mut flags = vec![true; fresh.len()];
+        flags.extend([false, true]);
+        let mut numbered = HashSet::new();
+        let no_retries = HashSet::new();
+        let entries = number(
+            &tree,
+            &mut last,
+            &mut numbered,
+            &mixed,
+            &Fresh {
+                flags: &flags,
+                retried: Some(&no_retries),
+            },
+        )
+        .expect("numbered");
+        apply(&tree, entries);
+        assert_eq!(last, (checked.len() + fresh.len()) as u64);
+        // Only the checked events are in the id index.
+        assert_eq!(tree.scan_prefix(key("e", &[])).count(), checked.len());
+        assert!(fresh
+            .iter()
+            .all(|e| sequence_of(&tree, e.id).expect("read").is_none()));
+        // A retry of fresh events whose append failed after it was applied: not numbered again.
+        let retried: HashSet<EventId> = fresh[..5].iter().map(|e| e.id).collect();
+        let mut numbered = HashSet::new();
+        let again = number(
+            &tree,
+            &mut last,
+            &mut numbered,
+            &fresh[..5],
+            &Fresh {
+                flags: &[true; 5],
+                retried: Some(&retried),
+            },
+        )
+        .expect("numbered");
+        assert!(again.is_empty());
+        assert_eq!(last, (checked.len() + fresh.len()) as u64);
+        let read: Vec<Event> = read_sequenced(&tree, 0, last, usize::MAX)
+            .expect("read")
+            .into_iter()
+            .map(|s| s.event)
+            .collect();
+        let want: Vec<Event> = checked.iter().chain(&fresh).cloned().collect();
+        assert_eq!(read, want);
+        // The timeline holds the customer's events of both kinds, in id order (newest first).
+        let mut mine: Vec<&Event> = want
+            .iter()
+            .filter(|e| e.subject == Subject::Customer(customer))
+            .collect();
+        mine.sort_by_key(|e| std::cmp::Reverse(e.id));
+        let timeline = timeline(&tree, customer, usize::MAX).expect("timeline");
+        assert_eq!(timeline.iter().collect::<Vec<_>>(), mine);
     }
 
     #[test]
