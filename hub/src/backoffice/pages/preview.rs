@@ -47,6 +47,12 @@ pub struct PreviewQuery {
 
 /// A slot as resolved, or `None` when nobody configured it and it has no built-in default
 /// (the live page then shows its own content).
+/// The preview is of a segment, outside every A/B test: variants bound to an experiment
+/// (`docs/experiments.md`) are not shown; the slots API's preview picks them
+/// (`experiments: {key: variant}`).
+static NO_EXPERIMENTS: std::collections::BTreeMap<String, String> =
+    std::collections::BTreeMap::new();
+
 async fn slot(
     handle: &HubHandle,
     slot: SlotName,
@@ -56,7 +62,7 @@ async fn slot(
 ) -> Result<Option<SlotView>, PageFailure> {
     match handle
         .personalization
-        .preview(slot, segments, channel, product)
+        .preview(slot, segments, &NO_EXPERIMENTS, channel, product)
         .await
     {
         Ok(v) => Ok(Some(v)),

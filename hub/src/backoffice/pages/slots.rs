@@ -199,7 +199,13 @@ async fn run_preview(
     };
     match handle
         .personalization
-        .preview(slot, &segments, channel, product.as_ref())
+        .preview(
+            slot,
+            &segments,
+            &std::collections::BTreeMap::new(),
+            channel,
+            product.as_ref(),
+        )
         .await
     {
         Ok(view) => Ok(PreviewOutcome {

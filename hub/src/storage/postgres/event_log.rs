@@ -21,7 +21,7 @@
 use super::{db, limit, PgStorage};
 use crate::storage::{EventLog, Result, Sequenced, StorageError};
 use async_trait::async_trait;
-use protocol::{codec, CustomerId, Event, EventId, Subject};
+use protocol::{codec, CustomerId, Event, Subject};
 use sqlx::postgres::{PgConnection, PgListener, PgPool};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -232,19 +232,6 @@ impl EventLog for PgStorage {
         decode_events(rows)
     }
 
-    async fn read_after(&self, after: Option<EventId>, n: usize) -> Result<Vec<Event>> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT value FROM events WHERE ($1::bytea IS NULL OR id > $1) \
-             ORDER BY id LIMIT $2",
-        )
-        .bind(after.map(|id| id.to_bytes().to_vec()))
-        .bind(limit(n))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        decode_events(rows)
-    }
-
     async fn read_sequenced(&self, after: u64, n: usize) -> Result<Vec<Sequenced>> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows: Vec<(i64, Vec<u8>)> =
@@ -268,18 +255,22 @@ impl EventLog for PgStorage {
         self.appended.subscribe()
     }
 
-    async fn rewrite(&self, events: Vec<Event>, forget: Option<CustomerId>) -> Result<()> {
+    async fn rewrite(&self, events: Vec<Sequenced>, forget: Option<CustomerId>) -> Result<()> {
+        let mut seqs = Vec::with_capacity(events.len());
         let mut ids = Vec::with_capacity(events.len());
         let mut values = Vec::with_capacity(events.len());
         for e in &events {
-            ids.push(e.id.to_bytes().to_vec());
-            values.push(codec::encode(e)?);
+            seqs.push(i64::try_from(e.seq).unwrap_or(i64::MAX));
+            ids.push(e.event.id.to_bytes().to_vec());
+            values.push(codec::encode(&e.event)?);
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query(
             "UPDATE events AS e SET value = u.value \
-             FROM UNNEST($1::bytea[], $2::bytea[]) AS u(id, value) WHERE e.id = u.id",
+             FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[]) AS u(seq, id, value) \
+             WHERE e.seq = u.seq AND e.id = u.id",
         )
+        .bind(&seqs)
         .bind(&ids)
         .bind(&values)
         .execute(&mut *tx)
