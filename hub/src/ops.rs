@@ -94,17 +94,18 @@ fn parse_id(text: &str) -> Result<ulid::Ulid, ApiError> {
 
 /// `POST /ops/outbox/{destination}/dead/{id}/retry`: back to pending with its attempts reset.
 async fn retry(
-    _: OpsAuthorized,
+    authorized: OpsAuthorized,
     handle: web::Data<HubHandle>,
+    backoffice: Option<web::Data<crate::backoffice::Backoffice>>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (destination, id) = path.into_inner();
     let id = parse_id(&id)?;
-    let mut message =
-        crate::storage::Outbox::dead_letter(handle.storage.as_ref(), &destination, id)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| ApiError::not_found("dead letter"))?;
+    let dead = crate::storage::Outbox::dead_letter(handle.storage.as_ref(), &destination, id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::not_found("dead letter"))?;
+    let mut message = dead.clone();
     message.attempts = 0;
     message.next_attempt_at = None;
     let unit = UnitOfWork::new().with(Change::RetryDeadLetter(message.clone()));
@@ -112,18 +113,27 @@ async fn retry(
         .await
         .map_err(unavailable)?;
     handle.outbox.wake();
+    audit(
+        &authorized,
+        backoffice.as_ref().map(|b| b.get_ref()),
+        "outbox.dead_letter.retry",
+        &dead,
+        Some(&message),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(message))
 }
 
 /// `DELETE /ops/outbox/{destination}/dead/{id}`: dropped for good.
 async fn discard(
-    _: OpsAuthorized,
+    authorized: OpsAuthorized,
     handle: web::Data<HubHandle>,
+    backoffice: Option<web::Data<crate::backoffice::Backoffice>>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (destination, id) = path.into_inner();
     let id = parse_id(&id)?;
-    crate::storage::Outbox::dead_letter(handle.storage.as_ref(), &destination, id)
+    let dead = crate::storage::Outbox::dead_letter(handle.storage.as_ref(), &destination, id)
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::not_found("dead letter"))?;
@@ -131,5 +141,56 @@ async fn discard(
     crate::storage::Committer::commit(handle.storage.as_ref(), unit)
         .await
         .map_err(unavailable)?;
+    audit(
+        &authorized,
+        backoffice.as_ref().map(|b| b.get_ref()),
+        "outbox.dead_letter.discard",
+        &dead,
+        None,
+    )
+    .await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Records an operator's change of a dead letter in the back office's audit list: who (the
+/// signed-in admin, or `ops-token`), the message before and after. Only what identifies the
+/// message is recorded, never its payload (it may hold a customer's data). The change is
+/// already done, so a failure to write the entry is logged, not answered.
+async fn audit(
+    authorized: &OpsAuthorized,
+    backoffice: Option<&crate::backoffice::Backoffice>,
+    action: &str,
+    before: &protocol::OutboxMessage,
+    after: Option<&protocol::OutboxMessage>,
+) {
+    use crate::backoffice::audit::{Actor, Change};
+    use crate::monitor::auth::OpsCaller;
+    let Some(backoffice) = backoffice else {
+        return;
+    };
+    let actor = match &authorized.0 {
+        OpsCaller::BackOffice { user, .. } => Actor::User((**user).clone()),
+        OpsCaller::Token | OpsCaller::Session { .. } => Actor::OpsToken,
+        // No ops token configured: nobody to name (a development hub).
+        OpsCaller::Open => return,
+    };
+    let summary = |m: &protocol::OutboxMessage| {
+        json!({
+            "destination": m.destination,
+            "id": m.id.to_string(),
+            "attempts": m.attempts,
+            "last_error": m.last_error,
+        })
+    };
+    let (before_summary, after_summary) = (summary(before), after.map(summary));
+    let change = Change {
+        actor: &actor,
+        action,
+        subject: format!("dead_letter/{}/{}", before.destination, before.id),
+        before: Some(&before_summary),
+        after: after_summary.as_ref(),
+    };
+    if let Err(e) = backoffice.record(change).await {
+        tracing::error!(error = %e, action, "audit entry not written");
+    }
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::pages::{csrf_in, location, page, text_of};
 use common::{spawn_with, TestHub};
 use hub::clock::SystemClock;
 use protocol::AnonymousId;
@@ -43,40 +44,6 @@ async fn user(hub: &TestHub, email: &str, roles: &[&str]) {
         .await
         .expect("sent");
     assert_eq!(res.status(), StatusCode::CREATED);
-}
-
-fn csrf_in(html: &str) -> String {
-    let marker = r#"name="csrf" value=""#;
-    let start = html.find(marker).expect("a csrf field") + marker.len();
-    html[start..]
-        .split('"')
-        .next()
-        .expect("a value")
-        .to_string()
-}
-
-/// The text of the element with `id` (up to its first child tag).
-fn text_of(html: &str, id: &str) -> String {
-    let marker = format!(r#"id="{id}">"#);
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("#{id} on the page: {html}"))
-        + marker.len();
-    html[start..].split('<').next().expect("text").to_string()
-}
-
-async fn page(c: &reqwest::Client, hub: &TestHub, path: &str) -> (StatusCode, String) {
-    let res = c.get(hub.url(path)).send().await.expect("sent");
-    let status = res.status();
-    (status, res.text().await.expect("html"))
-}
-
-fn location(res: &reqwest::Response) -> String {
-    res.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// A browser signed in as a new user with `roles`.

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::pages::{csrf_in, location, page, text_of};
 use common::{spawn_with, TestHub};
 use hub::clock::{Clock, ManualClock};
 use reqwest::StatusCode;
@@ -72,41 +73,6 @@ async fn token(hub: &TestHub, id: &str) -> String {
         .await
         .expect("json");
     body["token"].as_str().expect("token").to_string()
-}
-
-/// The value of the first hidden `csrf` field of a page.
-fn csrf_in(html: &str) -> String {
-    let marker = r#"name="csrf" value=""#;
-    let start = html.find(marker).expect("a csrf field") + marker.len();
-    html[start..]
-        .split('"')
-        .next()
-        .expect("a value")
-        .to_string()
-}
-
-/// The text of the element with `id`.
-fn text_of(html: &str, id: &str) -> String {
-    let marker = format!(r#"id="{id}">"#);
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("#{id} on the page"))
-        + marker.len();
-    html[start..].split('<').next().expect("text").to_string()
-}
-
-async fn page(c: &reqwest::Client, hub: &TestHub, path: &str) -> (StatusCode, String) {
-    let res = c.get(hub.url(path)).send().await.expect("sent");
-    let status = res.status();
-    (status, res.text().await.expect("html"))
-}
-
-fn location(res: &reqwest::Response) -> String {
-    res.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Posts the sign-in form; answers the response.

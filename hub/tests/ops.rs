@@ -333,7 +333,12 @@ async fn commit(hub: &common::TestHub, unit: UnitOfWork) {
 
 /// Dead letters for a destination no worker delivers to (nothing moves them but the operator).
 async fn dead_letters(hub: &common::TestHub, n: usize) -> Vec<OutboxMessage> {
-    let letters: Vec<OutboxMessage> = (0..n).map(|_| message("archive")).collect();
+    let letters: Vec<OutboxMessage> = (0..n)
+        .map(|_| OutboxMessage {
+            payload: r#"{"email":"dead-letter-payload@example.com"}"#.into(),
+            ..message("archive")
+        })
+        .collect();
     let mut unit = UnitOfWork::new();
     for m in &letters {
         let mut m = m.clone();
@@ -538,6 +543,39 @@ async fn the_ops_page_needs_a_sign_in_and_retries_and_discards_dead_letters() {
         .expect("sent");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(backlog(&hub, "archive").await, (1, 0));
+    // Both changes are in the audit list, by the ops token, with what identifies the message
+    // (never its payload).
+    let audit: serde_json::Value = client()
+        .get(hub.url("/api/v1/backoffice/audit"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let entries = audit["entries"].as_array().expect("entries");
+    for (action, letter) in [
+        ("outbox.dead_letter.retry", &letters[0]),
+        ("outbox.dead_letter.discard", &letters[1]),
+    ] {
+        let entry = entries
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("{action} not audited: {audit}"));
+        assert_eq!(entry["who"], "ops-token");
+        assert_eq!(
+            entry["subject"],
+            format!("dead_letter/archive/{}", letter.id)
+        );
+        assert!(entry["before"]
+            .as_str()
+            .expect("before")
+            .contains("503 from the archive"));
+        assert!(!entry
+            .to_string()
+            .contains("dead-letter-payload@example.com"));
+    }
 
     // Signed out: the cookie is gone.
     let res = b.post(hub.url("/ops/logout")).send().await.expect("sent");

@@ -18,6 +18,8 @@ pub enum Actor {
     User(BackOfficeUser),
     /// The ERP, through the importer.
     Erp,
+    /// An operator with the ops token (the ops page's own sign-in or a bearer).
+    OpsToken,
 }
 
 impl Actor {
@@ -27,13 +29,14 @@ impl Actor {
             Actor::AdminToken => "admin-token".into(),
             Actor::User(u) => u.id.to_string(),
             Actor::Erp => "erp".into(),
+            Actor::OpsToken => "ops-token".into(),
         }
     }
 
     fn email(&self) -> Option<String> {
         match self {
             Actor::User(u) => Some(u.email.clone()),
-            Actor::AdminToken | Actor::Erp => None,
+            Actor::AdminToken | Actor::Erp | Actor::OpsToken => None,
         }
     }
 }
@@ -44,7 +47,7 @@ pub struct AuditEntry {
     pub seq: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-    /// A user id, `admin-token` or `erp`.
+    /// A user id, `admin-token`, `ops-token` or `erp`.
     pub who: String,
     pub who_email: Option<String>,
     /// What was done, e.g. `user.create`, `promotion.approve`.

@@ -61,7 +61,7 @@ impl Caller {
     fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         match &self.0 {
             Actor::User(user) => user.require_any(roles).map_err(ApiError::from),
-            Actor::AdminToken | Actor::Erp => Ok(()),
+            Actor::AdminToken | Actor::Erp | Actor::OpsToken => Ok(()),
         }
     }
 }

@@ -121,7 +121,10 @@ pub enum OpsCaller {
     /// The ops page's session cookie; `csrf` is the token its page sends with changes.
     Session { csrf: String },
     /// A back-office session of a user with an ops role; `csrf` is that session's token.
-    BackOffice { email: String, csrf: String },
+    BackOffice {
+        user: Box<crate::backoffice::users::BackOfficeUser>,
+        csrf: String,
+    },
 }
 
 impl OpsCaller {
@@ -281,7 +284,7 @@ async fn backoffice_caller(req: &HttpRequest, token: &str) -> Result<Option<OpsC
         return Err(csrf_refused());
     }
     Ok(Some(OpsCaller::BackOffice {
-        email: session.user.email,
+        user: Box::new(session.user),
         csrf: session.csrf,
     }))
 }

@@ -131,7 +131,7 @@ async fn page(auth: Result<OpsAuthorized, ApiError>, handle: web::Data<HubHandle
     let csrf = caller.csrf().unwrap_or_default().to_string();
     let session = matches!(caller, OpsCaller::Session { .. });
     let backoffice_user = match &caller {
-        OpsCaller::BackOffice { email, .. } => Some(email.clone()),
+        OpsCaller::BackOffice { user, .. } => Some(user.email.clone()),
         _ => None,
     };
     html(render(

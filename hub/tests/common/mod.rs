@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod pages;
+
 use hub::clock::{Clock, SystemClock};
 use hub::{Application, HubHandle, HubSettings};
 use protocol::{Category, CategoryId, Currency, Money, Product, ProductId, Sku, Variant};
