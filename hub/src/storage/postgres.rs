@@ -45,8 +45,11 @@ pub struct PgStorage {
     schema: String,
     /// The last durable event sequence, see [`event_log`].
     appended: Arc<watch::Sender<u64>>,
-    /// Dropped with the storage: stops the task that listens for other nodes' appends.
-    _stop_listener: oneshot::Sender<()>,
+    /// Stops the task that listens for other nodes' appends: sent by [`PgStorage::close`],
+    /// or dropped with the storage.
+    stop_listener: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    /// That task: it holds one of the pool's connections until it ends.
+    listener: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A database error as a storage error.
@@ -116,12 +119,14 @@ impl PgStorage {
         let last = event_log::head(&pool).await?;
         let appended = Arc::new(watch::channel(last).0);
         let (stop, stopped) = oneshot::channel();
-        event_log::listen(pool.clone(), schema.clone(), appended.clone(), stopped).await?;
+        let listener =
+            event_log::listen(pool.clone(), schema.clone(), appended.clone(), stopped).await?;
         Ok(Arc::new(PgStorage {
             pool,
             schema,
             appended,
-            _stop_listener: stop,
+            stop_listener: std::sync::Mutex::new(Some(stop)),
+            listener: tokio::sync::Mutex::new(Some(listener)),
         }))
     }
 
@@ -166,6 +171,19 @@ impl PgStorage {
 
     /// Closes the pool (on shutdown); later calls fail with `Closed`.
     pub async fn close(&self) {
+        // The listener first: the pool's close waits for every connection to come back, and
+        // the listener's would not while it listens.
+        let stop = self
+            .stop_listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(stop);
+        if let Some(task) = self.listener.lock().await.take() {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "the event listener ended badly");
+            }
+        }
         self.pool.close().await;
     }
 

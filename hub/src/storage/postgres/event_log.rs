@@ -154,19 +154,19 @@ async fn pseudonymise_erased(conn: &mut PgConnection, events: &mut [Event]) -> R
 }
 
 /// Listens for appends announced by any node (this one included) and moves `appended`; stops
-/// when `stop` is dropped.
+/// when `stop` is sent or dropped. Answers the listening task.
 pub(super) async fn listen(
     pool: PgPool,
     schema: String,
     appended: Arc<watch::Sender<u64>>,
     mut stop: oneshot::Receiver<()>,
-) -> Result<()> {
+) -> Result<tokio::task::JoinHandle<()>> {
     let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
     listener.listen(CHANNEL).await.map_err(db)?;
     // Appends committed between the head read at open and LISTEN would otherwise wait for the
     // next notification.
     publish(&appended, head(&pool).await?);
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         loop {
             let next = tokio::select! {
                 _ = &mut stop => break,
@@ -198,8 +198,7 @@ pub(super) async fn listen(
                 }
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 fn decode_events(rows: Vec<Vec<u8>>) -> Result<Vec<Event>> {
