@@ -128,12 +128,15 @@ async fn measure(
         .take(args.events)
         .collect();
     let started = Instant::now();
-    let mut rest = live;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(RECORD_BATCH));
-        handle
-            .recorder
-            .do_send(RecordMany(std::mem::replace(&mut rest, tail)));
+    // Each event is moved once into its batch (splitting the remainder off the whole vector
+    // per batch copied it every time: quadratic, and most of what stop 19 measured).
+    let mut events = live.into_iter();
+    loop {
+        let batch: Vec<Event> = events.by_ref().take(RECORD_BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        handle.recorder.do_send(RecordMany(batch));
     }
     handle
         .recorder

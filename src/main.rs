@@ -14,6 +14,12 @@ mod demo;
 mod demo_boards;
 mod import;
 
+/// mimalloc instead of glibc's malloc: the hub allocates and frees many short-lived buffers on
+/// several threads (encoding, sled pages), where glibc's per-thread arenas grew and shrank the
+/// heap through the kernel on every batch (docs/benchmarks.md, `omnihub bench events`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "omnihub", version, about = "Omnichannel commerce hub")]
 struct Cli {
