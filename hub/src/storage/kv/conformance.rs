@@ -38,6 +38,10 @@ macro_rules! suite {
         fn kv_a_missing_key_is_claimed_once() {
             $run($crate::storage::kv::conformance::a_missing_key_is_claimed_once)
         }
+        #[test]
+        fn kv_works_from_actix_threads() {
+            $run($crate::storage::kv::conformance::works_from_actix_threads)
+        }
     };
 }
 pub(crate) use suite;
@@ -323,4 +327,41 @@ pub(crate) fn a_missing_key_is_claimed_once(ks: &Keyspace) {
         winners[usize::from(holder[0])],
         "the winner's claim is stored"
     );
+}
+
+/// The modules call the keyspace from actix arbiters (current-thread tokio runtimes) and from
+/// async functions: it must answer there, not panic or hang.
+pub(crate) fn works_from_actix_threads(ks: &Keyspace) {
+    use crate::automation::{AutomationStore, KvAutomationStore};
+    use protocol::automation::StockSubscription;
+    let ks = ks.clone();
+    actix_web::rt::System::new().block_on(async move {
+        let t = ks.open_tree("actix").expect("tree");
+        t.insert(b"k", b"v").expect("insert on the system's thread");
+        let r: std::result::Result<(), TxError<()>> = ks.transaction(&[&t], |tx| {
+            let v = tx.get(&t, b"k")?.unwrap_or_default();
+            tx.insert(&t, b"k2", v)?;
+            Ok(())
+        });
+        r.expect("a transaction on the system's thread");
+        let arbiter = actix::Arbiter::new();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let on_arbiter = t.clone();
+        arbiter.spawn(async move {
+            let _ = answer.send(on_arbiter.get(b"k2"));
+        });
+        let read = answered.await.expect("the arbiter answers");
+        assert_eq!(read.expect("get on an arbiter").as_deref(), Some(&b"v"[..]));
+        arbiter.stop();
+        // A module's store, whose async functions call the keyspace.
+        let store = KvAutomationStore::open(&ks).expect("store");
+        let sub = StockSubscription {
+            customer: protocol::CustomerId(ulid::Ulid::new()),
+            sku: protocol::Sku::parse("TEE-1").expect("a sku"),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        assert!(store.subscribe(sub.clone()).await.expect("subscribes"));
+        assert!(!store.subscribe(sub.clone()).await.expect("once"));
+        assert_eq!(store.subscribers(&sub.sku).await.expect("reads"), vec![sub]);
+    });
 }
