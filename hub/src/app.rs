@@ -51,6 +51,8 @@ pub struct HubHandle {
     pub inventory: Inventory,
     pub recorder: Addr<Recorder>,
     pub storage: Arc<SledStorage>,
+    /// The modules' own trees (`crate::storage::kv`), in the same backend as `storage`.
+    pub keyspace: crate::storage::kv::Keyspace,
     pub outbox: crate::outbox::OutboxWorkers,
     /// The stores' edge nodes: sync sessions, the hub's replica of their locations.
     pub edge: crate::edge::EdgeHandle,
@@ -149,11 +151,13 @@ pub const DEMO_PASSWORD: &str = "omnihub-demo";
 pub const DEMO_PHONE: &str = "+49 30 1234567";
 pub const DEMO_LOYALTY_NUMBER: &str = "70000001";
 
-/// The hub modules that still keep sled trees of their own, so cannot run on the cluster
-/// storage yet (docs/scaling.md).
-pub const NOT_ON_CLUSTER_STORAGE: &str = "automation, back office (users, promotions, coupons, \
-     reservations), edge replication (boards, coupons, returns, merge), experience \
-     (profiles, privacy), experiments, ERP import and personalization";
+/// What still ties the hub to sled, so cannot run on the cluster storage yet
+/// (docs/scaling.md). Automation, the back office, boards, store returns, experience,
+/// experiments, the ERP importer and personalization keep their trees in the keyspace
+/// (`crate::storage::kv`), which has a PostgreSQL backend.
+pub const NOT_ON_CLUSTER_STORAGE: &str = "edge replication's sync state (the EdgeStore has \
+     only its sled implementation, which commits the `edge` tree together with sled's event \
+     log tree)";
 
 /// `storage = "cluster"` is refused until every module stores through the storage traits:
 /// the PostgreSQL storage covers the traits, not the modules' own sled trees.
@@ -167,8 +171,9 @@ fn cluster_ready(settings: &HubSettings) -> Result<(), HubError> {
                 .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?;
             Err(HubError::Config(format!(
                 "storage = \"cluster\" cannot run the hub yet: the PostgreSQL storage covers \
-                 the storage traits, but these modules still keep their own sled trees and are \
-                 not ported: {NOT_ON_CLUSTER_STORAGE}. Use storage = \"sled\" (docs/scaling.md)"
+                 the storage traits and the modules' keyspace, but these parts still need sled \
+                 and are not ported: {NOT_ON_CLUSTER_STORAGE}. Use storage = \"sled\" \
+                 (docs/scaling.md)"
             )))
         }
     }
@@ -217,8 +222,9 @@ impl Application {
         let automation_rules = crate::automation::rules::Rules::of(&settings.automation)
             .map_err(|e| HubError::Config(format!("[automation]: {e}")))?;
         let storage = SledStorage::open(&settings.data_dir, settings.cache_mb)?;
+        let keyspace = storage.keyspace();
         let automation_store: Arc<dyn crate::automation::AutomationStore> =
-            Arc::new(crate::automation::SledAutomationStore::open(&storage)?);
+            Arc::new(crate::automation::KvAutomationStore::open(&keyspace)?);
         let triggers = crate::automation::Triggers::new(automation_store.clone());
         let dyn_storage: Arc<dyn Storage> = storage.clone();
         let oauth = Arc::new(
@@ -232,7 +238,7 @@ impl Application {
         );
         let (catalog, snapshot) = CatalogActor::start(dyn_storage.clone()).await?;
         let backoffice = crate::backoffice::Backoffice::open(
-            crate::backoffice::store::SledBackofficeStore::open(&storage)?,
+            crate::backoffice::store::KvBackofficeStore::open(&keyspace)?,
             clock.clone(),
             snapshot.clone(),
             settings.backoffice.clone(),
@@ -259,7 +265,7 @@ impl Application {
             crate::edge::EdgeError::Storage(e) => HubError::Storage(e),
             other => HubError::Config(format!("[edge]: {other}")),
         })?;
-        let store_returns = crate::edge::returns::Returns::open(&storage)?;
+        let store_returns = crate::edge::returns::Returns::open(&keyspace)?;
         let store_refunds = payments.clone();
         let recorder = Recorder::new(dyn_storage.clone()).start();
         let threads = if settings.actor_threads == 0 {
@@ -299,6 +305,7 @@ impl Application {
         let import = crate::import::start(crate::import::Start {
             settings: settings.import.clone(),
             storage: storage.clone(),
+            keyspace: keyspace.clone(),
             catalog: catalog.clone(),
             snapshot: snapshot.clone(),
             inventory: inventory.clone(),
@@ -321,7 +328,7 @@ impl Application {
             import.register(applier);
         }
         let experiments = crate::experiments::Experiments::open(
-            &storage,
+            &keyspace,
             backoffice.clone(),
             recorder.clone(),
             clock.clone(),
@@ -364,15 +371,17 @@ impl Application {
             settings.channels.session_days,
         ));
         crate::collect::apply_reports(&edge, backend.clone());
-        let boards = crate::edge::boards::HubBoards::open(&storage)?;
+        let boards = crate::edge::boards::HubBoards::open(&keyspace)?;
         let experience = crate::experience::Experience::start(
             storage.clone(),
+            &keyspace,
             clock.clone(),
             crate::experience::segments::definitions(&backoffice)?,
         )?;
         let personalization =
             crate::personalization::Personalization::start(crate::personalization::Start {
                 storage: storage.clone(),
+                keyspace: keyspace.clone(),
                 backoffice: backoffice.clone(),
                 experience: experience.clone(),
                 boards: boards.clone(),
@@ -409,6 +418,7 @@ impl Application {
             inventory,
             recorder,
             storage,
+            keyspace: keyspace.clone(),
             outbox,
             edge,
             backoffice: backoffice.clone(),
@@ -840,7 +850,7 @@ mod tests {
         settings.storage = crate::config::StorageKind::Cluster;
         let refused = cluster_ready(&settings).expect_err("refused").to_string();
         assert!(refused.contains("not ported"), "{refused}");
-        assert!(refused.contains("automation"), "{refused}");
+        assert!(refused.contains("edge replication"), "{refused}");
         settings.cluster.node_id = " ".into();
         let refused = cluster_ready(&settings).expect_err("refused").to_string();
         assert!(refused.contains("[cluster]: node_id"), "{refused}");

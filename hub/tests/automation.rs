@@ -858,7 +858,7 @@ async fn a_reminder_committed_but_never_armed_is_armed_at_the_next_start() {
                 Err(e) => panic!("storage opens: {e}"),
             }
         };
-        let timers = hub::automation::SledAutomationStore::open(&storage).expect("tree");
+        let timers = hub::automation::KvAutomationStore::open(&storage.keyspace()).expect("tree");
         let armed = timers
             .timer(&format!("abandoned:{id}"))
             .await

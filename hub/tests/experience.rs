@@ -383,8 +383,13 @@ async fn a_restart_resumes_from_the_cursor_without_counting_twice() {
     let now = OffsetDateTime::now_utc();
     {
         let storage = SledStorage::open(dir.path(), 8).expect("opens");
-        let experience =
-            Experience::start(storage.clone(), Arc::new(SystemClock), Vec::new()).expect("starts");
+        let experience = Experience::start(
+            storage.clone(),
+            &storage.keyspace(),
+            Arc::new(SystemClock),
+            Vec::new(),
+        )
+        .expect("starts");
         storage
             .append(views(now, 300).into())
             .await
@@ -399,8 +404,13 @@ async fn a_restart_resumes_from_the_cursor_without_counting_twice() {
             .expect("appended");
     }
     let storage = open_until_free(dir.path()).await;
-    let experience = Experience::start(storage.clone(), Arc::new(SystemClock), Vec::new())
-        .expect("starts again");
+    let experience = Experience::start(
+        storage.clone(),
+        &storage.keyspace(),
+        Arc::new(SystemClock),
+        Vec::new(),
+    )
+    .expect("starts again");
     storage
         .append(views(now, 100).into())
         .await

@@ -7,7 +7,7 @@
 //!   committed (the scheduler arms what a crash left pending at its start), the inventory shards tell the scheduler when
 //!   a SKU's online stock comes back (`Restocked`), and a daily timer scans the orders.
 //! - [`scheduler::Scheduler`] is the one actor that holds the durable timers
-//!   ([`store::AutomationStore`], sled tree `automation`): it wakes at the next due time on the
+//!   ([`store::AutomationStore`], keyspace tree `automation`): it wakes at the next due time on the
 //!   injected clock, runs each timer once, and queues mail through the email outbox (keys per
 //!   timer, so a rerun after a crash never mails twice).
 //! - Routes: `GET /basket/restore` (the signed link in a reminder, [`links`]),
@@ -29,7 +29,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub use scheduler::{RunDue, RunReport, Scheduler};
-pub use store::{AutomationStore, MessageFilter, SledAutomationStore};
+pub use store::{AutomationStore, KvAutomationStore, MessageFilter};
 
 /// `[automation]`: which triggers run, their delays, and the rules every marketing mail obeys.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,12 +93,6 @@ pub enum AutomationError {
     /// The scheduler is not running (stopped, or not started yet).
     #[error("the automation scheduler is not running")]
     Stopped,
-}
-
-impl From<sled::Error> for AutomationError {
-    fn from(e: sled::Error) -> Self {
-        AutomationError::Storage(StorageError::Io(e.to_string()))
-    }
 }
 
 /// What the actors call: cheap to clone, works (and does nothing for the scheduler) before the

@@ -1,5 +1,5 @@
 //! Where automation keeps its state: durable timers, back-in-stock subscriptions and the message
-//! log, behind [`AutomationStore`]; [`SledAutomationStore`] keeps them in the sled tree
+//! log, behind [`AutomationStore`]; [`KvAutomationStore`] keeps them in the keyspace tree
 //! `automation`, values encoded by `protocol`'s codec:
 //!
 //! - `t` + due (ms, sortable) + timer id → [`Timer`]; `d` + dedupe key → the timer's `t` key;
@@ -7,14 +7,14 @@
 //! - `m` + time (ms) + record id → [`MessageRecord`]; `c` + customer + time + id → the `m` key.
 //!
 //! Every change that must hold together (a timer run: its removal or re-arming, its log entries
-//! and the subscriptions it ended) is one sled transaction, flushed before it is acknowledged.
+//! and the subscriptions it ended) is one keyspace transaction, flushed before it is acknowledged.
 
 use super::AutomationError;
+use crate::storage::kv::{Abort, Keyspace, Tree, TxError};
 use async_trait::async_trait;
 use protocol::automation::{MessageKind, MessageRecord, StockSubscription, Timer};
 use protocol::codec::{decode, encode};
 use protocol::{CustomerId, Sku};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use time::OffsetDateTime;
 
 type Result<T> = std::result::Result<T, AutomationError>;
@@ -63,9 +63,10 @@ pub trait AutomationStore: Send + Sync {
     async fn messages(&self, filter: MessageFilter) -> Result<Vec<MessageRecord>>;
 }
 
-/// [`AutomationStore`] on the hub's sled database.
-pub struct SledAutomationStore {
-    tree: sled::Tree,
+/// [`AutomationStore`] in the hub's keyspace.
+pub struct KvAutomationStore {
+    keyspace: Keyspace,
+    tree: Tree,
 }
 
 fn ms(at: OffsetDateTime) -> [u8; 8] {
@@ -114,25 +115,27 @@ fn customer_prefix(customer: CustomerId) -> Vec<u8> {
     k
 }
 
-fn failed(e: TransactionError<String>) -> AutomationError {
-    let text = match e {
-        TransactionError::Abort(m) => m,
-        TransactionError::Storage(e) => e.to_string(),
-    };
-    AutomationError::Storage(crate::storage::StorageError::Io(text))
+fn failed(e: TxError<String>) -> AutomationError {
+    match e {
+        TxError::Abort(m) => AutomationError::Storage(crate::storage::StorageError::Io(m)),
+        TxError::Storage(e) => AutomationError::Storage(e),
+    }
 }
 
 fn codec(e: protocol::CodecError) -> AutomationError {
     AutomationError::Storage(e.into())
 }
 
-impl SledAutomationStore {
-    /// Opens the tree `automation` of the hub's database.
+impl KvAutomationStore {
+    /// Opens the tree `automation` of the hub's keyspace.
     pub fn open(
-        storage: &crate::storage::sled::SledStorage,
-    ) -> std::result::Result<SledAutomationStore, crate::storage::StorageError> {
-        let (_, tree, _) = storage.module_trees("automation")?;
-        Ok(SledAutomationStore { tree })
+        keyspace: &Keyspace,
+    ) -> std::result::Result<KvAutomationStore, crate::storage::StorageError> {
+        let tree = keyspace.open_tree("automation")?;
+        Ok(KvAutomationStore {
+            keyspace: keyspace.clone(),
+            tree,
+        })
     }
 
     async fn flush(&self) -> Result<()> {
@@ -142,22 +145,23 @@ impl SledAutomationStore {
 }
 
 #[async_trait]
-impl AutomationStore for SledAutomationStore {
+impl AutomationStore for KvAutomationStore {
     async fn arm(&self, timer: Timer, replace: bool) -> Result<bool> {
         let value = encode(&timer).map_err(codec)?;
         let key = timer_key(&timer);
         let index = dedupe_key(&timer.dedupe);
+        let tree = &self.tree;
         let stored = self
-            .tree
-            .transaction(|tx| {
-                if let Some(old) = tx.get(&index)? {
+            .keyspace
+            .transaction(&[tree], |tx| {
+                if let Some(old) = tx.get(tree, &index)? {
                     if !replace {
-                        return Ok::<bool, ConflictableTransactionError<String>>(false);
+                        return Ok::<bool, Abort<String>>(false);
                     }
-                    tx.remove(old)?;
+                    tx.remove(tree, old)?;
                 }
-                tx.insert(key.as_slice(), value.as_slice())?;
-                tx.insert(index.as_slice(), key.as_slice())?;
+                tx.insert(tree, key.as_slice(), value.as_slice())?;
+                tx.insert(tree, index.as_slice(), key.as_slice())?;
                 Ok(true)
             })
             .map_err(failed)?;
@@ -224,30 +228,31 @@ impl AutomationStore for SledAutomationStore {
             .iter()
             .map(|(sku, c)| subscription_key(sku, *c))
             .collect();
-        self.tree
-            .transaction(|tx| {
+        let tree = &self.tree;
+        self.keyspace
+            .transaction(&[tree], |tx| {
                 if let Some((key, index)) = &done {
-                    tx.remove(key.as_slice())?;
+                    tx.remove(tree, key.as_slice())?;
                     // The index may already name a newer timer of the same key.
-                    if tx.get(index)?.as_deref() == Some(key.as_slice()) {
-                        tx.remove(index.as_slice())?;
+                    if tx.get(tree, index)?.as_deref() == Some(key.as_slice()) {
+                        tx.remove(tree, index.as_slice())?;
                     }
                 }
                 if let Some((key, index, value)) = &next {
-                    if let Some(old) = tx.get(index)? {
-                        tx.remove(old)?;
+                    if let Some(old) = tx.get(tree, index)? {
+                        tx.remove(tree, old)?;
                     }
-                    tx.insert(key.as_slice(), value.as_slice())?;
-                    tx.insert(index.as_slice(), key.as_slice())?;
+                    tx.insert(tree, key.as_slice(), value.as_slice())?;
+                    tx.insert(tree, index.as_slice(), key.as_slice())?;
                 }
                 for (key, index, value) in &records {
-                    tx.insert(key.as_slice(), value.as_slice())?;
-                    tx.insert(index.as_slice(), key.as_slice())?;
+                    tx.insert(tree, key.as_slice(), value.as_slice())?;
+                    tx.insert(tree, index.as_slice(), key.as_slice())?;
                 }
                 for key in &ended {
-                    tx.remove(key.as_slice())?;
+                    tx.remove(tree, key.as_slice())?;
                 }
-                Ok::<(), ConflictableTransactionError<String>>(())
+                Ok::<(), Abort<String>>(())
             })
             .map_err(failed)?;
         self.flush().await
@@ -258,7 +263,7 @@ impl AutomationStore for SledAutomationStore {
         let value = encode(&subscription).map_err(codec)?;
         let fresh = self
             .tree
-            .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
+            .compare_and_swap(key, None, Some(value.as_slice()))?
             .is_ok();
         if fresh {
             self.flush().await?;

@@ -13,7 +13,7 @@
 //! the API (`/api/v1/admin/users`, `/api/v1/backoffice/*`). Handlers authenticate with the
 //! [`users::BackOfficeUser`] extractor and check roles with [`users::BackOfficeUser::require`].
 //!
-//! Records live in the `backoffice` sled tree behind [`store::BackofficeStore`]. Changes are
+//! Records live in the `backoffice` keyspace tree behind [`store::BackofficeStore`]. Changes are
 //! serialised by one write lock (they are rare and small) and each is one atomic, flushed batch
 //! with its audit entry. Reads go straight to the store.
 

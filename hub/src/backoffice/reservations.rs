@@ -395,7 +395,7 @@ mod tests {
     use crate::backoffice::audit::Actor;
     use crate::backoffice::coupons::NewCoupon;
     use crate::backoffice::promotions::NewPromotion;
-    use crate::backoffice::store::{BackofficeStore, MemoryStore, SledBackofficeStore};
+    use crate::backoffice::store::{BackofficeStore, KvBackofficeStore, MemoryStore};
     use crate::backoffice::users::NewUser;
     use crate::backoffice::{BackOfficeUser, BackofficeSettings, CouponRefusal};
     use crate::clock::ManualClock;
@@ -672,7 +672,10 @@ mod tests {
         let checkout = CheckoutId::new();
         {
             let storage = SledStorage::open(dir.path(), 8).expect("opens");
-            let bo = open(SledBackofficeStore::open(&storage).expect("tree"), &clock);
+            let bo = open(
+                KvBackofficeStore::open(&storage.keyspace()).expect("tree"),
+                &clock,
+            );
             live(&bo, "ONE", json!({}), true).await;
             coupon(&bo, "ONE", "LAST-ONE", Some(1)).await;
             bo.reserve(
@@ -698,7 +701,10 @@ mod tests {
                 }
             }
         };
-        let bo = open(SledBackofficeStore::open(&storage).expect("tree"), &clock);
+        let bo = open(
+            KvBackofficeStore::open(&storage.keyspace()).expect("tree"),
+            &clock,
+        );
         assert_eq!(
             bo.check("LAST-ONE", None, T0),
             Err(CouponRefusal::UsedUp),

@@ -1,12 +1,12 @@
 //! Where the back office keeps its records: a narrow key-value trait ([`BackofficeStore`]) so a
-//! cluster backend can implement it later, and its sled implementation on a tree of its own
-//! (`backoffice`, opened with [`SledStorage::module_trees`]).
+//! cluster backend can implement it later, and its implementation on a keyspace tree of its own
+//! (`backoffice`, in the hub's [`Keyspace`]).
 //!
 //! Keys are `{space}/{rest}` with ULIDs as 16 big-endian bytes (so key order is time order) and
 //! numbers as 8 big-endian bytes. Values are encoded by `protocol::codec`. Every change is one
 //! [`Batch`], applied atomically and flushed before it is acknowledged.
 
-use crate::storage::sled::SledStorage;
+use crate::storage::kv::{Keyspace, Tree};
 use crate::storage::{Result, StorageError};
 use protocol::{codec, Stored};
 use std::sync::Arc;
@@ -96,25 +96,21 @@ pub fn read_u64(bytes: &[u8]) -> u64 {
     <[u8; 8]>::try_from(bytes).map_or(0, u64::from_be_bytes)
 }
 
-fn io(e: sled::Error) -> StorageError {
-    StorageError::Io(e.to_string())
+/// The back office's tree (`backoffice`) in the hub's keyspace.
+pub struct KvBackofficeStore {
+    tree: Tree,
 }
 
-/// The back office's tree in the hub's sled database.
-pub struct SledBackofficeStore {
-    tree: sled::Tree,
-}
-
-impl SledBackofficeStore {
-    pub fn open(storage: &SledStorage) -> Result<Arc<SledBackofficeStore>> {
-        let (_db, tree, _events) = storage.module_trees("backoffice")?;
-        Ok(Arc::new(SledBackofficeStore { tree }))
+impl KvBackofficeStore {
+    pub fn open(keyspace: &Keyspace) -> Result<Arc<KvBackofficeStore>> {
+        let tree = keyspace.open_tree("backoffice")?;
+        Ok(Arc::new(KvBackofficeStore { tree }))
     }
 }
 
-impl BackofficeStore for SledBackofficeStore {
+impl BackofficeStore for KvBackofficeStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree.get(key).map_err(io)?.map(|v| v.to_vec()))
+        self.tree.get(key)
     }
 
     fn scan(
@@ -123,38 +119,30 @@ impl BackofficeStore for SledBackofficeStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
-        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match after
-        {
+        let entries = match after {
             Some(after) => {
                 let mut start = after.to_vec();
                 start.push(0);
-                Box::new(
-                    self.tree
-                        .range(start..)
-                        .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(prefix))),
-                )
+                self.tree.range(start..)
             }
-            None => Box::new(self.tree.scan_prefix(prefix)),
+            None => self.tree.scan_prefix(prefix),
         };
-        for kv in entries.take(limit) {
-            let (k, v) = kv.map_err(io)?;
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        entries
+            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
+            .collect()
     }
 
     fn commit(&self, batch: Batch) -> Result<()> {
-        let mut b = sled::Batch::default();
+        let mut b = crate::storage::kv::Batch::default();
         for (k, v) in batch.writes {
             match v {
                 Some(v) => b.insert(k, v),
                 None => b.remove(k),
             }
         }
-        self.tree.apply_batch(b).map_err(io)?;
-        self.tree.flush().map_err(io)?;
-        Ok(())
+        self.tree.apply_batch(b)?;
+        self.tree.flush()
     }
 }
 

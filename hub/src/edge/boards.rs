@@ -12,12 +12,12 @@
 //!   store's playlist when its version differs, and again at every publication
 //!   ([`HubBoards::subscribe`]).
 //!
-//! Storage: the module's own sled tree `boards`: `p` + scope → `BoardPublication`, `a` +
+//! Storage: the module's own keyspace tree `boards`: `p` + scope → `BoardPublication`, `a` +
 //! customer id → `BoardAudience`. The current version is the highest stored.
 
 use crate::app::HubHandle;
 use crate::backoffice::access::{policy, Staff};
-use crate::storage::sled::SledStorage;
+use crate::storage::kv::{Keyspace, Tree};
 use crate::storage::{CustomerStore, StorageError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use arc_swap::ArcSwap;
@@ -47,7 +47,7 @@ struct Published {
 
 /// The hub's board publications and audience.
 pub struct HubBoards {
-    tree: sled::Tree,
+    tree: Tree,
     state: ArcSwap<Published>,
     /// Serialises publications (held across the flush, so versions are never issued twice).
     writer: tokio::sync::Mutex<()>,
@@ -65,10 +65,6 @@ pub enum PublishError {
     Storage(#[from] StorageError),
 }
 
-fn io(e: sled::Error) -> StorageError {
-    StorageError::Io(e.to_string())
-}
-
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
     k.push(prefix);
@@ -78,11 +74,11 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
 
 impl HubBoards {
     /// Opens the module's tree and loads what is published.
-    pub fn open(storage: &SledStorage) -> Result<Arc<HubBoards>, StorageError> {
-        let (_, tree, _) = storage.module_trees("boards")?;
+    pub fn open(keyspace: &Keyspace) -> Result<Arc<HubBoards>, StorageError> {
+        let tree = keyspace.open_tree("boards")?;
         let mut published = Published::default();
         for kv in tree.scan_prefix([PLAYLIST]) {
-            let (k, v) = kv.map_err(io)?;
+            let (k, v) = kv?;
             let scope = String::from_utf8_lossy(&k[1..]).into_owned();
             let p: BoardPublication = decode(&v)?;
             published.version = published.version.max(p.version);
@@ -138,13 +134,11 @@ impl HubBoards {
         }
         let version = current.saturating_add(1);
         let publication = BoardPublication { version, playlist };
-        self.tree
-            .insert(
-                key(PLAYLIST, scope.as_bytes()),
-                encode(&publication).map_err(StorageError::from)?,
-            )
-            .map_err(io)?;
-        self.tree.flush_async().await.map_err(io)?;
+        self.tree.insert(
+            key(PLAYLIST, scope.as_bytes()),
+            encode(&publication).map_err(StorageError::from)?,
+        )?;
+        self.tree.flush_async().await?;
         let mut next = Published::clone(&self.state.load());
         next.version = version;
         next.scopes.insert(scope.to_string(), publication);
@@ -156,11 +150,7 @@ impl HubBoards {
 
     /// A customer's board audience record.
     pub fn audience(&self, customer: CustomerId) -> Result<Option<BoardAudience>, StorageError> {
-        match self
-            .tree
-            .get(key(AUDIENCE, &customer.to_bytes()))
-            .map_err(io)?
-        {
+        match self.tree.get(key(AUDIENCE, &customer.to_bytes()))? {
             Some(v) => Ok(Some(decode(&v)?)),
             None => Ok(None),
         }
@@ -173,9 +163,8 @@ impl HubBoards {
         audience: &BoardAudience,
     ) -> Result<(), StorageError> {
         self.tree
-            .insert(key(AUDIENCE, &customer.to_bytes()), encode(audience)?)
-            .map_err(io)?;
-        self.tree.flush_async().await.map_err(io)?;
+            .insert(key(AUDIENCE, &customer.to_bytes()), encode(audience)?)?;
+        self.tree.flush_async().await?;
         Ok(())
     }
 }

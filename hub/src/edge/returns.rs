@@ -32,7 +32,7 @@ use crate::app::HubHandle;
 use crate::backend::HubBackend;
 use crate::backoffice::access::{policy, Staff};
 use crate::payments::client::{backoff, PaymentClient, ProviderError};
-use crate::storage::sled::SledStorage;
+use crate::storage::kv::{Batch, Keyspace, Tree};
 use crate::storage::StorageError;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -161,7 +161,7 @@ fn has_card_refunds(r: &ReturnRecord) -> bool {
 
 /// Adds a new return (not stored yet: the caller checked) to an edge-tree batch: the record,
 /// its index by sale, and its due card refunds.
-pub(super) fn stage(batch: &mut sled::Batch, r: &ReturnRecord) -> Result<(), StorageError> {
+pub(super) fn stage(batch: &mut Batch, r: &ReturnRecord) -> Result<(), StorageError> {
     batch.insert(return_key(r.id), codec::encode(&StoredReturn(r.clone()))?);
     let mut link = of_sale_prefix(r.sale);
     link.extend_from_slice(&r.id.0.to_be_bytes());
@@ -172,12 +172,8 @@ pub(super) fn stage(batch: &mut sled::Batch, r: &ReturnRecord) -> Result<(), Sto
     Ok(())
 }
 
-fn io(e: impl std::fmt::Display) -> StorageError {
-    StorageError::Io(e.to_string())
-}
-
-fn get<T: Stored>(tree: &sled::Tree, k: &[u8]) -> Result<Option<T>, StorageError> {
-    match tree.get(k).map_err(io)? {
+fn get<T: Stored>(tree: &Tree, k: &[u8]) -> Result<Option<T>, StorageError> {
+    match tree.get(k)? {
         Some(v) => Ok(Some(codec::decode(&v)?)),
         None => Ok(None),
     }
@@ -190,15 +186,15 @@ fn ulid_tail(k: &[u8]) -> Option<Ulid> {
 }
 
 /// A store sale merged into `tree`, by id.
-pub(super) fn sale_in(tree: &sled::Tree, id: Ulid) -> Result<Option<SaleRecord>, StorageError> {
+pub(super) fn sale_in(tree: &Tree, id: Ulid) -> Result<Option<SaleRecord>, StorageError> {
     Ok(get::<super::store::StoredSale>(tree, &key("sale", &[&id.0.to_be_bytes()]))?.map(|s| s.0))
 }
 
 /// The returns of a sale (or an online order) merged into `tree`, oldest first.
-pub(super) fn returns_in(tree: &sled::Tree, sale: Ulid) -> Result<Vec<ReturnRecord>, StorageError> {
+pub(super) fn returns_in(tree: &Tree, sale: Ulid) -> Result<Vec<ReturnRecord>, StorageError> {
     let mut out = Vec::new();
     for kv in tree.scan_prefix(of_sale_prefix(sale)) {
-        let (k, _) = kv.map_err(io)?;
+        let (k, _) = kv?;
         let Some(id) = ulid_tail(&k) else {
             continue;
         };
@@ -365,15 +361,14 @@ pub fn order_as_sale(order: &OrderRecord, store_refunded: i64) -> SaleRecord {
 
 /// The returns side of the hub's edge tree: lookups, and the card refund worker.
 pub struct Returns {
-    db: sled::Db,
-    tree: sled::Tree,
+    tree: Tree,
 }
 
 impl Returns {
-    /// Opens the `edge` tree of the hub's database.
-    pub fn open(storage: &SledStorage) -> Result<Arc<Returns>, StorageError> {
-        let (db, tree, _) = storage.module_trees("edge")?;
-        Ok(Arc::new(Returns { db, tree }))
+    /// Opens the `edge` tree of the hub's keyspace.
+    pub fn open(keyspace: &Keyspace) -> Result<Arc<Returns>, StorageError> {
+        let tree = keyspace.open_tree("edge")?;
+        Ok(Arc::new(Returns { tree }))
     }
 
     fn get<T: Stored>(&self, k: &[u8]) -> Result<Option<T>, StorageError> {
@@ -394,8 +389,8 @@ impl Returns {
             typed.to_ascii_lowercase(),
         ];
         for c in &candidates {
-            if let Some(v) = self.tree.get(sale_number_key(c)).map_err(io)? {
-                if let Ok(bytes) = <[u8; 16]>::try_from(v.as_ref()) {
+            if let Some(v) = self.tree.get(sale_number_key(c))? {
+                if let Ok(bytes) = <[u8; 16]>::try_from(v.as_slice()) {
                     if let Some(s) = sale_in(&self.tree, Ulid(u128::from_be_bytes(bytes)))? {
                         return Ok(Some(s));
                     }
@@ -404,7 +399,7 @@ impl Returns {
         }
         // Sales merged before the number index was kept.
         for kv in self.tree.scan_prefix(key("sale", &[])) {
-            let (_, v) = kv.map_err(io)?;
+            let (_, v) = kv?;
             let super::store::StoredSale(sale) = codec::decode(&v)?;
             if candidates.contains(&sale.number) {
                 return Ok(Some(sale));
@@ -463,9 +458,8 @@ impl Returns {
     fn due(&self) -> Vec<Ulid> {
         self.tree
             .scan_prefix(key("refunddue", &[]))
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter_map(|k| ulid_tail(&k))
+            .filter_map(|kv| kv.ok())
+            .filter_map(|(k, _)| ulid_tail(&k))
             .collect()
     }
 
@@ -484,14 +478,14 @@ impl Returns {
             if outcome.flagged() {
                 tracing::error!(r#return = %r.number, sale = %r.sale_number, "a store return's card refund needs a person: GET /api/v1/admin/edge/refunds");
             }
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             batch.remove(due_key(id));
             batch.insert(
                 outcome_key(id),
                 codec::encode(&outcome).map_err(|e| e.to_string())?,
             );
             self.tree.apply_batch(batch).map_err(|e| e.to_string())?;
-            self.db.flush().map_err(|e| e.to_string())?;
+            self.tree.flush().map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -650,12 +644,12 @@ impl Returns {
             if out.len() >= LISTED {
                 break;
             }
-            let (_, v) = kv.map_err(io)?;
+            let (_, v) = kv?;
             let StoredReturn(r) = codec::decode(&v)?;
             if !has_card_refunds(&r) {
                 continue;
             }
-            let due = self.tree.contains_key(due_key(r.id)).map_err(io)?;
+            let due = self.tree.contains_key(due_key(r.id))?;
             let outcome = self.outcome(r.id)?;
             let state = match (&outcome, due) {
                 (_, true) => "due",
@@ -675,7 +669,7 @@ impl Returns {
         let Some(StoredReturn(r)) = self.get(&return_key(id))? else {
             return Ok(Err(ApiError::not_found(&format!("store return '{id}'"))));
         };
-        if self.tree.contains_key(due_key(id)).map_err(io)? {
+        if self.tree.contains_key(due_key(id))? {
             return Ok(Ok(()));
         }
         let refused = self
@@ -691,8 +685,8 @@ impl Returns {
                 ),
             )));
         }
-        self.tree.insert(due_key(id), Vec::new()).map_err(io)?;
-        self.db.flush().map_err(io)?;
+        self.tree.insert(due_key(id), Vec::new())?;
+        self.tree.flush()?;
         tracing::info!(r#return = %r.number, "an operator retries a refused store card refund");
         Ok(Ok(()))
     }

@@ -96,7 +96,7 @@ fn read_u64(v: &[u8]) -> u64 {
 /// outbox sequence after it. Records already stored (a sale, a deficit, a conflict by id) are
 /// left out.
 struct Staged {
-    batch: sled::Batch,
+    batch: crate::storage::kv::Batch,
     last: BTreeMap<ReplicaId, u64>,
 }
 
@@ -104,6 +104,9 @@ struct Staged {
 pub struct SledEdgeStore {
     db: sled::Db,
     tree: sled::Tree,
+    /// The same tree through the keyspace, for what this store shares with
+    /// [`super::returns::Returns`].
+    kv: crate::storage::kv::Tree,
     events: sled::Tree,
     sequencer: EventSequencer,
 }
@@ -115,6 +118,7 @@ impl SledEdgeStore {
         Ok(Arc::new(SledEdgeStore {
             db,
             tree,
+            kv: storage.keyspace().open_tree("edge")?,
             events,
             sequencer: storage.event_sequencer(),
         }))
@@ -141,6 +145,7 @@ impl SledEdgeStore {
         let this = SledEdgeStore {
             db: self.db.clone(),
             tree: self.tree.clone(),
+            kv: self.kv.clone(),
             events: self.events.clone(),
             sequencer: self.sequencer.clone(),
         };
@@ -235,7 +240,7 @@ impl SledEdgeStore {
     }
 
     fn stage(&self, write: &EdgeWrite) -> Result<Staged> {
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::storage::kv::Batch::default();
         let at_ms = super::unix_ms(time::OffsetDateTime::now_utc());
         for row in &write.on_hand {
             batch.insert(on_hand_key(&row.location, &row.sku), codec::encode(row)?);
@@ -352,7 +357,17 @@ impl SledEdgeStore {
     }
 
     fn commit_blocking(&self, write: &EdgeWrite) -> Result<BTreeMap<ReplicaId, u64>> {
-        let Staged { batch, last } = self.stage(write)?;
+        let Staged {
+            batch: staged,
+            last,
+        } = self.stage(write)?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in staged.writes() {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
         // The events take their place in the log's append order inside the transaction.
         let mut order = self.sequencer.lock();
         let numbers = order.number(&self.events, &write.events)?;
@@ -405,8 +420,8 @@ impl EdgeStore for SledEdgeStore {
     )> {
         self.blocking(move |s| {
             Ok((
-                super::returns::sale_in(&s.tree, sale)?,
-                super::returns::returns_in(&s.tree, sale)?,
+                super::returns::sale_in(&s.kv, sale)?,
+                super::returns::returns_in(&s.kv, sale)?,
             ))
         })
         .await

@@ -18,7 +18,7 @@ pub mod segments;
 pub mod store;
 
 use crate::clock::Clock;
-use crate::storage::sled::SledStorage;
+use crate::storage::kv::Keyspace;
 use crate::storage::{Result, Storage, StorageError};
 use actix::prelude::*;
 use analyst::{Analyst, GetProfile, ReadAggregates, SegmentStatuses, SyncSegments};
@@ -35,7 +35,7 @@ use tokio::sync::watch;
 pub struct Experience {
     pub analyst: Addr<Analyst>,
     pub store: Arc<ExperienceStore>,
-    pub storage: Arc<SledStorage>,
+    pub storage: Arc<dyn Storage>,
     processed: watch::Receiver<u64>,
     /// The analyst's own thread (folding stays off the request and recorder threads).
     arbiter: Arc<ArbiterHandle>,
@@ -45,13 +45,13 @@ impl Experience {
     /// Opens the experience tree and starts the analyst from its stored cursor, with the
     /// segment definitions (from the back office) and the clock segment windows follow.
     pub fn start(
-        storage: Arc<SledStorage>,
+        storage: Arc<dyn Storage>,
+        keyspace: &Keyspace,
         clock: Arc<dyn Clock>,
         segments: Vec<SegmentDefinition>,
     ) -> Result<Experience> {
-        let store = Arc::new(ExperienceStore::open(&storage)?);
-        let dyn_storage: Arc<dyn Storage> = storage.clone();
-        let (analyst, processed) = Analyst::load(dyn_storage, store.clone(), clock, segments)?;
+        let store = Arc::new(ExperienceStore::open(keyspace)?);
+        let (analyst, processed) = Analyst::load(storage.clone(), store.clone(), clock, segments)?;
         let arbiter = Arbiter::new().handle();
         let analyst = Analyst::start_in_arbiter(&arbiter, move |_| analyst);
         Ok(Experience {

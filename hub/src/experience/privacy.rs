@@ -2,7 +2,7 @@
 //! (`POST /api/v1/customers/me/erasure`, with the password). The rules are in
 //! `docs/experience.md` ("Privacy"); in short:
 //!
-//! - an erasure is a durable job ([`ErasureJob`], sled tree `privacy`), recorded before its
+//! - an erasure is a durable job ([`ErasureJob`], keyspace tree `privacy`), recorded before its
 //!   first step and updated after each; every step is idempotent, and the hub resumes
 //!   unfinished jobs at start ([`resume`]);
 //! - the same write that records the job marks the customer erased in storage, so events of
@@ -27,6 +27,7 @@
 
 use super::Experience;
 use crate::app::HubHandle;
+use crate::storage::kv::Tree;
 use crate::storage::{
     Change, Committer, CustomerStore, EventLog, OrderStore, Outbox, Result, Sequenced,
     StorageError, UnitOfWork,
@@ -61,32 +62,22 @@ pub use protocol::privacy::pseudonymised;
 /// Mails in the outbox and dead letters read per pass while scrubbing.
 const OUTBOX_PAGE: usize = 100_000;
 
-/// The sled tree of unfinished erasure jobs (key: the customer id).
-fn jobs(handle: &HubHandle) -> Result<sled::Tree> {
-    let (_, tree, _) = handle.storage.module_trees("privacy")?;
-    Ok(tree)
-}
-
-fn io(e: sled::Error) -> StorageError {
-    StorageError::Io(e.to_string())
+/// The tree of unfinished erasure jobs (key: the customer id).
+fn jobs(handle: &HubHandle) -> Result<Tree> {
+    handle.keyspace.open_tree("privacy")
 }
 
 /// Stores a job's progress durably.
-async fn save(tree: &sled::Tree, job: &ErasureJob) -> Result<()> {
-    tree.insert(job.customer.to_bytes(), encode(job)?)
-        .map_err(io)?;
-    tree.flush_async().await.map_err(io)?;
+async fn save(tree: &Tree, job: &ErasureJob) -> Result<()> {
+    tree.insert(job.customer.to_bytes(), encode(job)?)?;
+    tree.flush_async().await?;
     Ok(())
 }
 
 /// The customer's unfinished job, or a new one recorded durably (with the storage mark that
 /// pseudonymises their later events) before any step runs.
-async fn job_for(
-    handle: &HubHandle,
-    tree: &sled::Tree,
-    customer: CustomerId,
-) -> Result<ErasureJob> {
-    if let Some(raw) = tree.get(customer.to_bytes()).map_err(io)? {
+async fn job_for(handle: &HubHandle, tree: &Tree, customer: CustomerId) -> Result<ErasureJob> {
+    if let Some(raw) = tree.get(customer.to_bytes())? {
         return Ok(decode(&raw)?);
     }
     let experience: &Experience = &handle.experience;
@@ -129,8 +120,8 @@ pub async fn erase(handle: &HubHandle, customer: CustomerId) -> Result<Anonymous
         tracing::debug!(customer = %customer, step = step.as_str(), "erasure step done");
     }
     // The storage mark stays: it is what pseudonymises the customer's later events.
-    tree.remove(customer.to_bytes()).map_err(io)?;
-    tree.flush_async().await.map_err(io)?;
+    tree.remove(customer.to_bytes())?;
+    tree.flush_async().await?;
     Ok(job.pseudonym)
 }
 
@@ -139,7 +130,7 @@ pub async fn resume(handle: &HubHandle) -> Result<usize> {
     let tree = jobs(handle)?;
     let mut customers = Vec::new();
     for kv in tree.iter() {
-        let (_, v) = kv.map_err(io)?;
+        let (_, v) = kv?;
         customers.push(decode::<ErasureJob>(&v)?.customer);
     }
     for customer in &customers {

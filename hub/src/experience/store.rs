@@ -1,10 +1,10 @@
-//! The experience layer's own sled tree (`experience`): consumer cursors, profiles, anonymous
+//! The experience layer's own tree (`experience`): consumer cursors, profiles, anonymous
 //! ids joined to customers, the daily aggregates and basket tracks. A consumer writes the state
 //! a batch changed **and** its cursor in one atomic batch, so after a restart it resumes exactly
 //! where its last durable write left off: nothing counted twice, nothing missed.
 
 use super::segments::SegmentState;
-use crate::storage::sled::SledStorage;
+use crate::storage::kv::{Keyspace, Tree};
 use crate::storage::{Result, StorageError};
 use protocol::experience::{BasketTrack, ChannelDay, DayKey, Profile};
 use protocol::{codec, AnonymousId, CustomerId, Stored, Subject};
@@ -13,12 +13,7 @@ use ulid::Ulid;
 
 /// Reads and writes of the `experience` tree.
 pub struct ExperienceStore {
-    db: sled::Db,
-    tree: sled::Tree,
-}
-
-fn io(e: sled::Error) -> StorageError {
-    StorageError::Io(e.to_string())
+    tree: Tree,
 }
 
 fn key(prefix: &str, rest: &[u8]) -> Vec<u8> {
@@ -89,7 +84,7 @@ fn day_key(k: &DayKey) -> Vec<u8> {
 /// One atomic write of a consumer: changed state plus its cursor.
 #[derive(Default)]
 pub struct Write {
-    batch: sled::Batch,
+    batch: crate::storage::kv::Batch,
 }
 
 impl Write {
@@ -173,25 +168,23 @@ impl Write {
 }
 
 impl ExperienceStore {
-    pub fn open(storage: &SledStorage) -> Result<ExperienceStore> {
-        let (db, tree, _events) = storage.module_trees("experience")?;
-        Ok(ExperienceStore { db, tree })
+    pub fn open(keyspace: &Keyspace) -> Result<ExperienceStore> {
+        let tree = keyspace.open_tree("experience")?;
+        Ok(ExperienceStore { tree })
     }
 
     /// Applies a write atomically and durably.
     pub fn commit(&self, write: Write) -> Result<()> {
-        self.tree.apply_batch(write.batch).map_err(io)?;
-        self.db.flush().map_err(io)?;
-        Ok(())
+        self.tree.apply_batch(write.batch)?;
+        self.tree.flush()
     }
 
     /// A consumer's cursor: the last sequence it has durably handled (0: none).
     pub fn cursor(&self, consumer: &str) -> Result<u64> {
         Ok(self
             .tree
-            .get(key("cursor", consumer.as_bytes()))
-            .map_err(io)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .get(key("cursor", consumer.as_bytes()))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map_or(0, u64::from_be_bytes))
     }
 
@@ -203,9 +196,8 @@ impl ExperienceStore {
     pub fn alias(&self, anonymous: AnonymousId) -> Result<Option<CustomerId>> {
         Ok(self
             .tree
-            .get(key("alias", &anonymous.to_bytes()))
-            .map_err(io)?
-            .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok())
+            .get(key("alias", &anonymous.to_bytes()))?
+            .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
             .map(|b| CustomerId(ulid::Ulid(u128::from_be_bytes(b)))))
     }
 
@@ -214,10 +206,10 @@ impl ExperienceStore {
         let prefix = key("erased", &[]);
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(&prefix) {
-            let (k, v) = kv.map_err(io)?;
+            let (k, v) = kv?;
             let ids = <[u8; 16]>::try_from(&k[prefix.len()..])
                 .ok()
-                .zip(<[u8; 16]>::try_from(v.as_ref()).ok());
+                .zip(<[u8; 16]>::try_from(v.as_slice()).ok());
             if let Some((c, a)) = ids {
                 out.push((
                     CustomerId(ulid::Ulid(u128::from_be_bytes(c))),
@@ -247,7 +239,7 @@ impl ExperienceStore {
         let prefix = key("due", &[]);
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(&prefix).take(limit) {
-            let (k, _) = kv.map_err(io)?;
+            let (k, _) = kv?;
             let rest = &k[prefix.len()..];
             let secs = <[u8; 8]>::try_from(rest.get(..8).unwrap_or_default())
                 .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64)
@@ -277,7 +269,7 @@ impl ExperienceStore {
         }
         let mut out = Vec::new();
         for kv in self.tree.range(start..) {
-            let (k, _) = kv.map_err(io)?;
+            let (k, _) = kv?;
             if !k.starts_with(&prefix) || out.len() == limit {
                 break;
             }
@@ -305,7 +297,7 @@ impl ExperienceStore {
         };
         let mut out = Vec::new();
         for kv in self.tree.range(start..) {
-            let (k, v) = kv.map_err(io)?;
+            let (k, v) = kv?;
             if !k.starts_with(&prefix) || out.len() == limit {
                 break;
             }
@@ -318,8 +310,7 @@ impl ExperienceStore {
 
     fn get<T: Stored>(&self, k: &[u8]) -> Result<Option<T>> {
         self.tree
-            .get(k)
-            .map_err(io)?
+            .get(k)?
             .map(|v| codec::decode::<T>(&v))
             .transpose()
             .map_err(StorageError::from)
@@ -328,10 +319,7 @@ impl ExperienceStore {
     fn scan<T: Stored>(&self, prefix: &str) -> Result<Vec<T>> {
         self.tree
             .scan_prefix(key(prefix, &[]))
-            .map(|kv| {
-                kv.map_err(io)
-                    .and_then(|(_, v)| codec::decode::<T>(&v).map_err(StorageError::from))
-            })
+            .map(|kv| kv.and_then(|(_, v)| codec::decode::<T>(&v).map_err(StorageError::from)))
             .collect()
     }
 }

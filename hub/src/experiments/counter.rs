@@ -1,7 +1,7 @@
 //! The counter: tails the event feed with its own cursor and keeps, per experiment and variant,
 //! the distinct exposed subjects and those of them who converted (their experiment's goal
 //! event, after their first exposure in feed order, counted once). Each batch's changes and the
-//! cursor are one atomic, flushed sled batch, so a restart resumes exactly: nothing counted
+//! cursor are one atomic, flushed batch, so a restart resumes exactly: nothing counted
 //! twice, nothing missed.
 //!
 //! Subjects: an anonymous id joined to a customer (a `signed_in` or `registered` event with
@@ -15,6 +15,7 @@
 
 use super::{subject_key, AssignmentRecord, Experiments};
 use crate::experience::feed::Feed;
+use crate::storage::kv::Tree;
 use crate::storage::{Result, Sequenced, Storage, StorageError};
 use actix::prelude::*;
 use protocol::experiment::Experiment;
@@ -60,10 +61,6 @@ impl Stored for Tally {
     const VERSION: u16 = 1;
 }
 
-fn io(e: sled::Error) -> StorageError {
-    StorageError::Io(e.to_string())
-}
-
 fn count_key(experiment: &str) -> Vec<u8> {
     let mut k = b"count/".to_vec();
     k.extend_from_slice(experiment.as_bytes());
@@ -76,33 +73,30 @@ pub(super) fn alias_key(anonymous: AnonymousId) -> Vec<u8> {
     k
 }
 
-fn get<T: Stored>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>> {
-    tree.get(key)
-        .map_err(io)?
+fn get<T: Stored>(tree: &Tree, key: &[u8]) -> Result<Option<T>> {
+    tree.get(key)?
         .map(|v| codec::decode(&v).map_err(StorageError::from))
         .transpose()
 }
 
 /// The last sequence the counter has durably handled (0: none).
-pub(super) fn stored_cursor(tree: &sled::Tree) -> Result<u64> {
+pub(super) fn stored_cursor(tree: &Tree) -> Result<u64> {
     Ok(tree
-        .get(CURSOR_KEY)
-        .map_err(io)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .get(CURSOR_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map_or(0, u64::from_be_bytes))
 }
 
 /// The customer an anonymous id was joined to.
-pub(super) fn alias(tree: &sled::Tree, anonymous: AnonymousId) -> Result<Option<CustomerId>> {
+pub(super) fn alias(tree: &Tree, anonymous: AnonymousId) -> Result<Option<CustomerId>> {
     Ok(tree
-        .get(alias_key(anonymous))
-        .map_err(io)?
-        .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok())
+        .get(alias_key(anonymous))?
+        .and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok())
         .map(|b| CustomerId(ulid::Ulid(u128::from_be_bytes(b)))))
 }
 
 /// The stored counts of an experiment (empty before its first exposure).
-pub(super) fn counts(tree: &sled::Tree, experiment: &str) -> Result<Counts> {
+pub(super) fn counts(tree: &Tree, experiment: &str) -> Result<Counts> {
     Ok(get(tree, &count_key(experiment))?.unwrap_or_default())
 }
 
@@ -111,7 +105,7 @@ pub(super) fn spawn(experiments: Experiments, storage: Arc<dyn Storage>) -> Resu
     let cursor = stored_cursor(&experiments.inner.tree)?;
     let arbiter = Arbiter::new();
     let handle = arbiter.handle();
-    // The thread is the counter's alone, so its sled reads and writes may block it.
+    // The thread is the counter's alone, so its keyspace reads and writes may block it.
     arbiter.spawn(async move {
         let mut feed = Feed::new(storage.clone(), cursor);
         loop {
@@ -157,7 +151,7 @@ fn count(experiments: &Experiments, batch: &[Sequenced]) -> Result<u64> {
         pass.fold(&s.event)?;
         last = s.seq;
     }
-    let mut write = sled::Batch::default();
+    let mut write = crate::storage::kv::Batch::default();
     for (k, t) in &pass.tallies {
         match t {
             Some(t) => write.insert(k.as_slice(), codec::encode(t)?),
@@ -171,14 +165,14 @@ fn count(experiments: &Experiments, batch: &[Sequenced]) -> Result<u64> {
         write.insert(alias_key(*a), c.to_bytes().to_vec());
     }
     write.insert(CURSOR_KEY, last.to_be_bytes().to_vec());
-    experiments.inner.tree.apply_batch(write).map_err(io)?;
-    experiments.inner.db.flush().map_err(io)?;
+    experiments.inner.tree.apply_batch(write)?;
+    experiments.inner.keyspace.flush()?;
     Ok(last)
 }
 
 /// One batch's changes over the stored state.
 struct Pass<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a Tree,
     definitions: &'a BTreeMap<String, Arc<Experiment>>,
     /// `None`: removed.
     tallies: HashMap<Vec<u8>, Option<Tally>>,
@@ -338,7 +332,7 @@ impl Pass<'_> {
 /// Gives a customer without an assignment the one their anonymous visit had (first writer wins,
 /// so a repeat after a failed batch changes nothing).
 fn carry_assignment(
-    tree: &sled::Tree,
+    tree: &Tree,
     key: &str,
     anon: &Subject,
     cust: &Subject,
@@ -353,12 +347,10 @@ fn carry_assignment(
         carried: true,
     };
     // An existing assignment is the customer's own and stays: the swap's refusal is expected.
-    let _ = tree
-        .compare_and_swap(
-            subject_key("assign", key, cust),
-            None as Option<&[u8]>,
-            Some(codec::encode(&carried)?),
-        )
-        .map_err(io)?;
+    let _ = tree.compare_and_swap(
+        subject_key("assign", key, cust),
+        None,
+        Some(codec::encode(&carried)?.as_slice()),
+    )?;
     Ok(())
 }

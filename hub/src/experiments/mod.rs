@@ -28,7 +28,7 @@ use crate::backoffice::store::{key as bo_key, Batch};
 use crate::backoffice::{Backoffice, BackofficeError};
 use crate::clock::Clock;
 use crate::experience::store::ExperienceStore;
-use crate::storage::sled::SledStorage;
+use crate::storage::kv::{Keyspace, Tree};
 use crate::storage::{Result, StorageError};
 use arc_swap::ArcSwap;
 use protocol::experiment::{
@@ -120,8 +120,8 @@ pub struct ExperimentPatch {
 
 struct Inner {
     backoffice: Arc<Backoffice>,
-    tree: sled::Tree,
-    db: sled::Db,
+    tree: Tree,
+    keyspace: Keyspace,
     definitions: ArcSwap<BTreeMap<String, Arc<Experiment>>>,
     profiles: Arc<ExperienceStore>,
     recorder: actix::Addr<Recorder>,
@@ -136,10 +136,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Experiments {
     inner: Arc<Inner>,
-}
-
-fn io(e: sled::Error) -> StorageError {
-    StorageError::Io(e.to_string())
 }
 
 fn definition_key(key: &str) -> Vec<u8> {
@@ -177,19 +173,19 @@ fn json(e: &Experiment) -> Option<serde_json::Value> {
 impl Experiments {
     /// Opens the `experiments` tree and loads the definitions.
     pub fn open(
-        storage: &SledStorage,
+        keyspace: &Keyspace,
         backoffice: Arc<Backoffice>,
         recorder: actix::Addr<Recorder>,
         clock: Arc<dyn Clock>,
     ) -> Result<Experiments> {
-        let (db, tree, _events) = storage.module_trees("experiments")?;
-        let profiles = Arc::new(ExperienceStore::open(storage)?);
+        let tree = keyspace.open_tree("experiments")?;
+        let profiles = Arc::new(ExperienceStore::open(keyspace)?);
         let counted = watch::channel(counter::stored_cursor(&tree)?).0;
         let experiments = Experiments {
             inner: Arc::new(Inner {
                 backoffice,
                 tree,
-                db,
+                keyspace: keyspace.clone(),
                 definitions: ArcSwap::from_pointee(BTreeMap::new()),
                 profiles,
                 recorder,
@@ -469,8 +465,7 @@ impl Experiments {
     fn stored(&self, experiment: &str, subject: &Subject) -> Result<Option<AssignmentRecord>> {
         self.inner
             .tree
-            .get(subject_key("assign", experiment, subject))
-            .map_err(io)?
+            .get(subject_key("assign", experiment, subject))?
             .map(|v| codec::decode(&v).map_err(StorageError::from))
             .transpose()
     }
@@ -598,11 +593,10 @@ impl Experiments {
             carried: decided.reason == Reason::CarriedOver,
         };
         let k = subject_key("assign", key, &subject);
-        let swapped = self
-            .inner
-            .tree
-            .compare_and_swap(&k, None as Option<&[u8]>, Some(codec::encode(&record)?))
-            .map_err(io)?;
+        let swapped =
+            self.inner
+                .tree
+                .compare_and_swap(&k, None, Some(codec::encode(&record)?.as_slice()))?;
         match swapped {
             Ok(()) => {
                 let event = Event::new(now, subject, channel, EventKind::ExperimentExposure)
@@ -661,8 +655,8 @@ impl Experiments {
         let tree = &self.inner.tree;
         let mut joined: Vec<AnonymousId> = linked.to_vec();
         for kv in tree.scan_prefix(b"alias/") {
-            let (k, v) = kv.map_err(io)?;
-            if v.as_ref() == customer.to_bytes().as_slice() {
+            let (k, v) = kv?;
+            if v.as_slice() == customer.to_bytes().as_slice() {
                 if let Some(a) = <[u8; 16]>::try_from(&k[b"alias/".len()..])
                     .ok()
                     .map(|b| AnonymousId(ulid::Ulid(u128::from_be_bytes(b))))
@@ -676,15 +670,15 @@ impl Experiments {
         let mut sources = vec![Subject::Customer(customer)];
         sources.extend(joined.iter().map(|a| Subject::Anonymous(*a)));
         let target = Subject::Anonymous(pseudonym);
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::storage::kv::Batch::default();
         let mut moved = 0usize;
         for key in self.all().keys() {
             for space in ["assign", "tally"] {
                 let to = subject_key(space, key, &target);
-                let mut present = tree.get(&to).map_err(io)?.is_some();
+                let mut present = tree.get(&to)?.is_some();
                 for source in &sources {
                     let from = subject_key(space, key, source);
-                    let Some(value) = tree.get(&from).map_err(io)? else {
+                    let Some(value) = tree.get(&from)? else {
                         continue;
                     };
                     // The first record found is the person's (the customer's own before an
@@ -701,8 +695,8 @@ impl Experiments {
         for a in &joined {
             batch.remove(counter::alias_key(*a));
         }
-        tree.apply_batch(batch).map_err(io)?;
-        self.inner.db.flush_async().await.map_err(io)?;
+        tree.apply_batch(batch)?;
+        self.inner.keyspace.flush_async().await?;
         tracing::info!(%customer, moved, "experiment records moved to the pseudonym");
         Ok(())
     }

@@ -9,7 +9,7 @@
 //!   [`pull`] and the price-validity timer ([`catalog::CatalogSide::run_timer`]).
 //! - [`parse`] reads bodies; [`routes`] serves `POST /api/v1/import/{feed}` and the admin views;
 //!   [`store`] keeps the importer's own state (ids, versions, the price book, cursors, runs) in
-//!   the `import` tree of the hub's sled database.
+//!   the `import` tree of the hub's keyspace.
 //! - [`products`] and [`prices`] change the catalog through [`catalog::CatalogSide`], one
 //!   published snapshot per applied body (a push, an upload, a batch of pulled pages: see
 //!   [`pull`]); [`stock`] changes the online warehouse through the inventory and forwards store
@@ -469,7 +469,9 @@ fn reject(report: &mut ImportReport, offset: u64, errors: Vec<RowError>) {
 /// What the importer needs from the rest of the hub.
 pub struct Start {
     pub settings: crate::config::ImportSettings,
-    pub storage: Arc<crate::storage::sled::SledStorage>,
+    pub storage: Arc<dyn crate::storage::Storage>,
+    /// Where the importer keeps its own state (the `import` tree).
+    pub keyspace: crate::storage::kv::Keyspace,
     pub catalog: actix::Addr<crate::actors::catalog::CatalogActor>,
     pub snapshot: Arc<arc_swap::ArcSwap<protocol::CatalogSnapshot>>,
     pub inventory: crate::actors::inventory::Inventory,
@@ -485,7 +487,7 @@ pub struct Start {
 /// starts the price-validity timer and (when `[import.pull]` is set) the scheduled pull. Must run
 /// inside the actix System; [`Importer::stop`] ends the background tasks.
 pub async fn start(start: Start) -> Result<Importer, ImportError> {
-    let store = ImportStore::open(&start.storage)?;
+    let store = ImportStore::open(&start.keyspace)?;
     let importer = Importer::new(store.clone(), start.clock.clone(), start.settings.keep_runs);
     let side = catalog::CatalogSide::load(catalog::SideDeps {
         catalog: start.catalog,

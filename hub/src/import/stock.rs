@@ -38,7 +38,7 @@ use super::store::{self, Forwarding, ImportStore, StockState};
 use super::{FeedApplier, ImportError, Row, RowError, RowOutcome};
 use crate::actors::inventory::{Inventory, StockChange, StockMove};
 use crate::edge::EdgeHandle;
-use crate::storage::sled::SledStorage;
+use crate::storage::Storage;
 use async_trait::async_trait;
 use protocol::feed::FeedKind;
 use protocol::{LocationId, Sku};
@@ -166,7 +166,7 @@ pub fn validate(
 pub struct StockDeps {
     pub inventory: Inventory,
     pub edge: EdgeHandle,
-    pub storage: Arc<SledStorage>,
+    pub storage: Arc<dyn Storage>,
     pub store: Arc<ImportStore>,
     pub side: Arc<CatalogSide>,
 }

@@ -1,10 +1,10 @@
-//! The importer's own state, in the `import` tree of the hub's sled database (like the edge
+//! The importer's own state, in the `import` tree of the hub's keyspace (like the edge
 //! replica's `edge` tree): the products and variants it imported with their ERP versions, the
 //! price book, the versions of stock rows, store commands being forwarded, the pull cursors and
 //! the run reports. Values are encoded by `protocol`'s codec; every write is a batch made durable
 //! (flushed) before it returns.
 
-use crate::storage::sled::SledStorage;
+use crate::storage::kv::{Keyspace, Tree};
 use crate::storage::StorageError;
 use protocol::feed::FeedKind;
 use protocol::{codec, CategoryId, Currency, LocationId, Money, ProductId, Sku, Stored};
@@ -199,7 +199,7 @@ fn run_key(id: ulid::Ulid) -> Vec<u8> {
 /// Writes to make durable together.
 #[derive(Default)]
 pub struct Batch {
-    batch: sled::Batch,
+    batch: crate::storage::kv::Batch,
     len: usize,
 }
 
@@ -231,21 +231,19 @@ pub struct Loaded {
 
 /// The `import` tree.
 pub struct ImportStore {
-    db: sled::Db,
-    tree: sled::Tree,
+    tree: Tree,
 }
 
 impl ImportStore {
-    /// Opens the `import` tree on the hub's database.
-    pub fn open(storage: &SledStorage) -> Result<Arc<ImportStore>> {
-        let (db, tree, _events) = storage.module_trees("import")?;
-        Ok(Arc::new(ImportStore { db, tree }))
+    /// Opens the `import` tree of the hub's keyspace.
+    pub fn open(keyspace: &Keyspace) -> Result<Arc<ImportStore>> {
+        let tree = keyspace.open_tree("import")?;
+        Ok(Arc::new(ImportStore { tree }))
     }
 
     pub fn get<T: Stored>(&self, k: &[u8]) -> Result<Option<T>> {
         self.tree
-            .get(k)
-            .map_err(io)?
+            .get(k)?
             .map(|v| codec::decode::<T>(&v))
             .transpose()
             .map_err(StorageError::from)
@@ -259,18 +257,13 @@ impl ImportStore {
         let tree = self.tree.clone();
         tokio::task::spawn_blocking(move || tree.apply_batch(batch.batch))
             .await
-            .map_err(io)?
-            .map_err(io)?;
-        self.db.flush_async().await.map_err(io)?;
-        Ok(())
+            .map_err(io)??;
+        self.tree.flush_async().await
     }
 
-    fn scan_blocking<T: Stored>(tree: &sled::Tree, prefix: u8) -> Result<Vec<T>> {
+    fn scan_blocking<T: Stored>(tree: &Tree, prefix: u8) -> Result<Vec<T>> {
         tree.scan_prefix([prefix, b'/'])
-            .map(|kv| {
-                kv.map_err(io)
-                    .and_then(|(_, v)| codec::decode::<T>(&v).map_err(StorageError::from))
-            })
+            .map(|kv| kv.and_then(|(_, v)| codec::decode::<T>(&v).map_err(StorageError::from)))
             .collect()
     }
 
@@ -325,19 +318,18 @@ impl ImportStore {
         let mut batch = Batch::default();
         batch.put(run_key(id), report)?;
         let tree = self.tree.clone();
-        let old: Vec<sled::IVec> = tokio::task::spawn_blocking(move || {
+        let old: Vec<Vec<u8>> = tokio::task::spawn_blocking(move || {
             tree.scan_prefix([b'r', b'/'])
-                .keys()
                 .rev()
                 // The new run is not stored yet: keep `keep - 1` of the others.
                 .skip(keep.saturating_sub(1))
-                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(|kv| kv.map(|(k, _)| k))
+                .collect::<Result<Vec<_>>>()
         })
         .await
-        .map_err(io)?
-        .map_err(io)?;
+        .map_err(io)??;
         for k in old {
-            batch.remove(k.to_vec());
+            batch.remove(k);
         }
         self.write(batch).await
     }
@@ -347,11 +339,10 @@ impl ImportStore {
         let tree = self.tree.clone();
         tokio::task::spawn_blocking(move || {
             tree.scan_prefix([b'r', b'/'])
-                .values()
                 .rev()
                 .take(limit)
-                .map(|v| {
-                    v.map_err(io).and_then(|v| {
+                .map(|kv| {
+                    kv.and_then(|(_, v)| {
                         codec::decode::<super::ImportReport>(&v).map_err(StorageError::from)
                     })
                 })

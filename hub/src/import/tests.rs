@@ -63,6 +63,7 @@ async fn harness_with(settings: ImportSettings) -> Harness {
     let importer = start(Start {
         settings,
         storage: storage.clone(),
+        keyspace: storage.keyspace(),
         catalog: catalog.clone(),
         snapshot: snapshot.clone(),
         inventory: inventory.clone(),

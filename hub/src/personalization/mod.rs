@@ -26,7 +26,6 @@ use crate::clock::Clock;
 use crate::edge::boards::HubBoards;
 use crate::experience::reports::{self, ProductSort, Range};
 use crate::experience::Experience;
-use crate::storage::sled::SledStorage;
 use crate::storage::{Storage, StorageError};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
@@ -82,7 +81,9 @@ pub enum SlotError {
 
 /// What personalization works with.
 pub struct Start {
-    pub storage: Arc<SledStorage>,
+    pub storage: Arc<dyn Storage>,
+    /// Where the recommender keeps its tree (`recommendations`).
+    pub keyspace: crate::storage::kv::Keyspace,
     pub backoffice: Arc<Backoffice>,
     pub experience: Experience,
     pub boards: Arc<HubBoards>,
@@ -118,7 +119,7 @@ impl Personalization {
             .into_iter()
             .map(|r| (r.slot, r))
             .collect();
-        let store = Arc::new(RecommendationStore::open(&start.storage)?);
+        let store = Arc::new(RecommendationStore::open(&start.keyspace)?);
         let log: Arc<dyn Storage> = start.storage.clone();
         let (recommender, processed) =
             Recommender::load(log, store.clone(), start.catalog.clone())?;

@@ -11,7 +11,7 @@
 //! where `{r}` is `b` (bought) or `v` (viewed).
 
 use crate::experience::feed::Feed;
-use crate::storage::sled::SledStorage;
+use crate::storage::kv::{Batch, Keyspace, Tree};
 use crate::storage::{Result, Storage, StorageError};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
@@ -29,10 +29,6 @@ pub const CONSUMER: &str = "recommendations";
 const BATCH: usize = 4096;
 /// Pause before reading again after a storage error.
 const RETRY: Duration = Duration::from_secs(1);
-
-fn io(e: sled::Error) -> StorageError {
-    StorageError::Io(e.to_string())
-}
 
 fn tag(relation: Relation) -> u8 {
     match relation {
@@ -74,12 +70,12 @@ const CURSOR_KEY: &[u8] = b"kcursor";
 
 /// The recommendations tree.
 pub struct RecommendationStore {
-    tree: sled::Tree,
+    tree: Tree,
 }
 
 impl RecommendationStore {
-    pub fn open(storage: &SledStorage) -> Result<RecommendationStore> {
-        let (_, tree, _) = storage.module_trees("recommendations")?;
+    pub fn open(keyspace: &Keyspace) -> Result<RecommendationStore> {
+        let tree = keyspace.open_tree("recommendations")?;
         Ok(RecommendationStore { tree })
     }
 
@@ -87,15 +83,14 @@ impl RecommendationStore {
     pub fn cursor(&self) -> Result<u64> {
         Ok(self
             .tree
-            .get(CURSOR_KEY)
-            .map_err(io)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .get(CURSOR_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map_or(0, u64::from_be_bytes))
     }
 
     /// The top neighbours of a SKU, best first.
     pub fn neighbours(&self, relation: Relation, sku: &str) -> Result<Vec<Neighbour>> {
-        match self.tree.get(neighbours_key(relation, sku)).map_err(io)? {
+        match self.tree.get(neighbours_key(relation, sku))? {
             Some(v) => Ok(codec::decode::<Neighbours>(&v)?.list),
             None => Ok(Vec::new()),
         }
@@ -104,16 +99,14 @@ impl RecommendationStore {
     fn count(&self, relation: Relation, a: &str, b: &str) -> Result<u64> {
         Ok(self
             .tree
-            .get(count_key(relation, a, b))
-            .map_err(io)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .get(count_key(relation, a, b))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map_or(0, u64::from_be_bytes))
     }
 
     fn session(&self, subject: &Subject) -> Result<Option<Session>> {
         self.tree
-            .get(session_key(subject))
-            .map_err(io)?
+            .get(session_key(subject))?
             .map(|v| codec::decode::<Session>(&v))
             .transpose()
             .map_err(StorageError::from)
@@ -121,7 +114,7 @@ impl RecommendationStore {
 
     /// Writes a batch's changes and the cursor atomically and durably.
     fn commit(&self, changes: Changes, cursor: u64) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for ((r, a, b), n) in changes.counts {
             batch.insert(count_key(r, &a, &b), n.to_be_bytes().to_vec());
         }
@@ -132,8 +125,8 @@ impl RecommendationStore {
             batch.insert(session_key(&subject), codec::encode(&session)?);
         }
         batch.insert(CURSOR_KEY, cursor.to_be_bytes().to_vec());
-        self.tree.apply_batch(batch).map_err(io)?;
-        self.tree.flush().map_err(io)?;
+        self.tree.apply_batch(batch)?;
+        self.tree.flush()?;
         Ok(())
     }
 }

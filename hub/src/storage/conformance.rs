@@ -28,15 +28,11 @@ use time::OffsetDateTime;
 /// What the suite needs besides the traits (inherent methods of both implementations).
 #[async_trait]
 pub trait Conformant: Storage + OAuthStore {
-    async fn import_marks(&self) -> Result<Vec<ImportMarks>>;
     async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>>;
 }
 
 #[async_trait]
 impl Conformant for super::sled::SledStorage {
-    async fn import_marks(&self) -> Result<Vec<ImportMarks>> {
-        super::sled::SledStorage::import_marks(self).await
-    }
     async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>> {
         super::sled::SledStorage::sessions_of(self, customer).await
     }
@@ -44,9 +40,6 @@ impl Conformant for super::sled::SledStorage {
 
 #[async_trait]
 impl Conformant for super::postgres::PgStorage {
-    async fn import_marks(&self) -> Result<Vec<ImportMarks>> {
-        super::postgres::PgStorage::import_marks(self).await
-    }
     async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>> {
         super::postgres::PgStorage::sessions_of(self, customer).await
     }

@@ -6,6 +6,7 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod kv;
 pub mod oauth;
 pub mod postgres;
 pub mod sled;
@@ -100,7 +101,7 @@ pub enum Change {
     /// Remembers that a provider's webhook event was handled.
     MarkWebhookEvent(String),
     /// Remembers, in one record, the ERP rows a unit applied (16-byte digests of their ids), so
-    /// each is applied once; read back with `SledStorage::import_marks`.
+    /// each is applied once; read back with [`InventoryStore::import_marks`].
     PutImportMarks(ImportMarks),
     /// Removes a delivered outbox message.
     AckOutbox {
@@ -235,6 +236,9 @@ pub trait CatalogStore: Send + Sync {
 #[async_trait]
 pub trait InventoryStore: Send + Sync {
     async fn stock_levels(&self) -> Result<Vec<StockLevel>>;
+    /// Every record of applied ERP rows ([`Change::PutImportMarks`]), for the importer to
+    /// load at start.
+    async fn import_marks(&self) -> Result<Vec<ImportMarks>>;
 }
 
 /// Checkouts, stock holds, orders and handled webhook events.

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
 /// The migrations in `hub/migrations`, embedded in the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The hub's records in one PostgreSQL schema (the first of the connections' `search_path`).
 pub struct PgStorage {
@@ -146,12 +146,6 @@ impl PgStorage {
     /// The schema the tables are in.
     pub fn schema(&self) -> &str {
         &self.schema
-    }
-
-    /// Every record of applied ERP rows (see [`super::Change::PutImportMarks`]).
-    pub async fn import_marks(&self) -> Result<Vec<super::ImportMarks>> {
-        self.values("SELECT value FROM import_marks ORDER BY id")
-            .await
     }
 
     /// The token hashes of a customer's sessions.
@@ -340,6 +334,11 @@ impl CatalogStore for PgStorage {
 impl InventoryStore for PgStorage {
     async fn stock_levels(&self) -> Result<Vec<StockLevel>> {
         self.values("SELECT value FROM stock ORDER BY location, sku")
+            .await
+    }
+
+    async fn import_marks(&self) -> Result<Vec<super::ImportMarks>> {
+        self.values("SELECT value FROM import_marks ORDER BY id")
             .await
     }
 }

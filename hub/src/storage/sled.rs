@@ -308,10 +308,10 @@ impl SledStorage {
         Ok((self.db.clone(), own, self.events.clone()))
     }
 
-    /// Every record of applied ERP rows (see [`Change::PutImportMarks`]), for the importer to
-    /// load at start.
-    pub async fn import_marks(&self) -> Result<Vec<super::ImportMarks>> {
-        self.scan("impmarks").await
+    /// The hub modules' own trees in this database (`super::kv`): the same sled trees, byte
+    /// for byte, that [`SledStorage::module_trees`] opens.
+    pub fn keyspace(&self) -> super::kv::Keyspace {
+        super::kv::Keyspace::sled(self.db.clone())
     }
 
     /// The token hashes of a customer's sessions (a scan: for erasure, which is rare).
@@ -800,6 +800,10 @@ impl CatalogStore for SledStorage {
 impl InventoryStore for SledStorage {
     async fn stock_levels(&self) -> Result<Vec<StockLevel>> {
         self.scan("stock").await
+    }
+
+    async fn import_marks(&self) -> Result<Vec<super::ImportMarks>> {
+        self.scan("impmarks").await
     }
 }
 
