@@ -348,6 +348,7 @@ impl Application {
             automation: triggers.clone(),
             experiments: experiments.clone(),
             personalization: personalization_hook.clone(),
+            fence: crate::cluster::Fence::embedded(),
         };
         let automation_deps = deps.clone();
         let view = Arc::new(DirectoryView::default());
