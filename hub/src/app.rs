@@ -515,6 +515,11 @@ impl Application {
         ));
         let mut server = HttpServer::new(move || {
             App::new()
+                // Innermost: in a cluster (a `web::Data<Forwarder>` present), requests for
+                // another node's baskets and customers go there; otherwise it passes through.
+                .wrap(actix_web::middleware::from_fn(
+                    crate::cluster::forward::route,
+                ))
                 .wrap(tracing_actix_web::TracingLogger::<
                     crate::telemetry::RequestSpans,
                 >::new())

@@ -461,3 +461,86 @@ impl Round {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::BasketId;
+
+    fn view_holding(shard: u64, token: u64, for_: Duration) -> Arc<OwnershipView> {
+        let view = Arc::new(OwnershipView::new(Node {
+            id: "me".into(),
+            address: "http://me".into(),
+        }));
+        view.write().local.insert(
+            shard,
+            Held {
+                token: FencingToken { shard, token },
+                until: Instant::now() + for_,
+            },
+        );
+        view
+    }
+
+    #[tokio::test]
+    async fn units_carry_the_token_of_a_held_shard_and_are_refused_otherwise() {
+        let id = BasketId::new();
+        let shard = shard_of(&id);
+        let held = Fence::cluster(view_holding(shard, 7, Duration::from_secs(60)));
+        let unit = held.seal(&id, UnitOfWork::new()).expect("held here");
+        assert_eq!(unit.fence, Some(FencingToken { shard, token: 7 }));
+        assert!(held.owns(&id));
+        let elsewhere = Fence::cluster(view_holding(
+            (shard + 1) % SHARDS,
+            7,
+            Duration::from_secs(60),
+        ));
+        assert!(matches!(
+            elsewhere.seal(&id, UnitOfWork::new()),
+            Err(StorageError::Fenced)
+        ));
+        assert!(!elsewhere.owns(&id));
+        // A lease this node could not renew in time is not used, even before the round drops it.
+        let lapsed = Fence::cluster(view_holding(shard, 7, Duration::ZERO));
+        assert!(matches!(
+            lapsed.seal(&id, UnitOfWork::new()),
+            Err(StorageError::Fenced)
+        ));
+        let embedded = Fence::embedded();
+        assert_eq!(
+            embedded
+                .seal(&id, UnitOfWork::new())
+                .expect("no fence")
+                .fence,
+            None
+        );
+        assert!(embedded.owns(&id));
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let ok = OwnershipSettings {
+            node_id: "a".into(),
+            address: "http://10.0.0.1:8080".into(),
+            lease_ttl: Duration::from_secs(6),
+            heartbeat_every: Duration::from_secs(1),
+        };
+        assert!(ok.check().is_ok());
+        assert_eq!(ok.failover_bound(), Duration::from_secs(7));
+        let slow = OwnershipSettings {
+            heartbeat_every: Duration::from_secs(4),
+            ..ok.clone()
+        };
+        assert!(slow.check().is_err());
+        let nameless = OwnershipSettings {
+            node_id: " ".into(),
+            ..ok.clone()
+        };
+        assert!(nameless.check().is_err());
+        let bare = OwnershipSettings {
+            address: "10.0.0.1:8080".into(),
+            ..ok
+        };
+        assert!(bare.check().is_err());
+    }
+}
