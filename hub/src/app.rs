@@ -355,6 +355,7 @@ impl Application {
             automation: triggers.clone(),
             experiments: experiments.clone(),
             personalization: personalization_hook.clone(),
+            fence: crate::cluster::Fence::embedded(),
         };
         let automation_deps = deps.clone();
         let view = Arc::new(DirectoryView::default());
@@ -524,6 +525,11 @@ impl Application {
         ));
         let mut server = HttpServer::new(move || {
             App::new()
+                // Innermost: in a cluster (a `web::Data<Forwarder>` present), requests for
+                // another node's baskets and customers go there; otherwise it passes through.
+                .wrap(actix_web::middleware::from_fn(
+                    crate::cluster::forward::route,
+                ))
                 .wrap(tracing_actix_web::TracingLogger::<
                     crate::telemetry::RequestSpans,
                 >::new())

@@ -46,6 +46,12 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(e.to_string())
 }
 
+/// In a cluster: the entity's shard is another node's (or moving), so its actor cannot run
+/// here (requests that name it are forwarded before they get here, `crate::cluster::forward`).
+fn not_here() -> BackendError {
+    unavailable("another hub node owns this entity right now: retry in a moment")
+}
+
 impl From<BasketFailure> for BackendError {
     fn from(f: BasketFailure) -> BackendError {
         match f {
@@ -105,6 +111,9 @@ impl HubBackend {
         if let Some(addr) = self.view.basket(id) {
             return Ok(Some(addr));
         }
+        if !self.deps.fence.owns(&id) {
+            return Err(not_here());
+        }
         match self.deps.storage.basket(id).await.map_err(unavailable)? {
             Some(basket) => {
                 let _queued = Queued::at("directory");
@@ -122,6 +131,9 @@ impl HubBackend {
     async fn customer_actor(&self, id: CustomerId) -> Result<Addr<CustomerActor>, BackendError> {
         if let Some(addr) = self.view.customer(id) {
             return Ok(addr);
+        }
+        if !self.deps.fence.owns(&id) {
+            return Err(not_here());
         }
         let record = self
             .deps

@@ -96,6 +96,17 @@ pub struct ClusterSettings {
     /// This node's name among the hub nodes (the owner of the shard leases it holds); unique
     /// per node.
     pub node_id: String,
+    /// Where the other nodes reach this one to forward requests, e.g. `http://10.0.0.7:8080`.
+    /// Unset: `http://` and the bound listen address (fine when that is not `0.0.0.0`).
+    pub advertised_address: Option<String>,
+    /// How long a shard lease and a node's heartbeat last without renewal, e.g. `6s`. A dead
+    /// node's shards move within `lease_ttl + heartbeat_every`.
+    #[serde(deserialize_with = "human")]
+    pub lease_ttl: Duration,
+    /// How often a node heartbeats, renews its leases and rebalances, e.g. `1s`; at most half
+    /// of `lease_ttl`.
+    #[serde(deserialize_with = "human")]
+    pub heartbeat_every: Duration,
 }
 
 impl Default for ClusterSettings {
@@ -104,6 +115,9 @@ impl Default for ClusterSettings {
             postgres_url: secrecy::SecretString::from("postgres://omnihub@127.0.0.1:5432/omnihub"),
             pool_size: 16,
             node_id: "hub-1".into(),
+            advertised_address: None,
+            lease_ttl: Duration::from_secs(6),
+            heartbeat_every: Duration::from_secs(1),
         }
     }
 }
@@ -117,7 +131,21 @@ impl ClusterSettings {
         if self.node_id.trim().is_empty() {
             return Err("node_id must name this node".into());
         }
-        Ok(())
+        let listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+        self.ownership(listen).check().map_err(|e| e.to_string())
+    }
+
+    /// How this node takes part in shard ownership, once it listens on `bound`.
+    pub fn ownership(&self, bound: SocketAddr) -> crate::cluster::ownership::OwnershipSettings {
+        crate::cluster::ownership::OwnershipSettings {
+            node_id: self.node_id.clone(),
+            address: self
+                .advertised_address
+                .clone()
+                .unwrap_or_else(|| format!("http://{bound}")),
+            lease_ttl: self.lease_ttl,
+            heartbeat_every: self.heartbeat_every,
+        }
     }
 }
 
@@ -607,7 +635,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "hub.toml",
-                "storage = \"cluster\"\n[cluster]\npostgres_url = \"postgres://h@db/x\"\npool_size = 8\nnode_id = \"hub-2\"\n",
+                "storage = \"cluster\"\n[cluster]\npostgres_url = \"postgres://h@db/x\"\npool_size = 8\nnode_id = \"hub-2\"\nadvertised_address = \"http://10.0.0.2:8080\"\nlease_ttl = \"4s\"\nheartbeat_every = \"500ms\"\n",
             )?;
             let s = HubSettings::load(Some(Path::new("hub.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(s.storage, StorageKind::Cluster);
@@ -617,6 +645,22 @@ mod tests {
                 (8, "hub-2")
             );
             assert_eq!(s.cluster.check(), Ok(()));
+            let own = s.cluster.ownership(SocketAddr::from(([127, 0, 0, 1], 0)));
+            assert_eq!(own.address, "http://10.0.0.2:8080");
+            assert_eq!(
+                (own.lease_ttl, own.heartbeat_every),
+                (Duration::from_secs(4), Duration::from_millis(500))
+            );
+            jail.create_file(
+                "slow.toml",
+                "[cluster]\nlease_ttl = \"2s\"\nheartbeat_every = \"1500ms\"\n",
+            )?;
+            let slow =
+                HubSettings::load(Some(Path::new("slow.toml"))).map_err(|e| e.to_string())?;
+            assert!(slow
+                .cluster
+                .check()
+                .is_err_and(|e| e.contains("half of lease_ttl")));
             jail.create_file("bad.toml", "storage = \"etcd\"\n")?;
             assert!(HubSettings::load(Some(Path::new("bad.toml"))).is_err());
             jail.create_file("typo.toml", "[cluster]\npostgres = \"x\"\n")?;

@@ -18,6 +18,7 @@ pub mod bench;
 pub mod bench_pricing;
 pub mod checkout;
 pub mod clock;
+pub mod cluster;
 pub mod collect;
 pub mod config;
 pub mod demo;

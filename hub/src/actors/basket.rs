@@ -417,7 +417,9 @@ async fn apply(
     if let Some(r) = &reminder {
         unit = unit.with(Change::PutPendingReminder(r.clone()));
     }
-    deps.storage.commit(unit).await?;
+    deps.storage
+        .commit(deps.fence.seal(&basket.id, unit)?)
+        .await?;
     Ok((basket, reminder))
 }
 
@@ -512,7 +514,9 @@ impl Handler<Absorb> for BasketActor {
                 if let Some(r) = &reminder {
                     unit = unit.with(Change::PutPendingReminder(r.clone()));
                 }
-                deps.storage.commit(unit).await?;
+                deps.storage
+                    .commit(deps.fence.seal(&next.id, unit)?)
+                    .await?;
                 Ok((next, reminder))
             }
             .into_actor(self)

@@ -410,7 +410,7 @@ async fn start(
     let unit = UnitOfWork::new()
         .with(Change::PutCheckout(record.clone()))
         .with(Change::PutBasket(locked.clone()));
-    if let Err(e) = deps.storage.commit(unit).await {
+    if let Err(e) = deps.fence.commit(&*deps.storage, &locked.id, unit).await {
         let _ = deps.inventory.end(id, false, Some(&units)).await;
         release_reservation(&deps, id).await;
         return (None, Err(e.into()));
@@ -456,7 +456,7 @@ async fn start(
             let unit = UnitOfWork::new()
                 .with(Change::PutCheckout(record))
                 .with(Change::PutBasket(unlocked.clone()));
-            match deps.storage.commit(unit).await {
+            match deps.fence.commit(&*deps.storage, &unlocked.id, unit).await {
                 Ok(()) => (Some(unlocked), Err(e.into())),
                 Err(se) => (None, Err(se.into())),
             }
@@ -842,7 +842,7 @@ async fn end(
     if changed {
         unit.changes.push(Change::PutBasket(unlocked.clone()));
     }
-    if let Err(e) = deps.storage.commit(unit).await {
+    if let Err(e) = deps.fence.commit(&*deps.storage, &unlocked.id, unit).await {
         return (None, Err(e.into()));
     }
     deps.recorder.do_send(super::recorder::Record(
@@ -1083,7 +1083,7 @@ async fn complete(
                 ),
         );
     }
-    match deps.storage.commit(unit).await {
+    match deps.fence.commit(&*deps.storage, &after.id, unit).await {
         Ok(()) => {}
         Err(StorageError::Conflict(_)) => {
             // Another path made it first (cannot happen through this actor; storage guards it).

@@ -96,8 +96,9 @@ impl Handler<EnsureBasket> for CustomerActor {
         let unit = UnitOfWork::new()
             .with(Change::PutBasket(basket.clone()))
             .with(Change::PutCustomer(customer.clone()));
+        let sealed = self.deps.fence.seal(&self.customer.id, unit);
         AtomicResponse::new(Box::pin(
-            async move { storage.commit(unit).await }
+            async move { storage.commit(sealed?).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;
@@ -158,8 +159,9 @@ impl Handler<RecordConsents> for CustomerActor {
             unit = unit.with_event(event);
         }
         let storage = self.deps.storage.clone();
+        let sealed = self.deps.fence.seal(&customer.id, unit);
         AtomicResponse::new(Box::pin(
-            async move { storage.commit(unit).await }
+            async move { storage.commit(sealed?).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;

@@ -77,6 +77,33 @@ pub enum Deregister {
     Customer(CustomerId, Addr<CustomerActor>),
 }
 
+/// Stops every active actor of a shard (it moves to another node, or its lease was lost);
+/// answers once they have stopped, so a unit in flight has committed or failed by then.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopShard(pub u64);
+
+/// Stops an entity actor at once (its shard left this node); the directory has forgotten it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict;
+
+impl Handler<Evict> for BasketActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Evict, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Evict> for CustomerActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Evict, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 /// Active actors and lifetime counts.
 #[derive(Message)]
 #[rtype(result = "DirectoryStats")]
@@ -175,6 +202,48 @@ impl Handler<Deregister> for Directory {
         };
         if removed {
             self.passivations += 1;
+        }
+    }
+}
+
+/// Removes from `map` every actor whose id is in `shard`; answers them.
+fn take_shard<K: crate::cluster::ShardKey + std::hash::Hash + Eq + Copy, A: Actor>(
+    map: &RwLock<HashMap<K, Addr<A>>>,
+    shard: u64,
+) -> Vec<Addr<A>> {
+    let mut map = write(map);
+    let ids: Vec<K> = map
+        .keys()
+        .filter(|id| crate::cluster::shard_of(*id) == shard)
+        .copied()
+        .collect();
+    ids.iter().filter_map(|id| map.remove(id)).collect()
+}
+
+impl Handler<StopShard> for Directory {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: StopShard, _ctx: &mut Context<Self>) -> Self::Result {
+        let baskets = take_shard(&self.view.baskets, msg.0);
+        let customers = take_shard(&self.view.customers, msg.0);
+        self.passivations += (baskets.len() + customers.len()) as u64;
+        Box::pin(async move {
+            // A closed mailbox is an actor already gone: nothing to wait for.
+            for addr in baskets {
+                let _ = addr.send(Evict).await;
+            }
+            for addr in customers {
+                let _ = addr.send(Evict).await;
+            }
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::cluster::ShardActivations for Addr<Directory> {
+    async fn stop_shard(&self, shard: u64) {
+        if let Err(e) = self.send(StopShard(shard)).await {
+            tracing::warn!(shard, error = %e, "cannot stop the shard's actors");
         }
     }
 }

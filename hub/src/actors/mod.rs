@@ -40,6 +40,9 @@ pub struct Deps {
     pub experiments: crate::experiments::Experiments,
     /// Content slots and recommendations (connected once the experience layer runs).
     pub personalization: crate::personalization::PersonalizationHook,
+    /// What a customer's or basket's unit of work carries: its shard's fencing token in a
+    /// cluster, nothing on the embedded storage (`crate::cluster::Fence`).
+    pub fence: crate::cluster::Fence,
 }
 
 /// When entity actors passivate.

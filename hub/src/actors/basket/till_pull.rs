@@ -117,8 +117,9 @@ impl BasketActor {
     ) -> AtomicResponse<Self, Result<T, BasketFailure>> {
         let storage = self.deps.storage.clone();
         let unit = UnitOfWork::new().with(Change::PutBasket(next.clone()));
+        let sealed = self.deps.fence.seal(&next.id, unit);
         AtomicResponse::new(Box::pin(
-            async move { storage.commit(unit).await }
+            async move { storage.commit(sealed?).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;

@@ -58,8 +58,9 @@ impl Handler<EraseRecord> for CustomerActor {
             unit = unit.with(Change::DeleteSession { token_hash });
         }
         let storage = self.deps.storage.clone();
+        let sealed = self.deps.fence.seal(&erased.id, unit);
         AtomicResponse::new(Box::pin(
-            async move { storage.commit(unit).await }
+            async move { storage.commit(sealed?).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;

@@ -67,8 +67,9 @@ impl Handler<SetInStore> for CustomerActor {
         );
         unit.changes.push(Change::PutCustomer(next.clone()));
         let storage = self.deps.storage.clone();
+        let sealed = self.deps.fence.seal(&id, unit);
         AtomicResponse::new(Box::pin(
-            async move { storage.commit(unit).await }
+            async move { storage.commit(sealed?).await }
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;

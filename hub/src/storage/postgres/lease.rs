@@ -77,6 +77,32 @@ impl PgStorage {
         Ok(())
     }
 
+    /// Extends every lease of `tokens` by `ttl` from now, in one statement; answers the shards
+    /// renewed. A shard left out was acquired since (its token is no longer current).
+    pub async fn renew_leases(&self, tokens: &[FencingToken], ttl: Duration) -> Result<Vec<u64>> {
+        let mut shards = Vec::with_capacity(tokens.len());
+        let mut numbers = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            shards.push(shard_key(t.shard)?);
+            numbers.push(i64::try_from(t.token).unwrap_or(-1));
+        }
+        let renewed: Vec<i64> = sqlx::query_scalar(
+            "UPDATE shard_leases AS l SET expires_at = now() + $3 * interval '1 millisecond' \
+             FROM unnest($1::bigint[], $2::bigint[]) AS t(shard, token) \
+             WHERE l.shard = t.shard AND l.token = t.token RETURNING l.shard",
+        )
+        .bind(&shards)
+        .bind(&numbers)
+        .bind(millis(ttl))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(renewed
+            .into_iter()
+            .filter_map(|s| u64::try_from(s).ok())
+            .collect())
+    }
+
     /// Gives the lease up (graceful hand-over): it expires now, and its token stays, so the
     /// next acquisition gets a greater one. Releasing a lease lost since is not an error.
     pub async fn release_lease(&self, token: FencingToken) -> Result<()> {

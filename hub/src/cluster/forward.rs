@@ -1,0 +1,394 @@
+//! Forwarding: any node accepts any request, and a request for a basket or customer another
+//! node owns goes to that node over HTTP, once.
+//!
+//! Where the owner is known from the request itself:
+//! - `/api/v1/baskets/{id}/…`: the basket id in the path;
+//! - `/api/v1/customers/me…`: the signed-in customer, from the session token (`Authorization:
+//!   Bearer`, or the session cookie), looked up in storage.
+//!
+//! Anything else is served where it lands. A request for a shard this node holds is served
+//! here. One another node holds is sent there: same method, path and query, body, and headers
+//! but the hop-by-hop ones, plus `X-Omnihub-Forwarded-By: <this node>` and the client's
+//! address in `X-Forwarded-For`; the owner's answer goes back as it is. The owner checks the
+//! credentials again itself: forwarding grants nothing.
+//!
+//! A request that was forwarded already is never forwarded again: if this node does not own
+//! its shard (it moved meanwhile), it gets `503` with `Retry-After: 1` and a JSON error. The
+//! same answer when no node holds the shard (moving right now) or the owner cannot be reached.
+//! WebSocket upgrades are not forwarded (a client reconnects; see `docs/scaling.md`).
+
+use super::ownership::{Owner, OwnershipView};
+use super::{shard_of, ClusterError};
+use crate::storage::CustomerStore;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use futures_util::StreamExt;
+use protocol::BasketId;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Set on a forwarded request: the node that forwarded it.
+pub const FORWARDED_BY: &str = "x-omnihub-forwarded-by";
+
+/// The largest request body forwarded.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Headers that belong to one connection, never passed on.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// What a request addresses, as far as routing goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Basket(BasketId),
+    /// The customer signed in with this session token.
+    Session(String),
+}
+
+/// The session token a request carries: bearer first, then the session cookie.
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    if let Some(token) = bearer {
+        return Some(token.trim().to_string());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == channels::context::SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// What `path` (with these headers) addresses, if it addresses one basket or customer.
+pub fn target_of(path: &str, headers: &HeaderMap) -> Option<Target> {
+    if let Some(rest) = path.strip_prefix("/api/v1/baskets/") {
+        let id = rest.split('/').next().unwrap_or_default();
+        return id.parse().ok().map(Target::Basket);
+    }
+    let me = path
+        .strip_prefix("/api/v1/customers/me")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if me {
+        return session_token(headers).map(Target::Session);
+    }
+    None
+}
+
+/// Forwards requests to their shard's owner (`web::Data<Forwarder>` in the app, and
+/// [`route`] as middleware).
+pub struct Forwarder {
+    view: Arc<OwnershipView>,
+    sessions: Arc<dyn CustomerStore>,
+    client: reqwest::Client,
+}
+
+/// What to do with a request.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Local,
+    Forward(String),
+    Refuse(&'static str, &'static str),
+}
+
+impl Forwarder {
+    pub fn new(
+        view: Arc<OwnershipView>,
+        sessions: Arc<dyn CustomerStore>,
+    ) -> Result<Forwarder, ClusterError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClusterError::Config(format!("no HTTP client for forwarding: {e}")))?;
+        Ok(Forwarder {
+            view,
+            sessions,
+            client,
+        })
+    }
+
+    async fn shard(&self, target: Target) -> Option<u64> {
+        match target {
+            Target::Basket(id) => Some(shard_of(&id)),
+            Target::Session(token) => {
+                match self.sessions.session(crate::auth::token_hash(&token)).await {
+                    Ok(session) => session.map(|s| shard_of(&s.customer)),
+                    Err(e) => {
+                        // Served here, where the handler answers the storage error itself.
+                        tracing::warn!(error = %e, "cannot look the session up for routing");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    async fn decide(&self, req: &ServiceRequest) -> Decision {
+        let Some(target) = target_of(req.path(), req.headers()) else {
+            return Decision::Local;
+        };
+        let Some(shard) = self.shard(target).await else {
+            return Decision::Local;
+        };
+        let forwarded = req.headers().contains_key(FORWARDED_BY);
+        match self.view.owner(shard) {
+            Some(Owner { token: Some(_), .. }) => Decision::Local,
+            _ if forwarded => Decision::Refuse(
+                "not_owner",
+                "this node no longer owns the entity and does not forward twice: retry",
+            ),
+            _ if req.headers().contains_key(header::UPGRADE) => Decision::Refuse(
+                "not_owner",
+                "another node owns this entity: reconnect to try another node",
+            ),
+            Some(Owner {
+                address: Some(address),
+                ..
+            }) => Decision::Forward(address),
+            _ => Decision::Refuse(
+                "shard_moving",
+                "the entity is moving between nodes: retry in a moment",
+            ),
+        }
+    }
+
+    /// Sends the request to `address` and answers the owner's response.
+    async fn forward(&self, req: ServiceRequest, address: &str) -> ServiceResponse {
+        let (http, mut payload) = req.into_parts();
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            match chunk {
+                Ok(c) if body.len() + c.len() <= MAX_BODY => body.extend_from_slice(&c),
+                Ok(_) => {
+                    let res = error(413, "body_too_large", "the request body is too large");
+                    return ServiceResponse::new(http, res);
+                }
+                Err(e) => {
+                    let res = error(400, "bad_body", &format!("the request body broke off: {e}"));
+                    return ServiceResponse::new(http, res);
+                }
+            }
+        }
+        let path = http
+            .uri()
+            .path_and_query()
+            .map_or_else(|| http.path().to_string(), |p| p.as_str().to_string());
+        let url = format!("{}{}", address.trim_end_matches('/'), path);
+        let method = match reqwest::Method::from_bytes(http.method().as_str().as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                return ServiceResponse::new(http, error(405, "bad_method", "unknown method"))
+            }
+        };
+        let mut out = self.client.request(method, &url);
+        for (name, value) in passed_on(http.headers()) {
+            out = out.header(name.as_str(), value.as_bytes());
+        }
+        let client = http.peer_addr().map(|a| a.ip().to_string());
+        let chain = match (http.headers().get("x-forwarded-for"), client) {
+            (Some(prior), Some(ip)) => prior.to_str().ok().map(|p| format!("{p}, {ip}")),
+            (None, ip) => ip,
+            (Some(prior), None) => prior.to_str().ok().map(str::to_string),
+        };
+        if let Some(chain) = chain {
+            out = out.header("x-forwarded-for", chain);
+        }
+        out = out.header(FORWARDED_BY, self.view.node_id());
+        let res = match out.body(body.freeze()).send().await {
+            Ok(res) => answer(res).await,
+            Err(e) => {
+                tracing::warn!(owner = %address, error = %e, "forwarding failed");
+                refuse("owner_unavailable", "the owning node did not answer: retry")
+            }
+        };
+        ServiceResponse::new(http, res)
+    }
+}
+
+/// The headers to pass on: all but hop-by-hop ones and those `Connection` names.
+fn passed_on(headers: &HeaderMap) -> Vec<(header::HeaderName, header::HeaderValue)> {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            !HOP_BY_HOP.contains(&n)
+                && !named.iter().any(|c| c == n)
+                && n != FORWARDED_BY
+                && n != "x-forwarded-for"
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// The owner's response, as this node's.
+async fn answer(res: reqwest::Response) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(res.status().as_u16())
+        .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+    let mut out = HttpResponse::build(status);
+    for (name, value) in res.headers() {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(n.as_bytes()),
+            header::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            out.append_header((n, v));
+        }
+    }
+    match res.bytes().await {
+        Ok(body) => out.body(body.to_vec()),
+        Err(e) => {
+            tracing::warn!(error = %e, "the owner's response broke off");
+            refuse(
+                "owner_unavailable",
+                "the owning node's answer broke off: retry",
+            )
+        }
+    }
+}
+
+fn error(status: u16, code: &str, message: &str) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+    HttpResponse::build(status)
+        .json(serde_json::json!({ "error": { "code": code, "message": message } }))
+}
+
+/// `503` with a retry hint.
+fn refuse(code: &str, message: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, "1"))
+        .json(serde_json::json!({
+            "error": { "code": code, "message": message, "retry_after": 1 }
+        }))
+}
+
+/// The middleware (`App::wrap(from_fn(route))`): with a `web::Data<Forwarder>` in the app,
+/// requests for another node's baskets and customers go there; without one (the embedded
+/// storage) every request is served here.
+pub async fn route(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(forwarder) = req.app_data::<web::Data<Forwarder>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    match forwarder.decide(&req).await {
+        Decision::Local => Ok(next.call(req).await?.map_into_left_body()),
+        Decision::Forward(address) => {
+            let span = tracing::info_span!("forward", owner = %address, path = %req.path());
+            let res = tracing::Instrument::instrument(forwarder.forward(req, &address), span).await;
+            Ok(res.map_into_right_body())
+        }
+        Decision::Refuse(code, message) => {
+            let (http, _) = req.into_parts();
+            Ok(ServiceResponse::new(http, refuse(code, message)).map_into_right_body())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn targets_come_from_the_path_or_the_session() {
+        let id = BasketId::new();
+        let none = headers(&[]);
+        let cases: Vec<(String, HeaderMap, Option<Target>)> = vec![
+            (
+                format!("/api/v1/baskets/{id}"),
+                none.clone(),
+                Some(Target::Basket(id)),
+            ),
+            (
+                format!("/api/v1/baskets/{id}/lines/SKU-1"),
+                none.clone(),
+                Some(Target::Basket(id)),
+            ),
+            ("/api/v1/baskets/not-an-id/lines".into(), none.clone(), None),
+            ("/api/v1/baskets".into(), none.clone(), None),
+            ("/api/v1/products".into(), none.clone(), None),
+            ("/api/v1/customers/me".into(), none.clone(), None),
+            (
+                "/api/v1/customers/me/consents".into(),
+                headers(&[("authorization", "Bearer abc")]),
+                Some(Target::Session("abc".into())),
+            ),
+            (
+                "/api/v1/customers/me".into(),
+                headers(&[("cookie", "a=1; omnihub_session=xyz; b=2")]),
+                Some(Target::Session("xyz".into())),
+            ),
+            (
+                "/api/v1/customers/meh".into(),
+                headers(&[("authorization", "Bearer abc")]),
+                None,
+            ),
+        ];
+        for (path, h, want) in cases {
+            assert_eq!(target_of(&path, &h), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let h = headers(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "5"),
+            ("host", "a"),
+            ("content-length", "3"),
+            ("x-omnihub-forwarded-by", "spoofed"),
+            ("cookie", "omnihub_session=s"),
+            ("content-type", "application/json"),
+        ]);
+        let mut kept: Vec<String> = passed_on(&h)
+            .into_iter()
+            .map(|(n, _)| n.as_str().to_string())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["content-type", "cookie"]);
+    }
+}
