@@ -7,11 +7,14 @@
 //!   the event id as `Nats-Msg-Id` and the log sequence in the [`SEQ_HEADER`] header;
 //! - [`reader::EventStreamReader`] tails that stream from a log sequence, handing out the same
 //!   [`crate::storage::Sequenced`] values in the same order as `EventLog::read_sequenced`, so
-//!   analytics, export and ML load leaves the database.
+//!   analytics, export and ML load leaves the database;
+//! - [`outbox::OutboxRelay`] moves committed integration messages to the work queue
+//!   `<prefix>OUTBOX`, which every node's [`outbox::DeliveryConsumer`] pulls from, so exactly
+//!   one node delivers each message.
 //!
-//! This module does not deliver integration messages (the outbox stays in PostgreSQL; the
-//! work-queue design is in `docs/scaling.md`) and holds no records.
+//! This module holds no records: PostgreSQL keeps them, and the dead letters.
 
+pub mod outbox;
 pub mod reader;
 pub mod relay;
 #[cfg(all(test, feature = "cluster-tests"))]

@@ -91,7 +91,20 @@ pub struct RelayHandle {
 }
 
 impl RelayHandle {
-    /// Events this relay published (new to the stream).
+    pub(super) fn new(
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<Result<()>>,
+        published: Arc<AtomicU64>,
+    ) -> RelayHandle {
+        RelayHandle {
+            stop,
+            task,
+            published,
+        }
+    }
+
+    /// Messages this relay published (new to the stream; outbox rows moved, for the outbox
+    /// relay).
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
     }
@@ -130,11 +143,7 @@ impl EventRelay {
         let (stop, stopped) = watch::channel(false);
         let published = self.published.clone();
         let task = tokio::spawn(async move { self.run(stopped).await });
-        RelayHandle {
-            stop,
-            task,
-            published,
-        }
+        RelayHandle::new(stop, task, published)
     }
 
     /// Takes the lease whenever it is free and publishes while it holds it, until `stop` turns
@@ -305,7 +314,7 @@ impl EventRelay {
 }
 
 /// Waits `d` unless `stop` turns true (or its sender goes) first; answers whether it did.
-async fn stopped_within(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
+pub(super) async fn stopped_within(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     tokio::select! {
         r = stop.wait_for(|s| *s) => { let _ = r; true }
         _ = tokio::time::sleep(d) => false,

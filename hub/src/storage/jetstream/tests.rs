@@ -3,16 +3,20 @@
 //! `nats://127.0.0.1:4222`) and PostgreSQL as in `postgres::tests`. Each test works under a
 //! stream prefix and a schema of its own, both deleted afterwards (also when the test fails).
 
+use super::outbox::{DeliveryConsumer, OutboxRelay};
 use super::reader::EventStreamReader;
 use super::relay::{EventRelay, RelayOptions, CURSOR_NAME, EVENT_RELAY_SHARD};
 use super::{connect, event_stream, JetStreamError, Names, SEQ_HEADER};
+use crate::outbox::{Deliverer, DeliveryError, DeliveryPolicy};
 use crate::storage::postgres::{tests::on_nodes, PgStorage};
-use crate::storage::{EventLog, Sequenced, StorageError};
+use crate::storage::{Committer, EventLog, Outbox, Sequenced, StorageError, UnitOfWork};
 use async_nats::jetstream;
-use protocol::{codec, AnonymousId, Channel, Event, EventKind, Subject};
+use async_trait::async_trait;
+use protocol::{codec, AnonymousId, Channel, Event, EventKind, OutboxMessage, Subject};
 use secrecy::SecretString;
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -36,10 +40,12 @@ where
         let prefix = format!("t{}_", ulid::Ulid::new().to_string().to_lowercase());
         let names = Names::new(&prefix).expect("a valid prefix");
         let outcome = tokio::spawn(case(storages, js.clone(), names.clone())).await;
-        match js.delete_stream(names.events_stream()).await {
-            Ok(_) => {}
-            Err(e) if e.to_string().contains("not found") => {}
-            Err(e) => panic!("deleting the test's stream failed: {e}"),
+        for stream in [names.events_stream(), names.outbox_stream()] {
+            match js.delete_stream(&stream).await {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("not found") => {}
+                Err(e) => panic!("deleting the test's stream {stream} failed: {e}"),
+            }
         }
         if let Err(e) = outcome {
             std::panic::resume_unwind(e.into_panic());
@@ -302,6 +308,132 @@ async fn the_reader_hands_out_the_log_and_resumes_from_a_sequence() {
             .await
             .expect("opened");
         assert_eq!(read_n(&mut from_10, 20).await, log[10..].to_vec());
+    })
+    .await;
+}
+
+/// The `oms` destination of one node: records what it delivered; always fails `poison`
+/// messages.
+struct Recording {
+    node: &'static str,
+    delivered: Arc<Mutex<Vec<(&'static str, ulid::Ulid)>>>,
+}
+
+#[async_trait]
+impl Deliverer for Recording {
+    fn destination(&self) -> &'static str {
+        "oms"
+    }
+
+    async fn deliver(&self, message: &OutboxMessage) -> Result<(), DeliveryError> {
+        if message.kind == "poison" {
+            return Err(DeliveryError::Retry("the partner answered 503".into()));
+        }
+        self.delivered
+            .lock()
+            .expect("not poisoned")
+            .push((self.node, message.id));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_competing_delivery_consumers_deliver_each_message_once() {
+    on_cluster(2, |nodes, js, names| async move {
+        let (a, b) = (nodes[0].clone(), nodes[1].clone());
+        let now = OffsetDateTime::now_utc();
+        let mut queued = Vec::new();
+        for unit in 0..8 {
+            let mut work = UnitOfWork::new();
+            for i in 0..5 {
+                let m = OutboxMessage::new(
+                    "oms",
+                    "order.placed",
+                    String::new(),
+                    format!("{{\"n\":{}}}", unit * 5 + i),
+                    now,
+                );
+                queued.push(m.id);
+                work = work.with_message(m);
+            }
+            a.commit(work).await.expect("committed");
+        }
+        let poison = OutboxMessage::new("oms", "poison", String::new(), "{}".into(), now);
+        b.commit(UnitOfWork::new().with_message(poison.clone()))
+            .await
+            .expect("committed");
+
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let policy = DeliveryPolicy {
+            max_attempts: 3,
+            base_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+            ..DeliveryPolicy::default()
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut workers = Vec::new();
+        for (node, storage) in [("node-a", a.clone()), ("node-b", b.clone())] {
+            let deliverer = Arc::new(Recording {
+                node,
+                delivered: delivered.clone(),
+            });
+            let consumer = DeliveryConsumer::new(&js, &names, deliverer, storage, policy)
+                .await
+                .expect("bound");
+            workers.push(consumer.spawn(stopped.clone()));
+        }
+        let relay = OutboxRelay::new(
+            a.clone(),
+            js.clone(),
+            names.clone(),
+            options("node-a"),
+            Duration::from_millis(50),
+        )
+        .await
+        .expect("relay")
+        .spawn();
+
+        eventually(
+            "every message delivered and the poison one dead",
+            || async {
+                delivered.lock().expect("not poisoned").len() >= queued.len()
+                    && b.dead_letter("oms", poison.id)
+                        .await
+                        .expect("read")
+                        .is_some()
+            },
+        )
+        .await;
+        relay.stop().await.expect("stopped cleanly");
+        let _ = stop.send(true);
+        for w in workers {
+            w.await.expect("joined").expect("stopped cleanly");
+        }
+
+        let delivered = delivered.lock().expect("not poisoned").clone();
+        let mut times: BTreeMap<ulid::Ulid, usize> = BTreeMap::new();
+        for (_, id) in &delivered {
+            *times.entry(*id).or_default() += 1;
+        }
+        assert_eq!(times.len(), queued.len(), "every message delivered");
+        assert!(times.values().all(|n| *n == 1), "none delivered twice");
+        let dead = b
+            .dead_letter("oms", poison.id)
+            .await
+            .expect("read")
+            .expect("dead");
+        assert_eq!(dead.attempts, 3);
+        assert_eq!(dead.last_error.as_deref(), Some("the partner answered 503"));
+        assert!(
+            a.pending("oms", 100).await.expect("read").is_empty(),
+            "moved out of PostgreSQL"
+        );
+        let mut stream = js.get_stream(names.outbox_stream()).await.expect("stream");
+        let left = stream.info().await.expect("info").state.messages;
+        assert_eq!(
+            left, 0,
+            "the work queue is empty once everything is settled"
+        );
     })
     .await;
 }
