@@ -19,6 +19,9 @@ use protocol::{codec, Event};
 pub struct EventStreamReader {
     messages: consumer::pull::Ordered,
     cursor: u64,
+    /// What stopped the last batch after some events: answered by the next call, so the
+    /// events before it are handed out first.
+    failed: Option<JetStreamError>,
 }
 
 impl EventStreamReader {
@@ -68,7 +71,11 @@ impl EventStreamReader {
             .messages()
             .await
             .map_err(|e| JetStreamError::api("subscribing to the event stream", e))?;
-        Ok(EventStreamReader { messages, cursor })
+        Ok(EventStreamReader {
+            messages,
+            cursor,
+            failed: None,
+        })
     }
 
     /// The last log sequence handed out.
@@ -77,17 +84,38 @@ impl EventStreamReader {
     }
 
     /// Up to `limit` events after the cursor, waiting until there is at least one; moves the
-    /// cursor past them.
+    /// cursor past them. Events read before a failure are handed out first, and the failure
+    /// with the next call; after a failure, open a new reader at [`Self::cursor`].
     pub async fn next(&mut self, limit: usize) -> Result<Vec<Sequenced>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let mut batch = Vec::new();
         while batch.len() < limit.max(1) {
-            let next = if batch.is_empty() {
+            match self.read_one(batch.is_empty()).await {
+                Ok(Some(event)) => batch.push(event),
+                Ok(None) => break,
+                Err(e) if batch.is_empty() => return Err(e),
+                Err(e) => {
+                    self.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The next event after the cursor (moving it), waiting for one if `wait`; `None` if none
+    /// has arrived and `wait` is false.
+    async fn read_one(&mut self, wait: bool) -> Result<Option<Sequenced>> {
+        loop {
+            let next = if wait {
                 self.messages.next().await
             } else {
                 // Only what has already arrived: the caller gets what there is now.
                 match self.messages.next().now_or_never() {
                     Some(next) => next,
-                    None => break,
+                    None => return Ok(None),
                 }
             };
             let message = next
@@ -106,8 +134,7 @@ impl EventStreamReader {
             }
             let event: Event = codec::decode(&message.payload)?;
             self.cursor = seq;
-            batch.push(Sequenced { seq, event });
+            return Ok(Some(Sequenced { seq, event }));
         }
-        Ok(batch)
     }
 }

@@ -176,7 +176,7 @@ impl EventRelay {
                             | JetStreamError::Storage(StorageError::Fenced)),
                         ) => {
                             tracing::info!(reason = %e, "the relay stepped down");
-                            Duration::ZERO
+                            ttl / 10
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "relaying events failed; retrying");

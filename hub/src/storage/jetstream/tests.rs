@@ -244,6 +244,103 @@ async fn of_two_relays_only_the_lease_holder_publishes_and_the_other_takes_over(
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_behind_the_stream_is_refused_once_duplicates_are_forgotten() {
+    on_cluster(1, |nodes, js, names| async move {
+        let pg = nodes[0].clone();
+        // The stream forgets message ids after 100 ms, so a stale relay's events are no longer
+        // dropped as duplicates: only the expected last sequence stops them.
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: names.events_stream(),
+            subjects: vec![names.events_subjects()],
+            duplicate_window: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .await
+        .expect("stream created");
+        append(&pg, 8).await;
+        let log = pg.read_sequenced(0, 100).await.expect("read");
+        let old = EventRelay::new(pg.clone(), js.clone(), names.clone(), options("node-a"))
+            .await
+            .expect("relay");
+        let token = pg
+            .acquire_lease(EVENT_RELAY_SHARD, "node-a", Duration::ZERO)
+            .await
+            .expect("asked")
+            .expect("free");
+        let mut stale = old.sync(token).await.expect("synced");
+        old.publish(&mut stale, &log[..5]).await.expect("published");
+        // The old relay pauses past its lease; a new one takes over and publishes the rest.
+        let new = EventRelay::new(pg.clone(), js.clone(), names.clone(), options("node-b"))
+            .await
+            .expect("relay");
+        let token = pg
+            .acquire_lease(EVENT_RELAY_SHARD, "node-b", Duration::from_secs(30))
+            .await
+            .expect("asked")
+            .expect("expired");
+        let mut term = new.sync(token).await.expect("synced");
+        new.publish(&mut term, &log[5..]).await.expect("published");
+        // Not a wait for readiness: the property needs the server's 100 ms window to pass.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The old relay wakes up and publishes what it thinks comes next.
+        assert!(matches!(
+            old.publish(&mut stale, &log[5..7]).await,
+            Err(JetStreamError::Overtaken)
+        ));
+        assert_eq!(
+            stream_contents(&js, &names).await,
+            log,
+            "still the log, once"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_refuses_a_stream_with_a_hole() {
+    on_cluster(1, |nodes, js, names| async move {
+        let pg = nodes[0].clone();
+        append(&pg, 3).await;
+        let relay = EventRelay::new(pg.clone(), js.clone(), names.clone(), options("node-a"))
+            .await
+            .expect("relay")
+            .spawn();
+        cursor_reaches(&pg, 3).await;
+        relay.stop().await.expect("stopped cleanly");
+        // Something other than the relay writes a later sequence into the stream.
+        let stray = events(1)[0].clone();
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(codec::encode(&stray).expect("encoded").into())
+            .header(SEQ_HEADER, "7");
+        js.send_publish(names.event_subject(stray.kind), message)
+            .await
+            .expect("sent")
+            .await
+            .expect("stored");
+        let mut reader = EventStreamReader::open(&js, &names, 0)
+            .await
+            .expect("opened");
+        let mut read = Vec::new();
+        let refused = loop {
+            match tokio::time::timeout(Duration::from_secs(10), reader.next(2))
+                .await
+                .expect("an answer in time")
+            {
+                Ok(batch) => read.extend(batch),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(read, pg.read_sequenced(0, 10).await.expect("read"));
+        assert!(
+            matches!(refused, JetStreamError::Gap { after: 3, got: 7 }),
+            "{refused}"
+        );
+        assert_eq!(reader.cursor(), 3);
+    })
+    .await;
+}
+
 /// Reads from `reader` until it handed out `n` events.
 async fn read_n(reader: &mut EventStreamReader, n: usize) -> Vec<Sequenced> {
     let mut out = Vec::new();
