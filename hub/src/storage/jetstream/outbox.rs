@@ -214,6 +214,9 @@ impl OutboxRelay {
     }
 }
 
+/// Messages a consumer pulls at once.
+const PULL_BATCH: usize = 4;
+
 /// One node's deliveries of one destination from the work queue (see the module docs).
 pub struct DeliveryConsumer {
     consumer: consumer::Consumer<consumer::pull::Config>,
@@ -267,8 +270,12 @@ impl DeliveryConsumer {
     /// Runs the consumer in a task until `stop` turns true.
     pub fn spawn(self, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<Result<()>> {
         tokio::spawn(async move {
+            // A few at a time: messages pulled but not yet handled are held from the other
+            // nodes (until `ack_wait`), and this node handles one at a time.
             let mut messages = self
                 .consumer
+                .stream()
+                .max_messages_per_batch(PULL_BATCH)
                 .messages()
                 .await
                 .map_err(|e| JetStreamError::api("pulling outbox messages", e))?;
@@ -278,7 +285,14 @@ impl DeliveryConsumer {
                     next = messages.next() => next,
                 };
                 match next {
-                    Some(Ok(message)) => self.handle(message).await?,
+                    Some(Ok(message)) => match self.handle(message).await {
+                        Ok(()) => {}
+                        Err(JetStreamError::Storage(StorageError::Closed)) => {
+                            return Err(StorageError::Closed.into())
+                        }
+                        // Left unsettled: JetStream hands it out again after `ack_wait`.
+                        Err(e) => tracing::warn!(error = %e, "settling an outbox message failed"),
+                    },
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "pulling outbox messages; retrying")
                     }
