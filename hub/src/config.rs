@@ -107,6 +107,13 @@ pub struct ClusterSettings {
     /// of `lease_ttl`.
     #[serde(deserialize_with = "human")]
     pub heartbeat_every: Duration,
+    /// NATS with JetStream for the event stream, e.g. `nats://nats.internal:4222` (credentials
+    /// in it are a secret: set it from the environment, `OMNIHUB_HUB_CLUSTER__NATS_URL`). Unset:
+    /// events are read from PostgreSQL only.
+    pub nats_url: Option<secrecy::SecretString>,
+    /// Put before every stream and subject name (`<prefix>EVENTS`, `<prefix>events.<kind>`), so
+    /// deployments can share a NATS server: ASCII letters, digits, `_` and `-`.
+    pub stream_prefix: String,
 }
 
 impl Default for ClusterSettings {
@@ -118,6 +125,8 @@ impl Default for ClusterSettings {
             advertised_address: None,
             lease_ttl: Duration::from_secs(6),
             heartbeat_every: Duration::from_secs(1),
+            nats_url: None,
+            stream_prefix: "omnihub_".into(),
         }
     }
 }
@@ -131,6 +140,7 @@ impl ClusterSettings {
         if self.node_id.trim().is_empty() {
             return Err("node_id must name this node".into());
         }
+        crate::storage::jetstream::Names::new(&self.stream_prefix)?;
         let listen = SocketAddr::from(([127, 0, 0, 1], 8080));
         self.ownership(listen).check().map_err(|e| e.to_string())
     }
@@ -661,6 +671,25 @@ mod tests {
                 .cluster
                 .check()
                 .is_err_and(|e| e.contains("half of lease_ttl")));
+            assert!(s.cluster.nats_url.is_none());
+            jail.create_file(
+                "nats.toml",
+                "[cluster]\nnats_url = \"nats://u:p@mq:4222\"\nstream_prefix = \"shop-2_\"\n",
+            )?;
+            let n = HubSettings::load(Some(Path::new("nats.toml"))).map_err(|e| e.to_string())?;
+            let url = n.cluster.nats_url.as_ref().map(|u| u.expose_secret());
+            assert_eq!(url, Some("nats://u:p@mq:4222"));
+            assert!(
+                !format!("{:?}", n.cluster).contains("u:p@"),
+                "the URL is never shown"
+            );
+            assert_eq!(n.cluster.stream_prefix, "shop-2_");
+            assert_eq!(n.cluster.check(), Ok(()));
+            jail.create_file("prefix.toml", "[cluster]\nstream_prefix = \"a.b\"\n")?;
+            let dotted = HubSettings::load(Some(Path::new("prefix.toml")));
+            assert!(dotted.is_ok_and(|s| s.cluster.check().is_err()));
+            jail.create_file("nats_typo.toml", "[cluster]\nnats = \"x\"\n")?;
+            assert!(HubSettings::load(Some(Path::new("nats_typo.toml"))).is_err());
             jail.create_file("bad.toml", "storage = \"etcd\"\n")?;
             assert!(HubSettings::load(Some(Path::new("bad.toml"))).is_err());
             jail.create_file("typo.toml", "[cluster]\npostgres = \"x\"\n")?;

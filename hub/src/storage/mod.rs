@@ -2,11 +2,13 @@
 //! the catalog, the event log and the outbox, never keys and bytes; every write is a
 //! [`UnitOfWork`] that commits entity changes together with their outbox rows, atomically and
 //! durably. The embedded default is [`sled::SledStorage`]; the cluster backend on PostgreSQL is
-//! [`postgres::PgStorage`]. `conformance` (tests) is one suite of the traits' semantics that both pass.
+//! [`postgres::PgStorage`], whose event log [`jetstream`] relays to NATS JetStream for readers
+//! that should not load the database. `conformance` (tests) is one suite of the traits' semantics that both pass.
 
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod kv;
+pub mod jetstream;
 pub mod oauth;
 pub mod postgres;
 pub mod sled;

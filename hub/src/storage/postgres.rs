@@ -11,14 +11,15 @@
 //!   that do nothing on conflict: a concurrent unit claiming the same key waits for the first to
 //!   commit, then finds the claim and fails with `Conflict`, rolling back all it wrote.
 //! - The event log's sequences are assigned under one row lock, see [`event_log`].
-//! - Fencing: see [`lease`].
+//! - Fencing: see [`lease`]; relays to NATS JetStream keep fenced cursors here (`cursors`).
 
 mod commit;
+mod cursors;
 pub mod event_log;
 pub mod lease;
 mod oauth;
 #[cfg(all(test, feature = "cluster-tests"))]
-mod tests;
+pub(crate) mod tests;
 
 use super::{
     BasketStore, CatalogStore, Committer, CustomerStore, InventoryStore, OrderStore, Outbox,

@@ -23,7 +23,7 @@ fn url() -> String {
 }
 
 /// A fresh schema: its name and connection options whose `search_path` is it.
-async fn fresh_schema() -> (String, PgConnectOptions) {
+pub(crate) async fn fresh_schema() -> (String, PgConnectOptions) {
     let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
     let admin = PgPoolOptions::new()
         .max_connections(1)
@@ -40,7 +40,7 @@ async fn fresh_schema() -> (String, PgConnectOptions) {
     (schema, options)
 }
 
-async fn drop_schema(schema: &str) {
+pub(crate) async fn drop_schema(schema: &str) {
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect(&url())
@@ -55,7 +55,7 @@ async fn drop_schema(schema: &str) {
 
 /// Runs `case` with `nodes` storages on one fresh schema (as hub nodes sharing a database),
 /// then drops the schema, and only then fails if the case failed.
-async fn on_nodes<F, Fut>(nodes: usize, case: F)
+pub(crate) async fn on_nodes<F, Fut>(nodes: usize, case: F)
 where
     F: FnOnce(Vec<Arc<PgStorage>>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
