@@ -25,8 +25,11 @@ use tokio::sync::watch;
 
 /// The recommender's cursor name.
 pub const CONSUMER: &str = "recommendations";
-/// Events read per batch.
-const BATCH: usize = 4096;
+/// Events read per batch (large: a pair touched many times in a batch is written once).
+const BATCH: usize = 16_384;
+/// Entries kept in memory between batches; beyond, the cache is dropped after a commit and
+/// refilled from the tree as batches need it.
+const CACHE_ENTRIES: usize = 500_000;
 /// Pause before reading again after a storage error.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -113,16 +116,19 @@ impl RecommendationStore {
     }
 
     /// Writes a batch's changes and the cursor atomically and durably.
-    fn commit(&self, changes: Changes, cursor: u64) -> Result<()> {
+    fn commit(&self, changes: &Changes, cursor: u64) -> Result<()> {
         let mut batch = Batch::default();
-        for ((r, a, b), n) in changes.counts {
-            batch.insert(count_key(r, &a, &b), n.to_be_bytes().to_vec());
+        for ((r, a, b), n) in &changes.counts {
+            batch.insert(count_key(*r, a, b), n.to_be_bytes().to_vec());
         }
-        for ((r, of), list) in changes.neighbours {
-            batch.insert(neighbours_key(r, &of), codec::encode(&Neighbours { list })?);
+        for ((r, of), list) in &changes.neighbours {
+            batch.insert(
+                neighbours_key(*r, of),
+                codec::encode(&Neighbours { list: list.clone() })?,
+            );
         }
-        for (subject, session) in changes.sessions {
-            batch.insert(session_key(&subject), codec::encode(&session)?);
+        for (subject, session) in &changes.sessions {
+            batch.insert(session_key(subject), codec::encode(session)?);
         }
         batch.insert(CURSOR_KEY, cursor.to_be_bytes().to_vec());
         self.tree.apply_batch(batch)?;
@@ -139,8 +145,37 @@ struct Changes {
     sessions: HashMap<Subject, Session>,
 }
 
+/// What is durably stored, as far as the recommender has read or written it since the cache
+/// was last dropped (a missing count is 0, a missing list empty, a missing session `None`).
+/// Only committed changes enter it, so a failed batch leaves it true.
+#[derive(Default)]
+struct Cache {
+    counts: HashMap<(Relation, String, String), u64>,
+    neighbours: HashMap<(Relation, String), Vec<Neighbour>>,
+    sessions: HashMap<Subject, Option<Session>>,
+}
+
+impl Cache {
+    fn len(&self) -> usize {
+        self.counts.len() + self.neighbours.len() + self.sessions.len()
+    }
+
+    /// Takes in a batch's changes once they are durable.
+    fn absorb(&mut self, changes: Changes) {
+        self.counts.extend(changes.counts);
+        self.neighbours.extend(changes.neighbours);
+        self.sessions
+            .extend(changes.sessions.into_iter().map(|(k, v)| (k, Some(v))));
+        if self.len() > CACHE_ENTRIES {
+            *self = Cache::default();
+        }
+    }
+}
+
+/// A batch's view: its own changes, then the cache, then the tree (filling the cache).
 struct Overlay<'a> {
     store: &'a RecommendationStore,
+    cache: &'a mut Cache,
     changes: Changes,
 }
 
@@ -148,14 +183,16 @@ impl CoStore for Overlay<'_> {
     type Error = StorageError;
 
     fn count(&mut self, relation: Relation, a: &str, b: &str) -> Result<u64> {
-        match self
-            .changes
-            .counts
-            .get(&(relation, a.to_string(), b.to_string()))
-        {
-            Some(n) => Ok(*n),
-            None => self.store.count(relation, a, b),
+        let key = (relation, a.to_string(), b.to_string());
+        if let Some(n) = self.changes.counts.get(&key) {
+            return Ok(*n);
         }
+        if let Some(n) = self.cache.counts.get(&key) {
+            return Ok(*n);
+        }
+        let n = self.store.count(relation, a, b)?;
+        self.cache.counts.insert(key, n);
+        Ok(n)
     }
 
     fn set_count(&mut self, relation: Relation, a: &str, b: &str, count: u64) {
@@ -165,10 +202,16 @@ impl CoStore for Overlay<'_> {
     }
 
     fn neighbours(&mut self, relation: Relation, of: &str) -> Result<Vec<Neighbour>> {
-        match self.changes.neighbours.get(&(relation, of.to_string())) {
-            Some(list) => Ok(list.clone()),
-            None => self.store.neighbours(relation, of),
+        let key = (relation, of.to_string());
+        if let Some(list) = self.changes.neighbours.get(&key) {
+            return Ok(list.clone());
         }
+        if let Some(list) = self.cache.neighbours.get(&key) {
+            return Ok(list.clone());
+        }
+        let list = self.store.neighbours(relation, of)?;
+        self.cache.neighbours.insert(key, list.clone());
+        Ok(list)
     }
 
     fn set_neighbours(&mut self, relation: Relation, of: &str, list: Vec<Neighbour>) {
@@ -178,10 +221,15 @@ impl CoStore for Overlay<'_> {
     }
 
     fn session(&mut self, subject: &Subject) -> Result<Option<Session>> {
-        match self.changes.sessions.get(subject) {
-            Some(s) => Ok(Some(s.clone())),
-            None => self.store.session(subject),
+        if let Some(s) = self.changes.sessions.get(subject) {
+            return Ok(Some(s.clone()));
         }
+        if let Some(s) = self.cache.sessions.get(subject) {
+            return Ok(s.clone());
+        }
+        let stored = self.store.session(subject)?;
+        self.cache.sessions.insert(*subject, stored.clone());
+        Ok(stored)
     }
 
     fn set_session(&mut self, subject: &Subject, session: Session) {
@@ -196,6 +244,8 @@ pub struct Recommender {
     catalog: Arc<ArcSwap<CatalogSnapshot>>,
     /// Taken while a read or a write is in flight.
     feed: Option<Feed>,
+    /// Taken with the feed (`None` also after a fold panicked: it starts empty again).
+    cache: Option<Cache>,
     /// The last sequence durably folded in.
     durable: watch::Sender<u64>,
 }
@@ -212,6 +262,7 @@ impl Recommender {
         Ok((
             Recommender {
                 feed: Some(Feed::new(storage.clone(), cursor)),
+                cache: Some(Cache::default()),
                 storage,
                 store,
                 catalog,
@@ -225,58 +276,80 @@ impl Recommender {
         let Some(mut feed) = self.feed.take() else {
             return;
         };
+        let mut cache = self.cache.take().unwrap_or_default();
         let store = self.store.clone();
         let catalog = self.catalog.clone();
         ctx.spawn(
             async move {
                 let cursor = feed.cursor();
-                let result = match feed.next(BATCH).await {
+                let (cache, result) = match feed.next(BATCH).await {
                     Ok(batch) => {
                         let last = feed.cursor();
-                        tokio::task::spawn_blocking(move || -> Result<u64> {
-                            let snapshot = catalog.load();
-                            let mut overlay = Overlay {
-                                store: &store,
-                                changes: Changes::default(),
-                            };
-                            for s in &batch {
-                                let sku_of_slug = |slug: &str| {
-                                    snapshot
-                                        .product_by_slug(slug)
-                                        .and_then(|p| p.variants.first())
-                                        .map(|v| v.sku.to_string())
-                                };
-                                if let Some(o) = Observation::of(&s.event, sku_of_slug) {
-                                    fold(&mut overlay, &o)?;
-                                }
-                            }
-                            store.commit(overlay.changes, last)?;
-                            Ok(last)
+                        let folded = tokio::task::spawn_blocking(move || {
+                            let result = fold_batch(&store, &catalog, &mut cache, &batch, last);
+                            (cache, result)
                         })
-                        .await
-                        .map_err(|e| StorageError::Io(e.to_string()))
-                        .and_then(|r| r)
+                        .await;
+                        match folded {
+                            Ok((cache, result)) => (Some(cache), result),
+                            Err(e) => (None, Err(StorageError::Io(e.to_string()))),
+                        }
                     }
-                    Err(e) => Err(e),
+                    Err(e) => (Some(cache), Err(e)),
                 };
-                (feed, cursor, result)
+                (feed, cache, cursor, result)
             }
             .into_actor(self)
-            .map(|(feed, cursor, result), act, ctx| match result {
-                Ok(last) => {
-                    act.feed = Some(feed);
-                    act.durable.send_replace(last);
-                    act.pump(ctx);
-                }
-                Err(e) => {
-                    // Nothing of the batch was written: read it again from the stored cursor.
-                    tracing::error!(error = %e, "the recommender could not fold a batch; retrying");
-                    act.feed = Some(Feed::new(act.storage.clone(), cursor));
-                    ctx.run_later(RETRY, |act, ctx| act.pump(ctx));
+            .map(|(feed, cache, cursor, result), act, ctx| {
+                act.cache = cache;
+                match result {
+                    Ok(last) => {
+                        act.feed = Some(feed);
+                        act.durable.send_replace(last);
+                        act.pump(ctx);
+                    }
+                    Err(e) => {
+                        // Nothing of the batch was written: read it again from the stored cursor.
+                        tracing::error!(error = %e, "the recommender could not fold a batch; retrying");
+                        act.feed = Some(Feed::new(act.storage.clone(), cursor));
+                        ctx.run_later(RETRY, |act, ctx| act.pump(ctx));
+                    }
                 }
             }),
         );
     }
+}
+
+/// Folds a batch over the cache and commits what it changed with the cursor `last`; the
+/// changes enter the cache only once they are durable.
+fn fold_batch(
+    store: &RecommendationStore,
+    catalog: &ArcSwap<CatalogSnapshot>,
+    cache: &mut Cache,
+    batch: &[crate::storage::Sequenced],
+    last: u64,
+) -> Result<u64> {
+    let snapshot = catalog.load();
+    let mut overlay = Overlay {
+        store,
+        cache,
+        changes: Changes::default(),
+    };
+    for s in batch {
+        let sku_of_slug = |slug: &str| {
+            snapshot
+                .product_by_slug(slug)
+                .and_then(|p| p.variants.first())
+                .map(|v| v.sku.to_string())
+        };
+        if let Some(o) = Observation::of(&s.event, sku_of_slug) {
+            fold(&mut overlay, &o)?;
+        }
+    }
+    let Overlay { cache, changes, .. } = overlay;
+    store.commit(&changes, last)?;
+    cache.absorb(changes);
+    Ok(last)
 }
 
 impl Actor for Recommender {

@@ -50,29 +50,31 @@ pub fn sequence_of(tree: &sled::Tree, id: EventId) -> Result<Option<u64>> {
 }
 
 /// The entries that store `events` (already numbered from `first`, in order) and index them:
-/// the id index only for the events `fresh` says are not fresh.
+/// the id index only for the events `fresh` says are not fresh. The events move into their
+/// chunks (no copy).
 pub fn entries(
     first: u64,
-    events: &[Event],
+    events: Vec<Event>,
     fresh: impl Fn(usize) -> bool,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::with_capacity(events.len() / 2 + events.len() / CHUNK + 1);
-    for (i, part) in events.chunks(CHUNK).enumerate() {
-        let start = first + (i * CHUNK) as u64;
-        for (j, e) in part.iter().enumerate() {
-            let seq = start + j as u64;
-            if !fresh(i * CHUNK + j) {
+    let mut events = events.into_iter().enumerate().peekable();
+    while let Some((start, _)) = events.peek() {
+        let mut chunk = EventChunk {
+            first: first + *start as u64,
+            events: Vec::with_capacity(CHUNK),
+        };
+        for (i, e) in events.by_ref().take(CHUNK) {
+            let seq = first + i as u64;
+            if !fresh(i) {
                 out.push((id_key(e.id), seq_value(seq)));
             }
             if let protocol::Subject::Customer(c) = e.subject {
                 out.push((timeline_key(c, e.id), seq_value(seq)));
             }
+            chunk.events.push(e);
         }
-        let chunk = EventChunk {
-            first: start,
-            events: part.to_vec(),
-        };
-        out.push((chunk_key(start), codec::encode(&chunk)?));
+        out.push((chunk_key(chunk.first), codec::encode(&chunk)?));
     }
     Ok(out)
 }
@@ -279,7 +281,7 @@ pub fn number(
     }
     let first = *last + 1;
     *last += kept.len() as u64;
-    entries(first, &kept, |i| kept_fresh[i])
+    entries(first, kept, |i| kept_fresh[i])
 }
 
 /// Converts a log written by an earlier build (`s/<seq>` → id, `e/<id>` → event) to chunks.
