@@ -305,6 +305,32 @@ impl Singletons {
     }
 }
 
+impl Singletons {
+    /// Runs `tick` every `every` while this node holds `which` (periodic work such as the
+    /// checkout sweeper or the import schedulers' pulls); a tick in progress finishes before
+    /// the term ends.
+    pub fn run_every<F, Fut>(&self, which: Singleton, every: Duration, tick: F) -> SingletonHandle
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let tick = Arc::new(tick);
+        self.run(which, move |mut term| {
+            let tick = tick.clone();
+            async move {
+                let mut interval = tokio::time::interval(every);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = term.stopped() => return,
+                        _ = interval.tick() => tick().await,
+                    }
+                }
+            }
+        })
+    }
+}
+
 /// What the handle and the supervisor share.
 struct Shared {
     leading: AtomicBool,
@@ -632,6 +658,36 @@ mod tests {
             Err(StorageError::Fenced)
         ));
         assert_eq!(tree.get(b"k").expect("readable"), Some(b"old".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn embedded_periodic_work_ticks_until_stopped() {
+        let (_dir, keyspace) = sled_keyspace();
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let handle = Singletons::embedded(keyspace).run_every(
+            Singleton::CheckoutSweeper,
+            Duration::from_millis(5),
+            {
+                let ticks = ticks.clone();
+                move || {
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                    async {}
+                }
+            },
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ticks.load(Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "the work does not tick");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        handle.stop().await;
+        let after = ticks.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(
+            ticks.load(Ordering::SeqCst),
+            after,
+            "no tick after the stop"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
-pub mod kv;
 pub mod jetstream;
+pub mod kv;
 pub mod oauth;
 pub mod postgres;
 pub mod sled;
