@@ -400,7 +400,7 @@ enum Ended {
     /// The lease is lost or may be about to lapse: ask again later.
     Lost,
     /// The work ended on its own: step down (released), ask again later.
-    WorkEnded,
+    WorkDone,
 }
 
 struct Supervisor {
@@ -499,7 +499,7 @@ impl Supervisor {
         let ended = loop {
             tokio::select! {
                 _ = stop.changed() => break Ended::Stopping,
-                _ = &mut running => break Ended::WorkEnded,
+                _ = &mut running => break Ended::WorkDone,
                 _ = tokio::time::sleep_until(valid_until - guard) => {
                     tracing::warn!("the singleton's lease was not renewed in time; stopping it");
                     break Ended::Lost;
