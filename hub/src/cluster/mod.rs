@@ -20,14 +20,25 @@
 //! `heartbeat_every`, take its shards within `lease_ttl + heartbeat_every` (plus a round trip).
 //! With the defaults (6 s, 1 s): within about 7 s. See [`failover`] for timing it.
 //!
+//! - [`singleton`]: tasks that run once across the cluster (the analyst, the experiments
+//!   counter, the recommender, automation timers, outbox delivery, the checkout sweeper, the
+//!   import schedulers) run on the holder of a lease on a reserved shard, with their keyspace
+//!   writes fenced by a holder key.
+//! - [`notify`]: caches loaded at start are reloaded when another node announces a change
+//!   (PostgreSQL `LISTEN`/`NOTIFY` on `omnihub_changes`).
+//!
 //! This module is not storage: the leases and their fencing check are
 //! [`crate::storage::postgres::lease`]'s.
 
 pub mod failover;
 pub mod forward;
 pub mod membership;
+pub mod notify;
 pub mod ownership;
 pub mod rendezvous;
+pub mod singleton;
+#[cfg(all(test, feature = "cluster-tests"))]
+mod singleton_tests;
 #[cfg(all(test, feature = "cluster-tests"))]
 mod tests;
 

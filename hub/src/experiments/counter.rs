@@ -14,6 +14,7 @@
 //! Conversions after an experiment stopped (by event time) are not counted.
 
 use super::{subject_key, AssignmentRecord, Experiments};
+use crate::cluster::singleton::Term;
 use crate::experience::feed::Feed;
 use crate::storage::kv::Tree;
 use crate::storage::{Result, Sequenced, Storage, StorageError};
@@ -100,8 +101,13 @@ pub(super) fn counts(tree: &Tree, experiment: &str) -> Result<Counts> {
     Ok(get(tree, &count_key(experiment))?.unwrap_or_default())
 }
 
-/// Starts the counter on a thread of its own from its stored cursor.
-pub(super) fn spawn(experiments: Experiments, storage: Arc<dyn Storage>) -> Result<ArbiterHandle> {
+/// Starts the counter on a thread of its own from its stored cursor; with a singleton's
+/// `term`, every batch is fenced by it and the counter ends when the term is taken over.
+pub(super) fn spawn(
+    experiments: Experiments,
+    storage: Arc<dyn Storage>,
+    term: Option<Term>,
+) -> Result<ArbiterHandle> {
     let cursor = stored_cursor(&experiments.inner.tree)?;
     let arbiter = Arbiter::new();
     let handle = arbiter.handle();
@@ -118,9 +124,13 @@ pub(super) fn spawn(experiments: Experiments, storage: Arc<dyn Storage>) -> Resu
                     continue;
                 }
             };
-            match count(&experiments, &batch) {
+            match count(&experiments, &batch, term.as_ref()) {
                 Ok(last) => {
                     experiments.inner.counted.send_replace(last);
+                }
+                Err(StorageError::Fenced) => {
+                    tracing::info!("the experiment counter was taken over by another node; stopping");
+                    break;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the experiment counter could not store a batch; starting over from its cursor");
@@ -137,7 +147,7 @@ pub(super) fn spawn(experiments: Experiments, storage: Arc<dyn Storage>) -> Resu
 }
 
 /// Folds a batch and stores what changed with the cursor; answers the new cursor.
-fn count(experiments: &Experiments, batch: &[Sequenced]) -> Result<u64> {
+fn count(experiments: &Experiments, batch: &[Sequenced], term: Option<&Term>) -> Result<u64> {
     let definitions = experiments.all();
     let mut pass = Pass {
         tree: &experiments.inner.tree,
@@ -165,7 +175,10 @@ fn count(experiments: &Experiments, batch: &[Sequenced]) -> Result<u64> {
         write.insert(alias_key(*a), c.to_bytes().to_vec());
     }
     write.insert(CURSOR_KEY, last.to_be_bytes().to_vec());
-    experiments.inner.tree.apply_batch(write)?;
+    match term {
+        Some(term) => term.apply(&experiments.inner.keyspace, &experiments.inner.tree, &write)?,
+        None => experiments.inner.tree.apply_batch(write)?,
+    }
     experiments.inner.keyspace.flush()?;
     Ok(last)
 }

@@ -130,6 +130,8 @@ struct Inner {
     counted: watch::Sender<u64>,
     /// The counter's thread, once started.
     counter: std::sync::OnceLock<actix::ArbiterHandle>,
+    /// Where definition changes are announced to other nodes (a cluster), once followed.
+    changes: std::sync::OnceLock<crate::cluster::notify::Changes>,
 }
 
 /// The A/B tests: definitions, assignments, exposures and counts.
@@ -192,6 +194,7 @@ impl Experiments {
                 clock,
                 counted,
                 counter: std::sync::OnceLock::new(),
+                changes: std::sync::OnceLock::new(),
             }),
         };
         experiments.reload()?;
@@ -213,10 +216,60 @@ impl Experiments {
         Ok(())
     }
 
+    /// Reloads the definitions when another node changes one, and announces this node's
+    /// changes (`crate::cluster::notify`; a no-op with [`Changes::embedded`]). Once.
+    ///
+    /// [`Changes::embedded`]: crate::cluster::notify::Changes::embedded
+    pub fn follow_changes(&self, changes: crate::cluster::notify::Changes) {
+        let this = self.clone();
+        changes.on(crate::cluster::notify::Topic::Experiments, move || {
+            if let Err(e) = this.reload() {
+                tracing::error!(error = %e, "reloading experiment definitions another node changed");
+            }
+        });
+        let _ = self.inner.changes.set(changes);
+    }
+
+    fn announce_change(&self) {
+        if let Some(changes) = self.inner.changes.get() {
+            changes.announce(crate::cluster::notify::Topic::Experiments);
+        }
+    }
+
+    /// Runs the counter once across the cluster (`crate::cluster::singleton`): on the node
+    /// holding its lease, from the stored cursor, every batch fenced by the term; when the
+    /// term ends the counter's thread stops. Embedded singletons run it at once, unfenced (as
+    /// [`Experiments::start_counter`]). Other nodes' reports read the stored counts
+    /// ([`Experiments::counts`]).
+    pub fn run_counter(
+        &self,
+        singletons: &crate::cluster::singleton::Singletons,
+        storage: Arc<dyn crate::storage::Storage>,
+    ) -> crate::cluster::singleton::SingletonHandle {
+        let this = self.clone();
+        singletons.run(
+            crate::cluster::singleton::Singleton::ExperimentCounter,
+            move |mut term| {
+                let started = counter::spawn(this.clone(), storage.clone(), Some(term.clone()));
+                async move {
+                    match started {
+                        Ok(thread) => {
+                            term.stopped().await;
+                            thread.stop();
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the experiment counter cannot start")
+                        }
+                    }
+                }
+            },
+        )
+    }
+
     /// Starts the counter (once) from its stored cursor.
     pub fn start_counter(&self, storage: Arc<dyn crate::storage::Storage>) -> Result<()> {
         if self.inner.counter.get().is_none() {
-            let handle = counter::spawn(self.clone(), storage)?;
+            let handle = counter::spawn(self.clone(), storage, None)?;
             if let Err(extra) = self.inner.counter.set(handle) {
                 extra.stop();
             }
@@ -299,6 +352,7 @@ impl Experiments {
             })
             .await?;
         self.reload()?;
+        self.announce_change();
         Ok(created)
     }
 
@@ -331,6 +385,7 @@ impl Experiments {
             })
             .await?;
         self.reload()?;
+        self.announce_change();
         Ok(changed)
     }
 
