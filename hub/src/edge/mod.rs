@@ -25,6 +25,7 @@ pub mod receipts;
 pub mod replica;
 pub mod returns;
 pub mod session;
+pub mod kv_store;
 pub mod sled_store;
 pub mod store;
 
