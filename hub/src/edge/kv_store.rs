@@ -14,8 +14,8 @@
 //! - so an acknowledged edge write's events reach the log at least once, and are stored once.
 
 use super::sled_store::{
-    id_bytes, key, location_rights_prefix, on_hand_key, outbox_key, outbox_prefix,
-    read_u64, rights_key, stage, Staged,
+    id_bytes, key, location_rights_prefix, on_hand_key, outbox_key, outbox_prefix, read_u64,
+    rights_key, stage, Staged,
 };
 use super::store::{
     CatalogChange, CatalogVersion, DeficitView, EdgeStore, EdgeWrite, Loaded, MergedSale, NodeMeta,
@@ -556,7 +556,11 @@ pub(crate) mod tests {
         };
         let last = store.commit(write.clone()).await.expect("commits");
         assert_eq!(last.get(&node), Some(&2));
-        assert_eq!(logged(&*log).await, vec![e1.id], "appended after the commit");
+        assert_eq!(
+            logged(&*log).await,
+            vec![e1.id],
+            "appended after the commit"
+        );
         // The same write again (a node resending): the sale and the event are kept once.
         let last = store.commit(write).await.expect("commits again");
         assert_eq!(last.get(&node), Some(&4));
@@ -632,7 +636,9 @@ pub(crate) mod tests {
             let pg = crate::storage::postgres::PgStorage::connect(options.clone(), 4)
                 .await
                 .expect("storage opens");
-            let keyspace = Keyspace::postgres(options, 4).await.expect("keyspace opens");
+            let keyspace = Keyspace::postgres(options, 4)
+                .await
+                .expect("keyspace opens");
             conformance(keyspace.clone(), pg.clone()).await;
             keyspace.close().await;
             pg.close().await;

@@ -20,12 +20,12 @@ pub mod card;
 pub mod catalog;
 pub mod coupons;
 pub mod customers;
+pub mod kv_store;
 pub mod merge;
 pub mod receipts;
 pub mod replica;
 pub mod returns;
 pub mod session;
-pub mod kv_store;
 pub mod sled_store;
 pub mod store;
 

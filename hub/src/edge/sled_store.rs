@@ -243,7 +243,9 @@ impl SledEdgeStore {
         let Staged {
             batch: staged,
             last,
-        } = stage(write, &|k: &[u8]| self.tree.get(k).map(|v| v.map(|v| v.to_vec())).map_err(io))?;
+        } = stage(write, &|k: &[u8]| {
+            self.tree.get(k).map(|v| v.map(|v| v.to_vec())).map_err(io)
+        })?;
         let mut batch = sled::Batch::default();
         for (k, v) in staged.writes() {
             match v {
@@ -282,16 +284,19 @@ impl SledEdgeStore {
 /// transaction): records already stored are left out, outbox sequences continue from each node's
 /// stored `next`.
 pub(super) fn stage<E: From<StorageError>>(
-write: &EdgeWrite,
-get: &dyn Fn(&[u8]) -> std::result::Result<Option<Vec<u8>>, E>,
+    write: &EdgeWrite,
+    get: &dyn Fn(&[u8]) -> std::result::Result<Option<Vec<u8>>, E>,
 ) -> std::result::Result<Staged, E> {
-let contains = |k: &[u8]| get(k).map(|v| v.is_some());
-let enc = |e: protocol::codec::CodecError| E::from(StorageError::from(e));
+    let contains = |k: &[u8]| get(k).map(|v| v.is_some());
+    let enc = |e: protocol::codec::CodecError| E::from(StorageError::from(e));
 
     let mut batch = crate::storage::kv::Batch::default();
     let at_ms = super::unix_ms(time::OffsetDateTime::now_utc());
     for row in &write.on_hand {
-        batch.insert(on_hand_key(&row.location, &row.sku), codec::encode(row).map_err(enc)?);
+        batch.insert(
+            on_hand_key(&row.location, &row.sku),
+            codec::encode(row).map_err(enc)?,
+        );
     }
     for row in &write.rights {
         batch.insert(rights_key(&row.key), codec::encode(row).map_err(enc)?);
@@ -354,7 +359,10 @@ let enc = |e: protocol::codec::CodecError| E::from(StorageError::from(e));
         );
     }
     for r in &write.retired {
-        batch.insert(node_key("retired", &r.replica), codec::encode(r).map_err(enc)?);
+        batch.insert(
+            node_key("retired", &r.replica),
+            codec::encode(r).map_err(enc)?,
+        );
     }
     if let Some((node, seq)) = &write.have {
         batch.insert(node_key("have", node), seq.to_be_bytes().to_vec());
@@ -363,16 +371,15 @@ let enc = |e: protocol::codec::CodecError| E::from(StorageError::from(e));
         batch.insert(node_key("meta", node), codec::encode(meta).map_err(enc)?);
     }
     let mut last: BTreeMap<ReplicaId, u64> = BTreeMap::new();
-    let current = |node: &ReplicaId,
-               last: &mut BTreeMap<ReplicaId, u64>|
- -> std::result::Result<u64, E> {
-        if let Some(n) = last.get(node) {
-            return Ok(*n);
-        }
-        let n = get(&node_key("next", node))?.map_or(0, |v| read_u64(&v));
-        last.insert(node.clone(), n);
-        Ok(n)
-    };
+    let current =
+        |node: &ReplicaId, last: &mut BTreeMap<ReplicaId, u64>| -> std::result::Result<u64, E> {
+            if let Some(n) = last.get(node) {
+                return Ok(*n);
+            }
+            let n = get(&node_key("next", node))?.map_or(0, |v| read_u64(&v));
+            last.insert(node.clone(), n);
+            Ok(n)
+        };
     for (node, floor) in &write.outbox_floor {
         let n = current(node, &mut last)?;
         last.insert(node.clone(), n.max(*floor));
@@ -397,11 +404,13 @@ let enc = |e: protocol::codec::CodecError| E::from(StorageError::from(e));
         batch.remove(key("catchange", &[&to.to_be_bytes()]));
     }
     if let Some(c) = &write.catalog_change {
-        batch.insert(key("catchange", &[&c.to.to_be_bytes()]), codec::encode(c).map_err(enc)?);
+        batch.insert(
+            key("catchange", &[&c.to.to_be_bytes()]),
+            codec::encode(c).map_err(enc)?,
+        );
     }
     Ok(Staged { batch, last })
 }
-
 
 #[async_trait]
 impl EdgeStore for SledEdgeStore {
