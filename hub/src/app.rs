@@ -629,6 +629,15 @@ impl Application {
         let till_lookups = web::Data::new(crate::edge::customers::LookupGuard::new(
             settings.edge.customer_lookups.clone(),
         ));
+        // In a cluster, requests for another node's baskets and customers are forwarded there.
+        let forwarder = match &ownership_view {
+            Some(view) => Some(web::Data::new(
+                crate::cluster::forward::Forwarder::new(view.clone(), handle.storage.clone())
+                    .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?
+                    .with_patience(settings.cluster.lease_ttl + settings.cluster.heartbeat_every),
+            )),
+            None => None,
+        };
         let mut server = HttpServer::new(move || {
             App::new()
                 // Innermost: in a cluster (a `web::Data<Forwarder>` present), requests for
@@ -644,6 +653,11 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     crate::monitor::http::observe,
                 ))
+                .configure(|cfg| {
+                    if let Some(f) = &forwarder {
+                        cfg.app_data(f.clone());
+                    }
+                })
                 .app_data(metrics_on.clone())
                 .app_data(live_data.clone())
                 .app_data(ops_sign_ins.clone())
