@@ -160,6 +160,11 @@ impl Forwarder {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
+            // A fresh connection per forward: a pooled one to a node that is stopping may be
+            // closed under a request that was sent (not safe to send again), while a refused
+            // connection is (the request waits for the shard's next owner). Costs a local
+            // TCP handshake per forward.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| ClusterError::Config(format!("no HTTP client for forwarding: {e}")))?;
         Ok(Forwarder {
@@ -292,7 +297,13 @@ async fn read_body(req: &mut ServiceRequest) -> Result<web::Bytes, HttpResponse>
     while let Some(chunk) = payload.next().await {
         match chunk {
             Ok(c) if body.len() + c.len() <= MAX_BODY => body.extend_from_slice(&c),
-            Ok(_) => return Err(error(413, "body_too_large", "the request body is too large")),
+            Ok(_) => {
+                return Err(error(
+                    413,
+                    "body_too_large",
+                    "the request body is too large",
+                ))
+            }
             Err(e) => {
                 return Err(error(
                     400,
