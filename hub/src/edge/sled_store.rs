@@ -280,12 +280,15 @@ impl SledEdgeStore {
     }
 }
 
+/// Reads a key of the edge tree for [`stage`].
+pub(super) type Getter<'a, E> = dyn Fn(&[u8]) -> std::result::Result<Option<Vec<u8>>, E> + 'a;
+
 /// Stages `write` against the tree as `get` reads it (directly, or inside a keyspace
 /// transaction): records already stored are left out, outbox sequences continue from each node's
 /// stored `next`.
 pub(super) fn stage<E: From<StorageError>>(
     write: &EdgeWrite,
-    get: &dyn Fn(&[u8]) -> std::result::Result<Option<Vec<u8>>, E>,
+    get: &Getter<'_, E>,
 ) -> std::result::Result<Staged, E> {
     let contains = |k: &[u8]| get(k).map(|v| v.is_some());
     let enc = |e: protocol::codec::CodecError| E::from(StorageError::from(e));
