@@ -178,6 +178,13 @@ impl From<OutboxBenchArgs> for hub::bench::OutboxBench {
 }
 
 fn main() -> anyhow::Result<()> {
+    // No transparent huge pages for this process: the allocator's fresh memory then faulted in
+    // 2 MiB pages that the kernel zeroed whole, and `omnihub bench events` swung between 35,000
+    // and 57,000 events/s from run to run on that alone (docs/benchmarks.md). Best effort.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("omnihub: could not turn transparent huge pages off ({e}); carrying on");
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(args),

@@ -14,7 +14,6 @@ use crate::config::HubSettings;
 use crate::payments::client::PaymentClient;
 use crate::payments::routes::WebhookSettings;
 use crate::storage::sled::SledStorage;
-use crate::storage::OrderStore;
 use crate::storage::{Storage, StorageError};
 use actix::prelude::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -50,7 +49,8 @@ pub struct HubHandle {
     pub catalog: Addr<CatalogActor>,
     pub inventory: Inventory,
     pub recorder: Addr<Recorder>,
-    pub storage: Arc<SledStorage>,
+    /// The records: sled (embedded) or PostgreSQL (`storage = "cluster"`).
+    pub storage: Arc<dyn Storage>,
     /// The modules' own trees (`crate::storage::kv`), in the same backend as `storage`.
     pub keyspace: crate::storage::kv::Keyspace,
     pub outbox: crate::outbox::OutboxWorkers,
@@ -75,6 +75,8 @@ pub struct HubHandle {
     pub personalization: Arc<crate::personalization::Personalization>,
     /// Background tasks that are not actors (the checkout sweeper), for readiness.
     pub tasks: crate::monitor::Tasks,
+    /// In a cluster: who owns which shard (`None` on the embedded storage).
+    pub ownership: Option<Arc<crate::cluster::OwnershipView>>,
 }
 
 impl HubHandle {
@@ -141,7 +143,117 @@ pub struct Application {
     handle: HubHandle,
     /// The ops page's live feed (stopped with the server).
     live: Arc<crate::monitor::feed::LiveFeed>,
+    /// What storage was opened, for shutdown (sled's flush; the cluster's leave).
+    opened: Opened,
     _arbiters: Vec<Arbiter>,
+}
+
+/// The storage backend a hub opened, as shutdown needs it.
+enum Opened {
+    Sled(Arc<SledStorage>),
+    Cluster {
+        pg: Arc<crate::storage::postgres::PgStorage>,
+        ownership: crate::cluster::Ownership,
+    },
+}
+
+/// The directory, known once it starts: shard ownership starts before the actors (their
+/// fence needs its view), and has no actors to stop until then.
+#[derive(Default)]
+struct LateActivations(std::sync::OnceLock<Addr<Directory>>);
+
+#[async_trait::async_trait]
+impl crate::cluster::ShardActivations for LateActivations {
+    async fn stop_shard(&self, shard: u64) {
+        if let Some(directory) = self.0.get() {
+            crate::cluster::ShardActivations::stop_shard(directory, shard).await;
+        }
+    }
+}
+
+/// The records, the keyspace and (in a cluster) shard ownership, opened as configured.
+struct Stores {
+    storage: Arc<dyn Storage>,
+    oauth: Arc<dyn crate::storage::oauth::OAuthStore>,
+    committer: Arc<dyn crate::storage::Committer>,
+    keyspace: crate::storage::kv::Keyspace,
+    edge: Arc<dyn crate::edge::store::EdgeStore>,
+    fence: crate::cluster::Fence,
+    view: Option<Arc<crate::cluster::OwnershipView>>,
+    activations: Arc<LateActivations>,
+    opened: Opened,
+}
+
+async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores, HubError> {
+    let activations = Arc::new(LateActivations::default());
+    match settings.storage {
+        crate::config::StorageKind::Sled => {
+            let storage = SledStorage::open(&settings.data_dir, settings.cache_mb)?;
+            Ok(Stores {
+                storage: storage.clone(),
+                oauth: storage.clone(),
+                committer: storage.clone(),
+                keyspace: storage.keyspace(),
+                edge: crate::edge::sled_store::SledEdgeStore::open(&storage)?,
+                fence: crate::cluster::Fence::embedded(),
+                view: None,
+                activations,
+                opened: Opened::Sled(storage),
+            })
+        }
+        crate::config::StorageKind::Cluster => {
+            use secrecy::ExposeSecret;
+            let cluster = &settings.cluster;
+            let options: sqlx::postgres::PgConnectOptions =
+                cluster.postgres_url.expose_secret().parse().map_err(|_| {
+                    // The URL may hold a password: never repeat it.
+                    HubError::Config("[cluster]: postgres_url is not a valid URL".into())
+                })?;
+            // The keyspace runs its queries on a runtime of its own, so it has a pool of its
+            // own: a quarter of the connections (the modules' data is the smaller load).
+            let kv_pool = (cluster.pool_size / 4).max(2);
+            let pg = crate::storage::postgres::PgStorage::connect(
+                options.clone(),
+                cluster.pool_size.saturating_sub(kv_pool).max(2),
+            )
+            .await?;
+            let keyspace = crate::storage::kv::Keyspace::postgres(options, kv_pool).await?;
+            let edge = crate::edge::kv_store::KvEdgeStore::open(&keyspace, pg.clone()).await?;
+            let ownership = crate::cluster::Ownership::start(
+                pg.clone(),
+                cluster.ownership(bound),
+                activations.clone(),
+            )
+            .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?;
+            let view = ownership.view();
+            wait_for_first_shards(&view, cluster.lease_ttl).await;
+            Ok(Stores {
+                storage: pg.clone(),
+                oauth: pg.clone(),
+                committer: pg.clone(),
+                keyspace,
+                edge,
+                fence: crate::cluster::Fence::cluster(view.clone()),
+                view: Some(view),
+                activations,
+                opened: Opened::Cluster { pg, ownership },
+            })
+        }
+    }
+}
+
+/// Waits (at most `bound`) until this node holds a shard: its first round has run, so start-up
+/// work that activates actors (the demo shopper) finds shards here. Shards other nodes still
+/// hold come later, when those hand them over; requests for them get `503` meanwhile.
+async fn wait_for_first_shards(view: &crate::cluster::OwnershipView, bound: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + bound;
+    while view.local_shards().is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(?bound, "no shard acquired yet; starting anyway");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// The demo shopper's credentials.
@@ -151,31 +263,14 @@ pub const DEMO_PASSWORD: &str = "omnihub-demo";
 pub const DEMO_PHONE: &str = "+49 30 1234567";
 pub const DEMO_LOYALTY_NUMBER: &str = "70000001";
 
-/// What still ties the hub to sled, so cannot run on the cluster storage yet
-/// (docs/scaling.md). Automation, the back office, boards, store returns, experience,
-/// experiments, the ERP importer and personalization keep their trees in the keyspace
-/// (`crate::storage::kv`), which has a PostgreSQL backend.
-pub const NOT_ON_CLUSTER_STORAGE: &str = "edge replication's sync state (the EdgeStore has \
-     only its sled implementation, which commits the `edge` tree together with sled's event \
-     log tree)";
-
-/// `storage = "cluster"` is refused until every module stores through the storage traits:
-/// the PostgreSQL storage covers the traits, not the modules' own sled trees.
+/// `storage = "cluster"` needs settings that can work (checked before anything opens).
 fn cluster_ready(settings: &HubSettings) -> Result<(), HubError> {
     match settings.storage {
         crate::config::StorageKind::Sled => Ok(()),
-        crate::config::StorageKind::Cluster => {
-            settings
-                .cluster
-                .check()
-                .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?;
-            Err(HubError::Config(format!(
-                "storage = \"cluster\" cannot run the hub yet: the PostgreSQL storage covers \
-                 the storage traits and the modules' keyspace, but these parts still need sled \
-                 and are not ported: {NOT_ON_CLUSTER_STORAGE}. Use storage = \"sled\" \
-                 (docs/scaling.md)"
-            )))
-        }
+        crate::config::StorageKind::Cluster => settings
+            .cluster
+            .check()
+            .map_err(|e| HubError::Config(format!("[cluster]: {e}"))),
     }
 }
 
@@ -221,8 +316,17 @@ impl Application {
             .unwrap_or_else(|| format!("http://{address}"));
         let automation_rules = crate::automation::rules::Rules::of(&settings.automation)
             .map_err(|e| HubError::Config(format!("[automation]: {e}")))?;
-        let storage = SledStorage::open(&settings.data_dir, settings.cache_mb)?;
-        let keyspace = storage.keyspace();
+        let Stores {
+            storage,
+            oauth: oauth_store,
+            committer,
+            keyspace,
+            edge: edge_store,
+            fence,
+            view: ownership_view,
+            activations,
+            opened,
+        } = open_stores(&settings, address).await?;
         let automation_store: Arc<dyn crate::automation::AutomationStore> =
             Arc::new(crate::automation::KvAutomationStore::open(&keyspace)?);
         let triggers = crate::automation::Triggers::new(automation_store.clone());
@@ -230,8 +334,8 @@ impl Application {
         let oauth = Arc::new(
             crate::oauth::AuthorizationServer::new(
                 settings.oauth.clone(),
-                storage.clone(),
-                storage.clone(),
+                oauth_store,
+                committer,
                 clock.clone(),
             )
             .map_err(|e| HubError::Config(format!("[oauth]: {e}")))?,
@@ -248,7 +352,7 @@ impl Application {
         let edge = crate::edge::replica::EdgeReplica::start_with(
             crate::edge::replica::Start {
                 settings: settings.edge.clone(),
-                store: crate::edge::sled_store::SledEdgeStore::open(&storage)?,
+                store: edge_store,
                 holds: Arc::new(crate::edge::merge::HubHolds {
                     inventory: inventory.clone(),
                     storage: dyn_storage.clone(),
@@ -355,7 +459,7 @@ impl Application {
             automation: triggers.clone(),
             experiments: experiments.clone(),
             personalization: personalization_hook.clone(),
-            fence: crate::cluster::Fence::embedded(),
+            fence,
         };
         let automation_deps = deps.clone();
         let view = Arc::new(DirectoryView::default());
@@ -365,6 +469,7 @@ impl Application {
             view.clone(),
         )
         .start();
+        let _ = activations.0.set(directory.clone());
         let backend = Arc::new(HubBackend::new(
             deps,
             directory.clone(),
@@ -431,6 +536,7 @@ impl Application {
             experiments,
             personalization,
             tasks: crate::monitor::Tasks::default(),
+            ownership: ownership_view.clone(),
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
@@ -523,6 +629,15 @@ impl Application {
         let till_lookups = web::Data::new(crate::edge::customers::LookupGuard::new(
             settings.edge.customer_lookups.clone(),
         ));
+        // In a cluster, requests for another node's baskets and customers are forwarded there.
+        let forwarder = match &ownership_view {
+            Some(view) => Some(web::Data::new(
+                crate::cluster::forward::Forwarder::new(view.clone(), handle.storage.clone())
+                    .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?
+                    .with_patience(settings.cluster.lease_ttl + settings.cluster.heartbeat_every),
+            )),
+            None => None,
+        };
         let mut server = HttpServer::new(move || {
             App::new()
                 // Innermost: in a cluster (a `web::Data<Forwarder>` present), requests for
@@ -538,6 +653,11 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     crate::monitor::http::observe,
                 ))
+                .configure(|cfg| {
+                    if let Some(f) = &forwarder {
+                        cfg.app_data(f.clone());
+                    }
+                })
                 .app_data(metrics_on.clone())
                 .app_data(live_data.clone())
                 .app_data(ops_sign_ins.clone())
@@ -628,6 +748,7 @@ impl Application {
             metrics_address,
             handle,
             live,
+            opened,
             _arbiters: arbiters,
         })
     }
@@ -662,7 +783,18 @@ impl Application {
         self.live.stop();
         self.handle.import.stop();
         self.handle.drain_events().await;
-        self.handle.storage.flush()?;
+        match self.opened {
+            Opened::Sled(storage) => storage.flush()?,
+            Opened::Cluster { pg, ownership } => {
+                // Shards handed over (actors stopped, leases released) before the
+                // connections close: the other nodes take them on their next round.
+                if let Err(e) = ownership.leave().await {
+                    tracing::warn!(error = %e, "leaving the cluster failed; leases run out");
+                }
+                self.handle.keyspace.close().await;
+                pg.close().await;
+            }
+        }
         // The analyst's thread holds the storage: stopped, it lets go of the database (what it
         // folded is stored with its cursor, so a restart resumes where it stopped).
         self.handle.experience.stop();
@@ -850,13 +982,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cluster_storage_is_refused_naming_what_is_not_ported() {
+    fn cluster_settings_are_checked_before_anything_opens() {
         let mut settings = HubSettings::default();
         assert!(cluster_ready(&settings).is_ok(), "sled runs");
         settings.storage = crate::config::StorageKind::Cluster;
-        let refused = cluster_ready(&settings).expect_err("refused").to_string();
-        assert!(refused.contains("not ported"), "{refused}");
-        assert!(refused.contains("edge replication"), "{refused}");
+        assert!(cluster_ready(&settings).is_ok(), "the cluster runs too");
         settings.cluster.node_id = " ".into();
         let refused = cluster_ready(&settings).expect_err("refused").to_string();
         assert!(refused.contains("[cluster]: node_id"), "{refused}");

@@ -413,9 +413,9 @@ impl Backend for HubBackend {
             .map_err(unavailable)?
             .map_err(unavailable)?;
         let now = self.deps.clock.now();
-        let id = CustomerId::new();
+        let id = self.deps.fence.new_local_customer();
         let basket = Basket::new(
-            BasketId::new(),
+            self.deps.fence.new_basket_of(&id),
             BasketOwner::Customer(id),
             Currency::EUR,
             now,
@@ -574,7 +574,7 @@ impl Backend for HubBackend {
         }
         let token = auth::random_token(16).map_err(unavailable)?;
         let basket = Basket::new(
-            BasketId::new(),
+            self.deps.fence.new_local_basket(),
             BasketOwner::Anonymous,
             Currency::EUR,
             self.deps.clock.now(),

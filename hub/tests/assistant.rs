@@ -443,7 +443,6 @@ async fn checkout_is_a_link_by_email_never_a_payment() {
         .expect("json");
     assert!(basket.get("checkout").is_none(), "{basket}");
     let mail = eventually(Duration::from_secs(5), || async {
-        use hub::storage::Outbox;
         let storage = &shop.hub.handle.storage;
         let mut all = storage.pending("email", 100).await.ok()?;
         all.extend(storage.dead_letters("email", 100).await.ok()?);

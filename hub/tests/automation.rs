@@ -7,7 +7,7 @@ mod common;
 use common::{client, eventually, SendForJson, TestHub};
 use hub::automation::{RunDue, RunReport};
 use hub::clock::{Clock, ManualClock};
-use hub::storage::{Change, Committer, CustomerStore, UnitOfWork};
+use hub::storage::{Change, Committer, UnitOfWork};
 use hub::HubSettings;
 use protocol::{CustomerId, Sku};
 use reqwest::StatusCode;

@@ -1138,7 +1138,7 @@ async fn stored_order(hub: &TestHub, customer: &str, email: &str) -> String {
         "stock_committed": true,
     }))
     .expect("an order record");
-    use hub::storage::{Committer, UnitOfWork};
+    use hub::storage::UnitOfWork;
     hub.handle
         .storage
         .commit(UnitOfWork::new().with(hub::storage::Change::CreateOrder(order)))

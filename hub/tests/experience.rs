@@ -650,10 +650,10 @@ async fn erasure_pseudonymises_events_and_keeps_reports() {
 
     // The A/B tests' records: nothing under the customer or the joined anonymous id; the
     // assignments are the pseudonym's now.
-    let (_, tree, _) = hub
+    let tree = hub
         .handle
-        .storage
-        .module_trees("experiments")
+        .keyspace
+        .open_tree("experiments")
         .expect("the experiments' tree");
     let customer: CustomerId = id.parse().expect("ulid");
     let joined: AnonymousId = anon.parse().expect("ulid");

@@ -234,7 +234,6 @@ async fn customer_for(hub: &TestHub, token: &str) -> Option<CustomerId> {
 }
 
 async fn customer_id(hub: &TestHub, email: &str) -> CustomerId {
-    use hub::storage::CustomerStore;
     hub.handle
         .storage
         .customer_by_email(email)

@@ -6,7 +6,7 @@ mod common;
 
 use common::{client, eventually};
 use futures_util::SinkExt;
-use hub::storage::{Change, Committer, UnitOfWork};
+use hub::storage::{Change, UnitOfWork};
 use protocol::replication::sync::{encode_frame, Frame, Vector, PROTOCOL_VERSION};
 use protocol::replication::ReplicaId;
 use protocol::{LocationId, OutboxMessage};

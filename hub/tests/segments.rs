@@ -6,7 +6,6 @@ mod common;
 
 use common::{client, spawn_with, SendForJson, TestHub};
 use hub::clock::{Clock, ManualClock};
-use hub::storage::EventLog;
 use protocol::{Channel, CustomerId, Event, EventKind, Subject};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -85,7 +85,7 @@ impl Handler<EnsureBasket> for CustomerActor {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Ok((id, None)))));
         }
         let basket = Basket::new(
-            BasketId::new(),
+            self.deps.fence.new_basket_of(&self.customer.id),
             BasketOwner::Customer(self.customer.id),
             Currency::EUR,
             now,

@@ -19,7 +19,7 @@
 
 use super::ownership::{Owner, OwnershipView};
 use super::{shard_of, ClusterError};
-use crate::storage::CustomerStore;
+use crate::storage::Storage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
@@ -56,6 +56,8 @@ pub enum Target {
     Basket(BasketId),
     /// The customer signed in with this session token.
     Session(String),
+    /// The anonymous basket this basket token reaches.
+    BasketToken(String),
 }
 
 /// The session token a request carries: bearer first, then the session cookie.
@@ -79,8 +81,44 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
+/// The basket token a request carries: the header first, then the basket cookie.
+fn basket_token(headers: &HeaderMap) -> Option<String> {
+    let header = headers
+        .get(channels::context::BASKET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    header
+        .or_else(|| cookie(headers, channels::context::BASKET_COOKIE))
+        .filter(|t| !t.is_empty() && t.len() <= 128)
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_string())
+}
+
+/// Whether `path` is `prefix` or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// What `path` (with these headers) addresses, if it addresses one basket or customer.
+///
+/// The shopper's current basket (`/api/v1/basket`, the storefront's `/basket…` pages) is the
+/// signed-in customer's (their basket lives in their shard, see
+/// [`super::Fence::new_basket_of`]), or else the anonymous basket of the basket token.
 pub fn target_of(path: &str, headers: &HeaderMap) -> Option<Target> {
+    if path == "/api/v1/basket" || under(path, "/basket") {
+        return session_token(headers)
+            .map(Target::Session)
+            .or_else(|| basket_token(headers).map(Target::BasketToken));
+    }
     if let Some(rest) = path.strip_prefix("/api/v1/baskets/") {
         let id = rest.split('/').next().unwrap_or_default();
         return id.parse().ok().map(Target::Basket);
@@ -98,8 +136,11 @@ pub fn target_of(path: &str, headers: &HeaderMap) -> Option<Target> {
 /// [`route`] as middleware).
 pub struct Forwarder {
     view: Arc<OwnershipView>,
-    sessions: Arc<dyn CustomerStore>,
+    sessions: Arc<dyn Storage>,
     client: reqwest::Client,
+    /// How long a request waits for a moving shard to get an owner, or for an owner that
+    /// does not answer to be replaced, before it is refused (`503`).
+    patience: Duration,
 }
 
 /// What to do with a request.
@@ -113,19 +154,33 @@ enum Decision {
 impl Forwarder {
     pub fn new(
         view: Arc<OwnershipView>,
-        sessions: Arc<dyn CustomerStore>,
+        sessions: Arc<dyn Storage>,
     ) -> Result<Forwarder, ClusterError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
+            // A fresh connection per forward: a pooled one to a node that is stopping may be
+            // closed under a request that was sent (not safe to send again), while a refused
+            // connection is (the request waits for the shard's next owner). Costs a local
+            // TCP handshake per forward.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| ClusterError::Config(format!("no HTTP client for forwarding: {e}")))?;
         Ok(Forwarder {
             view,
             sessions,
             client,
+            patience: Duration::ZERO,
         })
+    }
+
+    /// Lets a request wait up to `patience` while its shard moves (a graceful hand-over takes
+    /// about one `heartbeat_every`; a dead owner's shards move within the failover bound),
+    /// polling this node's view, instead of answering `503` at once.
+    pub fn with_patience(mut self, patience: Duration) -> Forwarder {
+        self.patience = patience;
+        self
     }
 
     async fn shard(&self, target: Target) -> Option<u64> {
@@ -137,6 +192,16 @@ impl Forwarder {
                     Err(e) => {
                         // Served here, where the handler answers the storage error itself.
                         tracing::warn!(error = %e, "cannot look the session up for routing");
+                        None
+                    }
+                }
+            }
+            Target::BasketToken(token) => {
+                let hash = crate::auth::token_hash(&token);
+                match self.sessions.basket_for_token(hash).await {
+                    Ok(basket) => basket.map(|b| shard_of(&b)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot look the basket token up for routing");
                         None
                     }
                 }
@@ -173,23 +238,14 @@ impl Forwarder {
         }
     }
 
-    /// Sends the request to `address` and answers the owner's response.
-    async fn forward(&self, req: ServiceRequest, address: &str) -> ServiceResponse {
-        let (http, mut payload) = req.into_parts();
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            match chunk {
-                Ok(c) if body.len() + c.len() <= MAX_BODY => body.extend_from_slice(&c),
-                Ok(_) => {
-                    let res = error(413, "body_too_large", "the request body is too large");
-                    return ServiceResponse::new(http, res);
-                }
-                Err(e) => {
-                    let res = error(400, "bad_body", &format!("the request body broke off: {e}"));
-                    return ServiceResponse::new(http, res);
-                }
-            }
-        }
+    /// Sends the request (its body read already) to `address`: the owner's response, or
+    /// `Err` when the owner could not be reached (nothing was sent: safe to try again).
+    async fn send(
+        &self,
+        http: &actix_web::HttpRequest,
+        body: web::Bytes,
+        address: &str,
+    ) -> Result<HttpResponse, HttpResponse> {
         let path = http
             .uri()
             .path_and_query()
@@ -197,9 +253,7 @@ impl Forwarder {
         let url = format!("{}{}", address.trim_end_matches('/'), path);
         let method = match reqwest::Method::from_bytes(http.method().as_str().as_bytes()) {
             Ok(m) => m,
-            Err(_) => {
-                return ServiceResponse::new(http, error(405, "bad_method", "unknown method"))
-            }
+            Err(_) => return Ok(error(405, "bad_method", "unknown method")),
         };
         let mut out = self.client.request(method, &url);
         for (name, value) in passed_on(http.headers()) {
@@ -215,15 +269,59 @@ impl Forwarder {
             out = out.header("x-forwarded-for", chain);
         }
         out = out.header(FORWARDED_BY, self.view.node_id());
-        let res = match out.body(body.freeze()).send().await {
-            Ok(res) => answer(res).await,
-            Err(e) => {
-                tracing::warn!(owner = %address, error = %e, "forwarding failed");
-                refuse("owner_unavailable", "the owning node did not answer: retry")
+        match out.body(body).send().await {
+            Ok(res) => Ok(answer(res).await),
+            Err(e) if e.is_connect() => {
+                tracing::warn!(owner = %address, error = %e, "the owner does not answer");
+                Err(refuse(
+                    "owner_unavailable",
+                    "the owning node did not answer: retry",
+                ))
             }
-        };
-        ServiceResponse::new(http, res)
+            Err(e) => {
+                // Sent, perhaps handled: not sent again (the client decides).
+                tracing::warn!(owner = %address, error = %e, "forwarding failed");
+                Ok(refuse(
+                    "owner_unavailable",
+                    "the owning node did not answer: retry",
+                ))
+            }
+        }
     }
+}
+
+/// Reads the whole request body (at most [`MAX_BODY`]).
+async fn read_body(req: &mut ServiceRequest) -> Result<web::Bytes, HttpResponse> {
+    let mut payload = req.parts_mut().1.take();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(c) if body.len() + c.len() <= MAX_BODY => body.extend_from_slice(&c),
+            Ok(_) => {
+                return Err(error(
+                    413,
+                    "body_too_large",
+                    "the request body is too large",
+                ))
+            }
+            Err(e) => {
+                return Err(error(
+                    400,
+                    "bad_body",
+                    &format!("the request body broke off: {e}"),
+                ))
+            }
+        }
+    }
+    Ok(body.freeze())
+}
+
+/// A payload that yields `body` (a request served here after its body was read to forward it).
+fn payload_of(body: web::Bytes) -> actix_web::dev::Payload {
+    let stream: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>>,
+    > = Box::pin(futures_util::stream::once(async move { Ok(body) }));
+    actix_web::dev::Payload::from(stream)
 }
 
 /// The headers to pass on: all but hop-by-hop ones and those `Connection` names.
@@ -295,24 +393,62 @@ fn refuse(code: &str, message: &str) -> HttpResponse {
 /// The middleware (`App::wrap(from_fn(route))`): with a `web::Data<Forwarder>` in the app,
 /// requests for another node's baskets and customers go there; without one (the embedded
 /// storage) every request is served here.
+///
+/// While the shard is moving (no owner known), or its owner does not answer, the request
+/// waits up to the forwarder's patience, looking again every 50 ms: a graceful hand-over is
+/// invisible to clients, a dead owner costs them the wait.
 pub async fn route(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let Some(forwarder) = req.app_data::<web::Data<Forwarder>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    match forwarder.decide(&req).await {
-        Decision::Local => Ok(next.call(req).await?.map_into_left_body()),
-        Decision::Forward(address) => {
-            let span = tracing::info_span!("forward", owner = %address, path = %req.path());
-            let res = tracing::Instrument::instrument(forwarder.forward(req, &address), span).await;
-            Ok(res.map_into_right_body())
+    let deadline = tokio::time::Instant::now() + forwarder.patience;
+    let mut body: Option<web::Bytes> = None;
+    loop {
+        let decision = forwarder.decide(&req).await;
+        let patient = tokio::time::Instant::now() < deadline;
+        match decision {
+            Decision::Local => {
+                if let Some(body) = body.take() {
+                    req.set_payload(payload_of(body));
+                }
+                return Ok(next.call(req).await?.map_into_left_body());
+            }
+            Decision::Forward(address) => {
+                let bytes = match &body {
+                    Some(b) => b.clone(),
+                    None => match read_body(&mut req).await {
+                        Ok(b) => {
+                            body = Some(b.clone());
+                            b
+                        }
+                        Err(res) => return Ok(req.into_response(res).map_into_right_body()),
+                    },
+                };
+                let span = tracing::info_span!("forward", owner = %address, path = %req.path());
+                let sent = tracing::Instrument::instrument(
+                    forwarder.send(req.request(), bytes, &address),
+                    span,
+                )
+                .await;
+                match sent {
+                    Ok(res) => return Ok(req.into_response(res).map_into_right_body()),
+                    Err(res) if !patient => {
+                        return Ok(req.into_response(res).map_into_right_body())
+                    }
+                    Err(_) => {}
+                }
+            }
+            Decision::Refuse("shard_moving", _) if patient => {}
+            Decision::Refuse(code, message) => {
+                return Ok(req
+                    .into_response(refuse(code, message))
+                    .map_into_right_body());
+            }
         }
-        Decision::Refuse(code, message) => {
-            let (http, _) = req.into_parts();
-            Ok(ServiceResponse::new(http, refuse(code, message)).map_into_right_body())
-        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -209,6 +209,43 @@ impl Fence {
             .is_none_or(|v| v.token(shard_of(key)).is_some())
     }
 
+    /// A new customer id, in a shard this node holds (in a cluster, when it holds any): the
+    /// node registering a customer runs their actor, with no hop to another node.
+    pub fn new_local_customer(&self) -> protocol::CustomerId {
+        self.mint(protocol::CustomerId::new, |id| self.owns(id))
+    }
+
+    /// A new anonymous basket id, in a shard this node holds (see
+    /// [`Fence::new_local_customer`]).
+    pub fn new_local_basket(&self) -> protocol::BasketId {
+        self.mint(protocol::BasketId::new, |id| self.owns(id))
+    }
+
+    /// A new basket id for `customer`, in the customer's shard (in a cluster): the node that
+    /// owns a customer owns their basket too, so a signed-in shopper's requests need one node.
+    pub fn new_basket_of(&self, customer: &protocol::CustomerId) -> protocol::BasketId {
+        let shard = shard_of(customer);
+        self.mint(protocol::BasketId::new, |id| shard_of(id) == shard)
+    }
+
+    /// `new()` until `fits` (a shard is one in [`SHARDS`], so a few hundred tries at most for
+    /// one shard); the embedded storage takes the first.
+    fn mint<K>(&self, new: impl Fn() -> K, fits: impl Fn(&K) -> bool) -> K {
+        let first = new();
+        if self.0.is_none() || fits(&first) {
+            return first;
+        }
+        // Bounded: a node holding no shard right now (or an unlucky run) takes any id, which
+        // is still correct (its requests are forwarded), only one hop slower.
+        for _ in 0..(SHARDS * 16) {
+            let id = new();
+            if fits(&id) {
+                return id;
+            }
+        }
+        first
+    }
+
     /// `unit`, carrying the token of `key`'s shard in a cluster; `Fenced` if this node does
     /// not hold that shard (nothing is committed then).
     pub fn seal(

@@ -18,7 +18,7 @@
 use crate::app::HubHandle;
 use crate::backoffice::access::{policy, Staff};
 use crate::storage::kv::{Keyspace, Tree};
-use crate::storage::{CustomerStore, StorageError};
+use crate::storage::StorageError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use arc_swap::ArcSwap;
 use channels::error::ApiError;

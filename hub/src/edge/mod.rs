@@ -20,6 +20,7 @@ pub mod card;
 pub mod catalog;
 pub mod coupons;
 pub mod customers;
+pub mod kv_store;
 pub mod merge;
 pub mod receipts;
 pub mod replica;

@@ -31,7 +31,7 @@ fn io(e: impl std::fmt::Display) -> StorageError {
     StorageError::Io(e.to_string())
 }
 
-fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
+pub(super) fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = prefix.as_bytes().to_vec();
     k.push(b'/');
     for (i, part) in parts.iter().enumerate() {
@@ -43,15 +43,15 @@ fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-fn id_bytes(id: Ulid) -> [u8; 16] {
+pub(super) fn id_bytes(id: Ulid) -> [u8; 16] {
     id.0.to_be_bytes()
 }
 
-fn on_hand_key(location: &LocationId, sku: &Sku) -> Vec<u8> {
+pub(super) fn on_hand_key(location: &LocationId, sku: &Sku) -> Vec<u8> {
     key("onhand", &[location.0.as_bytes(), sku.as_str().as_bytes()])
 }
 
-fn rights_key(scarce: &Scarce) -> Vec<u8> {
+pub(super) fn rights_key(scarce: &Scarce) -> Vec<u8> {
     match scarce {
         Scarce::Stock { sku, location } => {
             let mut first = b"s".to_vec();
@@ -66,7 +66,7 @@ fn rights_key(scarce: &Scarce) -> Vec<u8> {
     }
 }
 
-fn location_rights_prefix(location: &LocationId) -> Vec<u8> {
+pub(super) fn location_rights_prefix(location: &LocationId) -> Vec<u8> {
     let mut k = key("rights", &[]);
     k.push(b's');
     k.extend_from_slice(location.0.as_bytes());
@@ -74,30 +74,30 @@ fn location_rights_prefix(location: &LocationId) -> Vec<u8> {
     k
 }
 
-fn outbox_key(node: &ReplicaId, seq: u64) -> Vec<u8> {
+pub(super) fn outbox_key(node: &ReplicaId, seq: u64) -> Vec<u8> {
     key("out", &[node.as_str().as_bytes(), &seq.to_be_bytes()])
 }
 
-fn outbox_prefix(node: &ReplicaId) -> Vec<u8> {
+pub(super) fn outbox_prefix(node: &ReplicaId) -> Vec<u8> {
     let mut k = key("out", &[node.as_str().as_bytes()]);
     k.push(0);
     k
 }
 
-fn node_key(prefix: &str, node: &ReplicaId) -> Vec<u8> {
+pub(super) fn node_key(prefix: &str, node: &ReplicaId) -> Vec<u8> {
     key(prefix, &[node.as_str().as_bytes()])
 }
 
-fn read_u64(v: &[u8]) -> u64 {
+pub(super) fn read_u64(v: &[u8]) -> u64 {
     <[u8; 8]>::try_from(v).map_or(0, u64::from_be_bytes)
 }
 
 /// A write ready to commit: the edge tree's batch, the event log's entries, and each node's last
 /// outbox sequence after it. Records already stored (a sale, a deficit, a conflict by id) are
 /// left out.
-struct Staged {
-    batch: crate::storage::kv::Batch,
-    last: BTreeMap<ReplicaId, u64>,
+pub(super) struct Staged {
+    pub(super) batch: crate::storage::kv::Batch,
+    pub(super) last: BTreeMap<ReplicaId, u64>,
 }
 
 /// The edge state in the hub's sled database.
@@ -239,128 +239,13 @@ impl SledEdgeStore {
         Ok(n)
     }
 
-    fn stage(&self, write: &EdgeWrite) -> Result<Staged> {
-        let mut batch = crate::storage::kv::Batch::default();
-        let at_ms = super::unix_ms(time::OffsetDateTime::now_utc());
-        for row in &write.on_hand {
-            batch.insert(on_hand_key(&row.location, &row.sku), codec::encode(row)?);
-        }
-        for row in &write.rights {
-            batch.insert(rights_key(&row.key), codec::encode(row)?);
-        }
-        for sale in &write.sales {
-            let id = id_bytes(sale.id);
-            let k = key("sale", &[&id]);
-            if self.contains(&k)? {
-                continue;
-            }
-            batch.insert(k, codec::encode(&StoredSale(sale.clone()))?);
-            batch.insert(
-                key("saleloc", &[sale.location.0.as_bytes(), &id]),
-                at_ms.to_be_bytes().to_vec(),
-            );
-            batch.insert(super::returns::sale_number_key(&sale.number), id.to_vec());
-        }
-        for r in &write.returns {
-            if !self.contains(&super::returns::return_key(r.id))? {
-                super::returns::stage(&mut batch, r)?;
-            }
-        }
-        for d in &write.deficits {
-            let id = id_bytes(d.id);
-            let k = key("deficit", &[&id]);
-            if self.contains(&k)? {
-                continue;
-            }
-            batch.insert(k, codec::encode(&StoredDeficit(d.clone()))?);
-            batch.insert(
-                key("deficitloc", &[d.location.0.as_bytes(), &id]),
-                Vec::new(),
-            );
-        }
-        for s in &write.settlements {
-            batch.insert(
-                key("settle", &[&id_bytes(s.deficit)]),
-                codec::encode(&StoredSettlement(s.clone()))?,
-            );
-        }
-        for (node, c) in &write.conflicts {
-            let id = id_bytes(c.id);
-            let k = key("conflict", &[&id]);
-            if self.contains(&k)? {
-                continue;
-            }
-            batch.insert(k, codec::encode(&StoredConflict(c.clone()))?);
-            batch.insert(
-                key("conflictnode", &[node.as_str().as_bytes(), &id]),
-                Vec::new(),
-            );
-        }
-        for id in &write.commands_seen {
-            batch.insert(key("cmdseen", &[&id_bytes(*id)]), Vec::new());
-        }
-        for report in &write.pickups {
-            batch.insert(
-                key("pickup", &[&id_bytes(report.id)]),
-                codec::encode(&StoredPickupReport(report.clone()))?,
-            );
-        }
-        for r in &write.retired {
-            batch.insert(node_key("retired", &r.replica), codec::encode(r)?);
-        }
-        if let Some((node, seq)) = &write.have {
-            batch.insert(node_key("have", node), seq.to_be_bytes().to_vec());
-        }
-        for (node, meta) in &write.meta {
-            batch.insert(node_key("meta", node), codec::encode(meta)?);
-        }
-        let mut last: BTreeMap<ReplicaId, u64> = BTreeMap::new();
-        let current = |node: &ReplicaId, last: &mut BTreeMap<ReplicaId, u64>| -> Result<u64> {
-            if let Some(n) = last.get(node) {
-                return Ok(*n);
-            }
-            let n = self
-                .tree
-                .get(node_key("next", node))
-                .map_err(io)?
-                .map_or(0, |v| read_u64(&v));
-            last.insert(node.clone(), n);
-            Ok(n)
-        };
-        for (node, floor) in &write.outbox_floor {
-            let n = current(node, &mut last)?;
-            last.insert(node.clone(), n.max(*floor));
-        }
-        for (node, items) in &write.outbox {
-            let seq = current(node, &mut last)? + 1;
-            last.insert(node.clone(), seq);
-            let entry = OutboxEntry {
-                seq,
-                items: items.clone(),
-                at_ms,
-            };
-            batch.insert(outbox_key(node, seq), codec::encode(&entry)?);
-        }
-        for (node, n) in &last {
-            batch.insert(node_key("next", node), n.to_be_bytes().to_vec());
-        }
-        if let Some(c) = &write.catalog {
-            batch.insert(key("catalog", &[]), codec::encode(c)?);
-        }
-        for to in &write.catalog_changes_dropped {
-            batch.remove(key("catchange", &[&to.to_be_bytes()]));
-        }
-        if let Some(c) = &write.catalog_change {
-            batch.insert(key("catchange", &[&c.to.to_be_bytes()]), codec::encode(c)?);
-        }
-        Ok(Staged { batch, last })
-    }
-
     fn commit_blocking(&self, write: &EdgeWrite) -> Result<BTreeMap<ReplicaId, u64>> {
         let Staged {
             batch: staged,
             last,
-        } = self.stage(write)?;
+        } = stage(write, &|k: &[u8]| {
+            self.tree.get(k).map(|v| v.map(|v| v.to_vec())).map_err(io)
+        })?;
         let mut batch = sled::Batch::default();
         for (k, v) in staged.writes() {
             match v {
@@ -393,6 +278,141 @@ impl SledEdgeStore {
         self.sequencer.published(appended);
         Ok(last)
     }
+}
+
+/// Reads a key of the edge tree for [`stage`].
+pub(super) type Getter<'a, E> = dyn Fn(&[u8]) -> std::result::Result<Option<Vec<u8>>, E> + 'a;
+
+/// Stages `write` against the tree as `get` reads it (directly, or inside a keyspace
+/// transaction): records already stored are left out, outbox sequences continue from each node's
+/// stored `next`.
+pub(super) fn stage<E: From<StorageError>>(
+    write: &EdgeWrite,
+    get: &Getter<'_, E>,
+) -> std::result::Result<Staged, E> {
+    let contains = |k: &[u8]| get(k).map(|v| v.is_some());
+    let enc = |e: protocol::codec::CodecError| E::from(StorageError::from(e));
+
+    let mut batch = crate::storage::kv::Batch::default();
+    let at_ms = super::unix_ms(time::OffsetDateTime::now_utc());
+    for row in &write.on_hand {
+        batch.insert(
+            on_hand_key(&row.location, &row.sku),
+            codec::encode(row).map_err(enc)?,
+        );
+    }
+    for row in &write.rights {
+        batch.insert(rights_key(&row.key), codec::encode(row).map_err(enc)?);
+    }
+    for sale in &write.sales {
+        let id = id_bytes(sale.id);
+        let k = key("sale", &[&id]);
+        if contains(&k)? {
+            continue;
+        }
+        batch.insert(k, codec::encode(&StoredSale(sale.clone())).map_err(enc)?);
+        batch.insert(
+            key("saleloc", &[sale.location.0.as_bytes(), &id]),
+            at_ms.to_be_bytes().to_vec(),
+        );
+        batch.insert(super::returns::sale_number_key(&sale.number), id.to_vec());
+    }
+    for r in &write.returns {
+        if !contains(&super::returns::return_key(r.id))? {
+            super::returns::stage(&mut batch, r).map_err(E::from)?;
+        }
+    }
+    for d in &write.deficits {
+        let id = id_bytes(d.id);
+        let k = key("deficit", &[&id]);
+        if contains(&k)? {
+            continue;
+        }
+        batch.insert(k, codec::encode(&StoredDeficit(d.clone())).map_err(enc)?);
+        batch.insert(
+            key("deficitloc", &[d.location.0.as_bytes(), &id]),
+            Vec::new(),
+        );
+    }
+    for s in &write.settlements {
+        batch.insert(
+            key("settle", &[&id_bytes(s.deficit)]),
+            codec::encode(&StoredSettlement(s.clone())).map_err(enc)?,
+        );
+    }
+    for (node, c) in &write.conflicts {
+        let id = id_bytes(c.id);
+        let k = key("conflict", &[&id]);
+        if contains(&k)? {
+            continue;
+        }
+        batch.insert(k, codec::encode(&StoredConflict(c.clone())).map_err(enc)?);
+        batch.insert(
+            key("conflictnode", &[node.as_str().as_bytes(), &id]),
+            Vec::new(),
+        );
+    }
+    for id in &write.commands_seen {
+        batch.insert(key("cmdseen", &[&id_bytes(*id)]), Vec::new());
+    }
+    for report in &write.pickups {
+        batch.insert(
+            key("pickup", &[&id_bytes(report.id)]),
+            codec::encode(&StoredPickupReport(report.clone())).map_err(enc)?,
+        );
+    }
+    for r in &write.retired {
+        batch.insert(
+            node_key("retired", &r.replica),
+            codec::encode(r).map_err(enc)?,
+        );
+    }
+    if let Some((node, seq)) = &write.have {
+        batch.insert(node_key("have", node), seq.to_be_bytes().to_vec());
+    }
+    for (node, meta) in &write.meta {
+        batch.insert(node_key("meta", node), codec::encode(meta).map_err(enc)?);
+    }
+    let mut last: BTreeMap<ReplicaId, u64> = BTreeMap::new();
+    let current =
+        |node: &ReplicaId, last: &mut BTreeMap<ReplicaId, u64>| -> std::result::Result<u64, E> {
+            if let Some(n) = last.get(node) {
+                return Ok(*n);
+            }
+            let n = get(&node_key("next", node))?.map_or(0, |v| read_u64(&v));
+            last.insert(node.clone(), n);
+            Ok(n)
+        };
+    for (node, floor) in &write.outbox_floor {
+        let n = current(node, &mut last)?;
+        last.insert(node.clone(), n.max(*floor));
+    }
+    for (node, items) in &write.outbox {
+        let seq = current(node, &mut last)? + 1;
+        last.insert(node.clone(), seq);
+        let entry = OutboxEntry {
+            seq,
+            items: items.clone(),
+            at_ms,
+        };
+        batch.insert(outbox_key(node, seq), codec::encode(&entry).map_err(enc)?);
+    }
+    for (node, n) in &last {
+        batch.insert(node_key("next", node), n.to_be_bytes().to_vec());
+    }
+    if let Some(c) = &write.catalog {
+        batch.insert(key("catalog", &[]), codec::encode(c).map_err(enc)?);
+    }
+    for to in &write.catalog_changes_dropped {
+        batch.remove(key("catchange", &[&to.to_be_bytes()]));
+    }
+    if let Some(c) = &write.catalog_change {
+        batch.insert(
+            key("catchange", &[&c.to.to_be_bytes()]),
+            codec::encode(c).map_err(enc)?,
+        );
+    }
+    Ok(Staged { batch, last })
 }
 
 #[async_trait]

@@ -28,10 +28,7 @@
 use super::Experience;
 use crate::app::HubHandle;
 use crate::storage::kv::Tree;
-use crate::storage::{
-    Change, Committer, CustomerStore, EventLog, OrderStore, Outbox, Result, Sequenced,
-    StorageError, UnitOfWork,
-};
+use crate::storage::{Change, Result, Sequenced, StorageError, UnitOfWork};
 use hmac::{Hmac, Mac};
 use protocol::codec::{decode, encode};
 use protocol::privacy::{ErasureJob, ErasureStep};

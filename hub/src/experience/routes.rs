@@ -11,7 +11,7 @@
 use super::reports::{self, ProductSort, Range, CHANNELS, MAX_DAYS};
 use crate::app::HubHandle;
 use crate::backoffice::access::{policy, Staff};
-use crate::storage::{CustomerStore, EventLog, OrderStore, StorageError};
+use crate::storage::StorageError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use channels::error::ApiError;

@@ -49,7 +49,6 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn of(handle: &HubHandle) -> Readiness {
-        use crate::storage::Storage;
         Readiness {
             storage: handle.storage.healthy(),
             directory: handle.directory.connected(),

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 /// The recommender's cursor name.
 pub const CONSUMER: &str = "recommendations";
 /// Events read per batch (large: a pair touched many times in a batch is written once).
-const BATCH: usize = 16_384;
+const BATCH: usize = 65_536;
 /// Entries kept in memory between batches; beyond, the cache is dropped after a commit and
 /// refilled from the tree as batches need it.
 const CACHE_ENTRIES: usize = 500_000;
@@ -214,6 +214,33 @@ impl CoStore for Overlay<'_> {
         Ok(list)
     }
 
+    fn update_neighbours(
+        &mut self,
+        relation: Relation,
+        of: &str,
+        change: &mut dyn FnMut(&mut Vec<Neighbour>) -> bool,
+    ) -> Result<()> {
+        let key = (relation, of.to_string());
+        if let Some(list) = self.changes.neighbours.get_mut(&key) {
+            change(list);
+            return Ok(());
+        }
+        // First change in this batch: copied out of the cache (or the tree) once, then changed
+        // in place for the rest of the batch.
+        let mut list = match self.cache.neighbours.get(&key) {
+            Some(list) => list.clone(),
+            None => {
+                let list = self.store.neighbours(relation, of)?;
+                self.cache.neighbours.insert(key.clone(), list.clone());
+                list
+            }
+        };
+        if change(&mut list) {
+            self.changes.neighbours.insert(key, list);
+        }
+        Ok(())
+    }
+
     fn set_neighbours(&mut self, relation: Relation, of: &str, list: Vec<Neighbour>) {
         self.changes
             .neighbours
@@ -357,5 +384,105 @@ impl Actor for Recommender {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.pump(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::personalization::recommend::MemoryCoStore;
+    use protocol::AnonymousId;
+    use time::OffsetDateTime;
+
+    /// Views and orders over a few SKUs and shoppers, deterministic for `seed`.
+    fn observations(seed: u64, n: usize) -> Vec<Observation> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let shoppers: Vec<Subject> = (0..6)
+            .map(|_| Subject::Anonymous(AnonymousId::new()))
+            .collect();
+        let start = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("a valid time");
+        (0..n)
+            .map(|i| {
+                let at = start + time::Duration::minutes(i as i64);
+                if next(10) == 0 {
+                    Observation::Order((0..3).map(|_| format!("SKU-{}", next(8))).collect())
+                } else {
+                    Observation::View {
+                        subject: shoppers[next(6) as usize],
+                        at,
+                        sku: format!("SKU-{}", next(8)),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Folding in batches over the cache, committing each, stores what one fold in memory
+    /// computes — also when the cache is dropped between batches or a batch is thrown away
+    /// uncommitted and folded again.
+    #[test]
+    fn batches_over_the_cache_store_what_a_fold_in_memory_computes() {
+        for seed in 1..=20u64 {
+            let db = sled::Config::new()
+                .temporary(true)
+                .open()
+                .expect("a temporary database");
+            let store = RecommendationStore::open(&Keyspace::sled(db)).expect("the tree");
+            let all = observations(seed, 300);
+            let mut model = MemoryCoStore::default();
+            for o in &all {
+                fold(&mut model, o).expect("folded");
+            }
+            let mut cache = Cache::default();
+            for (i, batch) in all.chunks(37).enumerate() {
+                if i % 3 == 1 {
+                    // A failed batch: folded, never committed, so nothing of it is kept.
+                    let mut overlay = Overlay {
+                        store: &store,
+                        cache: &mut cache,
+                        changes: Changes::default(),
+                    };
+                    for o in batch {
+                        fold(&mut overlay, o).expect("folded");
+                    }
+                }
+                if i % 4 == 3 {
+                    cache = Cache::default();
+                }
+                let mut overlay = Overlay {
+                    store: &store,
+                    cache: &mut cache,
+                    changes: Changes::default(),
+                };
+                for o in batch {
+                    fold(&mut overlay, o).expect("folded");
+                }
+                let changes = overlay.changes;
+                store.commit(&changes, i as u64 + 1).expect("committed");
+                cache.absorb(changes);
+            }
+            for ((relation, of), list) in &model.neighbours {
+                assert_eq!(
+                    &store.neighbours(*relation, of).expect("read"),
+                    list,
+                    "seed {seed}: {relation:?} of {of}"
+                );
+            }
+            for ((relation, a, b), n) in &model.counts {
+                assert_eq!(
+                    store.count(*relation, a, b).expect("read"),
+                    *n,
+                    "seed {seed}"
+                );
+            }
+        }
     }
 }

@@ -9,7 +9,6 @@ use super::oauth::{OAuthChange, OAuthStore};
 use super::{
     Change, CustomerAlias, ImportMarks, Result, Sequenced, Storage, StorageError, UnitOfWork,
 };
-use async_trait::async_trait;
 use protocol::automation::PendingReminder;
 use protocol::checkout::{Breakdown, ShippingOption};
 use protocol::oauth::{OAuthCode, OAuthGrant, OAuthToken, OAuthTokenKind};
@@ -25,25 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// What the suite needs besides the traits (inherent methods of both implementations).
-#[async_trait]
-pub trait Conformant: Storage + OAuthStore {
-    async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>>;
-}
+/// What the suite runs against: every storage trait.
+pub trait Conformant: Storage + OAuthStore {}
 
-#[async_trait]
-impl Conformant for super::sled::SledStorage {
-    async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>> {
-        super::sled::SledStorage::sessions_of(self, customer).await
-    }
-}
+impl Conformant for super::sled::SledStorage {}
 
-#[async_trait]
-impl Conformant for super::postgres::PgStorage {
-    async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>> {
-        super::postgres::PgStorage::sessions_of(self, customer).await
-    }
-}
+impl Conformant for super::postgres::PgStorage {}
 
 /// One `#[tokio::test]` per case, each run by `$harness` on a fresh store.
 macro_rules! suite {

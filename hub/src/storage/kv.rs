@@ -119,6 +119,13 @@ impl<E> From<TxFault> for Abort<E> {
     }
 }
 
+/// A storage error met inside a transaction (e.g. a value that does not decode) ends it.
+impl<E> From<StorageError> for Abort<E> {
+    fn from(e: StorageError) -> Self {
+        Abort::Fault(TxFault::Storage(e))
+    }
+}
+
 /// What a transaction answers when it did not commit.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TxError<E> {

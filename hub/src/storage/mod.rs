@@ -226,6 +226,8 @@ pub trait CustomerStore: Send + Sync {
     /// The customer holding a phone number or loyalty number (exact match).
     async fn customer_by_alias(&self, alias: &CustomerAlias) -> Result<Option<CustomerRecord>>;
     async fn session(&self, token_hash: [u8; 32]) -> Result<Option<SessionRecord>>;
+    /// The token hashes of a customer's sessions (erasure ends them all).
+    async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>>;
     /// This deployment's secret for signing links sent to customers (unsubscribe), made once.
     async fn link_secret(&self) -> Result<[u8; 32]>;
 }

@@ -271,6 +271,10 @@ impl BasketStore for PgStorage {
 
 #[async_trait]
 impl CustomerStore for PgStorage {
+    async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>> {
+        PgStorage::sessions_of(self, customer).await
+    }
+
     async fn customer(&self, id: CustomerId) -> Result<Option<CustomerRecord>> {
         self.value(
             "SELECT value FROM customers WHERE id = $1",

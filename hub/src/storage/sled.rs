@@ -739,6 +739,10 @@ impl BasketStore for SledStorage {
 
 #[async_trait]
 impl CustomerStore for SledStorage {
+    async fn sessions_of(&self, customer: CustomerId) -> Result<Vec<[u8; 32]>> {
+        SledStorage::sessions_of(self, customer).await
+    }
+
     async fn customer(&self, id: CustomerId) -> Result<Option<CustomerRecord>> {
         self.get(&key("customer", &id.to_bytes()))
     }

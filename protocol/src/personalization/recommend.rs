@@ -137,6 +137,21 @@ pub trait CoStore {
     fn set_count(&mut self, relation: Relation, a: &str, b: &str, count: u64);
     fn neighbours(&mut self, relation: Relation, of: &str) -> Result<Vec<Neighbour>, Self::Error>;
     fn set_neighbours(&mut self, relation: Relation, of: &str, list: Vec<Neighbour>);
+    /// Changes a top list in place; `change` answers whether it changed anything. By default
+    /// the list is read, changed and written back whole; a store that keeps lists in memory
+    /// changes its own copy.
+    fn update_neighbours(
+        &mut self,
+        relation: Relation,
+        of: &str,
+        change: &mut dyn FnMut(&mut Vec<Neighbour>) -> bool,
+    ) -> Result<(), Self::Error> {
+        let mut list = self.neighbours(relation, of)?;
+        if change(&mut list) {
+            self.set_neighbours(relation, of, list);
+        }
+        Ok(())
+    }
     fn session(&mut self, subject: &Subject) -> Result<Option<Session>, Self::Error>;
     fn set_session(&mut self, subject: &Subject, session: Session);
 }
@@ -204,10 +219,7 @@ fn bump<S: CoStore>(store: &mut S, relation: Relation, x: &str, y: &str) -> Resu
     let count = store.count(relation, a, b)? + 1;
     store.set_count(relation, a, b, count);
     for (of, other) in [(a, b), (b, a)] {
-        let mut list = store.neighbours(relation, of)?;
-        if offer(&mut list, other, count) {
-            store.set_neighbours(relation, of, list);
-        }
+        store.update_neighbours(relation, of, &mut |list| offer(list, other, count))?;
     }
     Ok(())
 }

@@ -5,7 +5,6 @@
 use super::{BackOfficeSession, PageFailure, Pages};
 use crate::app::HubHandle;
 use crate::backoffice::access::{policy, Policy};
-use crate::storage::{CustomerStore, EventLog, OrderStore};
 use actix_web::{web, HttpRequest, HttpResponse};
 use minijinja::context;
 use protocol::{CustomerId, Subject};

@@ -1,0 +1,308 @@
+//! Hub nodes on one PostgreSQL (`storage = "cluster"`), in one process: three
+//! `hub::Application`s on port 0 sharing a fresh schema, with distinct node ids. A basket made on
+//! one node is changed and read on the others (forwarded to its owner), a customer registered on
+//! one is seen signed in on the others, and a node that leaves gracefully hands its shards over
+//! while a client keeps working, without an error.
+//!
+//! Compiled with the `cluster-tests` feature; needs PostgreSQL at `OMNIHUB_TEST_POSTGRES`
+//! (default `postgres://postgres@127.0.0.1:5432/test`). The schema is dropped afterwards, also
+//! when the test fails.
+
+#![cfg(feature = "cluster-tests")]
+
+mod common;
+
+use common::{client, eventually, seed, settings};
+use hub::clock::SystemClock;
+use hub::config::StorageKind;
+use hub::{Application, HubHandle};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn url() -> String {
+    std::env::var("OMNIHUB_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn admin(sql: &str) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url())
+        .await
+        .expect("PostgreSQL answers (cluster-tests need it; .ci/run starts it)");
+    sqlx::query(sql).execute(&pool).await.expect(sql);
+    pool.close().await;
+}
+
+struct Node {
+    id: String,
+    addr: SocketAddr,
+    handle: HubHandle,
+    server: actix_web::dev::ServerHandle,
+    stopped: tokio::task::JoinHandle<Result<(), hub::HubError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn owns_basket(&self, id: &str) -> bool {
+        let id: protocol::BasketId = id.parse().expect("a basket id");
+        let view = self.handle.ownership.as_ref().expect("a cluster node");
+        view.owner(hub::cluster::shard_of(&id))
+            .is_some_and(|o| o.is_local())
+    }
+}
+
+async fn start(id: &str, schema: &str) -> Node {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut s = settings(dir.path());
+    s.storage = StorageKind::Cluster;
+    s.cluster.postgres_url =
+        SecretString::from(format!("{}?options=-c%20search_path%3D{schema}", url()));
+    s.cluster.pool_size = 8;
+    s.cluster.node_id = id.into();
+    s.cluster.lease_ttl = Duration::from_secs(2);
+    s.cluster.heartbeat_every = Duration::from_millis(250);
+    let app = Application::build(s, Arc::new(SystemClock))
+        .await
+        .expect("a cluster node builds");
+    let node = Node {
+        id: id.into(),
+        addr: app.address(),
+        handle: app.handle(),
+        server: app.server_handle(),
+        stopped: actix_web::rt::spawn(app.run()),
+        _dir: dir,
+    };
+    // The catalog and stock are cached per node (cross-node invalidation is not this test's):
+    // every node stores the same, idempotently.
+    seed(&node.handle).await;
+    node
+}
+
+/// Until every shard has an owner and every live node holds some, as each node sees it.
+async fn settled(nodes: &[&Node]) {
+    eventually(Duration::from_secs(30), || async {
+        nodes
+            .iter()
+            .all(|n| {
+                let owners = n.handle.ownership.as_ref().expect("cluster").owners();
+                let held: usize = owners.values().map(Vec::len).sum();
+                held == hub::cluster::SHARDS as usize
+                    && nodes
+                        .iter()
+                        .all(|m| owners.get(&m.id).is_some_and(|s| !s.is_empty()))
+                    && owners.keys().all(|k| nodes.iter().any(|m| &m.id == k))
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+async fn json_ok(res: reqwest::Response, what: &str) -> Value {
+    let status = res.status();
+    let body = res.text().await.expect("a body");
+    assert!(status.is_success(), "{what}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"))
+}
+
+fn quantity(basket: &Value, sku: &str) -> i64 {
+    basket["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["sku"] == sku)
+        .and_then(|l| l["quantity"].as_i64())
+        .unwrap_or(0)
+}
+
+async fn three_nodes(schema: &str) {
+    let a = start("node-a", schema).await;
+    let b = start("node-b", schema).await;
+    let c = start("node-c", schema).await;
+    settled(&[&a, &b, &c]).await;
+    let http = client();
+    let nodes = [&a, &b, &c];
+
+    // An anonymous basket made on a; changed on a node that does not own it, read on each.
+    let created = json_ok(
+        http.post(a.url("/api/v1/baskets"))
+            .send()
+            .await
+            .expect("sent"),
+        "create a basket",
+    )
+    .await;
+    let id = created["id"].as_str().expect("an id").to_string();
+    let token = created["token"].as_str().expect("a token").to_string();
+    assert!(
+        a.owns_basket(&id),
+        "a new basket is made in a shard of the node making it"
+    );
+    let other = nodes
+        .iter()
+        .find(|n| !n.owns_basket(&id))
+        .expect("a node that does not own it");
+    for _ in 0..3 {
+        json_ok(
+            http.post(other.url(&format!("/api/v1/baskets/{id}/lines")))
+                .header("x-basket-token", &token)
+                .json(&json!({"sku": "BEANS", "quantity": 1}))
+                .send()
+                .await
+                .expect("sent"),
+            "add on a non-owner",
+        )
+        .await;
+    }
+    for n in nodes {
+        let read = json_ok(
+            http.get(n.url(&format!("/api/v1/baskets/{id}")))
+                .header("x-basket-token", &token)
+                .send()
+                .await
+                .expect("sent"),
+            "read on each node",
+        )
+        .await;
+        assert_eq!(quantity(&read, "BEANS"), 3, "on {}: {read}", n.id);
+        // The shopper's current basket, by the basket token alone.
+        let current = json_ok(
+            http.get(n.url("/api/v1/basket"))
+                .header("x-basket-token", &token)
+                .send()
+                .await
+                .expect("sent"),
+            "current basket by token",
+        )
+        .await;
+        assert_eq!(current["id"], id.as_str(), "on {}", n.id);
+    }
+
+    // A customer registered on b, seen signed in on every node; their basket works anywhere.
+    let registered = json_ok(
+        http.post(b.url("/api/v1/customers"))
+            .json(&json!({
+                "email": "cluster@example.com",
+                "name": "Clu Ster",
+                "password": "a long enough password"
+            }))
+            .send()
+            .await
+            .expect("sent"),
+        "register",
+    )
+    .await;
+    let session = registered["session_token"]
+        .as_str()
+        .expect("a session")
+        .to_string();
+    for n in nodes {
+        let me = json_ok(
+            http.get(n.url("/api/v1/customers/me"))
+                .bearer_auth(&session)
+                .send()
+                .await
+                .expect("sent"),
+            "me",
+        )
+        .await;
+        assert_eq!(me["email"], "cluster@example.com", "on {}", n.id);
+        json_ok(
+            http.get(n.url("/api/v1/basket"))
+                .bearer_auth(&session)
+                .send()
+                .await
+                .expect("sent"),
+            "the signed-in shopper's basket",
+        )
+        .await;
+    }
+
+    // The owner of the anonymous basket leaves gracefully while a client keeps adding to it
+    // through another node: every request succeeds, and no acknowledged add is lost.
+    let owner = nodes
+        .iter()
+        .position(|n| n.owns_basket(&id))
+        .expect("someone owns the basket");
+    let via = nodes[(owner + 1) % 3];
+    let via_url = via.url(&format!("/api/v1/baskets/{id}/lines"));
+    let (token2, http2) = (token.clone(), http.clone());
+    let hammer = actix_web::rt::spawn(async move {
+        let mut acknowledged = 0i64;
+        let started = tokio::time::Instant::now();
+        // Paced and capped below BEANS' stock of 100 (3 are in the basket already).
+        while started.elapsed() < Duration::from_secs(4) && acknowledged < 90 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let res = http2
+                .post(&via_url)
+                .header("x-basket-token", &token2)
+                .json(&json!({"sku": "BEANS", "quantity": 1}))
+                .send()
+                .await
+                .expect("sent");
+            let status = res.status();
+            let body = res.text().await.unwrap_or_default();
+            assert!(status.is_success(), "during the hand-over: {status} {body}");
+            acknowledged += 1;
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leaving = nodes[owner];
+    leaving.server.stop(true).await;
+    let acknowledged = hammer.await.expect("the client ran");
+    assert!(acknowledged > 0);
+    let survivors: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != owner)
+        .map(|(_, n)| *n)
+        .collect();
+    let read = json_ok(
+        http.get(survivors[0].url(&format!("/api/v1/baskets/{id}")))
+            .header("x-basket-token", &token)
+            .send()
+            .await
+            .expect("sent"),
+        "read after the leave",
+    )
+    .await;
+    assert_eq!(quantity(&read, "BEANS"), 3 + acknowledged, "{read}");
+    assert!(
+        survivors.iter().any(|n| n.owns_basket(&id)),
+        "a survivor took the basket's shard"
+    );
+    // Every shard ends up with the two survivors.
+    settled(&survivors).await;
+
+    for n in [a, b, c] {
+        n.server.stop(true).await;
+        // Run to its end: shards handed over, connections closed.
+        n.stopped
+            .await
+            .expect("the node ran")
+            .expect("the node stopped cleanly");
+    }
+}
+
+#[actix_web::test]
+async fn nodes_share_baskets_and_customers_and_hand_shards_over_on_leave() {
+    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    admin(&format!("CREATE SCHEMA {schema}")).await;
+    let outcome = {
+        let schema = schema.clone();
+        actix_web::rt::spawn(async move { three_nodes(&schema).await }).await
+    };
+    admin(&format!("DROP SCHEMA {schema} CASCADE")).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
