@@ -4,7 +4,7 @@
 //!
 //! The event log is not in the keyspace, so a write's interaction events cannot commit in the
 //! same transaction as its edge records. Instead they are queued in the `edge` tree, in that
-//! transaction (`evq/{event id}`), appended to the event log after it commits, and only then
+//! transaction (`evq/{ms}\0{place}\0{event id}`: write order), appended to the event log after it commits, and only then
 //! dropped from the queue:
 //!
 //! - a crash (or a failed append) between the commit and the append leaves them queued; the next
@@ -153,10 +153,21 @@ impl KvEdgeStore {
 
     /// Commits the edge records and queues the events, in one keyspace transaction.
     fn commit_blocking(&self, write: &EdgeWrite) -> Result<BTreeMap<ReplicaId, u64>> {
+        // Keyed by when they were queued and their place in the write, so a drain appends
+        // them in the order they were written.
+        let at_ms = super::unix_ms(time::OffsetDateTime::now_utc());
         let mut queued = Vec::with_capacity(write.events.len());
-        for event in &write.events {
+        for (i, event) in write.events.iter().enumerate() {
+            let place = u32::try_from(i).unwrap_or(u32::MAX);
             queued.push((
-                key(QUEUE, &[&id_bytes(event.id.0)]),
+                key(
+                    QUEUE,
+                    &[
+                        &at_ms.to_be_bytes(),
+                        &place.to_be_bytes(),
+                        &id_bytes(event.id.0),
+                    ],
+                ),
                 codec::encode(event).map_err(StorageError::from)?,
             ));
         }
