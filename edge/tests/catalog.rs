@@ -17,6 +17,25 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// Opens a store again after the previous one was dropped. sled lets go of its directory's
+/// lock when its last background handle ends, which can be just after the drop returns: the
+/// lock error alone is polled, for at most ten seconds.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, 4, identity("berlin")) {
+            Ok(store) => return store,
+            Err(e)
+                if format!("{e:?}").contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopens: {e:?}"),
+        }
+    }
+}
+
 fn promotion(id: &str) -> Promotion {
     Promotion {
         id: PromotionId::parse(id).expect("valid id"),
@@ -150,7 +169,7 @@ fn a_delta_gives_what_the_snapshot_gives_and_a_crash_between_parts_leaves_the_ol
     );
     // The node dies between the parts: the old version is whole after the restart.
     drop(store);
-    let store = Store::open(dir.path(), 4, identity("berlin")).expect("reopens");
+    let store = reopen(dir.path());
     assert_eq!(content(&store), before);
     assert_eq!(store.catalog().fingerprint, "");
     // The hub sends the delta again from its first part once the node is back.
@@ -184,7 +203,7 @@ fn a_delta_gives_what_the_snapshot_gives_and_a_crash_between_parts_leaves_the_ol
     );
     // Kept across a restart, fingerprint included.
     drop(store);
-    let store = Store::open(dir.path(), 4, identity("berlin")).expect("reopens");
+    let store = reopen(dir.path());
     assert_eq!(content(&store), after);
     assert_eq!(store.catalog().fingerprint, "f2");
 }
