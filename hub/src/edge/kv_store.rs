@@ -48,6 +48,8 @@ pub struct KvEdgeStore {
     keyspace: Keyspace,
     tree: Tree,
     log: Arc<dyn EventLog>,
+    /// Orders the writes of one process within a millisecond in the queue's keys.
+    queued: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl KvEdgeStore {
@@ -57,6 +59,7 @@ impl KvEdgeStore {
             keyspace: keyspace.clone(),
             tree: keyspace.open_tree("edge")?,
             log,
+            queued: Arc::new(std::sync::atomic::AtomicU32::new(0)),
         };
         store.drain().await?;
         Ok(Arc::new(store))
@@ -159,11 +162,15 @@ impl KvEdgeStore {
         let mut queued = Vec::with_capacity(write.events.len());
         for (i, event) in write.events.iter().enumerate() {
             let place = u32::try_from(i).unwrap_or(u32::MAX);
+            let turn = self
+                .queued
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             queued.push((
                 key(
                     QUEUE,
                     &[
                         &at_ms.to_be_bytes(),
+                        &turn.to_be_bytes(),
                         &place.to_be_bytes(),
                         &id_bytes(event.id.0),
                     ],
