@@ -235,6 +235,8 @@ async fn three_nodes(schema: &str) {
     let via = nodes[(owner + 1) % 3];
     let via_url = via.url(&format!("/api/v1/baskets/{id}/lines"));
     let (token2, http2) = (token.clone(), http.clone());
+    let progress = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let seen = progress.clone();
     let hammer = actix_web::rt::spawn(async move {
         let mut acknowledged = 0i64;
         let started = tokio::time::Instant::now();
@@ -252,10 +254,19 @@ async fn three_nodes(schema: &str) {
             let body = res.text().await.unwrap_or_default();
             assert!(status.is_success(), "during the hand-over: {status} {body}");
             acknowledged += 1;
+            seen.store(acknowledged, std::sync::atomic::Ordering::SeqCst);
         }
         acknowledged
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The owner leaves once the client is well under way (a few adds acknowledged).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while progress.load(std::sync::atomic::Ordering::SeqCst) < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client makes no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let leaving = nodes[owner];
     leaving.server.stop(true).await;
     let acknowledged = hammer.await.expect("the client ran");

@@ -11,7 +11,7 @@ use crate::storage::{Change, Committer, EventLog, StorageError, UnitOfWork};
 use futures_util::FutureExt;
 use protocol::Subject;
 use protocol::{AnonymousId, Basket, BasketId, BasketOwner, Channel, Currency, Event, EventKind};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,20 +20,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-fn url() -> String {
-    std::env::var("OMNIHUB_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn admin(sql: &str) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url())
-        .await
-        .expect("PostgreSQL answers (cluster-tests need it; .ci/run starts it)");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
-}
+use crate::storage::postgres::tests::{admin, url};
 
 /// One node: its storage and keyspace, on the test's schema.
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use protocol::{Basket, BasketId, BasketOwner, Currency, CustomerId, SessionRecord};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,20 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 
-fn url() -> String {
-    std::env::var("OMNIHUB_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn admin(sql: &str) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url())
-        .await
-        .expect("PostgreSQL answers (cluster-tests need it; .ci/run starts it)");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
-}
+use crate::storage::postgres::tests::{admin, url};
 
 /// Runs `case` with `nodes` storages on one fresh schema, then drops the schema, and only
 /// then fails if the case failed.

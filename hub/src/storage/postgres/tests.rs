@@ -17,9 +17,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-fn url() -> String {
+/// The test server (`OMNIHUB_TEST_POSTGRES`, else the machine's PostgreSQL).
+pub(crate) fn url() -> String {
     std::env::var("OMNIHUB_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Runs one statement on its own connection (schemas made and dropped by the tests).
+pub(crate) async fn admin(sql: &str) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url())
+        .await
+        .expect("PostgreSQL answers (cluster-tests need it; .ci/run starts it)");
+    sqlx::query(sql).execute(&pool).await.expect(sql);
+    pool.close().await;
 }
 
 /// A fresh schema: its name and connection options whose `search_path` is it.
