@@ -41,7 +41,7 @@ pub enum CodecError {
 }
 
 #[derive(Serialize)]
-struct EnvelopeOut<'a, T> {
+struct EnvelopeOut<'a, T: ?Sized> {
     v: u16,
     k: &'a str,
     b: &'a T,
@@ -62,10 +62,16 @@ struct Envelope<T> {
 
 /// Encodes a value in its versioned envelope.
 pub fn encode<T: Stored>(value: &T) -> Result<Vec<u8>, CodecError> {
+    encode_as::<T, T>(value)
+}
+
+/// Encodes `body` in the envelope of `T`: for a borrowed view of a `T` whose fields serialise
+/// exactly as `T`'s do (e.g. [`crate::event::EventChunkRef`]), so a writer need not own a copy.
+pub fn encode_as<T: Stored, B: Serialize + ?Sized>(body: &B) -> Result<Vec<u8>, CodecError> {
     let envelope = EnvelopeOut {
         v: T::VERSION,
         k: T::KIND,
-        b: value,
+        b: body,
     };
     rmp_serde::to_vec_named(&envelope).map_err(|e| CodecError::Encode {
         kind: T::KIND,

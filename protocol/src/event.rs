@@ -122,10 +122,54 @@ impl Stored for EventChunk {
     const VERSION: u16 = 1;
 }
 
+/// An [`EventChunk`] over borrowed events: encodes to the same bytes, so the log's writer can
+/// store events it keeps (for readers of the log's tail) without a copy.
+#[derive(Debug, Serialize)]
+pub struct EventChunkRef<'a> {
+    pub first: u64,
+    pub events: &'a [&'a Event],
+}
+
+impl EventChunkRef<'_> {
+    /// The stored bytes, as [`crate::codec::encode`] of the equivalent [`EventChunk`].
+    pub fn encode(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
+        crate::codec::encode_as::<EventChunk, _>(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::{decode, encode};
+
+    #[test]
+    fn a_borrowed_chunk_encodes_to_the_bytes_of_the_owned_one() {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
+        let events: Vec<Event> = (0..3)
+            .map(|i| {
+                Event::new(
+                    at,
+                    Subject::Customer(CustomerId::new()),
+                    Channel::Web,
+                    EventKind::Search,
+                )
+                .with("query", format!("coffee {i}"))
+            })
+            .collect();
+        let owned = EventChunk {
+            first: 41,
+            events: events.clone(),
+        };
+        let refs: Vec<&Event> = events.iter().collect();
+        let borrowed = EventChunkRef {
+            first: 41,
+            events: &refs,
+        }
+        .encode()
+        .expect("encodes");
+        assert_eq!(borrowed, encode(&owned).expect("encodes"));
+        assert_eq!(decode::<EventChunk>(&borrowed), Ok(owned));
+    }
 
     #[test]
     fn events_round_trip_and_tolerate_new_kinds() {

@@ -46,7 +46,7 @@ pub use checkout::{
 pub use codec::{decode, encode, CodecError, Stored};
 pub use consent::{ConsentChannel, ConsentChoice, ConsentPurpose, ConsentSource, Consents};
 pub use customer::{CustomerRecord, SessionRecord};
-pub use event::{Event, EventChunk, EventKind, Subject};
+pub use event::{Event, EventChunk, EventChunkRef, EventKind, Subject};
 pub use ids::{
     AnonymousId, BasketId, CheckoutId, CustomerId, EventId, LocationId, OrderId, ProductId, Sku,
     SkuError,

@@ -17,7 +17,7 @@ use super::feed::Feed;
 use super::segments::{SegmentDefinition, SegmentEngine, SegmentStatus, Work};
 use super::store::{ExperienceStore, Write};
 use crate::clock::Clock;
-use crate::storage::{Result, Sequenced, Storage, StorageError};
+use crate::storage::{Result, SharedEvents, Storage, StorageError};
 use actix::prelude::*;
 use protocol::experience::{Aggregates, Profile};
 use protocol::{AnonymousId, CustomerId, Event, EventKind, Subject};
@@ -187,8 +187,8 @@ impl Analyst {
         }
     }
 
-    fn fold_batch(&mut self, batch: &[Sequenced]) -> Result<()> {
-        for s in batch {
+    fn fold_batch(&mut self, batch: &SharedEvents) -> Result<()> {
+        for s in batch.iter() {
             self.fold(&s.event)?;
             self.handled = s.seq;
         }

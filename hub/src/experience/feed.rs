@@ -7,7 +7,7 @@
 //! A consumer keeps its cursor durably with the state it derives (see
 //! [`super::store::Write::cursor`]), so a restart resumes exactly.
 
-use crate::storage::{Result, Sequenced, Storage, StorageError};
+use crate::storage::{Result, SharedEvents, Storage, StorageError};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -35,12 +35,13 @@ impl Feed {
     }
 
     /// Up to `limit` events after the cursor, waiting until there is at least one; moves the
-    /// cursor past them.
-    pub async fn next(&mut self, limit: usize) -> Result<Vec<Sequenced>> {
+    /// cursor past them. The events may be shared with the log's other readers (see
+    /// [`crate::storage::EventLog::read_shared`]).
+    pub async fn next(&mut self, limit: usize) -> Result<SharedEvents> {
         loop {
             // Marked seen before the read: an append after it wakes the wait below.
             self.appended.borrow_and_update();
-            let batch = self.log.read_sequenced(self.cursor, limit).await?;
+            let batch = self.log.read_shared(self.cursor, limit).await?;
             if let Some(last) = batch.last() {
                 self.cursor = last.seq;
                 return Ok(batch);

@@ -17,7 +17,7 @@ use super::{subject_key, AssignmentRecord, Experiments};
 use crate::cluster::singleton::Term;
 use crate::experience::feed::Feed;
 use crate::storage::kv::Tree;
-use crate::storage::{Result, Sequenced, Storage, StorageError};
+use crate::storage::{Result, SharedEvents, Storage, StorageError};
 use actix::prelude::*;
 use protocol::experiment::Experiment;
 use protocol::{codec, AnonymousId, CustomerId, Event, EventKind, Stored, Subject};
@@ -147,7 +147,7 @@ pub(super) fn spawn(
 }
 
 /// Folds a batch and stores what changed with the cursor; answers the new cursor.
-fn count(experiments: &Experiments, batch: &[Sequenced], term: Option<&Term>) -> Result<u64> {
+fn count(experiments: &Experiments, batch: &SharedEvents, term: Option<&Term>) -> Result<u64> {
     let definitions = experiments.all();
     let mut pass = Pass {
         tree: &experiments.inner.tree,
@@ -157,7 +157,7 @@ fn count(experiments: &Experiments, batch: &[Sequenced], term: Option<&Term>) ->
         aliases: HashMap::new(),
     };
     let mut last = 0;
-    for s in batch {
+    for s in batch.iter() {
         pass.fold(&s.event)?;
         last = s.seq;
     }

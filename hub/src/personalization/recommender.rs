@@ -116,14 +116,17 @@ impl RecommendationStore {
     }
 
     /// Writes a batch's changes and the cursor atomically and durably.
-    fn commit(&self, changes: &Changes, cursor: u64) -> Result<()> {
+    fn commit(&self, changes: &Changes, names: &Names, cursor: u64) -> Result<()> {
         let mut batch = Batch::default();
         for ((r, a, b), n) in &changes.counts {
-            batch.insert(count_key(*r, a, b), n.to_be_bytes().to_vec());
+            batch.insert(
+                count_key(*r, names.name(*a), names.name(*b)),
+                n.to_be_bytes().to_vec(),
+            );
         }
         for ((r, of), list) in &changes.neighbours {
             batch.insert(
-                neighbours_key(*r, of),
+                neighbours_key(*r, names.name(*of)),
                 codec::encode(&Neighbours { list: list.clone() })?,
             );
         }
@@ -137,11 +140,38 @@ impl RecommendationStore {
     }
 }
 
+/// SKUs by number, so the fold's maps are keyed by small integers (no string copied per
+/// lookup). Kept with the cache and dropped with it.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, sku: &str) -> u32 {
+        if let Some(id) = self.ids.get(sku) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(sku.to_string());
+        self.ids.insert(sku.to_string(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+type PairKey = (Relation, u32, u32);
+type ListKey = (Relation, u32);
+
 /// What one batch changed, read through to the tree for the rest.
 #[derive(Default)]
 struct Changes {
-    counts: HashMap<(Relation, String, String), u64>,
-    neighbours: HashMap<(Relation, String), Vec<Neighbour>>,
+    counts: HashMap<PairKey, u64>,
+    neighbours: HashMap<ListKey, Vec<Neighbour>>,
     sessions: HashMap<Subject, Session>,
 }
 
@@ -150,8 +180,9 @@ struct Changes {
 /// Only committed changes enter it, so a failed batch leaves it true.
 #[derive(Default)]
 struct Cache {
-    counts: HashMap<(Relation, String, String), u64>,
-    neighbours: HashMap<(Relation, String), Vec<Neighbour>>,
+    names: Names,
+    counts: HashMap<PairKey, u64>,
+    neighbours: HashMap<ListKey, Vec<Neighbour>>,
     sessions: HashMap<Subject, Option<Session>>,
 }
 
@@ -179,39 +210,76 @@ struct Overlay<'a> {
     changes: Changes,
 }
 
-impl CoStore for Overlay<'_> {
-    type Error = StorageError;
+impl Overlay<'_> {
+    fn pair(&mut self, relation: Relation, a: &str, b: &str) -> PairKey {
+        (relation, self.cache.names.id(a), self.cache.names.id(b))
+    }
 
-    fn count(&mut self, relation: Relation, a: &str, b: &str) -> Result<u64> {
-        let key = (relation, a.to_string(), b.to_string());
-        if let Some(n) = self.changes.counts.get(&key) {
-            return Ok(*n);
-        }
+    /// A pair's count before this batch's changes.
+    fn stored_count(&mut self, key: PairKey) -> Result<u64> {
         if let Some(n) = self.cache.counts.get(&key) {
             return Ok(*n);
         }
-        let n = self.store.count(relation, a, b)?;
+        let names = &self.cache.names;
+        let n = self
+            .store
+            .count(key.0, names.name(key.1), names.name(key.2))?;
         self.cache.counts.insert(key, n);
         Ok(n)
     }
 
+    /// A top list before this batch's changes.
+    fn stored_neighbours(&mut self, key: ListKey) -> Result<&Vec<Neighbour>> {
+        if !self.cache.neighbours.contains_key(&key) {
+            let list = self.store.neighbours(key.0, self.cache.names.name(key.1))?;
+            self.cache.neighbours.insert(key, list);
+        }
+        Ok(&self.cache.neighbours[&key])
+    }
+
+    fn stored_session(&mut self, subject: &Subject) -> Result<Option<Session>> {
+        if let Some(s) = self.cache.sessions.get(subject) {
+            return Ok(s.clone());
+        }
+        let stored = self.store.session(subject)?;
+        self.cache.sessions.insert(*subject, stored.clone());
+        Ok(stored)
+    }
+}
+
+impl CoStore for Overlay<'_> {
+    type Error = StorageError;
+
+    fn count(&mut self, relation: Relation, a: &str, b: &str) -> Result<u64> {
+        let key = self.pair(relation, a, b);
+        match self.changes.counts.get(&key) {
+            Some(n) => Ok(*n),
+            None => self.stored_count(key),
+        }
+    }
+
     fn set_count(&mut self, relation: Relation, a: &str, b: &str, count: u64) {
-        self.changes
-            .counts
-            .insert((relation, a.to_string(), b.to_string()), count);
+        let key = self.pair(relation, a, b);
+        self.changes.counts.insert(key, count);
+    }
+
+    fn add_one(&mut self, relation: Relation, a: &str, b: &str) -> Result<u64> {
+        let key = self.pair(relation, a, b);
+        if let Some(n) = self.changes.counts.get_mut(&key) {
+            *n += 1;
+            return Ok(*n);
+        }
+        let n = self.stored_count(key)? + 1;
+        self.changes.counts.insert(key, n);
+        Ok(n)
     }
 
     fn neighbours(&mut self, relation: Relation, of: &str) -> Result<Vec<Neighbour>> {
-        let key = (relation, of.to_string());
-        if let Some(list) = self.changes.neighbours.get(&key) {
-            return Ok(list.clone());
+        let key = (relation, self.cache.names.id(of));
+        match self.changes.neighbours.get(&key) {
+            Some(list) => Ok(list.clone()),
+            None => self.stored_neighbours(key).cloned(),
         }
-        if let Some(list) = self.cache.neighbours.get(&key) {
-            return Ok(list.clone());
-        }
-        let list = self.store.neighbours(relation, of)?;
-        self.cache.neighbours.insert(key, list.clone());
-        Ok(list)
     }
 
     fn update_neighbours(
@@ -220,21 +288,14 @@ impl CoStore for Overlay<'_> {
         of: &str,
         change: &mut dyn FnMut(&mut Vec<Neighbour>) -> bool,
     ) -> Result<()> {
-        let key = (relation, of.to_string());
+        let key = (relation, self.cache.names.id(of));
         if let Some(list) = self.changes.neighbours.get_mut(&key) {
             change(list);
             return Ok(());
         }
         // First change in this batch: copied out of the cache (or the tree) once, then changed
         // in place for the rest of the batch.
-        let mut list = match self.cache.neighbours.get(&key) {
-            Some(list) => list.clone(),
-            None => {
-                let list = self.store.neighbours(relation, of)?;
-                self.cache.neighbours.insert(key.clone(), list.clone());
-                list
-            }
-        };
+        let mut list = self.stored_neighbours(key)?.clone();
         if change(&mut list) {
             self.changes.neighbours.insert(key, list);
         }
@@ -242,21 +303,22 @@ impl CoStore for Overlay<'_> {
     }
 
     fn set_neighbours(&mut self, relation: Relation, of: &str, list: Vec<Neighbour>) {
-        self.changes
-            .neighbours
-            .insert((relation, of.to_string()), list);
+        let key = (relation, self.cache.names.id(of));
+        self.changes.neighbours.insert(key, list);
     }
 
     fn session(&mut self, subject: &Subject) -> Result<Option<Session>> {
-        if let Some(s) = self.changes.sessions.get(subject) {
-            return Ok(Some(s.clone()));
+        match self.changes.sessions.get(subject) {
+            Some(s) => Ok(Some(s.clone())),
+            None => self.stored_session(subject),
         }
-        if let Some(s) = self.cache.sessions.get(subject) {
-            return Ok(s.clone());
+    }
+
+    fn take_session(&mut self, subject: &Subject) -> Result<Option<Session>> {
+        match self.changes.sessions.remove(subject) {
+            Some(s) => Ok(Some(s)),
+            None => self.stored_session(subject),
         }
-        let stored = self.store.session(subject)?;
-        self.cache.sessions.insert(*subject, stored.clone());
-        Ok(stored)
     }
 
     fn set_session(&mut self, subject: &Subject, session: Session) {
@@ -353,7 +415,7 @@ fn fold_batch(
     store: &RecommendationStore,
     catalog: &ArcSwap<CatalogSnapshot>,
     cache: &mut Cache,
-    batch: &[crate::storage::Sequenced],
+    batch: &crate::storage::SharedEvents,
     last: u64,
 ) -> Result<u64> {
     let snapshot = catalog.load();
@@ -362,7 +424,7 @@ fn fold_batch(
         cache,
         changes: Changes::default(),
     };
-    for s in batch {
+    for s in batch.iter() {
         let sku_of_slug = |slug: &str| {
             snapshot
                 .product_by_slug(slug)
@@ -374,7 +436,7 @@ fn fold_batch(
         }
     }
     let Overlay { cache, changes, .. } = overlay;
-    store.commit(&changes, last)?;
+    store.commit(&changes, &cache.names, last)?;
     cache.absorb(changes);
     Ok(last)
 }
@@ -466,7 +528,9 @@ mod tests {
                     fold(&mut overlay, o).expect("folded");
                 }
                 let changes = overlay.changes;
-                store.commit(&changes, i as u64 + 1).expect("committed");
+                store
+                    .commit(&changes, &cache.names, i as u64 + 1)
+                    .expect("committed");
                 cache.absorb(changes);
             }
             for ((relation, of), list) in &model.neighbours {

@@ -287,6 +287,12 @@ pub trait EventLog: Send + Sync {
     /// event recorded late (an edge node's offline board events) still comes after a reader's
     /// cursor; an event appended twice (same id) keeps its first sequence.
     async fn read_sequenced(&self, after: u64, limit: usize) -> Result<Vec<Sequenced>>;
+    /// [`EventLog::read_sequenced`], as runs shared with the log's other readers: a store that
+    /// keeps its recent appends in memory answers them from there, so the consumers tailing
+    /// the log (analyst, recommender, experiment counter) neither decode nor copy them.
+    async fn read_shared(&self, after: u64, limit: usize) -> Result<SharedEvents> {
+        Ok(self.read_sequenced(after, limit).await?.into())
+    }
     /// The sequence of the last durable append; it changes after every append, so a consumer
     /// tails the log by waiting on it instead of polling.
     fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
@@ -302,6 +308,54 @@ pub trait EventLog: Send + Sync {
 pub struct Sequenced {
     pub seq: u64,
     pub event: Event,
+}
+
+/// Events read from the log in append order, as runs shared (`Arc`) with its other readers.
+#[derive(Debug, Clone, Default)]
+pub struct SharedEvents {
+    runs: Vec<(std::sync::Arc<[Sequenced]>, std::ops::Range<usize>)>,
+    len: usize,
+}
+
+impl SharedEvents {
+    /// Adds `run[range]` after the events already here (the caller keeps append order).
+    pub fn push(&mut self, run: std::sync::Arc<[Sequenced]>, range: std::ops::Range<usize>) {
+        debug_assert!(range.end <= run.len());
+        if range.is_empty() {
+            return;
+        }
+        self.len += range.len();
+        self.runs.push((run, range));
+    }
+
+    /// The events, in append order.
+    pub fn iter(&self) -> impl Iterator<Item = &Sequenced> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|(run, range)| run[range.clone()].iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The last event.
+    pub fn last(&self) -> Option<&Sequenced> {
+        self.runs.last().map(|(run, range)| &run[range.end - 1])
+    }
+}
+
+impl From<Vec<Sequenced>> for SharedEvents {
+    fn from(events: Vec<Sequenced>) -> SharedEvents {
+        let mut shared = SharedEvents::default();
+        let n = events.len();
+        shared.push(events.into(), 0..n);
+        shared
+    }
 }
 
 /// How much waits in the outbox for one destination.

@@ -57,6 +57,67 @@ struct SequencerState {
     /// The last number handed out.
     last: Mutex<u64>,
     durable: watch::Sender<u64>,
+    /// The storage writer's recent appends, for the readers tailing the log.
+    tail: Mutex<Tail>,
+}
+
+/// Events kept in memory by [`Tail`]: about a few seconds of peak ingestion, so consumers that
+/// keep up (the analyst, the recommender, the experiment counter) read what was just appended
+/// without decoding it, each from the same `Arc`s. A consumer further behind reads the log.
+const TAIL_EVENTS: usize = 262_144;
+
+/// The storage writer's recent appends as it numbered them, oldest first. Other writers of the
+/// log (a module numbering events in its own transaction) leave gaps here: a read stops at a
+/// gap and the reader goes to the tree for the rest. Emptied when events are rewritten in
+/// place (erasure), so it never answers an event's earlier form.
+#[derive(Default)]
+struct Tail {
+    runs: std::collections::VecDeque<Arc<[Sequenced]>>,
+    events: usize,
+}
+
+impl Tail {
+    fn push(&mut self, run: Vec<Sequenced>) {
+        if run.is_empty() {
+            return;
+        }
+        self.events += run.len();
+        self.runs.push_back(run.into());
+        while self.events > TAIL_EVENTS && self.runs.len() > 1 {
+            if let Some(old) = self.runs.pop_front() {
+                self.events -= old.len();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.runs.clear();
+        self.events = 0;
+    }
+
+    /// Up to `limit` events from `after + 1` through `upto` without a gap, if the tail holds
+    /// `after + 1` (an empty answer otherwise).
+    fn read(&self, after: u64, upto: u64, limit: usize) -> super::SharedEvents {
+        let mut out = super::SharedEvents::default();
+        let mut next = after + 1;
+        // Runs are in append order and each is consecutive (`run[i].seq == run[0].seq + i`).
+        let from = self
+            .runs
+            .partition_point(|run| run.last().is_some_and(|s| s.seq < next));
+        for run in self.runs.iter().skip(from) {
+            let first = run[0].seq;
+            if first > next || next > upto || out.len() == limit {
+                break;
+            }
+            let start = (next - first) as usize;
+            let room = (limit - out.len()) as u64;
+            let last = run[run.len() - 1].seq.min(upto).min(next + room - 1);
+            let end = start + (last + 1 - next) as usize;
+            out.push(run.clone(), start..end);
+            next = last + 1;
+        }
+        out
+    }
 }
 
 /// Holds the append order while a writer numbers and applies its events.
@@ -73,6 +134,7 @@ impl EventSequencer {
         Ok(EventSequencer(Arc::new(SequencerState {
             last: Mutex::new(last),
             durable: watch::channel(last).0,
+            tail: Mutex::new(Tail::default()),
         })))
     }
 
@@ -101,6 +163,10 @@ impl EventSequencer {
     fn durable(&self) -> u64 {
         *self.0.durable.borrow()
     }
+
+    fn tail(&self) -> MutexGuard<'_, Tail> {
+        self.0.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl SequenceLock<'_> {
@@ -112,16 +178,18 @@ impl SequenceLock<'_> {
         log: &sled::Tree,
         events: &[Event],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.number_with(log, events, &event_log::Fresh::NONE)
+        self.number_with(log, events.to_vec(), &event_log::Fresh::NONE)
+            .map(|(entries, _)| entries)
     }
 
-    /// [`SequenceLock::number`] where `fresh` marks the events that need no id index.
+    /// [`SequenceLock::number`] of owned events where `fresh` marks the events that need no id
+    /// index; also answers the events it numbered.
     fn number_with(
         &mut self,
         log: &sled::Tree,
-        events: &[Event],
+        events: Vec<Event>,
         fresh: &event_log::Fresh<'_>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<Sequenced>)> {
         event_log::number(log, &mut self.last, &mut self.numbered, events, fresh)
     }
 
@@ -431,6 +499,8 @@ impl Writer {
                     answers.push((reply, Ok(())));
                 }
                 Job::Rewrite(events, forget, reply) => {
+                    // The tail must not answer these events' earlier form.
+                    self.sequencer.tail().clear();
                     let staged = event_log::rewrite(&self.events, &events, forget);
                     if let Ok(ops) = &staged {
                         for (k, v) in ops {
@@ -450,16 +520,18 @@ impl Writer {
                 flags: &fresh,
                 retried: Some(&self.retried),
             };
-            order.number_with(&self.events, &appended, &fresh)
+            order.number_with(&self.events, appended, &fresh)
         });
-        let applied = match numbered {
-            Ok(numbers) => {
+        let (applied, kept) = match numbered {
+            Ok((numbers, kept)) => {
                 for (k, v) in numbers {
                     event_batch.insert(k, v);
                 }
-                self.entities
+                let applied = self
+                    .entities
                     .apply_batch(entity_batch)
-                    .and_then(|_| self.events.apply_batch(event_batch))
+                    .and_then(|_| self.events.apply_batch(event_batch));
+                (applied, kept)
             }
             Err(e) => {
                 for (reply, _) in answers {
@@ -487,17 +559,13 @@ impl Writer {
             .observe(flush_started.elapsed().as_secs_f64());
         m.storage_group.observe(answers.len() as f64);
         if written.is_ok() {
+            // Into the tail before the readers learn of them.
+            self.sequencer.tail().push(kept);
             self.sequencer.published(last);
         } else if applied_ok {
-            // Applied but not flushed: the fresh events are in the tree; their retry must not
-            // number them again.
-            self.retried.extend(
-                appended
-                    .iter()
-                    .zip(&fresh)
-                    .filter(|(_, f)| **f)
-                    .map(|(e, _)| e.id),
-            );
+            // Applied but not flushed: the events are in the tree; a retry of the fresh ones
+            // must not number them again (the others are found by the id index anyway).
+            self.retried.extend(kept.iter().map(|s| s.event.id));
         }
         for (reply, staged) in answers {
             let outcome = match (&written, staged) {
@@ -931,6 +999,23 @@ impl EventLog for SledStorage {
         blocking(move || event_log::read_sequenced(&tree, after, upto, limit)).await
     }
 
+    async fn read_shared(&self, after: u64, limit: usize) -> Result<super::SharedEvents> {
+        let upto = self.sequencer.durable();
+        if after >= upto || limit == 0 {
+            return Ok(super::SharedEvents::default());
+        }
+        let recent = self.sequencer.tail().read(after, upto, limit);
+        if !recent.is_empty() {
+            return Ok(recent);
+        }
+        let tree = self.events.clone();
+        Ok(
+            blocking(move || event_log::read_sequenced(&tree, after, upto, limit))
+                .await?
+                .into(),
+        )
+    }
+
     fn appended(&self) -> watch::Receiver<u64> {
         self.sequencer.0.durable.subscribe()
     }
@@ -1028,5 +1113,115 @@ impl Outbox for SledStorage {
 impl Storage for SledStorage {
     fn healthy(&self) -> bool {
         self.running.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{AnonymousId, Channel, EventKind, Subject};
+
+    fn run(first: u64, n: usize) -> Vec<Sequenced> {
+        let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("a valid time");
+        (0..n)
+            .map(|i| Sequenced {
+                seq: first + i as u64,
+                event: Event::new(
+                    at,
+                    Subject::Anonymous(AnonymousId::new()),
+                    Channel::Web,
+                    EventKind::ProductView,
+                ),
+            })
+            .collect()
+    }
+
+    fn seqs(read: &super::super::SharedEvents) -> Vec<u64> {
+        read.iter().map(|s| s.seq).collect()
+    }
+
+    #[test]
+    fn the_tail_answers_consecutive_events_and_stops_at_a_gap_a_limit_or_the_durable_end() {
+        let mut tail = Tail::default();
+        tail.push(run(1, 10));
+        tail.push(run(11, 5));
+        // 16..=20 were numbered by another writer of the log: not here.
+        tail.push(run(21, 10));
+        assert_eq!(seqs(&tail.read(0, 100, 100)), (1..=15).collect::<Vec<_>>());
+        assert_eq!(seqs(&tail.read(7, 100, 4)), vec![8, 9, 10, 11]);
+        assert_eq!(seqs(&tail.read(7, 12, 100)), vec![8, 9, 10, 11, 12]);
+        assert!(
+            tail.read(15, 100, 100).is_empty(),
+            "the gap is read from the log"
+        );
+        assert_eq!(
+            seqs(&tail.read(20, 100, 100)),
+            (21..=30).collect::<Vec<_>>()
+        );
+        assert_eq!(tail.read(24, 100, 100).last().map(|s| s.seq), Some(30));
+        assert!(tail.read(30, 100, 100).is_empty());
+        assert!(
+            tail.read(5, 5, 100).is_empty(),
+            "nothing past the durable end"
+        );
+        assert_eq!(tail.read(0, 100, 100).len(), 15);
+    }
+
+    #[test]
+    fn the_tail_keeps_its_newest_events_within_its_bound_and_empties_on_a_rewrite() {
+        let mut tail = Tail::default();
+        let per = TAIL_EVENTS / 4;
+        for i in 0..6u64 {
+            tail.push(run(1 + i * per as u64, per));
+        }
+        assert!(tail.events <= TAIL_EVENTS);
+        assert!(tail.read(0, u64::MAX, 10).is_empty(), "the oldest went");
+        let last = 6 * per as u64;
+        assert_eq!(
+            seqs(&tail.read(last - 3, last, 10)),
+            vec![last - 2, last - 1, last]
+        );
+        tail.clear();
+        assert!(tail.read(last - 3, last, 10).is_empty());
+    }
+
+    #[tokio::test]
+    async fn shared_reads_give_what_the_log_gives_from_the_tail_and_from_the_tree() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let storage = SledStorage::open(dir.path(), 16).expect("opened");
+        let mut all = Vec::new();
+        for n in [300, 1, 700] {
+            let batch: Vec<Event> = run(0, n).into_iter().map(|s| s.event).collect();
+            all.extend(batch.clone());
+            storage.append_fresh(batch.into()).await.expect("appended");
+        }
+        for (after, limit) in [(0, 5_000), (0, 10), (299, 3), (301, 1_000), (1_000, 10)] {
+            let want = storage.read_sequenced(after, limit).await.expect("read");
+            let shared = storage.read_shared(after, limit).await.expect("read");
+            assert_eq!(
+                shared.iter().cloned().collect::<Vec<_>>(),
+                want,
+                "after {after}"
+            );
+        }
+        // After a rewrite the tail is gone: reads come from the tree, rewritten.
+        let first = storage.read_sequenced(0, 1).await.expect("read").remove(0);
+        let changed = Sequenced {
+            seq: first.seq,
+            event: Event {
+                channel: Channel::Pos,
+                ..first.event
+            },
+        };
+        storage
+            .rewrite(vec![changed.clone()], None)
+            .await
+            .expect("rewritten");
+        let shared = storage.read_shared(0, 1).await.expect("read");
+        assert_eq!(shared.iter().next(), Some(&changed));
+        assert_eq!(
+            storage.read_shared(0, 5_000).await.expect("read").len(),
+            all.len()
+        );
     }
 }

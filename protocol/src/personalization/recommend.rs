@@ -135,6 +135,13 @@ pub trait CoStore {
     type Error;
     fn count(&mut self, relation: Relation, a: &str, b: &str) -> Result<u64, Self::Error>;
     fn set_count(&mut self, relation: Relation, a: &str, b: &str, count: u64);
+    /// One more for a pair; answers its new count. By default a read and a write; a store may
+    /// do both with one lookup.
+    fn add_one(&mut self, relation: Relation, a: &str, b: &str) -> Result<u64, Self::Error> {
+        let count = self.count(relation, a, b)? + 1;
+        self.set_count(relation, a, b, count);
+        Ok(count)
+    }
     fn neighbours(&mut self, relation: Relation, of: &str) -> Result<Vec<Neighbour>, Self::Error>;
     fn set_neighbours(&mut self, relation: Relation, of: &str, list: Vec<Neighbour>);
     /// Changes a top list in place; `change` answers whether it changed anything. By default
@@ -154,6 +161,11 @@ pub trait CoStore {
     }
     fn session(&mut self, subject: &Subject) -> Result<Option<Session>, Self::Error>;
     fn set_session(&mut self, subject: &Subject, session: Session);
+    /// The session, to be given back with [`CoStore::set_session`] (a store may hand over
+    /// its own copy instead of cloning it).
+    fn take_session(&mut self, subject: &Subject) -> Result<Option<Session>, Self::Error> {
+        self.session(subject)
+    }
 }
 
 /// The order of a top list: more first, then by SKU.
@@ -191,10 +203,13 @@ fn view<S: CoStore>(
         last_at: at,
         items: vec![sku.to_string()],
     };
-    let mut session = match store.session(subject)? {
+    let mut session = match store.take_session(subject)? {
         Some(s) if at > s.last_at + SESSION_GAP => None,
         // Too late for the current session, which is not replaced by an older one.
-        Some(s) if at < s.started_at - SESSION_GAP => return Ok(()),
+        Some(s) if at < s.started_at - SESSION_GAP => {
+            store.set_session(subject, s);
+            return Ok(());
+        }
         current => current,
     }
     .unwrap_or_else(fresh);
@@ -216,34 +231,44 @@ fn bump<S: CoStore>(store: &mut S, relation: Relation, x: &str, y: &str) -> Resu
         return Ok(());
     }
     let (a, b) = if x < y { (x, y) } else { (y, x) };
-    let count = store.count(relation, a, b)? + 1;
-    store.set_count(relation, a, b, count);
+    let count = store.add_one(relation, a, b)?;
     for (of, other) in [(a, b), (b, a)] {
         store.update_neighbours(relation, of, &mut |list| offer(list, other, count))?;
     }
     Ok(())
 }
 
-/// Puts `sku` with its new `count` in a top list; answers whether the list changed.
+/// Puts `sku` with its new `count` in a top list; answers whether the list changed. The list
+/// stays in [`rank`] order: counts only grow, so the changed entry only moves up.
 fn offer(list: &mut Vec<Neighbour>, sku: &str, count: u64) -> bool {
-    let candidate = Neighbour {
-        sku: sku.to_string(),
-        count,
-    };
-    if let Some(n) = list.iter_mut().find(|n| n.sku == sku) {
-        n.count = count;
+    let at = if let Some(i) = list.iter().position(|n| n.sku == sku) {
+        list[i].count = count;
+        i
     } else if list.len() < TOP {
-        list.push(candidate);
+        list.push(Neighbour {
+            sku: sku.to_string(),
+            count,
+        });
+        list.len() - 1
     } else {
-        match list.last() {
-            Some(last) if rank(&candidate, last) == Ordering::Less => {
-                list.pop();
-                list.push(candidate);
-            }
-            _ => return false,
+        let Some(last) = list.last_mut() else {
+            return false;
+        };
+        // Ahead of the last entry: more, or as many and an earlier SKU.
+        if count > last.count || (count == last.count && sku < last.sku.as_str()) {
+            last.sku.clear();
+            last.sku.push_str(sku);
+            last.count = count;
+            list.len() - 1
+        } else {
+            return false;
         }
+    };
+    let mut i = at;
+    while i > 0 && rank(&list[i], &list[i - 1]) == Ordering::Less {
+        list.swap(i, i - 1);
+        i -= 1;
     }
-    list.sort_by(rank);
     true
 }
 

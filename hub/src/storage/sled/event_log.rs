@@ -18,7 +18,7 @@
 
 use super::{io, key, timeline_key};
 use crate::storage::{Result, Sequenced, StorageError};
-use protocol::{codec, CustomerId, Event, EventChunk, EventId};
+use protocol::{codec, CustomerId, Event, EventChunk, EventChunkRef, EventId};
 use std::collections::{BTreeMap, HashSet};
 
 /// Most events in one chunk: small enough that a timeline read decoding one chunk per event
@@ -49,32 +49,34 @@ pub fn sequence_of(tree: &sled::Tree, id: EventId) -> Result<Option<u64>> {
     Ok(tree.get(id_key(id)).map_err(io)?.and_then(|v| seq_from(&v)))
 }
 
-/// The entries that store `events` (already numbered from `first`, in order) and index them:
-/// the id index only for the events `fresh` says are not fresh. The events move into their
-/// chunks (no copy).
+/// The entries that store `events` (numbered consecutively, in order) and index them: the id
+/// index only for the events `fresh` says are not fresh. The chunks are encoded from the
+/// events in place (no copy), so the writer can keep them for the log's tail readers.
 pub fn entries(
-    first: u64,
-    events: Vec<Event>,
+    events: &[Sequenced],
     fresh: impl Fn(usize) -> bool,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::with_capacity(events.len() / 2 + events.len() / CHUNK + 1);
-    let mut events = events.into_iter().enumerate().peekable();
-    while let Some((start, _)) = events.peek() {
-        let mut chunk = EventChunk {
-            first: first + *start as u64,
-            events: Vec::with_capacity(CHUNK),
-        };
-        for (i, e) in events.by_ref().take(CHUNK) {
-            let seq = first + i as u64;
-            if !fresh(i) {
-                out.push((id_key(e.id), seq_value(seq)));
+    let mut refs: Vec<&Event> = Vec::with_capacity(CHUNK);
+    for (c, chunk) in events.chunks(CHUNK).enumerate() {
+        refs.clear();
+        for (j, s) in chunk.iter().enumerate() {
+            let e = &s.event;
+            if !fresh(c * CHUNK + j) {
+                out.push((id_key(e.id), seq_value(s.seq)));
             }
-            if let protocol::Subject::Customer(c) = e.subject {
-                out.push((timeline_key(c, e.id), seq_value(seq)));
+            if let protocol::Subject::Customer(customer) = e.subject {
+                out.push((timeline_key(customer, e.id), seq_value(s.seq)));
             }
-            chunk.events.push(e);
+            refs.push(e);
         }
-        out.push((chunk_key(chunk.first), codec::encode(&chunk)?));
+        let first = chunk[0].seq;
+        let encoded = EventChunkRef {
+            first,
+            events: &refs,
+        }
+        .encode()?;
+        out.push((chunk_key(first), encoded));
     }
     Ok(out)
 }
@@ -256,17 +258,18 @@ impl Fresh<'_> {
 }
 
 /// Numbers events for the log under the append order: skips any already stored or already
-/// numbered in this round, and answers the entries to apply for the rest.
+/// numbered in this round, and answers the entries to apply for the rest with the rest
+/// themselves, numbered (moved, not copied).
 pub fn number(
     tree: &sled::Tree,
     last: &mut u64,
     numbered: &mut HashSet<EventId>,
-    events: &[Event],
+    events: Vec<Event>,
     fresh: &Fresh<'_>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<Sequenced>)> {
     let mut kept = Vec::with_capacity(events.len());
     let mut kept_fresh = Vec::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
+    for (i, e) in events.into_iter().enumerate() {
         let is_fresh = fresh.is(i);
         let stored = if is_fresh {
             fresh.retried.is_some_and(|r| r.contains(&e.id))
@@ -276,12 +279,15 @@ pub fn number(
         if stored || !numbered.insert(e.id) {
             continue;
         }
-        kept.push(e.clone());
+        *last += 1;
+        kept.push(Sequenced {
+            seq: *last,
+            event: e,
+        });
         kept_fresh.push(is_fresh);
     }
-    let first = *last + 1;
-    *last += kept.len() as u64;
-    entries(first, kept, |i| kept_fresh[i])
+    let entries = entries(&kept, |i| kept_fresh[i])?;
+    Ok((entries, kept))
 }
 
 /// Converts a log written by an earlier build (`s/<seq>` → id, `e/<id>` → event) to chunks.
@@ -368,6 +374,17 @@ mod tests {
             .collect()
     }
 
+    /// [`number`] over borrowed events, answering the entries only.
+    fn number_entries(
+        tree: &sled::Tree,
+        last: &mut u64,
+        numbered: &mut HashSet<EventId>,
+        events: &[Event],
+        fresh: &Fresh<'_>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        number(tree, last, numbered, events.to_vec(), fresh).map(|(entries, _)| entries)
+    }
+
     fn apply(tree: &sled::Tree, entries: Vec<(Vec<u8>, Vec<u8>)>) {
         let mut batch = sled::Batch::default();
         for (k, v) in entries {
@@ -385,7 +402,7 @@ mod tests {
         let (head, tail) = all.split_at(100);
         apply(
             &tree,
-            number(&tree, &mut last, &mut numbered, head, &Fresh::NONE).expect("numbered"),
+            number_entries(&tree, &mut last, &mut numbered, head, &Fresh::NONE).expect("numbered"),
         );
         // The tail comes with a repeat of the head's events: they keep their first number.
         let mut again = head[..10].to_vec();
@@ -393,7 +410,8 @@ mod tests {
         let mut numbered = HashSet::new();
         apply(
             &tree,
-            number(&tree, &mut last, &mut numbered, &again, &Fresh::NONE).expect("numbered"),
+            number_entries(&tree, &mut last, &mut numbered, &again, &Fresh::NONE)
+                .expect("numbered"),
         );
         assert_eq!(last, all.len() as u64);
         assert_eq!(last_sequence(&tree).expect("last"), last);
@@ -431,7 +449,7 @@ mod tests {
         let (mut last, mut numbered) = (0, HashSet::new());
         apply(
             &tree,
-            number(&tree, &mut last, &mut numbered, &all, &Fresh::NONE).expect("numbered"),
+            number_entries(&tree, &mut last, &mut numbered, &all, &Fresh::NONE).expect("numbered"),
         );
         let mut changed: Vec<Sequenced> = read_sequenced(&tree, 0, last, usize::MAX)
             .expect("read")
@@ -479,7 +497,8 @@ mod tests {
         let (mut last, mut numbered) = (0, HashSet::new());
         apply(
             &tree,
-            number(&tree, &mut last, &mut numbered, &checked, &Fresh::NONE).expect("numbered"),
+            number_entries(&tree, &mut last, &mut numbered, &checked, &Fresh::NONE)
+                .expect("numbered"),
         );
         // One append mixing fresh events, a repeat of a checked event and a fresh event twice.
         let mut mixed = fresh.clone();
@@ -489,7 +508,7 @@ mod tests {
         flags.extend([false, true]);
         let mut numbered = HashSet::new();
         let no_retries = HashSet::new();
-        let entries = number(
+        let entries = number_entries(
             &tree,
             &mut last,
             &mut numbered,
@@ -510,7 +529,7 @@ mod tests {
         // A retry of fresh events whose append failed after it was applied: not numbered again.
         let retried: HashSet<EventId> = fresh[..5].iter().map(|e| e.id).collect();
         let mut numbered = HashSet::new();
-        let again = number(
+        let again = number_entries(
             &tree,
             &mut last,
             &mut numbered,
