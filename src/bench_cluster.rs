@@ -25,14 +25,15 @@
 //! to files in a temporary directory, shown when one fails to start.
 
 use anyhow::{anyhow, bail, ensure, Context};
+use hub::cluster::failover;
 use hub::config::StorageKind;
+use hub::storage::postgres::PgStorage;
 use protocol::{Category, CategoryId, Currency, Money, Product, ProductId, Sku, Variant};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use simulators::load::report::{OpStats, Outcome, Summary};
 use simulators::payments::{PaymentSim, PaymentsConfig};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Row};
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -888,53 +889,34 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Shards with an unexpired lease, by owner.
-async fn leases(pool: &PgPool) -> anyhow::Result<std::collections::BTreeMap<String, i64>> {
-    let rows = sqlx::query(
-        "SELECT owner, count(*) AS held FROM shard_leases WHERE expires_at > now() GROUP BY owner",
-    )
-    .fetch_all(pool)
-    .await
-    .context("reading the shard leases")?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("owner")?, r.try_get("held")?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .context("reading the shard leases")
-}
-
-/// Until exactly these nodes hold every shard between them, each some.
-async fn procs_settled(pool: &PgPool, procs: &[Proc], within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        let held = leases(pool).await?;
-        let total: i64 = held.values().sum();
-        if total == hub::cluster::SHARDS as i64
-            && held.len() == procs.len()
-            && procs
+/// Until exactly these processes hold every shard between them, each some (the lease table's
+/// view).
+async fn procs_settled(pg: &PgStorage, procs: &[Proc], within: Duration) -> anyhow::Result<()> {
+    let ids: Vec<&str> = procs.iter().map(|p| p.id.as_str()).collect();
+    failover::wait_for(pg, within, |held| {
+        failover::all_held_by(held, &ids)
+            && ids
                 .iter()
-                .all(|p| held.get(&p.id).is_some_and(|&n| n > 0))
-        {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the hub processes did not share the shards within {within:?} (leases: {held:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+                .all(|id| held.get(*id).is_some_and(|s| !s.is_empty()))
+    })
+    .await
+    .context("the hub processes did not share the shards")?;
+    Ok(())
 }
 
-async fn owner_of(pool: &PgPool, basket: &str) -> anyhow::Result<Option<String>> {
+/// The node holding a basket's shard, from the lease table.
+async fn owner_of(pg: &PgStorage, basket: &str) -> anyhow::Result<Option<String>> {
     let id: protocol::BasketId = basket
         .parse()
         .map_err(|_| anyhow!("bad basket id {basket}"))?;
-    let shard = hub::cluster::shard_of(&id) as i64;
-    let row = sqlx::query("SELECT owner FROM shard_leases WHERE shard = $1 AND expires_at > now()")
-        .bind(shard)
-        .fetch_optional(pool)
+    let shard = hub::cluster::shard_of(&id);
+    let held = failover::held_by(pg)
         .await
-        .context("reading a shard's lease")?;
-    Ok(row.map(|r| r.try_get("owner")).transpose()?)
+        .context("reading the shard leases")?;
+    Ok(held
+        .into_iter()
+        .find(|(_, shards)| shards.contains(&shard))
+        .map(|(owner, _)| owner))
 }
 
 /// One failover round's figures.
@@ -952,18 +934,15 @@ async fn failover(args: &ClusterBenchArgs, schema: &str) -> anyhow::Result<Vec<R
         None => std::env::current_exe().context("finding this executable")?,
     };
     let dir = tempfile::tempdir().context("creating the hub processes' dir")?;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&args.schema_url(schema))
+    let pg = PgStorage::open(&args.schema_url(schema), 2)
         .await
         .context("connecting to PostgreSQL")?;
     let mut procs: Vec<Proc> = Vec::new();
-    let outcome = rounds(args, &exe, dir.path(), schema, &pool, &mut procs).await;
+    let outcome = rounds(args, &exe, dir.path(), schema, &pg, &mut procs).await;
     for p in procs {
         p.kill();
     }
-    pool.close().await;
+    pg.close().await;
     outcome.map_err(|e| {
         e.context(format!(
             "(hub process logs were in {})",
@@ -977,14 +956,14 @@ async fn rounds(
     exe: &Path,
     dir: &Path,
     schema: &str,
-    pool: &PgPool,
+    pg: &PgStorage,
     procs: &mut Vec<Proc>,
 ) -> anyhow::Result<Vec<Round>> {
     let settle_within = Duration::from_secs(60) + args.lease_ttl * 3;
     for i in 1..=3 {
         procs.push(Proc::spawn(exe, dir, args, schema, &format!("fail-{i}"))?);
     }
-    procs_settled(pool, procs, settle_within).await?;
+    procs_settled(pg, procs, settle_within).await?;
     let http = http()?;
     let mut next = 4;
     let mut done = Vec::new();
@@ -993,7 +972,7 @@ async fn rounds(
         let (basket, token) = new_basket(&http, &maker.base)
             .await
             .map_err(|e| anyhow!("failover: making a basket on {}: {e}", maker.id))?;
-        let owner = owner_of(pool, &basket)
+        let owner = owner_of(pg, &basket)
             .await?
             .with_context(|| format!("failover: basket {basket}'s shard has no owner"))?;
         let owner_at = procs
@@ -1068,7 +1047,7 @@ async fn rounds(
             &format!("fail-{next}"),
         )?);
         next += 1;
-        procs_settled(pool, procs, settle_within).await?;
+        procs_settled(pg, procs, settle_within).await?;
     }
     Ok(done)
 }
