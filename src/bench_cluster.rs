@@ -788,7 +788,6 @@ struct Proc {
     id: String,
     base: String,
     child: Child,
-    log: PathBuf,
 }
 
 impl Proc {
@@ -855,7 +854,6 @@ impl Proc {
                     id: id.into(),
                     base,
                     child,
-                    log,
                 });
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -965,7 +963,6 @@ async fn rounds(
     }
     procs_settled(pg, procs, settle_within).await?;
     let http = http()?;
-    let mut next = 4;
     let mut done = Vec::new();
     for round in 0..args.failover_rounds {
         let maker = &procs[round % procs.len()];
@@ -990,7 +987,6 @@ async fn rounds(
         }
         let killed = procs.remove(owner_at);
         let killed_id = killed.id.clone();
-        let _ = killed.log;
         let mut child = killed.child;
         child.kill().context("killing the owner")?;
         let killed_at = Instant::now();
@@ -1039,14 +1035,9 @@ async fn rounds(
             acknowledged,
             kept,
         });
-        procs.push(Proc::spawn(
-            exe,
-            dir,
-            args,
-            schema,
-            &format!("fail-{next}"),
-        )?);
-        next += 1;
+        // fail-1..3 were the first three.
+        let replacement = format!("fail-{}", round + 4);
+        procs.push(Proc::spawn(exe, dir, args, schema, &replacement)?);
         procs_settled(pg, procs, settle_within).await?;
     }
     Ok(done)
