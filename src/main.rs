@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 mod bench_boards;
+mod bench_cluster;
 mod bench_events;
 mod bench_import;
 mod bench_ops;
@@ -98,6 +99,11 @@ enum BenchCommand {
     /// viewers on the ops page's live feed against a baseline without (target: under 2 % of
     /// one core). Build with --release.
     Ops(bench_ops::OpsBenchArgs),
+    /// The cluster storage against sled (needs PostgreSQL, loopback): add-to-basket and
+    /// checkout on one hub on sled, one on PostgreSQL and three nodes, in latency percentiles,
+    /// throughput and their ratios; the cost of forwarding to a basket's owner; failover time
+    /// after SIGKILL of an owner among three hub processes. Build with --release.
+    Cluster(bench_cluster::ClusterBenchArgs),
 }
 
 /// The flags of `omnihub bench pricing`.
@@ -214,6 +220,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Voice(args)) => bench_voice::run(args),
         Command::Bench(BenchCommand::Events(args)) => bench_events::run(args),
         Command::Bench(BenchCommand::Ops(args)) => bench_ops::run(args),
+        Command::Bench(BenchCommand::Cluster(args)) => bench_cluster::run(args),
     }
 }
 
