@@ -19,6 +19,8 @@
 
 #![cfg(feature = "cluster-tests")]
 
+mod common;
+
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::BTreeMap;
@@ -698,6 +700,91 @@ async fn stocked(http: &reqwest::Client, node: &Node, stock: i64, want: usize) -
     out
 }
 
+/// Starts a checkout of `basket` through `via` and pays it at the payment simulator `sim`;
+/// answers the checkout id. A start whose outcome is unknown (`5xx`, no answer) is tried again
+/// until `deadline`: if it did start a checkout, the basket is locked by it (`409`) and names it.
+async fn check_out_and_pay(
+    http: &reqwest::Client,
+    via: &str,
+    sim: &str,
+    basket: &Basket,
+    deadline: Instant,
+) -> String {
+    let body = json!({
+        "email": "guest@example.com",
+        "address": {"name": "Ada Lovelace", "line1": "Unter den Linden 1", "city": "Berlin",
+                    "postcode": "10117", "country": "DE"},
+        "shipping_method": "standard",
+    });
+    let checkout: Value = loop {
+        let res = http
+            .post(format!("{via}/api/v1/baskets/{}/checkout", basket.id))
+            .header("x-basket-token", &basket.token)
+            .json(&body)
+            .send()
+            .await;
+        let answer = match res {
+            Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
+            Err(_) => None,
+        };
+        match answer {
+            Some((201, text)) => break serde_json::from_str(&text).expect("a checkout"),
+            Some((409, _)) => {
+                let view: Value = http
+                    .get(format!("{via}/api/v1/baskets/{}", basket.id))
+                    .header("x-basket-token", &basket.token)
+                    .send()
+                    .await
+                    .expect("sent")
+                    .json()
+                    .await
+                    .expect("json");
+                break view["checkout"].clone();
+            }
+            Some((status @ 400..=499, text)) => panic!("checkout refused: {status} {text}"),
+            other => assert!(
+                Instant::now() < deadline,
+                "no checkout of {} by the deadline: {other:?}",
+                basket.id
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id = checkout["id"].as_str().expect("a checkout id").to_string();
+    let session = checkout["payment_url"]
+        .as_str()
+        .and_then(|u| u.rsplit('/').next())
+        .expect("a payment URL")
+        .to_string();
+    let paid = http
+        .post(format!("{sim}/_sim/checkout/sessions/{session}/pay"))
+        .json(&json!({"card": "4242424242424242"}))
+        .send()
+        .await
+        .expect("the simulator answers");
+    assert!(paid.status().is_success(), "paid: {}", paid.status());
+    id
+}
+
+/// Orders per checkout id, from the admin API of `node`.
+async fn orders_per_checkout(http: &reqwest::Client, node: &Node) -> BTreeMap<String, usize> {
+    let body: Value = http
+        .get(node.url("/api/v1/admin/orders?limit=200"))
+        .bearer_auth(common::shop::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for o in body["orders"].as_array().into_iter().flatten() {
+        *per.entry(o["checkout"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    per
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
@@ -776,8 +863,22 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_owner_mid_load_loses_no_acknowledged_add() {
     const BASKETS: usize = 4;
+    const CHECKOUTS: usize = 3;
     const MAX_ADDS_PER_WORKER: usize = 150;
-    let mut cluster = Cluster::start(Timing::FAST, Env::new()).await;
+    let sim = common::shop::start_payments();
+    let env: Env = [
+        ("OMNIHUB_HUB_PAYMENTS__BASE_URL", sim.base.as_str()),
+        ("OMNIHUB_HUB_PAYMENTS__SECRET_KEY", common::shop::SECRET_KEY),
+        (
+            "OMNIHUB_HUB_PAYMENTS__WEBHOOK_SECRET",
+            common::shop::WEBHOOK_SECRET,
+        ),
+        ("OMNIHUB_HUB_ADMIN_TOKEN", common::shop::ADMIN_TOKEN),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut cluster = Cluster::start(Timing::FAST, env).await;
     let http = client();
     let victim = cluster.nodes[0].id.clone();
     let survivors: Vec<String> = cluster.nodes[1..].iter().map(|n| n.id.clone()).collect();
@@ -790,6 +891,21 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_add() {
         let (owner, _) = cluster.owner(&b.id).await.expect("an owned shard");
         assert_eq!(owner, victim, "a basket made on {victim} is in its shards");
         baskets.push(b);
+    }
+
+    // Baskets to check out, one line each; the payment events go to both survivors (the one
+    // that does not own the basket refuses them until the provider's retry finds the owner).
+    let mut to_check_out = Vec::new();
+    for _ in 0..CHECKOUTS {
+        let b = new_basket(&http, cluster.node(&victim)).await;
+        assert!(matches!(
+            add(&http, &cluster.node(&survivors[0]).base, &b, &skus[0]).await,
+            Outcome::Acked
+        ));
+        to_check_out.push(b);
+    }
+    for s in &survivors {
+        common::shop::register_webhook(&http, &sim.base, &cluster.node(s).base).await;
     }
 
     // Clients on the survivors add to the victim's baskets (forwarded to it) until told to stop.
@@ -840,6 +956,30 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_add() {
         }
     }
 
+    // Checkouts through the survivors: one before the kill, the others as soon as it happened
+    // (while the failover runs) and after.
+    let (killing, kill_seen) = watch::channel(false);
+    let checkouts = {
+        let (http, via, sim, baskets, mut kill_seen) = (
+            http.clone(),
+            cluster.node(&survivors[1]).base.clone(),
+            sim.base.clone(),
+            to_check_out.clone(),
+            kill_seen.clone(),
+        );
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for (i, b) in baskets.iter().enumerate() {
+                if i == 1 {
+                    let _ = kill_seen.wait_for(|k| *k).await;
+                }
+                let deadline = Instant::now() + Duration::from_secs(30);
+                ids.push(check_out_and_pay(&http, &via, &sim, b, deadline).await);
+            }
+            ids
+        })
+    };
+
     // Kill once the load is well under way.
     let acked = || tally.lock().expect("tally").acked.values().sum::<i64>();
     eventually(
@@ -851,6 +991,7 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_add() {
     let before_kill = acked();
     cluster.node_mut(&victim).kill();
     let killed = Instant::now();
+    killing.send_replace(true);
     // Every basket takes adds again, and the survivors hold every shard.
     eventually(
         cluster.timing.failover_bound() * 8,
@@ -880,8 +1021,28 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_add() {
         w.await.expect("a worker ran");
     }
 
-    let t = tally.lock().expect("tally");
+    // Every paid checkout has exactly one order.
+    let paid = checkouts.await.expect("the checkouts ran");
     let reader = cluster.node(&survivors[0]);
+    let orders = eventually(
+        Duration::from_secs(40),
+        "an order for every paid checkout",
+        || async {
+            let per = orders_per_checkout(&http, reader).await;
+            paid.iter().all(|c| per.contains_key(c)).then_some(per)
+        },
+    )
+    .await;
+    for c in &paid {
+        assert_eq!(
+            orders.get(c),
+            Some(&1),
+            "orders of checkout {c}: {orders:?}"
+        );
+    }
+    assert_eq!(orders.len(), paid.len(), "no other orders: {orders:?}");
+
+    let t = tally.lock().expect("tally");
     let mut checked = 0;
     for b in &baskets {
         let got = lines(&http, reader, b).await;
@@ -904,10 +1065,12 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_add() {
     }
     let unknown: i64 = t.unknown.values().sum();
     println!(
-        "SIGKILL of {victim}: {before_kill} adds acknowledged before the kill, {checked} in all, \
+        "SIGKILL of {victim}: {} checkouts paid, one order each; \
+         {before_kill} adds acknowledged before the kill, {checked} in all, \
          {unknown} with an unknown outcome (refused or cut off during the failover); every \
          basket taking adds again {serving:?} after the kill, every shard on the survivors \
          after {shards_moved:?} (lease_ttl + heartbeat_every = {:?})",
+        paid.len(),
         cluster.timing.failover_bound()
     );
 }
