@@ -1042,7 +1042,8 @@ async fn killing_the_owner_mid_load_loses_no_acknowledged_add() {
     }
     assert_eq!(orders.len(), paid.len(), "no other orders: {orders:?}");
 
-    let t = tally.lock().expect("tally");
+    // The workers are done: the tally is final.
+    let t = std::mem::take(&mut *tally.lock().expect("tally"));
     let mut checked = 0;
     for b in &baskets {
         let got = lines(&http, reader, b).await;
