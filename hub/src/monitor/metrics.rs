@@ -36,6 +36,10 @@ pub struct Metrics {
     pub payment_events: IntCounterVec,
     /// `omnihub_webhooks_total{source, outcome}`: `accepted`, or the refusal's code.
     pub webhooks: IntCounterVec,
+    /// `omnihub_fenced_units_total`: units of work the cluster storage refused because their
+    /// fencing token was no longer their shard's current one (this node lost the lease, e.g.
+    /// while partitioned from the database, and another node took the shard).
+    pub fenced_units: IntCounter,
 }
 
 // The definitions below are constants: `new` and `register` fail only on an invalid name or a
@@ -127,6 +131,15 @@ impl Metrics {
             "Webhooks received by source and outcome: accepted, or the refusal's code.",
             &["source", "outcome"],
         );
+        let fenced_units = IntCounter::new(
+            "omnihub_fenced_units_total",
+            "Units of work the cluster storage refused for a stale fencing token (this node \
+             had lost the shard's lease to another node).",
+        )
+        .expect("a valid metric definition");
+        registry
+            .register(Box::new(fenced_units.clone()))
+            .expect("a metric registered once");
         Metrics {
             registry,
             http_requests,
@@ -137,6 +150,7 @@ impl Metrics {
             payment_calls,
             payment_events,
             webhooks,
+            fenced_units,
         }
     }
 }

@@ -143,6 +143,14 @@ pub(super) async fn check(conn: &mut PgConnection, token: FencingToken) -> Resul
     .map_err(db)?;
     match current {
         Some(true) => Ok(()),
-        _ => Err(StorageError::Fenced),
+        _ => {
+            crate::monitor::metrics::metrics().fenced_units.inc();
+            tracing::warn!(
+                shard = token.shard,
+                token = token.token,
+                "refused a unit of work: its fencing token is no longer the shard's current one"
+            );
+            Err(StorageError::Fenced)
+        }
     }
 }
