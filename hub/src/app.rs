@@ -907,6 +907,8 @@ impl Application {
 /// releasing anything, and the connections close (a write still in flight fails).
 async fn crash(handle: HubHandle, opened: Opened) -> Result<(), HubError> {
     handle.singletons.abandon();
+    // The abandoned term's workers would otherwise keep polling the closed connections.
+    handle.outbox.halt();
     handle.import.stop();
     handle.experience.stop();
     handle.experiments.stop_counter();
@@ -921,6 +923,10 @@ async fn crash(handle: HubHandle, opened: Opened) -> Result<(), HubError> {
     }
     Ok(())
 }
+
+/// How often the analyst's holder finishes erasure jobs left unfinished (one scan of the
+/// `privacy` tree, empty when nothing waits).
+const ERASURES_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the work that runs once across a cluster is started with.
 struct Once {
@@ -946,16 +952,21 @@ fn run_once(singletons: &crate::cluster::singleton::Singletons, once: Once) {
         let (outbox, arbiter) = (outbox.clone(), arbiter.clone());
         async move { outbox.run_term(term, arbiter).await }
     }));
-    // Erasures that could not finish their analyst step elsewhere finish on its holder.
+    // Erasures whose analyst step could not run on another node (or that a stop or crash
+    // interrupted) are finished by the analyst's holder: at the start of its term, then every
+    // `ERASURES_EVERY`.
     let resumer = h.clone();
-    group.add(h.experience.run_analyst(singletons, move || {
-        let handle = resumer.clone();
-        async move {
-            if let Err(e) = crate::experience::privacy::resume(&handle).await {
-                tracing::error!(error = %e, "an interrupted erasure could not be finished");
-            }
-        }
-    }));
+    group.add(
+        h.experience
+            .run_analyst(singletons, ERASURES_EVERY, move || {
+                let handle = resumer.clone();
+                async move {
+                    if let Err(e) = crate::experience::privacy::resume(&handle).await {
+                        tracing::error!(error = %e, "an interrupted erasure could not be finished");
+                    }
+                }
+            }),
+    );
     group.add(h.experiments.run_counter(singletons, once.log));
     group.add(h.personalization.run_recommender(singletons));
     let scheduler = h.automation.clone();

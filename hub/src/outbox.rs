@@ -520,6 +520,14 @@ impl OutboxWorkers {
         }
     }
 
+    /// Stops the workers here after their rounds in flight, without waiting (a node that
+    /// ends as if it crashed).
+    pub fn halt(&self) {
+        for w in self.workers.swap(Arc::new(Workers::new())).values() {
+            w.do_send(StopWorker);
+        }
+    }
+
     /// Tells every worker that new messages may be waiting.
     pub fn wake(&self) {
         for w in self.workers.load().values() {

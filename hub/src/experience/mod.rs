@@ -98,24 +98,25 @@ impl Experience {
     }
 
     /// Folds on this node while it holds the `Analyst` singleton (a standby analyst, from
-    /// [`Experience::start_standby`]); `on_term` runs at the start of every term, after the
-    /// analyst has the term.
+    /// [`Experience::start_standby`]); `holding` runs at the start of every term, once the
+    /// analyst has it, and then every `every` until the term ends.
     pub fn run_analyst<F, Fut>(
         &self,
         singletons: &crate::cluster::singleton::Singletons,
-        on_term: F,
+        every: std::time::Duration,
+        holding: F,
     ) -> crate::cluster::singleton::SingletonHandle
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let analyst = self.analyst.clone();
-        let on_term = Arc::new(on_term);
+        let holding = Arc::new(holding);
         singletons.run(
             crate::cluster::singleton::Singleton::Analyst,
             move |mut term| {
                 let analyst = analyst.clone();
-                let on_term = on_term.clone();
+                let holding = holding.clone();
                 async move {
                     if analyst
                         .send(crate::cluster::singleton::Lead(Some(term.clone())))
@@ -124,8 +125,13 @@ impl Experience {
                     {
                         return;
                     }
-                    on_term().await;
-                    term.stopped().await;
+                    loop {
+                        holding().await;
+                        tokio::select! {
+                            _ = term.stopped() => break,
+                            _ = tokio::time::sleep(every) => {}
+                        }
+                    }
                     let _ = analyst.send(crate::cluster::singleton::Lead(None)).await;
                 }
             },
