@@ -4,7 +4,8 @@
 //! equal the events, not three times them), also when the node doing the work leaves
 //! gracefully and, separately, dies without leaving: another node takes over within the
 //! failover bound and goes on from the durable cursor (the outbox table; the analyst's stored
-//! cursor), with no duplicate delivery and no gap.
+//! cursor), with no duplicate delivery and no gap. And a payment webhook posted to one node
+//! is a duplicate on the others (the dedupe by event id is in PostgreSQL).
 //!
 //! Compiled with the `cluster-tests` feature; needs PostgreSQL at `OMNIHUB_TEST_POSTGRES`
 //! (default `postgres://postgres@127.0.0.1:5432/test`). Each test's schema is dropped
@@ -331,4 +332,65 @@ async fn feed_once(schema: String) {
 #[actix_web::test]
 async fn events_recorded_on_every_node_are_folded_once_across_hand_overs_and_a_death() {
     on_schema(feed_once).await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Webhook intake.
+
+/// A payment-provider event posted to one node is known to every node by its id (the dedupe
+/// is in PostgreSQL, not in a node's memory): posted again to another node, it is answered as a
+/// duplicate and not applied again.
+async fn webhook_once(schema: String) {
+    use secrecy::ExposeSecret;
+    let mut nodes = Vec::new();
+    for id in ["node-a", "node-b", "node-c"] {
+        nodes.push(start(id, &schema).await);
+    }
+    let secret = hub::HubSettings::default()
+        .payments
+        .webhook_secret
+        .expose_secret()
+        .to_string();
+    let body = serde_json::json!({
+        "id": format!("evt_{}", ulid::Ulid::new()),
+        "type": "checkout.session.expired",
+        "data": {"object": {"id": "cs_not_ours", "object": "checkout.session"}},
+    })
+    .to_string();
+    let http = common::client();
+    let post = |node: &Node| {
+        let t = OffsetDateTime::now_utc().unix_timestamp();
+        let signature = hub::payments::webhook::sign(&secret, t, body.as_bytes());
+        http.post(node.url("/webhooks/payments"))
+            .header("Stripe-Signature", format!("t={t},v1={signature}"))
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    let first: serde_json::Value = post(&nodes[0])
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(first["received"], true, "{first}");
+    assert!(
+        first.get("duplicate").is_none(),
+        "new the first time: {first}"
+    );
+    for n in &nodes[1..] {
+        eventually(SETTLE, || async {
+            let answer: serde_json::Value = post(n).await.ok()?.json().await.ok()?;
+            (answer["duplicate"] == true).then_some(())
+        })
+        .await;
+    }
+    for n in nodes {
+        n.leave().await;
+    }
+}
+
+#[actix_web::test]
+async fn a_webhook_event_is_known_to_every_node_by_its_id() {
+    on_schema(webhook_once).await;
 }
