@@ -77,6 +77,10 @@ pub struct HubHandle {
     pub tasks: crate::monitor::Tasks,
     /// In a cluster: who owns which shard (`None` on the embedded storage).
     pub ownership: Option<Arc<crate::cluster::OwnershipView>>,
+    /// In a cluster: the background work that runs once across it (outbox delivery, the
+    /// analyst, the counter, the recommender, automation timers, the ERP pull, the OAuth
+    /// purge, store card refunds), each while this node holds its singleton. Empty embedded.
+    pub singletons: crate::cluster::singleton::SingletonGroup,
 }
 
 impl HubHandle {
@@ -145,7 +149,24 @@ pub struct Application {
     live: Arc<crate::monitor::feed::LiveFeed>,
     /// What storage was opened, for shutdown (sled's flush; the cluster's leave).
     opened: Opened,
+    crash: CrashOnStop,
     _arbiters: Vec<Arbiter>,
+}
+
+/// Armed, [`Application::run`] ends like a crash once its server stops: nothing drained, no
+/// singleton or shard released (the leases run out), the connections dropped. Failover tests
+/// use it to kill a node in-process.
+#[derive(Clone, Default)]
+pub struct CrashOnStop(Arc<std::sync::atomic::AtomicBool>);
+
+impl CrashOnStop {
+    pub fn arm(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn armed(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// The storage backend a hub opened, as shutdown needs it.
@@ -181,6 +202,8 @@ struct Stores {
     fence: crate::cluster::Fence,
     view: Option<Arc<crate::cluster::OwnershipView>>,
     activations: Arc<LateActivations>,
+    /// In a cluster: what runs background work once across it (`None` embedded: here).
+    singletons: Option<crate::cluster::singleton::Singletons>,
     opened: Opened,
 }
 
@@ -198,6 +221,7 @@ async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores
                 fence: crate::cluster::Fence::embedded(),
                 view: None,
                 activations,
+                singletons: None,
                 opened: Opened::Sled(storage),
             })
         }
@@ -226,6 +250,16 @@ async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores
             )
             .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?;
             let view = ownership.view();
+            let singletons = crate::cluster::singleton::Singletons::cluster(
+                pg.clone(),
+                keyspace.clone(),
+                crate::cluster::singleton::SingletonSettings {
+                    node_id: cluster.node_id.clone(),
+                    lease_ttl: cluster.lease_ttl,
+                    renew_every: cluster.heartbeat_every,
+                },
+            )
+            .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?;
             wait_for_first_shards(&view, cluster.lease_ttl).await;
             Ok(Stores {
                 storage: pg.clone(),
@@ -236,6 +270,7 @@ async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores
                 fence: crate::cluster::Fence::cluster(view.clone()),
                 view: Some(view),
                 activations,
+                singletons: Some(singletons),
                 opened: Opened::Cluster { pg, ownership },
             })
         }
@@ -325,8 +360,10 @@ impl Application {
             fence,
             view: ownership_view,
             activations,
+            singletons,
             opened,
         } = open_stores(&settings, address).await?;
+        let clustered = singletons.is_some();
         let automation_store: Arc<dyn crate::automation::AutomationStore> =
             Arc::new(crate::automation::KvAutomationStore::open(&keyspace)?);
         let triggers = crate::automation::Triggers::new(automation_store.clone());
@@ -389,12 +426,22 @@ impl Application {
         let deliverers: Vec<Arc<dyn crate::outbox::Deliverer>> =
             vec![Arc::new(oms), Arc::new(email)];
         // Backoff and breakers are about real time, whatever clock the domain logic runs on.
-        let outbox = crate::outbox::OutboxWorkers::start(
-            deliverers,
-            dyn_storage.clone(),
-            Arc::new(crate::clock::SystemClock),
-            settings.outbox.policy(),
-        );
+        // In a cluster they start where the outbox singleton is held (below).
+        let outbox = if clustered {
+            crate::outbox::OutboxWorkers::new(
+                deliverers,
+                dyn_storage.clone(),
+                Arc::new(crate::clock::SystemClock),
+                settings.outbox.policy(),
+            )
+        } else {
+            crate::outbox::OutboxWorkers::start(
+                deliverers,
+                dyn_storage.clone(),
+                Arc::new(crate::clock::SystemClock),
+                settings.outbox.policy(),
+            )
+        };
         // Store sales with a customer get their receipt by email (queued with the merge).
         edge.replica
             .send(crate::edge::replica::SetSaleFollowUp(Arc::new(
@@ -421,6 +468,7 @@ impl Application {
                 .first()
                 .cloned()
                 .ok_or_else(|| HubError::Config("[checkout]: no market".into()))?,
+            pull_now: !clustered,
         })
         .await
         .map_err(|e| match e {
@@ -437,7 +485,10 @@ impl Application {
             recorder.clone(),
             clock.clone(),
         )?;
-        experiments.start_counter(dyn_storage.clone())?;
+        if !clustered {
+            experiments.start_counter(dyn_storage.clone())?;
+        }
+        let log = dyn_storage.clone();
         let personalization_hook = crate::personalization::PersonalizationHook::default();
         let deps = Deps {
             storage: dyn_storage,
@@ -478,12 +529,21 @@ impl Application {
         ));
         crate::collect::apply_reports(&edge, backend.clone());
         let boards = crate::edge::boards::HubBoards::open(&keyspace)?;
-        let experience = crate::experience::Experience::start(
-            storage.clone(),
-            &keyspace,
-            clock.clone(),
-            crate::experience::segments::definitions(&backoffice)?,
-        )?;
+        let experience = if clustered {
+            crate::experience::Experience::start_standby(
+                storage.clone(),
+                &keyspace,
+                clock.clone(),
+                crate::experience::segments::definitions(&backoffice)?,
+            )?
+        } else {
+            crate::experience::Experience::start(
+                storage.clone(),
+                &keyspace,
+                clock.clone(),
+                crate::experience::segments::definitions(&backoffice)?,
+            )?
+        };
         let personalization =
             crate::personalization::Personalization::start(crate::personalization::Start {
                 storage: storage.clone(),
@@ -495,9 +555,16 @@ impl Application {
                 inventory: inventory.clone(),
                 clock: automation_deps.clock.clone(),
                 experiments: experiments.clone(),
+                role: if clustered {
+                    crate::cluster::singleton::Role::Standby
+                } else {
+                    crate::cluster::singleton::Role::Alone
+                },
             })?;
         personalization_hook.connect(personalization.clone());
-        store_returns.start_worker(store_refunds, backend.clone());
+        if !clustered {
+            store_returns.start_worker(store_refunds.clone(), backend.clone());
+        }
         let automation_env = Arc::new(crate::automation::scheduler::Env {
             settings: settings.automation.clone(),
             rules: automation_rules,
@@ -505,12 +572,15 @@ impl Application {
             deps: automation_deps,
             public_url,
         });
-        let scheduler = crate::automation::Scheduler::start(automation_env.clone())
-            .await
-            .map_err(|e| match e {
-                crate::automation::AutomationError::Storage(e) => HubError::Storage(e),
-                other => HubError::Config(format!("[automation]: {other}")),
-            })?;
+        let scheduler = if clustered {
+            crate::automation::Scheduler::start_standby(automation_env.clone()).await
+        } else {
+            crate::automation::Scheduler::start(automation_env.clone()).await
+        }
+        .map_err(|e| match e {
+            crate::automation::AutomationError::Storage(e) => HubError::Storage(e),
+            other => HubError::Config(format!("[automation]: {other}")),
+        })?;
         triggers.connect(scheduler.clone());
         inventory.on_restock(scheduler.clone().recipient());
         let automation_data = web::Data::new(crate::automation::routes::AutomationData {
@@ -537,14 +607,29 @@ impl Application {
             personalization,
             tasks: crate::monitor::Tasks::default(),
             ownership: ownership_view.clone(),
+            singletons: crate::cluster::singleton::SingletonGroup::default(),
         };
         if settings.demo_data {
             seed_demo(&handle).await?;
         }
-        // An erasure a stop or crash interrupted finishes before any request can read the
-        // customer's data; one that fails again stays recorded for the next start.
-        if let Err(e) = crate::experience::privacy::resume(&handle).await {
-            tracing::error!(error = %e, "an interrupted erasure could not be finished");
+        match &singletons {
+            // An erasure a stop or crash interrupted finishes before any request can read the
+            // customer's data; one that fails again stays recorded for the next start.
+            None => {
+                if let Err(e) = crate::experience::privacy::resume(&handle).await {
+                    tracing::error!(error = %e, "an interrupted erasure could not be finished");
+                }
+            }
+            Some(singletons) => run_once(
+                singletons,
+                Once {
+                    handle: handle.clone(),
+                    log,
+                    store_returns: store_returns.clone(),
+                    store_refunds,
+                    pull: settings.import.pull.clone(),
+                },
+            ),
         }
         // Holds left by a crash are settled before any request can start a new one.
         backend.recover_holds().await;
@@ -588,7 +673,9 @@ impl Application {
             &settings.oauth,
             settings.channels.trusted_proxies.clone(),
         ));
-        crate::oauth::purge::spawn(oauth.clone());
+        if !clustered {
+            crate::oauth::purge::spawn(oauth.clone());
+        }
         let voice_data = web::Data::new(
             channels::voice::VoiceState::new(&settings.voice, state.assistant.clone(), linked)
                 .map_err(|e| HubError::Config(format!("[voice]: {e}")))?,
@@ -749,8 +836,14 @@ impl Application {
             handle,
             live,
             opened,
+            crash: CrashOnStop::default(),
             _arbiters: arbiters,
         })
+    }
+
+    /// What makes [`Application::run`] end like a crash (see [`CrashOnStop`]).
+    pub fn crash_on_stop(&self) -> CrashOnStop {
+        self.crash.clone()
     }
 
     /// The bound address (the real port when 0 was asked for).
@@ -781,7 +874,13 @@ impl Application {
     pub async fn run(self) -> Result<(), HubError> {
         self.server.await?;
         self.live.stop();
+        if self.crash.armed() {
+            return crash(self.handle, self.opened).await;
+        }
         self.handle.import.stop();
+        // The work that runs once stops here (what it did is stored with its cursors), and
+        // its leases are released: another node takes it over at its next ask.
+        self.handle.singletons.stop().await;
         self.handle.drain_events().await;
         match self.opened {
             Opened::Sled(storage) => storage.flush()?,
@@ -802,6 +901,95 @@ impl Application {
         self.handle.personalization.stop();
         Ok(())
     }
+}
+
+/// Ends a hub as if its process died: the singletons' work and the shard rounds end without
+/// releasing anything, and the connections close (a write still in flight fails).
+async fn crash(handle: HubHandle, opened: Opened) -> Result<(), HubError> {
+    handle.singletons.abandon();
+    // The abandoned term's workers would otherwise keep polling the closed connections.
+    handle.outbox.halt();
+    handle.import.stop();
+    handle.experience.stop();
+    handle.experiments.stop_counter();
+    handle.personalization.stop();
+    match opened {
+        Opened::Sled(_) => {}
+        Opened::Cluster { pg, ownership } => {
+            ownership.kill();
+            handle.keyspace.close().await;
+            pg.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// How often the analyst's holder finishes erasure jobs left unfinished (one scan of the
+/// `privacy` tree, empty when nothing waits).
+const ERASURES_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the work that runs once across a cluster is started with.
+struct Once {
+    handle: HubHandle,
+    /// The event log the counter reads.
+    log: Arc<dyn Storage>,
+    store_returns: Arc<crate::edge::returns::Returns>,
+    store_refunds: PaymentClient,
+    pull: Option<crate::config::PullSettings>,
+}
+
+/// Starts, under their singletons, the background work a cluster must run once (each on the
+/// node holding its lease, resuming from its stored cursor, its writes fenced by its term),
+/// into `handle.singletons`. The checkout sweeper is not among them: each node sweeps the
+/// checkouts of its own shards ([`crate::backend::HubBackend::sweep`]).
+fn run_once(singletons: &crate::cluster::singleton::Singletons, once: Once) {
+    use crate::cluster::singleton::{Lead, Singleton};
+    let h = &once.handle;
+    let group = &h.singletons;
+    let outbox = h.outbox.clone();
+    let arbiter = Arbiter::current();
+    group.add(singletons.run(Singleton::OutboxDelivery, move |term| {
+        let (outbox, arbiter) = (outbox.clone(), arbiter.clone());
+        async move { outbox.run_term(term, arbiter).await }
+    }));
+    // Erasures whose analyst step could not run on another node (or that a stop or crash
+    // interrupted) are finished by the analyst's holder: at the start of its term, then every
+    // `ERASURES_EVERY`.
+    let resumer = h.clone();
+    group.add(
+        h.experience
+            .run_analyst(singletons, ERASURES_EVERY, move || {
+                let handle = resumer.clone();
+                async move {
+                    if let Err(e) = crate::experience::privacy::resume(&handle).await {
+                        tracing::error!(error = %e, "an interrupted erasure could not be finished");
+                    }
+                }
+            }),
+    );
+    group.add(h.experiments.run_counter(singletons, once.log));
+    group.add(h.personalization.run_recommender(singletons));
+    let scheduler = h.automation.clone();
+    group.add(
+        singletons.run(Singleton::AutomationTimers, move |mut term| {
+            let scheduler = scheduler.clone();
+            async move {
+                // Answered after a run in flight has finished (runs are atomic in the actor).
+                if scheduler.send(Lead(Some(term.clone()))).await.is_ok() {
+                    term.stopped().await;
+                    let _ = scheduler.send(Lead(None)).await;
+                }
+            }
+        }),
+    );
+    if let Some(pull) = h.import.run_pull(singletons, once.pull) {
+        group.add(pull);
+    }
+    group.add(crate::oauth::purge::run(singletons, h.oauth.clone()));
+    group.add(
+        once.store_returns
+            .run_worker(singletons, once.store_refunds, h.backend.clone()),
+    );
 }
 
 /// Loads the demo catalog, stock and shopper if the catalog is empty.

@@ -557,12 +557,19 @@ impl HubBackend {
     /// One pass of the sweeper: expires holds that ran out (the provider's session first),
     /// looks up payments whose webhook is late, settles holds left by a crash, and retries owed
     /// refunds. Safe to run at any time: every step is idempotent.
+    ///
+    /// In a cluster every node sweeps the checkouts and orders of the baskets whose shards it
+    /// holds (their actors are here), so each is swept by one node; the lapsed holds are this
+    /// node's inventory's own.
     pub async fn sweep(&self) {
         use futures_util::StreamExt;
         let now = self.deps.clock.now();
         let settings = &self.deps.checkout.settings;
         let open = match self.deps.storage.open_checkouts(1000).await {
-            Ok(o) => o,
+            Ok(o) => o
+                .into_iter()
+                .filter(|c| self.deps.fence.owns(&c.basket))
+                .collect::<Vec<_>>(),
             Err(e) => {
                 tracing::error!(error = %e, "sweeper cannot read open checkouts");
                 return;
@@ -589,7 +596,10 @@ impl HubBackend {
             self.settle_lapsed_hold(checkout).await;
         }
         if let Ok(owing) = self.deps.storage.orders_owing_work(100).await {
-            for order in owing {
+            for order in owing
+                .into_iter()
+                .filter(|o| self.deps.fence.owns(&o.basket))
+            {
                 let settle = SettleOrder { order: order.id };
                 if let Err(e) = self.ask_basket(order.basket, settle).await {
                     tracing::warn!(order = %order.number, error = %e, "owed refund or restock not done yet");

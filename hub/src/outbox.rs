@@ -10,9 +10,16 @@
 //!
 //! A destination is a [`Deliverer`]: the OMS over HTTP, email over SMTP, and whatever comes next
 //! (payment reconciliation, DXP export) use the same mechanism.
+//!
+//! In a cluster the workers run on one node only, the holder of the `OutboxDelivery` singleton
+//! ([`OutboxWorkers::run_term`]): the outbox table is their durable cursor, so a new holder
+//! delivers what is still pending, and every round's acks carry the term's fencing token, so a
+//! deposed holder's acks and reschedules are refused. Elsewhere [`OutboxWorkers::wake`] does
+//! nothing and the holder finds new messages at its next poll.
 
 use crate::clock::Clock;
-use crate::storage::{Change, Storage, StorageError, UnitOfWork};
+use crate::cluster::singleton::Term;
+use crate::storage::{Change, FencingToken, Storage, StorageError, UnitOfWork};
 use actix::prelude::*;
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -110,12 +117,23 @@ pub struct OutboxWorker {
     busy: bool,
     /// Woken while busy: run another round right after.
     again: bool,
+    /// The singleton term's token every round's unit of work carries (`None`: unfenced).
+    fence: Option<FencingToken>,
+    /// Asked to stop: stops once the round in flight is recorded.
+    stopping: bool,
+    /// Told when the worker has stopped.
+    stopped: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// New messages may be waiting: deliver now rather than at the next poll.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Wake;
+
+/// Stop after the round in flight (if any) is recorded.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+struct StopWorker;
 
 /// The worker's breaker and counters.
 #[derive(Message)]
@@ -145,7 +163,16 @@ impl OutboxWorker {
             stats: DeliveryStats::default(),
             busy: false,
             again: false,
+            fence: None,
+            stopping: false,
+            stopped: None,
         }
+    }
+
+    /// Every round's unit of work carries `fence`, and the worker stops when it is refused.
+    fn fenced(mut self, fence: Option<FencingToken>) -> OutboxWorker {
+        self.fence = fence;
+        self
     }
 
     fn now(&self) -> OffsetDateTime {
@@ -162,6 +189,9 @@ impl OutboxWorker {
     }
 
     fn round(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
         if self.busy {
             self.again = true;
             return;
@@ -209,7 +239,8 @@ impl OutboxWorker {
                     (UnitOfWork::new(), false)
                 }
             };
-            let (unit, more) = unit;
+            let (mut unit, more) = unit;
+            unit.fence = act.fence;
             #[cfg(feature = "failpoints")]
             let failpoint = format!("outbox.{}.before_ack", act.deliverer.destination());
             async move {
@@ -222,19 +253,32 @@ impl OutboxWorker {
                         .any(|c| matches!(c, Change::AckOutbox { .. }));
                     fail::fail_point!(&failpoint, acks, |_| std::process::abort());
                 }
+                let mut fenced = false;
                 if !unit.changes.is_empty() {
-                    if let Err(e) = storage.commit(unit).await {
-                        // Delivered but not acknowledged: it is sent again, and the receiver
-                        // drops the copy by its id.
-                        tracing::error!(error = %e, "outbox: cannot record delivery outcomes");
+                    match storage.commit(unit).await {
+                        Ok(_) => {}
+                        Err(StorageError::Fenced) => {
+                            // Another node delivers now; it sends these again, and the
+                            // receiver drops the copies by their ids.
+                            tracing::info!("outbox: delivery moved to another node; stopping");
+                            fenced = true;
+                        }
+                        Err(e) => {
+                            // Delivered but not acknowledged: it is sent again, and the
+                            // receiver drops the copy by its id.
+                            tracing::error!(error = %e, "outbox: cannot record delivery outcomes");
+                        }
                     }
                 }
-                more
+                (more, fenced)
             }
             .into_actor(act)
-            .map(|more, act, ctx| {
+            .map(|(more, fenced), act, ctx| {
                 act.busy = false;
-                if more || act.again {
+                if fenced || act.stopping {
+                    act.stopping = true;
+                    ctx.stop();
+                } else if more || act.again {
                     act.round(ctx);
                 }
             })
@@ -340,6 +384,23 @@ impl Actor for OutboxWorker {
         ctx.run_interval(self.policy.poll_every, |act, ctx| act.round(ctx));
         self.round(ctx);
     }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some(done) = self.stopped.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl Handler<StopWorker> for OutboxWorker {
+    type Result = ();
+
+    fn handle(&mut self, _: StopWorker, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        if !self.busy {
+            ctx.stop();
+        }
+    }
 }
 
 impl Handler<Wake> for OutboxWorker {
@@ -359,51 +420,144 @@ impl Handler<Status> for OutboxWorker {
 }
 
 /// Every destination's worker, by name.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct OutboxWorkers {
-    workers: Arc<std::collections::BTreeMap<&'static str, Addr<OutboxWorker>>>,
+    /// The running workers (none on a cluster node that does not hold the outbox singleton).
+    workers: Arc<arc_swap::ArcSwap<Workers>>,
+    parts: Arc<Parts>,
+}
+
+type Workers = std::collections::BTreeMap<&'static str, Addr<OutboxWorker>>;
+
+/// What a worker is made of.
+struct Parts {
+    deliverers: Vec<Arc<dyn Deliverer>>,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    policy: DeliveryPolicy,
 }
 
 impl OutboxWorkers {
-    /// Starts one worker per deliverer.
+    /// Workers for these deliverers, not started ([`OutboxWorkers::run_term`] runs them).
+    pub fn new(
+        deliverers: Vec<Arc<dyn Deliverer>>,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        policy: DeliveryPolicy,
+    ) -> OutboxWorkers {
+        OutboxWorkers {
+            workers: Arc::new(arc_swap::ArcSwap::from_pointee(Workers::new())),
+            parts: Arc::new(Parts {
+                deliverers,
+                storage,
+                clock,
+                policy,
+            }),
+        }
+    }
+
+    /// Starts one worker per deliverer in the current arbiter, unfenced (one process).
     pub fn start(
         deliverers: Vec<Arc<dyn Deliverer>>,
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
         policy: DeliveryPolicy,
     ) -> OutboxWorkers {
-        let workers = deliverers
-            .into_iter()
+        let workers = OutboxWorkers::new(deliverers, storage, clock, policy);
+        let started = workers.spawn(None, None).0;
+        workers.workers.store(Arc::new(started));
+        workers
+    }
+
+    /// Makes the workers (in `arbiter`, or the current one), each fenced by `fence`; answers
+    /// them and what tells when each has stopped.
+    fn spawn(
+        &self,
+        fence: Option<FencingToken>,
+        arbiter: Option<&ArbiterHandle>,
+    ) -> (Workers, Vec<tokio::sync::oneshot::Receiver<()>>) {
+        let p = &self.parts;
+        let mut ends = Vec::new();
+        let workers = p
+            .deliverers
+            .iter()
             .map(|d| {
-                let name = d.destination();
-                let worker = OutboxWorker::new(d, storage.clone(), clock.clone(), policy).start();
-                (name, worker)
+                let (done, end) = tokio::sync::oneshot::channel();
+                ends.push(end);
+                let mut worker =
+                    OutboxWorker::new(d.clone(), p.storage.clone(), p.clock.clone(), p.policy)
+                        .fenced(fence);
+                worker.stopped = Some(done);
+                let addr = match arbiter {
+                    Some(a) => OutboxWorker::start_in_arbiter(a, move |_| worker),
+                    None => worker.start(),
+                };
+                (d.destination(), addr)
             })
             .collect();
-        OutboxWorkers {
-            workers: Arc::new(workers),
+        (workers, ends)
+    }
+
+    /// Runs the workers for one singleton term (in `arbiter`), every round fenced by the term:
+    /// they start from what is pending in the outbox and, when the term ends, finish the round
+    /// in flight (its outcomes recorded) and stop before this returns.
+    pub async fn run_term(&self, mut term: Term, arbiter: ArbiterHandle) {
+        let (workers, ends) = self.spawn(term.token(), Some(&arbiter));
+        self.workers.store(Arc::new(workers.clone()));
+        let all_stopped = futures_util::future::join_all(ends);
+        tokio::pin!(all_stopped);
+        // Every worker may stop by itself (fenced): the term is over here too.
+        let fenced = tokio::select! {
+            _ = term.stopped() => false,
+            _ = &mut all_stopped => true,
+        };
+        self.workers.store(Arc::new(Workers::new()));
+        if !fenced {
+            for w in workers.values() {
+                w.do_send(StopWorker);
+            }
+            all_stopped.await;
+        }
+    }
+
+    /// Stops the workers here after their rounds in flight, without waiting (a node that
+    /// ends as if it crashed).
+    pub fn halt(&self) {
+        for w in self.workers.swap(Arc::new(Workers::new())).values() {
+            w.do_send(StopWorker);
         }
     }
 
     /// Tells every worker that new messages may be waiting.
     pub fn wake(&self) {
-        for w in self.workers.values() {
+        for w in self.workers.load().values() {
             w.do_send(Wake);
         }
     }
 
-    /// Whether every worker is still running (readiness).
+    /// Whether every worker here is still running (readiness; a node that does not deliver
+    /// has none to be down).
     pub fn running(&self) -> bool {
-        self.workers.values().all(Addr::connected)
+        self.workers.load().values().all(Addr::connected)
+    }
+
+    /// Whether this node delivers now.
+    pub fn delivering(&self) -> bool {
+        !self.workers.load().is_empty()
     }
 
     pub fn destinations(&self) -> Vec<&'static str> {
-        self.workers.keys().copied().collect()
+        self.parts
+            .deliverers
+            .iter()
+            .map(|d| d.destination())
+            .collect()
     }
 
-    /// A destination's breaker and counters.
+    /// A destination's breaker and counters (`None` where it is not delivered now).
     pub async fn status(&self, destination: &str) -> Option<(Breaker, DeliveryStats)> {
-        self.workers.get(destination)?.send(Status).await.ok()
+        let worker = self.workers.load().get(destination)?.clone();
+        worker.send(Status).await.ok()
     }
 }
 

@@ -93,6 +93,9 @@ pub enum AutomationError {
     /// The scheduler is not running (stopped, or not started yet).
     #[error("the automation scheduler is not running")]
     Stopped,
+    /// In a cluster: another node holds the automation timers and runs them.
+    #[error("the automation timers run on another node")]
+    Elsewhere,
 }
 
 /// What the actors call: cheap to clone, works (and does nothing for the scheduler) before the

@@ -118,6 +118,11 @@ async fn run(
 ) -> Result<HttpResponse, ApiError> {
     match data.scheduler.send(RunDue).await {
         Ok(Ok(report)) => Ok(HttpResponse::Ok().json(report)),
+        Ok(Err(super::AutomationError::Elsewhere)) => Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "elsewhere",
+            "the automation timers run on another node (they run due timers by themselves)",
+        )),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "automation run failed");
             Err(ApiError::new(

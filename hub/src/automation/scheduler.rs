@@ -4,6 +4,10 @@
 //! API. Runs are serialised by the actor, so a timer never runs twice at once; a run's mail is
 //! queued (keyed by the timer) before the run is recorded, so a crash in between reruns it and
 //! the outbox drops the second copy.
+//!
+//! In a cluster every node arms timers in the shared store, but only the holder of the
+//! `AutomationTimers` singleton wakes up and runs them ([`crate::cluster::singleton::Lead`]); a
+//! standby's scheduler sleeps, and a new holder runs what fell due at once.
 
 use super::rules::{self, Rules};
 use super::store::{AutomationStore, Finish, MessageFilter};
@@ -46,6 +50,8 @@ pub struct Scheduler {
     env: Arc<Env>,
     /// The pending wake-up and when it fires (on the clock).
     wake: Option<(SpawnHandle, OffsetDateTime)>,
+    /// Whether this node runs the timers (always, embedded; the holder's, in a cluster).
+    leading: bool,
 }
 
 /// A customer basket's lines changed (committed, with this pending reminder): arm or push back
@@ -75,6 +81,16 @@ impl Scheduler {
     /// reminders a crash left pending (committed, never armed), and catches up restocks a crash
     /// may have lost (a subscribed SKU that is in stock now).
     pub async fn start(env: Arc<Env>) -> Result<Addr<Scheduler>, AutomationError> {
+        Scheduler::start_as(env, true).await
+    }
+
+    /// Like [`Scheduler::start`] on a cluster node: it runs no timer until it is told it
+    /// leads ([`crate::cluster::singleton::Lead`]).
+    pub async fn start_standby(env: Arc<Env>) -> Result<Addr<Scheduler>, AutomationError> {
+        Scheduler::start_as(env, false).await
+    }
+
+    async fn start_as(env: Arc<Env>, leading: bool) -> Result<Addr<Scheduler>, AutomationError> {
         let now = env.deps.clock.now();
         for pending in env.deps.storage.pending_reminders().await? {
             arm_reminder(&env, &pending).await?;
@@ -94,7 +110,12 @@ impl Scheduler {
             .into_iter()
             .filter(|sku| available(&env.deps, sku) > 0)
             .collect();
-        let addr = Scheduler { env, wake: None }.start();
+        let addr = Scheduler {
+            env,
+            wake: None,
+            leading,
+        }
+        .start();
         if !in_stock.is_empty() {
             addr.do_send(crate::actors::inventory::Restocked(in_stock));
         }
@@ -103,6 +124,10 @@ impl Scheduler {
 
     /// Sets the wake-up for `due` unless an earlier one is pending.
     fn wake_at(&mut self, due: OffsetDateTime, ctx: &mut Context<Self>) {
+        if !self.leading {
+            // The holder finds it in the shared store (at its next wake-up at the latest).
+            return;
+        }
         if let Some((handle, at)) = self.wake {
             if at <= due {
                 return;
@@ -125,7 +150,23 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.notify(RunDue);
+        if self.leading {
+            ctx.notify(RunDue);
+        }
+    }
+}
+
+impl Handler<crate::cluster::singleton::Lead> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::cluster::singleton::Lead, ctx: &mut Context<Self>) {
+        self.leading = msg.0.is_some();
+        if self.leading {
+            tracing::info!("the automation timers run on this node");
+            ctx.notify(RunDue);
+        } else if let Some((handle, _)) = self.wake.take() {
+            ctx.cancel_future(handle);
+        }
     }
 }
 
@@ -255,6 +296,9 @@ impl Handler<RunDue> for Scheduler {
     type Result = AtomicResponse<Self, Result<RunReport, AutomationError>>;
 
     fn handle(&mut self, _: RunDue, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.leading {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(AutomationError::Elsewhere))));
+        }
         let env = self.env.clone();
         AtomicResponse::new(Box::pin(
             async move { run_due(&env).await }

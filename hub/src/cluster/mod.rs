@@ -21,9 +21,10 @@
 //! With the defaults (6 s, 1 s): within about 7 s. See [`failover`] for timing it.
 //!
 //! - [`singleton`]: tasks that run once across the cluster (the analyst, the experiments
-//!   counter, the recommender, automation timers, outbox delivery, the checkout sweeper, the
-//!   import schedulers) run on the holder of a lease on a reserved shard, with their keyspace
-//!   writes fenced by a holder key.
+//!   counter, the recommender, automation timers, outbox delivery, the import schedulers, the
+//!   OAuth purge, store card refunds; started by `crate::app` when `storage = "cluster"`) run
+//!   on the holder of a lease on a reserved shard, with their keyspace writes fenced by a
+//!   holder key.
 //! - [`notify`]: caches loaded at start are reloaded when another node announces a change
 //!   (PostgreSQL `LISTEN`/`NOTIFY` on `omnihub_changes`).
 //!

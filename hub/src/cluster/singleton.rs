@@ -58,10 +58,14 @@ pub enum Singleton {
     CheckoutSweeper,
     /// The ERP import schedulers (pulls on a schedule).
     ImportSchedulers,
+    /// The purge of account linking's expired codes and tokens.
+    OAuthPurge,
+    /// The card refunds of store returns.
+    StoreRefunds,
 }
 
 impl Singleton {
-    pub const ALL: [Singleton; 7] = [
+    pub const ALL: [Singleton; 9] = [
         Singleton::Analyst,
         Singleton::ExperimentCounter,
         Singleton::Recommender,
@@ -69,6 +73,8 @@ impl Singleton {
         Singleton::OutboxDelivery,
         Singleton::CheckoutSweeper,
         Singleton::ImportSchedulers,
+        Singleton::OAuthPurge,
+        Singleton::StoreRefunds,
     ];
 
     /// The reserved shard whose lease makes a node this singleton's holder. Fixed: a change
@@ -83,6 +89,8 @@ impl Singleton {
                 Singleton::OutboxDelivery => 5,
                 Singleton::CheckoutSweeper => 6,
                 Singleton::ImportSchedulers => 7,
+                Singleton::OAuthPurge => 8,
+                Singleton::StoreRefunds => 9,
             }
     }
 
@@ -96,6 +104,8 @@ impl Singleton {
             Singleton::OutboxDelivery => "outbox_delivery",
             Singleton::CheckoutSweeper => "checkout_sweeper",
             Singleton::ImportSchedulers => "import_schedulers",
+            Singleton::OAuthPurge => "oauth_purge",
+            Singleton::StoreRefunds => "store_refunds",
         }
     }
 }
@@ -126,6 +136,39 @@ impl SingletonSettings {
         Ok(())
     }
 }
+
+/// What a singleton's work is on this node: an actor that runs on every node (it serves reads
+/// too) and does the singleton's part only where it is the holder.
+#[derive(Clone)]
+pub enum Role {
+    /// The only node (embedded): works, writes unfenced.
+    Alone,
+    /// The holder for this term: works, every write fenced by the term.
+    Holding(Term),
+    /// Another node works: this one follows what the holder stores.
+    Standby,
+}
+
+impl Role {
+    /// Whether this node does the work (rather than follow).
+    pub fn works(&self) -> bool {
+        !matches!(self, Role::Standby)
+    }
+
+    /// The term writes are fenced by (`None`: unfenced, or not working).
+    pub fn term(&self) -> Option<&Term> {
+        match self {
+            Role::Holding(term) => Some(term),
+            Role::Alone | Role::Standby => None,
+        }
+    }
+}
+
+/// To an actor with a [`Role`]: this node holds the singleton for a term (`Some`) or no
+/// longer (`None`).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Lead(pub Option<Term>);
 
 /// What a running singleton holds: its fence, and the signal to stop.
 #[derive(Clone)]
@@ -390,6 +433,42 @@ impl SingletonHandle {
             work.abort();
         }
         self.shared.leading.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The singletons a node runs, for shutdown and for asking which it holds now.
+#[derive(Clone, Default)]
+pub struct SingletonGroup(Arc<Mutex<Vec<SingletonHandle>>>);
+
+impl SingletonGroup {
+    pub fn add(&self, handle: SingletonHandle) {
+        self.lock().push(handle);
+    }
+
+    /// Whether `which` runs on this node now (embedded: always, once started).
+    pub fn holds(&self, which: Singleton) -> bool {
+        self.lock()
+            .iter()
+            .any(|h| h.which == which && h.is_running())
+    }
+
+    /// Stops every singleton gracefully (work first, then the lease), all at once.
+    pub async fn stop(&self) {
+        let handles = std::mem::take(&mut *self.lock());
+        futures_util::future::join_all(handles.into_iter().map(SingletonHandle::stop)).await;
+    }
+
+    /// Ends every singleton here without releasing anything (as if the node died).
+    pub fn abandon(&self) {
+        for h in std::mem::take(&mut *self.lock()) {
+            h.abandon();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SingletonHandle>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -361,6 +361,7 @@ pub fn order_as_sale(order: &OrderRecord, store_refunded: i64) -> SaleRecord {
 
 /// The returns side of the hub's edge tree: lookups, and the card refund worker.
 pub struct Returns {
+    keyspace: Keyspace,
     tree: Tree,
 }
 
@@ -368,7 +369,10 @@ impl Returns {
     /// Opens the `edge` tree of the hub's keyspace.
     pub fn open(keyspace: &Keyspace) -> Result<Arc<Returns>, StorageError> {
         let tree = keyspace.open_tree("edge")?;
-        Ok(Arc::new(Returns { tree }))
+        Ok(Arc::new(Returns {
+            keyspace: keyspace.clone(),
+            tree,
+        }))
     }
 
     fn get<T: Stored>(&self, k: &[u8]) -> Result<Option<T>, StorageError> {
@@ -439,20 +443,59 @@ impl Returns {
     /// online orders through the order's own actor.
     pub fn start_worker(self: &Arc<Self>, payments: PaymentClient, orders: Arc<HubBackend>) {
         let me = self.clone();
-        actix::spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                match me.round(&payments, &orders).await {
-                    Ok(()) => failures = 0,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "store card refunds: will retry");
-                        tokio::time::sleep(backoff(failures.min(5))).await;
-                        failures = failures.saturating_add(1);
-                    }
+        actix::spawn(async move { me.work(&payments, &orders, None).await });
+    }
+
+    /// In a cluster: the card refund worker runs on one node, the holder of the
+    /// `StoreRefunds` singleton; its outcome writes are fenced by the term, and the next
+    /// holder goes on from the due refunds and stored outcomes (each refund keeps its
+    /// idempotency key, so one a deposed holder sent is not made twice).
+    pub fn run_worker(
+        self: &Arc<Self>,
+        singletons: &crate::cluster::singleton::Singletons,
+        payments: PaymentClient,
+        orders: Arc<HubBackend>,
+    ) -> crate::cluster::singleton::SingletonHandle {
+        let me = self.clone();
+        singletons.run(
+            crate::cluster::singleton::Singleton::StoreRefunds,
+            move |term| {
+                let (me, payments, orders) = (me.clone(), payments.clone(), orders.clone());
+                async move { me.work(&payments, &orders, Some(term)).await }
+            },
+        )
+    }
+
+    /// Rounds until `term` (if any) ends.
+    async fn work(
+        &self,
+        payments: &PaymentClient,
+        orders: &HubBackend,
+        mut term: Option<crate::cluster::singleton::Term>,
+    ) {
+        let mut failures = 0u32;
+        loop {
+            let mut pause = POLL;
+            match self.round(payments, orders, term.as_ref()).await {
+                Ok(()) => failures = 0,
+                Err(e) if term.as_ref().is_some_and(|t| t.is_stopped()) => {
+                    tracing::info!(error = %e, "store card refunds moved to another node");
+                    return;
                 }
-                tokio::time::sleep(POLL).await;
+                Err(e) => {
+                    tracing::warn!(error = %e, "store card refunds: will retry");
+                    pause += backoff(failures.min(5));
+                    failures = failures.saturating_add(1);
+                }
             }
-        });
+            match term.as_mut() {
+                Some(term) => tokio::select! {
+                    _ = term.stopped() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                },
+                None => tokio::time::sleep(pause).await,
+            }
+        }
     }
 
     fn due(&self) -> Vec<Ulid> {
@@ -465,8 +508,16 @@ impl Returns {
 
     /// Makes every due card refund. A provider that cannot be reached leaves the rest for the
     /// next round.
-    async fn round(&self, payments: &PaymentClient, orders: &HubBackend) -> Result<(), String> {
+    async fn round(
+        &self,
+        payments: &PaymentClient,
+        orders: &HubBackend,
+        term: Option<&crate::cluster::singleton::Term>,
+    ) -> Result<(), String> {
         for id in self.due() {
+            if term.is_some_and(|t| t.is_stopped()) {
+                return Ok(());
+            }
             let Some(StoredReturn(r)) = self.get(&return_key(id)).map_err(|e| e.to_string())?
             else {
                 continue;
@@ -484,7 +535,11 @@ impl Returns {
                 outcome_key(id),
                 codec::encode(&outcome).map_err(|e| e.to_string())?,
             );
-            self.tree.apply_batch(batch).map_err(|e| e.to_string())?;
+            match term {
+                Some(term) => term.apply(&self.keyspace, &self.tree, &batch),
+                None => self.tree.apply_batch(batch),
+            }
+            .map_err(|e| e.to_string())?;
             self.tree.flush().map_err(|e| e.to_string())?;
         }
         Ok(())

@@ -12,11 +12,18 @@
 //! batch changed, and between batches it runs bounded steps of background work (profiles whose
 //! due time passed on the injected clock, backfills of new or changed segments, letting a
 //! deleted segment's members go); see [`super::segments`].
+//!
+//! In a cluster the analyst folds on one node only, the holder of the `Analyst` singleton
+//! ([`Role::Holding`], every write fenced by its term); the others are on [`Role::Standby`]:
+//! they fold nothing and follow the stored state (reloaded when the stored cursor moves), so
+//! reports and profiles read the same everywhere and [`super::Experience::caught_up`] waits
+//! for the cursor the holder advances. A new holder starts from the stored state and cursor.
 
 use super::feed::Feed;
 use super::segments::{SegmentDefinition, SegmentEngine, SegmentStatus, Work};
 use super::store::{ExperienceStore, Write};
 use crate::clock::Clock;
+use crate::cluster::singleton::{Lead, Role};
 use crate::storage::{Result, SharedEvents, Storage, StorageError};
 use actix::prelude::*;
 use protocol::experience::{Aggregates, Profile};
@@ -37,6 +44,8 @@ const RETRY: Duration = Duration::from_secs(1);
 /// How often (in real time) the analyst looks for segment work: due profiles by the injected
 /// clock, backfills, deletions. Finding none is one short index scan.
 const SEGMENT_TICK: Duration = Duration::from_secs(1);
+/// How often a standby looks whether the holder stored more (one key read).
+const STANDBY_REFRESH: Duration = Duration::from_millis(200);
 
 /// The analyst's state.
 pub struct Analyst {
@@ -67,6 +76,7 @@ pub struct Analyst {
     segments: SegmentEngine,
     /// Segment work found more to do: look again as soon as the write is durable.
     segment_work: bool,
+    role: Role,
 }
 
 /// A customer's (or anonymous shopper's) profile, `None` if they have none.
@@ -108,6 +118,7 @@ impl Analyst {
         store: Arc<ExperienceStore>,
         clock: Arc<dyn Clock>,
         definitions: Vec<SegmentDefinition>,
+        role: Role,
     ) -> Result<(Analyst, watch::Receiver<u64>)> {
         let cursor = store.cursor(CONSUMER)?;
         let (days, baskets) = store.aggregates()?;
@@ -135,11 +146,20 @@ impl Analyst {
             clock,
             segments,
             segment_work: true,
+            role,
         };
         Ok((analyst, processed))
     }
 
+    /// Whether this analyst folds (and writes) rather than follows.
+    fn folds(&self) -> bool {
+        !matches!(self.role, Role::Standby)
+    }
+
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if !self.folds() {
+            return;
+        }
         let Some(mut feed) = self.feed.take() else {
             return;
         };
@@ -287,7 +307,7 @@ impl Analyst {
     /// Writes everything changed since the last write, with the cursor, unless a write is in
     /// flight (its completion starts the next one).
     fn write(&mut self, ctx: &mut Context<Self>) {
-        if self.writing {
+        if self.writing || !self.folds() {
             return;
         }
         let durable = *self.durable.borrow();
@@ -310,11 +330,18 @@ impl Analyst {
         };
         self.writing = true;
         let store = self.store.clone();
+        let term = match &self.role {
+            Role::Holding(term) => Some(term.clone()),
+            Role::Alone | Role::Standby => None,
+        };
         ctx.spawn(
             async move {
-                tokio::task::spawn_blocking(move || store.commit(write))
-                    .await
-                    .map_err(|e| StorageError::Io(e.to_string()))?
+                tokio::task::spawn_blocking(move || match term {
+                    Some(term) => store.commit_fenced(write, &term),
+                    None => store.commit(write),
+                })
+                .await
+                .map_err(|e| StorageError::Io(e.to_string()))?
             }
             .into_actor(self)
             .map(move |result, act, ctx| {
@@ -379,9 +406,15 @@ impl Analyst {
         waiting: Vec<oneshot::Sender<Result<()>>>,
         ctx: &mut Context<Self>,
     ) {
-        tracing::error!(error = %e, "the analyst could not store its state; reloading");
         for w in waiting {
             let _ = w.send(Err(e.clone()));
+        }
+        if matches!(e, StorageError::Fenced) {
+            // Another node folds now; its `Lead(None)` for this node is on its way.
+            tracing::info!("the analyst was taken over by another node; following it");
+            self.role = Role::Standby;
+        } else {
+            tracing::error!(error = %e, "the analyst could not store its state; reloading");
         }
         self.reload(ctx);
     }
@@ -392,6 +425,7 @@ impl Analyst {
             self.store.clone(),
             self.clock.clone(),
             self.segments.definitions(),
+            self.role.clone(),
         );
         match loaded {
             Ok((mut fresh, _)) => {
@@ -399,6 +433,13 @@ impl Analyst {
                 fresh.waiting = std::mem::take(&mut self.waiting);
                 fresh.generation = self.generation + 1;
                 *self = fresh;
+                // What is stored is durably folded (by this node or the holder).
+                let stored = self.handled;
+                self.durable.send_if_modified(|d| {
+                    let moved = stored > *d;
+                    *d = (*d).max(stored);
+                    moved
+                });
                 self.pump(ctx);
             }
             Err(e) => {
@@ -418,6 +459,48 @@ impl Actor for Analyst {
             act.segment_work = true;
             act.segment_step(ctx);
         });
+        ctx.run_interval(STANDBY_REFRESH, |act, ctx| act.follow(ctx));
+    }
+}
+
+impl Analyst {
+    /// On a standby: reloads the stored state when the holder stored more.
+    fn follow(&mut self, ctx: &mut Context<Self>) {
+        if self.folds() || self.writing {
+            return;
+        }
+        match self.store.cursor(CONSUMER) {
+            Ok(stored) if stored != self.handled => self.reload(ctx),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the standby analyst cannot read the cursor"),
+        }
+    }
+}
+
+impl Handler<Lead> for Analyst {
+    type Result = ();
+
+    fn handle(&mut self, msg: Lead, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Some(term) => {
+                // The term's holder key is claimed: everything stored before is readable.
+                tracing::info!("the analyst folds on this node");
+                self.role = Role::Holding(term);
+                self.recover(ctx);
+            }
+            None => {
+                self.role = Role::Standby;
+                // A read in flight is dropped; a write in flight ends on its own (fenced if
+                // the next holder claimed first).
+                self.generation += 1;
+                self.feed = None;
+                for w in self.waiting.drain(..) {
+                    let _ = w.send(Err(StorageError::Io(
+                        "the analyst moved to another node; try again".into(),
+                    )));
+                }
+            }
+        }
     }
 }
 
@@ -454,6 +537,14 @@ impl Handler<Erase> for Analyst {
 
     fn handle(&mut self, msg: Erase, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        if !self.folds() {
+            // The holder is the one writer of profiles; the erasure job stays recorded and
+            // the holder finishes it (`crate::experience::privacy::resume`).
+            let _ = tx.send(Err(StorageError::Io(
+                "the analyst runs on another node; the erasure is finished there".into(),
+            )));
+            return Box::pin(async move { rx.await.map_err(|_| StorageError::Closed)? });
+        }
         match self.erase(msg.customer, msg.pseudonym) {
             Ok(()) => {
                 self.waiting.push(tx);
@@ -502,7 +593,7 @@ impl Analyst {
     /// One bounded step of segment work, when no write is in flight (the step reads the
     /// indexes from the store, which must hold everything staged before).
     fn segment_step(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || !self.segment_work {
+        if self.writing || !self.segment_work || !self.folds() {
             return;
         }
         let now = self.clock.now();

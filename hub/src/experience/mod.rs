@@ -50,8 +50,42 @@ impl Experience {
         clock: Arc<dyn Clock>,
         segments: Vec<SegmentDefinition>,
     ) -> Result<Experience> {
+        Experience::start_as(
+            storage,
+            keyspace,
+            clock,
+            segments,
+            crate::cluster::singleton::Role::Alone,
+        )
+    }
+
+    /// Like [`Experience::start`] on a cluster node: the analyst follows the stored state
+    /// until [`Experience::run_analyst`] makes this node its holder.
+    pub fn start_standby(
+        storage: Arc<dyn Storage>,
+        keyspace: &Keyspace,
+        clock: Arc<dyn Clock>,
+        segments: Vec<SegmentDefinition>,
+    ) -> Result<Experience> {
+        Experience::start_as(
+            storage,
+            keyspace,
+            clock,
+            segments,
+            crate::cluster::singleton::Role::Standby,
+        )
+    }
+
+    fn start_as(
+        storage: Arc<dyn Storage>,
+        keyspace: &Keyspace,
+        clock: Arc<dyn Clock>,
+        segments: Vec<SegmentDefinition>,
+        role: crate::cluster::singleton::Role,
+    ) -> Result<Experience> {
         let store = Arc::new(ExperienceStore::open(keyspace)?);
-        let (analyst, processed) = Analyst::load(storage.clone(), store.clone(), clock, segments)?;
+        let (analyst, processed) =
+            Analyst::load(storage.clone(), store.clone(), clock, segments, role)?;
         let arbiter = Arbiter::new().handle();
         let analyst = Analyst::start_in_arbiter(&arbiter, move |_| analyst);
         Ok(Experience {
@@ -61,6 +95,47 @@ impl Experience {
             processed,
             arbiter: Arc::new(arbiter),
         })
+    }
+
+    /// Folds on this node while it holds the `Analyst` singleton (a standby analyst, from
+    /// [`Experience::start_standby`]); `holding` runs at the start of every term, once the
+    /// analyst has it, and then every `every` until the term ends.
+    pub fn run_analyst<F, Fut>(
+        &self,
+        singletons: &crate::cluster::singleton::Singletons,
+        every: std::time::Duration,
+        holding: F,
+    ) -> crate::cluster::singleton::SingletonHandle
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let analyst = self.analyst.clone();
+        let holding = Arc::new(holding);
+        singletons.run(
+            crate::cluster::singleton::Singleton::Analyst,
+            move |mut term| {
+                let analyst = analyst.clone();
+                let holding = holding.clone();
+                async move {
+                    if analyst
+                        .send(crate::cluster::singleton::Lead(Some(term.clone())))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    loop {
+                        holding().await;
+                        tokio::select! {
+                            _ = term.stopped() => break,
+                            _ = tokio::time::sleep(every) => {}
+                        }
+                    }
+                    let _ = analyst.send(crate::cluster::singleton::Lead(None)).await;
+                }
+            },
+        )
     }
 
     /// Stops the analyst (its thread ends; what it wrote stays).

@@ -13,6 +13,7 @@ use ulid::Ulid;
 
 /// Reads and writes of the `experience` tree.
 pub struct ExperienceStore {
+    keyspace: Keyspace,
     tree: Tree,
 }
 
@@ -170,12 +171,26 @@ impl Write {
 impl ExperienceStore {
     pub fn open(keyspace: &Keyspace) -> Result<ExperienceStore> {
         let tree = keyspace.open_tree("experience")?;
-        Ok(ExperienceStore { tree })
+        Ok(ExperienceStore {
+            keyspace: keyspace.clone(),
+            tree,
+        })
     }
 
     /// Applies a write atomically and durably.
     pub fn commit(&self, write: Write) -> Result<()> {
         self.tree.apply_batch(write.batch)?;
+        self.tree.flush()
+    }
+
+    /// Applies a write atomically and durably if `term` still holds its singleton
+    /// (`StorageError::Fenced`, nothing written, once another node took it over).
+    pub fn commit_fenced(
+        &self,
+        write: Write,
+        term: &crate::cluster::singleton::Term,
+    ) -> Result<()> {
+        term.apply(&self.keyspace, &self.tree, &write.batch)?;
         self.tree.flush()
     }
 

@@ -761,17 +761,34 @@ impl Experiments {
         counter::counts(&self.inner.tree, key)
     }
 
-    /// Waits until the counter has durably handled every event appended so far.
+    /// Waits until the counter has durably handled every event appended so far: here, or
+    /// (on a cluster node that does not hold the counter) by the holder, whose progress is
+    /// the stored cursor.
     pub async fn caught_up(&self, storage: &dyn crate::storage::Storage) -> Result<()> {
         let target = *crate::storage::EventLog::appended(storage).borrow();
         let mut counted = self.inner.counted.subscribe();
-        counted
-            .wait_for(|c| *c >= target)
-            .await
-            .map(|_| ())
-            .map_err(|_| StorageError::Closed)
+        loop {
+            if *counted.borrow_and_update() >= target {
+                return Ok(());
+            }
+            let tree = self.inner.tree.clone();
+            let stored = tokio::task::spawn_blocking(move || counter::stored_cursor(&tree))
+                .await
+                .map_err(|e| StorageError::Io(e.to_string()))??;
+            if stored >= target {
+                return Ok(());
+            }
+            tokio::select! {
+                changed = counted.changed() => changed.map_err(|_| StorageError::Closed)?,
+                _ = tokio::time::sleep(CURSOR_POLL) => {}
+            }
+        }
     }
 }
+
+/// How often [`Experiments::caught_up`] reads the stored cursor on a node whose counter is
+/// not the one running.
+const CURSOR_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn surface_name(s: Surface) -> &'static str {
     match s {

@@ -442,6 +442,38 @@ impl Importer {
         }
     }
 
+    /// Runs the scheduled pull (if `[import.pull]` is set) while this node holds the
+    /// `ImportSchedulers` singleton; it ends with the term or when the importer stops.
+    pub fn run_pull(
+        &self,
+        singletons: &crate::cluster::singleton::Singletons,
+        settings: Option<crate::config::PullSettings>,
+    ) -> Option<crate::cluster::singleton::SingletonHandle> {
+        let settings = settings?;
+        let importer = self.clone();
+        Some(singletons.run(
+            crate::cluster::singleton::Singleton::ImportSchedulers,
+            move |mut term| {
+                let importer = importer.clone();
+                let settings = settings.clone();
+                async move {
+                    let (stop, stopping) = tokio::sync::watch::channel(false);
+                    let mut stopped = importer.stopping();
+                    let pull = pull::run_until(importer.clone(), settings, stopping);
+                    tokio::pin!(pull);
+                    tokio::select! {
+                        _ = &mut pull => return,
+                        _ = term.stopped() => {}
+                        _ = stopped.wait_for(|s| *s) => {}
+                    }
+                    // A page being applied finishes first.
+                    let _ = stop.send(true);
+                    pull.await;
+                }
+            },
+        ))
+    }
+
     /// A receiver that turns `true` when the importer's background tasks must stop.
     pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.stop.subscribe()
@@ -481,6 +513,9 @@ pub struct Start {
     pub currency: protocol::Currency,
     /// The home market, whose tax rates give products their `tax_rate_bp`.
     pub home: protocol::checkout::Market,
+    /// Start the scheduled pull at once (one process). In a cluster it runs on one node, the
+    /// `ImportSchedulers` singleton's holder ([`Importer::run_pull`]).
+    pub pull_now: bool,
 }
 
 /// Builds the importer with the products, prices and stock appliers, loads their state, and
@@ -511,7 +546,7 @@ pub async fn start(start: Start) -> Result<Importer, ImportError> {
     importer.register(Arc::new(prices::PricesApplier::new(side.clone())));
     importer.register(Arc::new(stock));
     actix::spawn(side.run_timer(start.settings.price_check_every, importer.stopping()));
-    if let Some(pull) = start.settings.pull.clone() {
+    if let (true, Some(pull)) = (start.pull_now, start.settings.pull.clone()) {
         actix::spawn(pull::run(importer.clone(), pull));
     }
     Ok(importer)

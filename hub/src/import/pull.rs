@@ -41,6 +41,18 @@ pub fn backoff(every: Duration, max: Duration, failures: u32) -> Duration {
 
 /// Runs the schedule until the importer stops.
 pub async fn run(importer: Importer, settings: PullSettings) {
+    let stop = importer.stopping();
+    run_until(importer, settings, stop).await
+}
+
+/// Runs the schedule until the importer stops or `stop` turns `true` (in a cluster: the end
+/// of this node's term as the `ImportSchedulers` singleton; the cursors are stored, so the
+/// next holder's first cycle goes on from them).
+pub async fn run_until(
+    importer: Importer,
+    settings: PullSettings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let client = match reqwest::Client::builder()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
@@ -52,7 +64,6 @@ pub async fn run(importer: Importer, settings: PullSettings) {
             return;
         }
     };
-    let mut stop = importer.stopping();
     let mut failures = 0u32;
     tracing::info!(base_url = %settings.base_url, every = ?settings.every, "ERP pull scheduled");
     loop {

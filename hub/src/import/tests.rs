@@ -71,6 +71,7 @@ async fn harness_with(settings: ImportSettings) -> Harness {
         clock: Arc::new(clock.clone()),
         currency: Currency::EUR,
         home: protocol::checkout::CheckoutConfig::default().markets[0].clone(),
+        pull_now: true,
     })
     .await
     .expect("importer");

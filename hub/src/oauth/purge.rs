@@ -16,11 +16,32 @@ pub fn spawn(server: Arc<AuthorizationServer>) {
         let every = server.purge_every();
         loop {
             actix_web::rt::time::sleep(every).await;
-            match server.purge(BATCH).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "expired account-linking records deleted"),
-                Err(e) => tracing::warn!(error = %e, "account-linking purge failed; next period"),
-            }
+            purge_once(&server).await;
         }
     });
+}
+
+/// In a cluster: the purge runs every `purge_every` on one node, the holder of the
+/// `OAuthPurge` singleton (the deletions are idempotent; once is enough).
+pub fn run(
+    singletons: &crate::cluster::singleton::Singletons,
+    server: Arc<AuthorizationServer>,
+) -> crate::cluster::singleton::SingletonHandle {
+    let every = server.purge_every();
+    singletons.run_every(
+        crate::cluster::singleton::Singleton::OAuthPurge,
+        every,
+        move || {
+            let server = server.clone();
+            async move { purge_once(&server).await }
+        },
+    )
+}
+
+async fn purge_once(server: &AuthorizationServer) {
+    match server.purge(BATCH).await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "expired account-linking records deleted"),
+        Err(e) => tracing::warn!(error = %e, "account-linking purge failed; next period"),
+    }
 }

@@ -92,6 +92,9 @@ pub struct Start {
     pub clock: Arc<dyn Clock>,
     /// The A/B tests slot variants may be bound to.
     pub experiments: crate::experiments::Experiments,
+    /// Whether the recommender folds here at once (`Alone`) or follows until
+    /// [`Personalization::run_recommender`] makes this node its holder (`Standby`).
+    pub role: crate::cluster::singleton::Role,
 }
 
 /// Slots and recommendations.
@@ -108,6 +111,7 @@ pub struct Personalization {
     processed: watch::Receiver<u64>,
     /// The recommender's own thread.
     arbiter: ArbiterHandle,
+    recommender: Addr<Recommender>,
 }
 
 impl Personalization {
@@ -122,9 +126,9 @@ impl Personalization {
         let store = Arc::new(RecommendationStore::open(&start.keyspace)?);
         let log: Arc<dyn Storage> = start.storage.clone();
         let (recommender, processed) =
-            Recommender::load(log, store.clone(), start.catalog.clone())?;
+            Recommender::load(log, store.clone(), start.catalog.clone(), start.role)?;
         let arbiter = Arbiter::new().handle();
-        Recommender::start_in_arbiter(&arbiter, move |_| recommender);
+        let recommender = Recommender::start_in_arbiter(&arbiter, move |_| recommender);
         Ok(Arc::new(Personalization {
             backoffice: start.backoffice,
             slots: ArcSwap::from_pointee(slots),
@@ -137,7 +141,32 @@ impl Personalization {
             store,
             processed,
             arbiter,
+            recommender,
         }))
+    }
+
+    /// Folds on this node while it holds the `Recommender` singleton (started `Standby`).
+    pub fn run_recommender(
+        &self,
+        singletons: &crate::cluster::singleton::Singletons,
+    ) -> crate::cluster::singleton::SingletonHandle {
+        let recommender = self.recommender.clone();
+        singletons.run(
+            crate::cluster::singleton::Singleton::Recommender,
+            move |mut term| {
+                let recommender = recommender.clone();
+                async move {
+                    let lead = crate::cluster::singleton::Lead(Some(term.clone()));
+                    if recommender.send(lead).await.is_err() {
+                        return;
+                    }
+                    term.stopped().await;
+                    let _ = recommender
+                        .send(crate::cluster::singleton::Lead(None))
+                        .await;
+                }
+            },
+        )
     }
 
     /// Stops the recommender (its thread ends; what it wrote stays).

@@ -9,7 +9,12 @@
 //! read from the tree (`recommendations`) when needed. Keys: `c{r}{a}\0{b}` → count (8 bytes,
 //! big-endian), `n{r}{sku}` → `Neighbours`, `s{subject}` → `Session`, `kcursor` → sequence,
 //! where `{r}` is `b` (bought) or `v` (viewed).
+//!
+//! In a cluster it folds on the holder of the `Recommender` singleton only (every commit
+//! fenced by the term, starting from the stored cursor); the others read the tree and follow
+//! the stored cursor, so [`super::Personalization::caught_up`] works on every node.
 
+use crate::cluster::singleton::{Lead, Role, Term};
 use crate::experience::feed::Feed;
 use crate::storage::kv::{Batch, Keyspace, Tree};
 use crate::storage::{Result, Storage, StorageError};
@@ -73,13 +78,17 @@ const CURSOR_KEY: &[u8] = b"kcursor";
 
 /// The recommendations tree.
 pub struct RecommendationStore {
+    keyspace: Keyspace,
     tree: Tree,
 }
 
 impl RecommendationStore {
     pub fn open(keyspace: &Keyspace) -> Result<RecommendationStore> {
         let tree = keyspace.open_tree("recommendations")?;
-        Ok(RecommendationStore { tree })
+        Ok(RecommendationStore {
+            keyspace: keyspace.clone(),
+            tree,
+        })
     }
 
     /// The last sequence durably folded in (0: none).
@@ -115,8 +124,15 @@ impl RecommendationStore {
             .map_err(StorageError::from)
     }
 
-    /// Writes a batch's changes and the cursor atomically and durably.
-    fn commit(&self, changes: &Changes, names: &Names, cursor: u64) -> Result<()> {
+    /// Writes a batch's changes and the cursor atomically and durably (if `term` still holds
+    /// the recommender, when there is one).
+    fn commit(
+        &self,
+        changes: &Changes,
+        names: &Names,
+        cursor: u64,
+        term: Option<&Term>,
+    ) -> Result<()> {
         let mut batch = Batch::default();
         for ((r, a, b), n) in &changes.counts {
             batch.insert(
@@ -134,7 +150,10 @@ impl RecommendationStore {
             batch.insert(session_key(subject), codec::encode(session)?);
         }
         batch.insert(CURSOR_KEY, cursor.to_be_bytes().to_vec());
-        self.tree.apply_batch(batch)?;
+        match term {
+            Some(term) => term.apply(&self.keyspace, &self.tree, &batch)?,
+            None => self.tree.apply_batch(batch)?,
+        }
         self.tree.flush()?;
         Ok(())
     }
@@ -337,6 +356,9 @@ pub struct Recommender {
     cache: Option<Cache>,
     /// The last sequence durably folded in.
     durable: watch::Sender<u64>,
+    role: Role,
+    /// Bumped when the role changes: a batch read or folded before is dropped.
+    generation: u64,
 }
 
 impl Recommender {
@@ -345,6 +367,7 @@ impl Recommender {
         storage: Arc<dyn Storage>,
         store: Arc<RecommendationStore>,
         catalog: Arc<ArcSwap<CatalogSnapshot>>,
+        role: Role,
     ) -> Result<(Recommender, watch::Receiver<u64>)> {
         let cursor = store.cursor()?;
         let (durable, processed) = watch::channel(cursor);
@@ -356,18 +379,25 @@ impl Recommender {
                 store,
                 catalog,
                 durable,
+                role,
+                generation: 0,
             },
             processed,
         ))
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if !self.role.works() {
+            return;
+        }
         let Some(mut feed) = self.feed.take() else {
             return;
         };
         let mut cache = self.cache.take().unwrap_or_default();
         let store = self.store.clone();
         let catalog = self.catalog.clone();
+        let term = self.role.term().cloned();
+        let generation = self.generation;
         ctx.spawn(
             async move {
                 let cursor = feed.cursor();
@@ -375,7 +405,8 @@ impl Recommender {
                     Ok(batch) => {
                         let last = feed.cursor();
                         let folded = tokio::task::spawn_blocking(move || {
-                            let result = fold_batch(&store, &catalog, &mut cache, &batch, last);
+                            let result =
+                                fold_batch(&store, &catalog, &mut cache, &batch, last, term.as_ref());
                             (cache, result)
                         })
                         .await;
@@ -389,13 +420,21 @@ impl Recommender {
                 (feed, cache, cursor, result)
             }
             .into_actor(self)
-            .map(|(feed, cache, cursor, result), act, ctx| {
+            .map(move |(feed, cache, cursor, result), act, ctx| {
+                if generation != act.generation {
+                    // The role changed meanwhile: `Lead` started over from the stored cursor.
+                    return;
+                }
                 act.cache = cache;
                 match result {
                     Ok(last) => {
                         act.feed = Some(feed);
                         act.durable.send_replace(last);
                         act.pump(ctx);
+                    }
+                    Err(StorageError::Fenced) => {
+                        tracing::info!("the recommender was taken over by another node; following it");
+                        act.follow_from_store();
                     }
                     Err(e) => {
                         // Nothing of the batch was written: read it again from the stored cursor.
@@ -417,6 +456,7 @@ fn fold_batch(
     cache: &mut Cache,
     batch: &crate::storage::SharedEvents,
     last: u64,
+    term: Option<&Term>,
 ) -> Result<u64> {
     let snapshot = catalog.load();
     let mut overlay = Overlay {
@@ -436,7 +476,7 @@ fn fold_batch(
         }
     }
     let Overlay { cache, changes, .. } = overlay;
-    store.commit(&changes, &cache.names, last)?;
+    store.commit(&changes, &cache.names, last, term)?;
     cache.absorb(changes);
     Ok(last)
 }
@@ -446,6 +486,65 @@ impl Actor for Recommender {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.pump(ctx);
+        ctx.run_interval(STANDBY_REFRESH, |act, _| {
+            if !act.role.works() {
+                act.follow_stored_cursor();
+            }
+        });
+    }
+}
+
+/// How often a standby reads the holder's stored cursor.
+const STANDBY_REFRESH: Duration = Duration::from_millis(200);
+
+impl Recommender {
+    /// Stops folding here: another node does.
+    fn follow_from_store(&mut self) {
+        self.role = Role::Standby;
+        self.generation += 1;
+        self.feed = None;
+        self.cache = None;
+    }
+
+    /// What the holder stored is durably folded.
+    fn follow_stored_cursor(&mut self) {
+        match self.store.cursor() {
+            Ok(stored) => {
+                self.durable.send_if_modified(|d| {
+                    let moved = stored > *d;
+                    *d = (*d).max(stored);
+                    moved
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "the standby recommender cannot read the cursor"),
+        }
+    }
+}
+
+impl Handler<Lead> for Recommender {
+    type Result = ();
+
+    fn handle(&mut self, msg: Lead, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Some(term) => {
+                // Start over from what the previous holder stored (the cache may be stale).
+                self.generation += 1;
+                match self.store.cursor() {
+                    Ok(cursor) => {
+                        tracing::info!(cursor, "the recommender folds on this node");
+                        self.role = Role::Holding(term);
+                        self.feed = Some(Feed::new(self.storage.clone(), cursor));
+                        self.cache = Some(Cache::default());
+                        self.pump(ctx);
+                    }
+                    Err(e) => {
+                        // The term's work goes on; the next term (or a restart) tries again.
+                        tracing::error!(error = %e, "the recommender cannot read its cursor; not folding");
+                    }
+                }
+            }
+            None => self.follow_from_store(),
+        }
     }
 }
 
@@ -529,7 +628,7 @@ mod tests {
                 }
                 let changes = overlay.changes;
                 store
-                    .commit(&changes, &cache.names, i as u64 + 1)
+                    .commit(&changes, &cache.names, i as u64 + 1, None)
                     .expect("committed");
                 cache.absorb(changes);
             }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "cluster-tests")]
+pub mod cluster;
 pub mod pages;
 
 use hub::clock::{Clock, SystemClock};
