@@ -20,6 +20,8 @@ pub mod lease;
 mod oauth;
 #[cfg(all(test, feature = "cluster-tests"))]
 pub(crate) mod tests;
+#[cfg(feature = "cluster-tests")]
+pub mod testing;
 
 use super::{
     BasketStore, CatalogStore, Committer, CustomerStore, InventoryStore, OrderStore, Outbox,
