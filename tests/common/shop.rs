@@ -6,8 +6,9 @@
 //! The hub is one node on sled, or — built with the `cluster-tests` feature and run with
 //! `OMNIHUB_TEST_SHOP=cluster` — three nodes on one fresh PostgreSQL schema (`storage =
 //! "cluster"`, on a thread of their own, stopped and the schema dropped when the shop is
-//! dropped): [`Shop::url`] spreads requests over the nodes round-robin, and the provider's
-//! webhooks go to the first node, which owns about a third of the checkouts.
+//! dropped): [`Shop::url`] spreads requests over the nodes round-robin, starting at the second
+//! node, and the provider's webhooks go to the first node — so a test's first basket (made by
+//! its first request) is another node's, and so are about two thirds of all checkouts.
 
 use hub::clock::ManualClock;
 use hub::{Application, HubHandle, HubSettings};
@@ -516,7 +517,9 @@ impl Shop {
                     clock,
                     client,
                     server,
-                    next: Default::default(),
+                    // The first request goes to node 1: a test's first basket is node 1's,
+                    // so the provider's webhooks for it reach a node that does not own it.
+                    next: std::sync::atomic::AtomicUsize::new(1),
                     cluster: Some(run),
                     _dir: dir,
                 }
