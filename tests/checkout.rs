@@ -943,8 +943,16 @@ mod across_nodes {
             "a line in the anonymous basket",
         )
         .await;
-        assert_eq!(owner_of(&shop, &own_basket), 0, "the customer's basket is node 0's");
-        assert_eq!(owner_of(&shop, &anonymous), 1, "the anonymous basket is node 1's");
+        assert_eq!(
+            owner_of(&shop, &own_basket),
+            0,
+            "the customer's basket is node 0's"
+        );
+        assert_eq!(
+            owner_of(&shop, &anonymous),
+            1,
+            "the anonymous basket is node 1's"
+        );
 
         // They sign in on node 2, which owns neither.
         let signed_in = ok(
@@ -958,7 +966,11 @@ mod across_nodes {
             "sign in on node 2",
         )
         .await;
-        assert_eq!(signed_in["basket"]["id"], own_basket.as_str(), "{signed_in}");
+        assert_eq!(
+            signed_in["basket"]["id"],
+            own_basket.as_str(),
+            "{signed_in}"
+        );
         assert_eq!(quantity(&signed_in["basket"], "BEANS"), 2, "{signed_in}");
         assert_eq!(quantity(&signed_in["basket"], "TEA"), 1, "{signed_in}");
         // The merge is stored: every node serves the merged basket, and the anonymous basket is

@@ -7,9 +7,7 @@ mod in_store;
 mod privacy;
 pub use in_store::TillKey;
 
-use crate::actors::basket::{
-    Access, ApplyCommand, BasketActor, BasketFailure, GetView, Watch,
-};
+use crate::actors::basket::{Access, ApplyCommand, BasketActor, BasketFailure, GetView, Watch};
 use crate::actors::customer::{CustomerActor, GetCustomer};
 use crate::actors::directory::{
     ActivateBasket, ActivateCustomer, Deregister, Directory, DirectoryView,
@@ -298,7 +296,12 @@ impl HubBackend {
         {
             // The anonymous basket, the customer's and this node may be three nodes.
             match self
-                .merge(anonymous, basket_id, channel, Subject::Customer(customer.id))
+                .merge(
+                    anonymous,
+                    basket_id,
+                    channel,
+                    Subject::Customer(customer.id),
+                )
                 .await
             {
                 Ok(()) => {}

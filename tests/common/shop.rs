@@ -230,7 +230,12 @@ impl Storage {
 }
 
 /// Settings of a shop's hub (node), before the storage is chosen.
-fn hub_settings(options: &ShopOptions, sim: &SimProcess, partners: Option<&Partners>, dir: &std::path::Path) -> HubSettings {
+fn hub_settings(
+    options: &ShopOptions,
+    sim: &SimProcess,
+    partners: Option<&Partners>,
+    dir: &std::path::Path,
+) -> HubSettings {
     let mut s = HubSettings {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.to_path_buf(),
@@ -409,7 +414,9 @@ pub mod cluster {
                 .all(|((_, h, _), _)| {
                     let owners = h.ownership.as_ref().expect("a cluster node").owners();
                     owners.values().map(Vec::len).sum::<usize>() == hub::cluster::SHARDS as usize
-                        && ids.iter().all(|id| owners.get(id).is_some_and(|s| !s.is_empty()))
+                        && ids
+                            .iter()
+                            .all(|id| owners.get(id).is_some_and(|s| !s.is_empty()))
                 })
                 .then_some(())
         })
@@ -525,7 +532,9 @@ impl Shop {
                 }
             }
             #[cfg(not(feature = "cluster-tests"))]
-            Storage::Cluster => unreachable!("Storage::from_env answers sled without cluster-tests"),
+            Storage::Cluster => {
+                unreachable!("Storage::from_env answers sled without cluster-tests")
+            }
         };
         register_webhook(&shop.client, &shop.sim.base, &hub_base).await;
         shop

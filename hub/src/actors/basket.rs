@@ -140,7 +140,10 @@ pub struct MergeInto {
 #[derive(Clone)]
 pub struct Absorber(
     pub  Arc<
-        dyn Fn(Absorb) -> futures_util::future::BoxFuture<'static, Result<BasketView, BasketFailure>>
+        dyn Fn(
+                Absorb,
+            )
+                -> futures_util::future::BoxFuture<'static, Result<BasketView, BasketFailure>>
             + Send
             + Sync,
     >,

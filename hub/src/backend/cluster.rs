@@ -314,11 +314,10 @@ impl Callee for HubBackend {
                 .ask_basket(basket, crate::actors::pickup::ApplyPickup(report))
                 .await
                 .map(order),
-            Call::EnsureBasket { customer } => {
-                self.ensure_basket_here(customer)
-                    .await
-                    .map(|id| Reply::Ensured(id, None))
-            }
+            Call::EnsureBasket { customer } => self
+                .ensure_basket_here(customer)
+                .await
+                .map(|id| Reply::Ensured(id, None)),
             Call::Merge {
                 from,
                 into,
@@ -326,6 +325,51 @@ impl Callee for HubBackend {
                 subject,
             } => self
                 .merge_here(from, into, channel, subject)
+                .await
+                .map(|()| Reply::Done),
+            Call::TillPull {
+                customer,
+                id,
+                store,
+            } => self
+                .pull_to_till_here(customer, id, store)
+                .await
+                .map(|lines| Reply::Lines(lines, true)),
+            Call::TillReturn {
+                customer,
+                id,
+                store,
+            } => self
+                .return_from_till_here(customer, id, store)
+                .await
+                .map(|(lines, changed)| Reply::Lines(lines, changed)),
+            Call::EraseRecord {
+                customer,
+                placeholder_email,
+                sessions,
+            } => self
+                .ask_customer(
+                    customer,
+                    crate::actors::customer::EraseRecord {
+                        placeholder_email,
+                        sessions,
+                    },
+                )
+                .await?
+                .map(|()| Reply::Done)
+                .map_err(unavailable),
+            Call::EraseOrder {
+                basket,
+                order: id,
+                placeholder_email,
+            } => self
+                .ask_basket(
+                    basket,
+                    crate::actors::checkout::EraseOrder {
+                        order: id,
+                        placeholder_email,
+                    },
+                )
                 .await
                 .map(|()| Reply::Done),
             Call::Absorb {

@@ -4,7 +4,8 @@
 //! Where the owner is known from the request itself:
 //! - `/api/v1/baskets/{id}/…`: the basket id in the path;
 //! - `/api/v1/customers/me…`: the signed-in customer, from the session token (`Authorization:
-//!   Bearer`, or the session cookie), looked up in storage; `POST /api/v1/baskets` likewise
+//!   Bearer`, or the session cookie), looked up in storage; the storefront's `/account…`
+//!   pages and `POST /api/v1/baskets` likewise
 //!   (a signed-in customer's basket is in their shard);
 //! - `/api/v1/checkouts/{id}…` and the storefront's `/checkout/{id}/…`: the checkout's basket,
 //!   looked up in storage;
@@ -146,10 +147,8 @@ pub fn target_of(path: &str, headers: &HeaderMap) -> Option<Target> {
         let id = rest.split('/').next().unwrap_or_default();
         return id.parse().ok().map(Target::Checkout);
     }
-    let me = path
-        .strip_prefix("/api/v1/customers/me")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    if me {
+    // The signed-in customer's API and the storefront's account pages.
+    if under(path, "/api/v1/customers/me") || under(path, "/account") {
         return session_token(headers).map(Target::Session);
     }
     None
@@ -548,6 +547,16 @@ mod tests {
                 "/api/v1/customers/me".into(),
                 headers(&[("cookie", "a=1; omnihub_session=xyz; b=2")]),
                 Some(Target::Session("xyz".into())),
+            ),
+            (
+                "/account/phone".into(),
+                headers(&[("cookie", "omnihub_session=xyz")]),
+                Some(Target::Session("xyz".into())),
+            ),
+            (
+                "/accounts".into(),
+                headers(&[("authorization", "Bearer abc")]),
+                None,
             ),
             (
                 "/api/v1/customers/meh".into(),

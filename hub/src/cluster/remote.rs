@@ -88,7 +88,9 @@ pub enum Call {
         report: protocol::replication::pickup::PickupReport,
     },
     /// The customer's basket id, made if they have none.
-    EnsureBasket { customer: CustomerId },
+    EnsureBasket {
+        customer: CustomerId,
+    },
     /// Merges the anonymous basket `from` (its token was checked by the caller) into `into`.
     Merge {
         from: BasketId,
@@ -103,6 +105,30 @@ pub enum Call {
         coupons: Vec<String>,
         closed_source: Basket,
     },
+    /// Moves the customer's basket lines to a till (an edge node's pull `id`).
+    TillPull {
+        customer: CustomerId,
+        id: String,
+        store: String,
+    },
+    /// Gives a till pull back to the customer's basket.
+    TillReturn {
+        customer: CustomerId,
+        id: String,
+        store: String,
+    },
+    /// The customer record's part of an erasure.
+    EraseRecord {
+        customer: CustomerId,
+        placeholder_email: String,
+        sessions: Vec<[u8; 32]>,
+    },
+    /// An order's part of an erasure, through its basket.
+    EraseOrder {
+        basket: BasketId,
+        order: OrderId,
+        placeholder_email: String,
+    },
 }
 
 impl Call {
@@ -115,8 +141,12 @@ impl Call {
             | Call::SettleOrder { basket, .. }
             | Call::RefundOrder { basket, .. }
             | Call::Fulfilment { basket, .. }
-            | Call::Pickup { basket, .. } => shard_of(basket),
-            Call::EnsureBasket { customer } => shard_of(customer),
+            | Call::Pickup { basket, .. }
+            | Call::EraseOrder { basket, .. } => shard_of(basket),
+            Call::EnsureBasket { customer }
+            | Call::TillPull { customer, .. }
+            | Call::TillReturn { customer, .. }
+            | Call::EraseRecord { customer, .. } => shard_of(customer),
             Call::Merge { from, .. } => shard_of(from),
             Call::Absorb { into, .. } => shard_of(into),
         }
@@ -134,6 +164,10 @@ impl Call {
             Call::EnsureBasket { .. } => "ensure_basket",
             Call::Merge { .. } => "merge",
             Call::Absorb { .. } => "absorb",
+            Call::TillPull { .. } => "till_pull",
+            Call::TillReturn { .. } => "till_return",
+            Call::EraseRecord { .. } => "erase_record",
+            Call::EraseOrder { .. } => "erase_order",
         }
     }
 }
@@ -145,6 +179,8 @@ pub enum Reply {
     Order(Box<OrderRecord>),
     Ended(Box<CheckoutRecord>, Option<Box<OrderRecord>>),
     Ensured(BasketId, Option<Box<Basket>>),
+    /// Lines moved (a till pull), and whether this call moved them (a return).
+    Lines(Vec<(protocol::Sku, u32)>, bool),
 }
 
 impl Reply {
@@ -169,6 +205,13 @@ impl Reply {
     pub fn ended(self) -> Result<(CheckoutRecord, Option<OrderRecord>), BackendError> {
         match self {
             Reply::Ended(c, o) => Ok((*c, o.map(|o| *o))),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    pub fn lines(self) -> Result<(Vec<(protocol::Sku, u32)>, bool), BackendError> {
+        match self {
+            Reply::Lines(lines, changed) => Ok((lines, changed)),
             other => Err(other.unexpected()),
         }
     }
@@ -421,7 +464,8 @@ impl Peers {
                     node_id,
                     ..
                 }) => {
-                    let span = tracing::info_span!("node_call", call = call.name(), owner = %node_id);
+                    let span =
+                        tracing::info_span!("node_call", call = call.name(), owner = %node_id);
                     match tracing::Instrument::instrument(self.send(&address, body.clone()), span)
                         .await
                     {
@@ -543,11 +587,7 @@ pub async fn receive(
     };
     // Never sent on: a call for a shard this node does not hold goes back to the caller, who
     // looks again.
-    if !peers
-        .view
-        .owner(call.shard())
-        .is_some_and(|o| o.is_local())
-    {
+    if !peers.view.owner(call.shard()).is_some_and(|o| o.is_local()) {
         return refused(
             503,
             "not_owner",

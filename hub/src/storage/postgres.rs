@@ -18,10 +18,10 @@ mod cursors;
 pub mod event_log;
 pub mod lease;
 mod oauth;
-#[cfg(all(test, feature = "cluster-tests"))]
-pub(crate) mod tests;
 #[cfg(feature = "cluster-tests")]
 pub mod testing;
+#[cfg(all(test, feature = "cluster-tests"))]
+pub(crate) mod tests;
 
 use super::{
     BasketStore, CatalogStore, Committer, CustomerStore, InventoryStore, OrderStore, Outbox,
