@@ -1005,6 +1005,49 @@ mod across_nodes {
     }
 
     #[actix_web::test]
+    async fn calls_between_nodes_need_the_cluster_secret() {
+        let shop = Shop::start_on(ShopOptions::default(), Storage::Cluster).await;
+        let call = shop.node_url(0, "/internal/v1/cluster/call");
+        let attempts = [
+            // A client claiming to be a node.
+            vec![("x-omnihub-forwarded-by", "shop-1")],
+            vec![
+                ("x-omnihub-forwarded-by", "shop-1"),
+                ("x-omnihub-cluster-secret", "guessed"),
+            ],
+            // The secret, but not from a node.
+            vec![(
+                "x-omnihub-cluster-secret",
+                common::shop::cluster::CLUSTER_SECRET,
+            )],
+        ];
+        for headers in attempts {
+            let mut req = shop.client.post(&call).body(vec![1, 2, 3]);
+            for (n, v) in &headers {
+                req = req.header(*n, *v);
+            }
+            let res = req.send().await.expect("sent");
+            assert_eq!(res.status(), 401, "{headers:?}");
+            let body: Value = res.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        }
+        // With the secret, a call that is not one is refused as such (nothing runs).
+        let res = shop
+            .client
+            .post(&call)
+            .header("x-omnihub-forwarded-by", "shop-1")
+            .header(
+                "x-omnihub-cluster-secret",
+                common::shop::cluster::CLUSTER_SECRET,
+            )
+            .body(vec![1, 2, 3])
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), 400);
+    }
+
+    #[actix_web::test]
     async fn a_webhook_at_a_node_that_does_not_own_the_checkout_makes_one_order() {
         let shop = Shop::start_on(ShopOptions::default(), Storage::Cluster).await;
         // The provider's webhooks go to node 0; this basket is node 1's.
