@@ -387,10 +387,8 @@ async fn paid_after_the_hold(stock_left: i64) -> (Shop, Value) {
         "locked until the session is known to be expired or paid"
     );
     // Meanwhile the shelf changed (a store sale, a count).
-    shop.handle
-        .set_online_stock(vec![(common::shop::sku("TEA"), stock_left)])
-        .await
-        .expect("stock");
+    shop.set_online_stock(vec![(common::shop::sku("TEA"), stock_left)])
+        .await;
     // The test API pays even while the provider's API answers 500 to the hub.
     let (status, body) = shop.pay(&Shop::session_of(&checkout), VISA).await;
     assert_eq!(status, 200, "{body}");
@@ -847,4 +845,268 @@ async fn the_admin_api_counts_stock_and_keeps_what_is_held() {
         .expect("sent");
     assert_eq!(res.status(), 404);
     assert_eq!(shop.admin("/stock/TEA").await["available"], 48);
+}
+
+/// Calls between hub nodes (`hub::cluster::remote`): the hub's own work on an actor another
+/// node owns reaches that node. Three nodes on PostgreSQL, whatever `OMNIHUB_TEST_SHOP` says.
+#[cfg(feature = "cluster-tests")]
+mod across_nodes {
+    use super::*;
+    use common::shop::Storage;
+
+    /// Which node owns the shard of `basket` (a basket id).
+    fn owner_of(shop: &Shop, basket: &str) -> usize {
+        let id: protocol::BasketId = basket.parse().expect("a basket id");
+        let shard = hub::cluster::shard_of(&id);
+        shop.nodes
+            .iter()
+            .position(|(_, h)| {
+                h.ownership
+                    .as_ref()
+                    .expect("a cluster node")
+                    .owner(shard)
+                    .is_some_and(|o| o.is_local())
+            })
+            .expect("a node owns the basket")
+    }
+
+    async fn ok(res: reqwest::Response, what: &str) -> Value {
+        let status = res.status();
+        let body = res.text().await.expect("a body");
+        assert!(status.is_success(), "{what}: {status} {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"))
+    }
+
+    fn quantity(basket: &Value, sku: &str) -> i64 {
+        basket["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["sku"] == sku)
+            .and_then(|l| l["quantity"].as_i64())
+            .unwrap_or(0)
+    }
+
+    #[actix_web::test]
+    async fn sign_in_on_a_node_owning_neither_basket_merges_the_anonymous_lines() {
+        let shop = Shop::start_on(ShopOptions::default(), Storage::Cluster).await;
+        // Registered on node 0: the customer and their basket are in a shard of node 0.
+        let registered = ok(
+            shop.client
+                .post(shop.node_url(0, "/api/v1/customers"))
+                .json(&json!({
+                    "email": "merge@example.com",
+                    "name": "Mer Ge",
+                    "password": "a long enough password"
+                }))
+                .send()
+                .await
+                .expect("sent"),
+            "register",
+        )
+        .await;
+        let own_basket = registered["customer"]["basket_id"]
+            .as_str()
+            .expect("the customer's basket")
+            .to_string();
+        ok(
+            shop.client
+                .post(shop.node_url(0, &format!("/api/v1/baskets/{own_basket}/lines")))
+                .bearer_auth(registered["session_token"].as_str().expect("a session"))
+                .json(&json!({"sku": "TEA", "quantity": 1}))
+                .send()
+                .await
+                .expect("sent"),
+            "a line in the customer's basket",
+        )
+        .await;
+        // Later, signed out, they fill an anonymous basket made on node 1.
+        let created = ok(
+            shop.client
+                .post(shop.node_url(1, "/api/v1/baskets"))
+                .send()
+                .await
+                .expect("sent"),
+            "an anonymous basket",
+        )
+        .await;
+        let anonymous = created["id"].as_str().expect("id").to_string();
+        let token = created["token"].as_str().expect("token").to_string();
+        ok(
+            shop.client
+                .post(shop.node_url(1, &format!("/api/v1/baskets/{anonymous}/lines")))
+                .header("X-Basket-Token", &token)
+                .json(&json!({"sku": "BEANS", "quantity": 2}))
+                .send()
+                .await
+                .expect("sent"),
+            "a line in the anonymous basket",
+        )
+        .await;
+        assert_eq!(
+            owner_of(&shop, &own_basket),
+            0,
+            "the customer's basket is node 0's"
+        );
+        assert_eq!(
+            owner_of(&shop, &anonymous),
+            1,
+            "the anonymous basket is node 1's"
+        );
+
+        // They sign in on node 2, which owns neither.
+        let signed_in = ok(
+            shop.client
+                .post(shop.node_url(2, "/api/v1/sessions"))
+                .header("X-Basket-Token", &token)
+                .json(&json!({"email": "merge@example.com", "password": "a long enough password"}))
+                .send()
+                .await
+                .expect("sent"),
+            "sign in on node 2",
+        )
+        .await;
+        assert_eq!(
+            signed_in["basket"]["id"],
+            own_basket.as_str(),
+            "{signed_in}"
+        );
+        assert_eq!(quantity(&signed_in["basket"], "BEANS"), 2, "{signed_in}");
+        assert_eq!(quantity(&signed_in["basket"], "TEA"), 1, "{signed_in}");
+        // The merge is stored: every node serves the merged basket, and the anonymous basket is
+        // closed (merged once: signing in again brings nothing twice).
+        let session = signed_in["session_token"].as_str().expect("a session");
+        for i in 0..3 {
+            let current = ok(
+                shop.client
+                    .get(shop.node_url(i, "/api/v1/basket"))
+                    .bearer_auth(session)
+                    .send()
+                    .await
+                    .expect("sent"),
+                "the current basket",
+            )
+            .await;
+            assert_eq!(current["id"], own_basket.as_str(), "on node {i}");
+            assert_eq!(quantity(&current, "BEANS"), 2, "on node {i}: {current}");
+        }
+        let again = ok(
+            shop.client
+                .post(shop.node_url(2, "/api/v1/sessions"))
+                .header("X-Basket-Token", &token)
+                .json(&json!({"email": "merge@example.com", "password": "a long enough password"}))
+                .send()
+                .await
+                .expect("sent"),
+            "sign in again",
+        )
+        .await;
+        assert_eq!(quantity(&again["basket"], "BEANS"), 2, "{again}");
+    }
+
+    #[actix_web::test]
+    async fn calls_between_nodes_need_the_cluster_secret() {
+        let shop = Shop::start_on(ShopOptions::default(), Storage::Cluster).await;
+        let call = shop.node_url(0, "/internal/v1/cluster/call");
+        let attempts = [
+            // A client claiming to be a node.
+            vec![("x-omnihub-forwarded-by", "shop-1")],
+            vec![
+                ("x-omnihub-forwarded-by", "shop-1"),
+                ("x-omnihub-cluster-secret", "guessed"),
+            ],
+            // The secret, but not from a node.
+            vec![(
+                "x-omnihub-cluster-secret",
+                common::shop::cluster::CLUSTER_SECRET,
+            )],
+        ];
+        for headers in attempts {
+            let mut req = shop.client.post(&call).body(vec![1, 2, 3]);
+            for (n, v) in &headers {
+                req = req.header(*n, *v);
+            }
+            let res = req.send().await.expect("sent");
+            assert_eq!(res.status(), 401, "{headers:?}");
+            let body: Value = res.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        }
+        // With the secret, a call that is not one is refused as such (nothing runs).
+        let res = shop
+            .client
+            .post(&call)
+            .header("x-omnihub-forwarded-by", "shop-1")
+            .header(
+                "x-omnihub-cluster-secret",
+                common::shop::cluster::CLUSTER_SECRET,
+            )
+            .body(vec![1, 2, 3])
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(res.status(), 400);
+    }
+
+    #[actix_web::test]
+    async fn a_webhook_at_a_node_that_does_not_own_the_checkout_makes_one_order() {
+        let shop = Shop::start_on(ShopOptions::default(), Storage::Cluster).await;
+        // The provider's webhooks go to node 0; this basket is node 1's.
+        let created = ok(
+            shop.client
+                .post(shop.node_url(1, "/api/v1/baskets"))
+                .send()
+                .await
+                .expect("sent"),
+            "a basket",
+        )
+        .await;
+        let basket = created["id"].as_str().expect("id").to_string();
+        let token = created["token"].as_str().expect("token").to_string();
+        assert_eq!(owner_of(&shop, &basket), 1);
+        ok(
+            shop.client
+                .post(shop.node_url(1, &format!("/api/v1/baskets/{basket}/lines")))
+                .header("X-Basket-Token", &token)
+                .json(&json!({"sku": "BEANS", "quantity": 1}))
+                .send()
+                .await
+                .expect("sent"),
+            "a line",
+        )
+        .await;
+        let checkout = shop.checkout_ok(&basket, &token).await;
+        let id = checkout["id"].as_str().expect("id").to_string();
+        // Each webhook is delivered three times, all to node 0.
+        shop.faults(json!({"webhooks": {"duplicate": 3}})).await;
+        // Paid on the provider's page: only the webhook tells the hub (the clock stands still,
+        // so reconciliation never looks, and nobody follows the redirect).
+        let (status, body) = shop.pay(&Shop::session_of(&checkout), VISA).await;
+        assert_eq!(status, 200, "{body}");
+        let done = shop.settled(&id, &token).await;
+        assert_eq!(done["state"], "paid", "{done}");
+        assert!(done["order"]["number"].is_string(), "{done}");
+        // Every delivery answered, none left to retry.
+        eventually(Duration::from_secs(20), || async {
+            let d: Value = shop
+                .client
+                .get(shop.sim_url("/_sim/deliveries"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let list = d.as_array().or_else(|| d["deliveries"].as_array())?.clone();
+            let pending = list
+                .iter()
+                .any(|x| x["status"] == "pending" || x["status"] == "queued");
+            (!pending && list.len() >= 3).then_some(())
+        })
+        .await;
+        let orders = shop.all_orders().await;
+        assert_eq!(orders_for(&orders, &id), 1, "exactly one order");
+        assert_eq!(orders.len(), 1);
+        let audit = shop.sim_audit().await;
+        assert_eq!(audit["charges_succeeded"], 1, "{audit}");
+    }
 }

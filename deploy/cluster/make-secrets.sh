@@ -36,5 +36,7 @@ write postgres_password "$password"
 # The hub's URL holds the same password: PostgreSQL's user `omnihub`, database `omnihub`.
 write OMNIHUB_HUB_CLUSTER__POSTGRES_URL "postgres://omnihub:$password@postgres:5432/omnihub"
 write OMNIHUB_HUB_CLUSTER__NATS_URL "nats://nats:4222"
+# The nodes' calls to each other's actors (webhooks, sign-in merges, the sweeper).
+write OMNIHUB_HUB_CLUSTER__SECRET "$(random)"
 write OMNIHUB_HUB_ADMIN_TOKEN "$(random)"
 write OMNIHUB_HUB_OPS_TOKEN "$(random)"

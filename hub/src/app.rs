@@ -521,12 +521,29 @@ impl Application {
         )
         .start();
         let _ = activations.0.set(directory.clone());
-        let backend = Arc::new(HubBackend::new(
+        let mut backend = HubBackend::new(
             deps,
             directory.clone(),
             view,
             settings.channels.session_days,
-        ));
+        );
+        // In a cluster, the hub's own calls to other nodes' actors go to them.
+        let peers = match &ownership_view {
+            Some(view) => {
+                let peers = Arc::new(
+                    crate::cluster::remote::Peers::new(
+                        view.clone(),
+                        settings.cluster.secret.clone(),
+                        settings.cluster.lease_ttl + settings.cluster.heartbeat_every,
+                    )
+                    .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?,
+                );
+                backend = backend.with_peers(peers.clone());
+                Some(peers)
+            }
+            None => None,
+        };
+        let backend = Arc::new(backend);
         crate::collect::apply_reports(&edge, backend.clone());
         let boards = crate::edge::boards::HubBoards::open(&keyspace)?;
         let experience = if clustered {
@@ -725,6 +742,11 @@ impl Application {
             )),
             None => None,
         };
+        // Calls from other nodes to this node's actors.
+        let node_calls = peers.map(|peers| {
+            let callee: Arc<dyn crate::cluster::remote::Callee> = handle.backend.clone();
+            (web::Data::from(peers), web::Data::from(callee))
+        });
         let mut server = HttpServer::new(move || {
             App::new()
                 // Innermost: in a cluster (a `web::Data<Forwarder>` present), requests for
@@ -744,7 +766,15 @@ impl Application {
                     if let Some(f) = &forwarder {
                         cfg.app_data(f.clone());
                     }
+                    if let Some((peers, callee)) = &node_calls {
+                        cfg.app_data(peers.clone()).app_data(callee.clone());
+                    }
                 })
+                .service(
+                    web::resource(crate::cluster::remote::CALL_PATH)
+                        .app_data(web::PayloadConfig::new(4 * 1024 * 1024))
+                        .route(web::post().to(crate::cluster::remote::receive)),
+                )
                 .app_data(metrics_on.clone())
                 .app_data(live_data.clone())
                 .app_data(ops_sign_ins.clone())

@@ -2,14 +2,13 @@
 //! or activates the right actor, and turns actor and storage failures into channel errors.
 
 mod assistant;
+mod cluster;
 mod in_store;
 mod privacy;
 pub use in_store::TillKey;
 
-use crate::actors::basket::{
-    Access, ApplyCommand, BasketActor, BasketFailure, GetView, MergeInto, Watch,
-};
-use crate::actors::customer::{CustomerActor, EnsureBasket, GetCustomer};
+use crate::actors::basket::{Access, ApplyCommand, BasketActor, BasketFailure, GetView, Watch};
+use crate::actors::customer::{CustomerActor, GetCustomer};
 use crate::actors::directory::{
     ActivateBasket, ActivateCustomer, Deregister, Directory, DirectoryView,
 };
@@ -40,6 +39,8 @@ pub struct HubBackend {
     directory: Addr<Directory>,
     view: Arc<DirectoryView>,
     session_days: i64,
+    /// In a cluster: calls to actors other nodes own (`crate::cluster::remote`).
+    peers: Option<Arc<crate::cluster::remote::Peers>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
@@ -88,6 +89,7 @@ impl From<BasketFailure> for BackendError {
                 }
             }
             BasketFailure::Storage(e) => unavailable(e),
+            BasketFailure::Elsewhere(e) => e,
         }
     }
 }
@@ -104,6 +106,7 @@ impl HubBackend {
             directory,
             view,
             session_days,
+            peers: None,
         }
     }
 
@@ -246,22 +249,6 @@ impl HubBackend {
         .map_err(unavailable)
     }
 
-    /// The customer's basket id, created if they have none.
-    async fn customer_basket(&self, customer: CustomerId) -> Result<BasketId, BackendError> {
-        let (id, created) = self
-            .ask_customer(customer, EnsureBasket)
-            .await?
-            .map_err(unavailable)?;
-        if let Some(basket) = created {
-            let _queued = Queued::at("directory");
-            self.directory
-                .send(ActivateBasket(basket))
-                .await
-                .map_err(unavailable)?;
-        }
-        Ok(id)
-    }
-
     fn event(&self, customer: CustomerId, channel: Channel, kind: EventKind) -> Event {
         Event::new(
             self.deps.clock.now(),
@@ -302,44 +289,38 @@ impl HubBackend {
             .await
             .map_err(unavailable)?;
         let basket_id = self.customer_basket(customer.id).await?;
-        let mut basket = self
-            .ask_basket(
-                basket_id,
-                GetView(Access {
-                    customer: Some(customer.id),
-                    holds_token: false,
-                    system: false,
-                }),
-            )
-            .await?;
         if let Some(anonymous) = self
             .token_basket(shopper)
             .await?
             .filter(|id| *id != basket_id)
         {
-            let into = self
-                .basket_actor(basket_id)
-                .await?
-                .ok_or(BackendError::NotFound("basket"))?;
-            let merge = MergeInto {
-                access: Access {
-                    customer: None,
-                    holds_token: true,
-                    system: false,
-                },
-                into,
-                into_id: basket_id,
-                channel,
-                subject: Subject::Customer(customer.id),
-            };
-            match self.ask_basket(anonymous, merge).await {
-                Ok(view) => basket = view,
+            // The anonymous basket, the customer's and this node may be three nodes.
+            match self
+                .merge(
+                    anonymous,
+                    basket_id,
+                    channel,
+                    Subject::Customer(customer.id),
+                )
+                .await
+            {
+                Ok(()) => {}
                 // Already merged or closed: nothing to bring over. A basket with a payment in
                 // progress (either one) stays as it is; the shopper merges nothing mid-payment.
                 Err(BackendError::NotFound(_)) | Err(BackendError::Conflict { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
+        let basket = self
+            .view_anywhere(
+                basket_id,
+                Access {
+                    customer: Some(customer.id),
+                    holds_token: false,
+                    system: false,
+                },
+            )
+            .await?;
         let view = CustomerView {
             id: customer.id,
             email: customer.email,

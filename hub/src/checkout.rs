@@ -6,9 +6,10 @@
 use crate::actors::basket::Access;
 use crate::actors::checkout::{
     CheckoutFailure, EndCheckout, EndReason, PaymentFailed, PaymentSucceeded, RefundOrder,
-    SettleOrder, StartCheckout,
+    StartCheckout,
 };
 use crate::backend::HubBackend;
+use crate::cluster::remote::Call;
 use crate::payments::client::{ProviderError, Session};
 use channels::backend::{CheckoutInput, CheckoutView, OrderRef, OrderView, QuoteView, RefundView};
 use channels::{BackendError, Shopper};
@@ -372,6 +373,14 @@ impl HubBackend {
         session: Session,
     ) -> Result<OrderRecord, BackendError> {
         let basket = self.checkout_basket(checkout).await?;
+        let call = || Call::PaymentSucceeded {
+            basket,
+            checkout,
+            session: session.clone(),
+        };
+        if let Some(reply) = self.elsewhere(&basket, call).await? {
+            return reply.order();
+        }
         self.ask_basket(basket, PaymentSucceeded { checkout, session })
             .await
     }
@@ -412,6 +421,14 @@ impl HubBackend {
         message: String,
     ) -> Result<(), BackendError> {
         let basket = self.checkout_basket(checkout).await?;
+        let call = || Call::PaymentFailed {
+            basket,
+            checkout,
+            message: message.clone(),
+        };
+        if let Some(reply) = self.elsewhere(&basket, call).await? {
+            return reply.done();
+        }
         self.ask_basket(basket, PaymentFailed { checkout, message })
             .await
     }
@@ -419,16 +436,9 @@ impl HubBackend {
     /// The provider expired a session itself: end the checkout as expired.
     pub async fn session_expired(&self, checkout: CheckoutId) -> Result<(), BackendError> {
         let basket = self.checkout_basket(checkout).await?;
-        self.ask_basket(
-            basket,
-            EndCheckout {
-                access: Access::system(),
-                checkout,
-                why: EndReason::HoldExpired,
-            },
-        )
-        .await
-        .map(|_| ())
+        self.end_checkout_as_hub(basket, checkout, EndReason::HoldExpired)
+            .await
+            .map(|_| ())
     }
 
     async fn checkout_basket(&self, checkout: CheckoutId) -> Result<BasketId, BackendError> {
@@ -504,6 +514,15 @@ impl HubBackend {
         basket: BasketId,
         msg: crate::actors::checkout::ApplyFulfilment,
     ) -> Result<OrderRecord, BackendError> {
+        let call = || Call::Fulfilment {
+            basket,
+            order: msg.order,
+            update: msg.update.clone(),
+            source: msg.source.to_string(),
+        };
+        if let Some(reply) = self.elsewhere(&basket, call).await? {
+            return reply.order();
+        }
         self.ask_basket(basket, msg).await
     }
 
@@ -541,6 +560,17 @@ impl HubBackend {
         cancel: bool,
         idempotency_key: Option<String>,
     ) -> Result<OrderRecord, BackendError> {
+        let call = || Call::RefundOrder {
+            basket: order.basket,
+            order: order.id,
+            amount,
+            reason: reason.clone(),
+            cancel,
+            idempotency_key: idempotency_key.clone(),
+        };
+        if let Some(reply) = self.elsewhere(&order.basket, call).await? {
+            return reply.order();
+        }
         self.ask_basket(
             order.basket,
             RefundOrder {
@@ -579,12 +609,8 @@ impl HubBackend {
         futures_util::stream::iter(open)
             .for_each_concurrent(8, |record| async move {
                 if now >= record.hold_until {
-                    let end = EndCheckout {
-                        access: Access::system(),
-                        checkout: record.id,
-                        why: EndReason::HoldExpired,
-                    };
-                    if let Err(e) = self.ask_basket(record.basket, end).await {
+                    let end = self.end_checkout_as_hub(record.basket, record.id, EndReason::HoldExpired);
+                    if let Err(e) = end.await {
                         tracing::warn!(checkout = %record.id, error = %e, "cannot expire the checkout yet");
                     }
                 } else if now - record.created_at >= settings.reconcile_after {
@@ -596,12 +622,12 @@ impl HubBackend {
             self.settle_lapsed_hold(checkout).await;
         }
         if let Ok(owing) = self.deps.storage.orders_owing_work(100).await {
+            // Each node settles the orders of its own shards (their actors live there).
             for order in owing
                 .into_iter()
                 .filter(|o| self.deps.fence.owns(&o.basket))
             {
-                let settle = SettleOrder { order: order.id };
-                if let Err(e) = self.ask_basket(order.basket, settle).await {
+                if let Err(e) = self.settle_order(order.basket, order.id).await {
                     tracing::warn!(order = %order.number, error = %e, "owed refund or restock not done yet");
                 }
             }

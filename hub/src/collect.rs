@@ -318,6 +318,13 @@ impl crate::backend::HubBackend {
         report: protocol::replication::PickupReport,
     ) -> Result<(), channels::BackendError> {
         let order = self.admin_order(&report.order.to_string()).await?;
+        let call = || crate::cluster::remote::Call::Pickup {
+            basket: order.basket,
+            report: report.clone(),
+        };
+        if let Some(reply) = self.elsewhere(&order.basket, call).await? {
+            return reply.order().map(|_| ());
+        }
         self.ask_basket(order.basket, crate::actors::pickup::ApplyPickup(report))
             .await
             .map(|_| ())

@@ -114,6 +114,11 @@ pub struct ClusterSettings {
     /// Put before every stream and subject name (`<prefix>EVENTS`, `<prefix>events.<kind>`), so
     /// deployments can share a NATS server: ASCII letters, digits, `_` and `-`.
     pub stream_prefix: String,
+    /// The secret hub nodes authenticate their calls to each other with (the hub's own work on
+    /// an actor another node owns: payment webhooks, sign-in's basket merge, the sweeper): the
+    /// same on every node, long and random; set it from the environment,
+    /// `OMNIHUB_HUB_CLUSTER__SECRET`. Unset: such calls are refused (`503`).
+    pub secret: Option<secrecy::SecretString>,
 }
 
 impl Default for ClusterSettings {
@@ -127,6 +132,7 @@ impl Default for ClusterSettings {
             heartbeat_every: Duration::from_secs(1),
             nats_url: None,
             stream_prefix: "omnihub_".into(),
+            secret: None,
         }
     }
 }

@@ -146,6 +146,7 @@ fn every_compose_node_starts_from_the_cluster_settings() {
         "OMNIHUB_HUB_CLUSTER__ADVERTISED_ADDRESS",
         "OMNIHUB_HUB_CLUSTER__POSTGRES_URL",
         "OMNIHUB_HUB_CLUSTER__NATS_URL",
+        "OMNIHUB_HUB_CLUSTER__SECRET",
         "OMNIHUB_HUB_ADMIN_TOKEN",
         "OMNIHUB_HUB_OPS_TOKEN",
     ] {

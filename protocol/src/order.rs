@@ -664,8 +664,8 @@ impl TrackingStatus {
     }
 }
 
-/// A report from the OMS or the carrier about an order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A report from the OMS or the carrier about an order (sent between hub nodes as it is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FulfilmentUpdate {
     Allocated {
         oms_id: Option<String>,

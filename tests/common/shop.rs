@@ -2,6 +2,13 @@
 //! process, and a hub in this process (so a test can drive its clock and its stock) with a
 //! small known catalog, wired together the way a deployment is: the hub calls the simulator's
 //! API, the simulator posts signed webhooks to the hub.
+//!
+//! The hub is one node on sled, or — built with the `cluster-tests` feature and run with
+//! `OMNIHUB_TEST_SHOP=cluster` — three nodes on one fresh PostgreSQL schema (`storage =
+//! "cluster"`, on a thread of their own, stopped and the schema dropped when the shop is
+//! dropped): [`Shop::url`] spreads requests over the nodes round-robin, starting at the second
+//! node, and the provider's webhooks go to the first node — so a test's first basket (made by
+//! its first request) is another node's, and so are about two thirds of all checkouts.
 
 use hub::clock::ManualClock;
 use hub::{Application, HubHandle, HubSettings};
@@ -183,12 +190,245 @@ pub struct Partners {
 pub struct Shop {
     pub sim: SimProcess,
     pub partners: Option<Partners>,
+    /// The (first) node's address: webhooks and partners are sent there.
     pub addr: SocketAddr,
     pub handle: HubHandle,
     pub clock: Arc<ManualClock>,
     pub client: reqwest::Client,
     pub server: actix_web::dev::ServerHandle,
+    /// Every node (one on sled); the first is `addr` and `handle`.
+    pub nodes: Vec<(SocketAddr, HubHandle)>,
+    next: std::sync::atomic::AtomicUsize,
+    /// The cluster's nodes, run on a thread of their own.
+    #[cfg(feature = "cluster-tests")]
+    cluster: Option<cluster::Run>,
     _dir: tempfile::TempDir,
+}
+
+/// Which storage a shop's hub runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    Sled,
+    /// Three nodes on PostgreSQL (`cluster-tests` only).
+    Cluster,
+}
+
+impl Storage {
+    /// `OMNIHUB_TEST_SHOP=cluster` with the `cluster-tests` feature; sled otherwise.
+    pub fn from_env() -> Storage {
+        let wanted = std::env::var("OMNIHUB_TEST_SHOP").is_ok_and(|v| v == "cluster");
+        if wanted && cfg!(feature = "cluster-tests") {
+            Storage::Cluster
+        } else {
+            assert!(
+                !wanted,
+                "OMNIHUB_TEST_SHOP=cluster needs the cluster-tests feature"
+            );
+            Storage::Sled
+        }
+    }
+}
+
+/// Settings of a shop's hub (node), before the storage is chosen.
+fn hub_settings(
+    options: &ShopOptions,
+    sim: &SimProcess,
+    partners: Option<&Partners>,
+    dir: &std::path::Path,
+) -> HubSettings {
+    let mut s = HubSettings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        cache_mb: 8,
+        workers: 2,
+        actor_threads: 2,
+        admin_token: Some(ADMIN_TOKEN.to_string().into()),
+        ..HubSettings::default()
+    };
+    s.payments.base_url = sim.base.clone();
+    s.payments.secret_key = SECRET_KEY.to_string().into();
+    s.payments.webhook_secret = WEBHOOK_SECRET.to_string().into();
+    s.payments.timeout = Duration::from_secs(2);
+    s.payments.retries = 2;
+    s.checkout.sweep_every = Duration::from_millis(50);
+    s.checkout.hold_for = options.hold_for;
+    s.checkout.reconcile_after = options.reconcile_after;
+    s.checkout.release_after_provider_down = options.release_after_provider_down;
+    s.checkout.attempts_per_basket = options.attempts_per_basket;
+    s.outbox.max_attempts = options.outbox_max_attempts;
+    s.outbox.base_backoff = Duration::from_millis(100);
+    s.outbox.max_backoff = Duration::from_millis(500);
+    s.outbox.breaker_cooldown = Duration::from_millis(500);
+    s.outbox.poll_every = Duration::from_millis(100);
+    match partners {
+        Some(p) => {
+            s.oms.base_url = p.oms.base.clone();
+            let (host, port) = p.mail.base.rsplit_once(':').expect("host:port");
+            s.email.host = host.to_string();
+            s.email.port = port.parse().expect("port");
+        }
+        // Nothing listens there: OMS deliveries fail and wait, which the checkout suite
+        // does not look at.
+        None => {
+            s.oms.base_url = "http://127.0.0.1:9".into();
+            s.email.port = 9;
+        }
+    }
+    s
+}
+
+/// The shop's catalog and online stock, stored through `handle`.
+async fn seed(handle: &HubHandle) {
+    handle
+        .upsert_catalog(
+            vec![Category {
+                id: CategoryId("coffee".into()),
+                name: "Coffee".into(),
+                description: "Beans".into(),
+                position: 1,
+            }],
+            vec![
+                product("House Beans", "BEANS", 1299),
+                product("Last Beans", "LAST", 950),
+                product("Green Tea", "TEA", 450),
+            ],
+        )
+        .await
+        .expect("catalog");
+    handle
+        .set_online_stock(vec![
+            (sku("BEANS"), 1000),
+            (sku("LAST"), 10),
+            (sku("TEA"), 5),
+        ])
+        .await
+        .expect("stock");
+}
+
+/// Three hub nodes on one fresh PostgreSQL schema, on a thread (and actix system) of their own,
+/// so dropping the shop can stop them and drop the schema while the test's own runtime waits.
+#[cfg(feature = "cluster-tests")]
+pub mod cluster {
+    use super::*;
+    use hub::config::StorageKind;
+    use hub::storage::postgres::testing;
+
+    /// The secret the shop's nodes call each other with.
+    pub const CLUSTER_SECRET: &str = "shop-cluster-secret-0123456789";
+
+    /// The running nodes; stopped (shards handed over) and the schema dropped on drop.
+    pub struct Run {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Run {
+        fn drop(&mut self) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(thread) = self.thread.take() {
+                // The nodes' thread also drops the schema; its panic is not this one's.
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// A started node as the test sees it.
+    pub type Started = (SocketAddr, HubHandle, actix_web::dev::ServerHandle);
+
+    /// Starts three nodes (the first on `first`) with `settings(i, dir)`, seeds each node's
+    /// caches, and answers once every shard has an owner and every node holds some.
+    pub async fn start(
+        first: std::net::TcpListener,
+        settings: impl Fn(&std::path::Path) -> HubSettings + Send + 'static,
+        clock: Arc<ManualClock>,
+    ) -> (Run, Vec<Started>) {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let (schema, _) = testing::fresh_schema().await;
+                let outcome = actix_web::rt::spawn(run_nodes(
+                    schema.clone(),
+                    first,
+                    settings,
+                    clock,
+                    ready_tx,
+                    stop_rx,
+                ))
+                .await;
+                testing::drop_schema(&schema).await;
+                if let Err(e) = outcome {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            })
+        });
+        let started = ready_rx.await.expect("the cluster's nodes start");
+        let run = Run {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        (run, started)
+    }
+
+    async fn run_nodes(
+        schema: String,
+        first: std::net::TcpListener,
+        settings: impl Fn(&std::path::Path) -> HubSettings,
+        clock: Arc<ManualClock>,
+        ready: tokio::sync::oneshot::Sender<Vec<Started>>,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let mut first = Some(first);
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..3 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut s = settings(dir.path());
+            s.storage = StorageKind::Cluster;
+            s.cluster.postgres_url = testing::url_in(&schema).into();
+            s.cluster.pool_size = 8;
+            s.cluster.node_id = format!("shop-{i}");
+            s.cluster.lease_ttl = Duration::from_secs(2);
+            s.cluster.heartbeat_every = Duration::from_millis(250);
+            s.cluster.secret = Some(CLUSTER_SECRET.to_string().into());
+            let app = match first.take() {
+                Some(listener) => Application::build_on(listener, s, clock.clone()).await,
+                None => Application::build(s, clock.clone()).await,
+            }
+            .expect("a cluster node builds");
+            let started = (app.address(), app.handle(), app.server_handle());
+            let running = actix_web::rt::spawn(app.run());
+            nodes.push((started, running));
+            dirs.push(dir);
+        }
+        for ((_, handle, _), _) in &nodes {
+            // The catalog and stock are cached per node: every node stores the same.
+            seed(handle).await;
+        }
+        let ids: Vec<String> = (0..nodes.len()).map(|i| format!("shop-{i}")).collect();
+        eventually(Duration::from_secs(30), || async {
+            nodes
+                .iter()
+                .all(|((_, h, _), _)| {
+                    let owners = h.ownership.as_ref().expect("a cluster node").owners();
+                    owners.values().map(Vec::len).sum::<usize>() == hub::cluster::SHARDS as usize
+                        && ids
+                            .iter()
+                            .all(|id| owners.get(id).is_some_and(|s| !s.is_empty()))
+                })
+                .then_some(())
+        })
+        .await;
+        let _ = ready.send(nodes.iter().map(|(s, _)| s.clone()).collect());
+        let _ = stop.await;
+        for ((_, _, server), running) in nodes {
+            server.stop(true).await;
+            let _ = running.await;
+        }
+        drop(dirs);
+    }
 }
 
 fn product(name: &str, sku: &str, price: i64) -> Product {
@@ -223,102 +463,102 @@ impl Shop {
     /// Simulator process + in-process hub with `BEANS` (12.99, 1000 in stock), `LAST` (9.50, 10)
     /// and `TEA` (4.50, 5), and the hub's webhook endpoint registered at the simulator.
     pub async fn start(options: ShopOptions) -> Shop {
+        Shop::start_on(options, Storage::from_env()).await
+    }
+
+    /// Like [`Shop::start`], on the given storage.
+    pub async fn start_on(options: ShopOptions, storage: Storage) -> Shop {
         let sim = start_payments();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the hub");
         let hub_base = format!("http://{}", listener.local_addr().expect("bound"));
         let partners = options.fulfilment.then(|| start_partners(&hub_base));
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut s = HubSettings {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: dir.path().to_path_buf(),
-            cache_mb: 8,
-            workers: 2,
-            actor_threads: 2,
-            admin_token: Some(ADMIN_TOKEN.to_string().into()),
-            ..HubSettings::default()
-        };
-        s.payments.base_url = sim.base.clone();
-        s.payments.secret_key = SECRET_KEY.to_string().into();
-        s.payments.webhook_secret = WEBHOOK_SECRET.to_string().into();
-        s.payments.timeout = Duration::from_secs(2);
-        s.payments.retries = 2;
-        s.checkout.sweep_every = Duration::from_millis(50);
-        s.checkout.hold_for = options.hold_for;
-        s.checkout.reconcile_after = options.reconcile_after;
-        s.checkout.release_after_provider_down = options.release_after_provider_down;
-        s.checkout.attempts_per_basket = options.attempts_per_basket;
-        s.outbox.max_attempts = options.outbox_max_attempts;
-        s.outbox.base_backoff = Duration::from_millis(100);
-        s.outbox.max_backoff = Duration::from_millis(500);
-        s.outbox.breaker_cooldown = Duration::from_millis(500);
-        s.outbox.poll_every = Duration::from_millis(100);
-        match &partners {
-            Some(p) => {
-                s.oms.base_url = p.oms.base.clone();
-                let (host, port) = p.mail.base.rsplit_once(':').expect("host:port");
-                s.email.host = host.to_string();
-                s.email.port = port.parse().expect("port");
-            }
-            // Nothing listens there: OMS deliveries fail and wait, which the checkout suite
-            // does not look at.
-            None => {
-                s.oms.base_url = "http://127.0.0.1:9".into();
-                s.email.port = 9;
-            }
-        }
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-        let app = Application::build_on(listener, s, clock.clone())
-            .await
-            .expect("hub builds");
-        let addr = app.address();
-        let handle = app.handle();
-        let server = app.server_handle();
-        actix_web::rt::spawn(app.run());
-        handle
-            .upsert_catalog(
-                vec![Category {
-                    id: CategoryId("coffee".into()),
-                    name: "Coffee".into(),
-                    description: "Beans".into(),
-                    position: 1,
-                }],
-                vec![
-                    product("House Beans", "BEANS", 1299),
-                    product("Last Beans", "LAST", 950),
-                    product("Green Tea", "TEA", 450),
-                ],
-            )
-            .await
-            .expect("catalog");
-        handle
-            .set_online_stock(vec![
-                (sku("BEANS"), 1000),
-                (sku("LAST"), 10),
-                (sku("TEA"), 5),
-            ])
-            .await
-            .expect("stock");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        let shop = Shop {
-            sim,
-            partners,
-            addr,
-            handle,
-            clock,
-            client,
-            server,
-            _dir: dir,
+        let shop = match storage {
+            Storage::Sled => {
+                let s = hub_settings(&options, &sim, partners.as_ref(), dir.path());
+                let app = Application::build_on(listener, s, clock.clone())
+                    .await
+                    .expect("hub builds");
+                let addr = app.address();
+                let handle = app.handle();
+                let server = app.server_handle();
+                actix_web::rt::spawn(app.run());
+                seed(&handle).await;
+                Shop {
+                    sim,
+                    partners,
+                    addr,
+                    nodes: vec![(addr, handle.clone())],
+                    handle,
+                    clock,
+                    client,
+                    server,
+                    next: Default::default(),
+                    #[cfg(feature = "cluster-tests")]
+                    cluster: None,
+                    _dir: dir,
+                }
+            }
+            #[cfg(feature = "cluster-tests")]
+            Storage::Cluster => {
+                let base = hub_settings(&options, &sim, partners.as_ref(), dir.path());
+                let settings = move |dir: &std::path::Path| {
+                    let mut s = base.clone();
+                    s.data_dir = dir.to_path_buf();
+                    s
+                };
+                let (run, started) = cluster::start(listener, settings, clock.clone()).await;
+                let (addr, handle, server) = started[0].clone();
+                Shop {
+                    sim,
+                    partners,
+                    addr,
+                    nodes: started.iter().map(|(a, h, _)| (*a, h.clone())).collect(),
+                    handle,
+                    clock,
+                    client,
+                    server,
+                    // The first request goes to node 1: a test's first basket is node 1's,
+                    // so the provider's webhooks for it reach a node that does not own it.
+                    next: std::sync::atomic::AtomicUsize::new(1),
+                    cluster: Some(run),
+                    _dir: dir,
+                }
+            }
+            #[cfg(not(feature = "cluster-tests"))]
+            Storage::Cluster => {
+                unreachable!("Storage::from_env answers sled without cluster-tests")
+            }
         };
-        register_webhook(&shop.client, &shop.sim.base, &shop.url("")).await;
+        register_webhook(&shop.client, &shop.sim.base, &hub_base).await;
         shop
     }
 
+    /// Sets online stock on every node (each node keeps its own view of it).
+    pub async fn set_online_stock(&self, levels: Vec<(Sku, i64)>) {
+        for (_, handle) in &self.nodes {
+            handle
+                .set_online_stock(levels.clone())
+                .await
+                .expect("stock");
+        }
+    }
+
+    /// The URL of `path` at the `i`-th node.
+    pub fn node_url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{}", self.nodes[i].0, path)
+    }
+
+    /// The URL of `path` at the next node (round-robin; always the one node on sled).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.nodes.len();
+        self.node_url(i, path)
     }
 
     pub fn sim_url(&self, path: &str) -> String {

@@ -17,6 +17,7 @@ use protocol::{
     Basket, BasketError, BasketLine, BasketOwner, Channel, CustomerId, Event, EventKind,
     LocationId, Money, Subject,
 };
+use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
@@ -58,7 +59,7 @@ impl Access {
         }
     }
 
-    pub(super) fn allows(self, basket: &Basket) -> bool {
+    pub(crate) fn allows(self, basket: &Basket) -> bool {
         self.owns(basket.owner)
     }
 
@@ -94,6 +95,9 @@ pub enum BasketFailure {
     /// Too many invalid coupon codes from this client: try again later.
     #[error("too many invalid coupon codes: try again in {retry_after} seconds")]
     CouponGuessing { retry_after: u64 },
+    /// The other basket of a merge is another hub node's, and that node answered this.
+    #[error(transparent)]
+    Elsewhere(channels::BackendError),
 }
 
 /// Reads the priced basket.
@@ -124,10 +128,39 @@ pub struct Watch(pub Access);
 #[rtype(result = "Result<BasketView, BasketFailure>")]
 pub struct MergeInto {
     pub access: Access,
-    pub into: Addr<BasketActor>,
+    /// The basket that absorbs this one: its actor here, or on the node that owns it.
+    pub into: Absorber,
     pub into_id: protocol::BasketId,
     pub channel: Channel,
     pub subject: Subject,
+}
+
+/// Where a merged basket's lines go: sends [`Absorb`] to the target basket's actor, which may
+/// run on another hub node (`crate::cluster::remote`); the backend makes it.
+#[derive(Clone)]
+pub struct Absorber(
+    pub  Arc<
+        dyn Fn(
+                Absorb,
+            )
+                -> futures_util::future::BoxFuture<'static, Result<BasketView, BasketFailure>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl Absorber {
+    /// The target's actor on this node.
+    pub fn local(into: Addr<BasketActor>) -> Absorber {
+        Absorber(Arc::new(move |msg| {
+            let into = into.clone();
+            Box::pin(async move {
+                into.send(msg)
+                    .await
+                    .map_err(|_| BasketFailure::Storage(StorageError::Closed))?
+            })
+        }))
+    }
 }
 
 /// Absorbs the lines of `source` (capped by stock) and its coupon codes (up to the most a
@@ -559,14 +592,12 @@ impl Handler<MergeInto> for BasketActor {
         } = msg;
         AtomicResponse::new(Box::pin(
             async move {
-                let view = into
-                    .send(Absorb {
-                        lines,
-                        coupons,
-                        closed_source: closed.clone(),
-                    })
-                    .await
-                    .map_err(|_| BasketFailure::Storage(StorageError::Closed))??;
+                let view = (into.0)(Absorb {
+                    lines,
+                    coupons,
+                    closed_source: closed.clone(),
+                })
+                .await?;
                 Ok((view, closed))
             }
             .into_actor(self)

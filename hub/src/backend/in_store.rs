@@ -162,6 +162,25 @@ impl HubBackend {
         id: String,
         store: String,
     ) -> Result<Vec<(Sku, u32)>, BackendError> {
+        // At the node that owns the customer (and so their basket): the till's edge node may be
+        // connected to any node.
+        let call = || crate::cluster::remote::Call::TillPull {
+            customer,
+            id: id.clone(),
+            store: store.clone(),
+        };
+        if let Some(reply) = self.elsewhere(&customer, call).await? {
+            return reply.lines().map(|(lines, _)| lines);
+        }
+        self.pull_to_till_here(customer, id, store).await
+    }
+
+    pub(super) async fn pull_to_till_here(
+        &self,
+        customer: CustomerId,
+        id: String,
+        store: String,
+    ) -> Result<Vec<(Sku, u32)>, BackendError> {
         // The customer must exist; their basket is made if they have none (an empty pull).
         self.ask_customer(customer, GetCustomer).await?;
         let basket = self.customer_basket(customer).await?;
@@ -172,6 +191,23 @@ impl HubBackend {
     /// Gives the till pull `id` back to the customer's basket (the till voided the sale);
     /// answers the lines given back and whether this call gave them (false: given before).
     pub async fn return_from_till(
+        &self,
+        customer: CustomerId,
+        id: String,
+        store: String,
+    ) -> Result<(Vec<(Sku, u32)>, bool), BackendError> {
+        let call = || crate::cluster::remote::Call::TillReturn {
+            customer,
+            id: id.clone(),
+            store: store.clone(),
+        };
+        if let Some(reply) = self.elsewhere(&customer, call).await? {
+            return reply.lines();
+        }
+        self.return_from_till_here(customer, id, store).await
+    }
+
+    pub(super) async fn return_from_till_here(
         &self,
         customer: CustomerId,
         id: String,

@@ -14,6 +14,14 @@ impl HubBackend {
         placeholder_email: String,
         sessions: Vec<[u8; 32]>,
     ) -> Result<(), BackendError> {
+        let call = || crate::cluster::remote::Call::EraseRecord {
+            customer,
+            placeholder_email: placeholder_email.clone(),
+            sessions: sessions.clone(),
+        };
+        if let Some(reply) = self.elsewhere(&customer, call).await? {
+            return reply.done();
+        }
         self.ask_customer(
             customer,
             EraseRecord {
@@ -33,6 +41,14 @@ impl HubBackend {
         order: protocol::OrderId,
         placeholder_email: String,
     ) -> Result<(), BackendError> {
+        let call = || crate::cluster::remote::Call::EraseOrder {
+            basket,
+            order,
+            placeholder_email: placeholder_email.clone(),
+        };
+        if let Some(reply) = self.elsewhere(&basket, call).await? {
+            return reply.done();
+        }
         self.ask_basket(
             basket,
             crate::actors::checkout::EraseOrder {

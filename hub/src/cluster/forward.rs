@@ -4,7 +4,16 @@
 //! Where the owner is known from the request itself:
 //! - `/api/v1/baskets/{id}/…`: the basket id in the path;
 //! - `/api/v1/customers/me…`: the signed-in customer, from the session token (`Authorization:
-//!   Bearer`, or the session cookie), looked up in storage.
+//!   Bearer`, or the session cookie), looked up in storage; the storefront's `/account…`
+//!   pages and `POST /api/v1/baskets` likewise
+//!   (a signed-in customer's basket is in their shard);
+//! - `/api/v1/checkouts/{id}…` and the storefront's `/checkout/{id}/…`: the checkout's basket,
+//!   looked up in storage;
+//! - the current basket (`/api/v1/basket`, `/basket…`, `/checkout`): the session's customer,
+//!   or else the basket token's basket.
+//!
+//! The hub's own calls to another node's actors (webhooks, the sweeper, sign-in's merge) go
+//! node to node instead ([`super::remote`]).
 //!
 //! Anything else is served where it lands. A request for a shard this node holds is served
 //! here. One another node holds is sent there: same method, path and query, body, and headers
@@ -26,7 +35,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
-use protocol::BasketId;
+use protocol::{BasketId, CheckoutId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +67,8 @@ pub enum Target {
     Session(String),
     /// The anonymous basket this basket token reaches.
     BasketToken(String),
+    /// The basket of this checkout.
+    Checkout(CheckoutId),
 }
 
 /// The session token a request carries: bearer first, then the session cookie.
@@ -114,7 +125,8 @@ fn under(path: &str, prefix: &str) -> bool {
 /// signed-in customer's (their basket lives in their shard, see
 /// [`super::Fence::new_basket_of`]), or else the anonymous basket of the basket token.
 pub fn target_of(path: &str, headers: &HeaderMap) -> Option<Target> {
-    if path == "/api/v1/basket" || under(path, "/basket") {
+    // The current basket, and the storefront's checkout page that starts a payment for it.
+    if path == "/api/v1/basket" || under(path, "/basket") || path == "/checkout" {
         return session_token(headers)
             .map(Target::Session)
             .or_else(|| basket_token(headers).map(Target::BasketToken));
@@ -123,10 +135,20 @@ pub fn target_of(path: &str, headers: &HeaderMap) -> Option<Target> {
         let id = rest.split('/').next().unwrap_or_default();
         return id.parse().ok().map(Target::Basket);
     }
-    let me = path
-        .strip_prefix("/api/v1/customers/me")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    if me {
+    // A signed-in customer asking for a basket gets theirs (made in their shard).
+    if path == "/api/v1/baskets" {
+        return session_token(headers).map(Target::Session);
+    }
+    // A checkout's pages and API: its basket's actor writes it.
+    let checkout = path
+        .strip_prefix("/api/v1/checkouts/")
+        .or_else(|| path.strip_prefix("/checkout/"));
+    if let Some(rest) = checkout {
+        let id = rest.split('/').next().unwrap_or_default();
+        return id.parse().ok().map(Target::Checkout);
+    }
+    // The signed-in customer's API and the storefront's account pages.
+    if under(path, "/api/v1/customers/me") || under(path, "/account") {
         return session_token(headers).map(Target::Session);
     }
     None
@@ -196,6 +218,13 @@ impl Forwarder {
                     }
                 }
             }
+            Target::Checkout(id) => match self.sessions.checkout(id).await {
+                Ok(record) => record.map(|c| shard_of(&c.basket)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look the checkout up for routing");
+                    None
+                }
+            },
             Target::BasketToken(token) => {
                 let hash = crate::auth::token_hash(&token);
                 match self.sessions.basket_for_token(hash).await {
@@ -471,6 +500,7 @@ mod tests {
     #[test]
     fn targets_come_from_the_path_or_the_session() {
         let id = BasketId::new();
+        let checkout = CheckoutId::new();
         let none = headers(&[]);
         let cases: Vec<(String, HeaderMap, Option<Target>)> = vec![
             (
@@ -485,6 +515,27 @@ mod tests {
             ),
             ("/api/v1/baskets/not-an-id/lines".into(), none.clone(), None),
             ("/api/v1/baskets".into(), none.clone(), None),
+            (
+                "/api/v1/baskets".into(),
+                headers(&[("authorization", "Bearer abc")]),
+                Some(Target::Session("abc".into())),
+            ),
+            (
+                format!("/api/v1/checkouts/{checkout}/cancel"),
+                none.clone(),
+                Some(Target::Checkout(checkout)),
+            ),
+            (
+                format!("/checkout/{checkout}/return"),
+                none.clone(),
+                Some(Target::Checkout(checkout)),
+            ),
+            ("/checkout/not-an-id/return".into(), none.clone(), None),
+            (
+                "/checkout".into(),
+                headers(&[("x-basket-token", "t")]),
+                Some(Target::BasketToken("t".into())),
+            ),
             ("/api/v1/products".into(), none.clone(), None),
             ("/api/v1/customers/me".into(), none.clone(), None),
             (
@@ -496,6 +547,16 @@ mod tests {
                 "/api/v1/customers/me".into(),
                 headers(&[("cookie", "a=1; omnihub_session=xyz; b=2")]),
                 Some(Target::Session("xyz".into())),
+            ),
+            (
+                "/account/phone".into(),
+                headers(&[("cookie", "omnihub_session=xyz")]),
+                Some(Target::Session("xyz".into())),
+            ),
+            (
+                "/accounts".into(),
+                headers(&[("authorization", "Bearer abc")]),
+                None,
             ),
             (
                 "/api/v1/customers/meh".into(),

@@ -14,6 +14,9 @@
 //!   what entity actors put into their units of work.
 //! - [`forward`]: an HTTP request for a basket or customer another node owns is forwarded to
 //!   that node, once (`X-Omnihub-Forwarded-By` stops loops).
+//! - [`remote`]: the hub's own calls to another node's basket or customer actor (webhooks,
+//!   the sweeper, sign-in's merge, refunds) go to its owner, node to node, with the cluster
+//!   secret.
 //!
 //! Failover: a node that dies stops renewing; its leases run out at most `lease_ttl` after its
 //! last renewal, and its heartbeat is stale by then too, so the survivors, which look every
@@ -36,6 +39,7 @@ pub mod forward;
 pub mod membership;
 pub mod notify;
 pub mod ownership;
+pub mod remote;
 pub mod rendezvous;
 pub mod singleton;
 #[cfg(all(test, feature = "cluster-tests"))]

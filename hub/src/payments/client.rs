@@ -39,8 +39,8 @@ impl ProviderError {
     }
 }
 
-/// A Checkout Session, as much of it as the hub reads.
-#[derive(Debug, Clone, Deserialize)]
+/// A Checkout Session, as much of it as the hub reads (also sent between hub nodes).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct Session {
     pub id: String,
     #[serde(default)]

@@ -18,6 +18,8 @@ mod cursors;
 pub mod event_log;
 pub mod lease;
 mod oauth;
+#[cfg(feature = "cluster-tests")]
+pub mod testing;
 #[cfg(all(test, feature = "cluster-tests"))]
 pub(crate) mod tests;
 

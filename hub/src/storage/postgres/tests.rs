@@ -11,59 +11,12 @@ use crate::storage::{
 use protocol::{
     AnonymousId, Basket, BasketId, BasketOwner, Channel, Currency, Event, EventKind, Subject,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// The test server (`OMNIHUB_TEST_POSTGRES`, else the machine's PostgreSQL).
-pub(crate) fn url() -> String {
-    std::env::var("OMNIHUB_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// Runs one statement on its own connection (schemas made and dropped by the tests).
-pub(crate) async fn admin(sql: &str) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url())
-        .await
-        .expect("PostgreSQL answers (cluster-tests need it; .ci/run starts it)");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
-}
-
-/// A fresh schema: its name and connection options whose `search_path` is it.
-pub(crate) async fn fresh_schema() -> (String, PgConnectOptions) {
-    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url())
-        .await
-        .expect("PostgreSQL answers (cluster-tests need it; .ci/run starts it)");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .expect("schema created");
-    admin.close().await;
-    let options: PgConnectOptions = url().parse().expect("a valid url");
-    let options = options.options([("search_path", schema.as_str())]);
-    (schema, options)
-}
-
-pub(crate) async fn drop_schema(schema: &str) {
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url())
-        .await
-        .expect("PostgreSQL answers");
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .expect("schema dropped");
-    admin.close().await;
-}
+pub(crate) use super::testing::{admin, drop_schema, fresh_schema, url};
 
 /// Runs `case` with `nodes` storages on one fresh schema (as hub nodes sharing a database),
 /// then drops the schema, and only then fails if the case failed.
