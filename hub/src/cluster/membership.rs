@@ -72,15 +72,30 @@ pub async fn live(pg: &PgStorage, ttl: Duration) -> Result<Vec<Node>> {
     Ok(nodes(rows))
 }
 
+/// The live nodes as [`heartbeat_and_live`] lists them, and how soon the first of the
+/// others stops counting as live (unless it heartbeats or renews before).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    /// By id, `node` included.
+    pub nodes: Vec<Node>,
+    /// From the database's `now()`: the earliest moment another live node's heartbeat and
+    /// leases have all run out.
+    pub next_death: Option<Duration>,
+}
+
 /// [`heartbeat`] for `node`, then [`live`], in one statement (one round trip). The answer
 /// always includes `node` (the statement's own heartbeat is not visible to its query).
-pub async fn heartbeat_and_live(pg: &PgStorage, node: &Node, ttl: Duration) -> Result<Vec<Node>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+pub async fn heartbeat_and_live(pg: &PgStorage, node: &Node, ttl: Duration) -> Result<Live> {
+    let rows: Vec<(String, String, Option<f64>)> = sqlx::query_as(&format!(
         "WITH beat AS (INSERT INTO cluster_nodes (node_id, address, heartbeat_at) \
          VALUES ($3, $4, now()) ON CONFLICT (node_id) DO UPDATE \
          SET address = EXCLUDED.address, heartbeat_at = now() RETURNING node_id) \
-         SELECT n.node_id, n.address FROM cluster_nodes n WHERE n.node_id <> $3 AND {LIVE} \
-         UNION ALL SELECT $3, $4 ORDER BY 1"
+         SELECT n.node_id, n.address, EXTRACT(EPOCH FROM GREATEST( \
+         n.heartbeat_at + $1 * interval '1 millisecond', \
+         (SELECT max(l.expires_at) FROM shard_leases l WHERE l.owner = n.node_id \
+         AND l.shard < $2)) - now())::float8 * 1000.0 \
+         FROM cluster_nodes n WHERE n.node_id <> $3 AND {LIVE} \
+         UNION ALL SELECT $3, $4, NULL ORDER BY 1"
     ))
     .bind(millis(ttl))
     .bind(shard_count())
@@ -89,7 +104,21 @@ pub async fn heartbeat_and_live(pg: &PgStorage, node: &Node, ttl: Duration) -> R
     .fetch_all(pg.pool())
     .await
     .map_err(db)?;
-    Ok(nodes(rows))
+    let next_death = rows
+        .iter()
+        .filter_map(|(_, _, ms)| *ms)
+        .filter(|ms| ms.is_finite())
+        .fold(None, |min: Option<f64>, ms| {
+            Some(min.map_or(ms, |m| m.min(ms)))
+        })
+        .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    Ok(Live {
+        nodes: rows
+            .into_iter()
+            .map(|(id, address, _)| Node { id, address })
+            .collect(),
+        next_death,
+    })
 }
 
 /// Removes `node` (it leaves gracefully): the others stop counting it at once.

@@ -23,13 +23,20 @@
 //! its last heartbeat and renewal before `K`, so by `K + lease_ttl` it is no longer live and
 //! none of its leases runs any more: the first round of each survivor that starts after that
 //! counts it dead, gives the survivor its share of the dead node's shards, and takes all of
-//! them in its acquisition statement (every lease in it has expired). Rounds start every
-//! `heartbeat_every`, so every shard of a node killed at `K` is held again by
-//! `K + lease_ttl + heartbeat_every + one round` ([`OwnershipSettings::failover_bound`]; a
-//! round is five statements, milliseconds on a healthy database). With the defaults
-//! (6 s + 1 s) that is about 7 s. Requests for a moved shard are forwarded to its new owner
-//! once the other survivors' next round has read the new holders (at most one more
-//! `heartbeat_every`).
+//! them in its acquisition statement (every lease in it has expired).
+//!
+//! When that round starts: rounds run every `heartbeat_every`, and besides, each round learns
+//! from its heartbeat statement the moment the first other live node stops counting as live
+//! (if nothing renews), and the next round starts then (5 ms later, counted from the answer,
+//! so never before it) if that is earlier. A survivor has a round between the dead node's last
+//! renewal and its death (two rounds per ttl at least), so it starts its taking round right at
+//! the death. Hence every shard of a node killed at `K` is held again by
+//! **`K + lease_ttl` + one round** (five statements, milliseconds on a healthy database, plus
+//! the 5 ms); and in any case (a survivor whose rounds failed or were late) by
+//! `K + lease_ttl + heartbeat_every` + one round ([`OwnershipSettings::failover_bound`]). With
+//! the defaults (6 s + 1 s) that is about 6 s, 7 s at most. Requests for a moved shard are
+//! forwarded to its new owner once the other survivors have read the new holders, which they
+//! do in the same woken round or the next (at most one more `heartbeat_every`).
 //!
 //! A node's own idea of a lease ends `lease_ttl` after it *sent* the renewal, never later than
 //! the database's, so [`OwnershipView::token`] never answers a token the database already let
@@ -334,12 +341,22 @@ impl Ownership {
         };
         let task = tokio::spawn(
             async move {
-                let mut ticks = tokio::time::interval(round.settings.heartbeat_every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let every = round.settings.heartbeat_every;
+                let mut next = Instant::now();
                 loop {
                     tokio::select! {
                         _ = &mut stopped => break,
-                        _ = ticks.tick() => round.run().await,
+                        _ = tokio::time::sleep_until(next) => {
+                            let started = Instant::now();
+                            let death = round.run().await;
+                            // Every `heartbeat_every`, and as soon as another node stops
+                            // counting as live if that comes first (its shards are free
+                            // then: no need to wait for the next regular round).
+                            next = (started + every).max(Instant::now());
+                            if let Some(at) = death {
+                                next = next.min(at);
+                            }
+                        }
                     }
                 }
                 round
@@ -386,21 +403,34 @@ impl Ownership {
 }
 
 impl Round {
-    /// One round, bounded by the ttl (a stalled database must not stall the next round).
-    async fn run(&mut self) {
+    /// One round, bounded by the ttl (a stalled database must not stall the next round);
+    /// answers when the first other live node stops counting as live, if known.
+    async fn run(&mut self) -> Option<Instant> {
         let ttl = self.settings.lease_ttl;
         match tokio::time::timeout(ttl, self.rebalance()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "shard ownership round failed"),
-            Err(_) => tracing::warn!(?ttl, "shard ownership round timed out"),
+            Ok(Ok(death)) => death,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "shard ownership round failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(?ttl, "shard ownership round timed out");
+                None
+            }
         }
     }
 
-    async fn rebalance(&mut self) -> Result<(), StorageError> {
+    /// A round; answers when (on this node's clock, a little after the database's moment)
+    /// the first other live node stops counting as live.
+    async fn rebalance(&mut self) -> Result<Option<Instant>, StorageError> {
         self.drop_expired().await;
         let me = self.view.me.clone();
         let live = membership::heartbeat_and_live(&self.pg, &me, self.settings.lease_ttl).await?;
-        let ids: Vec<&str> = live.iter().map(|n| n.id.as_str()).collect();
+        // The database's `now()` came before the answer: counting from the answer errs late.
+        let death = live
+            .next_death
+            .map(|d| Instant::now() + d + Duration::from_millis(5));
+        let ids: Vec<&str> = live.nodes.iter().map(|n| n.id.as_str()).collect();
         let share: BTreeSet<u64> = share_of(SHARDS, &ids, &me.id).into_iter().collect();
         let held: BTreeSet<u64> = self.view.read().local.keys().copied().collect();
         let moved: Vec<u64> = held.difference(&share).copied().collect();
@@ -409,7 +439,8 @@ impl Round {
             .await?;
         self.acquire(share.difference(&held).copied().collect())
             .await?;
-        self.refresh_remote().await
+        self.refresh_remote().await?;
+        Ok(death)
     }
 
     /// Drops local shards whose lease may have run out (no renewal came through in time).
@@ -676,7 +707,10 @@ mod round_tests {
                 if !live.iter().any(|n| n.id == ids[0]) {
                     break;
                 }
-                round.rebalance().await.expect("a round");
+                let death = round.rebalance().await.expect("a round");
+                // ... and know when it stops counting as live: when its leases run out.
+                let death = death.expect("the moment the other node stops counting as live");
+                assert!(death <= Instant::now() + ttl + Duration::from_millis(600));
                 rounds += 1;
                 assert_eq!(round.view.local_shards(), mine, "only its own share");
                 assert!(
@@ -688,7 +722,8 @@ mod round_tests {
             assert!(rounds > 0, "a round ran while the node was live");
             // The node counts as dead: the very next round takes every one of its shards
             // (in one statement), with greater tokens.
-            round.rebalance().await.expect("a round");
+            let death = round.rebalance().await.expect("a round");
+            assert_eq!(death, None, "no other live node");
             let all: Vec<u64> = (0..SHARDS).collect();
             assert_eq!(round.view.local_shards(), all);
             for old in &before {
