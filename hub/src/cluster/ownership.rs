@@ -4,13 +4,39 @@
 //! Every `heartbeat_every`, a node's [`Ownership`] task:
 //! 1. drops the local shards whose lease may have run out (no renewal for a ttl: partitioned
 //!    or stalled), stopping their actors;
-//! 2. heartbeats, lists the live nodes and computes its share ([`super::rendezvous`]);
+//! 2. heartbeats and lists the live nodes (one statement), and computes its share
+//!    ([`super::rendezvous`]);
 //! 3. hands over the shards that moved away: stops their local actors first (a commit in
-//!    flight finishes), then releases the lease, so the new owner takes it on its next round;
+//!    flight finishes), then releases their leases (one statement), so the new owner takes
+//!    them on its next round;
 //! 4. renews the leases it keeps (one statement), dropping those it lost;
-//! 5. acquires the shards of its share it does not hold (refused while another node's lease
-//!    runs: it tries again next round);
+//! 5. acquires the shards of its share it does not hold (one statement for all of them;
+//!    refused while another node's lease runs: it tries again next round);
 //! 6. reads who holds every other shard (for forwarding).
+//!
+//! So a round is at most five statements, whatever the number of shards that move.
+//!
+//! # How fast a dead node's shards move
+//!
+//! A node counts as live while its heartbeat is younger than `lease_ttl` *or* it still holds
+//! an unexpired lease ([`membership`]). A node killed at time `K` (the database's clock) sent
+//! its last heartbeat and renewal before `K`, so by `K + lease_ttl` it is no longer live and
+//! none of its leases runs any more: the first round of each survivor that starts after that
+//! counts it dead, gives the survivor its share of the dead node's shards, and takes all of
+//! them in its acquisition statement (every lease in it has expired).
+//!
+//! When that round starts: rounds run every `heartbeat_every`, and besides, each round learns
+//! from its heartbeat statement the moment the first other live node stops counting as live
+//! (if nothing renews), and the next round starts then (5 ms later, counted from the answer,
+//! so never before it) if that is earlier. A survivor has a round between the dead node's last
+//! renewal and its death (two rounds per ttl at least), so it starts its taking round right at
+//! the death. Hence every shard of a node killed at `K` is held again by
+//! **`K + lease_ttl` + one round** (five statements, milliseconds on a healthy database, plus
+//! the 5 ms); and in any case (a survivor whose rounds failed or were late) by
+//! `K + lease_ttl + heartbeat_every` + one round ([`OwnershipSettings::failover_bound`]). With
+//! the defaults (6 s + 1 s) that is about 6 s, 7 s at most. Requests for a moved shard are
+//! forwarded to its new owner once the other survivors have read the new holders, which they
+//! do in the same woken round or the next (at most one more `heartbeat_every`).
 //!
 //! A node's own idea of a lease ends `lease_ttl` after it *sent* the renewal, never later than
 //! the database's, so [`OwnershipView::token`] never answers a token the database already let
@@ -64,8 +90,8 @@ impl OwnershipSettings {
         Ok(())
     }
 
-    /// The longest a dead node's shards stay unowned: its lease's ttl, plus one round of the
-    /// survivors (and a database round trip).
+    /// The longest a dead node's shards stay unowned: its lease's ttl, plus the wait for the
+    /// survivors' next round (plus that round's few statements; see the module docs).
     pub fn failover_bound(&self) -> Duration {
         self.lease_ttl + self.heartbeat_every
     }
@@ -315,12 +341,22 @@ impl Ownership {
         };
         let task = tokio::spawn(
             async move {
-                let mut ticks = tokio::time::interval(round.settings.heartbeat_every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let every = round.settings.heartbeat_every;
+                let mut next = Instant::now();
                 loop {
                     tokio::select! {
                         _ = &mut stopped => break,
-                        _ = ticks.tick() => round.run().await,
+                        _ = tokio::time::sleep_until(next) => {
+                            let started = Instant::now();
+                            let death = round.run().await;
+                            // Every `heartbeat_every`, and as soon as another node stops
+                            // counting as live if that comes first (its shards are free
+                            // then: no need to wait for the next regular round).
+                            next = (started + every).max(Instant::now());
+                            if let Some(at) = death {
+                                next = next.min(at);
+                            }
+                        }
                     }
                 }
                 round
@@ -352,9 +388,7 @@ impl Ownership {
             }
         };
         let held: Vec<u64> = round.view.read().local.keys().copied().collect();
-        for shard in held {
-            round.hand_over(shard).await;
-        }
+        round.hand_over(&held).await;
         membership::leave(&round.pg, &round.settings.node_id).await?;
         tracing::info!(node = %round.settings.node_id, "left the cluster");
         Ok(())
@@ -369,36 +403,44 @@ impl Ownership {
 }
 
 impl Round {
-    /// One round, bounded by the ttl (a stalled database must not stall the next round).
-    async fn run(&mut self) {
+    /// One round, bounded by the ttl (a stalled database must not stall the next round);
+    /// answers when the first other live node stops counting as live, if known.
+    async fn run(&mut self) -> Option<Instant> {
         let ttl = self.settings.lease_ttl;
         match tokio::time::timeout(ttl, self.rebalance()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "shard ownership round failed"),
-            Err(_) => tracing::warn!(?ttl, "shard ownership round timed out"),
+            Ok(Ok(death)) => death,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "shard ownership round failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(?ttl, "shard ownership round timed out");
+                None
+            }
         }
     }
 
-    async fn rebalance(&mut self) -> Result<(), StorageError> {
+    /// A round; answers when (on this node's clock, a little after the database's moment)
+    /// the first other live node stops counting as live.
+    async fn rebalance(&mut self) -> Result<Option<Instant>, StorageError> {
         self.drop_expired().await;
         let me = self.view.me.clone();
-        membership::heartbeat(&self.pg, &me).await?;
-        let live = membership::live(&self.pg, self.settings.lease_ttl).await?;
-        let mut ids: Vec<&str> = live.iter().map(|n| n.id.as_str()).collect();
-        if !ids.contains(&me.id.as_str()) {
-            ids.push(&me.id);
-        }
+        let live = membership::heartbeat_and_live(&self.pg, &me, self.settings.lease_ttl).await?;
+        // The database's `now()` came before the answer: counting from the answer errs late.
+        let death = live
+            .next_death
+            .map(|d| Instant::now() + d + Duration::from_millis(5));
+        let ids: Vec<&str> = live.nodes.iter().map(|n| n.id.as_str()).collect();
         let share: BTreeSet<u64> = share_of(SHARDS, &ids, &me.id).into_iter().collect();
         let held: BTreeSet<u64> = self.view.read().local.keys().copied().collect();
-        for &shard in held.difference(&share) {
-            self.hand_over(shard).await;
-        }
+        let moved: Vec<u64> = held.difference(&share).copied().collect();
+        self.hand_over(&moved).await;
         self.renew(held.intersection(&share).copied().collect())
             .await?;
-        for &shard in share.difference(&held) {
-            self.acquire(shard).await?;
-        }
-        self.refresh_remote().await
+        self.acquire(share.difference(&held).copied().collect())
+            .await?;
+        self.refresh_remote().await?;
+        Ok(death)
     }
 
     /// Drops local shards whose lease may have run out (no renewal came through in time).
@@ -422,17 +464,30 @@ impl Round {
         }
     }
 
-    /// Gives `shard` up: no new unit gets its token, its actors stop (those in flight
-    /// finish), then the lease is released.
-    async fn hand_over(&self, shard: u64) {
-        let Some(held) = self.view.write().local.remove(&shard) else {
-            return;
+    /// Gives `shards` up: no new unit gets their tokens, their actors stop (those in flight
+    /// finish), then the leases are released (one statement).
+    async fn hand_over(&self, shards: &[u64]) {
+        let tokens: Vec<FencingToken> = {
+            let mut table = self.view.write();
+            shards
+                .iter()
+                .filter_map(|s| table.local.remove(s).map(|h| h.token))
+                .collect()
         };
-        self.activations.stop_shard(shard).await;
-        match self.pg.release_lease(held.token).await {
-            Ok(()) => tracing::info!(shard, "handed the shard over"),
-            // It runs out by itself within the ttl.
-            Err(e) => tracing::warn!(shard, error = %e, "cannot release the lease"),
+        if tokens.is_empty() {
+            return;
+        }
+        // All the shards' actors stop at once (a graceful leave hands over every shard).
+        futures_util::future::join_all(tokens.iter().map(|t| self.activations.stop_shard(t.shard)))
+            .await;
+        match self.pg.release_leases(&tokens).await {
+            Ok(()) => tracing::info!(shards = tokens.len(), "handed shards over"),
+            // They run out by themselves within the ttl.
+            Err(e) => tracing::warn!(
+                shards = tokens.len(),
+                error = %e,
+                "cannot release the leases"
+            ),
         }
     }
 
@@ -471,18 +526,34 @@ impl Round {
         Ok(())
     }
 
-    async fn acquire(&mut self, shard: u64) -> Result<(), StorageError> {
+    /// Takes the leases of `shards` that are free or expired, in one statement.
+    async fn acquire(&mut self, shards: Vec<u64>) -> Result<(), StorageError> {
+        if shards.is_empty() {
+            return Ok(());
+        }
         let sent = Instant::now();
         let acquired = self
             .pg
-            .acquire_lease(shard, &self.settings.node_id, self.settings.lease_ttl)
+            .acquire_leases(&shards, &self.settings.node_id, self.settings.lease_ttl)
             .await?;
-        if let Some(token) = acquired {
-            tracing::info!(shard, token = token.token, "acquired the shard");
-            let until = sent + self.settings.lease_ttl;
-            let mut table = self.view.write();
-            table.remote.remove(&shard);
-            table.local.insert(shard, Held { token, until });
+        if acquired.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            asked = shards.len(),
+            acquired = acquired.len(),
+            "acquired shards"
+        );
+        let until = sent + self.settings.lease_ttl;
+        let mut table = self.view.write();
+        for token in acquired {
+            tracing::debug!(
+                shard = token.shard,
+                token = token.token,
+                "acquired the shard"
+            );
+            table.remote.remove(&token.shard);
+            table.local.insert(token.shard, Held { token, until });
         }
         Ok(())
     }
@@ -579,5 +650,92 @@ mod tests {
             ..ok
         };
         assert!(bare.check().is_err());
+    }
+}
+
+#[cfg(all(test, feature = "cluster-tests"))]
+mod round_tests {
+    use super::*;
+    use crate::cluster::failover::NoActivations;
+    use crate::storage::postgres::tests::on_nodes;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_round_that_sees_a_node_dead_takes_all_its_shards() {
+        on_nodes(2, |pgs| async move {
+            let ttl = Duration::from_secs(2);
+            let every = Duration::from_millis(100);
+            let ids = ["node-dead", "node-survivor"];
+            // The dead node's last round: a heartbeat, then its share's leases, which outlive
+            // the heartbeat (a node renews after heartbeating; here by half a second).
+            let dead = Node {
+                id: ids[0].into(),
+                address: "http://node-dead.invalid".into(),
+            };
+            membership::heartbeat(&pgs[0], &dead)
+                .await
+                .expect("heartbeat");
+            let its = share_of(SHARDS, &ids, ids[0]);
+            let before = pgs[0]
+                .acquire_leases(&its, ids[0], ttl + Duration::from_millis(500))
+                .await
+                .expect("acquired");
+            assert_eq!(before.len(), its.len());
+            assert!(before.len() > 100, "about half of {SHARDS}");
+
+            let me = Node {
+                id: ids[1].into(),
+                address: "http://node-survivor.invalid".into(),
+            };
+            let mut round = Round {
+                pg: pgs[1].clone(),
+                settings: OwnershipSettings {
+                    node_id: me.id.clone(),
+                    address: me.address.clone(),
+                    lease_ttl: ttl,
+                    heartbeat_every: every,
+                },
+                view: Arc::new(OwnershipView::new(me)),
+                activations: Arc::new(NoActivations),
+            };
+            // Rounds while the node counts as live (by its heartbeat, then by its leases)
+            // take the survivor's own share and none of the dead node's shards.
+            let mine = share_of(SHARDS, &ids, ids[1]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut rounds = 0;
+            loop {
+                let live = membership::live(&pgs[1], ttl).await.expect("live");
+                if !live.iter().any(|n| n.id == ids[0]) {
+                    break;
+                }
+                let death = round.rebalance().await.expect("a round");
+                // ... and know when it stops counting as live: when its leases run out.
+                let death = death.expect("the moment the other node stops counting as live");
+                assert!(death <= Instant::now() + ttl + Duration::from_millis(600));
+                rounds += 1;
+                assert_eq!(round.view.local_shards(), mine, "only its own share");
+                assert!(
+                    Instant::now() < deadline,
+                    "the dead node never counted dead"
+                );
+                tokio::time::sleep(every).await;
+            }
+            assert!(rounds > 0, "a round ran while the node was live");
+            // The node counts as dead: the very next round takes every one of its shards
+            // (in one statement), with greater tokens.
+            let death = round.rebalance().await.expect("a round");
+            assert_eq!(death, None, "no other live node");
+            let all: Vec<u64> = (0..SHARDS).collect();
+            assert_eq!(round.view.local_shards(), all);
+            for old in &before {
+                let new = round.view.token(old.shard).expect("held");
+                assert!(new.token > old.token, "{old:?} -> {new:?}");
+            }
+            assert!(pgs[0]
+                .renew_leases(&before, ttl)
+                .await
+                .expect("asked")
+                .is_empty());
+        })
+        .await;
     }
 }

@@ -40,21 +40,53 @@ impl PgStorage {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<FencingToken>> {
-        let token: Option<i64> = sqlx::query_scalar(
+        Ok(self.acquire_leases(&[shard], owner, ttl).await?.pop())
+    }
+
+    /// Takes, in one statement, the lease of every shard of `shards` that is free, expired,
+    /// or already `owner`'s, for `ttl`; answers the new fencing tokens (each greater than
+    /// every earlier one of its shard), in shard order. A shard another owner holds an
+    /// unexpired lease of is left out (and keeps its lease and token).
+    ///
+    /// The rows are locked in shard order (the array is sorted and deduplicated first, and
+    /// [`PgStorage::renew_leases`] locks in the same order), so two nodes asking for
+    /// overlapping shards at once wait for each other instead of deadlocking.
+    pub async fn acquire_leases(
+        &self,
+        shards: &[u64],
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Vec<FencingToken>> {
+        let mut keys = shards
+            .iter()
+            .map(|s| shard_key(*s))
+            .collect::<Result<Vec<i64>>>()?;
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
             "INSERT INTO shard_leases AS l (shard, owner, token, expires_at) \
-             VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond') \
+             SELECT s.shard, $2, 1, now() + $3 * interval '1 millisecond' \
+             FROM unnest($1::bigint[]) WITH ORDINALITY AS s(shard, n) ORDER BY s.n \
              ON CONFLICT (shard) DO UPDATE SET owner = EXCLUDED.owner, token = l.token + 1, \
              expires_at = EXCLUDED.expires_at \
              WHERE l.expires_at <= now() OR l.owner = EXCLUDED.owner \
-             RETURNING token",
+             RETURNING l.shard, l.token",
         )
-        .bind(shard_key(shard)?)
+        .bind(&keys)
         .bind(owner)
         .bind(millis(ttl))
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        Ok(token.map(|t| token_of(shard, t)))
+        let mut tokens: Vec<FencingToken> = rows
+            .into_iter()
+            .filter_map(|(s, t)| u64::try_from(s).ok().map(|s| token_of(s, t)))
+            .collect();
+        tokens.sort_unstable_by_key(|t| t.shard);
+        Ok(tokens)
     }
 
     /// Extends the lease of `token` by `ttl` from now; `Fenced` if the shard was acquired
@@ -86,10 +118,14 @@ impl PgStorage {
             shards.push(shard_key(t.shard)?);
             numbers.push(i64::try_from(t.token).unwrap_or(-1));
         }
+        // Locks the rows in shard order first, as `acquire_leases` does (no deadlock with a
+        // node acquiring some of them at the same time).
         let renewed: Vec<i64> = sqlx::query_scalar(
-            "UPDATE shard_leases AS l SET expires_at = now() + $3 * interval '1 millisecond' \
-             FROM unnest($1::bigint[], $2::bigint[]) AS t(shard, token) \
-             WHERE l.shard = t.shard AND l.token = t.token RETURNING l.shard",
+            "WITH mine AS (SELECT l.shard FROM shard_leases l \
+             JOIN unnest($1::bigint[], $2::bigint[]) AS t(shard, token) \
+             ON l.shard = t.shard AND l.token = t.token ORDER BY l.shard FOR UPDATE OF l) \
+             UPDATE shard_leases AS l SET expires_at = now() + $3 * interval '1 millisecond' \
+             FROM mine WHERE l.shard = mine.shard RETURNING l.shard",
         )
         .bind(&shards)
         .bind(&numbers)
@@ -106,11 +142,30 @@ impl PgStorage {
     /// Gives the lease up (graceful hand-over): it expires now, and its token stays, so the
     /// next acquisition gets a greater one. Releasing a lease lost since is not an error.
     pub async fn release_lease(&self, token: FencingToken) -> Result<()> {
+        self.release_leases(&[token]).await
+    }
+
+    /// Gives every lease of `tokens` up in one statement (see [`PgStorage::release_lease`]),
+    /// locking the rows in shard order.
+    pub async fn release_leases(&self, tokens: &[FencingToken]) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let mut shards = Vec::with_capacity(tokens.len());
+        let mut numbers = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            shards.push(shard_key(t.shard)?);
+            numbers.push(i64::try_from(t.token).unwrap_or(-1));
+        }
         sqlx::query(
-            "UPDATE shard_leases SET expires_at = '-infinity' WHERE shard = $1 AND token = $2",
+            "WITH mine AS (SELECT l.shard FROM shard_leases l \
+             JOIN unnest($1::bigint[], $2::bigint[]) AS t(shard, token) \
+             ON l.shard = t.shard AND l.token = t.token ORDER BY l.shard FOR UPDATE OF l) \
+             UPDATE shard_leases AS l SET expires_at = '-infinity' \
+             FROM mine WHERE l.shard = mine.shard",
         )
-        .bind(shard_key(token.shard)?)
-        .bind(i64::try_from(token.token).unwrap_or(-1))
+        .bind(&shards)
+        .bind(&numbers)
         .execute(&self.pool)
         .await
         .map_err(db)?;

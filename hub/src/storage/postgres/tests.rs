@@ -184,6 +184,75 @@ async fn a_held_lease_is_refused_to_others_until_released() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_statement_takes_a_dead_owners_shards_and_leaves_a_live_owners_alone() {
+    on_nodes(3, |nodes| async move {
+        let (dead, live, survivor) = (&nodes[0], &nodes[1], &nodes[2]);
+        let odd: Vec<u64> = (0..256).filter(|s| s % 2 == 1).collect();
+        let even: Vec<u64> = (0..256).filter(|s| s % 2 == 0).collect();
+        // The dead node's leases run out at once (it was killed right after taking them);
+        // the live node's run for 30 s.
+        let before = dead
+            .acquire_leases(&odd, "node-dead", Duration::ZERO)
+            .await
+            .expect("acquired");
+        assert_eq!(before.iter().map(|t| t.shard).collect::<Vec<_>>(), odd);
+        let kept = live
+            .acquire_leases(&even, "node-live", TTL)
+            .await
+            .expect("acquired");
+        assert_eq!(kept.len(), 128);
+        // The survivor asks for every shard (twice over: duplicates are harmless) in one
+        // statement: it gets exactly the dead node's, each with a greater token.
+        let mut all: Vec<u64> = (0..256).rev().collect();
+        all.extend(0..256);
+        let taken = survivor
+            .acquire_leases(&all, "node-survivor", TTL)
+            .await
+            .expect("acquired");
+        assert_eq!(taken.iter().map(|t| t.shard).collect::<Vec<_>>(), odd);
+        for (old, new) in before.iter().zip(&taken) {
+            assert!(new.token > old.token, "{old:?} -> {new:?}");
+        }
+        for t in &kept {
+            assert_eq!(
+                survivor.lease_holder(t.shard).await.expect("read"),
+                Some(("node-live".into(), *t)),
+                "a live owner keeps its lease and token"
+            );
+        }
+        // The dead node's tokens are fenced; the live node's and the survivor's renew.
+        assert!(dead
+            .renew_leases(&before, TTL)
+            .await
+            .expect("asked")
+            .is_empty());
+        let mut renewed = live.renew_leases(&kept, TTL).await.expect("renewed");
+        renewed.sort_unstable();
+        assert_eq!(renewed, even);
+        let mut renewed = survivor.renew_leases(&taken, TTL).await.expect("renewed");
+        renewed.sort_unstable();
+        assert_eq!(renewed, odd);
+        // Releasing in one statement frees them all (and only them), for greater tokens next.
+        survivor.release_leases(&taken).await.expect("released");
+        let again = live
+            .acquire_leases(&all, "node-live", TTL)
+            .await
+            .expect("acquired");
+        assert_eq!(again.len(), 256, "the released ones and its own");
+        for (t, a) in taken.iter().zip(again.iter().filter(|a| a.shard % 2 == 1)) {
+            assert!(a.token > t.token);
+        }
+        // An empty batch asks nothing.
+        assert!(survivor
+            .acquire_leases(&[], "node-survivor", TTL)
+            .await
+            .expect("asked")
+            .is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_on_one_node_wake_readers_on_another() {
     on_nodes(2, |nodes| async move {
         let (a, b) = (&nodes[0], &nodes[1]);
