@@ -77,6 +77,8 @@ pub struct HubHandle {
     pub tasks: crate::monitor::Tasks,
     /// In a cluster: who owns which shard (`None` on the embedded storage).
     pub ownership: Option<Arc<crate::cluster::OwnershipView>>,
+    /// Cache changes announced to and followed from the other nodes (embedded: none).
+    pub changes: crate::cluster::notify::Changes,
 }
 
 impl HubHandle {
@@ -182,6 +184,7 @@ struct Stores {
     view: Option<Arc<crate::cluster::OwnershipView>>,
     activations: Arc<LateActivations>,
     opened: Opened,
+    changes: crate::cluster::notify::Changes,
 }
 
 async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores, HubError> {
@@ -199,6 +202,7 @@ async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores
                 view: None,
                 activations,
                 opened: Opened::Sled(storage),
+                changes: crate::cluster::notify::Changes::embedded(),
             })
         }
         crate::config::StorageKind::Cluster => {
@@ -227,6 +231,7 @@ async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores
             .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?;
             let view = ownership.view();
             wait_for_first_shards(&view, cluster.lease_ttl).await;
+            let changes = crate::cluster::notify::Changes::listen(&pg, &cluster.node_id).await?;
             Ok(Stores {
                 storage: pg.clone(),
                 oauth: pg.clone(),
@@ -237,6 +242,7 @@ async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores
                 view: Some(view),
                 activations,
                 opened: Opened::Cluster { pg, ownership },
+                changes,
             })
         }
     }
@@ -326,6 +332,7 @@ impl Application {
             view: ownership_view,
             activations,
             opened,
+            changes,
         } = open_stores(&settings, address).await?;
         let automation_store: Arc<dyn crate::automation::AutomationStore> =
             Arc::new(crate::automation::KvAutomationStore::open(&keyspace)?);
@@ -537,7 +544,9 @@ impl Application {
             personalization,
             tasks: crate::monitor::Tasks::default(),
             ownership: ownership_view.clone(),
+            changes: changes.clone(),
         };
+        crate::cluster::notify::follow_all(&changes, &handle);
         if settings.demo_data {
             seed_demo(&handle).await?;
         }
@@ -780,6 +789,7 @@ impl Application {
     /// Serves until stopped, then drains buffered events and flushes storage.
     pub async fn run(self) -> Result<(), HubError> {
         self.server.await?;
+        self.handle.changes.stop();
         self.live.stop();
         self.handle.import.stop();
         self.handle.drain_events().await;

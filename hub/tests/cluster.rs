@@ -12,116 +12,11 @@
 
 mod common;
 
-use common::{client, eventually, seed, settings};
-use hub::clock::SystemClock;
-use hub::config::StorageKind;
-use hub::{Application, HubHandle};
-use secrecy::SecretString;
-use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
-use std::net::SocketAddr;
+use common::client;
+use common::cluster::{json_ok, on_schema, quantity, settled, start, Node};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn url() -> String {
-    std::env::var("OMNIHUB_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn admin(sql: &str) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url())
-        .await
-        .expect("PostgreSQL answers (cluster-tests need it; .ci/run starts it)");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
-}
-
-struct Node {
-    id: String,
-    addr: SocketAddr,
-    handle: HubHandle,
-    server: actix_web::dev::ServerHandle,
-    stopped: tokio::task::JoinHandle<Result<(), hub::HubError>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn owns_basket(&self, id: &str) -> bool {
-        let id: protocol::BasketId = id.parse().expect("a basket id");
-        let view = self.handle.ownership.as_ref().expect("a cluster node");
-        view.owner(hub::cluster::shard_of(&id))
-            .is_some_and(|o| o.is_local())
-    }
-}
-
-async fn start(id: &str, schema: &str) -> Node {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut s = settings(dir.path());
-    s.storage = StorageKind::Cluster;
-    s.cluster.postgres_url =
-        SecretString::from(format!("{}?options=-c%20search_path%3D{schema}", url()));
-    s.cluster.pool_size = 8;
-    s.cluster.node_id = id.into();
-    s.cluster.lease_ttl = Duration::from_secs(2);
-    s.cluster.heartbeat_every = Duration::from_millis(250);
-    let app = Application::build(s, Arc::new(SystemClock))
-        .await
-        .expect("a cluster node builds");
-    let node = Node {
-        id: id.into(),
-        addr: app.address(),
-        handle: app.handle(),
-        server: app.server_handle(),
-        stopped: actix_web::rt::spawn(app.run()),
-        _dir: dir,
-    };
-    // The catalog and stock are cached per node (cross-node invalidation is not this test's):
-    // every node stores the same, idempotently.
-    seed(&node.handle).await;
-    node
-}
-
-/// Until every shard has an owner and every live node holds some, as each node sees it.
-async fn settled(nodes: &[&Node]) {
-    eventually(Duration::from_secs(30), || async {
-        nodes
-            .iter()
-            .all(|n| {
-                let owners = n.handle.ownership.as_ref().expect("cluster").owners();
-                let held: usize = owners.values().map(Vec::len).sum();
-                held == hub::cluster::SHARDS as usize
-                    && nodes
-                        .iter()
-                        .all(|m| owners.get(&m.id).is_some_and(|s| !s.is_empty()))
-                    && owners.keys().all(|k| nodes.iter().any(|m| &m.id == k))
-            })
-            .then_some(())
-    })
-    .await;
-}
-
-async fn json_ok(res: reqwest::Response, what: &str) -> Value {
-    let status = res.status();
-    let body = res.text().await.expect("a body");
-    assert!(status.is_success(), "{what}: {status} {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"))
-}
-
-fn quantity(basket: &Value, sku: &str) -> i64 {
-    basket["lines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l["sku"] == sku)
-        .and_then(|l| l["quantity"].as_i64())
-        .unwrap_or(0)
-}
 
 async fn three_nodes(schema: &str) {
     let a = start("node-a", schema).await;
@@ -306,14 +201,5 @@ async fn three_nodes(schema: &str) {
 
 #[actix_web::test]
 async fn nodes_share_baskets_and_customers_and_hand_shards_over_on_leave() {
-    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
-    admin(&format!("CREATE SCHEMA {schema}")).await;
-    let outcome = {
-        let schema = schema.clone();
-        actix_web::rt::spawn(async move { three_nodes(&schema).await }).await
-    };
-    admin(&format!("DROP SCHEMA {schema} CASCADE")).await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    on_schema(|schema| async move { three_nodes(&schema).await }).await;
 }

@@ -727,6 +727,34 @@ impl Handler<Connect> for EdgeReplica {
     type Result = AtomicResponse<Self, Result<Welcomed, EdgeError>>;
 
     fn handle(&mut self, msg: Connect, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.store.shared() {
+            return AtomicResponse::new(self.connect(msg));
+        }
+        // Hub nodes share the store: another node may have served this store's node since
+        // this one loaded its state (merged its deltas, queued entries for it). Its session
+        // resumes from the stored state, so nothing acknowledged is sent again.
+        let store = self.store.clone();
+        let node = msg.node.clone();
+        AtomicResponse::new(Box::pin(
+            async move { store.load().await.map(|mut l| l.nodes.remove(&node)) }
+                .into_actor(self)
+                .then(move |stored, act, _| match stored {
+                    Ok(state) => {
+                        if let Some(live) = act.live.get_mut(&msg.node) {
+                            let state = state.unwrap_or_default();
+                            live.acked = state.outbox_last.saturating_sub(state.outbox_len);
+                            live.state = state;
+                        }
+                        act.connect(msg)
+                    }
+                    Err(e) => Box::pin(actix::fut::ready(Err(e.into()))),
+                }),
+        ))
+    }
+}
+
+impl EdgeReplica {
+    fn connect(&mut self, msg: Connect) -> ResponseActFuture<Self, Result<Welcomed, EdgeError>> {
         let now_ms = self.now_ms();
         let max_skew = i64::try_from(self.timing.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
         let hub_time_ms = now_ms;
@@ -744,14 +772,14 @@ impl Handler<Connect> for EdgeReplica {
         let (nodes, holds, now) = (self.nodes.clone(), self.holds.clone(), self.clock.now());
         let offers = self.offers.clone();
         let Some(live) = self.live.get_mut(&msg.node) else {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EdgeError::UnknownNode(
+            return Box::pin(actix::fut::ready(Err(EdgeError::UnknownNode(
                 msg.node.0,
-            )))));
+            ))));
         };
         if live.state.retired.is_some() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EdgeError::Retired(
+            return Box::pin(actix::fut::ready(Err(EdgeError::Retired(
                 msg.node,
-            )))));
+            ))));
         }
         if let Some((old_id, old)) = live.session.replace((msg.session, msg.addr)) {
             tracing::info!(node = %msg.node, old_session = old_id, "a new session replaces the old one");
@@ -804,7 +832,7 @@ impl Handler<Connect> for EdgeReplica {
         }
         let store = self.store.clone();
         let node = msg.node.clone();
-        AtomicResponse::new(Box::pin(
+        Box::pin(
             async move {
                 if let (true, Some(location)) = (relay, location) {
                     let env = Env {
@@ -857,7 +885,7 @@ impl Handler<Connect> for EdgeReplica {
                     hub_time_ms,
                 })
             }),
-        ))
+        )
     }
 }
 

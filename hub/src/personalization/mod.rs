@@ -108,6 +108,8 @@ pub struct Personalization {
     processed: watch::Receiver<u64>,
     /// The recommender's own thread.
     arbiter: ArbiterHandle,
+    /// Change notifications between hub nodes, once followed.
+    pub(crate) changes: OnceLock<crate::cluster::notify::Changes>,
 }
 
 impl Personalization {
@@ -137,6 +139,7 @@ impl Personalization {
             store,
             processed,
             arbiter,
+            changes: OnceLock::new(),
         }))
     }
 
@@ -231,7 +234,22 @@ impl Personalization {
         Ok(())
     }
 
+    /// Reads the stored slots again (another hub node changed one).
+    pub fn reload_slots(&self) -> Result<(), StorageError> {
+        let slots: BTreeMap<SlotName, SlotRecord> = self
+            .backoffice
+            .kept_all::<SlotRecord>(SPACE)?
+            .into_iter()
+            .map(|r| (r.slot, r))
+            .collect();
+        self.slots.store(Arc::new(slots));
+        Ok(())
+    }
+
     fn publish(&self, slot: SlotName, record: Option<SlotRecord>) {
+        if let Some(changes) = self.changes.get() {
+            changes.announce(crate::cluster::notify::Topic::Slots);
+        }
         self.slots.rcu(|current| {
             let mut next = BTreeMap::clone(current);
             match &record {

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod pages;
+#[cfg(feature = "cluster-tests")]
+pub mod cluster;
 
 use hub::clock::{Clock, SystemClock};
 use hub::{Application, HubHandle, HubSettings};
