@@ -1,9 +1,11 @@
 //! Shared state across hub nodes on one PostgreSQL (`storage = "cluster"`): three in-process
-//! `hub::Application`s on a fresh schema. A catalog change made through one node is served by
-//! the others (cross-node cache invalidation, `hub::cluster::notify`); order numbers minted on
-//! all nodes at once are distinct (the engine mints them); the last units of a SKU held on two
-//! nodes at once go to one of them (the store arbitrates stock, `Change::SwapStock`), and the
-//! third node's stock view follows.
+//! `hub::Application`s on a fresh schema per test. A catalog change made through one node is
+//! served by the others (cross-node cache invalidation, `hub::cluster::notify`); order numbers
+//! minted on all nodes at once are distinct (the engine mints them); the last units of a SKU
+//! held on two nodes at once go to one of them (the store arbitrates stock,
+//! `Change::SwapStock`), and the third node's stock view follows; a store's edge node synced
+//! through one hub node continues through another after the first stops, without sending
+//! again what was acknowledged.
 //!
 //! Compiled with the `cluster-tests` feature; needs PostgreSQL at `OMNIHUB_TEST_POSTGRES`
 //! (default `postgres://postgres@127.0.0.1:5432/test`). The schema is dropped afterwards.
@@ -12,10 +14,14 @@
 
 mod common;
 
-use common::cluster::{on_schema, settled, start, Node};
 use channels::Backend;
-use common::{eventually, product};
+use common::cluster::{on_schema, settled, start, start_with, Node};
+use common::edge_node::{self, berlin, connect_to, sale, sku, store_berlin, tea_key, BERLIN};
+use common::{client, eventually, product, SendForJson};
 use hub::actors::inventory::HoldFailure;
+use protocol::replication::counter::Entry;
+use protocol::replication::sync::{Frame, Item, Vector};
+use protocol::replication::Rights;
 use protocol::{CheckoutId, LocationId, Sku};
 use std::time::Duration;
 
@@ -67,7 +73,11 @@ async fn last_units_have_one_winner(nodes: &[&Node]) {
     // Every node's view agrees there are 5 (the seed set them on each node).
     for n in nodes {
         eventually(PROPAGATION, || async {
-            (n.handle.inventory.available(&online, std::slice::from_ref(&tea)) == [5]).then_some(())
+            (n.handle
+                .inventory
+                .available(&online, std::slice::from_ref(&tea))
+                == [5])
+            .then_some(())
         })
         .await;
     }
@@ -105,29 +115,155 @@ async fn last_units_have_one_winner(nodes: &[&Node]) {
             .inventory
             .available(&online, std::slice::from_ref(&tea))
             == [0])
-            .then_some(())
+        .then_some(())
+    })
+    .await;
+}
+
+/// Three nodes on `schema`, every shard owned.
+async fn three(schema: &str) -> [Node; 3] {
+    let a = start("node-a", schema).await;
+    let b = start("node-b", schema).await;
+    let c = start("node-c", schema).await;
+    settled(&[&a, &b, &c]).await;
+    [a, b, c]
+}
+
+/// Until `node`'s edge replica offers the seeded catalog (it looks every 250 ms), so a store's
+/// first welcome brings it.
+async fn catalog_offered(node: &Node) {
+    eventually(PROPAGATION, || async {
+        let live = node.handle.edge.live().await.expect("live");
+        live.iter().all(|n| n.catalog_version >= 2).then_some(())
+    })
+    .await;
+}
+
+/// Stops the nodes still running, each to its end.
+async fn stop(nodes: impl IntoIterator<Item = Node>) {
+    for n in nodes {
+        n.server.stop(true).await;
+        n.stopped
+            .await
+            .expect("the node ran")
+            .expect("the node stopped cleanly");
+    }
+}
+
+#[actix_web::test]
+async fn a_catalog_change_on_one_node_is_served_by_the_others() {
+    on_schema(|schema| async move {
+        let nodes = three(&schema).await;
+        catalog_change_is_served_by_every_node(&nodes.iter().collect::<Vec<_>>()).await;
+        stop(nodes).await;
     })
     .await;
 }
 
 #[actix_web::test]
-async fn caches_order_numbers_and_stock_are_shared_across_nodes() {
+async fn order_numbers_minted_on_three_nodes_at_once_are_distinct() {
     on_schema(|schema| async move {
-        let a = start("node-a", &schema).await;
-        let b = start("node-b", &schema).await;
-        let c = start("node-c", &schema).await;
-        settled(&[&a, &b, &c]).await;
-        let nodes = [&a, &b, &c];
-        catalog_change_is_served_by_every_node(&nodes).await;
-        order_numbers_are_distinct_across_nodes(&nodes).await;
-        last_units_have_one_winner(&nodes).await;
-        for n in [a, b, c] {
-            n.server.stop(true).await;
-            n.stopped
-                .await
-                .expect("the node ran")
-                .expect("the node stopped cleanly");
+        let nodes = three(&schema).await;
+        order_numbers_are_distinct_across_nodes(&nodes.iter().collect::<Vec<_>>()).await;
+        stop(nodes).await;
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn the_last_units_held_on_two_nodes_at_once_have_one_winner() {
+    on_schema(|schema| async move {
+        let nodes = three(&schema).await;
+        last_units_have_one_winner(&nodes.iter().collect::<Vec<_>>()).await;
+        stop(nodes).await;
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn an_edge_node_continues_through_another_hub_node() {
+    on_schema(|schema| async move {
+        let mut nodes = Vec::new();
+        for id in ["node-a", "node-b", "node-c"] {
+            nodes.push(start_with(id, &schema, edge_node::settings).await);
         }
+        settled(&nodes.iter().collect::<Vec<_>>()).await;
+        let c = client();
+        // Synced through node a: the store's on hand, rights and a sale, acknowledged.
+        catalog_offered(&nodes[0]).await;
+        let mut store = connect_to(nodes[0].addr, Some(BERLIN))
+            .await
+            .expect("upgraded");
+        store
+            .handshake("berlin", "store-berlin", Vector::new(), None)
+            .await;
+        let mut rights = Rights::new();
+        rights.create(&berlin(), 10);
+        let first = sale(2);
+        let batch = vec![
+            Item::OnHand {
+                sku: sku("TEA"),
+                location: store_berlin(),
+                entry: Entry { p: 10, n: 2 },
+            },
+            Item::Rights {
+                key: tea_key(),
+                state: rights,
+            },
+            Item::Sale(first.clone()),
+        ];
+        assert_eq!(store.deltas(1, 2, batch).await, 2, "acknowledged by node a");
+        drop(store);
+        // Node a stops; the store reconnects to node b.
+        let a = nodes.remove(0);
+        stop([a]).await;
+        catalog_offered(&nodes[0]).await;
+        let mut store = connect_to(nodes[0].addr, Some(BERLIN))
+            .await
+            .expect("upgraded");
+        let welcome = store
+            .handshake("berlin", "store-berlin", Vector::new(), None)
+            .await;
+        let Frame::Welcome { have, .. } = &welcome else {
+            panic!("expected a welcome, got {welcome:?}");
+        };
+        assert_eq!(
+            have.get(&berlin()),
+            Some(&2),
+            "node b knows what node a acknowledged: nothing is sent again"
+        );
+        // The store continues after it; its first sale, were it sent again, counts once.
+        let second = sale(1);
+        assert_eq!(
+            store
+                .deltas(
+                    3,
+                    3,
+                    vec![Item::Sale(first.clone()), Item::Sale(second.clone())]
+                )
+                .await,
+            3
+        );
+        for n in &nodes {
+            let sales = c
+                .get(n.url("/api/v1/admin/edge/sales?location=store-berlin"))
+                .bearer_auth(edge_node::ADMIN)
+                .json_body()
+                .await;
+            assert_eq!(sales["count"], 2, "on {}: no sale twice: {sales}", n.id);
+        }
+        // The store's on hand reaches every remaining node's stock view.
+        for n in &nodes {
+            eventually(PROPAGATION, || async {
+                n.handle
+                    .inventory
+                    .level(&store_berlin(), &sku("TEA"))
+                    .filter(|l| l.on_hand == 8)
+            })
+            .await;
+        }
+        drop(store);
+        stop(nodes).await;
     })
     .await;
 }

@@ -32,8 +32,9 @@ impl Handler<FollowChanges> for CatalogActor {
 
     fn handle(&mut self, msg: FollowChanges, ctx: &mut Context<Self>) {
         let me = ctx.address();
-        msg.0
-            .on(crate::cluster::notify::Topic::Catalog, move || me.do_send(Reload));
+        msg.0.on(crate::cluster::notify::Topic::Catalog, move || {
+            me.do_send(Reload)
+        });
         self.changes = Some(msg.0);
     }
 }

@@ -101,7 +101,10 @@ type Refreshed = Option<(Vec<StockLevel>, StorageError)>;
 
 /// Commits `unit` (nothing if it is empty); if a swap is refused, reads the levels it swapped
 /// again (answered with the refusal, for the shard to publish).
-async fn commit_or_refresh(storage: Arc<dyn Storage>, unit: UnitOfWork) -> Result<Refreshed, StorageError> {
+async fn commit_or_refresh(
+    storage: Arc<dyn Storage>,
+    unit: UnitOfWork,
+) -> Result<Refreshed, StorageError> {
     if unit.changes.is_empty() {
         return Ok(None);
     }

@@ -733,22 +733,46 @@ impl Handler<Connect> for EdgeReplica {
         // Hub nodes share the store: another node may have served this store's node since
         // this one loaded its state (merged its deltas, queued entries for it). Its session
         // resumes from the stored state, so nothing acknowledged is sent again.
+        // Its store's stock is published again too (mending a hub node that stopped between
+        // a merge and its publication, as a start does).
         let store = self.store.clone();
         let node = msg.node.clone();
+        let location = self.nodes.get(&msg.node).map(|n| n.location.clone());
         AtomicResponse::new(Box::pin(
-            async move { store.load().await.map(|mut l| l.nodes.remove(&node)) }
-                .into_actor(self)
-                .then(move |stored, act, _| match stored {
-                    Ok(state) => {
-                        if let Some(live) = act.live.get_mut(&msg.node) {
-                            let state = state.unwrap_or_default();
-                            live.acked = state.outbox_last.saturating_sub(state.outbox_len);
-                            live.state = state;
-                        }
-                        act.connect(msg)
+            async move {
+                let state = store.load().await?.nodes.remove(&node);
+                let mut levels = Vec::new();
+                if let Some(location) = location {
+                    levels = store
+                        .all_on_hand()
+                        .await?
+                        .into_iter()
+                        .filter(|r| r.location == location)
+                        .map(|r| StockLevel {
+                            on_hand: r.state.value(),
+                            sku: r.sku,
+                            location: r.location,
+                            held: 0,
+                        })
+                        .collect();
+                }
+                Ok::<_, crate::storage::StorageError>((state, levels))
+            }
+            .into_actor(self)
+            .then(move |stored, act, _| match stored {
+                Ok((state, levels)) => {
+                    if let Some(live) = act.live.get_mut(&msg.node) {
+                        let state = state.unwrap_or_default();
+                        live.acked = state.outbox_last.saturating_sub(state.outbox_len);
+                        live.state = state;
                     }
-                    Err(e) => Box::pin(actix::fut::ready(Err(e.into()))),
-                }),
+                    if !levels.is_empty() {
+                        let _ = act.levels.send(levels);
+                    }
+                    act.connect(msg)
+                }
+                Err(e) => Box::pin(actix::fut::ready(Err(e.into()))),
+            }),
         ))
     }
 }
@@ -772,14 +796,10 @@ impl EdgeReplica {
         let (nodes, holds, now) = (self.nodes.clone(), self.holds.clone(), self.clock.now());
         let offers = self.offers.clone();
         let Some(live) = self.live.get_mut(&msg.node) else {
-            return Box::pin(actix::fut::ready(Err(EdgeError::UnknownNode(
-                msg.node.0,
-            ))));
+            return Box::pin(actix::fut::ready(Err(EdgeError::UnknownNode(msg.node.0))));
         };
         if live.state.retired.is_some() {
-            return Box::pin(actix::fut::ready(Err(EdgeError::Retired(
-                msg.node,
-            ))));
+            return Box::pin(actix::fut::ready(Err(EdgeError::Retired(msg.node))));
         }
         if let Some((old_id, old)) = live.session.replace((msg.session, msg.addr)) {
             tracing::info!(node = %msg.node, old_session = old_id, "a new session replaces the old one");

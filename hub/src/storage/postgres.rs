@@ -28,8 +28,8 @@ use super::{
 use async_trait::async_trait;
 use protocol::order::{CheckoutRecord, HoldRecord, OrderRecord};
 use protocol::{
-    codec, Basket, BasketId, Category, CheckoutId, CustomerId, CustomerRecord, LocationId,
-    OrderId, OutboxMessage, Product, SessionRecord, Sku, StockLevel, Stored,
+    codec, Basket, BasketId, Category, CheckoutId, CustomerId, CustomerRecord, LocationId, OrderId,
+    OutboxMessage, Product, SessionRecord, Sku, StockLevel, Stored,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::BTreeMap;

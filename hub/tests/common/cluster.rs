@@ -52,8 +52,18 @@ impl Node {
 }
 
 pub async fn start(id: &str, schema: &str) -> Node {
+    start_with(id, schema, settings).await
+}
+
+/// [`start`] with settings made by `settings_for` (in the node's data dir), then made a
+/// cluster node's.
+pub async fn start_with(
+    id: &str,
+    schema: &str,
+    settings_for: impl FnOnce(&std::path::Path) -> hub::HubSettings,
+) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut s = settings(dir.path());
+    let mut s = settings_for(dir.path());
     s.storage = StorageKind::Cluster;
     s.cluster.postgres_url =
         SecretString::from(format!("{}?options=-c%20search_path%3D{schema}", url()));

@@ -2,9 +2,10 @@
 
 #![allow(dead_code)]
 
-pub mod pages;
 #[cfg(feature = "cluster-tests")]
 pub mod cluster;
+pub mod edge_node;
+pub mod pages;
 
 use hub::clock::{Clock, SystemClock};
 use hub::{Application, HubHandle, HubSettings};
