@@ -19,6 +19,7 @@ use common::cluster::{on_schema, settled, start, start_with, Node};
 use common::edge_node::{self, berlin, connect_to, sale, sku, store_berlin, tea_key, BERLIN};
 use common::{client, eventually, product, SendForJson};
 use hub::actors::inventory::HoldFailure;
+use hub::storage::{Change, UnitOfWork};
 use protocol::replication::counter::Entry;
 use protocol::replication::sync::{Frame, Item, Vector};
 use protocol::replication::Rights;
@@ -65,6 +66,33 @@ async fn order_numbers_are_distinct_across_nodes(nodes: &[&Node]) {
     numbers.sort_unstable();
     numbers.dedup();
     assert_eq!(numbers.len(), N, "every number once: {numbers:?}");
+    // And the store keeps a number to one order: the same number again, through another node,
+    // is refused.
+    let number = protocol::order::online_order_number(numbers[0]);
+    let order = |node: &Node| {
+        let at = time::OffsetDateTime::now_utc();
+        let customer = protocol::CustomerId::new();
+        let record = common::order_record(
+            protocol::OrderId::new(),
+            &number,
+            customer,
+            "a@example.com",
+            at,
+        );
+        let storage = node.handle.storage.clone();
+        async move {
+            storage
+                .commit(UnitOfWork::new().with(Change::CreateOrder(record)))
+                .await
+        }
+    };
+    order(nodes[0])
+        .await
+        .expect("the first order with the number");
+    assert!(
+        order(nodes[1]).await.is_err(),
+        "a second order with number {number} is refused"
+    );
 }
 
 async fn last_units_have_one_winner(nodes: &[&Node]) {

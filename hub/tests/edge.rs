@@ -4,24 +4,19 @@
 mod common;
 
 use common::{client, eventually, SendForJson};
-use futures_util::{SinkExt, StreamExt};
-use hub::config::EdgeNodeSettings;
-use hub::HubSettings;
+use futures_util::SinkExt;
 use protocol::replication::counter::Entry;
 use protocol::replication::sync::{
-    close, decode_frame, encode_frame, Frame, Item, Scarce, Vector, CATALOG_CHUNK, MAX_FRAME_BYTES,
+    close, decode_frame, Frame, Item, Scarce, Vector, CATALOG_CHUNK, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
-use protocol::replication::{
-    Command, CommandKind, DeficitRecord, Hlc, ReplicaId, Rights, SaleLine, SaleRecord,
-};
-use protocol::{Currency, LocationId, Money, Sku};
+use protocol::replication::{Command, CommandKind, DeficitRecord, ReplicaId, Rights, SaleRecord};
+use protocol::LocationId;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use ulid::Ulid;
 
