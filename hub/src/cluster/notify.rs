@@ -141,8 +141,13 @@ impl Changes {
         })
     }
 
-    /// Runs `reload` when another node announces `topic` (and after a reconnection).
+    /// Runs `reload` when another node announces `topic` (and after a reconnection). Embedded,
+    /// nothing ever reloads: `reload` is dropped at once (it may hold what holds these
+    /// changes, which must not keep each other alive).
     pub fn on(&self, topic: Topic, reload: impl Fn() + Send + Sync + 'static) {
+        if self.announce.is_none() {
+            return;
+        }
         self.reloads
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -164,8 +169,13 @@ impl Changes {
         }
     }
 
-    /// Stops listening (shutdown).
+    /// Stops listening (shutdown), and drops the reloads (they hold the caches, which hold
+    /// these changes: the cycle ends here).
     pub fn stop(&self) {
+        self.reloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         if let Some(stop) = self
             .stop
             .lock()
