@@ -23,8 +23,14 @@ pub struct EdgeSettings {
     pub location: LocationId,
     /// The store's name, shown to the operator.
     pub store_name: String,
-    /// The hub's sync endpoint, e.g. `ws://127.0.0.1:8080/api/v1/edge/sync`.
+    /// The hub's sync endpoint, e.g. `ws://127.0.0.1:8080/api/v1/edge/sync` (a hub cluster:
+    /// one node's, or the load balancer's).
     pub hub_url: String,
+    /// More hub nodes' sync endpoints (a hub cluster without a load balancer in front): when a
+    /// session cannot be made or ends, the next session tries the next URL, `hub_url` first,
+    /// round the list. Any hub node serves any store: the sync state lives in the cluster's
+    /// engines, so what one node acknowledged is not sent again through another.
+    pub more_hub_urls: Vec<String>,
     /// The node's credential, sent as `Authorization: Bearer …` to the hub. Never logged.
     pub credential: Option<SecretString>,
     /// Where sled and the journal live.
@@ -149,6 +155,7 @@ impl Default for EdgeSettings {
             location: LocationId("store-berlin".into()),
             store_name: "Berlin".into(),
             hub_url: "ws://127.0.0.1:8080/api/v1/edge/sync".into(),
+            more_hub_urls: Vec::new(),
             credential: None,
             data_dir: PathBuf::from("data/edge-berlin"),
             cache_mb: 16,
@@ -228,6 +235,9 @@ impl EdgeSettings {
             return bad("store_name is empty: name the store, e.g. \"Berlin Mitte\"".into());
         }
         check_hub_url(&self.hub_url).or_else(|m| bad(format!("hub_url: {m}")))?;
+        for (i, url) in self.more_hub_urls.iter().enumerate() {
+            check_hub_url(url).or_else(|m| bad(format!("more_hub_urls[{i}]: {m}")))?;
+        }
         match &self.credential {
             Some(c) if !c.expose_secret().trim().is_empty() => {}
             _ => {
@@ -288,6 +298,14 @@ impl EdgeSettings {
             None => ("http", url),
         };
         format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest))
+    }
+
+    /// The hub sync endpoints sessions go through in turn: `hub_url`, then `more_hub_urls`.
+    pub fn hub_sync_urls(&self) -> Vec<String> {
+        std::iter::once(&self.hub_url)
+            .chain(&self.more_hub_urls)
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn credential_text(&self) -> &str {
@@ -474,6 +492,10 @@ mod tests {
             ),
             ("hub_url", Box::new(|s| s.hub_url = "http://hub".into())),
             ("hub_url", Box::new(|s| s.hub_url = "wss://hub/sync".into())),
+            (
+                "more_hub_urls[1]",
+                Box::new(|s| s.more_hub_urls = vec!["ws://hub-2/sync".into(), "http://x".into()]),
+            ),
             ("credential", Box::new(|s| s.credential = None)),
             (
                 "api_token",

@@ -79,16 +79,22 @@ pub(crate) async fn run(
         s.since_ms = Some(now_ms());
     });
     let mut attempt: u32 = 0;
+    let urls = settings.hub_sync_urls();
+    let mut turn = 0usize;
     loop {
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             break;
         }
-        let span = tracing::info_span!("sync_session", hub = %settings.hub_url, attempt);
+        let url = &urls[turn % urls.len()];
+        let span = tracing::info_span!("sync_session", hub = %url, attempt);
         let end = tracing::Instrument::instrument(
-            session(&store, &settings, &mut shutdown, boards.clone()),
+            session(&store, &settings, url, &mut shutdown, boards.clone()),
             span,
         )
         .await;
+        // The hub node may be gone: the next session tries the next one (with one URL, the
+        // same again).
+        turn = turn.wrapping_add(1);
         store.disconnected();
         let was_connected = store.sync_state().connected;
         store.update_sync(|s| {
@@ -157,10 +163,11 @@ async fn blocking<T: Send + 'static>(
 async fn session(
     store: &Arc<Store>,
     settings: &EdgeSettings,
+    url: &str,
     shutdown: &mut watch::Receiver<bool>,
     boards: Option<Arc<crate::boards::Boards>>,
 ) -> End {
-    let ws = match connect(store, settings).await {
+    let ws = match connect(store, settings, url).await {
         Ok(ws) => ws,
         Err(end) => return end,
     };
@@ -259,12 +266,10 @@ async fn session(
     end
 }
 
-async fn connect(store: &Store, settings: &EdgeSettings) -> Result<Ws, End> {
-    let mut request = settings
-        .hub_url
-        .as_str()
+async fn connect(store: &Store, settings: &EdgeSettings, url: &str) -> Result<Ws, End> {
+    let mut request = url
         .into_client_request()
-        .map_err(|e| End::grow(format!("hub_url '{}' is unusable: {e}", settings.hub_url)))?;
+        .map_err(|e| End::grow(format!("hub url '{url}' is unusable: {e}")))?;
     let mut auth = format!("Bearer {}", settings.credential_text())
         .parse::<tokio_tungstenite::tungstenite::http::HeaderValue>()
         .map_err(|_| {

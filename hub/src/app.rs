@@ -81,6 +81,8 @@ pub struct HubHandle {
     /// analyst, the counter, the recommender, automation timers, the ERP pull, the OAuth
     /// purge, store card refunds), each while this node holds its singleton. Empty embedded.
     pub singletons: crate::cluster::singleton::SingletonGroup,
+    /// Cache changes announced to and followed from the other nodes (embedded: none).
+    pub changes: crate::cluster::notify::Changes,
 }
 
 impl HubHandle {
@@ -205,6 +207,7 @@ struct Stores {
     /// In a cluster: what runs background work once across it (`None` embedded: here).
     singletons: Option<crate::cluster::singleton::Singletons>,
     opened: Opened,
+    changes: crate::cluster::notify::Changes,
 }
 
 async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores, HubError> {
@@ -223,6 +226,7 @@ async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores
                 activations,
                 singletons: None,
                 opened: Opened::Sled(storage),
+                changes: crate::cluster::notify::Changes::embedded(),
             })
         }
         crate::config::StorageKind::Cluster => {
@@ -261,6 +265,7 @@ async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores
             )
             .map_err(|e| HubError::Config(format!("[cluster]: {e}")))?;
             wait_for_first_shards(&view, cluster.lease_ttl).await;
+            let changes = crate::cluster::notify::Changes::listen(&pg, &cluster.node_id).await?;
             Ok(Stores {
                 storage: pg.clone(),
                 oauth: pg.clone(),
@@ -272,6 +277,7 @@ async fn open_stores(settings: &HubSettings, bound: SocketAddr) -> Result<Stores
                 activations,
                 singletons: Some(singletons),
                 opened: Opened::Cluster { pg, ownership },
+                changes,
             })
         }
     }
@@ -362,6 +368,7 @@ impl Application {
             activations,
             singletons,
             opened,
+            changes,
         } = open_stores(&settings, address).await?;
         let clustered = singletons.is_some();
         let automation_store: Arc<dyn crate::automation::AutomationStore> =
@@ -625,7 +632,9 @@ impl Application {
             tasks: crate::monitor::Tasks::default(),
             ownership: ownership_view.clone(),
             singletons: crate::cluster::singleton::SingletonGroup::default(),
+            changes: changes.clone(),
         };
+        crate::cluster::notify::follow_all(&changes, &handle);
         if settings.demo_data {
             seed_demo(&handle).await?;
         }
@@ -903,6 +912,7 @@ impl Application {
     /// Serves until stopped, then drains buffered events and flushes storage.
     pub async fn run(self) -> Result<(), HubError> {
         self.server.await?;
+        self.handle.changes.stop();
         self.live.stop();
         if self.crash.armed() {
             return crash(self.handle, self.opened).await;

@@ -249,32 +249,14 @@ fn no_redirects() -> reqwest::Client {
 
 /// An order for `customer` placed at `at`, stored as checkout stores one.
 async fn place_order(hub: &TestHub, customer: CustomerId, email: &str, at: OffsetDateTime) {
-    let eur = |minor: i64| json!({"minor": minor, "currency": "EUR"});
     let id = protocol::OrderId::new();
-    let order: protocol::order::OrderRecord = serde_json::from_value(json!({
-        "id": id,
-        "number": format!("W-{}", &id.to_string()[20..]),
-        "checkout": protocol::CheckoutId::new(),
-        "basket": protocol::BasketId::new(),
-        "customer": customer,
-        "subject": protocol::Subject::Customer(customer),
-        "email": email,
-        "channel": "web",
-        "address": {"name": "A", "line1": "Street 1", "line2": "", "city": "Berlin", "region": "",
-                    "postcode": "10115", "country": "DE", "phone": ""},
-        "breakdown": {
-            "currency": "EUR", "country": "DE", "prices_include_tax": true, "item_count": 1,
-            "lines": [], "subtotal": eur(1299), "discount": eur(0),
-            "shipping": {"id": "standard", "name": "Standard", "price": eur(0), "delivery": "2 days"},
-            "taxes": [], "tax_total": eur(0), "total": eur(1299), "weight_grams": 0,
-        },
-        "payment": {"provider": "sim", "session_id": "cs", "payment_intent": null, "amount": eur(1299), "refunds": []},
-        "progress": "paid",
-        "lookup_key": "key",
-        "created_at": at.format(&time::format_description::well_known::Rfc3339).expect("time"),
-        "stock_committed": true,
-    }))
-    .expect("an order record");
+    let order = common::order_record(
+        id,
+        &format!("W-{}", &id.to_string()[20..]),
+        customer,
+        email,
+        at,
+    );
     hub.handle
         .storage
         .commit(UnitOfWork::new().with(Change::CreateOrder(order)))

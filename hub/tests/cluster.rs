@@ -13,27 +13,10 @@
 mod common;
 
 use common::client;
-use common::cluster::{on_schema, settled, start, Node};
-use serde_json::{json, Value};
+use common::cluster::{json_ok, on_schema, quantity, settled, start, Node};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-
-async fn json_ok(res: reqwest::Response, what: &str) -> Value {
-    let status = res.status();
-    let body = res.text().await.expect("a body");
-    assert!(status.is_success(), "{what}: {status} {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"))
-}
-
-fn quantity(basket: &Value, sku: &str) -> i64 {
-    basket["lines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l["sku"] == sku)
-        .and_then(|l| l["quantity"].as_i64())
-        .unwrap_or(0)
-}
 
 async fn three_nodes(schema: &str) {
     let a = start("node-a", schema).await;

@@ -12,6 +12,53 @@ use std::sync::Arc;
 pub struct CatalogActor {
     storage: Arc<dyn Storage>,
     snapshot: Arc<ArcSwap<CatalogSnapshot>>,
+    /// Change notifications between hub nodes, once followed ([`FollowChanges`]).
+    changes: Option<crate::cluster::notify::Changes>,
+}
+
+/// Announces this node's catalog changes to the other hub nodes and reloads the stored catalog
+/// when another node changed it (`crate::cluster::notify`; a no-op embedded).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FollowChanges(pub crate::cluster::notify::Changes);
+
+/// Reads the stored catalog again and publishes it as a new snapshot (another node changed it).
+#[derive(Message)]
+#[rtype(result = "Result<u64, StorageError>")]
+pub struct Reload;
+
+impl Handler<FollowChanges> for CatalogActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FollowChanges, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        msg.0.on(crate::cluster::notify::Topic::Catalog, move || {
+            me.do_send(Reload)
+        });
+        self.changes = Some(msg.0);
+    }
+}
+
+impl Handler<Reload> for CatalogActor {
+    type Result = AtomicResponse<Self, Result<u64, StorageError>>;
+
+    fn handle(&mut self, _: Reload, _ctx: &mut Context<Self>) -> Self::Result {
+        let storage = self.storage.clone();
+        AtomicResponse::new(Box::pin(
+            async move { storage.catalog().await }
+                .into_actor(self)
+                .map(|res, act, _| {
+                    let (categories, products) = res.inspect_err(|e| {
+                        tracing::error!(error = %e, "reloading the catalog another node changed");
+                    })?;
+                    let version = act.snapshot.load().version + 1;
+                    act.snapshot.store(Arc::new(CatalogSnapshot::new(
+                        version, categories, products,
+                    )));
+                    Ok(version)
+                }),
+        ))
+    }
 }
 
 /// Upserts categories and products (by id), durably, then publishes a new snapshot.
@@ -34,6 +81,7 @@ impl CatalogActor {
         let addr = CatalogActor {
             storage,
             snapshot: snapshot.clone(),
+            changes: None,
         }
         .start();
         Ok((addr, snapshot))
@@ -87,6 +135,9 @@ impl Handler<ApplyBatch> for CatalogActor {
                 .into_actor(self)
                 .map(move |res, act, _| {
                     res?;
+                    if let Some(changes) = &act.changes {
+                        changes.announce(crate::cluster::notify::Topic::Catalog);
+                    }
                     let current = act.snapshot.load();
                     let new_categories: HashSet<&protocol::CategoryId> =
                         msg.categories.iter().map(|c| &c.id).collect();

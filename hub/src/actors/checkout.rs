@@ -44,6 +44,9 @@ use protocol::{
 use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 
+/// The prefix of online order numbers ([`online_order_number`]: `W-000042`).
+pub const ORDER_PREFIX: &str = "W";
+
 /// What checkout needs besides the entity actors' deps.
 pub struct CheckoutDeps {
     pub settings: CheckoutSettings,
@@ -51,7 +54,8 @@ pub struct CheckoutDeps {
     pub payments: PaymentClient,
     /// Base of the links the provider sends the shopper back to.
     pub public_url: String,
-    /// The last online order number handed out.
+    /// The last online order number this process handed out (embedded storage; in a cluster
+    /// the engine mints them: [`crate::storage::OrderStore::next_order_sequence`]).
     pub order_seq: AtomicU64,
     /// The stores' edge nodes, for click-and-collect (`crate::collect`); none: no pickups.
     pub edge: Option<crate::edge::EdgeHandle>,
@@ -995,7 +999,12 @@ async fn complete(
     // Crash tests stop the hub here: paid at the provider, no order yet.
     fail::fail_point!("checkout.before_order", |_| std::process::abort());
     let now = deps.clock.now();
-    let seq = deps.checkout.order_seq.fetch_add(1, Ordering::SeqCst) + 1;
+    // In a cluster the engine mints the number (unique across nodes); one process counts.
+    let seq = match deps.storage.next_order_sequence(ORDER_PREFIX).await {
+        Ok(Some(minted)) => minted,
+        Ok(None) => deps.checkout.order_seq.fetch_add(1, Ordering::SeqCst) + 1,
+        Err(e) => return (None, Err(e.into())),
+    };
     let lookup_key = match auth::random_token(18) {
         Ok(k) => k,
         Err(e) => return (None, Err(StorageError::Io(e.to_string()).into())),

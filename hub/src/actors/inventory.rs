@@ -4,6 +4,13 @@
 //!
 //! Reads (availability on a product page, the stock check when a line is added) do not queue
 //! behind writes: each shard publishes its levels in a read view, like the catalog snapshot.
+//!
+//! Several hub nodes (the cluster storage) each run these shards over the same stored levels,
+//! so a node's view can be stale. Every level is written as a swap ([`Change::SwapStock`]):
+//! the store refuses it if the stored level is no longer the one the shard computed from, the
+//! shard reads the levels again and the write is tried again on them. The store is the
+//! arbiter: of two nodes selling the last unit, one commits its hold, the other finds none
+//! left. A checkout's holds are read from the store before they are held or ended there.
 
 use crate::monitor::metrics::Queued;
 use crate::storage::{Change, Storage, StorageError, UnitOfWork};
@@ -25,6 +32,9 @@ type Shard = (Addr<InventoryShard>, Arc<RwLock<Levels>>);
 /// One shard: the writer of its SKUs' levels, published in `view`.
 pub struct InventoryShard {
     storage: Arc<dyn Storage>,
+    /// This shard's index among `count` (which SKUs are its: [`shard_of`]).
+    index: usize,
+    count: usize,
     view: Arc<RwLock<Levels>>,
     /// The holds on this shard's SKUs (their sum is each level's `held`).
     holds: HashMap<HoldKey, HoldRecord>,
@@ -78,6 +88,87 @@ impl Actor for InventoryShard {
     type Context = Context<Self>;
 }
 
+/// How many times a write is tried when another node changed a level it read.
+const ATTEMPTS: usize = 8;
+
+/// A level's key in the view.
+fn level_key(level: &StockLevel) -> (LocationId, Sku) {
+    (level.location.clone(), level.sku.clone())
+}
+
+/// Levels read again from the store after a swap was refused, with the refusal.
+type Refreshed = Option<(Vec<StockLevel>, StorageError)>;
+
+/// Commits `unit` (nothing if it is empty); if a swap is refused, reads the levels it swapped
+/// again (answered with the refusal, for the shard to publish).
+async fn commit_or_refresh(
+    storage: Arc<dyn Storage>,
+    unit: UnitOfWork,
+) -> Result<Refreshed, StorageError> {
+    if unit.changes.is_empty() {
+        return Ok(None);
+    }
+    let keys: Vec<(LocationId, Sku)> = unit
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::SwapStock { level, .. } => Some(level_key(level)),
+            _ => None,
+        })
+        .collect();
+    match storage.commit(unit).await {
+        Ok(()) => Ok(None),
+        Err(refused @ StorageError::Conflict(_)) => {
+            tracing::debug!(error = %refused, "stock changed on another node; reading it again");
+            let mut fresh = Vec::with_capacity(keys.len());
+            for (location, sku) in &keys {
+                fresh.extend(storage.stock_level(location, sku).await?);
+            }
+            Ok(Some((fresh, refused)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an answer says another node changed a level first (worth trying again).
+trait Stale {
+    fn stale(&self) -> bool;
+}
+
+impl Stale for StorageError {
+    fn stale(&self) -> bool {
+        matches!(self, StorageError::Conflict(_))
+    }
+}
+
+impl Stale for HoldFailure {
+    fn stale(&self) -> bool {
+        matches!(self, HoldFailure::Storage(e) if e.stale())
+    }
+}
+
+/// Sends `make()` to a shard, again (at most [`ATTEMPTS`] times) while the answer is stale.
+async fn send_retrying<M, T, E>(
+    shard: &Addr<InventoryShard>,
+    make: impl Fn() -> M,
+) -> Result<Result<T, E>, StorageError>
+where
+    M: Message<Result = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Stale + Send + 'static,
+    InventoryShard: Handler<M>,
+{
+    let mut attempt = 1;
+    loop {
+        let _queued = Queued::at("inventory");
+        let answer = shard.send(make()).await.map_err(|_| StorageError::Closed)?;
+        match answer {
+            Err(e) if e.stale() && attempt < ATTEMPTS => attempt += 1,
+            answer => return Ok(answer),
+        }
+    }
+}
+
 /// Publishes levels; answers the online SKUs that had nothing available and now have some.
 fn publish(view: &RwLock<Levels>, levels: Vec<StockLevel>) -> Vec<Sku> {
     // Inserts are single calls, so a poisoned lock still holds a consistent map.
@@ -129,17 +220,66 @@ impl InventoryShard {
     ) -> AtomicResponse<Self, Result<(), StorageError>> {
         let mut unit = UnitOfWork::new();
         unit.changes
-            .extend(levels.iter().cloned().map(Change::PutStock));
+            .extend(levels.iter().cloned().map(|l| self.swap(l)));
+        AtomicResponse::new(self.commit_then(unit, move |act| act.publish(levels)))
+    }
+
+    /// Writes `level` over the one in the view (refused if the store has another by now).
+    fn swap(&self, level: StockLevel) -> Change {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+        Change::SwapStock {
+            expected: view.get(&level_key(&level)).cloned(),
+            level,
+        }
+    }
+
+    /// Commits `unit`, then runs `done`; if another node changed a level first, publishes the
+    /// stored levels instead and answers the conflict (the sender tries again).
+    fn commit_then<T: 'static, E: From<StorageError> + 'static>(
+        &mut self,
+        unit: UnitOfWork,
+        done: impl FnOnce(&mut Self) -> T + 'static,
+    ) -> ResponseActFuture<Self, Result<T, E>> {
         let storage = self.storage.clone();
-        AtomicResponse::new(Box::pin(
-            async move { storage.commit(unit).await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    res?;
-                    act.publish(levels);
-                    Ok(())
-                }),
+        Box::pin(commit_or_refresh(storage, unit).into_actor(self).map(
+            move |res, act, _| match res? {
+                None => Ok(done(act)),
+                Some((fresh, refused)) => {
+                    act.publish(fresh);
+                    Err(refused.into())
+                }
+            },
         ))
+    }
+
+    /// Before holding or ending a checkout's holds where the store is shared: its holds on
+    /// this shard's SKUs are the stored ones (another node may have made or ended them).
+    fn with_stored_holds<T: 'static, E: From<StorageError> + 'static>(
+        &mut self,
+        checkout: CheckoutId,
+        then: impl FnOnce(&mut Self) -> ResponseActFuture<Self, Result<T, E>> + 'static,
+    ) -> ResponseActFuture<Self, Result<T, E>> {
+        if !self.storage.shared() {
+            return then(self);
+        }
+        let storage = self.storage.clone();
+        Box::pin(
+            async move { storage.holds_of(checkout).await }
+                .into_actor(self)
+                .then(move |stored, act, _| match stored {
+                    Ok(stored) => {
+                        act.holds.retain(|(c, _, _), _| *c != checkout);
+                        for h in stored {
+                            if shard_of(&h.sku, act.count) == act.index {
+                                act.holds
+                                    .insert((h.checkout, h.location.clone(), h.sku.clone()), h);
+                            }
+                        }
+                        then(act)
+                    }
+                    Err(e) => Box::pin(actix::fut::ready(Err(e.into()))),
+                }),
+        )
     }
 
     fn level(&self, location: &LocationId, sku: &Sku) -> StockLevel {
@@ -159,6 +299,12 @@ impl Handler<Hold> for InventoryShard {
     type Result = AtomicResponse<Self, Result<(), HoldFailure>>;
 
     fn handle(&mut self, msg: Hold, _ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.with_stored_holds(msg.checkout, move |act| act.hold(msg)))
+    }
+}
+
+impl InventoryShard {
+    fn hold(&mut self, msg: Hold) -> ResponseActFuture<Self, Result<(), HoldFailure>> {
         let mut unit = UnitOfWork::new();
         let mut levels = Vec::new();
         let mut records = Vec::new();
@@ -181,42 +327,24 @@ impl Handler<Hold> for InventoryShard {
                 quantity: *quantity,
                 until: msg.until,
             };
-            unit.changes.push(Change::PutStock(level.clone()));
+            unit.changes.push(self.swap(level.clone()));
             unit.changes.push(Change::PutHold(record.clone()));
             levels.push(level);
             records.push(record);
         }
         if !short.is_empty() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(HoldFailure::Short(
-                short,
-            )))));
+            return Box::pin(actix::fut::ready(Err(HoldFailure::Short(short))));
         }
-        let storage = self.storage.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                if !unit.changes.is_empty() {
-                    storage.commit(unit).await?;
-                }
-                Ok(())
+        self.commit_then(unit, move |act| {
+            act.publish(levels);
+            for r in records {
+                act.holds
+                    .insert((r.checkout, r.location.clone(), r.sku.clone()), r);
             }
-            .into_actor(self)
-            .map(move |res: Result<(), HoldFailure>, act, _| {
-                res?;
-                act.publish(levels);
-                for r in records {
-                    act.holds
-                        .insert((r.checkout, r.location.clone(), r.sku.clone()), r);
-                }
-                Ok(())
-            }),
-        ))
+        })
     }
-}
 
-impl Handler<EndHolds> for InventoryShard {
-    type Result = AtomicResponse<Self, Result<(), StorageError>>;
-
-    fn handle(&mut self, msg: EndHolds, _ctx: &mut Context<Self>) -> Self::Result {
+    fn end_holds(&mut self, msg: EndHolds) -> ResponseActFuture<Self, Result<(), StorageError>> {
         let ending: Vec<HoldKey> = self
             .holds
             .keys()
@@ -234,7 +362,7 @@ impl Handler<EndHolds> for InventoryShard {
             if msg.consume {
                 level.on_hand -= i64::from(record.quantity);
             }
-            unit.changes.push(Change::PutStock(level.clone()));
+            unit.changes.push(self.swap(level.clone()));
             unit.changes.push(Change::DeleteHold {
                 checkout: record.checkout,
                 sku: record.sku.clone(),
@@ -242,24 +370,20 @@ impl Handler<EndHolds> for InventoryShard {
             });
             levels.push(level);
         }
-        let storage = self.storage.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                if !unit.changes.is_empty() {
-                    storage.commit(unit).await?;
-                }
-                Ok(())
+        self.commit_then(unit, move |act| {
+            act.publish(levels);
+            for k in ending {
+                act.holds.remove(&k);
             }
-            .into_actor(self)
-            .map(move |res: Result<(), StorageError>, act, _| {
-                res?;
-                act.publish(levels);
-                for k in ending {
-                    act.holds.remove(&k);
-                }
-                Ok(())
-            }),
-        ))
+        })
+    }
+}
+
+impl Handler<EndHolds> for InventoryShard {
+    type Result = AtomicResponse<Self, Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: EndHolds, _ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.with_stored_holds(msg.checkout, move |act| act.end_holds(msg)))
     }
 }
 
@@ -355,17 +479,11 @@ impl Handler<ApplyStock> for InventoryShard {
         }
         let levels: Vec<StockLevel> = levels.into_values().collect();
         unit.changes
-            .extend(levels.iter().cloned().map(Change::PutStock));
-        let storage = self.storage.clone();
-        AtomicResponse::new(Box::pin(
-            async move { storage.commit(unit).await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    res?;
-                    act.publish(levels);
-                    Ok(answers)
-                }),
-        ))
+            .extend(levels.iter().cloned().map(|l| self.swap(l)));
+        AtomicResponse::new(self.commit_then(unit, move |act| {
+            act.publish(levels);
+            answers
+        }))
     }
 }
 
@@ -390,11 +508,27 @@ impl Handler<LapsedHolds> for InventoryShard {
     }
 }
 
+/// Levels read from the store (another node changed them): published as they are.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Refresh(Vec<StockLevel>);
+
+impl Handler<Refresh> for InventoryShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Refresh, _ctx: &mut Context<Self>) {
+        self.publish(msg.0);
+    }
+}
+
 /// The shards, addressed by SKU.
 #[derive(Clone)]
 pub struct Inventory {
     shards: Arc<Vec<Shard>>,
     restocks: RestockWatch,
+    storage: Arc<dyn Storage>,
+    /// Change notifications between hub nodes, once followed.
+    changes: Arc<OnceLock<crate::cluster::notify::Changes>>,
 }
 
 impl Inventory {
@@ -424,11 +558,14 @@ impl Inventory {
         let restocks: RestockWatch = Arc::new(OnceLock::new());
         let shards = per_shard
             .into_iter()
-            .map(|(levels, holds)| {
+            .enumerate()
+            .map(|(index, (levels, holds))| {
                 let view = Arc::new(RwLock::new(Levels::new()));
                 publish(&view, levels);
                 let shard = InventoryShard {
                     storage: storage.clone(),
+                    index,
+                    count,
                     view: view.clone(),
                     holds,
                     restocks: restocks.clone(),
@@ -440,7 +577,50 @@ impl Inventory {
         Ok(Inventory {
             shards: Arc::new(shards),
             restocks,
+            storage,
+            changes: Arc::default(),
         })
+    }
+
+    /// Tells the other hub nodes when this node changed stock, and publishes the stored levels
+    /// when another node did (`crate::cluster::notify`; a no-op embedded). Once.
+    pub fn follow_changes(&self, changes: crate::cluster::notify::Changes) {
+        let this = self.clone();
+        changes.on(crate::cluster::notify::Topic::Stock, move || {
+            let this = this.clone();
+            this.reload_blocking();
+        });
+        let _ = self.changes.set(changes);
+    }
+
+    /// Reads every stored level and publishes it (blocking: a reload runs on the blocking
+    /// pool, within the runtime).
+    fn reload_blocking(&self) {
+        let stored = tokio::runtime::Handle::current().block_on(self.storage.stock_levels());
+        match stored {
+            Ok(levels) => self.publish_stored(levels),
+            Err(e) => tracing::error!(error = %e, "reloading stock another node changed"),
+        }
+    }
+
+    /// Publishes stored levels into the shards' views (through each shard, in its order).
+    fn publish_stored(&self, levels: Vec<StockLevel>) {
+        let mut per_shard: Vec<Vec<StockLevel>> = vec![Vec::new(); self.shards.len()];
+        for level in levels {
+            per_shard[self.index(&level.sku)].push(level);
+        }
+        for ((shard, _), levels) in self.shards.iter().zip(per_shard) {
+            if !levels.is_empty() {
+                shard.do_send(Refresh(levels));
+            }
+        }
+    }
+
+    /// After a change is stored: the other nodes read it.
+    fn announce(&self) {
+        if let Some(changes) = self.changes.get() {
+            changes.announce(crate::cluster::notify::Topic::Stock);
+        }
     }
 
     /// Tells `watcher` from now on when a SKU's online stock comes back (set once).
@@ -474,13 +654,10 @@ impl Inventory {
         }
         for ((shard, _), levels) in self.shards.iter().zip(per_shard) {
             if !levels.is_empty() {
-                let _queued = Queued::at("inventory");
-                shard
-                    .send(SetStock(levels))
-                    .await
-                    .map_err(|_| StorageError::Closed)??;
+                send_retrying(shard, || SetStock(levels.clone())).await??;
             }
         }
+        self.announce();
         Ok(())
     }
 }
@@ -505,16 +682,13 @@ impl Inventory {
             if units.is_empty() {
                 continue;
             }
-            let _queued = Queued::at("inventory");
-            let sent = shard
-                .send(Hold {
-                    checkout,
-                    location: location.clone(),
-                    units,
-                    until,
-                })
-                .await
-                .map_err(|_| StorageError::Closed);
+            let sent = send_retrying(shard, || Hold {
+                checkout,
+                location: location.clone(),
+                units: units.clone(),
+                until,
+            })
+            .await;
             match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(HoldFailure::Short(s))) => short.extend(s),
@@ -522,6 +696,7 @@ impl Inventory {
             }
         }
         if short.is_empty() && failure.is_none() {
+            self.announce();
             return Ok(());
         }
         self.end(checkout, false, Some(units)).await?;
@@ -545,13 +720,10 @@ impl Inventory {
         }
         for ((shard, _), ask) in self.shards.iter().zip(asked) {
             if ask {
-                let _queued = Queued::at("inventory");
-                shard
-                    .send(EndHolds { checkout, consume })
-                    .await
-                    .map_err(|_| StorageError::Closed)??;
+                send_retrying(shard, || EndHolds { checkout, consume }).await??;
             }
         }
+        self.announce();
         Ok(())
     }
 
@@ -567,16 +739,14 @@ impl Inventory {
         }
         for ((shard, _), units) in self.shards.iter().zip(per_shard) {
             if !units.is_empty() {
-                let _queued = Queued::at("inventory");
-                shard
-                    .send(Restock {
-                        location: location.clone(),
-                        units,
-                    })
-                    .await
-                    .map_err(|_| StorageError::Closed)??;
+                send_retrying(shard, || Restock {
+                    location: location.clone(),
+                    units: units.clone(),
+                })
+                .await??;
             }
         }
+        self.announce();
         Ok(())
     }
 
@@ -600,25 +770,22 @@ impl Inventory {
             .iter()
             .zip(per_shard)
             .filter(|(_, (indexes, _))| !indexes.is_empty())
-            .map(|((shard, _), (indexes, moves))| {
-                let queued = Queued::at("inventory");
-                let sent = shard.send(ApplyStock {
+            .map(|((shard, _), (indexes, moves))| async move {
+                let answer = send_retrying(shard, || ApplyStock {
                     location: location.clone(),
-                    moves,
-                });
-                async move {
-                    let answer = sent.await;
-                    drop(queued);
-                    (indexes, answer)
-                }
+                    moves: moves.clone(),
+                })
+                .await;
+                (indexes, answer)
             });
         let mut answers: Vec<Result<i64, i64>> = vec![Err(0); count];
         for (indexes, sent) in futures_util::future::join_all(sends).await {
-            let shard_answers = sent.map_err(|_| StorageError::Closed)??;
+            let shard_answers = sent??;
             for (i, a) in indexes.into_iter().zip(shard_answers) {
                 answers[i] = a;
             }
         }
+        self.announce();
         Ok(answers)
     }
 

@@ -140,6 +140,8 @@ pub struct Backoffice {
     /// Failed sign-ins per account (normalised email, known or not) and per client address.
     sign_in_accounts: coupons::CouponGuard,
     sign_in_addresses: coupons::CouponGuard,
+    /// Change notifications between hub nodes, once followed.
+    changes: std::sync::OnceLock<crate::cluster::notify::Changes>,
 }
 
 impl Backoffice {
@@ -178,6 +180,7 @@ impl Backoffice {
             guard,
             sign_in_accounts,
             sign_in_addresses,
+            changes: std::sync::OnceLock::new(),
         });
         backoffice.reload_candidates()?;
         backoffice.refresh();
@@ -201,6 +204,29 @@ impl Backoffice {
                 backoffice.refresh_if_due();
             }
         });
+    }
+
+    /// Announces this node's promotion changes to the other hub nodes and reloads the
+    /// promotions when another node changed one (`crate::cluster::notify`; a no-op embedded).
+    /// Coupons are read from the store on every use: nothing to reload. Once.
+    pub fn follow_changes(self: &Arc<Self>, changes: crate::cluster::notify::Changes) {
+        let backoffice = Arc::downgrade(self);
+        changes.on(crate::cluster::notify::Topic::Promotions, move || {
+            let Some(backoffice) = backoffice.upgrade() else {
+                return;
+            };
+            match backoffice.reload_candidates() {
+                Ok(()) => backoffice.refresh(),
+                Err(e) => tracing::error!(error = %e, "reloading promotions another node changed"),
+            }
+        });
+        let _ = self.changes.set(changes);
+    }
+
+    fn announce(&self, topic: crate::cluster::notify::Topic) {
+        if let Some(changes) = self.changes.get() {
+            changes.announce(topic);
+        }
     }
 
     fn now(&self) -> OffsetDateTime {

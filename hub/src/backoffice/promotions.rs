@@ -435,6 +435,7 @@ impl Backoffice {
         )?;
         self.commit(batch).await?;
         self.update_candidate(after);
+        self.announce(crate::cluster::notify::Topic::Promotions);
         self.refresh();
         Ok(())
     }

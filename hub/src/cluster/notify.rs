@@ -42,15 +42,21 @@ pub enum Topic {
     Catalog,
     /// Segment definitions.
     Segments,
+    /// Stock levels (the inventory shards' views).
+    Stock,
+    /// Content slot definitions (personalization).
+    Slots,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 5] = [
+    pub const ALL: [Topic; 7] = [
         Topic::Boards,
         Topic::Experiments,
         Topic::Promotions,
         Topic::Catalog,
         Topic::Segments,
+        Topic::Stock,
+        Topic::Slots,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -60,6 +66,8 @@ impl Topic {
             Topic::Promotions => "promotions",
             Topic::Catalog => "catalog",
             Topic::Segments => "segments",
+            Topic::Stock => "stock",
+            Topic::Slots => "slots",
         }
     }
 
@@ -133,8 +141,13 @@ impl Changes {
         })
     }
 
-    /// Runs `reload` when another node announces `topic` (and after a reconnection).
+    /// Runs `reload` when another node announces `topic` (and after a reconnection). Embedded,
+    /// nothing ever reloads: `reload` is dropped at once (it may hold what holds these
+    /// changes, which must not keep each other alive).
     pub fn on(&self, topic: Topic, reload: impl Fn() + Send + Sync + 'static) {
+        if self.announce.is_none() {
+            return;
+        }
         self.reloads
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -156,8 +169,13 @@ impl Changes {
         }
     }
 
-    /// Stops listening (shutdown).
+    /// Stops listening (shutdown), and drops the reloads (they hold the caches, which hold
+    /// these changes: the cycle ends here).
     pub fn stop(&self) {
+        self.reloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         if let Some(stop) = self
             .stop
             .lock()
@@ -202,14 +220,39 @@ impl Listening {
                         tracing::info!("change notifications reconnected; reloading every cache");
                         self.reload(None);
                     }
+                    // The listening connection may be dead for good (a reset, a terminated
+                    // backend): listen again on a fresh one; once it listens everything
+                    // reloads, since what was announced meanwhile is lost.
                     Err(e) => {
-                        tracing::warn!(error = %e, "listening for changes; retrying");
-                        tokio::select! {
-                            _ = &mut stop => return,
-                            _ = tokio::time::sleep(RETRY) => {}
+                        tracing::warn!(error = %e, "listening for changes failed; listening again");
+                        match self.listen_again(&mut stop).await {
+                            Some(fresh) => listener = fresh,
+                            None => return,
                         }
+                        tracing::info!("listening for changes again; reloading every cache");
+                        self.reload(None);
                     }
                 },
+            }
+        }
+    }
+
+    /// A new listener on `CHANNEL`, tried every [`RETRY`] until it listens (`None`: stopped
+    /// meanwhile).
+    async fn listen_again(&self, stop: &mut oneshot::Receiver<()>) -> Option<PgListener> {
+        loop {
+            tokio::select! {
+                _ = &mut *stop => return None,
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+            let listening = async {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            match listening.await {
+                Ok(listener) => return Some(listener),
+                Err(e) => tracing::warn!(error = %e, "listening for changes; retrying"),
             }
         }
     }
@@ -247,6 +290,38 @@ impl Listening {
             }
         });
     }
+}
+
+/// Makes every cache of shared data on this node follow the other nodes' changes, and
+/// announce this node's: the catalog snapshot, the stock views, the promotions, the boards'
+/// playlists, segment definitions, content slots and experiment definitions. (Coupons, orders,
+/// baskets and customers are read from the store, not cached.)
+pub fn follow_all(changes: &Changes, handle: &crate::app::HubHandle) {
+    handle
+        .catalog
+        .do_send(crate::actors::catalog::FollowChanges(changes.clone()));
+    handle.inventory.follow_changes(changes.clone());
+    handle.backoffice.follow_changes(changes.clone());
+    handle.boards.follow_changes(changes.clone());
+    handle.experiments.follow_changes(changes.clone());
+    let personalization = Arc::downgrade(&handle.personalization);
+    changes.on(Topic::Slots, move || {
+        if let Some(p) = personalization.upgrade() {
+            if let Err(e) = p.reload_slots() {
+                tracing::error!(error = %e, "reloading slots another node changed");
+            }
+        }
+    });
+    let _ = handle.personalization.changes.set(changes.clone());
+    let (backoffice, experience) = (handle.backoffice.clone(), handle.experience.clone());
+    changes.on(Topic::Segments, move || {
+        let synced = crate::experience::segments::definitions(&backoffice).and_then(|defs| {
+            tokio::runtime::Handle::current().block_on(experience.sync_segments(defs))
+        });
+        if let Err(e) = synced {
+            tracing::error!(error = %e, "reloading segments another node changed");
+        }
+    });
 }
 
 #[cfg(test)]

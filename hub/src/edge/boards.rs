@@ -52,6 +52,8 @@ pub struct HubBoards {
     /// Serialises publications (held across the flush, so versions are never issued twice).
     writer: tokio::sync::Mutex<()>,
     version: watch::Sender<u64>,
+    /// Change notifications between hub nodes, once followed.
+    changes: std::sync::OnceLock<crate::cluster::notify::Changes>,
 }
 
 /// Why a publication was refused.
@@ -72,25 +74,52 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     k
 }
 
+/// What is stored as published.
+fn load(tree: &Tree) -> Result<Published, StorageError> {
+    let mut published = Published::default();
+    for kv in tree.scan_prefix([PLAYLIST]) {
+        let (k, v) = kv?;
+        let scope = String::from_utf8_lossy(&k[1..]).into_owned();
+        let p: BoardPublication = decode(&v)?;
+        published.version = published.version.max(p.version);
+        published.scopes.insert(scope, p);
+    }
+    Ok(published)
+}
+
 impl HubBoards {
     /// Opens the module's tree and loads what is published.
     pub fn open(keyspace: &Keyspace) -> Result<Arc<HubBoards>, StorageError> {
         let tree = keyspace.open_tree("boards")?;
-        let mut published = Published::default();
-        for kv in tree.scan_prefix([PLAYLIST]) {
-            let (k, v) = kv?;
-            let scope = String::from_utf8_lossy(&k[1..]).into_owned();
-            let p: BoardPublication = decode(&v)?;
-            published.version = published.version.max(p.version);
-            published.scopes.insert(scope, p);
-        }
+        let published = load(&tree)?;
         let (version, _) = watch::channel(published.version);
         Ok(Arc::new(HubBoards {
             tree,
             state: ArcSwap::from_pointee(published),
             writer: tokio::sync::Mutex::new(()),
             version,
+            changes: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Announces this node's publications to the other hub nodes and reloads them when
+    /// another node published (`crate::cluster::notify`; a no-op embedded). Once.
+    pub fn follow_changes(self: &Arc<Self>, changes: crate::cluster::notify::Changes) {
+        let boards = Arc::downgrade(self);
+        changes.on(crate::cluster::notify::Topic::Boards, move || {
+            let Some(boards) = boards.upgrade() else {
+                return;
+            };
+            match load(&boards.tree) {
+                Ok(published) => {
+                    let version = published.version;
+                    boards.state.store(Arc::new(published));
+                    boards.version.send_replace(version);
+                }
+                Err(e) => tracing::error!(error = %e, "reloading playlists another node published"),
+            }
+        });
+        let _ = self.changes.set(changes);
     }
 
     /// The current publication version and the playlist for a store: its own, else the one
@@ -144,6 +173,9 @@ impl HubBoards {
         next.scopes.insert(scope.to_string(), publication);
         self.state.store(Arc::new(next));
         self.version.send_replace(version);
+        if let Some(changes) = self.changes.get() {
+            changes.announce(crate::cluster::notify::Topic::Boards);
+        }
         tracing::info!(scope, version, "board playlist published");
         Ok(version)
     }

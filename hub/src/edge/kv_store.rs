@@ -242,6 +242,10 @@ impl KvEdgeStore {
 
 #[async_trait]
 impl EdgeStore for KvEdgeStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn load(&self) -> Result<Loaded> {
         self.blocking(|s| s.load_blocking()).await
     }

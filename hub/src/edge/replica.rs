@@ -727,6 +727,58 @@ impl Handler<Connect> for EdgeReplica {
     type Result = AtomicResponse<Self, Result<Welcomed, EdgeError>>;
 
     fn handle(&mut self, msg: Connect, _ctx: &mut Context<Self>) -> Self::Result {
+        if !self.store.shared() {
+            return AtomicResponse::new(self.connect(msg));
+        }
+        // Hub nodes share the store: another node may have served this store's node since
+        // this one loaded its state (merged its deltas, queued entries for it). Its session
+        // resumes from the stored state, so nothing acknowledged is sent again.
+        // Its store's stock is published again too (mending a hub node that stopped between
+        // a merge and its publication, as a start does).
+        let store = self.store.clone();
+        let node = msg.node.clone();
+        let location = self.nodes.get(&msg.node).map(|n| n.location.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                let state = store.load().await?.nodes.remove(&node);
+                let mut levels = Vec::new();
+                if let Some(location) = location {
+                    levels = store
+                        .all_on_hand()
+                        .await?
+                        .into_iter()
+                        .filter(|r| r.location == location)
+                        .map(|r| StockLevel {
+                            on_hand: r.state.value(),
+                            sku: r.sku,
+                            location: r.location,
+                            held: 0,
+                        })
+                        .collect();
+                }
+                Ok::<_, crate::storage::StorageError>((state, levels))
+            }
+            .into_actor(self)
+            .then(move |stored, act, _| match stored {
+                Ok((state, levels)) => {
+                    if let Some(live) = act.live.get_mut(&msg.node) {
+                        let state = state.unwrap_or_default();
+                        live.acked = state.outbox_last.saturating_sub(state.outbox_len);
+                        live.state = state;
+                    }
+                    if !levels.is_empty() {
+                        let _ = act.levels.send(levels);
+                    }
+                    act.connect(msg)
+                }
+                Err(e) => Box::pin(actix::fut::ready(Err(e.into()))),
+            }),
+        ))
+    }
+}
+
+impl EdgeReplica {
+    fn connect(&mut self, msg: Connect) -> ResponseActFuture<Self, Result<Welcomed, EdgeError>> {
         let now_ms = self.now_ms();
         let max_skew = i64::try_from(self.timing.max_clock_skew.as_millis()).unwrap_or(i64::MAX);
         let hub_time_ms = now_ms;
@@ -744,14 +796,10 @@ impl Handler<Connect> for EdgeReplica {
         let (nodes, holds, now) = (self.nodes.clone(), self.holds.clone(), self.clock.now());
         let offers = self.offers.clone();
         let Some(live) = self.live.get_mut(&msg.node) else {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EdgeError::UnknownNode(
-                msg.node.0,
-            )))));
+            return Box::pin(actix::fut::ready(Err(EdgeError::UnknownNode(msg.node.0))));
         };
         if live.state.retired.is_some() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EdgeError::Retired(
-                msg.node,
-            )))));
+            return Box::pin(actix::fut::ready(Err(EdgeError::Retired(msg.node))));
         }
         if let Some((old_id, old)) = live.session.replace((msg.session, msg.addr)) {
             tracing::info!(node = %msg.node, old_session = old_id, "a new session replaces the old one");
@@ -804,7 +852,7 @@ impl Handler<Connect> for EdgeReplica {
         }
         let store = self.store.clone();
         let node = msg.node.clone();
-        AtomicResponse::new(Box::pin(
+        Box::pin(
             async move {
                 if let (true, Some(location)) = (relay, location) {
                     let env = Env {
@@ -857,7 +905,7 @@ impl Handler<Connect> for EdgeReplica {
                     hub_time_ms,
                 })
             }),
-        ))
+        )
     }
 }
 

@@ -261,6 +261,11 @@ pub struct DeficitView {
 #[async_trait]
 pub trait EdgeStore: Send + Sync + 'static {
     async fn load(&self) -> Result<Loaded>;
+    /// Whether several hub processes share this store (the cluster): a node's sync state is
+    /// read again from it when the node connects, since another hub node may have served it.
+    fn shared(&self) -> bool {
+        false
+    }
     async fn on_hand(&self, location: &LocationId, sku: &Sku) -> Result<Option<OnHand>>;
     async fn rights(&self, key: &Scarce) -> Result<Option<Rights>>;
     async fn has_sale(&self, id: Ulid) -> Result<bool>;

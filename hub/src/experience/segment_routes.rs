@@ -147,6 +147,9 @@ pub(crate) async fn sync(handle: &HubHandle, bo: &Backoffice) -> BTreeMap<String
         tracing::error!(error = %e, "the analyst did not take the segment change yet");
     }
     handle
+        .changes
+        .announce(crate::cluster::notify::Topic::Segments);
+    handle
         .experience
         .segment_statuses()
         .await

@@ -112,6 +112,8 @@ pub struct Personalization {
     /// The recommender's own thread.
     arbiter: ArbiterHandle,
     recommender: Addr<Recommender>,
+    /// Change notifications between hub nodes, once followed.
+    pub(crate) changes: OnceLock<crate::cluster::notify::Changes>,
 }
 
 impl Personalization {
@@ -142,6 +144,7 @@ impl Personalization {
             processed,
             arbiter,
             recommender,
+            changes: OnceLock::new(),
         }))
     }
 
@@ -260,7 +263,22 @@ impl Personalization {
         Ok(())
     }
 
+    /// Reads the stored slots again (another hub node changed one).
+    pub fn reload_slots(&self) -> Result<(), StorageError> {
+        let slots: BTreeMap<SlotName, SlotRecord> = self
+            .backoffice
+            .kept_all::<SlotRecord>(SPACE)?
+            .into_iter()
+            .map(|r| (r.slot, r))
+            .collect();
+        self.slots.store(Arc::new(slots));
+        Ok(())
+    }
+
     fn publish(&self, slot: SlotName, record: Option<SlotRecord>) {
+        if let Some(changes) = self.changes.get() {
+            changes.announce(crate::cluster::notify::Topic::Slots);
+        }
         self.slots.rcu(|current| {
             let mut next = BTreeMap::clone(current);
             match &record {

@@ -83,6 +83,15 @@ pub enum Change {
         token_hash: [u8; 32],
     },
     PutStock(StockLevel),
+    /// Stores `level` if the stored level of its SKU and location is still `expected` (`None`:
+    /// none stored yet); the unit fails with `Conflict` otherwise. Where several hub processes
+    /// share the store, each keeps a view of the levels: this makes the store the arbiter, so
+    /// no two nodes promise the same unit. A store with one process (sled) stores `level`: its
+    /// inventory shard is the only writer, so the view is the stored level.
+    SwapStock {
+        expected: Option<StockLevel>,
+        level: StockLevel,
+    },
     PutCategory(Category),
     PutProduct(Product),
     /// Removes a product from the catalog (the ERP withdrew its last variant).
@@ -240,6 +249,14 @@ pub trait CatalogStore: Send + Sync {
 #[async_trait]
 pub trait InventoryStore: Send + Sync {
     async fn stock_levels(&self) -> Result<Vec<StockLevel>>;
+    /// The stored level of one SKU at one location.
+    async fn stock_level(&self, location: &LocationId, sku: &Sku) -> Result<Option<StockLevel>> {
+        Ok(self
+            .stock_levels()
+            .await?
+            .into_iter()
+            .find(|l| &l.location == location && &l.sku == sku))
+    }
     /// Every record of applied ERP rows ([`Change::PutImportMarks`]), for the importer to
     /// load at start.
     async fn import_marks(&self) -> Result<Vec<ImportMarks>>;
@@ -253,6 +270,12 @@ pub trait OrderStore: Send + Sync {
     async fn open_checkouts(&self, limit: usize) -> Result<Vec<CheckoutRecord>>;
     /// Every stock hold.
     async fn holds(&self) -> Result<Vec<HoldRecord>>;
+    /// A checkout's stock holds.
+    async fn holds_of(&self, checkout: CheckoutId) -> Result<Vec<HoldRecord>> {
+        let mut all = self.holds().await?;
+        all.retain(|h| h.checkout == checkout);
+        Ok(all)
+    }
     async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>>;
     async fn order_by_number(&self, number: &str) -> Result<Option<OrderRecord>>;
     /// The order a checkout became, if any.
@@ -263,6 +286,13 @@ pub trait OrderStore: Send + Sync {
     async fn orders(&self, before: Option<OrderId>, limit: usize) -> Result<Vec<OrderRecord>>;
     /// The highest sequence used by order numbers with this prefix (0 if none).
     async fn last_order_sequence(&self, prefix: &str) -> Result<u64>;
+    /// Mints the next sequence for order numbers with this prefix, where several hub processes
+    /// share the store (each number once, across every node; a number minted for an order that
+    /// is then not placed is skipped). `None`: this store has one process, which counts from
+    /// [`OrderStore::last_order_sequence`] itself.
+    async fn next_order_sequence(&self, _prefix: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
     async fn webhook_seen(&self, event_id: &str) -> Result<bool>;
     /// Orders the hub still owes work on (an automatic refund, a restock).
     async fn orders_owing_work(&self, limit: usize) -> Result<Vec<OrderRecord>>;
@@ -396,4 +426,9 @@ pub trait Storage:
 {
     /// Whether storage is open and its writer is running.
     fn healthy(&self) -> bool;
+    /// Whether several hub processes share this store (the cluster), so what one process keeps
+    /// in memory can be stale: writers check against the store ([`Change::SwapStock`]).
+    fn shared(&self) -> bool {
+        false
+    }
 }

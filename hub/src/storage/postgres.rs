@@ -30,8 +30,8 @@ use super::{
 use async_trait::async_trait;
 use protocol::order::{CheckoutRecord, HoldRecord, OrderRecord};
 use protocol::{
-    codec, Basket, BasketId, Category, CheckoutId, CustomerId, CustomerRecord, OrderId,
-    OutboxMessage, Product, SessionRecord, StockLevel, Stored,
+    codec, Basket, BasketId, Category, CheckoutId, CustomerId, CustomerRecord, LocationId, OrderId,
+    OutboxMessage, Product, SessionRecord, Sku, StockLevel, Stored,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::collections::BTreeMap;
@@ -344,6 +344,17 @@ impl InventoryStore for PgStorage {
             .await
     }
 
+    async fn stock_level(&self, location: &LocationId, sku: &Sku) -> Result<Option<StockLevel>> {
+        let row: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM stock WHERE location = $1 AND sku = $2")
+                .bind(location.0.as_str())
+                .bind(sku.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        decode_opt(row)
+    }
+
     async fn import_marks(&self) -> Result<Vec<super::ImportMarks>> {
         self.values("SELECT value FROM import_marks ORDER BY id")
             .await
@@ -373,6 +384,15 @@ impl OrderStore for PgStorage {
     async fn holds(&self) -> Result<Vec<HoldRecord>> {
         self.values("SELECT value FROM holds ORDER BY checkout, location, sku")
             .await
+    }
+
+    async fn holds_of(&self, checkout: CheckoutId) -> Result<Vec<HoldRecord>> {
+        self.values_of(
+            "SELECT value FROM holds WHERE checkout = $1 ORDER BY location, sku LIMIT $2",
+            checkout.to_bytes().as_slice(),
+            usize::MAX,
+        )
+        .await
     }
 
     async fn order(&self, id: OrderId) -> Result<Option<OrderRecord>> {
@@ -437,6 +457,23 @@ impl OrderStore for PgStorage {
             .filter_map(|n| protocol::order::order_sequence(n, prefix))
             .max()
             .unwrap_or(0))
+    }
+
+    async fn next_order_sequence(&self, prefix: &str) -> Result<Option<u64>> {
+        // One row per prefix, bumped under its row lock: concurrent mints on any node wait for
+        // each other and each gets its own number (the migration starts `W` at the highest
+        // number stored before it).
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO order_sequences AS s (prefix, last) VALUES ($1, 1) \
+             ON CONFLICT (prefix) DO UPDATE SET last = s.last + 1 RETURNING s.last",
+        )
+        .bind(prefix)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        u64::try_from(last)
+            .map(Some)
+            .map_err(|_| StorageError::Io(format!("order sequence {prefix} is negative")))
     }
 
     async fn webhook_seen(&self, event_id: &str) -> Result<bool> {
@@ -535,5 +572,9 @@ impl Outbox for PgStorage {
 impl Storage for PgStorage {
     fn healthy(&self) -> bool {
         !self.pool.is_closed()
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 }

@@ -652,7 +652,9 @@ impl Writer {
                     session,
                 } => (key("session", token_hash), Some(codec::encode(session)?)),
                 Change::DeleteSession { token_hash } => (key("session", token_hash), None),
-                Change::PutStock(level) => (stock_key(level), Some(codec::encode(level)?)),
+                Change::PutStock(level) | Change::SwapStock { level, .. } => {
+                    (stock_key(level), Some(codec::encode(level)?))
+                }
                 Change::PutCategory(c) => {
                     (key("category", c.id.0.as_bytes()), Some(codec::encode(c)?))
                 }

@@ -102,8 +102,18 @@ pub async fn start(id: &str, schema: &str) -> Node {
 
 /// Like [`start`], with `adjust` applied to the settings last.
 pub async fn start_with(id: &str, schema: &str, adjust: impl FnOnce(&mut HubSettings)) -> Node {
+    start_from(id, schema, settings, adjust).await
+}
+
+/// Like [`start_with`], from the settings `settings_for` makes (in the node's data dir).
+pub async fn start_from(
+    id: &str,
+    schema: &str,
+    settings_for: impl FnOnce(&std::path::Path) -> HubSettings,
+    adjust: impl FnOnce(&mut HubSettings),
+) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut s = settings(dir.path());
+    let mut s = settings_for(dir.path());
     s.storage = StorageKind::Cluster;
     s.cluster.postgres_url =
         SecretString::from(format!("{}?options=-c%20search_path%3D{schema}", url()));
@@ -124,8 +134,7 @@ pub async fn start_with(id: &str, schema: &str, adjust: impl FnOnce(&mut HubSett
         stopped: actix_web::rt::spawn(app.run()),
         _dir: dir,
     };
-    // The catalog and stock are cached per node (cross-node invalidation is not this test's):
-    // every node stores the same, idempotently.
+    // Every node stores the same catalog and stock, idempotently.
     seed(&node.handle).await;
     node
 }
@@ -147,4 +156,21 @@ pub async fn settled(nodes: &[&Node]) {
             .then_some(())
     })
     .await;
+}
+
+pub async fn json_ok(res: reqwest::Response, what: &str) -> serde_json::Value {
+    let status = res.status();
+    let body = res.text().await.expect("a body");
+    assert!(status.is_success(), "{what}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"))
+}
+
+pub fn quantity(basket: &serde_json::Value, sku: &str) -> i64 {
+    basket["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["sku"] == sku)
+        .and_then(|l| l["quantity"].as_i64())
+        .unwrap_or(0)
 }

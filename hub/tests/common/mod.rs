@@ -4,6 +4,7 @@
 
 #[cfg(feature = "cluster-tests")]
 pub mod cluster;
+pub mod edge_node;
 pub mod pages;
 
 use hub::clock::{Clock, SystemClock};
@@ -271,4 +272,41 @@ impl LiveBasket {
         .await
         .ok()
     }
+}
+
+/// A paid web order `id` numbered `number` for `customer`, placed at `at`, as checkout makes
+/// one (for tests that store orders directly).
+pub fn order_record(
+    id: protocol::OrderId,
+    number: &str,
+    customer: protocol::CustomerId,
+    email: &str,
+    at: time::OffsetDateTime,
+) -> protocol::order::OrderRecord {
+    use serde_json::json;
+    let eur = |minor: i64| json!({"minor": minor, "currency": "EUR"});
+    serde_json::from_value(json!({
+        "id": id,
+        "number": number,
+        "checkout": protocol::CheckoutId::new(),
+        "basket": protocol::BasketId::new(),
+        "customer": customer,
+        "subject": protocol::Subject::Customer(customer),
+        "email": email,
+        "channel": "web",
+        "address": {"name": "A", "line1": "Street 1", "line2": "", "city": "Berlin", "region": "",
+                    "postcode": "10115", "country": "DE", "phone": ""},
+        "breakdown": {
+            "currency": "EUR", "country": "DE", "prices_include_tax": true, "item_count": 1,
+            "lines": [], "subtotal": eur(1299), "discount": eur(0),
+            "shipping": {"id": "standard", "name": "Standard", "price": eur(0), "delivery": "2 days"},
+            "taxes": [], "tax_total": eur(0), "total": eur(1299), "weight_grams": 0,
+        },
+        "payment": {"provider": "sim", "session_id": "cs", "payment_intent": null, "amount": eur(1299), "refunds": []},
+        "progress": "paid",
+        "lookup_key": "key",
+        "created_at": at.format(&time::format_description::well_known::Rfc3339).expect("time"),
+        "stock_committed": true,
+    }))
+    .expect("an order record")
 }

@@ -164,6 +164,32 @@ async fn apply_change(conn: &mut PgConnection, change: &Change) -> Result<()> {
                 codec::encode(level)?,
             )?;
         }
+        Change::SwapStock { expected, level } => {
+            let swapped = match expected {
+                Some(expected) => exec!(
+                    conn,
+                    "UPDATE stock SET value = $3 WHERE location = $1 AND sku = $2 AND value = $4",
+                    level.location.0.as_str(),
+                    level.sku.as_str(),
+                    codec::encode(level)?,
+                    codec::encode(expected)?,
+                )?,
+                None => exec!(
+                    conn,
+                    "INSERT INTO stock (location, sku, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (location, sku) DO NOTHING",
+                    level.location.0.as_str(),
+                    level.sku.as_str(),
+                    codec::encode(level)?,
+                )?,
+            };
+            if swapped == 0 {
+                return Err(StorageError::Conflict(format!(
+                    "the stock of {} at {} was changed by another node",
+                    level.sku, level.location.0
+                )));
+            }
+        }
         Change::PutCategory(c) => {
             exec!(
                 conn,
