@@ -189,7 +189,7 @@ impl SequenceLock<'_> {
         log: &sled::Tree,
         events: Vec<Event>,
         fresh: &event_log::Fresh<'_>,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<Sequenced>)> {
+    ) -> Result<(event_log::Entries, Vec<Sequenced>)> {
         event_log::number(log, &mut self.last, &mut self.numbered, events, fresh)
     }
 

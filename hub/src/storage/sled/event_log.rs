@@ -257,6 +257,9 @@ impl Fresh<'_> {
     }
 }
 
+/// Log entries to apply: keys and their values.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Numbers events for the log under the append order: skips any already stored or already
 /// numbered in this round, and answers the entries to apply for the rest with the rest
 /// themselves, numbered (moved, not copied).
@@ -266,7 +269,7 @@ pub fn number(
     numbered: &mut HashSet<EventId>,
     events: Vec<Event>,
     fresh: &Fresh<'_>,
-) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<Sequenced>)> {
+) -> Result<(Entries, Vec<Sequenced>)> {
     let mut kept = Vec::with_capacity(events.len());
     let mut kept_fresh = Vec::with_capacity(events.len());
     for (i, e) in events.into_iter().enumerate() {
