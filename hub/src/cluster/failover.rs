@@ -21,10 +21,14 @@ impl ShardActivations for NoActivations {
     async fn stop_shard(&self, _shard: u64) {}
 }
 
-/// Held shards by owner, from the lease table (the database's view, not a node's).
+/// Held entity shards by owner, from the lease table (the database's view, not a node's); the
+/// singletons' reserved shards (at and above [`SHARDS`]) are not counted.
 pub async fn held_by(pg: &PgStorage) -> Result<BTreeMap<String, Vec<u64>>, StorageError> {
     let mut by: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for (shard, owner, _) in membership::holders(pg).await? {
+        if shard >= SHARDS {
+            continue;
+        }
         by.entry(owner).or_default().push(shard);
     }
     for shards in by.values_mut() {
