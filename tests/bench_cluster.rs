@@ -12,10 +12,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn url() -> String {
-    std::env::var("OMNIHUB_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+use hub::storage::postgres::testing::url;
 
 /// A number (possibly signed, with decimals) right after `label` on `line`.
 fn number_after(line: &str, label: &str) -> Option<f64> {

@@ -38,10 +38,7 @@ use tokio::time::Instant;
 
 const SHARDS: i64 = hub::cluster::SHARDS as i64;
 
-fn pg_url() -> String {
-    std::env::var("OMNIHUB_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+use hub::storage::postgres::testing::url as pg_url;
 
 async fn pg(options: PgConnectOptions, size: u32) -> PgPool {
     PgPoolOptions::new()
@@ -56,21 +53,7 @@ fn pg_options() -> PgConnectOptions {
     pg_url().parse().expect("a valid PostgreSQL URL")
 }
 
-/// Polls `check` every 20 ms until it answers `Some`, or fails with `what` after `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use common::shop::eventually_that as eventually;
 
 // ---------------------------------------------------------------------------------------------
 // The proxy between a node and PostgreSQL.

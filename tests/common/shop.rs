@@ -795,7 +795,16 @@ impl Shop {
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_that(timeout, "condition", check).await
+}
+
+/// [`eventually`], naming `what` was waited for when it panics.
+pub async fn eventually_that<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -807,7 +816,7 @@ where
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "condition not met within {timeout:?}"
+            "{what} not met within {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -7,7 +7,6 @@ use hub::clock::SystemClock;
 use hub::config::StorageKind;
 use hub::{Application, HubHandle, HubSettings};
 use secrecy::SecretString;
-use sqlx::postgres::PgPoolOptions;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,20 +17,8 @@ use std::time::Duration;
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
 
-pub fn url() -> String {
-    std::env::var("OMNIHUB_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-pub async fn admin(sql: &str) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url())
-        .await
-        .expect("PostgreSQL answers (cluster-tests need it; .ci/run starts it)");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
-}
+pub use hub::storage::postgres::testing::admin;
+use hub::storage::postgres::testing::url_in;
 
 /// Runs `case` on a fresh schema (its name is the argument) in the actix runtime, then drops
 /// the schema, and only then fails if the case failed.
@@ -115,8 +102,7 @@ pub async fn start_from(
     let dir = tempfile::tempdir().expect("temp dir");
     let mut s = settings_for(dir.path());
     s.storage = StorageKind::Cluster;
-    s.cluster.postgres_url =
-        SecretString::from(format!("{}?options=-c%20search_path%3D{schema}", url()));
+    s.cluster.postgres_url = SecretString::from(url_in(schema));
     s.cluster.pool_size = 8;
     s.cluster.node_id = id.into();
     s.cluster.lease_ttl = LEASE_TTL;

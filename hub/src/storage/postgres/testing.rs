@@ -23,32 +23,14 @@ pub async fn admin(sql: &str) {
 /// A fresh schema: its name and connection options whose `search_path` is it.
 pub async fn fresh_schema() -> (String, PgConnectOptions) {
     let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url())
-        .await
-        .expect("PostgreSQL answers (cluster-tests need it; .ci/run starts it)");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .expect("schema created");
-    admin.close().await;
+    admin(&format!("CREATE SCHEMA {schema}")).await;
     let options: PgConnectOptions = url().parse().expect("a valid url");
     let options = options.options([("search_path", schema.as_str())]);
     (schema, options)
 }
 
 pub async fn drop_schema(schema: &str) {
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url())
-        .await
-        .expect("PostgreSQL answers");
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .expect("schema dropped");
-    admin.close().await;
+    admin(&format!("DROP SCHEMA {schema} CASCADE")).await;
 }
 
 /// The test server's URL with `schema` as the `search_path` (a hub's `[cluster] postgres_url`).
